@@ -1,0 +1,104 @@
+"""``lightning-to-energy report run.json [--plot out.png] [--csv out.csv]``: re-render a report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from lightning_to_energy.cli import CliError
+
+_HELP = "re-render a saved energy report (the energy_report.json a run wrote)"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``report`` subcommand on ``subparsers`` and set its ``func``.
+
+    Args:
+        subparsers: the object returned by ``ArgumentParser.add_subparsers()``.
+
+    Returns:
+        The new subparser.
+    """
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "report",
+        help=_HELP,
+        description=(
+            "Print a saved energy report: sensors and their kinds, totals per loop and domain, "
+            "prediction accuracy, fitted coefficients, TOs by class/format/phase, top modules, "
+            "forecast and warnings. Optionally write its plot and its per-window CSV again."
+        ),
+    )
+    parser.add_argument(
+        "path",
+        type=Path,
+        help="the report JSON (or a directory holding energy_report.json)",
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="OUT.png",
+        help="also draw predicted vs measured joules to this PNG (needs the 'plot' extra)",
+    )
+    parser.add_argument(
+        "--csv",
+        type=Path,
+        metavar="OUT.csv",
+        help="also write the per-window CSV to this file",
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, render and optionally re-export a report.
+
+    Raises:
+        CliError: the file is missing, unreadable, not an energy report, or a requested plot
+            cannot be drawn; the message says what was expected, what was found and the fix.
+    """
+    from lightning_to_energy import report as rep
+
+    path: Path = args.path
+    try:
+        report = rep.load_report(path)
+    except FileNotFoundError:
+        raise CliError(
+            f"expected a saved energy report at {path}, found no such file. Fix: pass the "
+            "energy_report.json from the run's log directory (e.g. lightning_logs/version_0/)."
+        ) from None
+    except IsADirectoryError:
+        raise CliError(
+            f"expected a report file, found a directory without energy_report.json: {path}. "
+            "Fix: pass the report's JSON file itself."
+        ) from None
+    except UnicodeDecodeError:
+        raise CliError(
+            f"expected a JSON energy report at {path}, found a binary file. Fix: pass the "
+            "energy_report.json a run wrote (not the PNG or a checkpoint)."
+        ) from None
+    except rep.ReportFormatError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(
+            f"expected a readable report at {path}, found an error reading it ({exc}). "
+            "Fix: check the path and its permissions."
+        ) from None
+
+    rep.render_report(report)
+    written: list[str] = []
+    try:
+        if args.csv is not None:
+            written.append(str(rep.write_csv(report, args.csv)))
+        if args.plot is not None:
+            written.append(str(rep.save_plot(report, args.plot)))
+    except rep.MissingExtraError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(
+            f"expected to write the requested file, found an error ({exc}). "
+            "Fix: choose a writable output path."
+        ) from None
+    for item in written:
+        print(f"wrote {item}")
+    return 0

@@ -1,0 +1,48 @@
+"""Command line: ``lightning-to-energy sensors | record | profile | report | fit | predict``.
+
+Each subcommand lives in its own ``_cli_<name>`` module exposing ``add_parser(subparsers)``,
+which registers its parser and sets ``func`` to a ``run(args) -> int``. Imports are lazy so that
+``lightning-to-energy sensors`` never pays for importing torch's dispatch machinery or rich.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+_SUBCOMMANDS = ("sensors", "record", "profile", "report", "fit", "predict")
+
+
+class CliError(Exception):
+    """A user error the CLI reports in one line (what was expected, what was found, the fix)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-to-energy",
+        description="Count transistor operations, measure and predict training energy.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in _SUBCOMMANDS:
+        module = importlib.import_module(f"lightning_to_energy._cli_{name}")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"lightning-to-energy {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

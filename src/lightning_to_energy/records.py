@@ -1,0 +1,115 @@
+"""Frozen records shared by the tracker, the callback and the report.
+
+They hold plain numbers and strings only, so a report can be written to JSON, read back and
+re-rendered without the objects that produced it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Window flags. A window can carry several.
+FLAG_SHORT = "short"  # shorter than a sensor's minimum trustworthy window
+FLAG_FAULT = "sensor-fault"  # a sensor failed during the window; its domain is missing
+FLAG_ESTIMATE = "estimate"  # some of the window's joules are an estimate, not a measurement
+FLAG_UNMEASURED = "unmeasured"  # no joules at all for this window
+FLAG_BOUNDARY = "boundary"  # closed early at an epoch or loop boundary
+FLAG_OUTLIER = "not-fitted"  # measured, but not used to fit the model (short, faulty)
+
+
+@dataclass(frozen=True)
+class SensorInfo:
+    """Where a domain's joules come from."""
+
+    domain: str
+    kind: str  # a SensorKind value: counter, power-integration, estimate, replay, fake
+    source: str
+    update_period_s: float
+    min_window_s: float
+
+
+@dataclass(frozen=True)
+class WindowRecord:
+    """One measurement window: consecutive steps of one loop."""
+
+    index: int
+    loop: str  # "train", "validate" or "test"
+    first_step: int  # the loop's step counter at the window's first step
+    steps: int
+    start_s: float  # seconds since the run started
+    duration_s: float
+    energy_j: Mapping[str, float]  # measured joules by domain
+    measured_j: float | None  # sum over domains; None when nothing was measured
+    predicted_j: float | None  # predicted before the measurement was seen (prequential)
+    low_j: float | None
+    high_j: float | None
+    prediction_source: str  # "fit", "prior" or "none"
+    tos: float
+    flops: float
+    features: Mapping[str, float] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
+    rank: int = 0
+
+
+@dataclass(frozen=True)
+class LoopTotals:
+    """Totals for one loop (train / validate / test) over all ranks."""
+
+    loop: str
+    windows: int
+    steps: int
+    duration_s: float
+    measured_j: float
+    predicted_j: float
+    tos: float
+    flops: float
+    energy_j: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModuleEnergy:
+    """Per-layer attribution: a module's share of TOs and of predicted joules per step."""
+
+    name: str
+    tos: float
+    share: float  # of the step's TOs, 0..1
+    predicted_j: float | None
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A whole run's predicted energy, from TOs per step and the steps still to run."""
+
+    total_j: float
+    low_j: float
+    high_j: float
+    steps_total: int
+    steps_done: int
+
+
+@dataclass(frozen=True)
+class EnergyReport:
+    """Everything the end-of-run report shows. Rendering lives in :mod:`report`."""
+
+    created: str  # ISO 8601
+    hardware: Mapping[str, str]
+    sensors: tuple[SensorInfo, ...]
+    skipped_sensors: Mapping[str, str]  # backend -> reason and fix
+    windows: tuple[WindowRecord, ...]
+    loops: Mapping[str, LoopTotals]
+    measured_j: float  # all loops, all domains, all ranks
+    predicted_j: float  # sum of prequential predictions over windows that have one
+    accuracy: Mapping[str, float]  # precision_pct, mape, r2, median_rel_err, worst_rel_err, n
+    coefficients: Mapping[str, float]
+    coefficient_units: Mapping[str, str]
+    identifiable: bool
+    tos_by_class: Mapping[str, float]
+    tos_by_format: Mapping[str, float]
+    tos_by_phase: Mapping[str, float]
+    top_modules: tuple[ModuleEnergy, ...]
+    unmodelled_ops: Mapping[str, int]
+    warnings: tuple[str, ...]
+    forecast: Forecast | None = None
+    world_size: int = 1
+    version: str = "1"
