@@ -1,0 +1,284 @@
+"""The per-hardware calibration store: fingerprints, atomic merged saves, corrupt files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from lightning_to_energy import calibration as cal_mod
+from lightning_to_energy.calibration import (
+    Calibration,
+    CalibrationStore,
+    CalibrationWarning,
+    HardwareInfo,
+    default_directory,
+    hardware_fingerprint,
+)
+from lightning_to_energy.regression import OnlineEnergyModel
+
+NAMES = ("duration_s", "tos")
+H100 = HardwareInfo(("NVIDIA H100 80GB HBM3",), "580.159.04", "AMD EPYC 9454 48-Core Processor", 96)
+
+
+def law_j(duration_s: float, tos: float) -> float:
+    return 300.0 * duration_s + 2e-12 * tos
+
+
+def trained_model(durations: list[float], tos: list[float]) -> OnlineEnergyModel:
+    model = OnlineEnergyModel(NAMES)
+    for d, t in zip(durations, tos, strict=True):
+        model.update({"duration_s": d, "tos": t}, law_j(d, t))
+    return model
+
+
+RUN_A = trained_model([2.0, 3.0, 4.0], [1e14, 5e14, 2e14])
+RUN_B = trained_model([5.0, 2.5], [3e14, 8e14])
+
+
+def calib(
+    model: OnlineEnergyModel, run_id: str, date: str = "2026-11-25T08:00:00+00:00"
+) -> Calibration:
+    return Calibration.from_model(model, H100, run_id=run_id, date=date)
+
+
+def fake_nvml(names: list[Any], driver: Any = "580.159.04", fail_init: bool = False) -> Any:
+    calls: list[str] = []
+
+    def init() -> None:
+        calls.append("init")
+        if fail_init:
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    return SimpleNamespace(
+        calls=calls,
+        nvmlInit=init,
+        nvmlShutdown=lambda: calls.append("shutdown"),
+        nvmlSystemGetDriverVersion=lambda: driver,
+        nvmlDeviceGetCount=lambda: len(names),
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetName=lambda h: names[h],
+    )
+
+
+# ---- hardware -------------------------------------------------------------------------------
+
+
+def test_detect_reads_nvml_and_cpuinfo(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC  9454 48-Core Processor\n")
+    nvml = fake_nvml([b"NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"], driver=b"580.159.04")
+    info = HardwareInfo.detect(nvml=nvml, cpuinfo_path=cpuinfo)
+    assert info.gpus == ("NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3")
+    assert info.driver_version == "580.159.04"
+    assert info.cpu == "AMD EPYC 9454 48-Core Processor"
+    assert info.cpu_count == (os.cpu_count() or 0)
+    assert nvml.calls == ["init", "shutdown"]
+    assert info.label.startswith("2 x NVIDIA H100 80GB HBM3 (driver 580.159.04); AMD EPYC")
+
+
+def test_detect_without_nvml_or_cpuinfo(tmp_path: Path) -> None:
+    info = HardwareInfo.detect(nvml=fake_nvml([], fail_init=True), cpuinfo_path=tmp_path / "no")
+    assert info.gpus == () and info.driver_version is None
+    assert info.cpu  # platform.processor() / machine(), or "unknown"
+
+
+def test_fingerprint_is_stable_and_tells_hardware_apart() -> None:
+    fp = hardware_fingerprint(H100)
+    assert fp == hardware_fingerprint(H100.to_dict())
+    assert fp.startswith("nvidia-h100-80gb-hbm3-x1-")
+    assert len(fp.rsplit("-", 1)[1]) == 10
+    # another GPU, another driver, two GPUs, no GPU: four other fingerprints
+    others = {
+        hardware_fingerprint(HardwareInfo(("NVIDIA A100-SXM4-40GB",), "580.159.04", H100.cpu, 96)),
+        hardware_fingerprint(HardwareInfo(H100.gpus, "570.86.15", H100.cpu, 96)),
+        hardware_fingerprint(HardwareInfo(H100.gpus * 2, "580.159.04", H100.cpu, 96)),
+        hardware_fingerprint(HardwareInfo((), None, H100.cpu, 96)),
+    }
+    assert len(others) == 4 and fp not in others
+    # GPU enumeration order does not matter
+    mixed = HardwareInfo(("A", "B"), "1", "cpu", 4)
+    assert hardware_fingerprint(mixed) == hardware_fingerprint(
+        HardwareInfo(("B", "A"), "1", "cpu", 4)
+    )
+    assert hardware_fingerprint(mixed).startswith("a-x2-")
+
+
+# ---- store location -------------------------------------------------------------------------
+
+
+def test_xdg_cache_home_is_honoured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert CalibrationStore().directory == tmp_path / "xdg" / "lightning-to-energy" / "calibration"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_directory() == tmp_path / "home" / ".cache" / "lightning-to-energy" / (
+        "calibration"
+    )
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_directory() == tmp_path / "home" / ".cache" / "lightning-to-energy" / (
+        "calibration"
+    )
+
+
+def test_unsafe_fingerprint_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fix: use hardware_fingerprint"):
+        CalibrationStore(tmp_path).path_for("../etc/passwd")
+
+
+# ---- save, load, merge ----------------------------------------------------------------------
+
+
+def test_save_load_round_trip_leaves_no_temp_files(tmp_path: Path) -> None:
+    store = CalibrationStore(tmp_path / "cal")
+    assert store.load(hardware_fingerprint(H100)) is None
+    path = store.save(calib(RUN_A, "run-a"))
+    assert path == tmp_path / "cal" / f"{hardware_fingerprint(H100)}.json"
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    loaded = store.load(hardware_fingerprint(H100))
+    assert loaded is not None
+    assert loaded.hardware == H100
+    assert loaded.n_runs == 1
+    assert loaded.coefficients == RUN_A.coefficients
+    assert loaded.units == {"duration_s": "W", "tos": "J/TO"}
+    # most recent first: RUN_A's last window was 4 s, 2e14 TO
+    assert loaded.windows[0].features == {"duration_s": 4.0, "tos": 2e14}
+    assert [w.energy_j for w in loaded.windows] == [law_j(4, 2e14), law_j(3, 5e14), law_j(2, 1e14)]
+    assert json.loads(path.read_text())["label"] == H100.label
+
+
+def test_failed_write_keeps_the_old_file_and_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = CalibrationStore(tmp_path)
+    path = store.save(calib(RUN_A, "run-a"))
+    assert path is not None
+    before = path.read_bytes()
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cal_mod.os, "replace", broken_replace)
+    with pytest.warns(CalibrationWarning, match="disk full"):
+        assert store.save(calib(RUN_B, "run-b")) is None
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_two_saves_merge_most_recent_first(tmp_path: Path) -> None:
+    store = CalibrationStore(tmp_path)
+    store.save(calib(RUN_A, "run-a", "2026-11-24T10:00:00+00:00"))
+    store.save(calib(RUN_B, "run-b", "2026-11-25T10:00:00+00:00"))
+    merged = CalibrationStore(tmp_path).load(hardware_fingerprint(H100))
+    assert merged is not None
+    # 3 windows of run A + 2 of run B
+    assert len(merged.windows) == 5
+    assert [w.run_id for w in merged.windows] == ["run-b"] * 2 + ["run-a"] * 3
+    assert merged.windows[0].features == {"duration_s": 2.5, "tos": 8e14}
+    assert merged.n_runs == 2
+    assert [(r.run_id, r.date, r.windows) for r in merged.runs] == [
+        ("run-a", "2026-11-24T10:00:00+00:00", 3),
+        ("run-b", "2026-11-25T10:00:00+00:00", 2),
+    ]
+    assert merged.updated == "2026-11-25T10:00:00+00:00"
+    assert merged.coefficients == RUN_B.coefficients
+
+
+def test_saving_a_run_again_replaces_its_windows(tmp_path: Path) -> None:
+    store = CalibrationStore(tmp_path)
+    store.save(calib(RUN_A, "run-a"))
+    store.save(calib(RUN_B, "run-b"))
+    store.save(calib(RUN_B, "run-b"))
+    merged = store.load(hardware_fingerprint(H100))
+    assert merged is not None
+    # still 3 + 2 windows and 2 runs
+    assert (len(merged.windows), merged.n_runs, len(merged.runs)) == (5, 2, 2)
+
+
+def test_windows_are_bounded(tmp_path: Path) -> None:
+    store = CalibrationStore(tmp_path, max_windows=4)
+    store.save(calib(RUN_A, "run-a"))
+    store.save(calib(RUN_B, "run-b"))
+    merged = store.load(hardware_fingerprint(H100))
+    assert merged is not None
+    # 2 of run B, then the 2 most recent of run A; the oldest (2 s, 1e14 TO) is dropped
+    assert [w.run_id for w in merged.windows] == ["run-b", "run-b", "run-a", "run-a"]
+    assert {"duration_s": 2.0, "tos": 1e14} not in [w.features for w in merged.windows]
+
+
+# ---- corrupt files --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b'{"schema_version": 1, "windows": []}',
+        b'{"schema_version": 99}',
+        b"\xff\xfe",
+    ],
+)
+def test_corrupt_file_warns_and_is_never_overwritten(tmp_path: Path, content: bytes) -> None:
+    store = CalibrationStore(tmp_path)
+    fp = hardware_fingerprint(H100)
+    path = store.path_for(fp)
+    path.write_bytes(content)
+    with pytest.warns(CalibrationWarning, match="left untouched") as record:
+        assert store.load(fp) is None
+    message = str(record[0].message)
+    assert str(path) in message and "delete it" in message and "calibration=" in message
+    with pytest.warns(CalibrationWarning, match="calibration not saved"):
+        assert store.save(calib(RUN_A, "run-a")) is None
+    assert path.read_bytes() == content
+    # a fresh store that never loaded it reads it before merging, and also refuses
+    with pytest.warns(CalibrationWarning, match="left untouched"):
+        assert CalibrationStore(tmp_path).save(calib(RUN_A, "run-a")) is None
+    assert path.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_negative_energy_in_file_is_corrupt(tmp_path: Path) -> None:
+    store = CalibrationStore(tmp_path)
+    path = store.save(calib(RUN_A, "run-a"))
+    assert path is not None
+    data = json.loads(path.read_text())
+    data["windows"][0]["energy_j"] = -1.0
+    path.write_text(json.dumps(data))
+    with pytest.warns(CalibrationWarning, match="energy_j"):
+        assert CalibrationStore(tmp_path).load(hardware_fingerprint(H100)) is None
+
+
+# ---- explicit file and seeding a model ------------------------------------------------------
+
+
+def test_from_path_uses_the_given_file_whatever_the_hardware(tmp_path: Path) -> None:
+    target = tmp_path / "mine.json"
+    store = CalibrationStore.from_path(target)
+    assert store.save(calib(RUN_A, "run-a")) == target
+    with pytest.warns(CalibrationWarning, match="Using it as asked"):
+        loaded = store.load("some-other-machine-0123456789")
+    assert loaded is not None and loaded.fingerprint == hardware_fingerprint(H100)
+    assert store.load(hardware_fingerprint(H100)) is not None
+
+
+def test_to_prior_and_seeded_model_predict_from_the_first_window() -> None:
+    merged = cal_mod.merge(calib(RUN_A, "run-a"), calib(RUN_B, "run-b"))
+    prior = merged.to_prior(("duration_s", "tos", "bytes"))
+    assert dict(prior.coefficients) == RUN_B.coefficients  # no stored coefficient for bytes
+    model = merged.to_model()
+    assert model.n_windows == 5 and model.n_updates == 0
+    assert model.history_windows() == []  # all seeded, none of this run's
+    x = {"duration_s": 3.0, "tos": 4e14}
+    pred = model.update(x, law_j(3.0, 4e14))
+    # 300 x 3 + 2e-12 x 4e14 = 900 + 800 = 1700 J, predicted before this run's first window
+    assert pred.source == "fit"
+    assert pred.energy_j == pytest.approx(1700.0, rel=0.01)
+    # a feature the stored windows lack: they cannot seed it, only the prior remains
+    other = merged.to_model(("duration_s", "bytes"))
+    assert other.n_windows == 0 and other.predict({"duration_s": 1.0, "bytes": 1.0}).source == (
+        "prior"
+    )
