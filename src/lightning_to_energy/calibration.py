@@ -141,11 +141,14 @@ class HardwareInfo:
 def _nvml_devices(nvml: Any) -> tuple[tuple[str, ...], str | None]:
     """GPU names and the driver version through NVML; ``((), None)`` when unavailable."""
     if nvml is None:
+        # The NVML backend owns the vendor import (one place translates its absence).
+        from lightning_to_energy.sensors.base import SensorError
+        from lightning_to_energy.sensors.nvml import load_pynvml
+
         try:
-            import pynvml  # from nvidia-ml-py; optional
-        except ImportError:
+            nvml = load_pynvml()
+        except SensorError:
             return (), None
-        nvml = pynvml
     try:
         nvml.nvmlInit()
     except Exception:  # NVML missing or no driver: no GPUs to fingerprint

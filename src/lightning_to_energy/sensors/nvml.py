@@ -1,0 +1,576 @@
+"""NVIDIA GPU energy through NVML (optional extra ``nvidia`` = ``nvidia-ml-py``).
+
+Facts this module rests on (measured on an H100 80GB HBM3, driver 580.159.04, 2026-11-25; see
+``docs/sensors.md``):
+
+- ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since driver load, Volta and newer) changes about
+  every 100 ms; one call takes about 3 ms (p99 about 15 ms). So it is never read per step: a
+  background thread samples it and ``read_j()`` returns the latest sample at once, or (with
+  ``background=False``) the meter reads it at window edges only.
+- Windows need about 2 s or more to be trusted (2 s windows agreed within 0.3 %).
+- ``nvmlDeviceGetPowerUsage`` is a 1 s average on Ampere and newer; instant power is the field
+  ``NVML_FI_DEV_POWER_INSTANT``. Where the counter is missing, instant power is integrated on a
+  background thread and labelled ``power-integration``.
+
+``pynvml`` is imported here only, lazily, through :func:`load_pynvml`; every NVML error is
+translated into :class:`SensorError` in :func:`_translate`. Tests inject a fake module with the
+``nvml=`` argument.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Literal
+
+from lightning_to_energy.sensors._background import Sampler
+from lightning_to_energy.sensors.base import SensorError, SensorKind, SensorUnavailable
+
+NVIDIA_EXTRA_FIX = "pip install 'lightning-to-energy[nvidia]'"
+
+#: How often the NVML energy counter changes (measured on an H100, 2026-11-25).
+COUNTER_UPDATE_PERIOD_S = 0.1
+#: The shortest window whose NVML energy can be trusted (2 s windows agreed within 0.3 %).
+DEFAULT_MIN_WINDOW_S = 2.0
+#: Background read period of the counter. NB: each read costs about 3 ms of a background
+#: thread (the ctypes call releases the GIL), about 3 % of one core at this period.
+DEFAULT_COUNTER_PERIOD_S = 0.1
+#: Background sampling period of power for integration (a power read costs about 2 µs).
+DEFAULT_POWER_PERIOD_S = 0.02
+#: How long the counter is watched for an increment before it is trusted (5 update periods).
+DEFAULT_PROBE_S = 0.5
+_PROBE_STEP_S = 0.02
+
+Method = Literal["auto", "counter", "power-integration"]
+
+# c_nvmlValue_t member for each NVML_VALUE_TYPE_* code.
+_VALUE_ATTRS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+
+
+def load_pynvml() -> ModuleType:
+    """Import ``pynvml`` (from the ``nvidia-ml-py`` distribution).
+
+    Raises:
+        SensorUnavailable: it is not installed; the fix is the ``nvidia`` extra.
+    """
+    try:
+        return importlib.import_module("pynvml")
+    except ImportError as exc:
+        raise SensorUnavailable(
+            "GPU energy not measured: NVML needs the Python package nvidia-ml-py "
+            "(import pynvml), which is not installed.",
+            NVIDIA_EXTRA_FIX,
+        ) from exc
+
+
+def _code(nvml: ModuleType, name: str) -> int | None:
+    value = getattr(nvml, name, None)
+    return value if isinstance(value, int) else None
+
+
+def _is_code(nvml: ModuleType, exc: BaseException, *names: str) -> bool:
+    code = getattr(exc, "value", None)
+    return code is not None and any(code == _code(nvml, n) for n in names)
+
+
+def _translate(nvml: ModuleType, exc: Exception, what: str, domain: str) -> SensorError:
+    """The one place NVML errors become SensorError (with a fix where one is known)."""
+    if _is_code(nvml, exc, "NVML_ERROR_LIBRARY_NOT_FOUND"):
+        return SensorUnavailable(
+            "GPU energy not measured: the NVIDIA driver library (libnvidia-ml.so.1) was not "
+            "found, so there is no NVIDIA driver on this machine.",
+            "install the NVIDIA driver (nvidia-smi must work); without an NVIDIA GPU there is "
+            "nothing for NVML to measure.",
+        )
+    if _is_code(nvml, exc, "NVML_ERROR_DRIVER_NOT_LOADED"):
+        return SensorUnavailable(
+            "GPU energy not measured: the NVIDIA kernel driver is not loaded.",
+            "load the driver (`sudo modprobe nvidia`; nvidia-smi must work).",
+        )
+    if _is_code(nvml, exc, "NVML_ERROR_NO_PERMISSION"):
+        return SensorUnavailable(
+            f"{domain}: NVML {what} was refused: insufficient permissions.",
+            "run as a user allowed to query the GPU (in a container, expose the device "
+            "with --gpus).",
+        )
+    return SensorError(f"{domain}: NVML {what} failed: {exc}")
+
+
+@dataclass(frozen=True)
+class GpuIdentity:
+    """What identifies a CUDA device to NVML.
+
+    Attributes:
+        uuid: the device UUID, with or without the ``GPU-`` / ``MIG-`` prefix.
+        pci_bus_id: e.g. ``"00000000:17:00.0"``.
+    """
+
+    uuid: str | None = None
+    pci_bus_id: str | None = None
+
+
+def torch_gpu_identity(index: int) -> GpuIdentity | None:
+    """The UUID and PCI bus id torch reports for CUDA device ``index``.
+
+    Only consulted when torch is already imported (a training process): the CLI must not pay
+    for importing torch. Returns None without CUDA.
+    """
+    torch: Any = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(index)
+    uuid = getattr(props, "uuid", None)
+    bus, dev = getattr(props, "pci_bus_id", None), getattr(props, "pci_device_id", None)
+    dom = getattr(props, "pci_domain_id", 0) or 0
+    pci = f"{dom:08X}:{bus:02X}:{dev:02X}.0" if bus is not None and dev is not None else None
+    return GpuIdentity(uuid=str(uuid) if uuid is not None else None, pci_bus_id=pci)
+
+
+def parse_visible_devices(value: str | None) -> list[int | str] | None:
+    """Parse ``CUDA_VISIBLE_DEVICES`` the way CUDA does.
+
+    Entries are indices, ``GPU-<uuid>`` (a unique prefix suffices) or ``MIG-<uuid>``; CUDA stops
+    at the first entry it cannot read, and ``-1`` hides every device.
+
+    Returns:
+        None when the variable is unset (every device visible, in NVML order), else the entries.
+    """
+    if value is None:
+        return None
+    entries: list[int | str] = []
+    for raw in value.split(","):
+        token = raw.strip()
+        if token.startswith(("GPU-", "MIG-")):
+            entries.append(token)
+            continue
+        match = re.match(r"\+?\d+", token)  # CUDA reads a leading integer, like strtoul
+        if match is None:
+            break
+        entries.append(int(match.group()))
+    return entries
+
+
+def _mig_refusal(domain: str, what: str) -> SensorUnavailable:
+    return SensorUnavailable(
+        f"{domain}: GPU energy not measured: {what} is a MIG instance (or a GPU in MIG mode). "
+        "NVML reports energy and power only for the whole GPU, which all its MIG instances "
+        "share, so this process's share cannot be measured.",
+        "train on a GPU without MIG (`sudo nvidia-smi -i <gpu> -mig 0` on an idle GPU), or "
+        "leave GPU energy unmeasured (sensors without 'nvml').",
+    )
+
+
+class NvmlSensor:
+    """Energy of one NVIDIA GPU.
+
+    The total-energy counter is used when it exists and is seen to increment during a short
+    probe (kind ``counter``); otherwise instant power is integrated on a background thread
+    (kind ``power-integration``), with ``nvmlDeviceGetPowerUsage`` (a 1 s average) as the last
+    resort.
+
+    With ``background=True`` (the default) a thread samples the counter every
+    ``counter_period_s`` and ``read_j()`` returns the latest sample immediately; it is then up
+    to ``counter_period_s`` (plus the counter's own ~100 ms update period) stale, an offset that
+    largely cancels between the two edges of a window. With ``background=False`` each
+    ``read_j()`` calls NVML on the calling thread (about 3 ms): use it at window edges only.
+    Power integration always needs regular samples: without the thread they are taken only
+    when ``read_j()`` or :meth:`poll` is called.
+
+    Args:
+        device_index: the torch CUDA device index (after ``CUDA_VISIBLE_DEVICES``).
+        identity: the device's UUID / PCI bus id; default from torch when torch is imported,
+            else ``CUDA_VISIBLE_DEVICES`` and NVML's own order are used.
+        method: ``"auto"``, ``"counter"`` (fail if the counter is unusable) or
+            ``"power-integration"`` (skip the counter).
+        background: sample on a background thread (see above).
+        nvml: the ``pynvml`` module to use (tests inject a fake); default :func:`load_pynvml`.
+        visible_devices: ``CUDA_VISIBLE_DEVICES``; default read from the environment.
+        min_window_s: the shortest trustworthy window to report.
+        counter_period_s: background period of counter reads.
+        power_period_s: background period of power samples.
+        probe_s: how long to watch the counter for an increment.
+        clock: seconds, for integration and the probe.
+        sleep: used by the probe (tests inject one that advances a fake clock).
+
+    Raises:
+        SensorUnavailable: no pynvml, no driver, the device is a MIG instance, or it does not
+            exist; also for ``method="counter"`` when the counter is unusable.
+        SensorError: any other NVML failure.
+    """
+
+    host_wide = False
+
+    def __init__(
+        self,
+        device_index: int = 0,
+        *,
+        identity: GpuIdentity | None = None,
+        method: Method = "auto",
+        background: bool = True,
+        nvml: ModuleType | None = None,
+        visible_devices: str | None = None,
+        min_window_s: float = DEFAULT_MIN_WINDOW_S,
+        counter_period_s: float = DEFAULT_COUNTER_PERIOD_S,
+        power_period_s: float = DEFAULT_POWER_PERIOD_S,
+        probe_s: float = DEFAULT_PROBE_S,
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if method not in ("auto", "counter", "power-integration"):
+            raise ValueError(
+                f"method must be 'auto', 'counter' or 'power-integration'; found {method!r}."
+            )
+        self.domain = f"gpu:{device_index}"
+        self.device_index = device_index
+        self.min_window_s = float(min_window_s)
+        self.note: str | None = None  # why the counter was not used, when it was not
+        self._nvml = nvml if nvml is not None else load_pynvml()
+        self._clock = clock
+        self._sampler: Sampler | None = None
+        self._closed = False
+        self._initialised = False
+        self._call("initialisation (nvmlInit)", self._nvml.nvmlInit)
+        self._initialised = True
+        try:
+            self._setup(
+                identity,
+                method,
+                background,
+                visible_devices,
+                counter_period_s,
+                power_period_s,
+                probe_s,
+                sleep,
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    # --- setup ----------------------------------------------------------------------------
+
+    def _setup(
+        self,
+        identity: GpuIdentity | None,
+        method: Method,
+        background: bool,
+        visible_devices: str | None,
+        counter_period_s: float,
+        power_period_s: float,
+        probe_s: float,
+        sleep: Callable[[float], None],
+    ) -> None:
+        nvml = self._nvml
+        if identity is None:
+            identity = torch_gpu_identity(self.device_index)
+        if visible_devices is None:
+            visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self._handle, how = self._resolve(identity, visible_devices)
+        self._refuse_mig(how)
+        name = self._text(self._call("nvmlDeviceGetName", nvml.nvmlDeviceGetName, self._handle))
+        uuid = self._text(self._call("nvmlDeviceGetUUID", nvml.nvmlDeviceGetUUID, self._handle))
+        self.gpu_name, self.gpu_uuid = name, uuid
+        problem: str | None = "the counter was not requested (method='power-integration')"
+        if method != "power-integration":
+            problem = self._probe_counter(probe_s, sleep)
+        if problem is None:
+            self.kind = SensorKind.COUNTER
+            self.update_period_s = COUNTER_UPDATE_PERIOD_S
+            self.source = f"NVML nvmlDeviceGetTotalEnergyConsumption, {name} {uuid}"
+            self._poll_fn: Callable[[], None] = self._poll_counter
+            period_s = counter_period_s
+        elif method == "counter":
+            raise SensorUnavailable(
+                f"{self.domain}: the NVML energy counter cannot be used: {problem}.",
+                "use method='auto' or 'power-integration' to integrate power instead.",
+            )
+        else:
+            if method == "auto":
+                self.note = f"{self.domain}: {problem}; integrating power (power-integration)."
+            self.kind = SensorKind.POWER_INTEGRATION
+            self._power_w = self._choose_power_source()
+            self.update_period_s = max(power_period_s, self._power_update_s)
+            self.source = (
+                f"NVML {self._power_desc} integrated every {power_period_s * 1e3:g} ms, "
+                f"{name} {uuid}"
+            )
+            self._poll_fn = self._poll_power
+            period_s = power_period_s
+        self._latest_j = 0.0
+        self._last_error: Exception | None = None  # the latest sample failed (counter mode)
+        self._missed: Exception | None = None  # a sample failed since the last read (power)
+        self._power_state: tuple[float, float, float] | None = None  # (t_s, power_w, energy_j)
+        self.poll()  # a first sample, so read_j() has a value at once
+        if background:
+            self._sampler = Sampler(self.poll, period_s, f"lte-nvml-{self.domain}", self._on_error)
+            self._sampler.start()
+
+    def _resolve(self, identity: GpuIdentity | None, visible: str | None) -> tuple[Any, str]:
+        """Map the torch device index to an NVML handle; return it and a description."""
+        nvml = self._nvml
+        entries = parse_visible_devices(visible)
+        entry: int | str = self.device_index
+        if entries is not None:
+            if not 0 <= self.device_index < len(entries):
+                raise SensorUnavailable(
+                    f"{self.domain}: no such CUDA device: CUDA_VISIBLE_DEVICES={visible!r} "
+                    f"makes {len(entries)} device(s) visible.",
+                    f"use a device index below {len(entries)}, or change CUDA_VISIBLE_DEVICES.",
+                )
+            entry = entries[self.device_index]
+            if isinstance(entry, str) and entry.startswith("MIG-"):
+                raise _mig_refusal(self.domain, f"CUDA_VISIBLE_DEVICES entry {entry}")
+        if identity is not None and identity.uuid:
+            bare = re.sub(r"^(GPU-|MIG-)", "", identity.uuid)
+            for prefix in ("GPU-", "MIG-"):
+                try:
+                    handle = nvml.nvmlDeviceGetHandleByUUID(prefix + bare)
+                except nvml.NVMLError as exc:
+                    if _is_code(nvml, exc, "NVML_ERROR_NOT_FOUND", "NVML_ERROR_INVALID_ARGUMENT"):
+                        continue
+                    raise _translate(nvml, exc, "nvmlDeviceGetHandleByUUID", self.domain) from exc
+                return handle, f"UUID {prefix}{bare}"
+            raise SensorUnavailable(
+                f"{self.domain}: NVML knows no GPU with the UUID {bare} that torch reported.",
+                "check that the NVML driver and the CUDA runtime see the same GPUs "
+                "(nvidia-smi -L).",
+            )
+        if identity is not None and identity.pci_bus_id:
+            handle = self._call(
+                "nvmlDeviceGetHandleByPciBusId",
+                nvml.nvmlDeviceGetHandleByPciBusId,
+                identity.pci_bus_id,
+            )
+            return handle, f"PCI bus id {identity.pci_bus_id}"
+        if isinstance(entry, int):
+            # NB: CUDA orders devices fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID, NVML by
+            # PCI bus id; without torch's UUID the two orders are assumed to agree.
+            handle = self._call(
+                "nvmlDeviceGetHandleByIndex", nvml.nvmlDeviceGetHandleByIndex, entry
+            )
+            return handle, f"NVML index {entry}"
+        count = self._call("nvmlDeviceGetCount", nvml.nvmlDeviceGetCount)
+        matches = []
+        for i in range(count):
+            handle = self._call("nvmlDeviceGetHandleByIndex", nvml.nvmlDeviceGetHandleByIndex, i)
+            uuid = self._text(self._call("nvmlDeviceGetUUID", nvml.nvmlDeviceGetUUID, handle))
+            if uuid.startswith(entry):  # CUDA accepts any unique prefix of the UUID
+                matches.append(handle)
+        if len(matches) != 1:
+            raise SensorUnavailable(
+                f"{self.domain}: CUDA_VISIBLE_DEVICES entry {entry} matches {len(matches)} of "
+                f"the {count} GPUs NVML sees; expected exactly one.",
+                "use full GPU UUIDs from `nvidia-smi -L` in CUDA_VISIBLE_DEVICES.",
+            )
+        return matches[0], f"CUDA_VISIBLE_DEVICES entry {entry}"
+
+    def _refuse_mig(self, how: str) -> None:
+        nvml = self._nvml
+        is_mig = self._optional(getattr(nvml, "nvmlDeviceIsMigDeviceHandle", None), self._handle)
+        if is_mig is not None and getattr(is_mig, "value", is_mig):
+            raise _mig_refusal(self.domain, f"the device with {how}")
+        mode = self._optional(getattr(nvml, "nvmlDeviceGetMigMode", None), self._handle)
+        enabled = _code(nvml, "NVML_DEVICE_MIG_ENABLE")
+        if mode is not None and enabled is not None and mode[0] == enabled:
+            raise _mig_refusal(self.domain, f"the device with {how}")
+
+    def _probe_counter(self, probe_s: float, sleep: Callable[[float], None]) -> str | None:
+        """None when the counter exists and increments within ``probe_s``; else the problem."""
+        nvml = self._nvml
+        read = getattr(nvml, "nvmlDeviceGetTotalEnergyConsumption", None)
+        if read is None:
+            return "this pynvml has no nvmlDeviceGetTotalEnergyConsumption"
+        try:
+            first_mj = read(self._handle)
+        except nvml.NVMLError as exc:
+            if _is_code(nvml, exc, "NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_FUNCTION_NOT_FOUND"):
+                return "the total-energy counter is not supported (it needs Volta or newer)"
+            raise _translate(nvml, exc, "nvmlDeviceGetTotalEnergyConsumption", self.domain) from exc
+        start_s = self._clock()
+        while self._clock() - start_s < probe_s:
+            sleep(_PROBE_STEP_S)
+            now_mj = self._call("nvmlDeviceGetTotalEnergyConsumption", read, self._handle)
+            if now_mj < first_mj:
+                return f"the total-energy counter went backwards ({first_mj} -> {now_mj} mJ)"
+            if now_mj > first_mj:
+                return None
+        return f"the total-energy counter did not change during a {probe_s:g} s probe"
+
+    def _choose_power_source(self) -> Callable[[], float]:
+        """Instant power if the field exists, else the 1 s average; returns a reader in W."""
+        nvml = self._nvml
+        field = _code(nvml, "NVML_FI_DEV_POWER_INSTANT")
+        if field is not None and hasattr(nvml, "nvmlDeviceGetFieldValues"):
+
+            def instant_w() -> float:
+                values = nvml.nvmlDeviceGetFieldValues(self._handle, [field])
+                value = values[0]
+                if value.nvmlReturn != 0:  # NVML_SUCCESS
+                    raise nvml.NVMLError(value.nvmlReturn)
+                milliwatts = getattr(value.value, _VALUE_ATTRS.get(value.valueType, "uiVal"))
+                return float(milliwatts) / 1e3  # mW -> W
+
+            try:
+                instant_w()
+            except nvml.NVMLError:
+                pass
+            else:
+                self._power_desc = "field NVML_FI_DEV_POWER_INSTANT"
+                self._power_update_s = 0.0
+                return instant_w
+        try:
+            self._call("nvmlDeviceGetPowerUsage", nvml.nvmlDeviceGetPowerUsage, self._handle)
+        except SensorError as exc:
+            raise SensorUnavailable(
+                f"{self.domain}: GPU energy not measured: neither the energy counter nor a "
+                f"power reading is available ({exc}).",
+                "update the NVIDIA driver; some GPUs (and most vGPUs) report no power.",
+            ) from exc
+        self._power_desc = "nvmlDeviceGetPowerUsage (a 1 s average on Ampere and newer)"
+        self._power_update_s = 1.0
+        note = (
+            f"{self.domain}: the instant-power field is not available; integrating "
+            "nvmlDeviceGetPowerUsage, a 1 s moving average, so energy lags by about 0.5 s."
+        )
+        self.note = f"{self.note} {note}" if self.note else note
+        return lambda: nvml.nvmlDeviceGetPowerUsage(self._handle) / 1e3  # mW -> W
+
+    # --- sampling -------------------------------------------------------------------------
+
+    @property
+    def background_polls(self) -> int:
+        """How many background samples have been taken (0 without a background sampler)."""
+        return self._sampler.polls if self._sampler is not None else 0
+
+    def poll(self) -> None:
+        """Take one sample now (what the background thread does every period).
+
+        Raises:
+            SensorError: the NVML read failed.
+        """
+        self._poll_fn()
+
+    def _poll_counter(self) -> None:
+        read = self._nvml.nvmlDeviceGetTotalEnergyConsumption
+        millijoules = self._call("nvmlDeviceGetTotalEnergyConsumption", read, self._handle)
+        self._latest_j = millijoules / 1e3  # mJ -> J
+        self._last_error = None
+
+    def _poll_power(self) -> None:
+        power_w = self._call("power read", self._power_w)
+        t_s = self._clock()
+        state = self._power_state
+        energy_j = 0.0
+        if state is not None:
+            t0_s, p0_w, e0_j = state
+            # Trapezoid: J = J + (W + W) / 2 x s
+            energy_j = e0_j + 0.5 * (p0_w + power_w) * max(0.0, t_s - t0_s)
+        self._power_state = (t_s, power_w, energy_j)  # one assignment: readers see it whole
+        self._latest_j = energy_j
+
+    def _on_error(self, exc: Exception) -> None:
+        if not isinstance(exc, SensorError):
+            exc = SensorError(f"{self.domain}: background NVML sample failed: {exc!r}")
+        if self.kind is SensorKind.COUNTER:
+            self._last_error = exc  # cleared by the next good sample
+        else:
+            self._missed = exc  # cleared by the next read_j(), which reports it
+
+    def read_j(self) -> float:
+        """Cumulative joules (counter: since driver load; integration: since creation).
+
+        Raises:
+            SensorError: the latest counter sample failed, or a power sample failed since the
+                previous read (the integral has a gap).
+        """
+        if self.kind is SensorKind.COUNTER:
+            if self._sampler is None:
+                self._poll_counter()
+            elif self._last_error is not None:
+                raise SensorError(str(self._last_error)) from self._last_error
+            return self._latest_j
+        missed, self._missed = self._missed, None
+        if self._sampler is None:
+            self._poll_power()
+        if missed is not None:
+            raise SensorError(
+                f"{self.domain}: a power sample failed since the previous read ({missed}); "
+                "energy over that interval is unknown."
+            ) from missed
+        return self._latest_j
+
+    def peek_j(self) -> float | None:
+        """The latest sample, without calling NVML."""
+        return self._latest_j
+
+    def close(self) -> None:
+        """Stop the sampler and release NVML. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sampler is not None:
+            self._sampler.stop()
+        if self._initialised:
+            self._initialised = False
+            # Releasing a library must not hide the error that led here.
+            with contextlib.suppress(Exception):
+                self._nvml.nvmlShutdown()
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except self._nvml.NVMLError as exc:
+            raise _translate(self._nvml, exc, what, self.domain) from exc
+
+    def _optional(self, fn: Callable[..., Any] | None, *args: Any) -> Any:
+        """Call an NVML query that older drivers or GPUs may lack; None when they do."""
+        if fn is None:
+            return None
+        nvml = self._nvml
+        try:
+            return fn(*args)
+        except nvml.NVMLError as exc:
+            if _is_code(nvml, exc, "NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_FUNCTION_NOT_FOUND"):
+                return None
+            raise _translate(nvml, exc, getattr(fn, "__name__", "query"), self.domain) from exc
+
+    @staticmethod
+    def _text(value: Any) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def visible_gpu_count(nvml: ModuleType | None = None, visible_devices: str | None = None) -> int:
+    """How many CUDA devices this process can see, without importing torch.
+
+    Uses torch when it is already imported; else ``CUDA_VISIBLE_DEVICES`` and NVML's count.
+
+    Raises:
+        SensorUnavailable: no pynvml or no driver.
+        SensorError: another NVML failure.
+    """
+    torch: Any = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return int(torch.cuda.device_count())
+    nvml = nvml if nvml is not None else load_pynvml()
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as exc:
+        raise _translate(nvml, exc, "initialisation (nvmlInit)", "gpu") from exc
+    try:
+        count = int(nvml.nvmlDeviceGetCount())
+    except nvml.NVMLError as exc:
+        raise _translate(nvml, exc, "nvmlDeviceGetCount", "gpu") from exc
+    finally:
+        nvml.nvmlShutdown()
+    if visible_devices is None:
+        visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+    entries = parse_visible_devices(visible_devices)
+    return count if entries is None else min(count, len(entries))

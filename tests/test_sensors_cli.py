@@ -1,0 +1,126 @@
+"""``lightning-to-energy sensors`` and ``record``, and the replay of what record wrote."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fakes.fake_pynvml import FakeGpu, make_fake_pynvml
+from fakes.powercap import FakePowercap
+from lightning_to_energy import cli
+from lightning_to_energy.sensors import ReplaySensor
+from lightning_to_energy.sensors import estimate as estimate_mod
+
+
+@pytest.fixture(autouse=True)
+def _only_sensor_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Build the parser with this module's subcommands only, so these tests do not depend on
+    # the other subcommands' modules.
+    monkeypatch.setattr(cli, "_SUBCOMMANDS", ("sensors", "record"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(estimate_mod, "_announced", True)
+
+
+@pytest.fixture
+def bare_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pynvml and no powercap tree: nothing can be measured."""
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setenv("LTE_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
+
+
+@pytest.mark.usefixtures("bare_machine")
+def test_sensors_on_a_bare_machine_prints_both_reasons(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["sensors"]) == 0
+    out = capsys.readouterr().out
+    assert "Not available:" in out
+    assert "  nvml:\n" in out and "pip install 'lightning-to-energy[nvidia]'" in out
+    assert "  rapl:\n" in out and "no powercap tree" in out
+    assert "cpu:estimate  estimate" in out  # the fallback is listed with its kind
+
+
+def test_sensors_with_rapl_denied_prints_the_permission_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = FakePowercap.intel_server(tmp_path, sockets=1)
+    tree.deny("intel-rapl:0")
+    tree.deny("intel-rapl:0:0")
+    tree.enforce_permissions(monkeypatch)
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    assert cli.main(["sensors", "--powercap-root", str(tree.root)]) == 0
+    out = capsys.readouterr().out
+    assert "CPU energy not measured: permission denied" in out
+    assert "udev rule" in out
+
+
+@pytest.mark.usefixtures("bare_machine")
+def test_sensors_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["sensors", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [s["domain"] for s in payload["sensors"]] == ["cpu:estimate"]
+    assert payload["sensors"][0]["kind"] == "estimate"
+    assert sorted(payload["skipped"]) == ["nvml", "rapl"]
+
+
+def test_sensors_lists_what_it_finds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = FakePowercap.intel_server(tmp_path, sockets=1)
+    monkeypatch.setitem(
+        sys.modules, "pynvml", make_fake_pynvml([FakeGpu()], clock=time.perf_counter)
+    )
+    monkeypatch.setenv("LTE_POWERCAP_ROOT", str(tree.root))
+    assert cli.main(["sensors"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Energy sensors found (3):")
+    lines = out.splitlines()
+    assert lines[1].split() == ["domain", "kind", "update", "min", "window", "source"]
+    assert lines[2].split()[:6] == ["gpu:0", "counter", "100", "ms", "2", "s"]
+    assert lines[3].split()[:4] == ["cpu:package-0", "counter", "1", "ms"]
+    assert "[host-wide: local rank 0 only]" in lines[3]
+    assert "Not available" not in out
+
+
+def test_record_writes_a_trace_that_replays(tmp_path: Path) -> None:
+    out = tmp_path / "trace.csv"
+    argv = ["record", "--seconds", "0.3", "--interval", "0.05", "--sensors", "fake", "--out"]
+    assert cli.main([*argv, str(out)]) == 0
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["time_s", "domain", "energy_j", "kind", "source"]
+    assert {r["domain"] for r in rows} == {"fake:0"} and rows[0]["kind"] == "fake"
+    times = [float(r["time_s"]) for r in rows]
+    energies = [float(r["energy_j"]) for r in rows]
+    # at most one sample per 0.05 s tick over 0.3 s: 0.3 / 0.05 + 1 = 7 rows (fewer if late)
+    assert 2 <= len(rows) <= 7 and times[0] == 0.0 and times[-1] >= 0.3
+    assert times == sorted(times)
+    for t_s, e_j in zip(times, energies, strict=True):
+        # the fake draws 100 W: 100 W x t; clock and sensor are read microseconds apart
+        assert e_j == pytest.approx(100.0 * t_s, abs=0.05)
+
+    now = [0.0]
+    replay = ReplaySensor.from_csv(out, clock=lambda: now[0])
+    for t_s, e_j in zip(times, energies, strict=True):
+        now[0] = t_s
+        assert replay.read_j() == pytest.approx(e_j)  # the samples come back exactly
+    now[0] = (times[1] + times[2]) / 2
+    # halfway between two samples: their mean
+    assert replay.read_j() == pytest.approx((energies[1] + energies[2]) / 2)
+
+
+@pytest.mark.usefixtures("bare_machine")
+def test_record_refuses_bad_arguments_and_unusable_sensors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "trace.csv")
+    assert cli.main(["record", "--seconds", "0", "--out", out]) == 2
+    assert "--seconds and --interval must be > 0; found 0.0" in capsys.readouterr().err
+    assert cli.main(["record", "--seconds", "1", "--sensors", "nvml", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lightning-to-energy record: error: sensor backend 'nvml'")
+    assert "pip install" in err
+    assert not Path(out).exists()
