@@ -45,4 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run through the imported module, so that CliError is the one the subcommands raise.
+    from lightning_to_energy.cli import main as _main
+
+    sys.exit(_main())

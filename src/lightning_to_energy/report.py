@@ -1015,7 +1015,10 @@ def _section_warnings(report: EnergyReport, *, max_ops: int = 10) -> RenderableT
         ops = sorted(report.unmodelled_ops.items(), key=lambda kv: (-kv[1], kv[0]))
         shown = ", ".join(f"{name} ×{calls:,}" for name, calls in ops[:max_ops])
         more = f" and {len(ops) - max_ops} more" if len(ops) > max_ops else ""
-        lines.append(f"{len(ops)} op(s) without a TO formula (calls per step): {shown}{more}")
+        lines.append(
+            f"{len(ops)} op(s) without a TO formula, given a flagged fallback estimate "
+            f"(calls per step): {shown}{more}"
+        )
     if not lines:
         return Text("Warnings: none", style="green")
     return Group(

@@ -1,0 +1,150 @@
+"""``lightning-to-energy fit``: fit the energy model offline on saved reports.
+
+Collects the fitted windows of one or more ``energy_report.json`` files, fits the same
+non-negative relative-error model the callback uses, and scores it honestly: with two or more
+reports, each report is predicted by a model fitted on the others (leave-one-run-out);
+with one, by the prequential predictions (each window predicted before it is added).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_to_energy.cli import CliError
+from lightning_to_energy.records import FLAG_FAULT, FLAG_OUTLIER, FLAG_SHORT, EnergyReport
+
+_HELP = "fit the energy model on saved reports and score it (leave-one-run-out)"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``fit`` subcommand and set its ``func``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser("fit", help=_HELP, description=_HELP)
+    parser.add_argument("reports", nargs="+", metavar="REPORT", help="energy_report.json files")
+    parser.add_argument(
+        "--features",
+        default=None,
+        help="comma-separated feature names (default: the features the reports' windows carry)",
+    )
+    parser.add_argument("--out", default=None, metavar="FILE", help="write a calibration JSON")
+    parser.add_argument("--json", action="store_true", help="print a JSON object instead")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def fit_windows(report: EnergyReport) -> list[tuple[dict[str, float], float]]:
+    """The windows of ``report`` fit for training: measured, long enough, no fault."""
+    bad = {FLAG_SHORT, FLAG_FAULT, FLAG_OUTLIER}
+    return [
+        (dict(w.features), float(w.measured_j))
+        for w in report.windows
+        if w.measured_j is not None and w.measured_j > 0 and not bad & set(w.flags)
+    ]
+
+
+def score(pairs: Sequence[tuple[float, float]]) -> dict[str, float]:
+    """precision % = 100 x (1 - MAPE), R^2, median and worst relative error of (pred, meas)."""
+    rel = [abs(p / m - 1.0) for p, m in pairs]
+    measured = [m for _, m in pairs]
+    mean = statistics.fmean(measured)
+    ss_tot = sum((m - mean) ** 2 for m in measured)
+    ss_res = sum((p - m) ** 2 for p, m in pairs)
+    return {
+        "n": float(len(pairs)),
+        "precision_pct": 100.0 * (1.0 - statistics.fmean(rel)),
+        "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan,
+        "median_rel_err": statistics.median(rel),
+        "worst_rel_err": max(rel),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, fit, score, print, and optionally write the calibration."""
+    from lightning_to_energy.calibration import Calibration, CalibrationStore
+    from lightning_to_energy.regression import OnlineEnergyModel
+    from lightning_to_energy.report import ReportFormatError, format_si, load_report
+
+    runs: list[list[tuple[dict[str, float], float]]] = []
+    for path in args.reports:
+        try:
+            runs.append(fit_windows(load_report(Path(path))))
+        except (OSError, ReportFormatError) as exc:
+            raise CliError(f"cannot read report {path}: {exc}") from None
+    windows = [w for run_ in runs for w in run_]
+    if not windows:
+        raise CliError(
+            f"expected measured windows in {', '.join(args.reports)}, found none fit for "
+            "fitting (all short, faulty or unmeasured). Fix: train longer, or with a sensor."
+        )
+    if args.features:
+        names = tuple(n.strip() for n in args.features.split(",") if n.strip())
+    else:
+        names = tuple(n for n in windows[0][0] if all(n in f for f, _ in windows))
+    absent = [n for n in names if any(n not in f for f, _ in windows)]
+    if absent or "duration_s" not in names:
+        raise CliError(
+            f"expected features present in every window and including duration_s, found "
+            f"{list(names)} (missing in some windows: {absent}). Fix: --features duration_s,tos"
+        )
+
+    def fitted(data: Sequence[tuple[dict[str, float], float]]) -> OnlineEnergyModel:
+        model = OnlineEnergyModel(names, history=max(len(data), 1))
+        for features, energy in data:
+            model.update(features, energy)
+        return model
+
+    model = fitted(windows)
+    if len([r for r in runs if r]) >= 2:
+        method = "leave-one-run-out"
+        pairs: list[tuple[float, float]] = []
+        for i, held in enumerate(runs):
+            if not held:
+                continue
+            others = fitted([w for j, r in enumerate(runs) if j != i for w in r])
+            for features, energy in held:
+                pred = others.predict(features).energy_j
+                if pred is not None:
+                    pairs.append((pred, energy))
+        scores = score(pairs)
+    else:
+        method = "prequential"
+        acc = model.accuracy()
+        scores = {k: float(v) for k, v in acc.to_dict().items() if isinstance(v, (int, float))}
+    result: dict[str, Any] = {
+        "reports": list(args.reports),
+        "windows": len(windows),
+        "features": list(names),
+        "coefficients": model.coefficients,
+        "units": model.units(),
+        "identifiable": bool(model.identifiable),
+        "validation": method,
+        "accuracy": scores,
+    }
+    if args.out:
+        saved = CalibrationStore.from_path(args.out).save(Calibration.from_model(model))
+        if saved is None:
+            raise CliError(f"calibration not written to {args.out} (see the warning above).")
+        result["calibration"] = str(saved)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    print(f"fitted {len(windows)} windows from {len(args.reports)} report(s) on {list(names)}")
+    units = model.units()
+    for name, value in model.coefficients.items():
+        print(f"  {name:>20}: {format_si(value, units[name])}")
+    if not model.identifiable:
+        print("  (coefficients not separately identifiable from these windows; predictions are)")
+    precision = scores.get("precision_pct", math.nan)
+    print(
+        f"precision ({method}): {precision:.2f} %  R^2 {scores.get('r2', math.nan):.4f}  "
+        f"median error {100 * scores.get('median_rel_err', math.nan):.2f} %  "
+        f"worst {100 * scores.get('worst_rel_err', math.nan):.2f} %"
+    )
+    if args.out:
+        print(f"calibration written to {result['calibration']}")
+    return 0

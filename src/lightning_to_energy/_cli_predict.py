@@ -1,0 +1,166 @@
+"""``lightning-to-energy predict``: a run's energy before it starts.
+
+Counts one training step of the model (TOs, bytes, kernels), times a few uncounted steps on
+this machine for the static-power term, and applies the calibration this hardware has learnt
+from earlier runs (or a given file) to ``--steps`` steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any
+
+from lightning_to_energy.cli import CliError
+
+_HELP = "predict a training run's energy from one counted step and this hardware's calibration"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``predict`` subcommand and set its ``func``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "predict", help=_HELP, description=_HELP
+    )
+    parser.add_argument("target", metavar="MODULE:ATTR", help="model, as for `profile`")
+    parser.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="SHAPE[:DTYPE[:HIGH]]",
+        help="one forward input per positional argument, as for `profile`",
+    )
+    parser.add_argument("--steps", type=int, required=True, help="training steps the run will take")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--optimizer", default="adamw", choices=("sgd", "adam", "adamw"))
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument(
+        "--step-time",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds per step; default: time 5 steps here",
+    )
+    parser.add_argument(
+        "--calibration",
+        default=None,
+        metavar="FILE",
+        help="calibration JSON (default: this hardware's entry in the user cache)",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON object instead")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Count, time, load the calibration and print the prediction."""
+    from lightning_to_energy._cli_profile import (
+        _device,
+        _make_input,
+        _precision,
+        load_module,
+        parse_input,
+    )
+    from lightning_to_energy.calibration import CalibrationStore, HardwareInfo, hardware_fingerprint
+    from lightning_to_energy.counting import profile
+
+    if args.steps < 1:
+        raise CliError(f"expected --steps >= 1, found {args.steps}. Fix: e.g. --steps 1000.")
+    if args.step_time is not None and not args.step_time > 0:
+        raise CliError(f"expected --step-time > 0 seconds, found {args.step_time}.")
+    if not args.input:
+        raise CliError("expected at least one --input SHAPE (e.g. --input 64x1x8x8), found none.")
+    hardware = HardwareInfo.detect()
+    fingerprint = hardware_fingerprint(hardware)
+    store = CalibrationStore.from_path(args.calibration) if args.calibration else CalibrationStore()
+    calibration = store.load(fingerprint)
+    if calibration is None:
+        where = args.calibration or store.path_for(fingerprint)
+        raise CliError(
+            f"expected a calibration for this hardware ({hardware.label}) at {where}, found none. "
+            "Fix: train once with TOEnergy() on this machine (it saves one), or pass "
+            "--calibration FILE written by `lightning-to-energy fit --out FILE`."
+        )
+    device = _device(args.device)
+    model = load_module(args.target).to(device)
+    inputs = [_make_input(s, d, h, device) for s, d, h in (parse_input(t) for t in args.input)]
+    precision, how = _precision(args.dtype, device, model, inputs)
+    try:
+        with precision:
+            step = profile(model, *inputs, train=True, optimizer=args.optimizer)
+            step_s = args.step_time or _time_steps(model, inputs, args.optimizer, device)
+    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+        raise CliError(
+            f"expected {args.target} to train on inputs {args.input}, found "
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            ". Fix: give --input shapes and dtypes that the model's forward accepts."
+        ) from None
+    energy_model = calibration.to_model()
+    per_step = {
+        "duration_s": step_s,
+        "tos": float(step.tos),
+        "flops": float(step.flops),
+        "tos_matrix_full": float(step.tos_matrix_full),
+        "tos_matrix_reduced": float(step.tos_matrix_reduced),
+        "tos_vector": float(step.tos_vector),
+        "bytes": float(step.bytes_read + step.bytes_written),
+        "kernels": float(step.kernels),
+    }
+    missing = [f for f in energy_model.feature_names if f not in per_step]
+    if missing:
+        raise CliError(f"the calibration uses features {missing} that `predict` cannot compute.")
+    features = {f: per_step[f] * args.steps for f in energy_model.feature_names}
+    prediction = energy_model.predict(features)
+    if prediction.energy_j is None:
+        raise CliError("the calibration holds no fitted windows yet; train longer with TOEnergy.")
+    result = {
+        "model": args.target,
+        "steps": args.steps,
+        "precision": how,
+        "step_time_s": step_s,
+        "tos_per_step": float(step.tos),
+        "flops_per_step": float(step.flops),
+        "energy_j": prediction.energy_j,
+        "low_j": prediction.low_j,
+        "high_j": prediction.high_j,
+        "interval": energy_model.interval,
+        "hardware": hardware.label,
+        "calibration_windows": len(calibration.windows),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        from lightning_to_energy.report import format_si
+
+        print(
+            f"{args.target}: {args.steps} steps x {format_si(step.tos, 'TO')} and "
+            f"{format_si(step_s, 's')} per step on {hardware.label}\n"
+            f"predicted energy: {format_si(prediction.energy_j, 'J')} "
+            f"({round(100 * energy_model.interval)} % interval "
+            f"{format_si(prediction.low_j or 0.0, 'J')} .. "
+            f"{format_si(prediction.high_j or 0.0, 'J')}), "
+            f"from {len(calibration.windows)} calibration windows"
+        )
+    return 0
+
+
+def _time_steps(model: Any, inputs: list[Any], optimizer: str, device: Any, n: int = 5) -> float:
+    """Median seconds of ``n`` uncounted training steps (after one warm-up step)."""
+    import torch
+
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optimizer]
+    opt = cls([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    times = []
+    for i in range(n + 1):
+        start = time.perf_counter()
+        out = model(*inputs)
+        loss = sum(t.float().sum() for t in (out if isinstance(out, (tuple, list)) else [out]))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)

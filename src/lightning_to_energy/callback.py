@@ -1,0 +1,437 @@
+"""``TOEnergy``: the Lightning callback. It decides *when*; :class:`EnergyTracker` does the work."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
+from typing_extensions import override
+
+from lightning_to_energy.cost_model import CostModel
+from lightning_to_energy.records import EnergyReport, WindowRecord
+from lightning_to_energy.regression import FEATURES
+from lightning_to_energy.sensors.base import Sensor
+from lightning_to_energy.tracker import EnergyTracker
+
+# Progress-bar keys. The measured key names its kind when it is not a hardware measurement.
+PBAR_MEASURED = "energy_J"
+PBAR_ESTIMATED = "energy_est_J"
+PBAR_PREDICTED = "energy_pred_J"
+PBAR_ERROR = "energy_err_%"
+
+
+def window_metric_keys(loop: str) -> tuple[str, ...]:
+    """The logger keys written when a window of ``loop`` closes (see :class:`TOEnergy`)."""
+    return tuple(
+        f"energy/{loop}_window_{name}"
+        for name in ("measured_J", "predicted_J", "rel_error", "power_W", "TOs", "duration_s")
+    )
+
+
+TOTAL_KEYS = ("energy/total_measured_J", "energy/total_predicted_J", "energy/precision_pct")
+
+
+class TOEnergy(Callback):
+    """Counts transistor operations, measures energy and predicts it live, window by window.
+
+    Steps are grouped into windows of at least ``window_s`` seconds (by default the sensors'
+    minimum trustworthy window: 2 s for an NVML counter). Each window's energy is predicted from
+    its operation features *before* its measurement is seen, then the measurement refines the
+    online regression. Training, validation and test windows are kept apart.
+
+    Progress bar (rank-local, read from running totals whenever the bar redraws):
+        ``energy_J`` measured joules so far (``energy_est_J`` when a sensor only estimates),
+        ``energy_pred_J`` joules the model predicted for the measured windows, ``energy_err_%``
+        mean relative error of the last 10 predictions.
+
+    Logged at each window close (to ``trainer.loggers``, rank 0, step = ``trainer.global_step``),
+    with ``LOOP`` one of ``train``, ``validate``, ``test``:
+        ``energy/LOOP_window_measured_J``, ``energy/LOOP_window_predicted_J``,
+        ``energy/LOOP_window_rel_error`` (predicted / measured - 1), ``energy/LOOP_window_power_W``,
+        ``energy/LOOP_window_TOs``, ``energy/LOOP_window_duration_s``; a key is left out of a
+        window when its value does not exist (no measurement, no prediction yet). And
+        ``energy/total_measured_J``, ``energy/total_predicted_J``, ``energy/precision_pct``
+        (100 x (1 - mean relative error)), summed over all ranks under DDP at the trainer's
+        ``log_every_n_steps`` cadence.
+
+    At the end of ``fit`` (or of a ``validate`` / ``test`` run) rank 0 prints the report and
+    saves ``energy_report.json``, ``energy_report.csv`` and, with matplotlib,
+    ``energy_report.png`` in ``report_dir`` (default: the trainer's log directory). The report
+    is kept in :attr:`report`.
+
+    Args:
+        sensors: ``"auto"`` to discover NVML, RAPL and then a labelled estimate; a sequence of
+            sensors; a callable ``(local_rank, device) -> sequence of sensors``; or ``None``.
+        window_s: minimum window length in seconds (default: the sensors' minimum).
+        features: regression features (default ``regression.FEATURES``).
+        calibration: ``"auto"`` (per-hardware store in the user cache directory), a JSON
+            file path, or ``None``.
+        cost_model: a :class:`CostModel`, or a TOML/JSON file of overrides.
+        recheck_every: re-count a cached step signature after this many replays.
+        report_dir: where the report files go; ``None`` means the trainer's ``log_dir``.
+        print_report: print the rich report on rank 0 at the end.
+        clock: monotonic clock in seconds (injectable for tests).
+
+    Raises:
+        ValueError: an argument has the wrong type or range (raised at construction).
+
+    Example::
+
+        from lightning.pytorch import Trainer
+        from lightning_to_energy import TOEnergy
+
+        trainer = Trainer(max_epochs=3, callbacks=[TOEnergy()])
+        trainer.fit(model, datamodule)
+        print(trainer.callbacks[0].report.measured_j)
+    """
+
+    def __init__(
+        self,
+        sensors: str
+        | Sequence[Sensor]
+        | Callable[[int, torch.device], Sequence[Sensor]]
+        | None = "auto",
+        *,
+        window_s: float | None = None,
+        features: Sequence[str] = FEATURES,
+        calibration: str | Path | None = "auto",
+        cost_model: CostModel | str | Path | None = None,
+        recheck_every: int = 1000,
+        report_dir: str | Path | None = None,
+        print_report: bool = True,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if isinstance(sensors, str) and sensors != "auto":
+            raise ValueError(
+                f"sensors must be 'auto', a sequence of sensors, a factory or None; found "
+                f"{sensors!r}. Use TOEnergy() for auto discovery."
+            )
+        if isinstance(cost_model, (str, Path)):
+            cost_model = CostModel.from_file(cost_model)
+        self._sensors = sensors
+        self._kwargs: dict[str, Any] = {
+            "window_s": window_s,
+            "features": tuple(features),
+            "calibration": calibration,
+            "cost_model": cost_model,
+            "recheck_every": recheck_every,
+            "clock": clock,
+        }
+        # Validate every argument now, not at the first training step.
+        EnergyTracker(None, sensors=None, **self._kwargs)
+        self.report_dir = Path(report_dir) if report_dir is not None else None
+        self.print_report = print_report
+        self._clock = clock
+        self.tracker: EnergyTracker | None = None
+        self.report: EnergyReport | None = None
+        self._pending_state: dict[str, Any] | None = None
+        self._bar: Any = None
+        self._last_items: dict[str, float] = {}
+        self._totals = (0.0, 0.0)
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def _ensure_tracker(self, trainer: Trainer, pl_module: LightningModule) -> EnergyTracker:
+        if self.tracker is not None:
+            return self.tracker
+        device = pl_module.device
+        local_rank = trainer.local_rank
+        sensors = self._sensors
+        if callable(sensors) and not isinstance(sensors, (str, Sequence)):
+            sensors = list(sensors(local_rank, device))
+        sync = torch.cuda.synchronize if device.type == "cuda" else None
+        total = trainer.estimated_stepping_batches
+        total_steps = (
+            int(total) * max(int(trainer.accumulate_grad_batches), 1)
+            if isinstance(total, (int, float)) and math.isfinite(total)
+            else None
+        )
+        tracker = EnergyTracker(
+            pl_module,
+            sensors=sensors,
+            sync=sync,
+            device=device,
+            local_rank=local_rank,
+            rank=trainer.global_rank,
+            total_steps=total_steps if trainer.state.fn == "fit" else None,
+            **self._kwargs,
+        )
+        if self._pending_state is not None:
+            tracker.load_state_dict(self._pending_state)
+            self._pending_state = None
+        tracker.start()
+        self.tracker = tracker
+        return tracker
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        tracker = self._ensure_tracker(trainer, pl_module)
+        optimizers = trainer.optimizers
+        tracker.optimizer = optimizers[0] if optimizers else None
+
+    # --- train steps ----------------------------------------------------------------------
+
+    @override
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        tracker = self._ensure_tracker(trainer, pl_module)
+        accumulate = max(int(trainer.accumulate_grad_batches), 1)
+        tracker.begin_step(batch, loop="train", will_step=(batch_idx + 1) % accumulate == 0)
+        tracker.set_phase("forward")
+
+    @override
+    def on_before_backward(
+        self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor
+    ) -> None:
+        if self.tracker is not None:
+            self.tracker.set_phase("backward")
+
+    @override
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: Any
+    ) -> None:
+        if self.tracker is not None:
+            self.tracker.set_phase("optimizer")
+
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._end_step(trainer, pl_module, "train")
+
+    @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.tracker is not None:
+            self._log_window(trainer, self.tracker.close_window(boundary=True))
+
+    # --- validation and test steps --------------------------------------------------------
+
+    @override
+    def on_validation_batch_start(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not trainer.sanity_checking:
+            self._begin_eval(trainer, pl_module, batch, "validate")
+
+    @override
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not trainer.sanity_checking:
+            self._end_step(trainer, pl_module, "validate")
+
+    @override
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or self.tracker is None:
+            return
+        self._log_window(trainer, self.tracker.close_window(boundary=True))
+        if trainer.state.fn == "validate":
+            self._finish(trainer)
+
+    @override
+    def on_test_batch_start(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._begin_eval(trainer, pl_module, batch, "test")
+
+    @override
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._end_step(trainer, pl_module, "test")
+
+    @override
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._finish(trainer)
+
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._finish(trainer)
+
+    def _begin_eval(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, loop: str
+    ) -> None:
+        tracker = self._ensure_tracker(trainer, pl_module)
+        tracker.begin_step(batch, loop=loop, will_step=False)
+        tracker.set_phase("forward")
+
+    def _end_step(self, trainer: Trainer, pl_module: LightningModule, loop: str) -> None:
+        tracker = self.tracker
+        if tracker is None:
+            return
+        record = tracker.end_step(loop=loop)
+        if record is not None:
+            self._log_window(trainer, record)
+        if loop == "train" and trainer.world_size > 1:
+            self._reduce_totals(trainer, pl_module)
+
+    # --- display and logging --------------------------------------------------------------
+
+    def _progress_items(self) -> dict[str, float]:
+        tracker = self.tracker
+        if tracker is None:
+            return dict(self._last_items)
+        live = tracker.live()
+        if live.windows == 0 and live.measured_j == 0.0:
+            return {}
+        key = PBAR_ESTIMATED if live.kind == "estimate" else PBAR_MEASURED
+        items = {key: round(live.measured_j, 4)}
+        if live.predicted_j is not None:
+            items[PBAR_PREDICTED] = round(live.predicted_j, 4)
+        if live.recent_error_pct is not None:
+            items[PBAR_ERROR] = round(live.recent_error_pct, 2)
+        self._last_items = items
+        return items
+
+    def _attach_progress_bar(self, trainer: Trainer) -> None:
+        # The bar asks for its items every time it redraws (TQDM and Rich alike); answering
+        # from the tracker's running totals costs a few additions and never blocks a step,
+        # where self.log on every step would cost more and vanish between epochs.
+        bar = trainer.progress_bar_callback
+        if bar is None or self._bar is not None:
+            return
+        original = bar.get_metrics
+
+        def get_metrics(trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+            items = original(trainer, pl_module)
+            items.update(self._progress_items())
+            return items
+
+        bar.get_metrics = get_metrics  # type: ignore[method-assign]
+        self._bar = bar
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._attach_progress_bar(trainer)
+
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._bar is not None:
+            self._bar.__dict__.pop("get_metrics", None)
+            self._bar = None
+
+    def _log_window(self, trainer: Trainer, record: WindowRecord | None) -> None:
+        if record is None or trainer.global_rank != 0 or not trainer.loggers:
+            return
+        prefix = f"energy/{record.loop}_window_"
+        metrics: dict[str, float] = {
+            prefix + "TOs": record.tos,
+            prefix + "duration_s": record.duration_s,
+        }
+        if record.measured_j is not None:
+            metrics[prefix + "measured_J"] = record.measured_j
+            if record.duration_s > 0:
+                metrics[prefix + "power_W"] = record.measured_j / record.duration_s
+        if record.predicted_j is not None:
+            metrics[prefix + "predicted_J"] = record.predicted_j
+            if record.measured_j:
+                metrics[prefix + "rel_error"] = record.predicted_j / record.measured_j - 1.0
+        if trainer.world_size == 1:
+            assert self.tracker is not None
+            live = self.tracker.live()
+            self._totals = (live.measured_j, live.predicted_j or 0.0)
+        metrics["energy/total_measured_J"], metrics["energy/total_predicted_J"] = self._totals
+        assert self.tracker is not None
+        precision = self.tracker.model.accuracy().precision_pct
+        if precision is not None and math.isfinite(precision):
+            metrics["energy/precision_pct"] = float(precision)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+
+    def _reduce_totals(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Every rank runs the same number of train steps, so a step-count cadence keeps the
+        # collective in lockstep; window closes are time-based and differ between ranks.
+        every = max(int(getattr(trainer, "log_every_n_steps", 50)), 1)
+        assert self.tracker is not None
+        if self.tracker._steps["train"] % every != 0:
+            return
+        live = self.tracker.live()
+        local = torch.tensor(
+            [live.measured_j, live.predicted_j or 0.0], dtype=torch.float64, device=pl_module.device
+        )
+        total = trainer.strategy.reduce(local, reduce_op="sum")
+        self._totals = (float(total[0]), float(total[1]))
+
+    # --- the end --------------------------------------------------------------------------
+
+    def _finish(self, trainer: Trainer) -> None:
+        tracker = self.tracker
+        if tracker is None:
+            return
+        local = tracker.finish()
+        windows: list[WindowRecord] = list(local.windows)
+        if (
+            trainer.world_size > 1
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+        ):
+            gathered: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, windows)
+            windows = [w for part in gathered for w in part]
+            windows.sort(key=lambda w: (w.start_s, w.rank))
+        report = tracker.build_report(windows, world_size=trainer.world_size)
+        self.report = report
+        self.tracker = None
+        self._emit(trainer, report)
+
+    @rank_zero_only
+    def _emit(self, trainer: Trainer, report: EnergyReport) -> None:
+        from lightning_to_energy.report import render_report, save_report
+
+        directory = self.report_dir or Path(trainer.log_dir or trainer.default_root_dir)
+        try:
+            save_report(report, directory)
+        except OSError as exc:
+            tracker_warning = f"energy report not saved to {directory}: {exc}"
+            import warnings
+
+            warnings.warn(f"lightning-to-energy: {tracker_warning}", RuntimeWarning, stacklevel=2)
+        if self.print_report:
+            render_report(report)
+
+    # --- checkpoint state -----------------------------------------------------------------
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        if self.tracker is not None:
+            return self.tracker.state_dict()
+        return dict(self._pending_state or {})
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        if self.tracker is not None:
+            self.tracker.load_state_dict(state_dict)
+        else:
+            self._pending_state = dict(state_dict)

@@ -1,0 +1,499 @@
+"""Step profiles: what one training or inference step costs, and how to sum steps.
+
+A :class:`StepProfile` is the counted cost of one step: ALU operation counts and their
+transistor operations (TOs), FLOPs (as ``FlopCounterMode`` counts them), bytes moved and
+kernels launched, split by phase, by module and by aten op. Profiles add and scale, so a
+window of steps is a sum; :class:`ProfileSum` sums replayed steps in constant time.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from typing import Any, TypeVar
+
+import torch
+from torch.utils._pytree import tree_leaves
+
+from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
+from lightning_to_energy.counting.registry import OpKey
+
+PHASES = ("forward", "backward", "optimizer", "other")
+"""The phases a step is split into, in order."""
+
+OTHER = "(other)"
+"""Module name of ops run outside every module (loss, optimizer, user code)."""
+
+ROOT = "(root)"
+"""Module name of ops run by the profiled module itself, outside its children."""
+
+_FULL_FORMATS = frozenset({NumberFormat.FP64, NumberFormat.FP32})
+
+_T = TypeVar("_T", bound="_Totals")
+
+
+@dataclass(frozen=True)
+class _Totals:
+    """Additive totals of a group of aten calls (numbers become floats once scaled)."""
+
+    calls: float = 0
+    tos: float = 0.0
+    flops: float = 0
+    bytes_read: float = 0
+    bytes_written: float = 0
+    kernels: float = 0
+
+    @property
+    def bytes(self) -> float:
+        """Bytes read plus bytes written."""
+        return self.bytes_read + self.bytes_written
+
+    def __add__(self: _T, other: _T) -> _T:
+        if not isinstance(other, type(self)):
+            return NotImplemented
+        return type(self)(
+            **{
+                f.name: _combine(getattr(self, f.name), getattr(other, f.name))
+                for f in fields(self)
+            }
+        )
+
+    def scaled(self: _T, k: float) -> _T:
+        """These totals times ``k`` (a step repeated ``k`` times)."""
+        return type(self)(**{f.name: _scale(getattr(self, f.name), k) for f in fields(self)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of the fields plus ``bytes``."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["bytes"] = self.bytes
+        return d
+
+
+def _combine(a: Any, b: Any) -> Any:
+    return a and b if isinstance(a, bool) else a + b
+
+
+def _scale(a: Any, k: float) -> Any:
+    return a if isinstance(a, bool) else a * k
+
+
+@dataclass(frozen=True)
+class PhaseTotals(_Totals):
+    """Totals of one phase of a step (forward, backward, optimizer, other)."""
+
+
+@dataclass(frozen=True)
+class ModuleTotals(_Totals):
+    """Totals of the ops a module ran itself, outside its children (so modules sum to the step)."""
+
+
+@dataclass(frozen=True)
+class OpTotals(_Totals):
+    """Totals of one aten op packet; ``modelled`` is False for the fallback estimate."""
+
+    modelled: bool = True
+
+
+def _sum_maps(a: Mapping[Any, Any], b: Mapping[Any, Any]) -> dict[Any, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out[k] + v if k in out else v
+    return out
+
+
+@dataclass(frozen=True)
+class StepProfile:
+    """The counted cost of one step.
+
+    Args:
+        counts: ALU operations by (operation class, number format, unit).
+        tos_by_key: transistor operations by the same keys (counts weighted by the cost model).
+        flops: FLOPs as ``torch.utils.flop_counter.FlopCounterMode`` counts them.
+        bytes_read: bytes read by kernels (logical tensor sizes).
+        bytes_written: bytes written by kernels.
+        kernels: kernels launched (one per modelled aten call unless its formula says otherwise).
+        by_phase: totals per phase; always has the keys of :data:`PHASES`.
+        by_module: totals per module name (dotted, :data:`ROOT` for the root, :data:`OTHER`
+            outside any module); each op belongs to its innermost module, so they sum to the step.
+        by_op: totals per aten op packet name (``"aten.mm"``).
+        unmodelled_ops: calls per aten op that had no formula and got the fallback estimate.
+
+    Example:
+        >>> import torch
+        >>> from lightning_to_energy.counting import profile
+        >>> p = profile(torch.nn.Linear(4, 3), torch.randn(2, 4))
+        >>> p.flops  # 2 * (2 * 3 * 4)
+        48
+    """
+
+    counts: Mapping[OpKey, float] = field(default_factory=dict)
+    tos_by_key: Mapping[OpKey, float] = field(default_factory=dict)
+    flops: float = 0
+    bytes_read: float = 0
+    bytes_written: float = 0
+    kernels: float = 0
+    by_phase: Mapping[str, PhaseTotals] = field(
+        default_factory=lambda: {p: PhaseTotals() for p in PHASES}
+    )
+    by_module: Mapping[str, ModuleTotals] = field(default_factory=dict)
+    by_op: Mapping[str, OpTotals] = field(default_factory=dict)
+    unmodelled_ops: Mapping[str, int] = field(default_factory=dict)
+
+    # --- derived figures ---------------------------------------------------------------------
+
+    @cached_property
+    def tos(self) -> float:
+        """Total transistor operations."""
+        return math.fsum(self.tos_by_key.values())
+
+    @property
+    def bytes(self) -> float:
+        """Bytes read plus bytes written."""
+        return self.bytes_read + self.bytes_written
+
+    @cached_property
+    def tos_by_class(self) -> Mapping[AluOp, float]:
+        """TOs by ALU operation class."""
+        return _group(self.tos_by_key, 0)
+
+    @cached_property
+    def tos_by_format(self) -> Mapping[NumberFormat, float]:
+        """TOs by number format."""
+        return _group(self.tos_by_key, 1)
+
+    @cached_property
+    def tos_by_unit(self) -> Mapping[Unit, float]:
+        """TOs by hardware unit class."""
+        return _group(self.tos_by_key, 2)
+
+    @cached_property
+    def tos_matrix_full(self) -> float:
+        """Matrix-unit TOs in full precision (fp64, fp32)."""
+        return math.fsum(
+            v for (_, f, u), v in self.tos_by_key.items() if u is Unit.MATRIX and f in _FULL_FORMATS
+        )
+
+    @cached_property
+    def tos_matrix_reduced(self) -> float:
+        """Matrix-unit TOs in every other format (tf32, bf16, fp16, fp8, integers)."""
+        return math.fsum(
+            v
+            for (_, f, u), v in self.tos_by_key.items()
+            if u is Unit.MATRIX and f not in _FULL_FORMATS
+        )
+
+    @cached_property
+    def tos_vector(self) -> float:
+        """Vector-unit TOs."""
+        return math.fsum(v for (_, _, u), v in self.tos_by_key.items() if u is Unit.VECTOR)
+
+    # --- arithmetic --------------------------------------------------------------------------
+
+    def __add__(self, other: StepProfile) -> StepProfile:
+        """The cost of running both steps."""
+        if not isinstance(other, StepProfile):
+            return NotImplemented
+        return StepProfile(
+            counts=_sum_maps(self.counts, other.counts),
+            tos_by_key=_sum_maps(self.tos_by_key, other.tos_by_key),
+            flops=self.flops + other.flops,
+            bytes_read=self.bytes_read + other.bytes_read,
+            bytes_written=self.bytes_written + other.bytes_written,
+            kernels=self.kernels + other.kernels,
+            by_phase=_sum_maps(self.by_phase, other.by_phase),
+            by_module=_sum_maps(self.by_module, other.by_module),
+            by_op=_sum_maps(self.by_op, other.by_op),
+            unmodelled_ops=_sum_maps(self.unmodelled_ops, other.unmodelled_ops),
+        )
+
+    def scaled(self, k: float) -> StepProfile:
+        """The cost of this step run ``k`` times (``k`` may be fractional, e.g. an average).
+
+        Unmodelled call counts stay whole numbers, rounded up.
+        """
+        return StepProfile(
+            counts={key: v * k for key, v in self.counts.items()},
+            tos_by_key={key: v * k for key, v in self.tos_by_key.items()},
+            flops=self.flops * k,
+            bytes_read=self.bytes_read * k,
+            bytes_written=self.bytes_written * k,
+            kernels=self.kernels * k,
+            by_phase={name: t.scaled(k) for name, t in self.by_phase.items()},
+            by_module={name: t.scaled(k) for name, t in self.by_module.items()},
+            by_op={name: t.scaled(k) for name, t in self.by_op.items()},
+            # whole calls, rounded up: an unmodelled op stays flagged in a fractional average
+            unmodelled_ops={name: math.ceil(n * k) for name, n in self.unmodelled_ops.items()},
+        )
+
+    @classmethod
+    def sum(cls, profiles: Iterable[StepProfile]) -> StepProfile:
+        """The sum of ``profiles`` (an empty profile for none)."""
+        total = cls()
+        for p in profiles:
+            total = total + p
+        return total
+
+    def same_work(self, other: StepProfile, rel_tol: float = 1e-9) -> bool:
+        """True if ``other`` counts the same work: same ops, bytes, kernels and unmodelled calls.
+
+        Module and op breakdowns are not compared: they only split the same totals.
+        """
+        if set(self.counts) != set(other.counts) or dict(self.unmodelled_ops) != dict(
+            other.unmodelled_ops
+        ):
+            return False
+        pairs = [(self.counts[k], other.counts[k]) for k in self.counts]
+        pairs += [
+            (self.flops, other.flops),
+            (self.bytes_read, other.bytes_read),
+            (self.bytes_written, other.bytes_written),
+            (self.kernels, other.kernels),
+        ]
+        return all(math.isclose(a, b, rel_tol=rel_tol) for a, b in pairs)
+
+    # --- output ------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict: totals, TOs by class/format/unit, phases, modules, ops, counts."""
+        return {
+            "tos": self.tos,
+            "flops": self.flops,
+            "bytes": self.bytes,
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "kernels": self.kernels,
+            "tos_matrix_full": self.tos_matrix_full,
+            "tos_matrix_reduced": self.tos_matrix_reduced,
+            "tos_vector": self.tos_vector,
+            "by_class": {k.value: v for k, v in self.tos_by_class.items()},
+            "by_format": {k.value: v for k, v in self.tos_by_format.items()},
+            "by_unit": {k.value: v for k, v in self.tos_by_unit.items()},
+            "by_phase": {k: v.to_dict() for k, v in self.by_phase.items()},
+            "by_module": {k: v.to_dict() for k, v in self.by_module.items()},
+            "by_op": {k: v.to_dict() for k, v in self.by_op.items()},
+            "unmodelled_ops": dict(self.unmodelled_ops),
+            "counts": {":".join(part.value for part in k): v for k, v in self.counts.items()},
+        }
+
+
+def _group(tos_by_key: Mapping[OpKey, float], part: int) -> dict[Any, float]:
+    out: dict[Any, float] = {}
+    for key, v in tos_by_key.items():
+        out[key[part]] = out.get(key[part], 0.0) + v
+    return out
+
+
+class ProfileSum:
+    """A running sum of step profiles where adding a step costs a dict update.
+
+    Replayed steps reuse the same few :class:`StepProfile` objects, so the sum keeps a
+    multiplicity per distinct profile and only builds the summed profile when asked.
+
+    Example:
+        >>> window = ProfileSum()
+        >>> window.add(step_profile)  # doctest: +SKIP
+        >>> window.total().tos  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[int, list[Any]] = {}  # id(profile) -> [profile, multiplicity]
+        self.steps: float = 0
+
+    def add(self, profile: StepProfile, times: float = 1) -> None:
+        """Add ``profile`` ``times`` times."""
+        item = self._items.get(id(profile))
+        if item is None:
+            self._items[id(profile)] = [profile, times]
+        else:
+            item[1] += times
+        self.steps += times
+
+    def clear(self) -> None:
+        """Forget every step."""
+        self._items.clear()
+        self.steps = 0
+
+    def scalar(self, name: str) -> float:
+        """The sum of one scalar attribute (``"tos"``, ``"bytes"``, ``"tos_vector"``...)."""
+        return math.fsum(getattr(p, name) * n for p, n in self._items.values())
+
+    def total(self) -> StepProfile:
+        """The summed profile of every step added."""
+        return StepProfile.sum(p if n == 1 else p.scaled(n) for p, n in self._items.values())
+
+
+# --- plain-PyTorch entry point ---------------------------------------------------------------
+
+_OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def profile(
+    model_or_callable: Any,
+    *inputs: Any,
+    train: bool = False,
+    optimizer: Any = None,
+    loss_fn: Any = None,
+    target: Any = None,
+    cost_model: Any = None,
+    warmup: bool | None = None,
+) -> StepProfile:
+    """Count one step of a model or callable in plain PyTorch.
+
+    Forward only (``train=False``): ``model(*inputs)`` under ``torch.no_grad()``. Training
+    step (``train=True``): forward with grad, the loss, backward, and with an optimizer its
+    ``step()`` and ``zero_grad()``, each in its phase. The default loss is the sum of every
+    floating-point output element (``loss_fn(output, target)`` or ``loss_fn(output)`` when a
+    ``loss_fn`` is given); its ops count in the forward phase.
+
+    The user's model is left as it was: for an ``nn.Module`` its buffers (batch-norm
+    statistics), ``.grad`` tensors and, with an optimizer, its parameters are saved before and
+    restored after (a copy of the parameters while profiling a step with an optimizer), as are
+    a given optimizer's state and the RNG state. The module's train/eval mode is used as it
+    is: call ``model.eval()`` first for inference figures. A plain callable is called as is:
+    undoing its side effects (beyond the optimizer state and the CPU RNG) is the caller's
+    business.
+
+    Args:
+        model_or_callable: an ``nn.Module`` (a ``torch.compile``d one is counted eagerly), or
+            any callable taking ``*inputs``.
+        *inputs: the step's inputs.
+        train: count a training step instead of a forward pass.
+        optimizer: None, ``"sgd"``, ``"adam"``, ``"adamw"`` (a fresh one over the module's
+            trainable parameters, lr 1e-3) or a ``torch.optim.Optimizer``.
+        loss_fn: the loss, called as ``loss_fn(output, target)`` (or ``loss_fn(output)`` when
+            ``target`` is None).
+        target: the loss target.
+        cost_model: the :class:`~lightning_to_energy.cost_model.CostModel`; default if None.
+        warmup: run one uncounted step first, so that the counted one is a steady-state step
+            (optimizer state and lazy modules initialised). Default: True with an optimizer.
+
+    Returns:
+        The step's :class:`StepProfile`.
+
+    Raises:
+        ValueError: an optimizer without ``train=True``, an unknown optimizer name, an
+            optimizer name with no module parameters to build it over, or a training step
+            whose output has nothing to differentiate.
+    """
+    # mode.py builds StepProfiles, so it imports this module: import it late
+    from lightning_to_energy.counting.mode import OpCounter, uncompiled
+
+    fn = uncompiled(model_or_callable)
+    module = fn if isinstance(fn, torch.nn.Module) else None
+    if optimizer is not None and not train:
+        raise ValueError(
+            f"profile(): an optimizer ({optimizer!r}) only runs in a training step; found "
+            "train=False. Pass train=True or drop the optimizer."
+        )
+    opt = _make_optimizer(optimizer, module)
+    warmup = opt is not None if warmup is None else warmup
+
+    def step(counter: OpCounter | None) -> None:
+        with torch.enable_grad() if train else torch.no_grad():
+            out = fn(*inputs)
+            if not train:
+                return
+            loss = _loss(out, loss_fn, target)
+        if counter is not None:
+            counter.set_phase("backward")
+        loss.backward()
+        if opt is not None:
+            if counter is not None:
+                counter.set_phase("optimizer")
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    user_optimizer = optimizer if opt is optimizer else None
+    with _preserved(module, user_optimizer, params=opt is not None):
+        # a step in a loop that zeroes grads with set_to_none starts without any
+        _clear_grads(module)
+        if warmup:
+            step(None)
+            _clear_grads(module)
+        counter = OpCounter(cost_model=cost_model, module=module)
+        with counter:
+            step(counter)
+    assert counter.profile is not None
+    return counter.profile
+
+
+def _clear_grads(module: Any) -> None:
+    if module is not None:
+        for p in module.parameters():
+            p.grad = None
+
+
+def _make_optimizer(optimizer: Any, module: Any) -> Any:
+    if optimizer is None or isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    if not isinstance(optimizer, str) or optimizer.lower() not in _OPTIMIZERS:
+        raise ValueError(
+            f"profile(): expected optimizer None, one of {_OPTIMIZERS} or a "
+            f"torch.optim.Optimizer; found {optimizer!r}. Pass one of those."
+        )
+    params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
+    if not params:
+        raise ValueError(
+            f"profile(): optimizer {optimizer!r} needs an nn.Module with trainable parameters; "
+            f"found {type(module).__name__ if module is not None else 'a plain callable'} with "
+            "none. Pass a module, or a torch.optim.Optimizer built over your parameters."
+        )
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    return cls[optimizer.lower()](params, lr=1e-3)
+
+
+def _loss(out: Any, loss_fn: Any, target: Any) -> Any:
+    if loss_fn is not None:
+        return loss_fn(out) if target is None else loss_fn(out, target)
+    parts = [
+        t.sum()
+        for t in tree_leaves(out)
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad
+    ]
+    if not parts:
+        raise ValueError(
+            "profile(train=True): expected an output with floating-point tensors that require "
+            f"grad, to sum into a default loss; found {type(out).__name__} without any. Pass "
+            "loss_fn=..., or a model with trainable parameters."
+        )
+    loss = parts[0]
+    for part in parts[1:]:
+        loss = loss + part
+    return loss
+
+
+@contextmanager
+def _preserved(module: Any, optimizer: Any, *, params: bool) -> Iterator[None]:
+    """Restore the RNG, ``optimizer``'s state, ``module``'s buffers and ``.grad`` tensors, and
+    its parameters too when ``params`` (an optimizer is about to update them)."""
+    saved: dict[str, torch.Tensor] = {}
+    grads: list[tuple[Any, Any]] = []
+    devices: list[int] = []
+    if module is not None:
+        weights = {id(p) for p in module.parameters()}
+        saved = {
+            k: v.detach().clone()
+            for k, v in module.state_dict(keep_vars=True).items()
+            if params or id(v) not in weights
+        }
+        grads = [(p, p.grad) for p in module.parameters()]
+        devices = sorted({p.device.index or 0 for p, _ in grads if p.is_cuda})
+    opt_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        if module is not None:
+            live = module.state_dict(keep_vars=True)
+            with torch.no_grad():
+                for k, value in saved.items():
+                    if k in live:
+                        live[k].copy_(value)
+        for p, g in grads:
+            p.grad = g
+        if opt_state is not None:
+            optimizer.load_state_dict(opt_state)

@@ -1,0 +1,735 @@
+"""The framework-free core: count steps, measure windows, predict before measuring.
+
+:class:`EnergyTracker` wires the counter, the meter and the online regression. It knows nothing
+of Lightning: :class:`~lightning_to_energy.callback.TOEnergy` only decides *when* to call it, and a
+plain PyTorch loop can drive it directly::
+
+    tracker = EnergyTracker(model, optimizer, sensors=[FakeSensor(power_w=50.0)])
+    tracker.start()
+    for batch in loader:
+        with tracker.step(batch):
+            loss = loss_fn(model(batch[0]), batch[1])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    report = tracker.finish()
+
+Steps are grouped into windows lasting at least ``window_s`` (by default the sensors' minimum
+trustworthy window, 2 s for an NVML counter). A step whose signature is new is counted once under
+the dispatch mode; every later step with that signature replays the cached profile at the cost of
+a dictionary look-up and a few additions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightning_to_energy.calibration import (
+    Calibration,
+    CalibrationStore,
+    HardwareInfo,
+    hardware_fingerprint,
+)
+from lightning_to_energy.cost_model import CostModel
+from lightning_to_energy.counting import (
+    OpCounter,
+    ProfileCache,
+    ProfileSum,
+    StepProfile,
+    StepSignature,
+)
+from lightning_to_energy.meter import Measurement, Meter
+from lightning_to_energy.records import (
+    FLAG_BOUNDARY,
+    FLAG_ESTIMATE,
+    FLAG_FAULT,
+    FLAG_OUTLIER,
+    FLAG_SHORT,
+    FLAG_UNMEASURED,
+    EnergyReport,
+    Forecast,
+    LoopTotals,
+    ModuleEnergy,
+    SensorInfo,
+    WindowRecord,
+)
+from lightning_to_energy.regression import FEATURES, Accuracy, OnlineEnergyModel, Prediction
+from lightning_to_energy.sensors.base import Sensor, SensorKind
+
+LOOPS = ("train", "validate", "test")
+# Feature names the tracker knows how to compute from a step profile, besides duration_s.
+_PROFILE_FEATURES: dict[str, Callable[[StepProfile], float]] = {
+    "tos": lambda p: float(p.tos),
+    "flops": lambda p: float(p.flops),
+    "tos_matrix_full": lambda p: float(p.tos_matrix_full),
+    "tos_matrix_reduced": lambda p: float(p.tos_matrix_reduced),
+    "tos_vector": lambda p: float(p.tos_vector),
+    "bytes": lambda p: float(p.bytes_read + p.bytes_written),
+    "kernels": lambda p: float(p.kernels),
+}
+_MEASURED_KINDS = (SensorKind.COUNTER.value, SensorKind.POWER_INTEGRATION.value)
+
+
+@dataclass(frozen=True)
+class LiveReadout:
+    """What the progress bar shows: joules so far, predicted so far, recent error."""
+
+    measured_j: float
+    predicted_j: float | None
+    recent_error_pct: float | None
+    tos: float  # transistor operations of every step completed so far
+    kind: str  # the weakest kind behind measured_j: "counter", "estimate", ...
+    windows: int
+
+
+@dataclass
+class _Window:
+    loop: str
+    first_step: int
+    meter_open: bool = False
+    steps: int = 0
+    sums: list[float] = field(default_factory=list)  # per non-duration feature, then tos, flops
+
+
+class EnergyTracker:
+    """Counts, measures and predicts the energy of training steps, window by window.
+
+    Args:
+        module: the model whose steps are counted (attribution hooks go on its submodules).
+        optimizer: the optimizer (its type is part of the step signature); optional.
+        sensors: ``"auto"`` (discover NVML, RAPL, then an estimate), a sequence of
+            :class:`~lightning_to_energy.sensors.base.Sensor` objects, or ``None`` to count only.
+        cost_model: transistor costs; default :meth:`CostModel.default`.
+        window_s: minimum window length in seconds; default: the sensors' ``min_window_s``.
+        features: regression features; names from ``FEATURES`` plus ``"tos"`` and ``"flops"``.
+        calibration: ``"auto"`` (the per-hardware store in the user cache), a path to a
+            calibration JSON file, or ``None`` for no prior and nothing saved.
+        recheck_every: re-count a cached step signature after this many replays.
+        clock: monotonic seconds; injectable for tests.
+        sync: called at window edges so that queued GPU work lands in the right window.
+        device: the torch device this process trains on (selects the GPU sensor).
+        local_rank: only local rank 0 reads host-wide sensors.
+        total_steps: steps the run will take, for the forecast; optional.
+
+    Raises:
+        ValueError: an argument is out of range or of the wrong kind.
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module | None = None,
+        optimizer: Any = None,
+        *,
+        sensors: str | Sequence[Sensor] | None = "auto",
+        cost_model: CostModel | None = None,
+        window_s: float | None = None,
+        features: Sequence[str] = FEATURES,
+        calibration: str | Path | None = "auto",
+        recheck_every: int = 1000,
+        clock: Callable[[], float] = time.perf_counter,
+        sync: Callable[[], None] | None = None,
+        device: torch.device | str | None = None,
+        local_rank: int = 0,
+        rank: int = 0,
+        total_steps: int | None = None,
+    ) -> None:
+        if window_s is not None and not (window_s >= 0 and math.isfinite(window_s)):
+            raise ValueError(
+                f"window_s must be a finite number of seconds >= 0, found {window_s!r}; "
+                "pass e.g. window_s=2.0, or None for the sensors' minimum trustworthy window."
+            )
+        if not isinstance(recheck_every, int) or recheck_every < 1:
+            raise ValueError(
+                f"recheck_every must be a positive int, found {recheck_every!r}; "
+                "pass e.g. recheck_every=1000."
+            )
+        unknown = [f for f in features if f != "duration_s" and f not in _PROFILE_FEATURES]
+        if unknown or "duration_s" not in features:
+            raise ValueError(
+                f"features must include 'duration_s' and names from {sorted(_PROFILE_FEATURES)}; "
+                f"found {list(features)!r}. Fix the names or leave the default."
+            )
+        if not (sensors is None or sensors == "auto" or isinstance(sensors, Sequence)):
+            raise ValueError(
+                f"sensors must be 'auto', a sequence of Sensor objects or None; found {sensors!r}."
+            )
+        self.module = module
+        self.optimizer = optimizer
+        self.cost_model = cost_model or CostModel.default()
+        self.features = tuple(features)
+        self._profile_features = tuple(f for f in self.features if f != "duration_s")
+        self._requested_sensors = sensors
+        self._requested_window_s = window_s
+        self._calibration_arg = calibration
+        self._clock = clock
+        self._sync = sync
+        self.device = torch.device(device) if device is not None else None
+        self.local_rank = local_rank
+        self.rank = rank
+        self.total_steps = total_steps
+
+        self.cache = ProfileCache(recheck_every=recheck_every)
+        self.model = OnlineEnergyModel(self.features)
+        self.sensors: list[Sensor] = []
+        self.skipped_sensors: dict[str, str] = {}
+        self.meter: Meter | None = None
+        self.window_s = window_s or 0.0
+        self.windows: list[WindowRecord] = []
+        self.warnings: list[str] = []
+        self._warned: set[str] = set()
+        self._profiles: dict[int, StepProfile] = {}
+        self._profile_vectors: dict[int, tuple[float, ...]] = {}
+        self._window: _Window | None = None
+        self._window_t0 = 0.0
+        # Every step completed, by profile: the report's breakdowns. Not checkpointed: after a
+        # resume they cover the steps run since (the windows and totals cover the whole run).
+        self._run_steps = ProfileSum()
+        self._counter: OpCounter | None = None
+        self._counting_sig: StepSignature | None = None
+        self._pending: tuple[int, tuple[float, ...]] | None = None
+        self._step_profile_ids: dict[str, int] = {}  # loop -> id of the last profile used
+        self._steps: dict[str, int] = dict.fromkeys(LOOPS, 0)
+        self.tos_total = 0.0  # TOs of every step completed in this process
+        self._closed_measured_j = 0.0
+        self._closed_predicted_j = 0.0
+        self._any_prediction = False
+        self._recent_error_pct: float | None = None
+        self._weakest_kind = "none"
+        self._t0 = 0.0
+        self._elapsed_before_s = 0.0  # run time restored from a checkpoint
+        self._store: CalibrationStore | None = None
+        self._hardware: HardwareInfo | None = None
+        self._started = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Find the sensors, load the calibration prior and open the run. Idempotent."""
+        if self._started:
+            return
+        self._started = True
+        self._t0 = self._clock()
+        if self._requested_sensors == "auto":
+            from lightning_to_energy.sensors.discover import discover
+
+            found = discover("auto", devices=self._cuda_devices(), local_rank=self.local_rank)
+            self.sensors = list(found.sensors)
+            self.skipped_sensors = dict(found.skipped)
+        elif not isinstance(self._requested_sensors, (str, type(None))):
+            self.sensors = [
+                s for s in self._requested_sensors if self.local_rank == 0 or not s.host_wide
+            ]
+        kinds = {s.kind.value for s in self.sensors}
+        if SensorKind.ESTIMATE.value in kinds:
+            self._weakest_kind = SensorKind.ESTIMATE.value
+        elif kinds:
+            self._weakest_kind = sorted(kinds)[0]
+        if self.sensors:
+            # The tracker warns once per failing domain itself (and records it for the report).
+            self.meter = Meter(self.sensors, clock=self._clock, sync=self._sync, warn=False)
+            if self._requested_window_s is None:
+                self.window_s = self.meter.min_window_s
+        try:
+            self._hardware = HardwareInfo.detect()
+        except Exception as exc:  # detection is best effort; it only names the report
+            self._warn_once("hardware", f"hardware not identified: {exc}")
+        self._load_calibration()
+
+    def _cuda_devices(self) -> list[int]:
+        if self.device is not None and self.device.type == "cuda":
+            return [self.device.index if self.device.index is not None else 0]
+        return []
+
+    def _load_calibration(self) -> None:
+        arg = self._calibration_arg
+        if arg is None or self._hardware is None:
+            return
+        try:
+            if arg == "auto":
+                self._store = CalibrationStore()
+            else:
+                self._store = CalibrationStore.from_path(Path(arg))
+            calibration = self._store.load(hardware_fingerprint(self._hardware))
+        except Exception as exc:  # never let a calibration problem stop training
+            self._warn_once("calibration", f"calibration not loaded: {exc}")
+            return
+        if calibration is None or self.model.n_updates != 0:
+            return
+        try:
+            self.model = calibration.to_model(self.features)
+        except (KeyError, ValueError) as exc:
+            self._warn_once("calibration", f"calibration not used: {exc}")
+
+    # --- steps ----------------------------------------------------------------------------
+
+    @contextmanager
+    def step(
+        self, batch: Any = None, *, loop: str = "train", will_step: bool = True
+    ) -> Iterator[None]:
+        """Count (or replay) one step of ``loop`` run inside the ``with`` block."""
+        self.begin_step(batch, loop=loop, will_step=will_step)
+        try:
+            yield
+        finally:
+            self.end_step(loop=loop)
+
+    def begin_step(self, batch: Any, *, loop: str = "train", will_step: bool = True) -> None:
+        """Mark the start of a step; starts counting when its signature needs it."""
+        if not self._started:
+            self.start()
+        window = self._window
+        if window is None or window.loop != loop:
+            if window is not None:
+                self.close_window(boundary=True)
+            window = self._open_window(loop)
+        optimizer = self.optimizer if loop == "train" else None
+        sig = StepSignature.capture(batch, self.module, optimizer=optimizer, will_step=will_step)
+        cached = self.cache.lookup(sig) if not self.cache.needs_count(sig) else None
+        if cached is None:
+            self._counting_sig = sig
+            self._counter = OpCounter(cost_model=self.cost_model, module=self.module)
+            self._counter.start()
+            self._pending = None
+        else:
+            self._pending = self._vector_for(cached)
+
+    def set_phase(self, phase: str) -> None:
+        """Attribute the ops that follow to ``phase`` (forward, backward, optimizer, other)."""
+        if self._counter is not None:
+            self._counter.set_phase(phase)
+
+    def end_step(self, *, loop: str = "train") -> WindowRecord | None:
+        """Add the step to its window; close the window when it has lasted ``window_s``.
+
+        Returns:
+            The window record when this step closed a window, else None.
+        """
+        window = self._window
+        if window is None:
+            return None
+        if self._counter is not None:
+            profile = self._counter.stop()
+            self._counter = None
+            assert self._counting_sig is not None
+            self.cache.store(self._counting_sig, profile)
+            self._counting_sig = None
+            pid, vector = self._vector_for(profile)
+        elif self._pending is not None:
+            pid, vector = self._pending
+        else:
+            return None
+        sums = window.sums
+        for i, value in enumerate(vector):
+            sums[i] += value
+        self._run_steps.add(self._profiles[pid])
+        window.steps += 1
+        self.tos_total += vector[-2]
+        self._steps[loop] = self._steps.get(loop, 0) + 1
+        self._step_profile_ids[loop] = pid
+        if self.meter is not None and self._clock() - self._window_t0 >= self.window_s:
+            return self.close_window()
+        return None
+
+    def _vector_for(self, profile: StepProfile) -> tuple[int, tuple[float, ...]]:
+        pid = id(profile)
+        vector = self._profile_vectors.get(pid)
+        if vector is None:
+            vector = (
+                *(_PROFILE_FEATURES[f](profile) for f in self._profile_features),
+                float(profile.tos),
+                float(profile.flops),
+            )
+            self._profiles[pid] = profile
+            self._profile_vectors[pid] = vector
+        return pid, vector
+
+    def _open_window(self, loop: str) -> _Window:
+        window = _Window(loop=loop, first_step=self._steps.get(loop, 0))
+        window.sums = [0.0] * (len(self._profile_features) + 2)
+        if self.meter is not None:
+            try:
+                self.meter.open()
+                window.meter_open = True
+            except Exception as exc:
+                self._warn_once("meter-open", f"energy meter could not open a window: {exc}")
+        self._window_t0 = self._clock()
+        self._window = window
+        return window
+
+    # --- windows --------------------------------------------------------------------------
+
+    def close_window(self, *, boundary: bool = False) -> WindowRecord | None:
+        """Close the open window (at a loop or epoch boundary, or when due)."""
+        window = self._window
+        self._window = None
+        if window is None or window.steps == 0:
+            if window is not None and window.meter_open and self.meter is not None:
+                self._safe_close_meter()
+            return None
+        measurement = self._safe_close_meter() if window.meter_open else None
+        duration_s = (
+            measurement.duration_s if measurement is not None else self._clock() - self._window_t0
+        )
+        n = len(self._profile_features)
+        features = {"duration_s": duration_s}
+        features.update(zip(self._profile_features, window.sums[:n], strict=True))
+        flags: list[str] = []
+        if boundary:
+            flags.append(FLAG_BOUNDARY)
+        energy: dict[str, float] = {}
+        measured: float | None = None
+        if measurement is not None:
+            energy = dict(measurement.energy_j)
+            measured = measurement.total_j if energy else None
+            if measurement.short:
+                flags.append(FLAG_SHORT)
+            if measurement.faults:
+                flags.append(FLAG_FAULT)
+                for domain, text in measurement.faults.items():
+                    self._warn_once(f"fault:{domain}", f"sensor {domain} failed: {text}")
+            if any(
+                measurement.kinds[d].value == SensorKind.ESTIMATE.value
+                for d in energy
+                if d in measurement.kinds
+            ):
+                flags.append(FLAG_ESTIMATE)
+        if measured is None:
+            flags.append(FLAG_UNMEASURED)
+        fit_ok = measured is not None and measured > 0 and FLAG_SHORT not in flags
+        fit_ok = fit_ok and FLAG_FAULT not in flags
+        prediction: Prediction | None
+        try:
+            if fit_ok:
+                assert measured is not None
+                prediction = self.model.update(features, measured)
+            else:
+                prediction = self.model.predict(features)
+                if measured is not None:
+                    flags.append(FLAG_OUTLIER)
+        except ValueError as exc:
+            self._warn_once("regression", f"window not fitted: {exc}")
+            prediction = None
+            flags.append(FLAG_OUTLIER)
+        has_pred = prediction is not None and prediction.source != "none"
+        record = WindowRecord(
+            index=len(self.windows),
+            loop=window.loop,
+            first_step=window.first_step,
+            steps=window.steps,
+            start_s=self._elapsed_before_s + (self._window_t0 - self._t0),
+            duration_s=duration_s,
+            energy_j=energy,
+            measured_j=measured,
+            predicted_j=prediction.energy_j if has_pred and prediction else None,
+            low_j=prediction.low_j if has_pred and prediction else None,
+            high_j=prediction.high_j if has_pred and prediction else None,
+            prediction_source=prediction.source if prediction is not None else "none",
+            tos=window.sums[n],
+            flops=window.sums[n + 1],
+            features=features,
+            flags=tuple(flags),
+            rank=self.rank,
+        )
+        self.windows.append(record)
+        self._refresh_totals()
+        return record
+
+    def _safe_close_meter(self) -> Measurement | None:
+        assert self.meter is not None
+        try:
+            return self.meter.close()
+        except Exception as exc:  # the meter never raises for a sensor, but be safe
+            self._warn_once("meter-close", f"energy meter failed to close a window: {exc}")
+            return None
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        self.warnings.append(message)
+        warnings.warn(f"lightning-to-energy: {message}", RuntimeWarning, stacklevel=3)
+
+    # --- live readout ---------------------------------------------------------------------
+
+    def live(self) -> LiveReadout:
+        """Totals so far for the progress bar: cheap enough for every step, never blocks.
+
+        Measured joules include the open window's latest background sample; predicted joules
+        cover the closed windows (an open window is predicted when it closes).
+        """
+        measured = self._closed_measured_j
+        if self.meter is not None and self._window is not None and self._window.meter_open:
+            measured += self.meter.peek_j()
+        return LiveReadout(
+            measured_j=measured,
+            predicted_j=self._closed_predicted_j if self._any_prediction else None,
+            recent_error_pct=self._recent_error_pct,
+            tos=self.tos_total,
+            kind=self._weakest_kind,
+            windows=len(self.windows),
+        )
+
+    def _refresh_totals(self) -> None:
+        """Recompute the closed-window totals behind :meth:`live` (at window close only)."""
+        measured = [w for w in self.windows if w.measured_j is not None]
+        self._closed_measured_j = sum(w.measured_j or 0.0 for w in measured)
+        self._closed_predicted_j = sum(w.predicted_j or 0.0 for w in measured)
+        self._any_prediction = any(w.predicted_j is not None for w in measured)
+        recent = self.model.accuracy().recent
+        mape = recent.mape if recent is not None and recent.n > 0 else math.nan
+        self._recent_error_pct = None if math.isnan(mape) else 100.0 * mape
+
+    # --- the end --------------------------------------------------------------------------
+
+    def finish(self, *, save_calibration: bool = True) -> EnergyReport:
+        """Close the last window, save the calibration and build the report of this process."""
+        if not self._started:
+            self.start()
+        self.close_window(boundary=True)
+        if save_calibration:
+            self.save_calibration()
+        report = self.build_report()
+        for sensor in self.sensors:
+            with contextlib.suppress(Exception):  # closing is best effort; the run is over
+                sensor.close()
+        return report
+
+    def save_calibration(self) -> None:
+        """Merge this run's measured windows into the calibration store (rank 0 only).
+
+        Only the windows the model was fitted on are stored. The automatic store takes only
+        hardware counters and power integration: an estimate, a replay or a fake sensor would
+        teach the next run the wrong hardware. An explicit calibration file takes any sensor.
+        """
+        if self._store is None or self._hardware is None or self.rank != 0:
+            return
+        kinds = {s.kind.value for s in self.sensors}
+        trusted = bool(kinds) and kinds <= set(_MEASURED_KINDS)
+        if self.model.n_updates == 0 or (self._calibration_arg == "auto" and not trusted):
+            return
+        try:
+            self._store.save(Calibration.from_model(self.model, self._hardware))
+        except Exception as exc:
+            self._warn_once("calibration-save", f"calibration not saved: {exc}")
+
+    def forecast(self) -> Forecast | None:
+        """Whole-run energy from the last train step's profile x the steps left, with interval."""
+        if self.total_steps is None or not self.windows:
+            return None
+        pid = self._step_profile_ids.get("train")
+        train = [w for w in self.windows if w.loop == "train" and w.steps > 0]
+        if pid is None or not train:
+            return None
+        done = self._steps.get("train", 0)
+        left = max(self.total_steps - done, 0)
+        step_s = sum(w.duration_s for w in train) / sum(w.steps for w in train)
+        vector = self._profile_vectors[pid]
+        features = {"duration_s": step_s * left}
+        features.update({f: vector[i] * left for i, f in enumerate(self._profile_features)})
+        so_far = sum(w.measured_j or 0.0 for w in self.windows if w.loop == "train")
+        if left == 0:
+            return Forecast(so_far, so_far, so_far, self.total_steps, done)
+        pred = self.model.predict(features)
+        if pred.energy_j is None or pred.low_j is None or pred.high_j is None:
+            return None
+        return Forecast(
+            total_j=so_far + pred.energy_j,
+            low_j=so_far + pred.low_j,
+            high_j=so_far + pred.high_j,
+            steps_total=self.total_steps,
+            steps_done=done,
+        )
+
+    def build_report(
+        self,
+        windows: Sequence[WindowRecord] | None = None,
+        *,
+        world_size: int = 1,
+        extra_warnings: Sequence[str] = (),
+    ) -> EnergyReport:
+        """The report over ``windows`` (default: this process's windows)."""
+        windows = tuple(self.windows if windows is None else windows)
+        loops: dict[str, LoopTotals] = {}
+        for loop in LOOPS:
+            ws = [w for w in windows if w.loop == loop]
+            if not ws:
+                continue
+            by_domain: dict[str, float] = {}
+            for w in ws:
+                for domain, joules in w.energy_j.items():
+                    by_domain[domain] = by_domain.get(domain, 0.0) + joules
+            loops[loop] = LoopTotals(
+                loop=loop,
+                windows=len(ws),
+                steps=sum(w.steps for w in ws),
+                duration_s=sum(w.duration_s for w in ws) / max(world_size, 1),
+                measured_j=sum(w.measured_j or 0.0 for w in ws),
+                predicted_j=sum(w.predicted_j or 0.0 for w in ws),
+                tos=sum(w.tos for w in ws),
+                flops=sum(w.flops for w in ws),
+                energy_j=by_domain,
+            )
+        acc = self.model.accuracy()
+        tos_by_class, tos_by_format, tos_by_phase, modules, unmodelled = self._step_breakdown()
+        notes = list(self.warnings) + list(extra_warnings)
+        return EnergyReport(
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            hardware=self._hardware_dict(),
+            sensors=tuple(
+                SensorInfo(
+                    domain=s.domain,
+                    kind=s.kind.value,
+                    source=s.source,
+                    update_period_s=float(s.update_period_s),
+                    min_window_s=float(s.min_window_s),
+                )
+                for s in self.sensors
+            ),
+            skipped_sensors=dict(self.skipped_sensors),
+            windows=windows,
+            loops=loops,
+            measured_j=sum(w.measured_j or 0.0 for w in windows),
+            predicted_j=sum(w.predicted_j or 0.0 for w in windows),
+            accuracy=_accuracy_dict(acc),
+            coefficients=dict(self.model.coefficients),
+            coefficient_units=dict(self.model.units()),
+            identifiable=bool(getattr(self.model, "identifiable", True)),
+            tos_by_class=tos_by_class,
+            tos_by_format=tos_by_format,
+            tos_by_phase=tos_by_phase,
+            top_modules=modules,
+            unmodelled_ops=unmodelled,
+            warnings=tuple(notes),
+            forecast=self.forecast(),
+            world_size=world_size,
+        )
+
+    def _hardware_dict(self) -> dict[str, str]:
+        if self._hardware is None:
+            return {}
+        return {
+            "fingerprint": hardware_fingerprint(self._hardware),
+            "label": self._hardware.label,
+            "cpu": self._hardware.cpu,
+            "cpu_count": str(self._hardware.cpu_count),
+            "gpus": ", ".join(self._hardware.gpus) or "none",
+            "driver": self._hardware.driver_version or "n/a",
+        }
+
+    def _step_breakdown(
+        self,
+    ) -> tuple[
+        dict[str, float],
+        dict[str, float],
+        dict[str, float],
+        tuple[ModuleEnergy, ...],
+        dict[str, int],
+    ]:
+        """TOs by class, format, phase and module over every counted-or-replayed step."""
+        if self._run_steps.steps == 0:
+            return {}, {}, {}, (), {}
+        total = self._run_steps.total()
+        by_class = {_key(k): float(v) for k, v in total.tos_by_class.items()}
+        by_format = {_key(k): float(v) for k, v in total.tos_by_format.items()}
+        by_phase = {k: float(t.tos) for k, t in total.by_phase.items()}
+        by_module = {k: float(m.tos) for k, m in total.by_module.items()}
+        # Calls per step of ops without a formula, from the profiles as counted.
+        unmodelled: dict[str, int] = {}
+        for p in self._profiles.values():
+            for name, calls in p.unmodelled_ops.items():
+                unmodelled[name] = max(unmodelled.get(name, 0), int(calls))
+        modules = self._top_modules(by_module, float(total.tos) or 1.0, self._run_steps.steps)
+        return by_class, by_format, by_phase, modules, unmodelled
+
+    def _top_modules(
+        self, by_module: Mapping[str, float], total: float, steps: float
+    ) -> tuple[ModuleEnergy, ...]:
+        # NB: a module's predicted joules per step are its share of the step's TOs times the
+        # predicted dynamic (duration-free) energy of one train step. Static power is not a
+        # layer's doing and is left out of the attribution.
+        per_step_j: float | None = None
+        pid = self._step_profile_ids.get("train")
+        if pid is not None:
+            vector = self._profile_vectors[pid]
+            features = {"duration_s": 0.0}
+            features.update({f: vector[i] for i, f in enumerate(self._profile_features)})
+            pred = self.model.predict(features)
+            per_step_j = pred.energy_j if pred.source != "none" else None
+        steps = max(steps, 1.0)
+        top = sorted(by_module.items(), key=lambda kv: kv[1], reverse=True)[:10]
+        return tuple(
+            ModuleEnergy(
+                name=name,
+                tos=tos / steps,
+                share=tos / total,
+                predicted_j=None if per_step_j is None else per_step_j * tos / total,
+            )
+            for name, tos in top
+        )
+
+    # --- checkpoint state -----------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Totals, windows and regression state, as plain JSON-able values."""
+        return {
+            "version": 1,
+            "windows": [_window_to_dict(w) for w in self.windows],
+            "steps": dict(self._steps),
+            "elapsed_s": self._elapsed_before_s
+            + (self._clock() - self._t0 if self._started else 0.0),
+            "model": self.model.state_dict(),
+            "warnings": list(self.warnings),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved; windows after the checkpoint are not in it."""
+        if state.get("version") != 1:
+            raise ValueError(
+                f"TOEnergy checkpoint state version 1 expected, found {state.get('version')!r}; "
+                "this checkpoint was written by a different lightning-to-energy release."
+            )
+        self.windows = [WindowRecord(**_window_from_dict(w)) for w in state["windows"]]
+        self._steps = {**dict.fromkeys(LOOPS, 0), **state["steps"]}
+        self._elapsed_before_s = float(state["elapsed_s"])
+        self.model.load_state_dict(state["model"])
+        self.warnings = list(state.get("warnings", []))
+        self._refresh_totals()
+
+
+def _key(k: Any) -> str:
+    return str(getattr(k, "value", k))
+
+
+def _accuracy_dict(acc: Accuracy) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in acc.to_dict().items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+def _window_to_dict(w: WindowRecord) -> dict[str, Any]:
+    d = dict(w.__dict__)
+    d["energy_j"] = dict(w.energy_j)
+    d["features"] = dict(w.features)
+    d["flags"] = list(w.flags)
+    return d
+
+
+def _window_from_dict(d: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(d)
+    out["energy_j"] = dict(d["energy_j"])
+    out["features"] = dict(d["features"])
+    out["flags"] = tuple(d["flags"])
+    return out

@@ -1,0 +1,165 @@
+"""Step signatures, the profile cache's re-check cadence and summing replayed steps."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from _models import TinyMLP
+from lightning_to_energy.counting import ProfileCache, ProfileSum, StepSignature, profile
+
+
+@pytest.fixture
+def model() -> TinyMLP:
+    return TinyMLP()
+
+
+@pytest.fixture
+def restore_tf32() -> Iterator[None]:
+    old = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+    )
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = old[0]
+    torch.backends.cudnn.allow_tf32 = old[1]
+    torch.set_float32_matmul_precision(old[2])
+
+
+def sig(batch: object, model: torch.nn.Module | None, **kw: Any) -> StepSignature:
+    return StepSignature.capture(batch, model, **kw)
+
+
+def test_equal_steps_have_equal_hashable_signatures(model: TinyMLP) -> None:
+    a = sig((torch.randn(8, 16), torch.randn(8)), model)
+    b = sig((torch.randn(8, 16), torch.randn(8)), model)
+    assert a == b
+    assert hash(a) == hash(b)
+    assert len({a, b}) == 1
+    # non-tensor leaves count by type only: ids and strings change every batch
+    assert sig({"x": torch.randn(8, 16), "id": 3}, model) == sig(
+        {"x": torch.randn(8, 16), "id": 4}, model
+    )
+
+
+def test_signature_follows_batch_shape_dtype_and_structure(model: TinyMLP) -> None:
+    base = sig(torch.randn(8, 16), model)
+    assert sig(torch.randn(4, 16), model) != base
+    assert sig(torch.randn(8, 16, dtype=torch.float64), model) != base
+    assert sig([torch.randn(8, 16)], model) != base
+    assert sig({"x": torch.randn(8, 16)}, model) != sig({"y": torch.randn(8, 16)}, model)
+    nested = {"x": [torch.randn(8, 16), torch.randn(2)], "y": (torch.randn(3),)}
+    assert sig(nested, model) == sig(
+        {"x": [torch.randn(8, 16), torch.randn(2)], "y": (torch.randn(3),)}, model
+    )
+    assert sig(nested, model) != sig(
+        {"x": [torch.randn(8, 16), torch.randn(3)], "y": (torch.randn(3),)}, model
+    )
+
+
+def test_signature_follows_modes_and_flags(model: TinyMLP, restore_tf32: None) -> None:
+    x = torch.randn(8, 16)
+    base = sig(x, model)
+    model.eval()
+    assert sig(x, model) != base
+    model.train()
+    assert sig(x, model) == base
+    with torch.no_grad():
+        assert sig(x, model) != base
+    with torch.inference_mode():
+        assert sig(x, model) != base
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = sig(x, model)
+    with torch.autocast("cpu", dtype=torch.float16):
+        fp16 = sig(x, model)
+    assert len({base, bf16, fp16}) == 3
+    torch.backends.cuda.matmul.allow_tf32 = not torch.backends.cuda.matmul.allow_tf32
+    assert sig(x, model) != base
+    torch.backends.cuda.matmul.allow_tf32 = not torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = not torch.backends.cudnn.allow_tf32
+    assert sig(x, model) != base
+
+
+def test_signature_follows_trainable_parameters_and_optimizer(model: TinyMLP) -> None:
+    x = torch.randn(8, 16)
+    base = sig(x, model)
+    model.fc1.weight.requires_grad_(False)
+    assert sig(x, model) != base
+    model.fc1.weight.requires_grad_(True)
+    assert sig(x, model) == base
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    adam = torch.optim.Adam(model.parameters())
+    assert sig(x, model, optimizer=sgd) != base
+    assert sig(x, model, optimizer=sgd) != sig(x, model, optimizer=adam)
+    assert sig(x, model, optimizer=sgd, will_step=False) != sig(x, model, optimizer=sgd)
+    assert sig(x, model, accumulate=4) != base
+    assert sig(x, None) != base
+
+
+def test_recheck_cadence() -> None:
+    cache = ProfileCache(recheck_every=4)
+    p = profile(TinyMLP(), torch.randn(8, 16))
+    s = sig(torch.randn(8, 16), TinyMLP())
+    decisions = []
+    for _ in range(9):
+        if cache.needs_count(s):
+            decisions.append("count")
+            cache.store(s, p)
+        else:
+            assert cache.lookup(s) is p
+            decisions.append("replay")
+    # one step in 4 is counted: the first, then after every 3 replays
+    assert decisions == ["count", "replay", "replay", "replay"] * 2 + ["count"]
+    assert (cache.counts, cache.replays, len(cache)) == (3, 6, 1)
+    assert s in cache
+    assert cache.changed_signatures == set()
+
+
+def test_every_step_counts_with_recheck_every_1() -> None:
+    cache = ProfileCache(recheck_every=1)
+    s = sig(torch.randn(2, 16), None)
+    p = profile(TinyMLP(), torch.randn(2, 16))
+    cache.store(s, p)
+    assert cache.needs_count(s)
+    with pytest.raises(ValueError, match=">= 1"):
+        ProfileCache(recheck_every=0)
+
+
+def test_a_changed_recount_replaces_and_flags_the_signature() -> None:
+    cache = ProfileCache(recheck_every=2)
+    model = TinyMLP()
+    s = sig(torch.randn(8, 16), model)
+    small = profile(model, torch.randn(8, 16))
+    same = profile(model, torch.randn(8, 16))
+    big = profile(model, torch.randn(16, 16))
+    assert cache.lookup(s) is None
+    cache.store(s, small)
+    cache.store(s, same)
+    # an equal re-count keeps the first object (so per-profile caches stay valid)
+    assert cache.lookup(s) is small
+    assert cache.changed_signatures == set()
+    cache.store(s, big)
+    assert cache.lookup(s) is big
+    assert cache.changed_signatures == {s}
+
+
+def test_profile_sum_adds_replays_cheaply() -> None:
+    a = profile(TinyMLP(), torch.randn(8, 16))
+    b = profile(TinyMLP(), torch.randn(4, 16), train=True)
+    window = ProfileSum()
+    for _ in range(3):
+        window.add(a)
+    window.add(b, times=2)
+    assert window.steps == 5
+    total = window.total()
+    assert total.same_work(a.scaled(3) + b.scaled(2))
+    assert math.isclose(window.scalar("tos"), 3 * a.tos + 2 * b.tos, rel_tol=1e-12)
+    assert math.isclose(window.scalar("bytes"), 3 * a.bytes + 2 * b.bytes, rel_tol=1e-12)
+    window.clear()
+    assert window.steps == 0
+    assert window.total().tos == 0

@@ -1,0 +1,89 @@
+"""``lightning-to-energy profile``: JSON and table output, and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lightning_to_energy import cli
+
+
+@pytest.fixture(autouse=True)
+def _only_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    # isolate the profile subcommand from the other subcommands' imports
+    monkeypatch.setattr(cli, "_SUBCOMMANDS", ("profile",))
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["profile", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("target", ["_models:TinyMLP", "_models:tiny_mlp", "_models:TINY_MLP"])
+def test_json_for_a_class_a_factory_and_an_instance(
+    capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    code, out, err = run(capsys, target, "--input", "8x16", "--json")
+    assert (code, err) == (0, "")
+    d = json.loads(out)
+    for key in ("tos", "flops", "bytes", "by_phase", "by_module", "unmodelled_ops"):
+        assert key in d
+    # forward only: fc1 2 * 8 * 32 * 16 = 8192 plus fc2 2 * 8 * 4 * 32 = 2048
+    assert d["flops"] == 10240
+    assert d["by_phase"]["backward"]["calls"] == 0
+    assert set(d["by_module"]) == {"fc1", "act", "fc2"}
+    assert d["unmodelled_ops"] == {}
+
+
+def test_json_for_a_train_step_in_bf16(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "_models:TinyGPT", "--input", "2x16:int64:64", "--train",
+        "--optimizer", "adamw", "--dtype", "bf16", "--json",
+    )  # fmt: skip
+    assert code == 0
+    d = json.loads(out)
+    assert (d["precision"], d["train"], d["optimizer"]) == ("autocast", True, "adamw")
+    assert all(d["by_phase"][p]["tos"] > 0 for p in ("forward", "backward", "optimizer"))
+    assert d["by_format"]["bf16"] > 0
+    assert d["tos_matrix_full"] == 0
+
+
+def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "_models:TinyCNN", "--input", "2x3x16x16", "--train")
+    assert code == 0
+    for text in ("Totals", "By phase", "backward", "conv2", "Every op had a formula"):
+        assert text in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["_models", "--input", "8x16"], "expected MODULE:ATTR"),
+        (["no_such_module_xyz:Net", "--input", "8x16"], "importable module"),
+        (["_models:Nope", "--input", "8x16"], "define 'Nope'"),
+        (["_models:Attention.heads", "--input", "8x16"], "define 'Attention.heads'"),
+        (["json:dumps", "--input", "8x16"], "build with no arguments"),
+        (["_models:TinyMLP"], "at least one --input"),
+        (["_models:TinyMLP", "--input", "8xq"], "positive integers joined by 'x'"),
+        (["_models:TinyMLP", "--input", "8x0"], "positive integers joined by 'x'"),
+        (["_models:TinyMLP", "--input", "8x16:complex"], "input dtype"),
+        (["_models:TinyMLP", "--input", "8x16:int64:0"], "HIGH"),
+        (["_models:TinyMLP", "--input", "8x16:float32:5"], "only for integer inputs"),
+        (["_models:TinyMLP", "--input", "8x15"], "to run on inputs [8x15]"),
+        (["_models:TinyMLP", "--input", "8x16", "--optimizer", "sgd"], "with --optimizer"),
+        (["_models:TinyMLP", "--input", "8x16", "--device", "cuda:7"], "CUDA device"),
+    ],
+)
+def test_errors_are_one_line_with_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    assert err.startswith("lightning-to-energy profile: error: expected")
+    assert expected in err
+    assert "Fix:" in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err

@@ -1,0 +1,356 @@
+"""Hand-worked counts of the matrix formulas: matmuls, convolutions and fused attention.
+
+Each test runs the real aten op under an ``OpCounter`` (module-less, so nothing but the op is
+attributed) and checks its ALU ops, bytes, kernels and FLOPs. The CUDA-only attention kernels
+run on the ``meta`` device, which has their shape functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
+from lightning_to_energy.counting import OpCounter, StepProfile
+from lightning_to_energy.counting.formulas.matrix import (
+    CAUSAL_BOTTOM_RIGHT,
+    CAUSAL_TOP_LEFT,
+    NO_MASK,
+    kept_scores,
+)
+from lightning_to_energy.counting.registry import matmul_format
+
+aten = torch.ops.aten
+FMA, ADD, MUL, CMP, DIV, EXP = AluOp.FMA, AluOp.ADD, AluOp.MUL, AluOp.CMP, AluOp.DIV, AluOp.EXP
+FP32 = NumberFormat.FP32
+MATRIX, VECTOR = Unit.MATRIX, Unit.VECTOR
+
+
+def count(fn: Callable[[], Any]) -> StepProfile:
+    with OpCounter() as counter:
+        fn()
+    assert counter.profile is not None
+    return counter.profile
+
+
+def fcm_flops(fn: Callable[[], Any]) -> int:
+    with FlopCounterMode(display=False) as fcm:
+        fn()
+    return int(fcm.get_total_flops())
+
+
+def by_class(p: StepProfile, unit: Unit | None = None) -> dict[AluOp, float]:
+    out: dict[AluOp, float] = {}
+    for (op, _fmt, u), n in p.counts.items():
+        if unit is None or u is unit:
+            out[op] = out.get(op, 0.0) + n
+    return out
+
+
+# --- matmuls --------------------------------------------------------------------------------
+
+
+def test_mm() -> None:
+    a, b = torch.randn(4, 6), torch.randn(6, 5)
+    p = count(lambda: torch.mm(a, b))
+    # m * n * k = 4 * 5 * 6 = 120 multiply-accumulates in fp32 on the matrix unit
+    assert p.counts == {(FMA, FP32, MATRIX): 120}
+    # 2 * 120 = 240, as FlopCounterMode
+    assert p.flops == 240 == fcm_flops(lambda: torch.mm(a, b))
+    # read (4*6 + 6*5) * 4 B = 216; write 4*5 * 4 B = 80
+    assert (p.bytes_read, p.bytes_written, p.kernels) == (216, 80, 1)
+    assert p.by_op["aten.mm"].calls == 1
+
+
+def test_addmm_bias_and_scaling() -> None:
+    bias, a, b = torch.randn(5), torch.randn(4, 6), torch.randn(6, 5)
+    p = count(lambda: torch.addmm(bias, a, b))
+    # 120 FMA; beta=1 alpha=1: one bias add per output element, 4 * 5 = 20
+    assert p.counts == {(FMA, FP32, MATRIX): 120, (ADD, FP32, VECTOR): 20}
+    # read (5 + 24 + 30) * 4 = 236, write 20 * 4 = 80
+    assert (p.bytes_read, p.bytes_written) == (236, 80)
+    assert p.flops == 240 == fcm_flops(lambda: torch.addmm(bias, a, b))
+
+    scaled = count(lambda: torch.addmm(bias, a, b, beta=0.5, alpha=2.0))
+    # 20 adds, 20 multiplies by beta and 20 by alpha
+    assert scaled.counts == {
+        (FMA, FP32, MATRIX): 120,
+        (ADD, FP32, VECTOR): 20,
+        (MUL, FP32, VECTOR): 40,
+    }
+
+
+def test_bmm_and_baddbmm() -> None:
+    a, b = torch.randn(3, 4, 6), torch.randn(3, 6, 5)
+    p = count(lambda: torch.bmm(a, b))
+    # b * m * n * k = 3 * 4 * 5 * 6 = 360
+    assert p.counts == {(FMA, FP32, MATRIX): 360}
+    assert p.flops == 720 == fcm_flops(lambda: torch.bmm(a, b))
+
+    c = torch.randn(3, 4, 5)
+    p = count(lambda: torch.baddbmm(c, a, b))
+    # 360 FMA plus one add per output element: 3 * 4 * 5 = 60
+    assert p.counts == {(FMA, FP32, MATRIX): 360, (ADD, FP32, VECTOR): 60}
+    assert p.flops == 720 == fcm_flops(lambda: torch.baddbmm(c, a, b))
+    # beta = 0 ignores self: no add
+    assert count(lambda: torch.baddbmm(c, a, b, beta=0)).counts == {(FMA, FP32, MATRIX): 360}
+
+
+def test_tf32_format_follows_flags_only_on_cuda() -> None:
+    old = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+    )
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cudnn.allow_tf32 = True
+        assert matmul_format(torch.float32, on_cuda=True) is NumberFormat.FP32
+        assert matmul_format(torch.float32, conv=True, on_cuda=True) is NumberFormat.TF32
+        assert matmul_format(torch.float32, conv=True, on_cuda=False) is NumberFormat.FP32
+        torch.set_float32_matmul_precision("high")
+        assert matmul_format(torch.float32, on_cuda=True) is NumberFormat.TF32
+        assert matmul_format(torch.bfloat16, on_cuda=True) is NumberFormat.BF16
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old[0]
+        torch.backends.cudnn.allow_tf32 = old[1]
+        torch.set_float32_matmul_precision(old[2])
+
+
+# --- convolutions ---------------------------------------------------------------------------
+
+
+def test_conv2d_forward() -> None:
+    x, w, b = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3), torch.randn(4)
+    p = count(lambda: F.conv2d(x, w, b, padding=1))
+    # N * prod(out) * C_out * C_in * prod(k) = 2 * 64 * 4 * 3 * 9 = 13824 FMA;
+    # bias: one add per output element, 2 * 4 * 64 = 512
+    assert p.counts == {(FMA, FP32, MATRIX): 13824, (ADD, FP32, VECTOR): 512}
+    assert p.flops == 27648 == fcm_flops(lambda: F.conv2d(x, w, b, padding=1))
+    # read (384 + 108 + 4) * 4 = 1984 B, write 512 * 4 = 2048 B
+    assert (p.bytes_read, p.bytes_written, p.kernels) == (1984, 2048, 1)
+
+
+def test_grouped_and_transposed_conv_forward() -> None:
+    x, w = torch.randn(2, 6, 8, 8), torch.randn(6, 2, 3, 3)
+    p = count(lambda: F.conv2d(x, w, padding=1, groups=3))
+    # C_in / groups = 2: 2 * 64 * 6 * 2 * 9 = 13824
+    assert p.counts == {(FMA, FP32, MATRIX): 13824}
+    assert p.flops == fcm_flops(lambda: F.conv2d(x, w, padding=1, groups=3))
+
+    xt, wt = torch.randn(2, 4, 5, 5), torch.randn(4, 3, 3, 3)
+    p = count(lambda: F.conv_transpose2d(xt, wt))
+    # every input pixel meets the whole kernel: N * prod(in) * C_in * C_out * prod(k)
+    # = 2 * 25 * 4 * 3 * 9 = 5400
+    assert p.counts == {(FMA, FP32, MATRIX): 5400}
+    assert p.flops == 10800 == fcm_flops(lambda: F.conv_transpose2d(xt, wt))
+
+
+def _conv_backward(groups: int) -> tuple[StepProfile, int]:
+    x = torch.randn(2, 6, 8, 8, requires_grad=True)
+    w = torch.randn(6, 6 // groups, 3, 3, requires_grad=True)
+    b = torch.randn(6, requires_grad=True)
+    y = F.conv2d(x, w, b, padding=1, groups=groups)
+    g = torch.ones_like(y)
+    p = count(lambda: torch.autograd.grad(y, (x, w, b), g, retain_graph=True))
+    return p, fcm_flops(lambda: torch.autograd.grad(y, (x, w, b), g, retain_graph=True))
+
+
+def test_conv2d_backward() -> None:
+    p, fcm = _conv_backward(groups=1)
+    conv = p.by_op["aten.convolution_backward"]
+    # grad_input and grad_weight each redo the forward's 2 * 64 * 6 * 6 * 9 = 41472 FMA
+    assert by_class(p, MATRIX) == {FMA: 2 * 41472}
+    # grad_bias sums grad_output: one add per element, 2 * 6 * 64 = 768
+    assert by_class(p, VECTOR) == {ADD: 768}
+    # one kernel per produced gradient
+    assert (conv.calls, conv.kernels) == (1, 3)
+    # 2 * 41472 per gradient, as FlopCounterMode
+    assert conv.flops == 4 * 41472 == fcm
+    # read: grad_out (3072 B) three times, weight (1296 B), input (3072 B);
+    # write: grad_input 3072 + grad_weight 1296 + grad_bias 24 bytes
+    assert conv.bytes_read == 3 * 3072 + 1296 + 3072
+    assert conv.bytes_written == 3072 + 1296 + 24
+
+
+def test_grouped_conv_backward_counts_honestly_but_matches_flop_counter() -> None:
+    p, fcm = _conv_backward(groups=3)
+    # C_in / groups = 2: forward 2 * 64 * 6 * 2 * 9 = 13824 FMA, done for each of 2 grads
+    assert by_class(p, MATRIX) == {FMA: 2 * 13824}
+    # FlopCounterMode leaves out 1/groups for grad_weight: 2 * 13824 + 2 * 13824 * 3
+    assert p.flops == 2 * 13824 + 2 * 13824 * 3 == fcm
+
+
+# --- attention ------------------------------------------------------------------------------
+
+
+def test_kept_scores() -> None:
+    assert kept_scores(4, 5, NO_MASK) == 20
+    # causal lq = lk = 4 keeps 1 + 2 + 3 + 4 = 10
+    assert kept_scores(4, 4, CAUSAL_TOP_LEFT) == 10
+    assert kept_scores(4, 4, CAUSAL_BOTTOM_RIGHT) == 10
+    # top-left, 4 queries over 2 keys: rows keep 1, 2, 2, 2 = 7
+    assert kept_scores(4, 2, CAUSAL_TOP_LEFT) == 7
+    # bottom-right, 2 queries over 4 keys: rows keep 3 and 4 = 7
+    assert kept_scores(2, 4, CAUSAL_BOTTOM_RIGHT) == 7
+    # bottom-right, 4 queries over 2 keys: rows keep 0, 0, 1, 2 = 3
+    assert kept_scores(4, 2, CAUSAL_BOTTOM_RIGHT) == 3
+
+
+# q, k, v: [B=2, H=3, L=4, E=8]; per step, s kept scores and B * H * L = 24 query rows.
+B, H, L, E = 2, 3, 4, 8
+S_FULL = B * H * L * L  # 96
+S_CAUSAL = B * H * 10  # 60
+ROWS = B * H * L  # 24
+
+
+def forward_counts(s: int) -> dict[AluOp, float]:
+    # FMA s * (E + Ev); scale s MUL; row max s CMP; subtract and sum 2 s ADD + log-sum-exp
+    # rows ADD; exp s + rows EXP; normalising the output rows * Ev DIV
+    return {
+        FMA: s * 16,
+        MUL: s,
+        CMP: s,
+        ADD: 2 * s + ROWS,
+        EXP: s + ROWS,
+        DIV: ROWS * E,
+    }
+
+
+def backward_counts(s: int) -> dict[AluOp, float]:
+    # FMA: s * (3 E + 2 Ev) on the matrix unit plus rowsum(dO * O): rows * Ev on vectors;
+    # recompute P: s MUL + s ADD + s EXP; dS = P * (dP - D) * scale: s ADD + 2 s MUL
+    return {FMA: s * 40 + ROWS * E, MUL: 3 * s, ADD: 2 * s, EXP: s}
+
+
+@pytest.mark.parametrize(("causal", "s"), [(False, S_FULL), (True, S_CAUSAL)])
+def test_cpu_flash_attention_forward_and_backward(causal: bool, s: int) -> None:
+    q, k, v = (torch.randn(B, H, L, E, requires_grad=True) for _ in range(3))
+    fwd = count(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+    assert set(fwd.by_op) == {"aten._scaled_dot_product_flash_attention_for_cpu"}
+    assert by_class(fwd) == forward_counts(s)
+    # the score and output products are matrix work: s * 16 FMA
+    assert by_class(fwd, MATRIX) == {FMA: s * 16}
+    # FlopCounterMode has no formula for the CPU flash kernel: 0, matched
+    assert (
+        fwd.flops
+        == 0
+        == fcm_flops(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+    )
+
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    g = torch.ones_like(out)
+    bwd = count(lambda: torch.autograd.grad(out, (q, k, v), g, retain_graph=True))
+    op = bwd.by_op["aten._scaled_dot_product_flash_attention_for_cpu_backward"]
+    assert op.calls == 1
+    assert by_class(bwd, MATRIX) == {FMA: s * 40}
+    assert by_class(bwd) == backward_counts(s)
+
+
+def test_causal_attention_costs_about_half() -> None:
+    q = torch.randn(1, 1, 64, 8)
+    full = count(lambda: F.scaled_dot_product_attention(q, q, q))
+    causal = count(lambda: F.scaled_dot_product_attention(q, q, q, is_causal=True))
+    # 64 * 65 / 2 = 2080 of 64 * 64 = 4096 scores: ratio 65 / 128
+    assert by_class(causal, MATRIX)[FMA] / by_class(full, MATRIX)[FMA] == 65 / 128
+
+
+def _meta_qkv() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(torch.empty(B, H, L, E, device="meta") for _ in range(3))  # type: ignore[return-value]
+
+
+CUDA_FORWARDS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], Any]] = {
+    "flash": lambda q, k, v, c: aten._scaled_dot_product_flash_attention(q, k, v, 0.0, c),
+    "efficient": lambda q, k, v, c: aten._scaled_dot_product_efficient_attention(
+        q, k, v, None, True, 0.0, c
+    ),
+    "cudnn": lambda q, k, v, c: aten._scaled_dot_product_cudnn_attention(
+        q, k, v, None, True, 0.0, c
+    ),
+    # the raw kernels take [B, L, H, E]
+    "_flash": lambda q, k, v, c: aten._flash_attention_forward(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), None, None, L, L, 0.0, c, False
+    ),
+    "_efficient": lambda q, k, v, c: aten._efficient_attention_forward(
+        q.transpose(1, 2),
+        k.transpose(1, 2),
+        v.transpose(1, 2),
+        None,
+        None,
+        None,
+        L,
+        L,
+        0.0,
+        int(c),
+    ),
+}
+
+
+@pytest.mark.parametrize("kernel", sorted(CUDA_FORWARDS))
+@pytest.mark.parametrize(("causal", "s"), [(False, S_FULL), (True, S_CAUSAL)])
+def test_cuda_attention_forwards(kernel: str, causal: bool, s: int) -> None:
+    q, k, v = _meta_qkv()
+    call = CUDA_FORWARDS[kernel]
+    p = count(lambda: call(q, k, v, causal))
+    assert by_class(p) == forward_counts(s)
+    assert p.unmodelled_ops == {}
+    # FLOPs as FlopCounterMode reports them: it ignores the causal mask (and misreads the
+    # raw kernels' [B, L, H, E] layout); the TOs above count the kept scores
+    assert p.flops == fcm_flops(lambda: call(q, k, v, causal))
+
+
+def test_cuda_attention_backward() -> None:
+    q, k, v = _meta_qkv()
+    out, lse, *_ = aten._scaled_dot_product_flash_attention(q, k, v, 0.0, True)
+    g = torch.empty_like(out)
+    seed = torch.empty(2, dtype=torch.int64, device="meta")
+
+    def backward() -> Any:
+        return aten._scaled_dot_product_flash_attention_backward(
+            g, q, k, v, out, lse, None, None, L, L, 0.0, True, seed, seed
+        )
+
+    p = count(backward)
+    assert by_class(p) == backward_counts(S_CAUSAL)
+    # 5 products of 2 * B * H * L * L * E = 1536 each, causal mask ignored: 7680
+    assert p.flops == 7680 == fcm_flops(backward)
+
+
+def test_fused_multi_head_attention_fast_path() -> None:
+    mha = torch.nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    x = torch.randn(2, 10, 32)
+    with torch.inference_mode():
+        p = count(lambda: mha(x, x, x))
+    assert set(p.by_op) == {"aten._native_multi_head_attention"}
+    # in-projection [20, 32] @ [32, 96]: 61440; attention over 2 * 4 head-batches of
+    # 10 x 10 scores and width 8: 800 * (8 + 8) = 12800; out-projection [20, 32] @ [32, 32]:
+    # 20480
+    assert by_class(p, MATRIX) == {FMA: 61440 + 12800 + 20480}
+    # bias adds on 3 * 20 * 32 projected and 20 * 32 output elements, 2 * 800 softmax adds
+    # and 2 * 4 * 10 log-sum-exp rows
+    assert by_class(p, VECTOR)[ADD] == 1920 + 640 + 1600 + 80
+
+
+def test_fused_lstm_forward_and_backward() -> None:
+    lstm = torch.nn.LSTM(8, 16, batch_first=True)
+    x = torch.randn(2, 5, 8)
+    p = count(lambda: lstm(x))
+    assert p.unmodelled_ops == {}
+    # 2 * 5 = 10 positions, 4 gates * 16 units = 64 rows, input 8 + hidden 16:
+    # 10 * 64 * 24 = 15360 FMA
+    assert by_class(p, MATRIX) == {FMA: 15360}
+    # per position and unit (160): 8 adds, 3 mul, 5 exp, 3 div; 2 bias adds on 10 * 64 rows
+    assert by_class(p, VECTOR) == {ADD: 8 * 160 + 2 * 640, MUL: 480, EXP: 800, DIV: 480}
+
+    out, _ = lstm(x)
+    g = torch.ones_like(out)
+    params = tuple(lstm.parameters())
+    bwd = count(lambda: torch.autograd.grad(out, params, g, retain_graph=True))
+    # data gradients and weight gradients each redo the 15360 multiply-accumulates
+    assert by_class(bwd, MATRIX) == {FMA: 2 * 15360}

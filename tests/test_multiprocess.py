@@ -1,0 +1,61 @@
+"""DDP with two CPU processes, and a training process killed then resumed from a checkpoint."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lightning_to_energy.report import load_report
+
+SCRIPT = Path(__file__).parent / "scripts" / "tiny_run.py"
+
+
+def _run(mode: str, out: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), mode, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_sum_ranks_and_read_host_sensors_once(tmp_path: Path) -> None:
+    done = _run("ddp", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = load_report(tmp_path / "energy_report.json")
+    assert report.world_size == 2
+    # 256 rows / 2 ranks / batch 16 = 8 steps per rank, 0.5 s each: 4 s per rank.
+    # rank 0: 10 W x 4 s = 40 J, plus the host sensor 100 W x 4 s = 400 J (read once);
+    # rank 1: 20 W x 4 s = 80 J. Total 40 + 400 + 80 = 520 J (800 more if host double counted).
+    assert report.measured_j == pytest.approx(520.0)
+    assert report.loops["train"].energy_j == pytest.approx(
+        {"fake:0": 40.0, "host:0": 400.0, "fake:1": 80.0}
+    )
+    assert sorted({w.rank for w in report.windows}) == [0, 1]
+    assert report.loops["train"].steps == 16
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_neither_double_counts_nor_loses_checkpointed_windows(
+    tmp_path: Path,
+) -> None:
+    killed = _run("kill", tmp_path)
+    assert killed.returncode == 3, killed.stderr[-3000:]
+    assert not (tmp_path / "energy_report.json").exists()  # it died before reporting
+    resumed = _run("resume", tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    report = load_report(tmp_path / "energy_report.json")
+    train = sorted((w for w in report.windows if w.loop == "train"), key=lambda w: w.first_step)
+    # Windows of 2 steps (0.5 s a step, 1 s windows). The step-4 checkpoint holds windows
+    # [0, 2) and [2, 4); the window [4, 6) closed before the crash is lost with the process,
+    # and the resumed run measures steps 4..11 again: [4, 6), [6, 8), [8, 10), [10, 12).
+    assert [(w.first_step, w.steps) for w in train] == [(i, 2) for i in range(0, 12, 2)]
+    # 12 steps x 0.5 s x 10 W = 60 J: no window counted twice, none saved before it lost.
+    assert report.measured_j == pytest.approx(60.0)
