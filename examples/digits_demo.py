@@ -25,7 +25,7 @@ from lightning_to_energy import TOEnergy
 class DigitsCNN(LightningModule):
     """Two convolutions and a classifier for 8x8 grey-scale digits."""
 
-    def __init__(self, width: int = 32, lr: float = 2e-3) -> None:
+    def __init__(self, width: int = 64, lr: float = 2e-3) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = nn.Sequential(
@@ -76,8 +76,10 @@ def digits_loaders(batch_size: int = 64) -> tuple[DataLoader, DataLoader]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--window-s", type=float, default=1.0, help="energy window length")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument(
+        "--window-s", type=float, default=None, help="energy window length (default: the sensors')"
+    )
     parser.add_argument("--out", default="energy_reports/digits", help="report directory")
     args = parser.parse_args()
 
@@ -92,6 +94,7 @@ def main() -> None:
         logger=False,
         enable_checkpointing=False,
         log_every_n_steps=5,
+        check_val_every_n_epoch=4,
     )
     trainer.fit(DigitsCNN(), train, val)
     report = energy.report

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_to_energy import TOEnergy
-from lightning_to_energy.callback import TOTAL_KEYS, window_metric_keys
+from lightning_to_energy.callback import FORECAST_KEYS, TOTAL_KEYS, window_metric_keys
 from lightning_to_energy.report import load_report
 from lightning_to_energy.sensors.fake import FakeSensor
 
@@ -205,7 +205,10 @@ def test_logged_keys_are_exactly_the_documented_ones(tmp_path: Path) -> None:
     trainer.fit(Tiny(), DataLoader(data, batch_size=16), DataLoader(data, batch_size=64))
     keys = {k for metrics, _ in logger.calls for k in metrics if k.startswith("energy/")}
     documented = (
-        set(TOTAL_KEYS) | set(window_metric_keys("train")) | set(window_metric_keys("validate"))
+        set(TOTAL_KEYS)
+        | set(FORECAST_KEYS)
+        | set(window_metric_keys("train"))
+        | set(window_metric_keys("validate"))
     )
     assert keys == documented
     # 0.5 s a step and 2 s windows: every closed train window of 4 steps measured 10 W x 2 s.
@@ -239,6 +242,8 @@ def test_progress_bar_shows_measured_predicted_and_error(tmp_path: Path, bar: ty
     # 32 steps x 0.5 s x 25 W = 400 J measured, all in closed 1 s windows.
     assert shown["energy_J"] == pytest.approx(400.0)
     assert "energy_pred_J" in shown and "energy_err_%" in shown
+    # At the last step the forecast of the whole run is what was measured: 400 J.
+    assert shown["energy_run_J"] == pytest.approx(400.0)
     # Constant power and constant step time: the model predicts it nearly exactly.
     assert float(shown["energy_err_%"]) < 1.0
 
@@ -327,7 +332,57 @@ def test_report_files_and_validation_windows(tmp_path: Path) -> None:
     assert saved.measured_j == pytest.approx(25.0)
     assert set(saved.loops) == {"train", "validate"}
     assert saved.loops["validate"].steps == 2
-    assert saved.tos_by_phase["backward"] > 0 and saved.tos_by_phase["optimizer"] > 0
+    # Lightning runs forward and backward inside optimizer.step(closure): each keeps its phase.
+    phases = saved.tos_by_phase
+    assert phases["forward"] > 0 and phases["backward"] > 0 and phases["optimizer"] > 0
     assert (tmp_path / "out" / "energy_report.csv").exists()
     assert saved.top_modules and saved.top_modules[0].name.startswith("net")
     assert math.isclose(sum(m.share for m in saved.top_modules), 1.0, rel_tol=0.05)
+
+
+def test_corrupt_calibration_file_warns_is_left_untouched_and_training_goes_on(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "calibration.json"
+    path.write_text("{not json")
+    clock = FakeClock()
+    energy = TOEnergy(
+        sensors=[FakeSensor("fake:0", power_w=10.0, clock=clock)],
+        window_s=1.0,
+        calibration=path,
+        clock=clock,
+        print_report=False,
+        report_dir=tmp_path,
+    )
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
+    with pytest.warns(UserWarning, match="calibration"):
+        trainer.fit(Tiny(), DataLoader(Rows(128), batch_size=16))
+    assert trainer.global_step == 8
+    assert path.read_text() == "{not json"
+
+
+def test_calibration_saved_by_one_run_predicts_the_next_runs_first_window(tmp_path: Path) -> None:
+    path = tmp_path / "calibration.json"
+
+    def run() -> Any:
+        clock = FakeClock()
+        energy = TOEnergy(
+            sensors=[FakeSensor("fake:0", power_w=30.0, clock=clock)],
+            window_s=1.0,
+            calibration=path,
+            clock=clock,
+            print_report=False,
+            report_dir=tmp_path,
+        )
+        trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
+        trainer.fit(Tiny(), DataLoader(Rows(256), batch_size=16))
+        assert energy.report is not None
+        return energy.report
+
+    first = run()
+    assert first.windows[0].predicted_j is None  # nothing known before the first run
+    assert path.exists()
+    second = run()
+    # 30 W x 1 s windows: the second run predicts its first window from the stored windows.
+    w = second.windows[0]
+    assert w.predicted_j == pytest.approx(30.0, rel=0.01)

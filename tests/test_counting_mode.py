@@ -408,3 +408,35 @@ def test_a_failing_formula_warns_and_never_breaks_the_step() -> None:
     assert counter.profile.unmodelled_ops == {"lte_test.broken": 1}
     # the fallback estimate: one add per output element, 2 * 3 = 6
     assert counter.profile.counts == {(ADD, NumberFormat.FP32, Unit.VECTOR): 6}
+
+
+def test_ops_of_an_optimizer_closure_keep_their_forward_and_backward_phases() -> None:
+    # optimizer.step(closure) runs forward and backward inside the step (Lightning's automatic
+    # optimization, LBFGS): only the update itself belongs to the optimizer phase.
+    import torch
+    from torch import nn
+
+    from lightning_to_energy.counting import OpCounter
+
+    model = nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(2, 4)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = model(x).sum()
+        loss.backward()
+        return loss
+
+    with OpCounter(module=model) as counter:
+        opt.step(closure=closure)
+    p = counter.profile
+    assert p is not None
+    # forward: addmm 2x4 @ 4x3 = 24 FMAs plus the sum; backward: the two gradient matmuls.
+    assert p.by_phase["forward"].flops == 2 * 2 * 4 * 3
+    assert p.by_phase["backward"].flops > 0
+    assert p.by_phase["optimizer"].flops == 0 and p.by_phase["optimizer"].tos > 0
+    # The same with the closure passed positionally.
+    with OpCounter(module=model) as counter:
+        opt.step(closure)
+    assert counter.profile is not None and counter.profile.by_phase["forward"].flops == 48

@@ -25,6 +25,7 @@ PBAR_MEASURED = "energy_J"
 PBAR_ESTIMATED = "energy_est_J"
 PBAR_PREDICTED = "energy_pred_J"
 PBAR_ERROR = "energy_err_%"
+PBAR_FORECAST = "energy_run_J"
 
 
 def window_metric_keys(loop: str) -> tuple[str, ...]:
@@ -36,6 +37,7 @@ def window_metric_keys(loop: str) -> tuple[str, ...]:
 
 
 TOTAL_KEYS = ("energy/total_measured_J", "energy/total_predicted_J", "energy/precision_pct")
+FORECAST_KEYS = ("energy/forecast_J", "energy/forecast_low_J", "energy/forecast_high_J")
 
 
 class TOEnergy(Callback):
@@ -49,7 +51,8 @@ class TOEnergy(Callback):
     Progress bar (rank-local, read from running totals whenever the bar redraws):
         ``energy_J`` measured joules so far (``energy_est_J`` when a sensor only estimates),
         ``energy_pred_J`` joules the model predicted for the measured windows, ``energy_err_%``
-        mean relative error of the last 10 predictions.
+        mean relative error of the last 10 predictions, ``energy_run_J`` the forecast of the
+        whole run's energy (joules so far plus the model's prediction for the steps left).
 
     Logged at each window close (to ``trainer.loggers``, rank 0, step = ``trainer.global_step``),
     with ``LOOP`` one of ``train``, ``validate``, ``test``:
@@ -59,7 +62,9 @@ class TOEnergy(Callback):
         window when its value does not exist (no measurement, no prediction yet). And
         ``energy/total_measured_J``, ``energy/total_predicted_J``, ``energy/precision_pct``
         (100 x (1 - mean relative error)), summed over all ranks under DDP at the trainer's
-        ``log_every_n_steps`` cadence.
+        ``log_every_n_steps`` cadence; and once a fitted train window exists in a run of known
+        length, ``energy/forecast_J``, ``energy/forecast_low_J``, ``energy/forecast_high_J``
+        (the whole run's forecast and its interval, this rank).
 
     At the end of ``fit`` (or of a ``validate`` / ``test`` run) rank 0 prints the report and
     saves ``energy_report.json``, ``energy_report.csv`` and, with matplotlib,
@@ -310,6 +315,8 @@ class TOEnergy(Callback):
             items[PBAR_PREDICTED] = round(live.predicted_j, 4)
         if live.recent_error_pct is not None:
             items[PBAR_ERROR] = round(live.recent_error_pct, 2)
+        if live.forecast is not None:
+            items[PBAR_FORECAST] = round(live.forecast.total_j, 4)
         self._last_items = items
         return items
 
@@ -365,6 +372,10 @@ class TOEnergy(Callback):
         precision = self.tracker.model.accuracy().precision_pct
         if precision is not None and math.isfinite(precision):
             metrics["energy/precision_pct"] = float(precision)
+        forecast = self.tracker.live().forecast
+        if forecast is not None:
+            values = (forecast.total_j, forecast.low_j, forecast.high_j)
+            metrics.update(zip(FORECAST_KEYS, values, strict=True))
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 

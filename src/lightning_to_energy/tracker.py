@@ -79,6 +79,9 @@ _PROFILE_FEATURES: dict[str, Callable[[StepProfile], float]] = {
     "kernels": lambda p: float(p.kernels),
 }
 _MEASURED_KINDS = (SensorKind.COUNTER.value, SensorKind.POWER_INTEGRATION.value)
+# The shortest default window, whatever the sensors allow: closing a window refits the model
+# (about a millisecond), so windows must span many steps to keep the overhead negligible.
+DEFAULT_MIN_WINDOW_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class LiveReadout:
     tos: float  # transistor operations of every step completed so far
     kind: str  # the weakest kind behind measured_j: "counter", "estimate", ...
     windows: int
+    forecast: Forecast | None = None  # the whole run's energy, once windows are in
 
 
 @dataclass
@@ -111,7 +115,8 @@ class EnergyTracker:
         sensors: ``"auto"`` (discover NVML, RAPL, then an estimate), a sequence of
             :class:`~lightning_to_energy.sensors.base.Sensor` objects, or ``None`` to count only.
         cost_model: transistor costs; default :meth:`CostModel.default`.
-        window_s: minimum window length in seconds; default: the sensors' ``min_window_s``.
+        window_s: minimum window length in seconds; default: the sensors' ``min_window_s``
+            (2 s for an NVML counter), and never below ``DEFAULT_MIN_WINDOW_S`` (1 s).
         features: regression features; names from ``FEATURES`` plus ``"tos"`` and ``"flops"``.
         calibration: ``"auto"`` (the per-hardware store in the user cache), a path to a
             calibration JSON file, or ``None`` for no prior and nothing saved.
@@ -206,6 +211,7 @@ class EnergyTracker:
         self._any_prediction = False
         self._recent_error_pct: float | None = None
         self._weakest_kind = "none"
+        self._forecast: Forecast | None = None
         self._t0 = 0.0
         self._elapsed_before_s = 0.0  # run time restored from a checkpoint
         self._store: CalibrationStore | None = None
@@ -239,7 +245,7 @@ class EnergyTracker:
             # The tracker warns once per failing domain itself (and records it for the report).
             self.meter = Meter(self.sensors, clock=self._clock, sync=self._sync, warn=False)
             if self._requested_window_s is None:
-                self.window_s = self.meter.min_window_s
+                self.window_s = max(self.meter.min_window_s, DEFAULT_MIN_WINDOW_S)
         try:
             self._hardware = HardwareInfo.detect()
         except Exception as exc:  # detection is best effort; it only names the report
@@ -478,6 +484,7 @@ class EnergyTracker:
             tos=self.tos_total,
             kind=self._weakest_kind,
             windows=len(self.windows),
+            forecast=self._forecast,
         )
 
     def _refresh_totals(self) -> None:
@@ -489,6 +496,7 @@ class EnergyTracker:
         recent = self.model.accuracy().recent
         mape = recent.mape if recent is not None and recent.n > 0 else math.nan
         self._recent_error_pct = None if math.isnan(mape) else 100.0 * mape
+        self._forecast = self.forecast()
 
     # --- the end --------------------------------------------------------------------------
 

@@ -399,9 +399,27 @@ class OpCounter:
                 stack.pop()
             self._mark()
 
-    def _optimizer_enter(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def _optimizer_enter(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
         self._phase_before_step = self._phase
         self._phase = "optimizer"
+        # ``optimizer.step(closure)`` (LBFGS, Lightning's automatic optimization) runs the
+        # forward and backward inside the step: give the closure's ops the phase declared
+        # before the step, and return to "optimizer" for the update that follows.
+        # ``args`` starts with the optimizer itself: step(self, closure=None).
+        closure = kwargs["closure"] if "closure" in kwargs else (args[1] if len(args) > 1 else None)
+        if not callable(closure):
+            return None
+
+        def counted_closure() -> Any:
+            self._phase = self._phase_before_step
+            try:
+                return closure()
+            finally:
+                self._phase = "optimizer"
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": counted_closure}
+        return (args[0], counted_closure, *args[2:]), kwargs
 
     def _optimizer_exit(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._phase = self._phase_before_step

@@ -1,0 +1,443 @@
+"""What TOEnergy adds to a training step, next to no callback and Lightning's ThroughputMonitor.
+
+Every variant trains the same model on the same data with a fresh ``Trainer`` (no progress bar,
+logger, checkpointing or model summary), so only the callbacks differ:
+
+- ``baseline``: no callback;
+- ``toenergy``: ``TOEnergy()`` with ``sensors="auto"`` (NVML on a GPU; on a machine without a
+  readable counter, the labelled CPU-time estimate);
+- ``toe-fake``: ``TOEnergy`` over a ``FakeSensor`` with no minimum window, like the estimate:
+  a window closes after every step, so this is our own cost per step including a window close;
+- ``toe-fake-2s``: ``TOEnergy`` over a ``FakeSensor`` with a 2 s minimum window, the cadence of
+  the NVML counter: our own per-step cost when almost no step closes a window;
+- ``throughput``: Lightning's ``ThroughputMonitor`` (the reference; it syncs CUDA every step).
+
+Rounds are interleaved (each round runs every variant once, in a rotated order) so that machine
+noise hits all variants alike. In each run, the first ``--warmup`` steps are not timed; the
+time from the start of the first timed step to the end of the last one, divided by the number of
+timed steps, is that run's step time. Two timing callbacks bracket the others (one first and
+one last in ``trainer.callbacks``); on CUDA they synchronise only at the edges of the timed span
+and around step 0. Overheads are medians over rounds of the paired ratio variant / baseline.
+
+Step 0 is reported apart: under TOEnergy it is the counted step (the dispatch mode runs once per
+step signature, and again once every ``recheck_every`` replays). So are the ``on_train_start``
+and ``on_fit_end`` hooks (sensor discovery at the start; report building and saving at the end).
+
+Goals: TOEnergy's overhead at most 1 % on a GPU, at most 3 % on a CPU, and below
+ThroughputMonitor's.
+
+Run: ``PYTHONPATH=src python benchmarks/overhead.py [--rounds 8] [--steps 40] [--warmup 5]
+[--device cpu|cuda] [--precision 32-true|bf16-mixed] [--model cnn|gpt] [--threads 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback, ThroughputMonitor
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from lightning_to_energy import TOEnergy
+from lightning_to_energy.sensors import FakeSensor
+
+VARIANTS = ("baseline", "toenergy", "toe-fake", "toe-fake-2s", "throughput")
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+class BenchCNN(nn.Module):
+    """Three conv-bn-relu stages (two with max-pooling), then a linear head; [B, 3, 32, 32]."""
+
+    def __init__(self, width: int = 16, classes: int = 10) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1, bias=False),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1, bias=False),
+            nn.BatchNorm2d(4 * w),
+            nn.ReLU(),
+        )
+        # 32 -> 16 -> 8 after two poolings: 4w channels x 8 x 8
+        self.head = nn.Linear(4 * w * 8 * 8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+class BenchGPT(nn.Module):
+    """A decoder-only transformer: embeddings, pre-norm causal blocks, an LM head; [B, T] ids."""
+
+    def __init__(self, vocab: int, dim: int, heads: int, layers: int, seq: int) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Embedding(seq, dim)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.ln = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(seq))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        t = idx.shape[1]
+        x = self.tok(idx) + self.pos(torch.arange(t, device=idx.device))
+        x = self.blocks(x, mask=self.mask[:t, :t], is_causal=True)
+        return self.head(self.ln(x))
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A model factory and a fixed data set of ``steps`` batches."""
+
+    name: str
+    description: str
+    make: Callable[[], nn.Module]
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    batch_size: int
+
+
+def make_workload(model: str, device: str, steps: int) -> Workload:
+    """The model sized for ``device``: >= 10 ms a step (CPU with 1 thread, or an H100)."""
+    g = torch.Generator().manual_seed(0)
+    if model == "cnn":
+        # CPU: width 16, batch 32 of 32x32 images. CUDA: width 128, batch 256.
+        width, batch = (16, 32) if device == "cpu" else (128, 256)
+        inputs = torch.randn(steps * batch, 3, 32, 32, generator=g)
+        targets = torch.randint(0, 10, (steps * batch,), generator=g)
+        return Workload(
+            "cnn",
+            f"BenchCNN(width={width}), batch {batch} x 3 x 32 x 32, AdamW",
+            lambda: BenchCNN(width),
+            inputs,
+            targets,
+            batch,
+        )
+    # CPU: a small GPT to exercise the path; CUDA: about 100 M parameters, 8 k tokens a step.
+    vocab, dim, heads, layers, seq, batch = (
+        (512, 128, 4, 2, 64, 8) if device == "cpu" else (8192, 1024, 16, 8, 512, 16)
+    )
+    tokens = torch.randint(0, vocab, (steps * batch, seq + 1), generator=g)
+    return Workload(
+        "gpt",
+        f"BenchGPT(vocab={vocab}, dim={dim}, heads={heads}, layers={layers}), "
+        f"batch {batch} x {seq} tokens, AdamW",
+        lambda: BenchGPT(vocab, dim, heads, layers, seq),
+        tokens[:, :-1].contiguous(),
+        tokens[:, 1:].contiguous(),
+        batch,
+    )
+
+
+class BenchModule(LightningModule):
+    """Cross-entropy training of ``net`` with AdamW; exposes ``flops_per_batch``."""
+
+    def __init__(self, net: nn.Module, flops_per_batch: int) -> None:
+        super().__init__()
+        self.net = net
+        self.flops_per_batch = flops_per_batch  # read by ThroughputMonitor on every step
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self.net(x)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=1e-4)
+
+
+def flops_per_batch(work: Workload) -> int:
+    """FLOPs of one forward and backward pass, for ThroughputMonitor (counted once, on CPU)."""
+    net = work.make()
+    x, y = work.inputs[: work.batch_size], work.targets[: work.batch_size]
+    with FlopCounterMode(display=False) as fcm:
+        logits = net(x)
+        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).backward()
+    return int(fcm.get_total_flops())
+
+
+# --- timing -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunTimes:
+    """Wall-clock marks of one ``fit``, written by the two timing callbacks."""
+
+    step_start_s: dict[int, float] = field(default_factory=dict)
+    step_end_s: dict[int, float] = field(default_factory=dict)
+    train_start_s: list[float] = field(default_factory=list)
+    fit_end_s: list[float] = field(default_factory=list)
+
+
+class _Timer(Callback):
+    """Marks hook times. The ``first`` timer runs before every other callback, the last after."""
+
+    def __init__(self, times: RunTimes, first: bool, timed: tuple[int, int], sync: bool) -> None:
+        self.times = times
+        self.first = first
+        self.timed = timed  # (first timed step, last timed step)
+        self.sync = sync
+
+    def _now(self, sync: bool) -> float:
+        if sync and self.sync:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.times.train_start_s.append(self._now(True))
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.first:
+            self.times.step_start_s[batch_idx] = self._now(batch_idx in (0, self.timed[0]))
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self.first:
+            self.times.step_end_s[batch_idx] = self._now(batch_idx in (0, self.timed[1]))
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.times.fit_end_s.append(self._now(True))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One variant's figures from one ``fit``."""
+
+    step_s: float  # mean time of a timed step
+    step0_s: float  # step 0: under TOEnergy, the counted step
+    train_start_s: float  # the on_train_start hooks of the callbacks in between the timers
+    fit_end_s: float  # the on_fit_end hooks (TOEnergy builds and saves its report here)
+
+
+def make_callbacks(variant: str, report_dir: str, batch_size_fn: Callable[[Any], int]) -> list[Any]:
+    """The callbacks of ``variant``, between the timers."""
+    quiet: dict[str, Any] = {"print_report": False, "calibration": None, "report_dir": report_dir}
+    if variant == "baseline":
+        return []
+    if variant == "toenergy":
+        return [TOEnergy(**quiet)]
+    if variant == "toe-fake":
+        return [TOEnergy([FakeSensor("fake:0", power_w=100.0)], **quiet)]
+    if variant == "toe-fake-2s":
+        return [TOEnergy([FakeSensor("fake:0", power_w=100.0, min_window_s=2.0)], **quiet)]
+    if variant == "throughput":
+        return [ThroughputMonitor(batch_size_fn=batch_size_fn)]
+    raise ValueError(f"variant: expected one of {VARIANTS}; found {variant!r}.")
+
+
+def run_once(
+    variant: str,
+    work: Workload,
+    flops: int,
+    args: argparse.Namespace,
+    report_dir: str,
+) -> RunResult:
+    """Train ``args.steps`` steps of ``work`` under ``variant``'s callbacks and time them."""
+    torch.manual_seed(0)
+    module = BenchModule(work.make(), flops)
+    loader = DataLoader(
+        TensorDataset(work.inputs, work.targets), batch_size=work.batch_size, shuffle=False
+    )
+    timed = (args.warmup, args.steps - 1)
+    times = RunTimes()
+    sync = args.device == "cuda"
+    callbacks = [
+        _Timer(times, True, timed, sync),
+        *make_callbacks(variant, report_dir, lambda batch: int(batch[0].shape[0])),
+        _Timer(times, False, timed, sync),
+    ]
+    trainer = Trainer(
+        accelerator="gpu" if args.device == "cuda" else "cpu",
+        devices=1,
+        precision=args.precision,
+        max_steps=args.steps,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=report_dir,
+    )
+    if trainer.callbacks[0] is not callbacks[0] or trainer.callbacks[-1] is not callbacks[-1]:
+        raise RuntimeError("the timing callbacks must be first and last in trainer.callbacks")
+    gc.collect()
+    trainer.fit(module, loader)
+    start, end = times.step_start_s, times.step_end_s
+    n_timed = timed[1] - timed[0] + 1
+    return RunResult(
+        step_s=(end[timed[1]] - start[timed[0]]) / n_timed,
+        step0_s=end[0] - start[0],
+        train_start_s=times.train_start_s[1] - times.train_start_s[0],
+        fit_end_s=times.fit_end_s[1] - times.fit_end_s[0],
+    )
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def _pct(ratio: float) -> str:
+    return f"{(ratio - 1.0) * 100:+.2f} %"
+
+
+def summarise(results: dict[str, list[RunResult]], args: argparse.Namespace) -> None:
+    """Print the table, the overheads, the one-time costs and the goals."""
+    base = results["baseline"]
+    base_step = statistics.median(r.step_s for r in base)
+    q = statistics.quantiles([r.step_s for r in base], n=4) if len(base) >= 2 else [base_step] * 3
+    print(
+        f"\nbaseline step: median {base_step * 1e3:.3f} ms, interquartile range "
+        f"{(q[2] - q[0]) / base_step * 100:.2f} % of the median over {len(base)} rounds"
+    )
+    if base_step < 0.010:
+        print("  NB: under 10 ms a step; callback overheads weigh more than on a real workload.")
+    header = (
+        f"{'variant':<12} {'step ms':>9} {'overhead':>10} {'us/step':>9} "
+        f"{'step0 ms':>9} {'start ms':>9} {'end ms':>9}"
+    )
+    print(header)
+    overhead: dict[str, float] = {}
+    for variant, runs in results.items():
+        step = statistics.median(r.step_s for r in runs)
+        # Paired per round: each run against the baseline run of the same round.
+        ratio = statistics.median(r.step_s / b.step_s for r, b in zip(runs, base, strict=True))
+        overhead[variant] = ratio - 1.0
+        print(
+            f"{variant:<12} {step * 1e3:>9.3f} {_pct(ratio):>10} "
+            f"{(step - base_step) * 1e6:>9.1f} "
+            f"{statistics.median(r.step0_s for r in runs) * 1e3:>9.2f} "
+            f"{statistics.median(r.train_start_s for r in runs) * 1e3:>9.2f} "
+            f"{statistics.median(r.fit_end_s for r in runs) * 1e3:>9.2f}"
+        )
+    print(
+        "  overhead: median over rounds of (variant step / baseline step of the same round) - 1;"
+        "\n  us/step: median step minus median baseline step; step0: the first step of a run;"
+        "\n  start/end: the callbacks' on_train_start / on_fit_end hooks."
+    )
+    if "toenergy" not in results:
+        return
+    toe = overhead["toenergy"]
+    base0 = statistics.median(r.step0_s for r in base)
+    one_off = statistics.median(r.step0_s for r in results["toenergy"]) - base0
+    print(
+        f"\none-time counting cost (TOEnergy step 0 minus baseline step 0): {one_off * 1e3:.2f} ms"
+        f" = {one_off / base_step:.2f} baseline steps; with the default recheck_every=1000 a"
+        f"\n  re-count adds about {one_off / base_step / 1000 * 100:.3f} % to later steps."
+    )
+    goal = 1.0 if args.device == "cuda" else 3.0
+    verdict = "met" if toe * 100 <= goal else "NOT met"
+    print(f"TOEnergy overhead {toe * 100:+.2f} %: goal <= {goal:g} % on {args.device}: {verdict}")
+    if "throughput" in results:
+        tm = overhead["throughput"]
+        print(f"ThroughputMonitor overhead {tm * 100:+.2f} %")
+        if tm > 0:
+            print(f"ratio TOEnergy overhead / ThroughputMonitor overhead: {toe / tm:.2f}")
+        else:
+            print("ratio TOEnergy / ThroughputMonitor: n/a (ThroughputMonitor within noise)")
+        print(f"below ThroughputMonitor's: {'yes' if toe < tm else 'no'}")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
+    parser.add_argument("--steps", type=int, default=40, help="steps per run (default 40)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps per run (default 5)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--precision", default=None, help="Trainer precision (default 32-true; cuda bf16-mixed)"
+    )
+    parser.add_argument("--model", choices=("cnn", "gpt"), default=None,
+                        help="workload (default cnn on cpu, gpt on cuda)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated, from {VARIANTS}"
+    )
+    args = parser.parse_args(argv)
+    if args.warmup < 1 or args.steps <= args.warmup:
+        parser.error("need 1 <= --warmup < --steps")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if "baseline" not in variants or any(v not in VARIANTS for v in variants):
+        parser.error(f"--variants must include baseline and name only {VARIANTS}")
+    args.precision = args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true")
+    args.model = args.model or ("gpt" if args.device == "cuda" else "cnn")
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")  # Lightning's data-loader hints, the estimate notice
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        import logging
+
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+    work = make_workload(args.model, args.device, args.steps)
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    print(f"benchmarks/overhead.py, {now}")
+    print(
+        f"CPU {_cpu_name()}, {torch.get_num_threads()} torch thread(s); torch {torch.__version__}"
+        f", lightning {lightning.__version__}, Python {platform.python_version()}"
+    )
+    if args.device == "cuda":
+        print(f"GPU {torch.cuda.get_device_name()}")
+    print(f"workload: {work.description}; precision {args.precision}; device {args.device}")
+    print(
+        f"{args.rounds} interleaved rounds x {len(variants)} variants; {args.steps} steps per run,"
+        f" the first {args.warmup} untimed"
+    )
+    flops = flops_per_batch(work)
+    results: dict[str, list[RunResult]] = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        # One untimed run of every variant: imports, lazy initialisation, allocator warm-up.
+        for variant in variants:
+            run_once(variant, work, flops, args, tmp)
+        for r in range(args.rounds):
+            # Rotate the order so no variant always runs first (or right after another).
+            k = r % len(variants)
+            for variant in variants[k:] + variants[:k]:
+                results[variant].append(run_once(variant, work, flops, args, tmp))
+            line = ", ".join(f"{v} {results[v][-1].step_s * 1e3:.2f}" for v in variants)
+            print(f"  round {r + 1}/{args.rounds} (ms/step): {line}", flush=True)
+    summarise(results, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

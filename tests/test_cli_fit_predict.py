@@ -1,0 +1,355 @@
+"""``lightning-to-energy fit`` and ``predict`` on hand-built reports that follow a known law.
+
+Every window of the reports below costs exactly ``50 W x duration_s + 1e-9 J/TO x tos``, so
+the fitted coefficients, the leave-one-run-out precision and the predicted energy can be worked
+out by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from lightning_to_energy import cli
+from lightning_to_energy.calibration import (
+    Calibration,
+    CalibrationStore,
+    CalibrationWarning,
+    HardwareInfo,
+    hardware_fingerprint,
+)
+from lightning_to_energy.records import FLAG_SHORT, EnergyReport, WindowRecord
+from lightning_to_energy.regression import OnlineEnergyModel
+from lightning_to_energy.report import save_report
+
+STATIC_W = 50.0
+J_PER_TO = 1e-9
+
+# (duration_s, tos) per window. Within each run the TOs per second vary, so duration and TOs
+# are not collinear and each run alone identifies both coefficients.
+RUN_A = ((2.0, 1e10), (3.0, 4e10), (4.0, 2e10), (5.0, 8e10), (6.0, 3e10))
+RUN_B = ((2.5, 6e10), (3.5, 1e10), (4.5, 5e10), (1.5, 2e10), (5.5, 9e10))
+
+
+def law_j(duration_s: float, tos: float) -> float:
+    """The energy every hand-built window follows."""
+    return STATIC_W * duration_s + J_PER_TO * tos
+
+
+def make_report(
+    rows: Sequence[tuple[float, float]], *, flags: tuple[str, ...] = (), measured: bool = True
+) -> EnergyReport:
+    """A report whose train windows follow :func:`law_j`, with features (duration_s, tos)."""
+    windows = []
+    for i, (duration_s, tos) in enumerate(rows):
+        energy = law_j(duration_s, tos)
+        windows.append(
+            WindowRecord(
+                index=i,
+                loop="train",
+                first_step=10 * i,
+                steps=10,
+                start_s=sum(d for d, _ in rows[:i]),
+                duration_s=duration_s,
+                energy_j={"gpu:0": energy} if measured else {},
+                measured_j=energy if measured else None,
+                predicted_j=None,
+                low_j=None,
+                high_j=None,
+                prediction_source="none",
+                tos=tos,
+                flops=0.0,
+                features={"duration_s": duration_s, "tos": tos},
+                flags=flags,
+            )
+        )
+    return EnergyReport(
+        created="2026-01-01T00:00:00+00:00",
+        hardware={},
+        sensors=(),
+        skipped_sensors={},
+        windows=tuple(windows),
+        loops={},
+        measured_j=sum(w.measured_j or 0.0 for w in windows),
+        predicted_j=0.0,
+        accuracy={},
+        coefficients={},
+        coefficient_units={},
+        identifiable=True,
+        tos_by_class={},
+        tos_by_format={},
+        tos_by_phase={},
+        top_modules=(),
+        unmodelled_ops={},
+        warnings=(),
+    )
+
+
+def write(report: EnergyReport, directory: Path) -> str:
+    """Save ``report`` as ``directory/energy_report.json`` and return the path."""
+    return str(save_report(report, directory, plot=False).json_path)
+
+
+@pytest.fixture
+def two_runs(tmp_path: Path) -> tuple[str, str]:
+    return write(make_report(RUN_A), tmp_path / "a"), write(make_report(RUN_B), tmp_path / "b")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --- fit -------------------------------------------------------------------------------------
+
+
+def test_fit_json_recovers_the_law_and_scores_leave_one_run_out(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str]
+) -> None:
+    code, out, err = run(capsys, "fit", *two_runs, "--json")
+    assert (code, err) == (0, "")
+    result = json.loads(out)
+    # 5 windows per report, 2 reports
+    assert result["windows"] == 10
+    assert result["features"] == ["duration_s", "tos"]
+    assert result["units"] == {"duration_s": "W", "tos": "J/TO"}
+    assert result["identifiable"] is True
+    assert result["validation"] == "leave-one-run-out"
+    coefficients = result["coefficients"]
+    # the law: 50 W static power, 1e-9 J per TO
+    assert coefficients["duration_s"] == pytest.approx(STATIC_W, rel=0.02)
+    assert coefficients["tos"] == pytest.approx(J_PER_TO, rel=0.02)
+    # each run is predicted by a fit on the other alone; both identify the same exact law
+    assert result["accuracy"]["n"] == 10
+    assert result["accuracy"]["precision_pct"] > 98.0
+
+
+def test_fit_prints_coefficients_with_units_and_the_precision(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str]
+) -> None:
+    code, out, err = run(capsys, "fit", *two_runs)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0] == "fitted 10 windows from 2 report(s) on ['duration_s', 'tos']"
+    watts = re.search(r"duration_s: ([0-9.]+) W$", out, re.M)
+    nj_per_to = re.search(r"tos: ([0-9.]+) nJ/TO$", out, re.M)
+    assert watts is not None and nj_per_to is not None, out
+    # 50 W and 1e-9 J/TO = 1 nJ/TO, printed to 3 significant digits
+    assert float(watts.group(1)) == pytest.approx(50.0, rel=0.02)
+    assert float(nj_per_to.group(1)) == pytest.approx(1.0, rel=0.02)
+    precision = re.search(r"precision \(leave-one-run-out\): ([0-9.]+) %", out)
+    assert precision is not None, out
+    assert float(precision.group(1)) > 98.0
+
+
+def test_fit_on_one_report_scores_prequentially(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = write(make_report(RUN_A + RUN_B), tmp_path / "one")
+    code, out, _ = run(capsys, "fit", path, "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["validation"] == "prequential"
+    assert result["coefficients"]["duration_s"] == pytest.approx(STATIC_W, rel=0.02)
+    assert result["coefficients"]["tos"] == pytest.approx(J_PER_TO, rel=0.02)
+
+
+def test_fit_out_writes_a_calibration_for_this_hardware(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str], tmp_path: Path
+) -> None:
+    target = tmp_path / "calibration.json"
+    code, out, _ = run(capsys, "fit", *two_runs, "--json", "--out", str(target))
+    assert code == 0
+    result = json.loads(out)
+    assert result["calibration"] == str(target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalibrationWarning)  # same hardware: no mismatch warning
+        calibration = CalibrationStore.from_path(target).load()
+    assert calibration is not None
+    assert calibration.fingerprint == hardware_fingerprint(HardwareInfo.detect())
+    assert calibration.feature_names == ("duration_s", "tos")
+    assert dict(calibration.coefficients) == pytest.approx(result["coefficients"])
+    # every fitted window is stored: 5 + 5
+    assert len(calibration.windows) == 10
+    stored = {(w.features["duration_s"], w.features["tos"]): w.energy_j for w in calibration.windows}
+    # e.g. the first window of run A: 50 x 2 + 1e-9 x 1e10 = 110 J
+    assert stored[(2.0, 1e10)] == pytest.approx(110.0)
+
+
+def test_fit_text_mode_says_where_the_calibration_went(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str], tmp_path: Path
+) -> None:
+    target = tmp_path / "cal.json"
+    code, out, _ = run(capsys, "fit", *two_runs, "--out", str(target))
+    assert code == 0
+    assert out.splitlines()[-1] == f"calibration written to {target}"
+    assert target.is_file()
+
+
+@pytest.mark.parametrize(
+    ("report", "expected"),
+    [
+        (make_report(RUN_A, flags=(FLAG_SHORT,)), "found none fit for fitting"),
+        (make_report(RUN_A, measured=False), "found none fit for fitting"),
+        (make_report(()), "found none fit for fitting"),
+    ],
+    ids=["all-short", "unmeasured", "no-windows"],
+)
+def test_fit_without_usable_windows_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, report: EnergyReport, expected: str
+) -> None:
+    path = write(report, tmp_path / "r")
+    code, out, err = run(capsys, "fit", path)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+    assert err.startswith("lightning-to-energy fit: error: expected measured windows")
+    assert expected in err and "Fix:" in err
+
+
+def test_fit_on_a_missing_file_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "nope.json"
+    code, out, err = run(capsys, "fit", str(missing))
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+    assert err.startswith(f"lightning-to-energy fit: error: cannot read report {missing}")
+
+
+def test_fit_with_a_feature_the_windows_lack_exits_2(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str]
+) -> None:
+    code, _, err = run(capsys, "fit", *two_runs, "--features", "duration_s,flops")
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "missing in some windows: ['flops']" in err and "Fix: --features" in err
+
+
+# --- predict ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def calibration_file(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str], tmp_path: Path
+) -> Path:
+    """A calibration written by ``fit --out`` on this machine, features (duration_s, tos)."""
+    target = tmp_path / "calibration.json"
+    code, _, _ = run(capsys, "fit", *two_runs, "--out", str(target))
+    assert code == 0
+    return target
+
+
+def test_predict_applies_the_fitted_law_to_steps_x_step_cost(
+    capsys: pytest.CaptureFixture[str], calibration_file: Path
+) -> None:
+    code, out, err = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration",
+        str(calibration_file), "--step-time", "0.01", "--steps", "100", "--json",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    result = json.loads(out)
+    assert (result["steps"], result["step_time_s"], result["precision"]) == (100, 0.01, "fp32")
+    assert result["calibration_windows"] == 10
+    assert result["hardware"] == HardwareInfo.detect().label
+    tos_per_step = result["tos_per_step"]
+    assert tos_per_step > 0
+    # 100 steps of 0.01 s: 1 s of static power and 100 x tos_per_step TOs.
+    # With the law: 50 W x 1 s + 1e-9 J/TO x 100 x tos_per_step.
+    by_law = STATIC_W * 1.0 + J_PER_TO * 100 * tos_per_step
+    assert result["energy_j"] == pytest.approx(by_law, rel=0.02)
+    # With the calibration's own coefficients. NB: predict re-fits the stored windows (at half
+    # weight, with the stored coefficients as prior), so it agrees with them to the fit's
+    # precision rather than bit for bit.
+    stored = CalibrationStore.from_path(calibration_file).load()
+    assert stored is not None
+    c = stored.coefficients
+    by_coefficients = c["duration_s"] * 1.0 + c["tos"] * 100 * tos_per_step
+    assert result["energy_j"] == pytest.approx(by_coefficients, rel=1e-3)
+    assert result["low_j"] <= result["energy_j"] <= result["high_j"]
+
+
+def test_predict_text_output(capsys: pytest.CaptureFixture[str], calibration_file: Path) -> None:
+    code, out, _ = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration",
+        str(calibration_file), "--step-time", "0.01", "--steps", "100",
+    )  # fmt: skip
+    assert code == 0
+    first, second = out.splitlines()
+    assert first.startswith("_models:TinyMLP: 100 steps x ")
+    assert "10.0 ms per step on " + HardwareInfo.detect().label in first
+    assert re.match(r"predicted energy: [0-9.]+ k?J \(90 % interval .+\), from 10 calibration", second)
+
+
+def test_predict_without_a_calibration_for_this_hardware_exits_2_with_the_fix(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # conftest points XDG_CACHE_HOME at an empty folder: this hardware has no calibration
+    code, out, err = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--step-time", "0.01",
+        "--steps", "100",
+    )  # fmt: skip
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+    label = HardwareInfo.detect().label
+    assert err.startswith(
+        f"lightning-to-energy predict: error: expected a calibration for this hardware ({label})"
+    )
+    assert f"{hardware_fingerprint(HardwareInfo.detect())}.json, found none" in err
+    assert "Fix: train once with TOEnergy()" in err
+    assert "--calibration FILE written by `lightning-to-energy fit --out FILE`" in err
+
+
+def test_predict_with_a_missing_calibration_file_exits_2_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "none.json"
+    code, _, err = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(missing),
+        "--step-time", "0.01", "--steps", "100",
+    )  # fmt: skip
+    assert code == 2
+    assert f"at {missing}, found none" in err and "Fix:" in err
+
+
+def test_predict_with_another_machines_calibration_warns_and_uses_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    model = OnlineEnergyModel(("duration_s", "tos"), history=10)
+    for duration_s, tos in RUN_A + RUN_B:
+        model.update({"duration_s": duration_s, "tos": tos}, law_j(duration_s, tos))
+    other = HardwareInfo(gpus=("NVIDIA H100 80GB HBM3",), driver_version="1.0", cpu="x", cpu_count=2)
+    path = tmp_path / "other.json"
+    assert CalibrationStore.from_path(path).save(Calibration.from_model(model, other)) == path
+    with pytest.warns(CalibrationWarning, match="was made on 'nvidia-h100-80gb-hbm3-x1-"):
+        code, out, _ = run(
+            capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(path),
+            "--step-time", "0.01", "--steps", "100", "--json",
+        )  # fmt: skip
+    assert code == 0
+    result = json.loads(out)
+    # the same law: 50 W x 1 s + 1e-9 J/TO x 100 x tos_per_step
+    by_law = STATIC_W + J_PER_TO * 100 * result["tos_per_step"]
+    assert result["energy_j"] == pytest.approx(by_law, rel=0.02)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--steps", "0", "--step-time", "0.01"], "expected --steps >= 1, found 0"),
+        (["--steps", "10", "--step-time", "0"], "expected --step-time > 0 seconds"),
+    ],
+)
+def test_predict_argument_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], calibration_file: Path, argv: list[str], expected: str
+) -> None:
+    code, _, err = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration",
+        str(calibration_file), *argv,
+    )  # fmt: skip
+    assert code == 2
+    assert err.count("\n") == 1 and expected in err
