@@ -6,28 +6,35 @@ logger, checkpointing or model summary), so only the callbacks differ:
 - ``baseline``: no callback;
 - ``toenergy``: ``TOEnergy()`` with ``sensors="auto"`` (NVML on a GPU; on a machine without a
   readable counter, the labelled CPU-time estimate);
-- ``toe-fake``: ``TOEnergy`` over a ``FakeSensor`` with no minimum window, like the estimate:
-  a window closes after every step, so this is our own cost per step including a window close;
-- ``toe-fake-2s``: ``TOEnergy`` over a ``FakeSensor`` with a 2 s minimum window, the cadence of
-  the NVML counter: our own per-step cost when almost no step closes a window;
+- ``toe-fake``: ``TOEnergy`` over a ``FakeSensor`` (a constant 100 W, no hardware read), with
+  the same window cadence as the estimate (1 s): our own cost, apart from the sensor's;
 - ``throughput``: Lightning's ``ThroughputMonitor`` (the reference; it syncs CUDA every step).
 
 Rounds are interleaved (each round runs every variant once, in a rotated order) so that machine
 noise hits all variants alike. In each run, the first ``--warmup`` steps are not timed; the
 time from the start of the first timed step to the end of the last one, divided by the number of
-timed steps, is that run's step time. Two timing callbacks bracket the others (one first and
-one last in ``trainer.callbacks``); on CUDA they synchronise only at the edges of the timed span
-and around step 0. Overheads are medians over rounds of the paired ratio variant / baseline.
+timed steps, is that run's step time (a run of the default 60 CPU steps spans one window
+close). Two timing callbacks bracket the others (one first and one last in
+``trainer.callbacks``); on CUDA they synchronise only at the edges of the timed span and around
+step 0. Both wall time and process CPU time are taken. Overheads are medians over rounds of
+the paired ratio variant / baseline. The verdict uses wall time on CUDA and process CPU time
+on CPU, where the model and the callbacks share one thread (``--threads 1``): CPU time then
+sees all of their cost, and hardly any of the noise from other programs on a shared machine.
 
 Step 0 is reported apart: under TOEnergy it is the counted step (the dispatch mode runs once per
 step signature, and again once every ``recheck_every`` replays). So are the ``on_train_start``
 and ``on_fit_end`` hooks (sensor discovery at the start; report building and saving at the end).
 
+Last, the tracker alone (``EnergyTracker`` with a ``FakeSensor``, no model work, CPU side): the
+cost of a replayed step, of the first window close (which imports scikit-learn), and of a
+window close after ``--close-at`` windows (the cost of a close must not grow with the run).
+
 Goals: TOEnergy's overhead at most 1 % on a GPU, at most 3 % on a CPU, and below
 ThroughputMonitor's.
 
-Run: ``PYTHONPATH=src python benchmarks/overhead.py [--rounds 8] [--steps 40] [--warmup 5]
-[--device cpu|cuda] [--precision 32-true|bf16-mixed] [--model cnn|gpt] [--threads 1]``.
+Run: ``PYTHONPATH=src python benchmarks/overhead.py [--rounds 10] [--steps 60] [--warmup 5]
+[--device cpu|cuda] [--precision 32-true|bf16-mixed] [--model cnn|gpt] [--threads 1]
+[--close-at 10,1000,5000]``.
 """
 
 from __future__ import annotations
@@ -35,8 +42,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import logging
 import platform
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -55,8 +64,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lightning_to_energy import TOEnergy
 from lightning_to_energy.sensors import FakeSensor
+from lightning_to_energy.tracker import EnergyTracker
 
-VARIANTS = ("baseline", "toenergy", "toe-fake", "toe-fake-2s", "throughput")
+VARIANTS = ("baseline", "toenergy", "toe-fake", "throughput")
 
 
 # --- models -----------------------------------------------------------------------------------
@@ -106,7 +116,7 @@ class BenchGPT(nn.Module):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         t = idx.shape[1]
         x = self.tok(idx) + self.pos(torch.arange(t, device=idx.device))
-        x = self.blocks(x, mask=self.mask[:t, :t], is_causal=True)
+        x = self.blocks(x, mask=self.get_buffer("mask")[:t, :t], is_causal=True)
         return self.head(self.ln(x))
 
 
@@ -184,14 +194,17 @@ def flops_per_batch(work: Workload) -> int:
 # --- timing -----------------------------------------------------------------------------------
 
 
+Mark = tuple[float, float]  # (wall seconds, process CPU seconds)
+
+
 @dataclass
 class RunTimes:
-    """Wall-clock marks of one ``fit``, written by the two timing callbacks."""
+    """Marks of one ``fit``, written by the two timing callbacks."""
 
-    step_start_s: dict[int, float] = field(default_factory=dict)
-    step_end_s: dict[int, float] = field(default_factory=dict)
-    train_start_s: list[float] = field(default_factory=list)
-    fit_end_s: list[float] = field(default_factory=list)
+    step_start: dict[int, Mark] = field(default_factory=dict)
+    step_end: dict[int, Mark] = field(default_factory=dict)
+    train_start: list[Mark] = field(default_factory=list)
+    fit_end: list[Mark] = field(default_factory=list)
 
 
 class _Timer(Callback):
@@ -203,36 +216,38 @@ class _Timer(Callback):
         self.timed = timed  # (first timed step, last timed step)
         self.sync = sync
 
-    def _now(self, sync: bool) -> float:
+    def _now(self, sync: bool) -> Mark:
         if sync and self.sync:
             torch.cuda.synchronize()
-        return time.perf_counter()
+        return time.perf_counter(), time.process_time()
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.times.train_start_s.append(self._now(True))
+        self.times.train_start.append(self._now(True))
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self.first:
-            self.times.step_start_s[batch_idx] = self._now(batch_idx in (0, self.timed[0]))
+            self.times.step_start[batch_idx] = self._now(batch_idx in (0, self.timed[0]))
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if not self.first:
-            self.times.step_end_s[batch_idx] = self._now(batch_idx in (0, self.timed[1]))
+            self.times.step_end[batch_idx] = self._now(batch_idx in (0, self.timed[1]))
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.times.fit_end_s.append(self._now(True))
+        self.times.fit_end.append(self._now(True))
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """One variant's figures from one ``fit``."""
+    """One variant's figures from one ``fit`` (wall seconds unless named ``cpu``)."""
 
-    step_s: float  # mean time of a timed step
+    step_s: float  # mean wall time of a timed step
+    cpu_step_s: float  # mean process CPU time of a timed step
     step0_s: float  # step 0: under TOEnergy, the counted step
+    cpu_step0_s: float
     train_start_s: float  # the on_train_start hooks of the callbacks in between the timers
     fit_end_s: float  # the on_fit_end hooks (TOEnergy builds and saves its report here)
 
@@ -246,8 +261,6 @@ def make_callbacks(variant: str, report_dir: str, batch_size_fn: Callable[[Any],
         return [TOEnergy(**quiet)]
     if variant == "toe-fake":
         return [TOEnergy([FakeSensor("fake:0", power_w=100.0)], **quiet)]
-    if variant == "toe-fake-2s":
-        return [TOEnergy([FakeSensor("fake:0", power_w=100.0, min_window_s=2.0)], **quiet)]
     if variant == "throughput":
         return [ThroughputMonitor(batch_size_fn=batch_size_fn)]
     raise ValueError(f"variant: expected one of {VARIANTS}; found {variant!r}.")
@@ -287,17 +300,21 @@ def run_once(
         num_sanity_val_steps=0,
         default_root_dir=report_dir,
     )
-    if trainer.callbacks[0] is not callbacks[0] or trainer.callbacks[-1] is not callbacks[-1]:
+    placed = trainer.callbacks  # type: ignore[attr-defined]
+    if placed[0] is not callbacks[0] or placed[-1] is not callbacks[-1]:
         raise RuntimeError("the timing callbacks must be first and last in trainer.callbacks")
     gc.collect()
     trainer.fit(module, loader)
-    start, end = times.step_start_s, times.step_end_s
+    first, last = times.step_start[timed[0]], times.step_end[timed[1]]
     n_timed = timed[1] - timed[0] + 1
+    s0, e0 = times.step_start[0], times.step_end[0]
     return RunResult(
-        step_s=(end[timed[1]] - start[timed[0]]) / n_timed,
-        step0_s=end[0] - start[0],
-        train_start_s=times.train_start_s[1] - times.train_start_s[0],
-        fit_end_s=times.fit_end_s[1] - times.fit_end_s[0],
+        step_s=(last[0] - first[0]) / n_timed,
+        cpu_step_s=(last[1] - first[1]) / n_timed,
+        step0_s=e0[0] - s0[0],
+        cpu_step0_s=e0[1] - s0[1],
+        train_start_s=times.train_start[1][0] - times.train_start[0][0],
+        fit_end_s=times.fit_end[1][0] - times.fit_end[0][0],
     )
 
 
@@ -308,61 +325,166 @@ def _pct(ratio: float) -> str:
     return f"{(ratio - 1.0) * 100:+.2f} %"
 
 
+def _paired(runs: Sequence[RunResult], base: Sequence[RunResult], attr: str) -> float:
+    """Median over rounds of (run / baseline run of the same round) - 1."""
+    return (
+        statistics.median(
+            getattr(r, attr) / getattr(b, attr) for r, b in zip(runs, base, strict=True)
+        )
+        - 1.0
+    )
+
+
+def _spread(values: Sequence[float]) -> float:
+    """Interquartile range as a fraction of the median."""
+    if len(values) < 2:
+        return 0.0
+    q = statistics.quantiles(values, n=4)
+    return (q[2] - q[0]) / statistics.median(values)
+
+
 def summarise(results: dict[str, list[RunResult]], args: argparse.Namespace) -> None:
     """Print the table, the overheads, the one-time costs and the goals."""
     base = results["baseline"]
-    base_step = statistics.median(r.step_s for r in base)
-    q = statistics.quantiles([r.step_s for r in base], n=4) if len(base) >= 2 else [base_step] * 3
+    fields = RunResult.__dataclass_fields__
+    med = {
+        v: {a: statistics.median(getattr(r, a) for r in runs) for a in fields}
+        for v, runs in results.items()
+    }
+    b = med["baseline"]
     print(
-        f"\nbaseline step: median {base_step * 1e3:.3f} ms, interquartile range "
-        f"{(q[2] - q[0]) / base_step * 100:.2f} % of the median over {len(base)} rounds"
+        f"\nbaseline step: wall {b['step_s'] * 1e3:.3f} ms (interquartile range "
+        f"{_spread([r.step_s for r in base]) * 100:.1f} % of the median), process CPU "
+        f"{b['cpu_step_s'] * 1e3:.3f} ms ({_spread([r.cpu_step_s for r in base]) * 100:.1f} %), "
+        f"over {len(base)} rounds"
     )
-    if base_step < 0.010:
+    if b["step_s"] < 0.010:
         print("  NB: under 10 ms a step; callback overheads weigh more than on a real workload.")
-    header = (
-        f"{'variant':<12} {'step ms':>9} {'overhead':>10} {'us/step':>9} "
-        f"{'step0 ms':>9} {'start ms':>9} {'end ms':>9}"
+    print(
+        f"{'variant':<12} {'wall ms':>9} {'overhead':>10} {'us':>8} {'CPU ms':>9} "
+        f"{'overhead':>10} {'us':>8} {'step0 ms':>9} {'start ms':>9} {'end ms':>9}"
     )
-    print(header)
-    overhead: dict[str, float] = {}
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     for variant, runs in results.items():
-        step = statistics.median(r.step_s for r in runs)
-        # Paired per round: each run against the baseline run of the same round.
-        ratio = statistics.median(r.step_s / b.step_s for r, b in zip(runs, base, strict=True))
-        overhead[variant] = ratio - 1.0
+        m = med[variant]
+        wall[variant] = _paired(runs, base, "step_s")
+        cpu[variant] = _paired(runs, base, "cpu_step_s")
         print(
-            f"{variant:<12} {step * 1e3:>9.3f} {_pct(ratio):>10} "
-            f"{(step - base_step) * 1e6:>9.1f} "
-            f"{statistics.median(r.step0_s for r in runs) * 1e3:>9.2f} "
-            f"{statistics.median(r.train_start_s for r in runs) * 1e3:>9.2f} "
-            f"{statistics.median(r.fit_end_s for r in runs) * 1e3:>9.2f}"
+            f"{variant:<12} {m['step_s'] * 1e3:>9.3f} {wall[variant] * 100:>+8.2f} % "
+            f"{(m['step_s'] - b['step_s']) * 1e6:>8.1f} {m['cpu_step_s'] * 1e3:>9.3f} "
+            f"{cpu[variant] * 100:>+8.2f} % {(m['cpu_step_s'] - b['cpu_step_s']) * 1e6:>8.1f} "
+            f"{m['step0_s'] * 1e3:>9.2f} {m['train_start_s'] * 1e3:>9.2f} "
+            f"{m['fit_end_s'] * 1e3:>9.2f}"
         )
     print(
-        "  overhead: median over rounds of (variant step / baseline step of the same round) - 1;"
-        "\n  us/step: median step minus median baseline step; step0: the first step of a run;"
-        "\n  start/end: the callbacks' on_train_start / on_fit_end hooks."
+        "  wall / CPU ms: a timed step's mean wall / process-CPU time in a run, median over"
+        "\n  rounds; overhead: median over rounds of (variant / baseline of the same round) - 1;"
+        "\n  us: median minus the baseline's median, in microseconds per step; step0: the first"
+        "\n  step (wall); start / end: the callbacks' on_train_start / on_fit_end hooks (wall)."
     )
+    # On a CPU the callbacks and the model share the training thread, so process CPU time sees
+    # the whole cost while other programs on the machine barely touch it; on a GPU the step is
+    # the GPU's time, and only wall time (synchronised at the span's edges) sees it.
+    primary, label = (wall, "wall time") if args.device == "cuda" else (cpu, "process CPU time")
     if "toenergy" not in results:
         return
-    toe = overhead["toenergy"]
-    base0 = statistics.median(r.step0_s for r in base)
-    one_off = statistics.median(r.step0_s for r in results["toenergy"]) - base0
+    toe = primary["toenergy"]
+    one_off = med["toenergy"]["step0_s"] - b["step0_s"]
+    cpu_one_off = med["toenergy"]["cpu_step0_s"] - b["cpu_step0_s"]
+    step = b["step_s"] if args.device == "cuda" else b["cpu_step_s"]
     print(
         f"\none-time counting cost (TOEnergy step 0 minus baseline step 0): {one_off * 1e3:.2f} ms"
-        f" = {one_off / base_step:.2f} baseline steps; with the default recheck_every=1000 a"
-        f"\n  re-count adds about {one_off / base_step / 1000 * 100:.3f} % to later steps."
+        f" wall, {cpu_one_off * 1e3:.2f} ms CPU = {cpu_one_off / b['cpu_step_s']:.2f} baseline"
+        f" steps;\n  one re-count per recheck_every=1000 steps adds about "
+        f"{(one_off if args.device == 'cuda' else cpu_one_off) / step / 1000 * 100:.3f} %."
+    )
+    print(
+        f"end of fit (report built and saved, PNG included): "
+        f"{(med['toenergy']['fit_end_s'] - b['fit_end_s']) * 1e3:.0f} ms, once per fit."
     )
     goal = 1.0 if args.device == "cuda" else 3.0
     verdict = "met" if toe * 100 <= goal else "NOT met"
-    print(f"TOEnergy overhead {toe * 100:+.2f} %: goal <= {goal:g} % on {args.device}: {verdict}")
+    print(
+        f"TOEnergy overhead ({label}) {toe * 100:+.2f} %: goal <= {goal:g} % on "
+        f"{args.device}: {verdict}"
+    )
     if "throughput" in results:
-        tm = overhead["throughput"]
-        print(f"ThroughputMonitor overhead {tm * 100:+.2f} %")
-        if tm > 0:
+        tm = primary["throughput"]
+        print(f"ThroughputMonitor overhead ({label}) {tm * 100:+.2f} %")
+        if tm > 0 and toe > 0:
             print(f"ratio TOEnergy overhead / ThroughputMonitor overhead: {toe / tm:.2f}")
         else:
-            print("ratio TOEnergy / ThroughputMonitor: n/a (ThroughputMonitor within noise)")
-        print(f"below ThroughputMonitor's: {'yes' if toe < tm else 'no'}")
+            print("ratio TOEnergy / ThroughputMonitor: n/a (an overhead is <= 0, within noise)")
+        print(f"TOEnergy below ThroughputMonitor: {'yes' if toe < tm else 'no'}")
+
+
+# --- the tracker alone ------------------------------------------------------------------------
+
+
+def _train_step(
+    net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> None:
+    logits = net(x)
+    F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def _replay(tracker: EnergyTracker, batch: Any) -> None:
+    # What TOEnergy does on a replayed train step, without the model's work in between.
+    tracker.begin_step(batch, loop="train", will_step=True)
+    tracker.set_phase("forward")
+    tracker.set_phase("backward")
+    tracker.set_phase("optimizer")
+    tracker.end_step(loop="train")
+
+
+def tracker_costs(work: Workload, close_at: Sequence[int], n_replays: int = 2000) -> None:
+    """Print the tracker's own per-step and per-window costs (CPU side, no model work)."""
+    print("\n== the tracker alone (EnergyTracker over a FakeSensor; CPU side, no model work) ==")
+    net = work.make()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    x, y = work.inputs[: work.batch_size], work.targets[: work.batch_size]
+    batch = [x, y]
+    # A window that never closes by itself: closes happen only where this function asks.
+    tracker = EnergyTracker(
+        net, opt, sensors=[FakeSensor("fake:0", power_w=100.0)], calibration=None, window_s=1e9
+    )
+    tracker.start()
+    with tracker.step(batch):  # the counted step
+        _train_step(net, opt, x, y)
+    for _ in range(100):
+        _replay(tracker, batch)
+    t0 = time.perf_counter()
+    for _ in range(n_replays):
+        _replay(tracker, batch)
+    replay_s = (time.perf_counter() - t0) / n_replays
+    print(f"replayed step (begin, 3 phases, end): {replay_s * 1e6:8.1f} us")
+
+    sklearn_loaded = "sklearn.linear_model" in sys.modules
+    t0 = time.perf_counter()
+    tracker.close_window()
+    first_s = time.perf_counter() - t0
+    note = "scikit-learn already imported" if sklearn_loaded else "includes importing scikit-learn"
+    print(f"first window close: {first_s * 1e3:8.2f} ms ({note})")
+
+    def step_and_close() -> None:
+        _replay(tracker, batch)
+        tracker.close_window()
+
+    for target in close_at:
+        while len(tracker.windows) < target:
+            step_and_close()
+        n = 50
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step_and_close()
+        close_s = (time.perf_counter() - t0) / n - replay_s
+        print(
+            f"window close after {target:>6} windows: {close_s * 1e3:8.3f} ms "
+            f"({close_s * 100:.3f} % of a 1 s window)"
+        )
 
 
 def _cpu_name() -> str:
@@ -378,18 +500,27 @@ def _cpu_name() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
-    parser.add_argument("--steps", type=int, default=40, help="steps per run (default 40)")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
+    parser.add_argument("--steps", type=int, default=60, help="steps per run (default 60)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per run (default 5)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
         "--precision", default=None, help="Trainer precision (default 32-true; cuda bf16-mixed)"
     )
-    parser.add_argument("--model", choices=("cnn", "gpt"), default=None,
-                        help="workload (default cnn on cpu, gpt on cuda)")
+    parser.add_argument(
+        "--model",
+        choices=("cnn", "gpt"),
+        default=None,
+        help="workload (default cnn on cpu, gpt on cuda)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"comma-separated, from {VARIANTS}"
+    )
+    parser.add_argument(
+        "--close-at",
+        default="10,1000,5000",
+        help="time a window close after this many windows (comma-separated; '' skips)",
     )
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps <= args.warmup:
@@ -404,8 +535,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")  # Lightning's data-loader hints, the estimate notice
     for name in ("lightning.pytorch", "lightning.fabric"):
-        import logging
-
         logging.getLogger(name).setLevel(logging.ERROR)
 
     work = make_workload(args.model, args.device, args.steps)
@@ -422,6 +551,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.rounds} interleaved rounds x {len(variants)} variants; {args.steps} steps per run,"
         f" the first {args.warmup} untimed"
     )
+    # The tracker alone first, in a process that has not yet closed a window (and so has not
+    # imported scikit-learn): the first close then shows what a user's first window costs.
+    close_at = [int(v) for v in args.close_at.split(",") if v.strip()]
+    if close_at:
+        tracker_costs(make_workload(args.model, "cpu", 1), close_at)
+        print()
     flops = flops_per_batch(work)
     results: dict[str, list[RunResult]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,7 +36,7 @@ from lightning.pytorch.cli import LightningCLI
 from sklearn.datasets import load_digits
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, TensorDataset, random_split
+from torch.utils.data import DataLoader, Dataset, TensorDataset, random_split
 
 
 class DigitsData(LightningDataModule):
@@ -51,8 +51,8 @@ class DigitsData(LightningDataModule):
         super().__init__()
         self.batch_size = batch_size
         self.seed = seed
-        self.train: TensorDataset | None = None
-        self.val: TensorDataset | None = None
+        self.train: Dataset | None = None
+        self.val: Dataset | None = None
 
     def setup(self, stage: str) -> None:
         digits = load_digits()
@@ -81,6 +81,7 @@ class DigitsClassifier(LightningModule):
     def __init__(self, width: int = 128, lr: float = 2e-3) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.lr = lr
         self.net = nn.Sequential(
             nn.Linear(64, width),
             nn.GELU(),
@@ -105,7 +106,7 @@ class DigitsClassifier(LightningModule):
         self.log("val_acc", (self(x).argmax(-1) == y).float().mean(), prog_bar=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.AdamW(self.parameters(), lr=self.lr)
 
 
 def main() -> None:

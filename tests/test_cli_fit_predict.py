@@ -176,7 +176,9 @@ def test_fit_out_writes_a_calibration_for_this_hardware(
     assert dict(calibration.coefficients) == pytest.approx(result["coefficients"])
     # every fitted window is stored: 5 + 5
     assert len(calibration.windows) == 10
-    stored = {(w.features["duration_s"], w.features["tos"]): w.energy_j for w in calibration.windows}
+    stored = {
+        (w.features["duration_s"], w.features["tos"]): w.energy_j for w in calibration.windows
+    }
     # e.g. the first window of run A: 50 x 2 + 1e-9 x 1e10 = 110 J
     assert stored[(2.0, 1e10)] == pytest.approx(110.0)
 
@@ -282,7 +284,9 @@ def test_predict_text_output(capsys: pytest.CaptureFixture[str], calibration_fil
     first, second = out.splitlines()
     assert first.startswith("_models:TinyMLP: 100 steps x ")
     assert "10.0 ms per step on " + HardwareInfo.detect().label in first
-    assert re.match(r"predicted energy: [0-9.]+ k?J \(90 % interval .+\), from 10 calibration", second)
+    assert re.match(
+        r"predicted energy: [0-9.]+ k?J \(90 % interval .+\), from 10 calibration", second
+    )
 
 
 def test_predict_without_a_calibration_for_this_hardware_exits_2_with_the_fix(
@@ -322,7 +326,9 @@ def test_predict_with_another_machines_calibration_warns_and_uses_it(
     model = OnlineEnergyModel(("duration_s", "tos"), history=10)
     for duration_s, tos in RUN_A + RUN_B:
         model.update({"duration_s": duration_s, "tos": tos}, law_j(duration_s, tos))
-    other = HardwareInfo(gpus=("NVIDIA H100 80GB HBM3",), driver_version="1.0", cpu="x", cpu_count=2)
+    other = HardwareInfo(
+        gpus=("NVIDIA H100 80GB HBM3",), driver_version="1.0", cpu="x", cpu_count=2
+    )
     path = tmp_path / "other.json"
     assert CalibrationStore.from_path(path).save(Calibration.from_model(model, other)) == path
     with pytest.warns(CalibrationWarning, match="was made on 'nvidia-h100-80gb-hbm3-x1-"):

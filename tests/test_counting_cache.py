@@ -113,8 +113,9 @@ def test_recheck_cadence() -> None:
         else:
             assert cache.lookup(s) is p
             decisions.append("replay")
-    # one step in 4 is counted: the first, then after every 3 replays
-    assert decisions == ["count", "replay", "replay", "replay"] * 2 + ["count"]
+    # the first two steps are counted (the first is provisional: one-off optimizer-state
+    # work), then one step in 4: after every 3 replays. 9 steps: c c r r r c r r r.
+    assert decisions == ["count", "count", "replay", "replay", "replay", "count"] + ["replay"] * 3
     assert (cache.counts, cache.replays, len(cache)) == (3, 6, 1)
     assert s in cache
     assert cache.changed_signatures == set()
@@ -146,6 +147,21 @@ def test_a_changed_recount_replaces_and_flags_the_signature() -> None:
     cache.store(s, big)
     assert cache.lookup(s) is big
     assert cache.changed_signatures == {s}
+
+
+def test_a_first_step_with_one_off_work_is_replaced_by_the_second_silently() -> None:
+    # The first step of a signature creates optimizer state; the second is the steady state.
+    cache = ProfileCache(recheck_every=1000)
+    model = TinyMLP()
+    s = sig(torch.randn(8, 16), model)
+    first = profile(model, torch.randn(16, 16))  # stands in for a step with extra work
+    steady = profile(model, torch.randn(8, 16))
+    cache.store(s, first)
+    assert cache.needs_count(s)  # provisional: the next step is counted again
+    cache.store(s, steady)
+    assert not cache.needs_count(s)
+    assert cache.lookup(s) is steady
+    assert cache.changed_signatures == set()  # not a data-dependent path
 
 
 def test_profile_sum_adds_replays_cheaply() -> None:

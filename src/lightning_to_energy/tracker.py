@@ -591,6 +591,13 @@ class EnergyTracker:
         acc = self.model.accuracy()
         tos_by_class, tos_by_format, tos_by_phase, modules, unmodelled = self._step_breakdown()
         notes = list(self.warnings) + list(extra_warnings)
+        changed = len(self.cache.changed_signatures)
+        if changed:
+            notes.append(
+                f"{changed} step signature(s) did different work when re-counted (a "
+                "data-dependent path); replays use the latest count. Lower recheck_every to "
+                "re-count more often."
+            )
         return EnergyReport(
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             hardware=self._hardware_dict(),

@@ -169,6 +169,11 @@ class ProfileCache:
     ``recheck_every`` is counted). A re-count whose work differs replaces the profile and
     marks the signature as data-dependent (:attr:`changed_signatures`).
 
+    The first count of a signature is provisional: a first step also does one-off work (an
+    optimizer creating its state with ``zeros_like``, lazy buffers), so the second step of
+    that signature is counted too, and its profile replaces the first without marking the
+    signature as data-dependent. Replays then reproduce the steady state.
+
     Args:
         recheck_every: count one step in this many of the same signature (>= 1; 1 counts
             every step).
@@ -187,6 +192,7 @@ class ProfileCache:
         self._profiles: dict[StepSignature, StepProfile] = {}
         self._replays: dict[StepSignature, int] = {}
         self.changed_signatures: set[StepSignature] = set()
+        self._provisional: set[StepSignature] = set()
         self.counts = 0
         self.replays = 0
 
@@ -212,9 +218,17 @@ class ProfileCache:
     def store(self, sig: StepSignature, profile: StepProfile) -> None:
         """Store a freshly counted profile; restarts the signature's replay count."""
         old = self._profiles.get(sig)
-        if old is not None and not old.same_work(profile):
-            self.changed_signatures.add(sig)
-        if old is None or not old.same_work(profile):
-            self._profiles[sig] = profile
-        self._replays[sig] = 0
         self.counts += 1
+        if old is None:
+            # Provisional: ask for the next step of this signature to be counted as well.
+            self._profiles[sig] = profile
+            self._provisional.add(sig)
+            self._replays[sig] = max(self.recheck_every - 1, 0)
+            return
+        differs = not old.same_work(profile)
+        if differs and sig not in self._provisional:
+            self.changed_signatures.add(sig)
+        if differs:
+            self._profiles[sig] = profile
+        self._provisional.discard(sig)
+        self._replays[sig] = 0
