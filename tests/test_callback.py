@@ -386,3 +386,60 @@ def test_calibration_saved_by_one_run_predicts_the_next_runs_first_window(tmp_pa
     # 30 W x 1 s windows: the second run predicts its first window from the stored windows.
     w = second.windows[0]
     assert w.predicted_j == pytest.approx(30.0, rel=0.01)
+
+
+def test_an_internal_error_is_one_warning_and_training_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_to_energy.counting import StepSignature
+
+    calls = {"n": 0}
+    original = StepSignature.capture
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("boom")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(StepSignature, "capture", staticmethod(flaky))
+    clock = FakeClock()
+    energy = TOEnergy(
+        sensors=[FakeSensor("fake:0", power_w=10.0, clock=clock)],
+        window_s=1.0,
+        calibration=None,
+        clock=clock,
+        print_report=False,
+        report_dir=tmp_path,
+    )
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
+    with pytest.warns(RuntimeWarning, match="internal error.*boom"):
+        trainer.fit(Tiny(), DataLoader(Rows(160), batch_size=16))
+    assert trainer.global_step == 10
+    report = energy.report
+    assert report is not None
+    # Steps 1-4 made two closed windows (2 steps x 0.5 s x 10 W = 10 J each) before step 5
+    # broke the counter; they are kept.
+    assert [w.measured_j for w in report.windows[:2]] == pytest.approx([10.0, 10.0])
+
+
+def test_an_exception_in_the_users_step_leaves_no_dispatch_mode_behind(tmp_path: Path) -> None:
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    class Failing(Tiny):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            if batch_idx == 0:  # the first step is counted: the mode is active here
+                raise ValueError("user bug")
+            return super().training_step(batch, batch_idx)
+
+    clock = FakeClock()
+    energy = TOEnergy(
+        sensors=[FakeSensor("fake:0", power_w=10.0, clock=clock)],
+        calibration=None,
+        clock=clock,
+        print_report=False,
+    )
+    trainer = _trainer(tmp_path, [energy])
+    with pytest.raises(ValueError, match="user bug"):
+        trainer.fit(Failing(), DataLoader(Rows(64), batch_size=16))
+    assert _get_current_dispatch_mode() is None

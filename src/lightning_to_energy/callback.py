@@ -300,6 +300,14 @@ class TOEnergy(Callback):
         if loop == "train" and trainer.world_size > 1:
             self._reduce_totals(trainer, pl_module)
 
+    @override
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        # The user's step raised: make sure no dispatch mode or hook of ours outlives it.
+        if self.tracker is not None:
+            self.tracker.abort_step()
+
     # --- display and logging --------------------------------------------------------------
 
     def _progress_items(self) -> dict[str, float]:

@@ -217,6 +217,7 @@ class EnergyTracker:
         self._store: CalibrationStore | None = None
         self._hardware: HardwareInfo | None = None
         self._started = False
+        self._broken: str | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -291,7 +292,19 @@ class EnergyTracker:
             self.end_step(loop=loop)
 
     def begin_step(self, batch: Any, *, loop: str = "train", will_step: bool = True) -> None:
-        """Mark the start of a step; starts counting when its signature needs it."""
+        """Mark the start of a step; starts counting when its signature needs it.
+
+        Never raises because of the tracker itself: an internal error is one warning, after
+        which this tracker stands aside and the training goes on untouched.
+        """
+        if self._broken:
+            return
+        try:
+            self._begin_step(batch, loop, will_step)
+        except Exception as exc:
+            self._break(exc)
+
+    def _begin_step(self, batch: Any, loop: str, will_step: bool) -> None:
         if not self._started:
             self.start()
         window = self._window
@@ -313,7 +326,10 @@ class EnergyTracker:
     def set_phase(self, phase: str) -> None:
         """Attribute the ops that follow to ``phase`` (forward, backward, optimizer, other)."""
         if self._counter is not None:
-            self._counter.set_phase(phase)
+            try:
+                self._counter.set_phase(phase)
+            except Exception as exc:
+                self._break(exc)
 
     def end_step(self, *, loop: str = "train") -> WindowRecord | None:
         """Add the step to its window; close the window when it has lasted ``window_s``.
@@ -321,6 +337,34 @@ class EnergyTracker:
         Returns:
             The window record when this step closed a window, else None.
         """
+        if self._broken:
+            return None
+        try:
+            return self._end_step(loop)
+        except Exception as exc:
+            self._break(exc)
+            return None
+
+    def abort_step(self) -> None:
+        """Drop a step that failed in user code: stop counting it, keep nothing of it."""
+        counter, self._counter = self._counter, None
+        self._counting_sig = None
+        self._pending = None
+        if counter is not None:
+            with contextlib.suppress(Exception):
+                counter.stop()
+
+    def _break(self, exc: BaseException) -> None:
+        self.abort_step()
+        self._broken = f"{type(exc).__name__}: {exc}"
+        self._warn_once(
+            "internal",
+            f"stopped counting after an internal error ({self._broken}); training is not "
+            "affected, and the windows closed so far are kept in the report. Please report "
+            "this error.",
+        )
+
+    def _end_step(self, loop: str) -> WindowRecord | None:
         window = self._window
         if window is None:
             return None
