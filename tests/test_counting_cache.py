@@ -78,6 +78,20 @@ def test_signature_follows_modes_and_flags(model: TinyMLP, restore_tf32: None) -
     with torch.autocast("cpu", dtype=torch.float16):
         fp16 = sig(x, model)
     assert len({base, bf16, fp16}) == 3
+
+
+def test_signature_follows_tf32_flags_once_cuda_is_in_use(
+    model: TinyMLP, restore_tf32: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = torch.randn(8, 16)
+    # Without CUDA the flags cannot change any op, and are not read (they cost microseconds).
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    base = sig(x, model)
+    torch.backends.cuda.matmul.allow_tf32 = not torch.backends.cuda.matmul.allow_tf32
+    assert sig(x, model) == base
+    torch.backends.cuda.matmul.allow_tf32 = not torch.backends.cuda.matmul.allow_tf32
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    base = sig(x, model)
     torch.backends.cuda.matmul.allow_tf32 = not torch.backends.cuda.matmul.allow_tf32
     assert sig(x, model) != base
     torch.backends.cuda.matmul.allow_tf32 = not torch.backends.cuda.matmul.allow_tf32

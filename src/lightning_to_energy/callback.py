@@ -138,6 +138,7 @@ class TOEnergy(Callback):
         self.report: EnergyReport | None = None
         self._pending_state: dict[str, Any] | None = None
         self._bar: Any = None
+        self._accumulate = 1
         self._last_items: dict[str, float] = {}
         self._totals = (0.0, 0.0)
 
@@ -180,6 +181,8 @@ class TOEnergy(Callback):
         tracker = self._ensure_tracker(trainer, pl_module)
         optimizers = trainer.optimizers
         tracker.optimizer = optimizers[0] if optimizers else None
+        # Read once: Trainer properties are not free and this one is fixed for the run.
+        self._accumulate = max(int(trainer.accumulate_grad_batches), 1)
 
     # --- train steps ----------------------------------------------------------------------
 
@@ -187,9 +190,9 @@ class TOEnergy(Callback):
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        tracker = self._ensure_tracker(trainer, pl_module)
-        accumulate = max(int(trainer.accumulate_grad_batches), 1)
-        tracker.begin_step(batch, loop="train", will_step=(batch_idx + 1) % accumulate == 0)
+        tracker = self.tracker or self._ensure_tracker(trainer, pl_module)
+        will_step = (batch_idx + 1) % self._accumulate == 0
+        tracker.begin_step(batch, loop="train", will_step=will_step)
         tracker.set_phase("forward")
 
     @override

@@ -334,7 +334,7 @@ class OnlineEnergyModel:
         self._w: deque[float] = deque(maxlen=history)
         self._seeded: deque[bool] = deque(maxlen=history)
         self._coef: np.ndarray | None = None  # None until fitted on at least one window
-        self._diag = self._diagnose()
+        self._diag: FitDiagnostics | None = None
         # Prequential records: the last RECORDS_KEPT (predicted, measured) pairs ...
         self._rec_p: deque[float] = deque(maxlen=RECORDS_KEPT)
         self._rec_m: deque[float] = deque(maxlen=RECORDS_KEPT)
@@ -386,12 +386,15 @@ class OnlineEnergyModel:
 
     def diagnostics(self) -> FitDiagnostics:
         """Identifiability of the coefficients from the current history."""
+        # Computed when asked (an SVD of the history), not at every window close.
+        if self._diag is None:
+            self._diag = self._diagnose()
         return self._diag
 
     @property
     def identifiable(self) -> bool:
         """True when the data determine every used coefficient separately."""
-        return self._diag.identifiable
+        return self.diagnostics().identifiable
 
     # ---- prediction and update ----------------------------------------------------------------
 
@@ -597,7 +600,7 @@ class OnlineEnergyModel:
             fresh._append(np.array([float(v) for v in x]), float(y), float(wt), bool(s))
         coef = state["coefficients"]
         fresh._coef = None if coef is None else np.array([float(c) for c in coef])
-        fresh._diag = fresh._diagnose()
+        fresh._diag = None
         fresh._rec_p.extend(float(v) for v in state["records"]["predicted_j"])
         fresh._rec_m.extend(float(v) for v in state["records"]["measured_j"])
         fresh._agg = _Aggregates.from_dict(state["aggregates"])
@@ -685,11 +688,15 @@ class OnlineEnergyModel:
         target = np.concatenate([np.ones(len(w)), z0])  # (n + p,)
         weight = np.concatenate([w, np.full(p, self._strength)])  # (n + p,)
         # Imported here: scikit-learn takes over a second to import, and only fitting needs it.
+        from sklearn import config_context
         from sklearn.linear_model import LinearRegression
 
         reg = LinearRegression(positive=True, fit_intercept=False)
         try:
-            reg.fit(design, target, sample_weight=weight)
+            # Every window was checked finite in update(), and the estimator's parameters are
+            # fixed above: scikit-learn's own checks would cost more than the fit itself.
+            with config_context(assume_finite=True, skip_parameter_validation=True):
+                reg.fit(design, target, sample_weight=weight)
         except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
             # NB: scipy's NNLS can stop at its iteration limit on pathological data; keeping
             # the previous coefficients is better than stopping a training run over it.
@@ -700,10 +707,10 @@ class OnlineEnergyModel:
                 RuntimeWarning,
                 stacklevel=3,
             )
-            self._diag = self._diagnose()
+            self._diag = None
             return
         self._coef = np.asarray(reg.coef_, dtype=float) / s  # back to physical units
-        self._diag = self._diagnose()
+        self._diag = None
 
     def _diagnose(self) -> FitDiagnostics:
         n = len(self._y)

@@ -98,6 +98,29 @@ class LiveReadout:
 
 
 @dataclass
+class _RunningTotals:
+    """Sums over closed windows, kept as windows close so that no step re-sums the run."""
+
+    measured_j: float = 0.0
+    predicted_j: float = 0.0  # over measured windows that had a prediction
+    any_prediction: bool = False
+    train_steps: int = 0
+    train_duration_s: float = 0.0
+    train_measured_j: float = 0.0
+
+    def add(self, w: WindowRecord) -> None:
+        if w.measured_j is not None:
+            self.measured_j += w.measured_j
+            if w.predicted_j is not None:
+                self.predicted_j += w.predicted_j
+                self.any_prediction = True
+        if w.loop == "train" and w.steps > 0:
+            self.train_steps += w.steps
+            self.train_duration_s += w.duration_s
+            self.train_measured_j += w.measured_j or 0.0
+
+
+@dataclass
 class _Window:
     loop: str
     first_step: int
@@ -206,9 +229,7 @@ class EnergyTracker:
         self._step_profile_ids: dict[str, int] = {}  # loop -> id of the last profile used
         self._steps: dict[str, int] = dict.fromkeys(LOOPS, 0)
         self.tos_total = 0.0  # TOs of every step completed in this process
-        self._closed_measured_j = 0.0
-        self._closed_predicted_j = 0.0
-        self._any_prediction = False
+        self._totals = _RunningTotals()
         self._recent_error_pct: float | None = None
         self._weakest_kind = "none"
         self._forecast: Forecast | None = None
@@ -252,6 +273,9 @@ class EnergyTracker:
         except Exception as exc:  # detection is best effort; it only names the report
             self._warn_once("hardware", f"hardware not identified: {exc}")
         self._load_calibration()
+        # Pay for importing the regression's solver now, not in the middle of the first window
+        # close (about half a second).
+        import sklearn.linear_model  # noqa: F401
 
     def _cuda_devices(self) -> list[int]:
         if self.device is not None and self.device.type == "cuda":
@@ -492,7 +516,8 @@ class EnergyTracker:
             rank=self.rank,
         )
         self.windows.append(record)
-        self._refresh_totals()
+        self._totals.add(record)
+        self._refresh_live()
         return record
 
     def _safe_close_meter(self) -> Measurement | None:
@@ -518,12 +543,13 @@ class EnergyTracker:
         Measured joules include the open window's latest background sample; predicted joules
         cover the closed windows (an open window is predicted when it closes).
         """
-        measured = self._closed_measured_j
+        totals = self._totals
+        measured = totals.measured_j
         if self.meter is not None and self._window is not None and self._window.meter_open:
             measured += self.meter.peek_j()
         return LiveReadout(
             measured_j=measured,
-            predicted_j=self._closed_predicted_j if self._any_prediction else None,
+            predicted_j=totals.predicted_j if totals.any_prediction else None,
             recent_error_pct=self._recent_error_pct,
             tos=self.tos_total,
             kind=self._weakest_kind,
@@ -532,11 +558,14 @@ class EnergyTracker:
         )
 
     def _refresh_totals(self) -> None:
-        """Recompute the closed-window totals behind :meth:`live` (at window close only)."""
-        measured = [w for w in self.windows if w.measured_j is not None]
-        self._closed_measured_j = sum(w.measured_j or 0.0 for w in measured)
-        self._closed_predicted_j = sum(w.predicted_j or 0.0 for w in measured)
-        self._any_prediction = any(w.predicted_j is not None for w in measured)
+        """Recompute every running total from the windows (after a checkpoint restore)."""
+        self._totals = _RunningTotals()
+        for record in self.windows:
+            self._totals.add(record)
+        self._refresh_live()
+
+    def _refresh_live(self) -> None:
+        """The accuracy and forecast behind :meth:`live`; once per window close."""
         recent = self.model.accuracy().recent
         mape = recent.mape if recent is not None and recent.n > 0 else math.nan
         self._recent_error_pct = None if math.isnan(mape) else 100.0 * mape
@@ -580,16 +609,16 @@ class EnergyTracker:
         if self.total_steps is None or not self.windows:
             return None
         pid = self._step_profile_ids.get("train")
-        train = [w for w in self.windows if w.loop == "train" and w.steps > 0]
-        if pid is None or not train:
+        totals = self._totals
+        if pid is None or totals.train_steps == 0:
             return None
         done = self._steps.get("train", 0)
         left = max(self.total_steps - done, 0)
-        step_s = sum(w.duration_s for w in train) / sum(w.steps for w in train)
+        step_s = totals.train_duration_s / totals.train_steps
         vector = self._profile_vectors[pid]
         features = {"duration_s": step_s * left}
         features.update({f: vector[i] * left for i, f in enumerate(self._profile_features)})
-        so_far = sum(w.measured_j or 0.0 for w in self.windows if w.loop == "train")
+        so_far = totals.train_measured_j
         if left == 0:
             return Forecast(so_far, so_far, so_far, self.total_steps, done)
         pred = self.model.predict(features)

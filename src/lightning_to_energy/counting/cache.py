@@ -107,6 +107,10 @@ else:  # pragma: no cover - older torch
 
 
 def _tf32_key() -> Hashable:
+    # TF32 flags act on CUDA tensors only, and reading them costs microseconds: a process that
+    # has never initialised CUDA has no CUDA tensor whose ops they could change.
+    if not torch.cuda.is_initialized():
+        return None
     return (tf32_allowed(conv=False), tf32_allowed(conv=True))
 
 
