@@ -440,3 +440,28 @@ def test_ops_of_an_optimizer_closure_keep_their_forward_and_backward_phases() ->
     with OpCounter(module=model) as counter:
         opt.step(closure)
     assert counter.profile is not None and counter.profile.by_phase["forward"].flops == 48
+
+
+def test_the_same_network_with_relu_sigmoid_or_gelu_counts_different_tos() -> None:
+    # Same shapes, same FLOPs; only the activation differs. Per element relu is one compare,
+    # sigmoid an exp, an add and a divide, gelu (erf) a polynomial of several ops: TOs must
+    # order relu < sigmoid and differ for all three, while FLOPs stay equal.
+    import torch
+    from torch import nn
+
+    from lightning_to_energy import profile
+
+    def net(act: nn.Module) -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(32, 64), act, nn.Linear(64, 8))
+
+    x = torch.randn(16, 32)
+    tos = {}
+    flops = set()
+    for name, act in (("relu", nn.ReLU()), ("sigmoid", nn.Sigmoid()), ("gelu", nn.GELU())):
+        p = profile(net(act), x, train=True, optimizer="sgd")
+        tos[name] = p.tos
+        flops.add(p.flops)
+    assert len(flops) == 1
+    assert len(set(tos.values())) == 3
+    assert tos["relu"] < tos["sigmoid"]
