@@ -72,7 +72,8 @@ def test_auto_with_permission_denied_says_so(
     tree.deny("intel-rapl:0")
     tree.deny("intel-rapl:0:0")
     tree.enforce_permissions(monkeypatch)
-    found = discover(devices=[], powercap_root=tree.root, background=False)
+    # A fake NVML, so the reason does not depend on whether nvidia-ml-py is installed here.
+    found = discover(nvml=_nvml(GPU_A), devices=[], powercap_root=tree.root, background=False)
     assert _domains(found) == ["cpu:estimate"]
     assert found.skipped["rapl"].startswith("CPU energy not measured: permission denied")
     assert found.skipped["nvml"].startswith("GPU energy not measured: this process uses no CUDA")
