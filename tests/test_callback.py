@@ -126,6 +126,18 @@ class RecordingLogger(Logger):
         self.calls.append((dict(metrics), step))
 
 
+def _fake_energy(clock: FakeClock, *, power_w: float, **kwargs: Any) -> TOEnergy:
+    """TOEnergy over one constant-power fake sensor, 1 s windows, no calibration, no printing."""
+    options: dict[str, Any] = {
+        "window_s": 1.0,
+        "calibration": None,
+        "clock": clock,
+        "print_report": False,
+    }
+    options.update(kwargs)
+    return TOEnergy(sensors=[FakeSensor("fake:0", power_w=power_w, clock=clock)], **options)
+
+
 def _trainer(tmp_path: Path, callbacks: list[Callback], **kwargs: Any) -> Trainer:
     defaults: dict[str, Any] = {
         "accelerator": "cpu",
@@ -187,13 +199,7 @@ def test_regression_recovers_a_linear_law_of_duration_and_tos(tmp_path: Path) ->
 def test_logged_keys_are_exactly_the_documented_ones(tmp_path: Path) -> None:
     clock = FakeClock()
     logger = RecordingLogger()
-    energy = TOEnergy(
-        sensors=[FakeSensor("fake:0", power_w=10.0, clock=clock)],
-        window_s=2.0,
-        calibration=None,
-        clock=clock,
-        print_report=False,
-    )
+    energy = _fake_energy(clock, power_w=10.0, window_s=2.0)
     trainer = _trainer(
         tmp_path,
         [AdvanceClock(clock, low=0.5, high=0.5), energy],
@@ -223,13 +229,7 @@ def test_logged_keys_are_exactly_the_documented_ones(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bar", [TQDMProgressBar, RichProgressBar])
 def test_progress_bar_shows_measured_predicted_and_error(tmp_path: Path, bar: type) -> None:
     clock = FakeClock()
-    energy = TOEnergy(
-        sensors=[FakeSensor("fake:0", power_w=25.0, clock=clock)],
-        window_s=1.0,
-        calibration=None,
-        clock=clock,
-        print_report=False,
-    )
+    energy = _fake_energy(clock, power_w=25.0)
     progress = bar()
     read = ReadBar(progress)
     trainer = _trainer(
@@ -312,14 +312,7 @@ def test_invalid_arguments_raise_at_construction() -> None:
 
 def test_report_files_and_validation_windows(tmp_path: Path) -> None:
     clock = FakeClock()
-    energy = TOEnergy(
-        sensors=[FakeSensor("fake:0", power_w=10.0, clock=clock)],
-        window_s=1.0,
-        calibration=None,
-        clock=clock,
-        print_report=False,
-        report_dir=tmp_path / "out",
-    )
+    energy = _fake_energy(clock, power_w=10.0, report_dir=tmp_path / "out")
     trainer = _trainer(
         tmp_path, [AdvanceClock(clock, low=0.25, high=0.25), energy], limit_val_batches=2
     )
@@ -346,14 +339,7 @@ def test_corrupt_calibration_file_warns_is_left_untouched_and_training_goes_on(
     path = tmp_path / "calibration.json"
     path.write_text("{not json")
     clock = FakeClock()
-    energy = TOEnergy(
-        sensors=[FakeSensor("fake:0", power_w=10.0, clock=clock)],
-        window_s=1.0,
-        calibration=path,
-        clock=clock,
-        print_report=False,
-        report_dir=tmp_path,
-    )
+    energy = _fake_energy(clock, power_w=10.0, calibration=path, report_dir=tmp_path)
     trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
     with pytest.warns(UserWarning, match="calibration"):
         trainer.fit(Tiny(), DataLoader(Rows(128), batch_size=16))
@@ -366,14 +352,7 @@ def test_calibration_saved_by_one_run_predicts_the_next_runs_first_window(tmp_pa
 
     def run() -> Any:
         clock = FakeClock()
-        energy = TOEnergy(
-            sensors=[FakeSensor("fake:0", power_w=30.0, clock=clock)],
-            window_s=1.0,
-            calibration=path,
-            clock=clock,
-            print_report=False,
-            report_dir=tmp_path,
-        )
+        energy = _fake_energy(clock, power_w=30.0, calibration=path, report_dir=tmp_path)
         trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
         trainer.fit(Tiny(), DataLoader(Rows(256), batch_size=16))
         assert energy.report is not None
@@ -404,14 +383,7 @@ def test_an_internal_error_is_one_warning_and_training_goes_on(
 
     monkeypatch.setattr(StepSignature, "capture", staticmethod(flaky))
     clock = FakeClock()
-    energy = TOEnergy(
-        sensors=[FakeSensor("fake:0", power_w=10.0, clock=clock)],
-        window_s=1.0,
-        calibration=None,
-        clock=clock,
-        print_report=False,
-        report_dir=tmp_path,
-    )
+    energy = _fake_energy(clock, power_w=10.0, report_dir=tmp_path)
     trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
     with pytest.warns(RuntimeWarning, match="internal error.*boom"):
         trainer.fit(Tiny(), DataLoader(Rows(160), batch_size=16))
@@ -433,12 +405,7 @@ def test_an_exception_in_the_users_step_leaves_no_dispatch_mode_behind(tmp_path:
             return super().training_step(batch, batch_idx)
 
     clock = FakeClock()
-    energy = TOEnergy(
-        sensors=[FakeSensor("fake:0", power_w=10.0, clock=clock)],
-        calibration=None,
-        clock=clock,
-        print_report=False,
-    )
+    energy = _fake_energy(clock, power_w=10.0, window_s=None)
     trainer = _trainer(tmp_path, [energy])
     with pytest.raises(ValueError, match="user bug"):
         trainer.fit(Failing(), DataLoader(Rows(64), batch_size=16))
