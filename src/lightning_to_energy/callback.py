@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,7 @@ class TOEnergy(Callback):
         self._pending_state: dict[str, Any] | None = None
         self._bar: Any = None
         self._accumulate = 1
+        self._train_batches = 0
         self._last_items: dict[str, float] = {}
         self._totals = (0.0, 0.0)
 
@@ -300,8 +302,10 @@ class TOEnergy(Callback):
         record = tracker.end_step(loop=loop)
         if record is not None:
             self._log_window(trainer, record)
-        if loop == "train" and trainer.world_size > 1:
-            self._reduce_totals(trainer, pl_module)
+        if loop == "train":
+            self._train_batches += 1
+            if trainer.world_size > 1:
+                self._reduce_totals(trainer, pl_module)
 
     @override
     def on_exception(
@@ -391,11 +395,11 @@ class TOEnergy(Callback):
             logger.log_metrics(metrics, step=trainer.global_step)
 
     def _reduce_totals(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Every rank runs the same number of train steps, so a step-count cadence keeps the
-        # collective in lockstep; window closes are time-based and differ between ranks.
+        # Every rank runs the same train batches, so a cadence counted here (not by the
+        # tracker, which may have stood aside on one rank) keeps the collective in lockstep;
+        # window closes are time-based and differ between ranks.
         every = max(int(getattr(trainer, "log_every_n_steps", 50)), 1)
-        assert self.tracker is not None
-        if self.tracker._steps["train"] % every != 0:
+        if self._train_batches % every != 0 or self.tracker is None:
             return
         live = self.tracker.live()
         local = torch.tensor(
@@ -410,8 +414,16 @@ class TOEnergy(Callback):
         tracker = self.tracker
         if tracker is None:
             return
-        local = tracker.finish()
-        windows: list[WindowRecord] = list(local.windows)
+        try:
+            windows: list[WindowRecord] = list(tracker.finish().windows)
+        except Exception as exc:  # every rank must still reach the gather below
+            warnings.warn(
+                f"lightning-to-energy: the end of the run failed on rank {trainer.global_rank} "
+                f"({type(exc).__name__}: {exc}); reporting the windows closed so far.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            windows = list(tracker.windows)
         if (
             trainer.world_size > 1
             and torch.distributed.is_available()
@@ -434,10 +446,11 @@ class TOEnergy(Callback):
         try:
             save_report(report, directory)
         except OSError as exc:
-            tracker_warning = f"energy report not saved to {directory}: {exc}"
-            import warnings
-
-            warnings.warn(f"lightning-to-energy: {tracker_warning}", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"lightning-to-energy: energy report not saved to {directory}: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if self.print_report:
             render_report(report)
 

@@ -302,6 +302,10 @@ class EnergyTracker:
         except (KeyError, ValueError) as exc:
             self._warn_once("calibration", f"calibration not used: {exc}")
 
+    def steps(self, loop: str = "train") -> int:
+        """Steps of ``loop`` completed so far (restored checkpoints included)."""
+        return self._steps.get(loop, 0)
+
     # --- steps ----------------------------------------------------------------------------
 
     @contextmanager
