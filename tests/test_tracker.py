@@ -91,3 +91,33 @@ def test_count_only_without_sensors_and_checkpoint_state_round_trip() -> None:
     assert [w.first_step for w in restored.windows] == [0, 2, 4, 6, 8]
     with pytest.raises(ValueError, match="version"):
         restored.load_state_dict({**state, "version": 99})
+
+
+def test_old_windows_fold_into_exact_totals_and_survive_a_checkpoint() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = EnergyTracker(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        sensors=[FakeSensor(power_w=8.0, clock=clock)],
+        window_s=0.5,
+        calibration=None,
+        clock=clock,
+        max_windows=4,
+    )
+    tracker.start()
+    _loop(tracker, model, clock, steps=20, dt=0.25)
+    # 20 steps x 0.25 s = 10 windows of 2 steps; at most 4 kept one by one.
+    assert len(tracker.windows) <= 4
+    assert [w.index for w in tracker.windows][-1] == 9
+    restored = EnergyTracker(model, sensors=None, calibration=None, clock=clock, max_windows=4)
+    restored.load_state_dict(tracker.state_dict())
+    # 20 steps x 0.25 s at 8 W = 40 J, whatever was folded.
+    assert restored.live().measured_j == pytest.approx(40.0)
+    report = restored.build_report()
+    assert report.measured_j == pytest.approx(40.0)
+    assert report.loops["train"].windows == 10 and report.loops["train"].steps == 20
+    assert report.loops["train"].energy_j == pytest.approx({"fake:0": 40.0})
+    assert any("folded" in text for text in report.warnings)
+    with pytest.raises(ValueError, match="max_windows"):
+        EnergyTracker(model, max_windows=0)

@@ -19,7 +19,7 @@ from lightning_to_energy.cost_model import CostModel
 from lightning_to_energy.records import EnergyReport, WindowRecord
 from lightning_to_energy.regression import FEATURES
 from lightning_to_energy.sensors.base import Sensor
-from lightning_to_energy.tracker import EnergyTracker
+from lightning_to_energy.tracker import EnergyTracker, merge_archives
 
 # Progress-bar keys. The measured key names its kind when it is not a hardware measurement.
 PBAR_MEASURED = "energy_J"
@@ -81,6 +81,8 @@ class TOEnergy(Callback):
             file path, or ``None``.
         cost_model: a :class:`CostModel`, or a TOML/JSON file of overrides.
         recheck_every: re-count a cached step signature after this many replays.
+        max_windows: windows kept one by one; older ones are folded into per-loop totals
+            (totals stay exact; memory and checkpoints stay bounded on long runs).
         report_dir: where the report files go; ``None`` means the trainer's ``log_dir``.
         print_report: print the rich report on rank 0 at the end.
         clock: monotonic clock in seconds (injectable for tests).
@@ -110,6 +112,7 @@ class TOEnergy(Callback):
         calibration: str | Path | None = "auto",
         cost_model: CostModel | str | Path | None = None,
         recheck_every: int = 1000,
+        max_windows: int = 20_000,
         report_dir: str | Path | None = None,
         print_report: bool = True,
         clock: Callable[[], float] = time.perf_counter,
@@ -128,6 +131,7 @@ class TOEnergy(Callback):
             "calibration": calibration,
             "cost_model": cost_model,
             "recheck_every": recheck_every,
+            "max_windows": max_windows,
             "clock": clock,
         }
         # Validate every argument now, not at the first training step.
@@ -430,10 +434,13 @@ class TOEnergy(Callback):
             and torch.distributed.is_initialized()
         ):
             gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, windows)
-            windows = [w for part in gathered for w in part]
+            torch.distributed.all_gather_object(gathered, (windows, tracker.archived))
+            windows = [w for part, _ in gathered for w in part]
             windows.sort(key=lambda w: (w.start_s, w.rank))
-        report = tracker.build_report(windows, world_size=trainer.world_size)
+            archived = merge_archives([archive for _, archive in gathered])
+        else:
+            archived = tracker.archived
+        report = tracker.build_report(windows, world_size=trainer.world_size, archived=archived)
         self.report = report
         self.tracker = None
         self._emit(trainer, report)

@@ -28,7 +28,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,15 @@ class _RunningTotals:
     train_duration_s: float = 0.0
     train_measured_j: float = 0.0
 
+    def add_archived(self, t: LoopTotals) -> None:
+        self.measured_j += t.measured_j
+        self.predicted_j += t.predicted_j
+        self.any_prediction = self.any_prediction or t.predicted_j > 0
+        if t.loop == "train":
+            self.train_steps += t.steps
+            self.train_duration_s += t.duration_s
+            self.train_measured_j += t.measured_j
+
     def add(self, w: WindowRecord) -> None:
         if w.measured_j is not None:
             self.measured_j += w.measured_j
@@ -149,6 +158,8 @@ class EnergyTracker:
         device: the torch device this process trains on (selects the GPU sensor).
         local_rank: only local rank 0 reads host-wide sensors.
         total_steps: steps the run will take, for the forecast; optional.
+        max_windows: windows kept one by one (in memory, checkpoints and the report); older
+            ones are folded into per-loop totals, so totals stay exact on runs of any length.
 
     Raises:
         ValueError: an argument is out of range or of the wrong kind.
@@ -171,11 +182,17 @@ class EnergyTracker:
         local_rank: int = 0,
         rank: int = 0,
         total_steps: int | None = None,
+        max_windows: int = 20_000,
     ) -> None:
         if window_s is not None and not (window_s >= 0 and math.isfinite(window_s)):
             raise ValueError(
                 f"window_s must be a finite number of seconds >= 0, found {window_s!r}; "
                 "pass e.g. window_s=2.0, or None for the sensors' minimum trustworthy window."
+            )
+        if not isinstance(max_windows, int) or max_windows < 1:
+            raise ValueError(
+                f"max_windows must be a positive int, found {max_windows!r}; "
+                "pass e.g. max_windows=20_000."
             )
         if not isinstance(recheck_every, int) or recheck_every < 1:
             raise ValueError(
@@ -214,6 +231,9 @@ class EnergyTracker:
         self.meter: Meter | None = None
         self.window_s = window_s or 0.0
         self.windows: list[WindowRecord] = []
+        self.max_windows = max_windows
+        self._n_windows = 0  # windows closed in the run, folded ones included
+        self._archived: dict[str, LoopTotals] = {}  # per loop: windows folded out of the list
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self._profiles: dict[int, StepProfile] = {}
@@ -301,6 +321,11 @@ class EnergyTracker:
             self.model = calibration.to_model(self.features)
         except (KeyError, ValueError) as exc:
             self._warn_once("calibration", f"calibration not used: {exc}")
+
+    @property
+    def archived(self) -> dict[str, LoopTotals]:
+        """Per-loop totals of the windows folded out of :attr:`windows` (see ``max_windows``)."""
+        return dict(self._archived)
 
     def steps(self, loop: str = "train") -> int:
         """Steps of ``loop`` completed so far (restored checkpoints included)."""
@@ -501,7 +526,7 @@ class EnergyTracker:
             flags.append(FLAG_OUTLIER)
         has_pred = prediction is not None and prediction.source != "none"
         record = WindowRecord(
-            index=len(self.windows),
+            index=self._n_windows,
             loop=window.loop,
             first_step=window.first_step,
             steps=window.steps,
@@ -520,9 +545,21 @@ class EnergyTracker:
             rank=self.rank,
         )
         self.windows.append(record)
+        self._n_windows += 1
         self._totals.add(record)
+        if len(self.windows) > self.max_windows:
+            self._fold_oldest()
         self._refresh_live()
         return record
+
+    def _fold_oldest(self) -> None:
+        """Fold the oldest tenth of the kept windows into the per-loop archive."""
+        n = max(len(self.windows) - self.max_windows * 9 // 10, 1)
+        old, self.windows = self.windows[:n], self.windows[n:]
+        for loop in LOOPS:
+            ws = [w for w in old if w.loop == loop]
+            if ws:
+                self._archived[loop] = _add_totals(self._archived.get(loop), _sum_windows(loop, ws))
 
     def _safe_close_meter(self) -> Measurement | None:
         assert self.meter is not None
@@ -557,13 +594,15 @@ class EnergyTracker:
             recent_error_pct=self._recent_error_pct,
             tos=self.tos_total,
             kind=self._weakest_kind,
-            windows=len(self.windows),
+            windows=self._n_windows,
             forecast=self._forecast,
         )
 
     def _refresh_totals(self) -> None:
         """Recompute every running total from the windows (after a checkpoint restore)."""
         self._totals = _RunningTotals()
+        for totals in self._archived.values():
+            self._totals.add_archived(totals)
         for record in self.windows:
             self._totals.add(record)
         self._refresh_live()
@@ -641,33 +680,31 @@ class EnergyTracker:
         windows: Sequence[WindowRecord] | None = None,
         *,
         world_size: int = 1,
+        archived: Mapping[str, LoopTotals] | None = None,
         extra_warnings: Sequence[str] = (),
     ) -> EnergyReport:
-        """The report over ``windows`` (default: this process's windows)."""
+        """The report over ``windows`` and the ``archived`` per-loop totals of windows folded
+        out of the list (default: this process's)."""
         windows = tuple(self.windows if windows is None else windows)
+        archived = self._archived if archived is None else archived
         loops: dict[str, LoopTotals] = {}
         for loop in LOOPS:
             ws = [w for w in windows if w.loop == loop]
-            if not ws:
-                continue
-            by_domain: dict[str, float] = {}
-            for w in ws:
-                for domain, joules in w.energy_j.items():
-                    by_domain[domain] = by_domain.get(domain, 0.0) + joules
-            loops[loop] = LoopTotals(
-                loop=loop,
-                windows=len(ws),
-                steps=sum(w.steps for w in ws),
-                duration_s=sum(w.duration_s for w in ws) / max(world_size, 1),
-                measured_j=sum(w.measured_j or 0.0 for w in ws),
-                predicted_j=sum(w.predicted_j or 0.0 for w in ws),
-                tos=sum(w.tos for w in ws),
-                flops=sum(w.flops for w in ws),
-                energy_j=by_domain,
-            )
+            total = archived.get(loop)
+            if ws:
+                total = _add_totals(total, _sum_windows(loop, ws))
+            if total is not None:
+                # Durations add up over ranks: report the wall time of one rank on average.
+                loops[loop] = replace(total, duration_s=total.duration_s / max(world_size, 1))
         acc = self.model.accuracy()
         tos_by_class, tos_by_format, tos_by_phase, modules, unmodelled = self._step_breakdown()
         notes = list(self.warnings) + list(extra_warnings)
+        folded = sum(t.windows for t in archived.values())
+        if folded:
+            notes.append(
+                f"{folded} earlier window(s) are folded into the loop totals (max_windows="
+                f"{self.max_windows}); the window table and plot show the later ones."
+            )
         changed = len(self.cache.changed_signatures)
         if changed:
             notes.append(
@@ -691,8 +728,8 @@ class EnergyTracker:
             skipped_sensors=dict(self.skipped_sensors),
             windows=windows,
             loops=loops,
-            measured_j=sum(w.measured_j or 0.0 for w in windows),
-            predicted_j=sum(w.predicted_j or 0.0 for w in windows),
+            measured_j=sum(t.measured_j for t in loops.values()),
+            predicted_j=sum(t.predicted_j for t in loops.values()),
             accuracy=_accuracy_dict(acc),
             coefficients=dict(self.model.coefficients),
             coefficient_units=dict(self.model.units()),
@@ -777,6 +814,8 @@ class EnergyTracker:
         return {
             "version": 1,
             "windows": [_window_to_dict(w) for w in self.windows],
+            "n_windows": self._n_windows,
+            "archived": {loop: _totals_to_dict(t) for loop, t in self._archived.items()},
             "steps": dict(self._steps),
             "elapsed_s": self._elapsed_before_s
             + (self._clock() - self._t0 if self._started else 0.0),
@@ -792,6 +831,11 @@ class EnergyTracker:
                 "this checkpoint was written by a different lightning-to-energy release."
             )
         self.windows = [WindowRecord(**_window_from_dict(w)) for w in state["windows"]]
+        self._n_windows = int(state.get("n_windows", len(self.windows)))
+        self._archived = {
+            loop: LoopTotals(**{**t, "energy_j": dict(t["energy_j"])})
+            for loop, t in state.get("archived", {}).items()
+        }
         self._steps = {**dict.fromkeys(LOOPS, 0), **state["steps"]}
         self._elapsed_before_s = float(state["elapsed_s"])
         self.model.load_state_dict(state["model"])
@@ -809,6 +853,59 @@ def _accuracy_dict(acc: Accuracy) -> dict[str, float]:
         for k, v in acc.to_dict().items()
         if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
+
+
+def _sum_windows(loop: str, ws: Sequence[WindowRecord]) -> LoopTotals:
+    """Raw sums over windows of one loop (durations summed over ranks)."""
+    by_domain: dict[str, float] = {}
+    for w in ws:
+        for domain, joules in w.energy_j.items():
+            by_domain[domain] = by_domain.get(domain, 0.0) + joules
+    return LoopTotals(
+        loop=loop,
+        windows=len(ws),
+        steps=sum(w.steps for w in ws),
+        duration_s=sum(w.duration_s for w in ws),
+        measured_j=sum(w.measured_j or 0.0 for w in ws),
+        predicted_j=sum(w.predicted_j or 0.0 for w in ws),
+        tos=sum(w.tos for w in ws),
+        flops=sum(w.flops for w in ws),
+        energy_j=by_domain,
+    )
+
+
+def _add_totals(a: LoopTotals | None, b: LoopTotals) -> LoopTotals:
+    if a is None:
+        return b
+    energy = dict(a.energy_j)
+    for domain, joules in b.energy_j.items():
+        energy[domain] = energy.get(domain, 0.0) + joules
+    return LoopTotals(
+        loop=a.loop,
+        windows=a.windows + b.windows,
+        steps=a.steps + b.steps,
+        duration_s=a.duration_s + b.duration_s,
+        measured_j=a.measured_j + b.measured_j,
+        predicted_j=a.predicted_j + b.predicted_j,
+        tos=a.tos + b.tos,
+        flops=a.flops + b.flops,
+        energy_j=energy,
+    )
+
+
+def merge_archives(parts: Sequence[Mapping[str, LoopTotals]]) -> dict[str, LoopTotals]:
+    """Per-loop archived totals of several ranks, summed."""
+    merged: dict[str, LoopTotals] = {}
+    for part in parts:
+        for loop, totals in part.items():
+            merged[loop] = _add_totals(merged.get(loop), totals)
+    return merged
+
+
+def _totals_to_dict(t: LoopTotals) -> dict[str, Any]:
+    d = dict(t.__dict__)
+    d["energy_j"] = dict(t.energy_j)
+    return d
 
 
 def _window_to_dict(w: WindowRecord) -> dict[str, Any]:
