@@ -410,3 +410,28 @@ def test_an_exception_in_the_users_step_leaves_no_dispatch_mode_behind(tmp_path:
     with pytest.raises(ValueError, match="user bug"):
         trainer.fit(Failing(), DataLoader(Rows(64), batch_size=16))
     assert _get_current_dispatch_mode() is None
+
+
+def test_a_test_only_run_reports_its_test_windows(tmp_path: Path) -> None:
+    class TestOnly(Tiny):
+        def test_step(self, batch: Any, batch_idx: int) -> None:
+            x, y = batch
+            self.log("test_loss", nn.functional.cross_entropy(self.net(x), y))
+
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=20.0, report_dir=tmp_path)
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
+
+    class AdvanceOnTest(Callback):
+        def on_test_batch_end(self, *args: Any) -> None:
+            clock.t += 0.5
+
+    trainer.callbacks.insert(0, AdvanceOnTest())
+    trainer.test(TestOnly(), DataLoader(Rows(64), batch_size=16))
+    report = energy.report
+    assert report is not None
+    # 4 test batches x 0.5 s at 20 W = 40 J, no train loop, no forecast.
+    assert set(report.loops) == {"test"}
+    assert report.loops["test"].steps == 4
+    assert report.measured_j == pytest.approx(40.0)
+    assert report.forecast is None

@@ -159,12 +159,11 @@ class TOEnergy(Callback):
         if callable(sensors) and not isinstance(sensors, (str, Sequence)):
             sensors = list(sensors(local_rank, device))
         sync = torch.cuda.synchronize if device.type == "cuda" else None
-        total = trainer.estimated_stepping_batches
-        total_steps = (
-            int(total) * max(int(trainer.accumulate_grad_batches), 1)
-            if isinstance(total, (int, float)) and math.isfinite(total)
-            else None
-        )
+        total_steps: int | None = None
+        if trainer.state.fn == "fit":  # only a fit has a length to forecast
+            total = trainer.estimated_stepping_batches
+            if isinstance(total, (int, float)) and math.isfinite(total):
+                total_steps = int(total) * max(int(trainer.accumulate_grad_batches), 1)
         tracker = EnergyTracker(
             pl_module,
             sensors=sensors,
@@ -172,7 +171,7 @@ class TOEnergy(Callback):
             device=device,
             local_rank=local_rank,
             rank=trainer.global_rank,
-            total_steps=total_steps if trainer.state.fn == "fit" else None,
+            total_steps=total_steps,
             **self._kwargs,
         )
         if self._pending_state is not None:
