@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from lightning_to_energy.calibration import CalibrationStore, HardwareInfo, hardware_fingerprint
     from lightning_to_energy.counting import profile
+    from lightning_to_energy.tracker import PROFILE_FEATURES
 
     if args.steps < 1:
         raise CliError(f"expected --steps >= 1, found {args.steps}. Fix: e.g. --steps 1000.")
@@ -97,16 +98,7 @@ def run(args: argparse.Namespace) -> int:
             ". Fix: give --input shapes and dtypes that the model's forward accepts."
         ) from None
     energy_model = calibration.to_model()
-    per_step = {
-        "duration_s": step_s,
-        "tos": float(step.tos),
-        "flops": float(step.flops),
-        "tos_matrix_full": float(step.tos_matrix_full),
-        "tos_matrix_reduced": float(step.tos_matrix_reduced),
-        "tos_vector": float(step.tos_vector),
-        "bytes": float(step.bytes_read + step.bytes_written),
-        "kernels": float(step.kernels),
-    }
+    per_step = {"duration_s": step_s, **{f: get(step) for f, get in PROFILE_FEATURES.items()}}
     missing = [f for f in energy_model.feature_names if f not in per_step]
     if missing:
         raise CliError(f"the calibration uses features {missing} that `predict` cannot compute.")
@@ -149,14 +141,14 @@ def _time_steps(model: Any, inputs: list[Any], optimizer: str, device: Any, n: i
     """Median seconds of ``n`` uncounted training steps (after one warm-up step)."""
     import torch
 
-    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optimizer]
-    opt = cls([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    # The same optimizer and default loss as the counted step in ``profile()``.
+    from lightning_to_energy.counting.profile import _loss, _make_optimizer
+
+    opt = _make_optimizer(optimizer, model)
     times = []
     for i in range(n + 1):
         start = time.perf_counter()
-        out = model(*inputs)
-        loss = sum(t.float().sum() for t in (out if isinstance(out, (tuple, list)) else [out]))
-        loss.backward()
+        _loss(model(*inputs), None, None).backward()
         opt.step()
         opt.zero_grad()
         if device.type == "cuda":

@@ -418,7 +418,7 @@ class TOEnergy(Callback):
         if tracker is None:
             return
         try:
-            windows: list[WindowRecord] = list(tracker.finish().windows)
+            tracker.close()
         except Exception as exc:  # every rank must still reach the gather below
             warnings.warn(
                 f"lightning-to-energy: the end of the run failed on rank {trainer.global_rank} "
@@ -426,7 +426,7 @@ class TOEnergy(Callback):
                 RuntimeWarning,
                 stacklevel=2,
             )
-            windows = list(tracker.windows)
+        windows: list[WindowRecord] = list(tracker.windows)
         if (
             trainer.world_size > 1
             and torch.distributed.is_available()

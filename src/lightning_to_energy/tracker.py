@@ -69,7 +69,7 @@ from lightning_to_energy.sensors.base import Sensor, SensorKind
 
 LOOPS = ("train", "validate", "test")
 # Feature names the tracker knows how to compute from a step profile, besides duration_s.
-_PROFILE_FEATURES: dict[str, Callable[[StepProfile], float]] = {
+PROFILE_FEATURES: dict[str, Callable[[StepProfile], float]] = {
     "tos": lambda p: float(p.tos),
     "flops": lambda p: float(p.flops),
     "tos_matrix_full": lambda p: float(p.tos_matrix_full),
@@ -199,10 +199,10 @@ class EnergyTracker:
                 f"recheck_every must be a positive int, found {recheck_every!r}; "
                 "pass e.g. recheck_every=1000."
             )
-        unknown = [f for f in features if f != "duration_s" and f not in _PROFILE_FEATURES]
+        unknown = [f for f in features if f != "duration_s" and f not in PROFILE_FEATURES]
         if unknown or "duration_s" not in features:
             raise ValueError(
-                f"features must include 'duration_s' and names from {sorted(_PROFILE_FEATURES)}; "
+                f"features must include 'duration_s' and names from {sorted(PROFILE_FEATURES)}; "
                 f"found {list(features)!r}. Fix the names or leave the default."
             )
         if not (sensors is None or sensors == "auto" or isinstance(sensors, Sequence)):
@@ -449,7 +449,7 @@ class EnergyTracker:
         vector = self._profile_vectors.get(pid)
         if vector is None:
             vector = (
-                *(_PROFILE_FEATURES[f](profile) for f in self._profile_features),
+                *(PROFILE_FEATURES[f](profile) for f in self._profile_features),
                 float(profile.tos),
                 float(profile.flops),
             )
@@ -618,16 +618,23 @@ class EnergyTracker:
 
     def finish(self, *, save_calibration: bool = True) -> EnergyReport:
         """Close the last window, save the calibration and build the report of this process."""
+        self.close(save_calibration=save_calibration)
+        return self.build_report()
+
+    def close(self, *, save_calibration: bool = True) -> None:
+        """Close the last window, save the calibration and release the sensors.
+
+        :meth:`finish` does this and builds the report; a caller that reports over more than
+        this process (the callback under DDP) calls this and then :meth:`build_report` once.
+        """
         if not self._started:
             self.start()
         self.close_window(boundary=True)
         if save_calibration:
             self.save_calibration()
-        report = self.build_report()
         for sensor in self.sensors:
             with contextlib.suppress(Exception):  # closing is best effort; the run is over
                 sensor.close()
-        return report
 
     def save_calibration(self) -> None:
         """Merge this run's measured windows into the calibration store (rank 0 only).
