@@ -178,6 +178,34 @@ def test_a_first_step_with_one_off_work_is_replaced_by_the_second_silently() -> 
     assert cache.changed_signatures == set()  # not a data-dependent path
 
 
+def test_replay_decides_as_needs_count_then_lookup() -> None:
+    cache = ProfileCache(recheck_every=4)
+    p = profile(TinyMLP(), torch.randn(8, 16))
+    s = sig(torch.randn(8, 16), TinyMLP())
+    decisions = []
+    for _ in range(9):
+        replayed = cache.replay(s)
+        if replayed is None:
+            decisions.append("count")
+            cache.store(s, p)
+        else:
+            assert replayed is p
+            decisions.append("replay")
+    # the same cadence as test_recheck_cadence: c c r r r c r r r
+    assert decisions == ["count", "count", "replay", "replay", "replay", "count"] + ["replay"] * 3
+    assert (cache.counts, cache.replays) == (3, 6)
+
+
+def test_slow_keys_passed_in_are_the_ones_the_signature_carries(model: TinyMLP) -> None:
+    x = torch.randn(8, 16)
+    slow = StepSignature.slow_keys(model)
+    assert sig(x, model, slow=slow) == sig(x, model)
+    model.fc1.weight.requires_grad_(False)
+    # the stale keys still say every parameter trains; fresh ones see the frozen weight
+    assert sig(x, model, slow=slow) != sig(x, model)
+    assert sig(x, model, slow=StepSignature.slow_keys(model)) == sig(x, model)
+
+
 def test_profile_sum_adds_replays_cheaply() -> None:
     a = profile(TinyMLP(), torch.randn(8, 16))
     b = profile(TinyMLP(), torch.randn(4, 16), train=True)

@@ -121,3 +121,30 @@ def test_old_windows_fold_into_exact_totals_and_survive_a_checkpoint() -> None:
     assert any("folded" in text for text in report.warnings)
     with pytest.raises(ValueError, match="max_windows"):
         EnergyTracker(model, max_windows=0)
+
+
+def test_freezing_a_layer_mid_run_is_counted_afresh_when_the_next_window_opens() -> None:
+    clock = Clock()
+    model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3))
+    tracker = EnergyTracker(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        sensors=[FakeSensor(power_w=5.0, clock=clock)],
+        window_s=1.0,
+        calibration=None,
+        clock=clock,
+    )
+    tracker.start()
+    _loop(tracker, model, clock, steps=8, dt=0.25)  # windows [0, 4) and [4, 8)
+    # Counted: steps 0 and 1 (the first count is provisional); the rest replayed.
+    assert tracker.cache.counts == 2
+    model[0].weight.requires_grad_(False)  # e.g. a fine-tuning callback freezing a layer
+    _loop(tracker, model, clock, steps=4, dt=0.25)
+    # The window opened at step 8 reads the trainable parameters afresh: a new signature,
+    # counted at steps 8 and 9 (provisional again): 2 + 2 = 4 counts.
+    assert tracker.cache.counts == 4
+    report = tracker.finish()
+    train = [w for w in report.windows if w.loop == "train"]
+    # The frozen weight's gradient (a 16 x 8 by 16 x 4 matmul a step) and its SGD update are
+    # no longer computed: the same 4 steps now cost fewer TOs.
+    assert train[2].tos < train[1].tos

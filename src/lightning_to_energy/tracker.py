@@ -49,6 +49,7 @@ from lightning_to_energy.counting import (
     StepProfile,
     StepSignature,
 )
+from lightning_to_energy.counting.cache import SlowKeys
 from lightning_to_energy.meter import Measurement, Meter
 from lightning_to_energy.records import (
     FLAG_BOUNDARY,
@@ -80,8 +81,14 @@ PROFILE_FEATURES: dict[str, Callable[[StepProfile], float]] = {
 }
 _MEASURED_KINDS = (SensorKind.COUNTER.value, SensorKind.POWER_INTEGRATION.value)
 # The shortest default window, whatever the sensors allow: closing a window refits the model
-# (about a millisecond), so windows must span many steps to keep the overhead negligible.
-DEFAULT_MIN_WINDOW_S = 1.0
+# (one to two milliseconds on a CPU), so windows must span many steps to keep the overhead
+# negligible; NVML counters need 2 s windows anyway (see docs/sensors.md).
+DEFAULT_MIN_WINDOW_S = 2.0
+# NB: the signature's slow keys (which parameters train, TF32 flags, the optimizer's flags)
+# are read when a window opens and every SLOW_KEYS_EVERY steps, not every step: they cost
+# tens of microseconds a step and change between epochs if ever. A change mid-window is seen
+# at most SLOW_KEYS_EVERY steps late (and by the cache's periodic re-count).
+SLOW_KEYS_EVERY = 64
 
 
 @dataclass(frozen=True)
@@ -246,6 +253,9 @@ class EnergyTracker:
         self._counter: OpCounter | None = None
         self._counting_sig: StepSignature | None = None
         self._pending: tuple[int, tuple[float, ...]] | None = None
+        # The signature's slow keys (TF32 flags, trainable parameters, optimizer), per loop,
+        # with the steps left before they are read again: see _signature.
+        self._slow: dict[str, tuple[SlowKeys, int]] = {}
         self._step_profile_ids: dict[str, int] = {}  # loop -> id of the last profile used
         self._steps: dict[str, int] = dict.fromkeys(LOOPS, 0)
         self.tos_total = 0.0  # TOs of every step completed in this process
@@ -365,9 +375,8 @@ class EnergyTracker:
             if window is not None:
                 self.close_window(boundary=True)
             window = self._open_window(loop)
-        optimizer = self.optimizer if loop == "train" else None
-        sig = StepSignature.capture(batch, self.module, optimizer=optimizer, will_step=will_step)
-        cached = self.cache.lookup(sig) if not self.cache.needs_count(sig) else None
+        sig = self._signature(batch, loop, will_step)
+        cached = self.cache.replay(sig)
         if cached is None:
             self._counting_sig = sig
             self._counter = OpCounter(cost_model=self.cost_model, module=self.module)
@@ -375,6 +384,16 @@ class EnergyTracker:
             self._pending = None
         else:
             self._pending = self._vector_for(cached)
+
+    def _signature(self, batch: Any, loop: str, will_step: bool) -> StepSignature:
+        optimizer = self.optimizer if loop == "train" else None
+        slow, left = self._slow.get(loop) or (None, 0)
+        if slow is None or left <= 0:
+            slow, left = StepSignature.slow_keys(self.module, optimizer), SLOW_KEYS_EVERY
+        self._slow[loop] = (slow, left - 1)
+        return StepSignature.capture(
+            batch, self.module, optimizer=optimizer, will_step=will_step, slow=slow
+        )
 
     def set_phase(self, phase: str) -> None:
         """Attribute the ops that follow to ``phase`` (forward, backward, optimizer, other)."""
@@ -458,6 +477,7 @@ class EnergyTracker:
         return pid, vector
 
     def _open_window(self, loop: str) -> _Window:
+        self._slow.clear()  # a new window (a new epoch or loop) reads every key afresh
         window = _Window(loop=loop, first_step=self._steps.get(loop, 0))
         window.sums = [0.0] * (len(self._profile_features) + 2)
         if self.meter is not None:

@@ -81,11 +81,15 @@ def _optimizer_key(optimizer: Any) -> Hashable:
     )
 
 
+_NO_AUTOCAST = (False, None, False, None)
+
 if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
 
     def _autocast_key() -> Hashable:
         cpu = torch.is_autocast_enabled("cpu")
         cuda = torch.is_autocast_enabled("cuda")
+        if not (cpu or cuda):  # the common case, answered without reading the dtypes
+            return _NO_AUTOCAST
         return (
             cpu,
             torch.get_autocast_dtype("cpu") if cpu else None,
@@ -114,6 +118,10 @@ def _tf32_key() -> Hashable:
     return (tf32_allowed(conv=False), tf32_allowed(conv=True))
 
 
+SlowKeys = tuple[Hashable, Hashable, Hashable]
+"""(tf32, trainable, optimizer) keys: see :meth:`StepSignature.slow_keys`."""
+
+
 class StepSignature(NamedTuple):
     """What decides the ops of a step; equal signatures count equal work.
 
@@ -140,6 +148,7 @@ class StepSignature(NamedTuple):
         optimizer: Any = None,
         will_step: bool = True,
         accumulate: int = 1,
+        slow: SlowKeys | None = None,
     ) -> StepSignature:
         """The signature of the step about to run on ``batch``.
 
@@ -149,19 +158,34 @@ class StepSignature(NamedTuple):
             optimizer: the optimizer that steps, if any (its type and foreach/fused flags).
             will_step: whether the optimizer steps after this batch (gradient accumulation).
             accumulate: gradient accumulation factor.
+            slow: the keys of :meth:`slow_keys` taken earlier for the same module and
+                optimizer, to reuse; None takes them now.
         """
+        if slow is None:
+            slow = cls.slow_keys(module, optimizer)
         return cls(
             batch=_batch_key(batch),
             autocast=_autocast_key(),
             grad_enabled=torch.is_grad_enabled(),
             inference_mode=torch.is_inference_mode_enabled(),
             training=module.training if module is not None else None,
-            tf32=_tf32_key(),
-            trainable=_trainable_key(module),
-            optimizer=_optimizer_key(optimizer),
+            tf32=slow[0],
+            trainable=slow[1],
+            optimizer=slow[2],
             will_step=will_step,
             accumulate=accumulate,
         )
+
+    @staticmethod
+    def slow_keys(module: torch.nn.Module | None, optimizer: Any = None) -> SlowKeys:
+        """The parts of a signature that cost the most to read and change the least.
+
+        TF32 flags, which parameters train and the optimizer's type and flags: in a training
+        loop these change between epochs, if ever. Reading them costs tens of microseconds in
+        a real step (the interpreter runs cache-cold after the model's kernels), so a caller
+        may take them once in a while and pass them to :meth:`capture`.
+        """
+        return (_tf32_key(), _trainable_key(module), _optimizer_key(optimizer))
 
 
 class ProfileCache:
@@ -218,6 +242,19 @@ class ProfileCache:
             self._replays[sig] += 1
             self.replays += 1
         return profile
+
+    def replay(self, sig: StepSignature) -> StepProfile | None:
+        """The stored profile to replay for ``sig``, or None when the step must be counted.
+
+        One call instead of :meth:`needs_count` then :meth:`lookup` (the hot path hashes the
+        signature as few times as it can).
+        """
+        replays = self._replays.get(sig)
+        if replays is None or replays >= self.recheck_every - 1:
+            return None
+        self._replays[sig] = replays + 1
+        self.replays += 1
+        return self._profiles[sig]
 
     def store(self, sig: StepSignature, profile: StepProfile) -> None:
         """Store a freshly counted profile; restarts the signature's replay count."""
