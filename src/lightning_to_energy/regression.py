@@ -52,6 +52,7 @@ STATE_VERSION = 1
 
 _UNIT_BY_PREFIX = (
     ("duration", "W"),
+    ("roofline", "W"),  # a duration too: the roofline estimate of the step's time
     ("tos", "J/TO"),
     ("flops", "J/FLOP"),
     ("bytes", "J/B"),
@@ -62,7 +63,7 @@ _UNIT_BY_PREFIX = (
 def feature_unit(name: str) -> str:
     """The physical unit of the coefficient of feature ``name``.
 
-    ``duration_s`` -> ``"W"`` (static power), ``tos*`` -> ``"J/TO"``, ``bytes*`` -> ``"J/B"``,
+    ``duration_s`` and ``roofline_s`` -> ``"W"`` (static power), ``tos*`` -> ``"J/TO"``, ``bytes*`` -> ``"J/B"``,
     ``kernels*`` -> ``"J/kernel"``, ``flops*`` -> ``"J/FLOP"``, anything else -> ``"J/<name>"``.
     """
     for prefix, unit in _UNIT_BY_PREFIX:

@@ -452,7 +452,13 @@ class OpCounter:
         counts: dict[OpKey, float] = {}
         rows: dict[str, dict[str, list[tuple[float, ...]]]] = {"phase": {}, "module": {}, "op": {}}
         unmodelled: dict[str, int] = {}
-        for (phase, module, name, _), (cost, calls) in self._tally.items():
+        op_costs: dict[int, list[Any]] = {}  # id(cost) -> [OpCost, calls over phases, modules]
+        for (phase, module, name, cost_id), (cost, calls) in self._tally.items():
+            item = op_costs.get(cost_id)
+            if item is None:
+                op_costs[cost_id] = [cost, calls]
+            else:
+                item[1] += calls
             tos = 0.0
             for key, n in cost.ops.items():
                 per_op = unit_tos.get(key)
@@ -494,4 +500,5 @@ class OpCounter:
                 k: OpTotals(*totals(v), modelled=k not in unmodelled) for k, v in rows["op"].items()
             },
             unmodelled_ops=unmodelled,
+            op_costs=tuple((cost, calls) for cost, calls in op_costs.values()),
         )

@@ -20,7 +20,7 @@ import torch
 from torch.utils._pytree import tree_leaves
 
 from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
-from lightning_to_energy.counting.registry import OpKey
+from lightning_to_energy.counting.registry import OpCost, OpKey
 
 PHASES = ("forward", "backward", "optimizer", "other")
 """The phases a step is split into, in order."""
@@ -121,6 +121,10 @@ class StepProfile:
             outside any module); each op belongs to its innermost module, so they sum to the step.
         by_op: totals per aten op packet name (``"aten.mm"``).
         unmodelled_ops: calls per aten op that had no formula and got the fallback estimate.
+        op_costs: every distinct :class:`~lightning_to_energy.counting.registry.OpCost` the step
+            ran, with its number of calls (summed over phases and modules): per-kernel ops,
+            bytes and kernels, as a roofline estimate needs them. Left out of :meth:`to_dict`
+            (it can be long) and of ``==`` (it splits the same work as ``counts``).
 
     Example:
         >>> import torch
@@ -142,6 +146,7 @@ class StepProfile:
     by_module: Mapping[str, ModuleTotals] = field(default_factory=dict)
     by_op: Mapping[str, OpTotals] = field(default_factory=dict)
     unmodelled_ops: Mapping[str, int] = field(default_factory=dict)
+    op_costs: tuple[tuple[OpCost, float], ...] = field(default=(), compare=False, repr=False)
 
     # --- derived figures ---------------------------------------------------------------------
 
@@ -208,6 +213,7 @@ class StepProfile:
             by_module=_sum_maps(self.by_module, other.by_module),
             by_op=_sum_maps(self.by_op, other.by_op),
             unmodelled_ops=_sum_maps(self.unmodelled_ops, other.unmodelled_ops),
+            op_costs=_merge_op_costs(self.op_costs, other.op_costs),
         )
 
     def scaled(self, k: float) -> StepProfile:
@@ -227,6 +233,7 @@ class StepProfile:
             by_op={name: t.scaled(k) for name, t in self.by_op.items()},
             # whole calls, rounded up: an unmodelled op stays flagged in a fractional average
             unmodelled_ops={name: math.ceil(n * k) for name, n in self.unmodelled_ops.items()},
+            op_costs=tuple((cost, calls * k) for cost, calls in self.op_costs),
         )
 
     @classmethod
@@ -278,6 +285,26 @@ class StepProfile:
             "unmodelled_ops": dict(self.unmodelled_ops),
             "counts": {":".join(part.value for part in k): v for k, v in self.counts.items()},
         }
+
+
+def _merge_op_costs(
+    a: tuple[tuple[OpCost, float], ...], b: tuple[tuple[OpCost, float], ...]
+) -> tuple[tuple[OpCost, float], ...]:
+    """``a`` and ``b`` merged: the calls of the same ``OpCost`` object add, order is kept."""
+    if not b:
+        return a
+    if not a:
+        return b
+    # by id: the counter memoises costs, so a step replayed shares its OpCost objects, and
+    # hashing an OpCost (a dataclass holding a dict) is neither possible nor cheap
+    merged: dict[int, list[Any]] = {id(cost): [cost, calls] for cost, calls in a}
+    for cost, calls in b:
+        item = merged.get(id(cost))
+        if item is None:
+            merged[id(cost)] = [cost, calls]
+        else:
+            item[1] += calls
+    return tuple((cost, calls) for cost, calls in merged.values())
 
 
 def _group(tos_by_key: Mapping[OpKey, float], part: int) -> dict[Any, float]:
