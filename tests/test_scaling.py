@@ -1,0 +1,569 @@
+"""Scaling-law evaluation: loading run JSONs, the models, the splits, and the reports.
+
+Synthetic runs with a known answer: energy generated from an exact law, so each model's error
+can be reasoned out (or worked out by hand) before it is computed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from lightning_to_energy import scaling_report
+from lightning_to_energy.report import MissingExtraError
+from lightning_to_energy.scaling import (
+    MODELS,
+    OURS_FEATURES,
+    RUN_FORMAT,
+    ModelInfo,
+    OursModel,
+    RunInfo,
+    Score,
+    StudyResults,
+    StudyRun,
+    evaluate,
+    fit_calibration_model,
+    goals,
+    load_runs,
+    verdict,
+)
+from lightning_to_energy.scaling_report import render_results, results_markdown, save_results
+
+# The known law: E = 300 W * roofline_s + sum_k c_k * f_k (joules per step).
+LAW: dict[str, float] = {
+    "roofline_s": 300.0,
+    "tos_matrix_full": 1e-12,
+    "tos_matrix_reduced": 2e-12,
+    "tos_vector": 4e-12,
+    "bytes": 5e-11,
+    "kernels": 2e-4,
+}
+# Typical per-step size of each feature by family: the families differ in mix (the mlp is
+# fp32-matmul heavy, the cnn memory heavy, the transformer bf16-matmul and kernel heavy).
+MIX: dict[str, dict[str, float]] = {
+    "mlp": {
+        "tos_matrix_full": 2e12,
+        "tos_matrix_reduced": 2e11,
+        "tos_vector": 1e11,
+        "bytes": 2e10,
+        "kernels": 2000,
+        "roofline_s": 0.004,
+    },
+    "cnn": {
+        "tos_matrix_full": 5e11,
+        "tos_matrix_reduced": 1e12,
+        "tos_vector": 2e11,
+        "bytes": 4e10,
+        "kernels": 4000,
+        "roofline_s": 0.006,
+    },
+    "transformer": {
+        "tos_matrix_full": 2e11,
+        "tos_matrix_reduced": 2e12,
+        "tos_vector": 5e10,
+        "bytes": 1e10,
+        "kernels": 8000,
+        "roofline_s": 0.01,
+    },
+}
+
+
+def make_run(
+    run_id: str,
+    family: str,
+    features: Mapping[str, float],
+    energy_j: float,
+    *,
+    dtype: str = "fp32",
+    dataset: str = "digits",
+    hardware: str = "h100-sxm",
+    duration_s: float = 0.01,
+) -> StudyRun:
+    return StudyRun(
+        id=run_id,
+        family=family,
+        dataset=dataset,
+        dtype=dtype,
+        config={"id": run_id, "family": family},
+        features=dict(features),
+        energy_j=energy_j,
+        duration_s=duration_s,
+        hardware=hardware,
+    )
+
+
+def law_runs(per_family: int = 9, seed: int = 0) -> list[StudyRun]:
+    """Runs whose energy follows LAW exactly; each feature varies independently (x0.3 to x3)."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for family, sizes in MIX.items():
+        for i in range(per_family):
+            f = {k: v * rng.uniform(0.3, 3.0) for k, v in sizes.items()}
+            f["tos"] = f["tos_matrix_full"] + f["tos_matrix_reduced"] + f["tos_vector"]
+            f["flops"] = 2 * f["tos_matrix_full"] / 500 + 2 * f["tos_matrix_reduced"] / 80
+            energy = sum(LAW[k] * f[k] for k in LAW)
+            dtype = "bf16" if i % 3 == 0 else "fp32"
+            # The measured step time is 1.2x the roofline estimate: same law, P / 1.2 W.
+            runs.append(
+                make_run(
+                    f"{family}-{i}",
+                    family,
+                    f,
+                    energy,
+                    dtype=dtype,
+                    duration_s=1.2 * f["roofline_s"],
+                )
+            )
+    return runs
+
+
+@pytest.fixture(scope="module")
+def law_results() -> StudyResults:
+    return evaluate(law_runs())
+
+
+def ours_features(tos_full: float, bytes_: float = 0.0) -> dict[str, float]:
+    """Per-step features of a run with only fp32 matrix TOs and (optionally) bytes."""
+    return {
+        "tos": tos_full,
+        "flops": tos_full / 500,
+        "tos_matrix_full": tos_full,
+        "tos_matrix_reduced": 0.0,
+        "tos_vector": 0.0,
+        "bytes": bytes_,
+        "kernels": 0.0,
+        "roofline_s": 0.0,
+    }
+
+
+# ---- the known law ---------------------------------------------------------------------------
+
+
+def test_ours_predicts_the_known_law_in_every_split(law_results: StudyResults) -> None:
+    for split in ("within-family", "config", "family", "in-sample"):
+        s = law_results.score("ours", split)
+        # Exact data: only the model's weak ridge prior (1e-3 windows' worth) biases the fit.
+        assert s.evaluable and s.n == 27, split
+        assert s.precision_pct is not None and s.precision_pct > 99.9, (split, s)
+        assert s.worst_rel_err is not None and s.worst_rel_err < 0.01, (split, s)
+
+
+def test_calibration_recovers_the_law_coefficients_within_one_percent() -> None:
+    runs = law_runs()
+    model = fit_calibration_model(runs)
+    assert model.feature_names == OURS_FEATURES
+    for name, value in LAW.items():
+        assert model.coefficients[name] == pytest.approx(value, rel=0.01), name
+    # update() per run: the runs are the model's own windows (what a calibration stores).
+    assert len(model.history_windows()) == len(runs)
+    # The evaluation's one-shot seed() fit solves the same problem.
+    fast = OursModel()
+    fast.fit(runs)
+    assert fast.energy_model is not None
+    for name in OURS_FEATURES:
+        assert fast.energy_model.coefficients[name] == pytest.approx(
+            model.coefficients[name], rel=1e-6
+        )
+
+
+def test_measured_time_variant_absorbs_the_duration_scale() -> None:
+    runs = law_runs()
+    model = OursModel(measured_time=True)
+    model.fit(runs)
+    assert model.energy_model is not None
+    # duration_s = 1.2 * roofline_s, so P = 300 W / 1.2 = 250 W.
+    assert model.energy_model.coefficients["duration_s"] == pytest.approx(250.0, rel=0.01)
+
+
+def test_tos_only_is_worse_across_families_when_energy_is_not_proportional(
+    law_results: StudyResults,
+) -> None:
+    ours = law_results.score("ours", "family").precision_pct
+    for name in ("tos-linear", "tos-loglog", "flops-linear", "flops-loglog"):
+        s = law_results.score(name, "family")
+        assert s.evaluable and s.precision_pct is not None and ours is not None
+        # The families' joules per TO differ (memory, kernels, static power): one slope cannot
+        # carry a family's rate over to another.
+        assert s.precision_pct < ours - 10, name
+    v = verdict(law_results, "family")
+    assert v.best == "ours" and v.n_common == 27
+    assert v.best_predictive == "ours"
+
+
+# ---- worked by hand --------------------------------------------------------------------------
+
+
+def two_rate_runs() -> list[StudyRun]:
+    """Family a: E = c * TOs. Family b: the same TOs cost twice (bytes add c * TOs)."""
+    c = 2e-12
+    runs = []
+    for i, tos in enumerate((1e12, 2e12, 4e12, 8e12)):
+        runs.append(make_run(f"a-{i}", "a", ours_features(tos), c * tos))
+    for i, tos in enumerate((1.5e12, 3e12, 6e12, 1.2e13)):
+        # bytes * 5e-11 J/B == c * tos  ->  bytes = c * tos / 5e-11
+        bytes_ = c * tos / 5e-11
+        runs.append(make_run(f"b-{i}", "b", ours_features(tos, bytes_), 2 * c * tos))
+    return runs
+
+
+def test_tos_linear_family_error_worked_by_hand() -> None:
+    results = evaluate(two_rate_runs(), models=["tos-linear", "ours"], splits=["family"])
+    s = results.score("tos-linear", "family")
+    # Trained on a: E = c * TOs exactly (b = 0), so each b run is predicted at c * TOs against
+    # 2c * TOs: relative error 1/2. Trained on b: E = 2c * TOs, so each a run gets 2c * TOs
+    # against c * TOs: relative error 1. Mean over 4 + 4 runs: (4 * 0.5 + 4 * 1) / 8 = 0.75.
+    assert s.n == 8
+    assert s.precision_pct == pytest.approx(25.0, abs=1e-6)  # 100 * (1 - 0.75)
+    # Sorted errors 0.5 x4, 1 x4: median (0.5 + 1) / 2 = 0.75; worst 1.
+    assert s.median_rel_err == pytest.approx(0.75, abs=1e-8)
+    assert s.worst_rel_err == pytest.approx(1.0, abs=1e-8)
+    b0 = next(p for p in results.predictions_for("tos-linear", "family") if p.run_id == "b-0")
+    # c * 1.5e12 = 2e-12 * 1.5e12 = 3 J predicted, 6 J measured.
+    assert b0.predicted_j == pytest.approx(3.0, rel=1e-8)
+    assert b0.measured_j == pytest.approx(6.0)
+
+
+def test_tos_linear_is_exact_within_a_proportional_family() -> None:
+    results = evaluate(two_rate_runs(), models=["tos-linear"], splits=["within-family"])
+    s = results.score("tos-linear", "within-family")
+    # Each family is exactly E = k * TOs: 3 training runs (>= 2 parameters + 1) recover k.
+    assert s.n == 8
+    assert s.precision_pct == pytest.approx(100.0, abs=1e-6)
+
+
+def test_loglog_recovers_a_power_law_exactly() -> None:
+    runs = []
+    for family, tos_values in (("mlp", (1e10, 3e10, 1e11, 5e11)), ("cnn", (2e12, 7e12, 3e13))):
+        for i, tos in enumerate(tos_values):
+            # E = 3 J * (TOs / 1e9)^0.8  ->  log E = log 3 - 0.8 log 1e9 + 0.8 log TOs
+            runs.append(
+                make_run(f"{family}-{i}", family, ours_features(tos), 3.0 * (tos / 1e9) ** 0.8)
+            )
+    model = MODELS["tos-loglog"]()
+    model.fit(runs)
+    alpha, beta = model.coefficients  # type: ignore[attr-defined]
+    assert beta == pytest.approx(0.8, rel=1e-9)
+    assert alpha == pytest.approx(math.log(3.0) - 0.8 * math.log(1e9), rel=1e-9)
+    results = evaluate(runs, models=["tos-loglog", "tos-linear"])
+    for split in ("within-family", "config", "family"):
+        s = results.score("tos-loglog", split)
+        # A power law holds across families too: every held-out run is predicted exactly.
+        assert s.precision_pct == pytest.approx(100.0, abs=1e-6), split
+    # A straight line cannot follow the curvature (beta = 0.8 != 1) over three decades.
+    lin = results.score("tos-linear", "family").precision_pct
+    assert lin is not None and lin < 99.0
+
+
+# ---- not evaluable ---------------------------------------------------------------------------
+
+
+def test_too_few_training_runs_or_one_family_are_not_evaluable() -> None:
+    runs = two_rate_runs()
+    results = evaluate(runs, models=["tos-linear", "ours"])
+    # within-family: 3 training runs per fold, ours has 6 parameters and needs 7.
+    s = results.score("ours", "within-family")
+    assert not s.evaluable and s.n == 0 and s.precision_pct is None
+    assert s.reason is not None and "3 training run(s)" in s.reason and "at least 7" in s.reason
+    # family: 4 training runs.
+    s = results.score("ours", "family")
+    assert not s.evaluable and s.reason is not None and "4 training run(s)" in s.reason
+    # config: 7 training runs: enough. The law is E = c * tos_matrix_full + 5e-11 * bytes.
+    s = results.score("ours", "config")
+    assert s.evaluable and s.n == 8
+    assert s.precision_pct is not None and s.precision_pct > 99.9
+    one_family = evaluate([r for r in runs if r.family == "a"], models=["tos-linear"])
+    s = one_family.score("tos-linear", "family")
+    assert not s.evaluable and s.reason is not None and "only one family (a)" in s.reason
+    assert verdict(one_family, "family").best is None
+
+
+def test_partly_fittable_split_notes_the_lost_runs_and_compares_on_common_runs() -> None:
+    runs = law_runs(per_family=8)
+    small = [r for r in runs if r.family != "cnn" or r.id in {"cnn-0", "cnn-1", "cnn-2"}]
+    results = evaluate(small, models=["tos-linear", "ours"], splits=["within-family"])
+    ours = results.score("ours", "within-family")
+    # mlp and transformer: 7 training runs each, fitted; cnn: 2 training runs, not fitted.
+    assert ours.evaluable and ours.n == 16
+    assert ours.note is not None and ours.note.startswith("3 of 19 runs not predicted")
+    # tos-linear needs 3 training runs: the cnn folds (2) are lost for it too.
+    assert results.score("tos-linear", "within-family").n == 16
+    v = verdict(results, "within-family")
+    assert v.n_common == 16
+
+
+def test_a_run_without_roofline_makes_ours_not_evaluable_but_not_the_baselines() -> None:
+    runs = law_runs(per_family=3)
+    blind = dict(runs[0].features)
+    del blind["roofline_s"]
+    runs[0] = make_run(runs[0].id, runs[0].family, blind, runs[0].energy_j)
+    results = evaluate(runs, models=["ours", "tos-linear"], splits=["config"], in_sample=False)
+    s = results.score("ours", "config")
+    assert not s.evaluable and s.reason == f"run {runs[0].id} lacks roofline_s"
+    assert results.score("tos-linear", "config").evaluable
+    assert results.splits == ("config",)
+
+
+def test_evaluate_rejects_mixed_hardware_and_unknown_names() -> None:
+    runs = law_runs(per_family=2)
+    other = make_run("x", "mlp", runs[0].features, 1.0, hardware="a100")
+    with pytest.raises(ValueError, match=r"one hardware.*\['a100', 'h100-sxm'\].*separately"):
+        evaluate([*runs, other])
+    with pytest.raises(ValueError, match="tos-cubic"):
+        evaluate(runs, models=["tos-cubic"])
+    with pytest.raises(ValueError, match="by-moon"):
+        evaluate(runs, splits=["by-moon"])
+    with pytest.raises(ValueError, match="at least one measured study run"):
+        evaluate([])
+
+
+# ---- load_runs -------------------------------------------------------------------------------
+
+
+def run_json(run_id: str = "mlp-digits-w64-d2-relu-fp32", **override: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "format": RUN_FORMAT,
+        "version": 1,
+        "config": {
+            "id": run_id,
+            "family": "mlp",
+            "dataset": "digits",
+            "dtype": "fp32",
+            "width": 64,
+            "depth": 2,
+        },
+        "hardware": {"key": "h100-sxm", "name": "NVIDIA H100 80GB HBM3", "fingerprint": {}},
+        "sensors": [{"domain": "nvml:0", "kind": "counter", "source": "nvml"}],
+        "environment": {"torch": "2.13", "date": "2026-11-25T10:00:00Z"},
+        "per_step": {
+            "tos": 3e12,
+            "flops": 1e10,
+            "tos_matrix_full": 2e12,
+            "tos_matrix_reduced": 5e11,
+            "tos_vector": 5e11,
+            "bytes": 4e9,
+            "kernels": 120,
+            "roofline_s": 0.002,
+            "tos_by_class": {"fma": 2e12},
+            "tos_by_format": {"fp32": 3e12},
+        },
+        "measured": {
+            "steps": 120,
+            "energy_j": 812.5,
+            "duration_s": 6.0,
+            "windows": 3,
+            "kind": "counter",
+            "energy_per_step_j": 812.5 / 120,
+            "duration_per_step_s": 0.05,
+        },
+        "report": f"{run_id}.report.json",
+    }
+    for dotted, value in override.items():
+        section, _, key = dotted.partition("__")
+        if not key:
+            data[section] = value
+        elif value is _DELETE:
+            del data[section][key]
+        else:
+            data[section][key] = value
+    return data
+
+
+_DELETE = object()
+
+
+def write(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_load_runs_reads_files_and_sorted_directories(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    d.mkdir()
+    write(d / "b.run.json", run_json("b"))
+    write(d / "a.run.json", run_json("a"))
+    write(d / "notes.json", {"not": "a run"})  # not *.run.json: ignored
+    single = write(tmp_path / "c.run.json", run_json("c", measured__duration_per_step_s=_DELETE))
+    runs = load_runs([d, single, d / "a.run.json"])
+    assert [r.id for r in runs] == ["a", "b", "c"]  # a.run.json given twice: read once
+    a = runs[0]
+    assert a.family == "mlp" and a.dataset == "digits" and a.dtype == "fp32"
+    assert a.hardware == "h100-sxm" and a.path == d / "a.run.json"
+    assert a.config["width"] == 64
+    # 812.5 J / 120 steps
+    assert a.energy_j == pytest.approx(812.5 / 120)
+    assert a.features["roofline_s"] == 0.002 and "tos_by_class" not in a.features
+    # No duration_per_step_s: 6.0 s / 120 steps = 0.05 s.
+    assert runs[2].duration_s == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize(
+    ("override", "pattern"),
+    [
+        ({"version": 2}, r"field 'version': expected 1, found 2; fix: rerun the study"),
+        ({"format": "other"}, r"field 'format': expected 'lightning-to-energy/study-run'"),
+        (
+            {"per_step__bytes": _DELETE},
+            r"per_step\.bytes: expected a finite number >= 0, found '<missing>'; fix",
+        ),
+        ({"per_step__tos": -1}, r"per_step\.tos: expected a finite number >= 0, found -1"),
+        ({"config__family": _DELETE}, r"config: field 'family': expected a non-empty string"),
+        ({"measured": None}, r"field 'measured': expected a JSON object, found None"),
+        (
+            {"measured__energy_per_step_j": 0},
+            r"energy_per_step_j: expected a finite number of joules > 0, found 0; fix",
+        ),
+        ({"measured__energy_per_step_j": -3.5}, r"found -3\.5"),
+    ],
+)
+def test_load_runs_errors_name_the_file_expected_found_and_fix(
+    tmp_path: Path, override: dict[str, Any], pattern: str
+) -> None:
+    path = write(tmp_path / "bad.run.json", run_json(**override))
+    with pytest.raises(ValueError, match=pattern) as info:
+        load_runs([path])
+    assert str(path) in str(info.value) and "fix:" in str(info.value)
+
+
+def test_load_runs_skips_unmeasured_runs_with_a_warning(tmp_path: Path) -> None:
+    good = write(tmp_path / "good.run.json", run_json("good"))
+    null = write(tmp_path / "null.run.json", run_json("null", measured__energy_per_step_j=None))
+    gone = write(tmp_path / "gone.run.json", run_json("gone", measured__energy_per_step_j=_DELETE))
+    with pytest.warns(RuntimeWarning) as record:
+        runs = load_runs([good, null, gone])
+    assert [r.id for r in runs] == ["good"]
+    messages = [str(w.message) for w in record]
+    assert any(str(null) in m and "is null" in m for m in messages)
+    assert any(str(gone) in m and "is missing" in m for m in messages)
+
+
+def test_load_runs_null_roofline_is_kept_as_absent(tmp_path: Path) -> None:
+    path = write(tmp_path / "r.run.json", run_json(per_step__roofline_s=None))
+    (run,) = load_runs([path])
+    assert "roofline_s" not in run.features
+    assert MODELS["ours"]().unusable(run) == f"run {run.id} lacks roofline_s"
+
+
+def test_load_runs_path_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="found nothing at that path"):
+        load_runs([tmp_path / "missing"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"holding \*\.run\.json files, found none"):
+        load_runs([empty])
+    broken = tmp_path / "broken.run.json"
+    broken.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="unreadable JSON"):
+        load_runs([broken])
+
+
+# ---- results: JSON, CSV, PNG, rich, Markdown -------------------------------------------------
+
+
+def test_results_json_round_trip_and_files(tmp_path: Path, law_results: StudyResults) -> None:
+    paths = save_results(law_results, tmp_path / "out")
+    assert set(paths) == {"json", "csv", "png"}  # matplotlib is in the dev environment
+    back = StudyResults.from_dict(json.loads(paths["json"].read_text(encoding="utf-8")))
+    assert back == law_results
+    rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text(encoding="utf-8"))))
+    # 6 models x 4 splits x 27 runs, every one evaluable on the law data.
+    assert len(rows) == len(law_results.predictions) == 6 * 4 * 27
+    first = law_results.predictions[0]
+    assert float(rows[0]["predicted_j"]) == first.predicted_j
+    assert float(rows[0]["rel_err"]) == pytest.approx(first.rel_err)
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="scaling-results"):
+        StudyResults.from_dict({"format": "x", "version": 1})
+
+
+def test_save_results_without_matplotlib_warns_and_skips_the_png(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = evaluate(two_rate_runs(), models=["tos-linear"], splits=["family"])
+
+    def missing() -> None:
+        raise MissingExtraError("matplotlib is not installed")
+
+    monkeypatch.setattr(scaling_report, "_import_matplotlib", missing)
+    with pytest.warns(RuntimeWarning, match=r"predicted_vs_measured\.png not written"):
+        paths = save_results(results, tmp_path)
+    assert set(paths) == {"json", "csv"}
+    assert not (tmp_path / "predicted_vs_measured.png").exists()
+
+
+def test_render_results_prints_rows_reasons_verdicts_and_goals() -> None:
+    results = evaluate(two_rate_runs(), models=["tos-linear", "ours"])
+    buf = io.StringIO()
+    render_results(results, Console(file=buf, width=250, color_system=None))
+    text = buf.getvalue()
+    assert "tos-linear" in text and "not evaluable: 3 training run(s)" in text
+    # tos-linear on family: 25.00 % (worked out in test_tos_linear_family_error_worked_by_hand)
+    assert "25.00" in text
+    for split in results.splits:
+        assert verdict(results, split).text.split(":")[0] in text
+    assert "goal ours ≥ 99 % within a family (within-family): n/a: not evaluated" in text
+
+
+def hand_results(within_pct: float, family_pct: float) -> StudyResults:
+    """A results object with given precisions for ours (and n = 4 runs of two families)."""
+
+    def score(split: str, pct: float) -> Score:
+        return Score("ours", split, True, None, 4, pct, 1 - pct / 100, 0.9, 0.01, 0.05)
+
+    return StudyResults(
+        hardware="h100-sxm",
+        models=(ModelInfo("ours", "E = ...", False),),
+        splits=("within-family", "family"),
+        runs=(
+            RunInfo("m1", "mlp", "digits", "fp32"),
+            RunInfo("m2", "mlp", "digits", "bf16"),
+            RunInfo("c1", "cnn", "cifar-synthetic", "bf16"),
+            RunInfo("c2", "cnn", "cifar-synthetic", "bf16"),
+        ),
+        scores=(score("within-family", within_pct), score("family", family_pct)),
+        predictions=(),
+    )
+
+
+def test_markdown_goal_verdicts_follow_the_figures() -> None:
+    # 98.5 < 99: not met; 96.0 >= 95: met.
+    md = results_markdown(hand_results(98.5, 96.0), "NVIDIA H100 80GB HBM3", "2026-11-25")
+    assert md.startswith("## Energy scaling law on h100-sxm (2026-11-25)")
+    assert "Machine: NVIDIA H100 80GB HBM3. Date: 2026-11-25." in md
+    assert (
+        "- ours ≥ 99 % within a family (split `within-family`): 98.50 % (n = 4): **not met**" in md
+    )
+    assert "- ours ≥ 95 % across families (split `family`): 96.00 % (n = 4): **met**" in md
+    # Runs by family and dtype: cnn 2 bf16, mlp 1 bf16 + 1 fp32.
+    assert "| family | bf16 | fp32 | total |" in md
+    assert "| cnn | 2 | 0 | 2 |" in md and "| mlp | 1 | 1 | 2 |" in md
+    assert "Data sets: cifar-synthetic (2), digits (2)." in md
+    # 99.0 exactly meets the goal (>=); 94.99 misses.
+    flipped = goals(hand_results(99.0, 94.99))
+    assert [g.status for g in flipped] == ["met", "not met"]
+
+
+def test_markdown_of_an_evaluation_reports_its_own_figures(law_results: StudyResults) -> None:
+    md = results_markdown(law_results, "fake", "2026-01-01")
+    for g in goals(law_results):
+        assert g.value_pct is not None
+        status = "met" if g.value_pct >= g.target_pct else "not met"
+        assert f"{g.value_pct:.2f} % (n = 27): **{status}**" in md
+    s = law_results.score("tos-linear", "family")
+    assert f"| tos-linear | family | 27 | {s.precision_pct:.2f} |" in md
+    assert "| in-sample |" in md and "a reference, not a prediction" in md
+
+
+def test_study_run_rejects_a_non_positive_energy() -> None:
+    with pytest.raises(
+        ValueError, match=r"'x': energy_j: expected a finite number > 0.*found 0\.0"
+    ):
+        make_run("x", "mlp", ours_features(1e12), 0.0)
