@@ -281,12 +281,15 @@ def test_predict_text_output(capsys: pytest.CaptureFixture[str], calibration_fil
         str(calibration_file), "--step-time", "0.01", "--steps", "100",
     )  # fmt: skip
     assert code == 0
-    first, second = out.splitlines()
+    first, second, heading, *modules = out.splitlines()
     assert first.startswith("_models:TinyMLP: 100 steps x ")
     assert "10.0 ms per step on " + HardwareInfo.detect().label in first
     assert re.match(
         r"predicted energy: [0-9.]+ k?J \(90 % interval .+\), from 10 calibration", second
     )
+    assert heading.startswith("top modules by predicted joules")
+    # TinyMLP's TOs lie in fc1, fc2, act and the loss outside any module: every one listed
+    assert {line.split()[0] for line in modules} >= {"fc1", "fc2"}
 
 
 def test_predict_without_a_calibration_for_this_hardware_exits_2_with_the_fix(
@@ -341,6 +344,73 @@ def test_predict_with_another_machines_calibration_warns_and_uses_it(
     # the same law: 50 W x 1 s + 1e-9 J/TO x 100 x tos_per_step
     by_law = STATIC_W + J_PER_TO * 100 * result["tos_per_step"]
     assert result["energy_j"] == pytest.approx(by_law, rel=0.02)
+
+
+def _h100_calibration(tmp_path: Path, features: tuple[str, str]) -> Path:
+    """An H100 calibration (made elsewhere) following 50 W x time + 1e-9 J/TO x TOs."""
+    model = OnlineEnergyModel(features, history=10)
+    for duration_s, tos in RUN_A + RUN_B:
+        model.update({features[0]: duration_s, "tos": tos}, law_j(duration_s, tos))
+    h100 = HardwareInfo(gpus=("NVIDIA H100 80GB HBM3",), driver_version="1", cpu="x", cpu_count=2)
+    path = tmp_path / "h100.json"
+    assert CalibrationStore.from_path(path).save(Calibration.from_model(model, h100)) == path
+    return path
+
+
+def test_predict_plans_an_h100_run_here_from_the_roofline_without_timing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from _models import TinyMLP
+    from lightning_to_energy import _cli_predict
+    from lightning_to_energy.counting import profile
+    from lightning_to_energy.roofline import find_hardware, roofline_s
+
+    def no_timing(*args: object) -> float:
+        raise AssertionError("a roofline calibration must not time steps on this machine")
+
+    monkeypatch.setattr(_cli_predict, "_time_steps", no_timing)
+    path = _h100_calibration(tmp_path, ("roofline_s", "tos"))
+    with pytest.warns(CalibrationWarning, match="was made on"):
+        code, out, _ = run(
+            capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(path),
+            "--steps", "1000", "--json",
+        )  # fmt: skip
+    assert code == 0
+    result = json.loads(out)
+    assert (result["roofline_hardware"], result["step_time_s"]) == ("h100-sxm", None)
+    step = profile(TinyMLP(), torch.randn(8, 16), train=True, optimizer="adamw")
+    per_step_s = roofline_s(step, find_hardware("h100-sxm"))
+    assert result["roofline_s_per_step"] == pytest.approx(per_step_s)
+    # The law with the roofline as the time: 50 W x 1000 x roofline_s + 1e-9 J/TO x 1000 x TOs
+    by_law = STATIC_W * 1000 * per_step_s + J_PER_TO * 1000 * result["tos_per_step"]
+    assert result["energy_j"] == pytest.approx(by_law, rel=0.02)
+
+
+def test_predict_refuses_to_time_here_for_another_machines_measured_time_calibration(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = _h100_calibration(tmp_path, ("duration_s", "tos"))
+    with pytest.warns(CalibrationWarning):
+        code, out, err = run(
+            capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(path),
+            "--steps", "10",
+        )  # fmt: skip
+    assert (code, out) == (2, "")
+    assert "would measure the wrong machine" in err and "--step-time" in err
+
+
+def test_predict_with_an_unknown_hardware_key_exits_2_listing_the_known_ones(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = _h100_calibration(tmp_path, ("roofline_s", "tos"))
+    with pytest.warns(CalibrationWarning):
+        code, _, err = run(
+            capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(path),
+            "--steps", "10", "--hardware", "h900",
+        )  # fmt: skip
+    assert code == 2 and "h100-sxm" in err and "'h900'" in err
 
 
 @pytest.mark.parametrize(
