@@ -429,3 +429,106 @@ def test_predict_argument_errors_exit_2(
     )  # fmt: skip
     assert code == 2
     assert err.count("\n") == 1 and expected in err
+
+
+# --- fit on study runs, then predict from the roofline ----------------------------------------
+
+ROOF_W = 300.0  # static power on the roofline time
+J_PER_FULL_TO = 2e-12  # energy per full-precision matrix TO; every other feature costs 0
+
+
+def study_run(
+    run_id: str, family: str, roofline_s: float, tos_full: float, other: float
+) -> dict[str, object]:
+    """A study run JSON whose energy per step follows 300 W x roofline_s + 2e-12 J/TO x TOs."""
+    h100 = HardwareInfo(gpus=("NVIDIA H100 80GB HBM3",), driver_version="1", cpu="x", cpu_count=2)
+    energy = ROOF_W * roofline_s + J_PER_FULL_TO * tos_full
+    return {
+        "format": "lightning-to-energy/study-run",
+        "version": 1,
+        "config": {"id": run_id, "family": family, "dataset": "digits", "dtype": "fp32"},
+        "hardware": {
+            "key": "h100-sxm",
+            "name": "NVIDIA H100 80GB HBM3",
+            "fingerprint": {"id": hardware_fingerprint(h100), **h100.to_dict()},
+        },
+        "sensors": [{"domain": "nvml:0", "kind": "counter", "source": "test"}],
+        "environment": {},
+        "per_step": {
+            "tos": tos_full * 1.5,
+            "flops": tos_full / 1000,
+            "tos_matrix_full": tos_full,
+            "tos_matrix_reduced": 0.0,
+            # features the law does not use vary on their own (``other``), so no column is a
+            # multiple of another and every coefficient is identifiable
+            "tos_vector": 1e11 * other,
+            "bytes": 1e8 * (4.0 - other),
+            "kernels": 50.0 + 30.0 * other * other,
+            "roofline_s": roofline_s,
+        },
+        "measured": {
+            "steps": 100,
+            "energy_j": 100 * energy,
+            "duration_s": 100 * roofline_s * 3,
+            "windows": 3,
+            "kind": "counter",
+            "energy_per_step_j": energy,
+            "duration_per_step_s": roofline_s * 3,
+        },
+        "report": f"{run_id}.report.json",
+    }
+
+
+def test_fit_on_study_runs_writes_a_roofline_calibration_that_predict_applies(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    study = tmp_path / "study"
+    study.mkdir()
+    # roofline_s and TOs vary independently, so both coefficients are identifiable
+    grid = [
+        (0.001, 1e12, 1),
+        (0.004, 2e12, 3),
+        (0.002, 6e12, 2),
+        (0.008, 3e12, 1),
+        (0.003, 9e12, 3),
+    ]
+    # three families, so that leaving one out still trains on 10 runs (6 coefficients)
+    for family, scale in (("mlp", 1.0), ("cnn", 2.5), ("transformer", 0.6)):
+        for i, (roof, tos, other) in enumerate(grid):
+            data = study_run(f"{family}-{i}", family, roof * scale, tos / scale, other + i / 7)
+            (study / f"{family}-{i}.run.json").write_text(json.dumps(data))
+    out = tmp_path / "cal.json"
+    code, text, err = run(capsys, "fit", str(study), "--out", str(out), "--json")
+    assert (code, err) == (0, "")
+    fitted = json.loads(text)
+    assert fitted["runs"] == 15 and fitted["units"]["roofline_s"] == "W"
+    assert fitted["coefficients"]["roofline_s"] == pytest.approx(ROOF_W, rel=0.01)
+    assert fitted["coefficients"]["tos_matrix_full"] == pytest.approx(J_PER_FULL_TO, rel=0.01)
+    assert fitted["accuracy"]["family"]["precision_pct"] > 99.0  # the law holds across families
+
+    import torch
+
+    from _models import TinyMLP
+    from lightning_to_energy.counting import profile
+    from lightning_to_energy.roofline import find_hardware, roofline_s
+
+    with pytest.warns(CalibrationWarning):  # made on an H100, used here
+        code, text, _ = run(
+            capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(out),
+            "--steps", "1000", "--json",
+        )  # fmt: skip
+    assert code == 0
+    result = json.loads(text)
+    step = profile(TinyMLP(), torch.randn(8, 16), train=True, optimizer="adamw")
+    # 1000 steps x (300 W x roofline_s + 2e-12 J/TO x full-precision matrix TOs)
+    by_law = 1000 * (
+        ROOF_W * roofline_s(step, find_hardware("h100-sxm")) + J_PER_FULL_TO * step.tos_matrix_full
+    )
+    assert result["energy_j"] == pytest.approx(by_law, rel=0.02)
+
+
+def test_fit_refuses_reports_and_study_runs_together(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str], tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "fit", two_runs[0], str(tmp_path))
+    assert code == 2 and "found both" in err

@@ -1,9 +1,14 @@
-"""``lightning-to-energy fit``: fit the energy model offline on saved reports.
+"""``lightning-to-energy fit``: fit the energy model offline on saved reports or study runs.
 
-Collects the fitted windows of one or more ``energy_report.json`` files, fits the same
-non-negative relative-error model the callback uses, and scores it honestly: with two or more
-reports, each report is predicted by a model fitted on the others (leave-one-run-out);
-with one, by the prequential predictions (each window predicted before it is added).
+On ``energy_report.json`` files: collects their fitted windows, fits the same non-negative
+relative-error model the callback uses, and scores it honestly: with two or more reports, each
+report is predicted by a model fitted on the others (leave-one-run-out); with one, by the
+prequential predictions (each window predicted before it is added).
+
+On study runs (``*.run.json`` files or a study directory, see ``lightning-to-energy study``):
+fits the scaling model on the runs' per-step features with the roofline time as its
+static-power term (``scaling.fit_calibration_model``), scored leave-one-configuration-out and
+leave-one-family-out, so that ``predict`` needs no timing.
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ _HELP = "fit the energy model on saved reports and score it (leave-one-run-out)"
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``fit`` subcommand and set its ``func``."""
     parser: argparse.ArgumentParser = subparsers.add_parser("fit", help=_HELP, description=_HELP)
-    parser.add_argument("reports", nargs="+", metavar="REPORT", help="energy_report.json files")
+    parser.add_argument(
+        "reports",
+        nargs="+",
+        metavar="REPORT",
+        help="energy_report.json files, or study runs (*.run.json files or a study directory)",
+    )
     parser.add_argument(
         "--features",
         default=None,
@@ -63,8 +73,23 @@ def score(pairs: Sequence[tuple[float, float]]) -> dict[str, float]:
     }
 
 
+def _is_study(paths: Sequence[str]) -> bool:
+    """True if ``paths`` name study runs (every one), False for reports (every one)."""
+    from lightning_to_energy.scaling import RUN_SUFFIX
+
+    kinds = {Path(p).is_dir() or str(p).endswith(RUN_SUFFIX) for p in paths}
+    if len(kinds) > 1:
+        raise CliError(
+            f"expected either energy reports or study runs (*{RUN_SUFFIX} files or a study "
+            f"directory), found both in {list(paths)}. Fix: fit them separately."
+        )
+    return kinds == {True}
+
+
 def run(args: argparse.Namespace) -> int:
     """Load, fit, score, print, and optionally write the calibration."""
+    if _is_study(args.reports):
+        return _run_study(args)
     from lightning_to_energy.calibration import Calibration, CalibrationStore
     from lightning_to_energy.regression import OnlineEnergyModel
     from lightning_to_energy.report import ReportFormatError, format_si, load_report
@@ -145,6 +170,77 @@ def run(args: argparse.Namespace) -> int:
         f"median error {100 * scores.get('median_rel_err', math.nan):.2f} %  "
         f"worst {100 * scores.get('worst_rel_err', math.nan):.2f} %"
     )
+    if args.out:
+        print(f"calibration written to {result['calibration']}")
+    return 0
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    """``fit`` on study runs: the scaling model, scored on held-out configurations."""
+    from lightning_to_energy.calibration import Calibration, CalibrationStore, HardwareInfo
+    from lightning_to_energy.report import format_si
+    from lightning_to_energy.scaling import evaluate, fit_calibration_model, load_runs
+
+    if args.features:
+        raise CliError(
+            "expected no --features with study runs (their model is fixed: roofline_s, TOs by "
+            "unit and format, bytes, kernels), found --features. Fix: drop it."
+        )
+    try:
+        runs = load_runs(args.reports)
+        if not runs:
+            raise ValueError(f"expected measured runs in {args.reports}, found none")
+        model = fit_calibration_model(runs)
+        results = evaluate(runs, models=["ours"], splits=("config", "family"), in_sample=False)
+        hardware = HardwareInfo.from_dict(
+            json.loads(Path(str(runs[0].path)).read_text())["hardware"]["fingerprint"]
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CliError(f"cannot fit the study runs: {exc}") from None
+    scores: dict[str, dict[str, Any]] = {
+        s.split: {
+            "n": s.n,
+            "precision_pct": s.precision_pct,
+            "r2": s.r2,
+            "median_rel_err": s.median_rel_err,
+            "worst_rel_err": s.worst_rel_err,
+        }
+        if s.evaluable
+        else {"not_evaluable": s.reason}
+        for s in results.scores
+    }
+    result: dict[str, Any] = {
+        "runs": len(runs),
+        "hardware": results.hardware,
+        "features": list(model.feature_names),
+        "coefficients": model.coefficients,
+        "units": model.units(),
+        "identifiable": bool(model.identifiable),
+        "validation": "leave-one-configuration-out and leave-one-family-out",
+        "accuracy": scores,
+    }
+    if args.out:
+        calibration = Calibration.from_model(model, hardware, run_id="study")
+        saved = CalibrationStore.from_path(args.out).save(calibration)
+        if saved is None:
+            raise CliError(f"calibration not written to {args.out} (see the warning above).")
+        result["calibration"] = str(saved)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    print(f"fitted {len(runs)} study runs on {results.hardware} ({hardware.label})")
+    units = model.units()
+    for name, value in model.coefficients.items():
+        print(f"  {name:>20}: {format_si(value, units[name])}")
+    for split, figures in scores.items():
+        if "not_evaluable" in figures:
+            print(f"held out by {split}: not evaluable ({figures['not_evaluable']})")
+            continue
+        print(
+            f"held out by {split}: precision {figures['precision_pct']:.2f} %  "
+            f"median error {100 * figures['median_rel_err']:.2f} %  "
+            f"worst {100 * figures['worst_rel_err']:.2f} %  ({figures['n']} runs)"
+        )
     if args.out:
         print(f"calibration written to {result['calibration']}")
     return 0
