@@ -1,4 +1,6 @@
-"""Command line: ``lightning-to-energy sensors | record | profile | report | fit | predict``.
+"""Command line: ``lightning-to-energy COMMAND``, one module per subcommand.
+
+Commands: ``sensors``, ``record``, ``profile``, ``report``, ``fit``, ``predict``, ``study``.
 
 Each subcommand lives in its own ``_cli_<name>`` module exposing ``add_parser(subparsers)``,
 which registers its parser and sets ``func`` to a ``run(args) -> int``. Imports are lazy so that
@@ -12,7 +14,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-_SUBCOMMANDS = ("sensors", "record", "profile", "report", "fit", "predict")
+_SUBCOMMANDS = ("sensors", "record", "profile", "report", "fit", "predict", "study")
 
 
 class CliError(Exception):

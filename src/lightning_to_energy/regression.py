@@ -63,8 +63,9 @@ _UNIT_BY_PREFIX = (
 def feature_unit(name: str) -> str:
     """The physical unit of the coefficient of feature ``name``.
 
-    ``duration_s`` and ``roofline_s`` -> ``"W"`` (static power), ``tos*`` -> ``"J/TO"``, ``bytes*`` -> ``"J/B"``,
-    ``kernels*`` -> ``"J/kernel"``, ``flops*`` -> ``"J/FLOP"``, anything else -> ``"J/<name>"``.
+    ``duration_s`` and ``roofline_s`` -> ``"W"`` (static power), ``tos*`` -> ``"J/TO"``,
+    ``bytes*`` -> ``"J/B"``, ``kernels*`` -> ``"J/kernel"``, ``flops*`` -> ``"J/FLOP"``,
+    anything else -> ``"J/<name>"``.
     """
     for prefix, unit in _UNIT_BY_PREFIX:
         if name.startswith(prefix):

@@ -1,0 +1,425 @@
+"""The study runner: grids, models, one configuration under fake sensors, resuming, the CLI.
+
+Every training run here uses a fake clock that advances 0.5 s per step and a fake 10 W sensor,
+so the measured joules are worked out by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+from torch.nn import functional as F
+
+from lightning_to_energy import FakeSensor, _cli_study, study
+from lightning_to_energy.cli import CliError
+from lightning_to_energy.counting import profile
+from lightning_to_energy.records import (
+    FLAG_BOUNDARY,
+    FLAG_FAULT,
+    FLAG_OUTLIER,
+    FLAG_SHORT,
+    WindowRecord,
+)
+from lightning_to_energy.roofline import find_hardware, roofline_s
+
+STEP_S = 0.5
+POWER_W = 10.0
+TINY = study.default_grid("tiny")
+H100 = find_hardware("h100-sxm")
+
+
+class Clock:
+    """A fake clock: seconds move only when a step ends."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Advance(Callback):
+    """Every training step lasts STEP_S seconds of the fake clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.clock.t += STEP_S
+
+
+def fake_run_kwargs() -> dict[str, Any]:
+    clock = Clock()
+    return {
+        "steps": 8,
+        "sensors": [FakeSensor("fake:0", power_w=POWER_W, clock=clock)],
+        "window_s": 1.0,
+        "clock": clock,
+        "hardware": H100,
+        "callbacks": [Advance(clock)],
+    }
+
+
+# --- configurations -------------------------------------------------------------------------
+
+
+def test_tiny_grid_ids_are_unique_and_stable() -> None:
+    ids = [c.id for c in TINY]
+    assert ids == [
+        "mlp-digits-w16-d1-relu-fp32-b16",
+        "cnn-cifar-synthetic-w4-d1-relu-fp32-b4",
+        "transformer-digits-w16-d1-h2-s8-gelu-fp32-b8",
+        "mlp-cifar-synthetic-w16-d1-tanh-bf16-b8",
+    ]
+    assert [c.id for c in study.default_grid("tiny")] == ids  # the same on every call
+    assert {c.family for c in TINY} == set(study.FAMILIES)
+    assert {c.dataset for c in TINY} == set(study.DATASETS)
+    assert {c.dtype for c in TINY} == set(study.DTYPES)
+
+
+@pytest.mark.parametrize("scale", ["small", "full"])
+def test_larger_grids_have_unique_ids_and_cover_every_choice(scale: str) -> None:
+    grid = study.default_grid(scale)
+    assert len({c.id for c in grid}) == len(grid)
+    assert {c.family for c in grid} == set(study.FAMILIES)
+    assert {c.dtype for c in grid} == set(study.DTYPES)
+    assert {c.dataset for c in grid} == set(study.DATASETS)
+    if scale == "full":
+        assert 60 <= len(grid) <= 120
+        assert {c.activation for c in grid} == set(study.ACTIVATIONS)
+
+
+def test_unknown_grid_and_bad_configs_are_refused() -> None:
+    with pytest.raises(ValueError, match="expected a grid scale"):
+        study.default_grid("huge")
+    with pytest.raises(ValueError, match="activation"):
+        study.make_config("mlp", "digits", "fp32", width=8, depth=1, activation="swish")
+    with pytest.raises(ValueError, match="heads"):
+        study.make_config("transformer", "digits", "fp32", width=30, depth=1, heads=4)
+    with pytest.raises(ValueError, match="seq_len"):
+        study.make_config("transformer", "digits", "fp32", width=32, depth=1, seq_len=64)
+
+
+def test_config_round_trips_through_its_json_form() -> None:
+    for config in TINY:
+        assert study.StudyConfig.from_dict(config.to_dict()) == config
+    assert "heads" not in TINY[0].to_dict()
+    assert TINY[2].to_dict()["heads"] == 2
+
+
+@pytest.mark.parametrize("config", TINY, ids=[c.id for c in TINY])
+def test_each_model_trains_on_its_data_sets_batch_shape(config: study.StudyConfig) -> None:
+    model = study.build_model(config)
+    x, y = study.make_batches(config, n_batches=1)[0]
+    assert tuple(x.shape) == config.input_shape
+    assert model(x).shape == (config.batch_size, study.NUM_CLASSES)
+    model.training_step((x, y), 0).backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+
+
+def test_data_sets_are_fixed_and_shaped() -> None:
+    x1, y1 = study.dataset_tensors("cifar-synthetic")
+    x2, y2 = study.dataset_tensors("cifar-synthetic")
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert tuple(x1.shape) == (study.CIFAR_SYNTHETIC_SIZE, 3, 32, 32)
+    digits, labels = study.dataset_tensors("digits")
+    # scikit-learn's bundled digits: 1,797 images of 8x8 pixels, values 0..16 scaled to 0..1
+    assert tuple(digits.shape) == (1797, 1, 8, 8)
+    assert float(digits.max()) == 1.0 and set(labels.tolist()) == set(range(10))
+
+
+def test_patches_keep_every_pixel() -> None:
+    tokens = study.Tokens((3, 32, 32), 64)
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
+    out = tokens(x)
+    # 64 patches of 4x4 pixels in 3 channels: 3 * 4 * 4 = 48 features each
+    assert tuple(out.shape) == (2, 64, 48)
+    assert torch.equal(out.sort(dim=-1).values.flatten().sort().values, x.flatten())
+    # the first patch is the top-left 4x4 of each channel
+    assert torch.equal(out[0, 0], x[0, :, :4, :4].reshape(-1))
+
+
+# --- measured windows -----------------------------------------------------------------------
+
+
+def window(index: int, flags: Sequence[str] = (), loop: str = "train") -> WindowRecord:
+    return WindowRecord(
+        index=index,
+        loop=loop,
+        first_step=2 * index,
+        steps=2,
+        start_s=float(index),
+        duration_s=1.0,
+        energy_j={"fake:0": 10.0},
+        measured_j=10.0,
+        predicted_j=None,
+        low_j=None,
+        high_j=None,
+        prediction_source="none",
+        tos=1.0,
+        flops=1.0,
+        flags=tuple(flags),
+    )
+
+
+def test_fit_worthy_windows_drop_the_first_and_the_flagged() -> None:
+    windows = [
+        window(0),  # the first: counted step and warm-up
+        window(1),
+        window(2, [FLAG_SHORT]),
+        window(3, [FLAG_FAULT]),
+        window(4, [FLAG_OUTLIER]),
+        window(5, [FLAG_BOUNDARY]),  # boundary alone is still a full measurement
+        window(6, loop="validate"),
+    ]
+    assert [w.index for w in study.fit_worthy_windows(windows)] == [1, 5]
+
+
+def test_weakest_kind() -> None:
+    assert study.weakest_kind(["counter", "power-integration"]) == "power-integration"
+    assert study.weakest_kind(["counter", "estimate", "fake"]) == "estimate"
+    assert study.weakest_kind([]) == "none"
+
+
+# --- one configuration ----------------------------------------------------------------------
+
+
+def test_run_config_writes_hand_worked_energy_and_the_counted_step(tmp_path: Path) -> None:
+    config = TINY[0]
+    path = study.run_config(config, tmp_path, **fake_run_kwargs())
+    assert path == tmp_path / f"{config.id}.run.json"
+    data = json.loads(path.read_text())
+    assert data["format"] == "lightning-to-energy/study-run" and data["version"] == 1
+    assert data["config"] == config.to_dict()
+    assert data["hardware"]["key"] == "h100-sxm"
+    assert data["sensors"] == [
+        {"domain": "fake:0", "kind": "fake", "source": "fake: constant 10 W"}
+    ]
+
+    measured = data["measured"]
+    # 8 steps of 0.5 s with 1 s windows: 4 windows of 2 steps; the first is left out, so
+    # 3 windows, 3 * 2 = 6 steps, 6 * 0.5 = 3.0 s, and 10 W * 3.0 s = 30 J
+    assert measured["train_windows"] == 4
+    assert measured["windows"] == 3
+    assert measured["steps"] == 6
+    assert measured["duration_s"] == pytest.approx(3.0)
+    assert measured["energy_j"] == pytest.approx(30.0)
+    # 30 J / 6 steps = 5 J; 3.0 s / 6 steps = 0.5 s
+    assert measured["energy_per_step_j"] == pytest.approx(5.0)
+    assert measured["duration_per_step_s"] == pytest.approx(0.5)
+    assert measured["kind"] == "fake"
+
+    # the same model, batch and optimizer counted directly with counting.profile
+    model = study.build_model(config)
+    x, y = study.make_batches(config)[0]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=study.LEARNING_RATE)
+    expected = profile(model, x, train=True, optimizer=optimizer, loss_fn=F.cross_entropy, target=y)
+    per_step = data["per_step"]
+    assert per_step["tos"] == pytest.approx(expected.tos, rel=1e-12)
+    assert per_step["flops"] == pytest.approx(expected.flops, rel=1e-12)
+    assert per_step["kernels"] == pytest.approx(expected.kernels, rel=1e-12)
+    assert per_step["bytes"] == pytest.approx(expected.bytes, rel=1e-12)
+    assert per_step["roofline_s"] == pytest.approx(roofline_s(expected, H100), rel=1e-12)
+    assert per_step["tos_by_format"] == pytest.approx(
+        {k.value: v for k, v in expected.tos_by_format.items()}
+    )
+
+    report = tmp_path / data["report"]
+    assert report.name == f"{config.id}.report.json"
+    assert json.loads(report.read_text())["measured_j"] > 0
+
+
+def test_run_config_counts_a_bf16_step_under_autocast(tmp_path: Path) -> None:
+    config = TINY[3]
+    data = json.loads(study.run_config(config, tmp_path, **fake_run_kwargs()).read_text())
+    # autocast runs the matmuls in bf16; the optimizer and the loss stay in fp32
+    assert data["per_step"]["tos_by_format"]["bf16"] > 0
+    assert data["per_step"]["tos_by_format"]["fp32"] > 0
+    assert data["measured"]["energy_j"] == pytest.approx(30.0)  # as worked out above
+
+
+# --- the grid -------------------------------------------------------------------------------
+
+
+class Runner:
+    """Records every configuration it is asked to run; ``fail`` ids raise instead."""
+
+    def __init__(self, fail: Sequence[str] = ()) -> None:
+        self.calls: list[str] = []
+        self.fail = set(fail)
+
+    def __call__(self, config: study.StudyConfig, out_dir: Path, **kwargs: Any) -> Path:
+        self.calls.append(config.id)
+        if config.id in self.fail:
+            raise RuntimeError(f"boom in {config.id}")
+        return study.run_config(config, out_dir, **{**kwargs, **fake_run_kwargs()})
+
+
+def test_run_study_resumes_and_survives_a_failing_config(tmp_path: Path) -> None:
+    good, bad = TINY[0], TINY[1]
+    runner = Runner(fail=[bad.id])
+    paths = study.run_study([good, bad], tmp_path, progress=False, runner=runner)
+    assert runner.calls == [good.id, bad.id]
+    assert paths == [tmp_path / f"{good.id}.run.json"]
+    error = json.loads((tmp_path / f"{bad.id}.error.json").read_text())
+    assert error["error"] == "RuntimeError"
+    assert error["message"] == f"boom in {bad.id}"
+    assert error["config"] == bad.to_dict()
+    assert not (tmp_path / f"{bad.id}.run.json").exists()
+    mtime = paths[0].stat().st_mtime_ns
+
+    # again: the finished configuration is skipped, the failed one is tried once more
+    runner = Runner(fail=[bad.id])
+    assert study.run_study([good, bad], tmp_path, progress=False, runner=runner) == paths
+    assert runner.calls == [bad.id]
+    assert paths[0].stat().st_mtime_ns == mtime
+
+
+def test_run_study_reruns_a_run_of_another_config_and_stops_at_the_budget(
+    tmp_path: Path,
+) -> None:
+    config = TINY[0]
+    stale = study.run_path(tmp_path, config)
+    stale.write_text(json.dumps({"format": "lightning-to-energy/study-run", "version": 1}))
+    assert not study.is_complete(stale, config)
+    stale.write_text("{not json")
+    assert not study.is_complete(stale, config)
+    # a budget smaller than one configuration's first guess (2 * 8 s + 30 s) starts nothing
+    runner = Runner()
+    assert study.run_study([config], tmp_path, progress=False, runner=runner, budget_s=1.0) == []
+    assert runner.calls == []
+
+
+def test_run_study_refuses_duplicate_ids(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="duplicates"):
+        study.run_study([TINY[0], TINY[0]], tmp_path, progress=False, runner=Runner())
+
+
+# --- the CLI --------------------------------------------------------------------------------
+
+
+def cli_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="lightning-to-energy")
+    _cli_study.add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["study", *argv])
+
+
+def run_cli(argv: Sequence[str]) -> int:
+    args = cli_args(argv)
+    return int(args.func(args))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "OUT", "--grid", "huge"], "expected --grid in full, small, tiny"),
+        (["run", "OUT", "--grid", "tiny", "--only", "("], "regular expression"),
+        (["run", "OUT", "--grid", "tiny", "--only", "^resnet"], "found none"),
+        (["run", "OUT", "--grid", "tiny", "--device", "tpu"], "device"),
+        (["run", "OUT", "--grid", "tiny", "--device", "cpu", "--hardware", "abacus"], "abacus"),
+    ],
+)
+def test_cli_run_errors(tmp_path: Path, argv: list[str], message: str) -> None:
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    with pytest.raises(CliError, match=re.escape(message)):
+        run_cli(argv)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cli_run_cuda_without_cuda(tmp_path: Path) -> None:
+    with pytest.raises(CliError, match="CUDA device"):
+        run_cli(["run", str(tmp_path), "--grid", "tiny", "--device", "cuda"])
+
+
+def test_cli_run_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["run", str(tmp_path), "--grid", "tiny", "--only", "^mlp", "--list"]) == 0
+    assert capsys.readouterr().out.split() == [TINY[0].id, TINY[3].id]
+
+
+def test_cli_eval_errors(tmp_path: Path) -> None:
+    with pytest.raises(CliError, match="found nothing"):
+        run_cli(["eval", str(tmp_path / "missing")])
+    with pytest.raises(CliError, match=r"expected \*\.run\.json files"):
+        run_cli(["eval", str(tmp_path)])
+    (tmp_path / "x.run.json").write_text("[]")
+    with pytest.raises(CliError, match=re.escape("x.run.json")):
+        run_cli(["eval", str(tmp_path)])
+
+
+def synthetic_run(out: Path, config: study.StudyConfig, tos: float, seconds: float) -> None:
+    """A run JSON whose step energy follows 100 W * roofline_s + 1e-9 J/TO * tos exactly."""
+    per_step: dict[str, Any] = {
+        "tos": tos,
+        "flops": tos / 1000,
+        "tos_matrix_full": 0.6 * tos,
+        "tos_matrix_reduced": 0.0,
+        "tos_vector": 0.4 * tos,
+        "bytes": tos / 100,
+        "kernels": 50.0,
+        "roofline_s": seconds,
+    }
+    energy = 100.0 * seconds + 1e-9 * tos
+    data = {
+        "format": study.RUN_FORMAT,
+        "version": study.RUN_VERSION,
+        "config": config.to_dict(),
+        "hardware": {"key": "h100-sxm", "name": "NVIDIA H100 80GB HBM3", "fingerprint": {}},
+        "per_step": per_step,
+        "measured": {
+            "steps": 10,
+            "energy_j": 10 * energy,
+            "duration_s": 10 * seconds,
+            "windows": 3,
+            "kind": "counter",
+            "energy_per_step_j": energy,
+            "duration_per_step_s": seconds,
+        },
+    }
+    (out / f"{config.id}.run.json").write_text(json.dumps(data))
+
+
+def test_cli_eval_writes_results_and_replaces_its_markdown_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "study"
+    out.mkdir()
+    for i in range(6):
+        for family in ("mlp", "cnn"):
+            config = study.make_config(family, "digits", "fp32", width=8 * (i + 1), depth=1)
+            synthetic_run(out, config, tos=(i + 1) * 3e10, seconds=(i + 2) * 1e-3)
+    md = tmp_path / "results.md"
+    md.write_text("# Results\n\nKept before.\n")
+    assert run_cli(["eval", str(out), "--results-md", str(md)]) == 0
+    assert (out / "results.json").exists() and (out / "predictions.csv").exists()
+    first = md.read_text()
+    assert first.startswith("# Results\n\nKept before.\n")
+    assert first.count("<!-- study-results: h100-sxm -->") == 1
+    assert "NVIDIA H100 80GB HBM3" in first
+    assert "section for h100-sxm written" in capsys.readouterr().out
+
+    md.write_text(first + "\nKept after.\n")
+    assert run_cli(["eval", str(out), "--results-md", str(md), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["hardware"] == "h100-sxm"
+    second = md.read_text()
+    assert second.count("<!-- study-results: h100-sxm -->") == 1
+    assert second.startswith("# Results\n\nKept before.\n") and second.endswith("Kept after.\n")
+
+
+def test_update_markdown_creates_the_file(tmp_path: Path) -> None:
+    md = tmp_path / "docs" / "results.md"
+    _cli_study.update_markdown(md, "cpu", "## Section\n")
+    assert md.read_text() == (
+        "# Results\n\n<!-- study-results: cpu -->\n## Section\n<!-- /study-results: cpu -->\n"
+    )
+    assert os.path.getsize(md) > 0
