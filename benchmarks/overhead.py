@@ -13,11 +13,11 @@ logger, checkpointing or model summary), so only the callbacks differ:
 Rounds are interleaved (each round runs every variant once, in a rotated order) so that machine
 noise hits all variants alike. In each run the first ``--warmup`` steps are not timed; the time
 from the start of the first timed step to the end of the last one, divided by the number of
-timed steps, is that run's step time (a default CPU run of 60 steps spans about one window
-close). Two timing callbacks bracket the others (one first and one last in
-``trainer.callbacks``); on CUDA they synchronise only at the edges of the timed span and of the
-first steps. Overheads are medians over rounds of the paired ratio variant / baseline, in wall
-time and in process CPU time.
+timed steps, is that run's step time (a default CPU run of 140 steps, about 4 s, spans two
+window closes of the default 2 s windows). Two timing callbacks bracket the others (one first
+and one last in ``trainer.callbacks``); on CUDA they synchronise only at the edges of the timed
+span and of the first steps. Overheads are medians over rounds of the paired ratio variant /
+baseline, in wall time and in process CPU time.
 
 On a shared machine the end-to-end figures move by several percent from run to run, more than
 the callbacks cost. So the timers also take the wall time spent *inside* the benchmarked
@@ -39,8 +39,8 @@ cost of a close must not grow with the length of the run).
 Goals: TOEnergy's overhead at most 1 % on a GPU, at most 3 % on a CPU, and below
 ThroughputMonitor's.
 
-Run (about 3 minutes on a 2-core CPU with the defaults):
-``PYTHONPATH=src python benchmarks/overhead.py [--rounds 10] [--steps 60] [--warmup 5]
+Run (about 6 minutes on a 2-core CPU with the defaults):
+``PYTHONPATH=src python benchmarks/overhead.py [--rounds 10] [--steps 140] [--warmup 5]
 [--device cpu|cuda] [--precision 32-true|bf16-mixed] [--model cnn|gpt] [--threads 1]
 [--close-at 10,1000,10000]``.
 """
@@ -72,7 +72,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lightning_to_energy import TOEnergy
 from lightning_to_energy.sensors import FakeSensor
-from lightning_to_energy.tracker import EnergyTracker
+from lightning_to_energy.tracker import DEFAULT_MIN_WINDOW_S, EnergyTracker
 
 VARIANTS = ("baseline", "toenergy", "toe-fake", "throughput")
 SENSORS_SEEN: dict[str, str] = {}  # TOEnergy variant -> the sensors its report names
@@ -547,7 +547,8 @@ def tracker_costs(work: Workload, close_at: Sequence[int], n_replays: int = 2000
         close_s = (time.perf_counter() - t0) / n - replay_s
         print(
             f"window close after {target:>6} windows: {close_s * 1e3:8.3f} ms "
-            f"({close_s * 100:.3f} % of a 1 s window)"
+            f"({close_s * 100 / DEFAULT_MIN_WINDOW_S:.3f} % of a default "
+            f"{DEFAULT_MIN_WINDOW_S:g} s window)"
         )
 
 
@@ -565,7 +566,7 @@ def _cpu_name() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
-    parser.add_argument("--steps", type=int, default=60, help="steps per run (default 60)")
+    parser.add_argument("--steps", type=int, default=140, help="steps per run (default 140)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per run (default 5)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(

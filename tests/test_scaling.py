@@ -567,3 +567,25 @@ def test_study_run_rejects_a_non_positive_energy() -> None:
         ValueError, match=r"'x': energy_j: expected a finite number > 0.*found 0\.0"
     ):
         make_run("x", "mlp", ours_features(1e12), 0.0)
+
+
+def test_estimated_energy_is_flagged_in_the_markdown_and_the_table(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    d.mkdir()
+    # Two runs measured by a counter, one by the CPU-time estimate.
+    write(d / "a.run.json", run_json("a"))
+    write(d / "b.run.json", run_json("b"))
+    write(d / "c.run.json", run_json("c", measured__kind="estimate"))
+    runs = load_runs([d])
+    assert [r.kind for r in runs] == ["counter", "counter", "estimate"]
+    results = evaluate(runs, models=["tos-linear"], splits=["config"])
+    assert results.runs[2].kind == "estimate"
+    md = results_markdown(results, "a VM", "2026-11-25")
+    assert "Energy: 2 runs counter, 1 runs estimate" in md
+    assert "**Not a measurement of energy (1 estimate of 3 runs)" in md
+    console = Console(record=True, width=200)
+    render_results(results, console)
+    assert "Not a measurement of energy" in console.export_text()
+    # Counter-only runs carry no such warning.
+    counted = evaluate(runs[:2], models=["tos-linear"], splits=["config"])
+    assert "Not a measurement" not in results_markdown(counted, "x", "2026-11-25")

@@ -57,6 +57,7 @@ _UNIT_BY_PREFIX = (
     ("flops", "J/FLOP"),
     ("bytes", "J/B"),
     ("kernels", "J/kernel"),
+    ("steps", "J/step"),
 )
 
 

@@ -97,6 +97,10 @@ OURS_FEATURES: tuple[str, ...] = (
     "tos_vector",
     "bytes",
     "kernels",
+    # NB: a fixed cost per step ("steps", J/step: host framework work no roofline sees) was
+    # tried: on the CPU small grid (2026-11-25) it lowered held-out precision (leave one
+    # configuration out 76.9 -> 72.0 %, leave one family out 76.4 -> 68.3 %), so it is not
+    # in the default model; `fit --features` can still use it on reports.
 )
 OURS_MEASURED_FEATURES: tuple[str, ...] = ("duration_s", *OURS_FEATURES[1:])
 
@@ -138,6 +142,8 @@ class StudyRun:
         duration_s: measured seconds per training step (> 0).
         hardware: the hardware key, e.g. ``"h100-sxm"``.
         path: the file the run was read from (None for runs built in memory).
+        kind: the weakest sensor kind behind ``energy_j`` (``"counter"``,
+            ``"power_integration"``, ``"estimate"``, ...; ``"unknown"`` when not recorded).
     """
 
     id: str
@@ -150,6 +156,7 @@ class StudyRun:
     duration_s: float
     hardware: str
     path: Path | None = None
+    kind: str = "unknown"
 
     def __post_init__(self) -> None:
         for name in ("energy_j", "duration_s"):
@@ -167,6 +174,8 @@ class StudyRun:
         ``per_step`` scalar; None when the run lacks it."""
         if name == "duration_s":
             return self.duration_s
+        if name == "steps":
+            return 1.0  # every figure of a run is per step
         return self.features.get(name)
 
 
@@ -296,6 +305,7 @@ def _parse_run(data: Any, where: str, path: Path | None) -> StudyRun | None:
         duration_s=duration,
         hardware=hardware,
         path=path,
+        kind=str(measured.get("kind") or "unknown"),
     )
 
 
@@ -621,6 +631,7 @@ class RunInfo:
     family: str
     dataset: str
     dtype: str
+    kind: str = "unknown"  # the weakest sensor kind behind the run's energy
 
 
 @dataclass(frozen=True)
@@ -953,7 +964,7 @@ def evaluate(
         hardware=hardware,
         models=tuple(infos),
         splits=tuple(split_list),
-        runs=tuple(RunInfo(r.id, r.family, r.dataset, r.dtype) for r in runs),
+        runs=tuple(RunInfo(r.id, r.family, r.dataset, r.dtype, r.kind) for r in runs),
         scores=tuple(scores),
         predictions=tuple(predictions),
     )

@@ -102,9 +102,16 @@ def render_results(results: StudyResults, console: Console | None = None) -> Non
         ("note", "left"),
     ):
         table.add_column(name, justify=typing.cast(Any, justify))
+    # Notes are long: the table carries a reference, the text is printed below it.
+    notes: list[str] = []
     for split in results.splits:
         rows = [s for s in results.scores if s.split == split]
         for i, s in enumerate(rows):
+            text = s.note if s.evaluable else f"not evaluable: {s.reason}"
+            ref = ""
+            if text:
+                notes.append(text)
+                ref = f"[{len(notes)}]"
             if s.evaluable:
                 cells = [
                     str(s.n),
@@ -112,12 +119,17 @@ def render_results(results: StudyResults, console: Console | None = None) -> Non
                     _r2(s.r2),
                     _frac_pct(s.median_rel_err),
                     _frac_pct(s.worst_rel_err),
-                    s.note or "",
+                    ref,
                 ]
             else:
-                cells = ["0", "-", "-", "-", "-", f"not evaluable: {s.reason}"]
+                cells = ["0", "-", "-", "-", "-", ref]
             table.add_row(s.model, split, *cells, end_section=i == len(rows) - 1)
     out.print(table)
+    for i, text in enumerate(notes, 1):
+        out.print(f"[{i}] {text}", highlight=False, markup=False)
+    caveat = energy_caveat(results)
+    if caveat:
+        out.print(f"[bold yellow]{caveat}[/bold yellow]")
     for split in results.splits:
         out.print(verdict(results, split).text, highlight=False)
     for g in goals(results):
@@ -264,6 +276,22 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def energy_caveat(results: StudyResults) -> str | None:
+    """A warning when some runs' energy is not a hardware measurement, else None."""
+    kinds: dict[str, int] = {}
+    for r in results.runs:
+        kinds[r.kind] = kinds.get(r.kind, 0) + 1
+    weak = {k: n for k, n in kinds.items() if k in ("estimate", "unknown", "fake", "replay")}
+    if not weak:
+        return None
+    listed = ", ".join(f"{n} {k}" for k, n in sorted(weak.items()))
+    return (
+        f"Not a measurement of energy ({listed} of {len(results.runs)} runs): an estimate "
+        "(e.g. process CPU time x a constant power where no RAPL counter was readable) or an "
+        "unrecorded kind. These figures check the pipeline, not an energy law."
+    )
+
+
 def results_markdown(results: StudyResults, machine: str, date: str) -> str:
     """A Markdown section for ``docs/results.md``: machine, date, table, goals, verdicts, runs.
 
@@ -283,6 +311,15 @@ def results_markdown(results: StudyResults, machine: str, date: str) -> str:
         "reference). Precision = 100 × (1 − mean relative error); the paper does not define "
         'its "precision", this project reports this under that name.',
         "",
+        "Energy: "
+        + ", ".join(
+            f"{sum(1 for r in results.runs if r.kind == k)} runs {k}"
+            for k in sorted({r.kind for r in results.runs})
+        )
+        + " (sensor kind: counter = hardware energy counter, power_integration = integrated "
+        "instant power, estimate = not a measurement).",
+        "",
+        *([f"**{caveat}**", ""] if (caveat := energy_caveat(results)) else []),
         "### Goals",
         "",
     ]

@@ -78,6 +78,7 @@ PROFILE_FEATURES: dict[str, Callable[[StepProfile], float]] = {
     "tos_vector": lambda p: float(p.tos_vector),
     "bytes": lambda p: float(p.bytes_read + p.bytes_written),
     "kernels": lambda p: float(p.kernels),
+    "steps": lambda p: 1.0,  # a window's sum is its step count: a fixed cost per step
 }
 _MEASURED_KINDS = (SensorKind.COUNTER.value, SensorKind.POWER_INTEGRATION.value)
 # The shortest default window, whatever the sensors allow: closing a window refits the model
