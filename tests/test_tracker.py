@@ -148,3 +148,23 @@ def test_freezing_a_layer_mid_run_is_counted_afresh_when_the_next_window_opens()
     # The frozen weight's gradient (a 16 x 8 by 16 x 4 matmul a step) and its SGD update are
     # no longer computed: the same 4 steps now cost fewer TOs.
     assert train[2].tos < train[1].tos
+
+
+def test_the_steps_feature_counts_a_windows_steps() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = EnergyTracker(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        sensors=[FakeSensor(power_w=5.0, clock=clock)],
+        window_s=1.0,
+        calibration=None,
+        clock=clock,
+        features=("duration_s", "steps"),
+    )
+    tracker.start()
+    _loop(tracker, model, clock, steps=6, dt=0.25)
+    report = tracker.finish()
+    # 0.25 s steps in 1 s windows: 4 steps, then the 2 left at the end
+    assert [w.features["steps"] for w in report.windows] == [4.0, 2.0]
+    assert [w.steps for w in report.windows] == [4, 2]
