@@ -356,7 +356,7 @@ def test_docstring_example_runs() -> None:
 
 
 def test_failed_refit_warns_and_keeps_the_coefficients(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sklearn.linear_model import LinearRegression
+    import scipy.optimize
 
     model = OnlineEnergyModel(NAMES)
     for x, y in varied_windows(4, seed=8):
@@ -366,8 +366,40 @@ def test_failed_refit_warns_and_keeps_the_coefficients(monkeypatch: pytest.Monke
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("too many iterations")
 
-    monkeypatch.setattr(LinearRegression, "fit", fail)
+    monkeypatch.setattr(scipy.optimize, "nnls", fail)
     with pytest.warns(RuntimeWarning, match="too many iterations"):
         model.update({"duration_s": 2.0, "tos": 1e14}, law_j(2.0, 1e14))
     assert model.coefficients == before
     assert model.n_windows == 5
+
+
+def test_the_refit_solves_what_scikit_learn_solves() -> None:
+    from sklearn.linear_model import LinearRegression
+
+    # Noisy windows, some seeded (weight 0.5), and a prior: every row weight differs.
+    model = OnlineEnergyModel(NAMES, prior=Prior({"duration_s": 200.0, "tos": 1e-12}))
+    model.seed([({"duration_s": 3.0, "tos": 2e14}, 1500.0)])
+    rng = np.random.default_rng(3)
+    for x, y in varied_windows(12, seed=5):
+        model.update(x, y * rng.uniform(0.9, 1.1))
+    # The same problem handed to scikit-learn: design, target and weights as _refit builds them.
+    B, w, s, _ = model._scaled_design()
+    p = len(NAMES)
+    design = np.vstack([B, np.eye(p)])
+    target = np.concatenate([np.ones(len(w)), model._prior_vec * s])
+    weight = np.concatenate([w, np.full(p, model._strength)])
+    reference = LinearRegression(positive=True, fit_intercept=False)
+    reference.fit(design, target, sample_weight=weight)
+    ours = np.array([model.coefficients[n] for n in NAMES])
+    assert (ours > 0).all()  # a real split of the energy, not two zeros agreeing
+    np.testing.assert_allclose(ours, reference.coef_ / s, rtol=1e-9)
+
+
+def test_recent_mape_is_the_recent_figure_of_accuracy() -> None:
+    model = OnlineEnergyModel(NAMES)
+    assert math.isnan(model.recent_mape())
+    for x, y in varied_windows(15, seed=2):
+        model.update(x, y * 1.05)  # a 5 % bias: errors are not all zero
+    recent = model.accuracy(recent=10).recent
+    assert recent is not None and recent.mape > 0
+    assert model.recent_mape(10) == pytest.approx(recent.mape, rel=1e-12)

@@ -7,6 +7,7 @@ so the measured joules are worked out by hand.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -183,6 +184,55 @@ def test_fit_worthy_windows_drop_the_first_and_the_flagged() -> None:
         window(6, loop="validate"),
     ]
     assert [w.index for w in study.fit_worthy_windows(windows)] == [1, 5]
+
+
+def test_measured_summary_sums_measured_domains_and_leaves_an_estimate_out() -> None:
+    from lightning_to_energy.records import EnergyReport, SensorInfo
+
+    def w(index: int, gpu_j: float, cpu_j: float) -> WindowRecord:
+        base = window(index)
+        return dataclasses.replace(
+            base, energy_j={"nvml:0": gpu_j, "cpu:estimate": cpu_j}, measured_j=gpu_j + cpu_j
+        )
+
+    sensors = (
+        SensorInfo("nvml:0", "counter", "nvml", 0.1, 2.0),
+        SensorInfo("cpu:estimate", "estimate", "cpu time", 0.0, 0.0),
+    )
+    report = EnergyReport(
+        created="2026-11-25T00:00:00+00:00",
+        hardware={},
+        sensors=sensors,
+        skipped_sensors={},
+        windows=(w(0, 999.0, 9.0), w(1, 300.0, 20.0), w(2, 310.0, 20.0)),
+        loops={},
+        measured_j=0.0,
+        predicted_j=0.0,
+        accuracy={},
+        coefficients={},
+        coefficient_units={},
+        identifiable=True,
+        tos_by_class={},
+        tos_by_format={},
+        tos_by_phase={},
+        top_modules=(),
+        unmodelled_ops={},
+        warnings=(),
+    )
+    m = study.measured_summary(report)
+    # windows 1 and 2 (the first is dropped): GPU 300 + 310 = 610 J over 2 + 2 = 4 steps;
+    # the estimate's 20 + 20 = 40 J are listed apart, not added
+    assert (m["energy_j"], m["steps"], m["kind"]) == (610.0, 4, "counter")
+    assert m["energy_per_step_j"] == 610.0 / 4
+    assert m["domains"] == ["nvml:0"] and m["excluded_j"] == {"cpu:estimate": 40.0}
+    # with only the estimate, it is summed and labelled
+    only = dataclasses.replace(report, sensors=sensors[1:])
+    only = dataclasses.replace(
+        only,
+        windows=tuple(dataclasses.replace(x, energy_j={"cpu:estimate": 5.0}) for x in only.windows),
+    )
+    m = study.measured_summary(only)
+    assert (m["energy_j"], m["kind"], m["excluded_j"]) == (10.0, "estimate", {})
 
 
 def test_weakest_kind() -> None:

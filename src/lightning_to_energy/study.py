@@ -685,11 +685,17 @@ def weakest_kind(kinds: Sequence[str]) -> str:
     return max(kinds, key=lambda k: rank.get(k, len(rank)), default="none")
 
 
+_MEASURED_KINDS = frozenset({"counter", "power-integration"})
+
+
 def measured_summary(report: EnergyReport) -> dict[str, Any]:
     """The run JSON's ``measured``: the fit-worthy train windows of ``report`` summed.
 
-    Energy is summed over every domain of those windows; ``kind`` is the weakest kind among
-    the domains that contributed.
+    Energy is summed over the domains that were measured (an energy counter or integrated
+    power): a CPU-time estimate riding along (a GPU machine without a readable RAPL counter)
+    would mix a model into the measurement, so it is left out and listed in
+    ``excluded_j``. With no measured domain at all, every domain is summed and ``kind`` says
+    ``estimate`` (or ``fake``...). ``kind`` is the weakest kind among the summed domains.
 
     Raises:
         ValueError: the report has no fit-worthy train window.
@@ -703,22 +709,26 @@ def measured_summary(report: EnergyReport) -> dict[str, Any]:
             "longer (raise min_seconds or steps), or use a sensor that measures."
         )
     steps = sum(w.steps for w in chosen)
-    energy_j = math.fsum(w.measured_j or 0.0 for w in chosen)
     duration_s = math.fsum(w.duration_s for w in chosen)
     by_domain: dict[str, float] = {}
     for w in chosen:
         for domain, joules in w.energy_j.items():
             by_domain[domain] = by_domain.get(domain, 0.0) + joules
     kinds = {s.domain: s.kind for s in report.sensors}
+    measured = [d for d in by_domain if kinds.get(d) in _MEASURED_KINDS]
+    summed = measured or list(by_domain)
+    energy_j = math.fsum(by_domain[d] for d in summed)
     return {
         "steps": steps,
         "energy_j": energy_j,
         "duration_s": duration_s,
         "windows": len(chosen),
-        "kind": weakest_kind([kinds.get(d, "none") for d in by_domain]),
+        "kind": weakest_kind([kinds.get(d, "none") for d in summed]),
         "energy_per_step_j": energy_j / steps,
         "duration_per_step_s": duration_s / steps,
         "power_w": energy_j / duration_s if duration_s > 0 else None,
+        "domains": sorted(summed),
+        "excluded_j": {d: j for d, j in by_domain.items() if d not in summed},
         "energy_by_domain_j": by_domain,
         "train_windows": sum(1 for w in report.windows if w.loop == "train"),
     }

@@ -65,7 +65,13 @@ from lightning_to_energy.records import (
     SensorInfo,
     WindowRecord,
 )
-from lightning_to_energy.regression import FEATURES, Accuracy, OnlineEnergyModel, Prediction
+from lightning_to_energy.regression import (
+    FEATURES,
+    Accuracy,
+    OnlineEnergyModel,
+    Prediction,
+    warm_up_solver,
+)
 from lightning_to_energy.sensors.base import Sensor, SensorKind
 
 LOOPS = ("train", "validate", "test")
@@ -304,9 +310,9 @@ class EnergyTracker:
         except Exception as exc:  # detection is best effort; it only names the report
             self._warn_once("hardware", f"hardware not identified: {exc}")
         self._load_calibration()
-        # Pay for importing the regression's solver now, not in the middle of the first window
-        # close (about half a second).
-        import sklearn.linear_model  # noqa: F401
+        # Pay for importing the regression's solver and for its first fit now, not in the
+        # middle of the first window close.
+        warm_up_solver()
 
     def _cuda_devices(self) -> list[int]:
         if self.device is not None and self.device.type == "cuda":
@@ -630,8 +636,7 @@ class EnergyTracker:
 
     def _refresh_live(self) -> None:
         """The accuracy and forecast behind :meth:`live`; once per window close."""
-        recent = self.model.accuracy().recent
-        mape = recent.mape if recent is not None and recent.n > 0 else math.nan
+        mape = self.model.recent_mape()
         self._recent_error_pct = None if math.isnan(mape) else 100.0 * mape
         self._forecast = self.forecast()
 
