@@ -329,8 +329,19 @@ def test_report_files_and_validation_windows(tmp_path: Path) -> None:
     phases = saved.tos_by_phase
     assert phases["forward"] > 0 and phases["backward"] > 0 and phases["optimizer"] > 0
     assert (tmp_path / "out" / "energy_report.csv").exists()
+    assert (tmp_path / "out" / "energy_report.png").exists()  # matplotlib is in the dev extra
     assert saved.top_modules and saved.top_modules[0].name.startswith("net")
     assert math.isclose(sum(m.share for m in saved.top_modules), 1.0, rel_tol=0.05)
+
+
+def test_plot_false_saves_the_report_without_its_png(tmp_path: Path) -> None:
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=10.0, report_dir=tmp_path / "out", plot=False)
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.25, high=0.25), energy])
+    trainer.fit(Tiny(), DataLoader(Rows(64), batch_size=16))
+    assert (tmp_path / "out" / "energy_report.json").exists()
+    assert (tmp_path / "out" / "energy_report.csv").exists()
+    assert not (tmp_path / "out" / "energy_report.png").exists()
 
 
 def test_corrupt_calibration_file_warns_is_left_untouched_and_training_goes_on(

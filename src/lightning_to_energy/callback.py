@@ -85,6 +85,8 @@ class TOEnergy(Callback):
             (totals stay exact; memory and checkpoints stay bounded on long runs).
         report_dir: where the report files go; ``None`` means the trainer's ``log_dir``.
         print_report: print the rich report on rank 0 at the end.
+        plot: draw ``energy_report.png`` (when matplotlib is installed); False skips it (the
+            drawing takes about half a second at the end of each fit).
         clock: monotonic clock in seconds (injectable for tests).
 
     Raises:
@@ -115,6 +117,7 @@ class TOEnergy(Callback):
         max_windows: int = 20_000,
         report_dir: str | Path | None = None,
         print_report: bool = True,
+        plot: bool = True,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if isinstance(sensors, str) and sensors != "auto":
@@ -138,6 +141,7 @@ class TOEnergy(Callback):
         EnergyTracker(None, sensors=None, **self._kwargs)
         self.report_dir = Path(report_dir) if report_dir is not None else None
         self.print_report = print_report
+        self.plot = bool(plot)
         self._clock = clock
         self.tracker: EnergyTracker | None = None
         self.report: EnergyReport | None = None
@@ -450,7 +454,8 @@ class TOEnergy(Callback):
 
         directory = self.report_dir or Path(trainer.log_dir or trainer.default_root_dir)
         try:
-            save_report(report, directory)
+            # None: draw when matplotlib is there; False: never
+            save_report(report, directory, plot=None if self.plot else False)
         except OSError as exc:
             warnings.warn(
                 f"lightning-to-energy: energy report not saved to {directory}: {exc}",
