@@ -90,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
     """Load, fit, score, print, and optionally write the calibration."""
     if _is_study(args.reports):
         return _run_study(args)
-    from lightning_to_energy.calibration import Calibration, CalibrationStore
+    from lightning_to_energy.calibration import Calibration
     from lightning_to_energy.regression import OnlineEnergyModel
-    from lightning_to_energy.report import ReportFormatError, format_si, load_report
+    from lightning_to_energy.report import ReportFormatError, load_report
 
     runs: list[list[tuple[dict[str, float], float]]] = []
     for path in args.reports:
@@ -151,17 +151,12 @@ def run(args: argparse.Namespace) -> int:
         "accuracy": scores,
     }
     if args.out:
-        saved = CalibrationStore.from_path(args.out).save(Calibration.from_model(model))
-        if saved is None:
-            raise CliError(f"calibration not written to {args.out} (see the warning above).")
-        result["calibration"] = str(saved)
+        result["calibration"] = _save(args.out, Calibration.from_model(model))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
     print(f"fitted {len(windows)} windows from {len(args.reports)} report(s) on {list(names)}")
-    units = model.units()
-    for name, value in model.coefficients.items():
-        print(f"  {name:>20}: {format_si(value, units[name])}")
+    _print_coefficients(model)
     if not model.identifiable:
         print("  (coefficients not separately identifiable from these windows; predictions are)")
     precision = scores.get("precision_pct", math.nan)
@@ -177,8 +172,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_study(args: argparse.Namespace) -> int:
     """``fit`` on study runs: the scaling model, scored on held-out configurations."""
-    from lightning_to_energy.calibration import Calibration, CalibrationStore, HardwareInfo
-    from lightning_to_energy.report import format_si
+    from lightning_to_energy.calibration import Calibration, HardwareInfo
     from lightning_to_energy.scaling import evaluate, fit_calibration_model, load_runs
 
     if args.features:
@@ -220,18 +214,14 @@ def _run_study(args: argparse.Namespace) -> int:
         "accuracy": scores,
     }
     if args.out:
-        calibration = Calibration.from_model(model, hardware, run_id="study")
-        saved = CalibrationStore.from_path(args.out).save(calibration)
-        if saved is None:
-            raise CliError(f"calibration not written to {args.out} (see the warning above).")
-        result["calibration"] = str(saved)
+        result["calibration"] = _save(
+            args.out, Calibration.from_model(model, hardware, run_id="study")
+        )
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
     print(f"fitted {len(runs)} study runs on {results.hardware} ({hardware.label})")
-    units = model.units()
-    for name, value in model.coefficients.items():
-        print(f"  {name:>20}: {format_si(value, units[name])}")
+    _print_coefficients(model)
     for split, figures in scores.items():
         if "not_evaluable" in figures:
             print(f"held out by {split}: not evaluable ({figures['not_evaluable']})")
@@ -244,3 +234,21 @@ def _run_study(args: argparse.Namespace) -> int:
     if args.out:
         print(f"calibration written to {result['calibration']}")
     return 0
+
+
+def _save(path: str, calibration: Any) -> str:
+    """Write ``calibration`` to ``path``; a CliError when the store refused (it warned why)."""
+    from lightning_to_energy.calibration import CalibrationStore
+
+    saved = CalibrationStore.from_path(path).save(calibration)
+    if saved is None:
+        raise CliError(f"calibration not written to {path} (see the warning above).")
+    return str(saved)
+
+
+def _print_coefficients(model: Any) -> None:
+    from lightning_to_energy.report import format_si
+
+    units = model.units()
+    for name, value in model.coefficients.items():
+        print(f"  {name:>20}: {format_si(value, units[name])}")

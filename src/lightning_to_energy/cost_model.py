@@ -12,7 +12,6 @@ the resulting table are in ``docs/cost-model.md`` (regenerate the table with
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from lightning_to_energy._files import load_toml_or_json
 
 
 class AluOp(str, Enum):
@@ -518,7 +519,7 @@ class CostModel:
                 f"expected a cost file at {str(path)!r}; found nothing; fix: check the path"
             )
         try:
-            data = _load(path)
+            data = load_toml_or_json(path)
             if not isinstance(data, dict) or set(data) != {"tos"}:
                 found = sorted(data) if isinstance(data, dict) else type(data).__name__
                 raise ValueError(f"expected exactly one top-level table 'tos'; found {found}")
@@ -546,21 +547,6 @@ class CostModel:
 
 
 _FILE_HINT = 'write [tos] "fma:bf16" = 123.0 (TOML) or {"tos": {"fma:bf16": 123.0}} (JSON)'
-
-
-def _load(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".json":
-            return json.loads(text)
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-        return tomllib.loads(text)
-    except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
-        kind = path.suffix.lstrip(".").upper()
-        raise ValueError(f"expected valid {kind}; found a syntax error ({exc})") from exc
 
 
 @functools.lru_cache(maxsize=1)

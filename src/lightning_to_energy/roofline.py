@@ -16,7 +16,6 @@ coefficient absorbs the gap to real throughput), not a prediction of wall time b
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from lightning_to_energy._files import load_toml_or_json
 from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit, format_from_str
 from lightning_to_energy.counting.profile import StepProfile
 from lightning_to_energy.counting.registry import OpCost
@@ -883,7 +883,7 @@ def load_hardware(path: str | os.PathLike[str], *, register: bool = True) -> lis
             f"expected a hardware file at {str(path)!r}; found nothing; fix: check the path"
         )
     try:
-        data = _load(path)
+        data = load_toml_or_json(path)
         entries = data.get("hardware") if isinstance(data, dict) else None
         if not isinstance(entries, list) or not entries:
             found = sorted(data) if isinstance(data, dict) else type(data).__name__
@@ -931,21 +931,6 @@ def _entry(i: int, entry: Any) -> HardwareSpec:
         match=tuple(match),
         source=str(entry.get("source", "")),
     )
-
-
-def _load(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".json":
-            return json.loads(text)
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-        return tomllib.loads(text)
-    except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
-        kind = path.suffix.lstrip(".").upper()
-        raise ValueError(f"expected valid {kind}; found a syntax error ({exc})") from exc
 
 
 # --- the estimate ------------------------------------------------------------------------------
