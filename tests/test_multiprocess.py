@@ -59,3 +59,8 @@ def test_killed_and_resumed_run_neither_double_counts_nor_loses_checkpointed_win
     assert [(w.first_step, w.steps) for w in train] == [(i, 2) for i in range(0, 12, 2)]
     # 12 steps x 0.5 s x 10 W = 60 J: no window counted twice, none saved before it lost.
     assert report.measured_j == pytest.approx(60.0)
+    # The TO breakdowns ride in the checkpoint too: the phases sum to the 12 steps' TOs of the
+    # windows (steps 0..3 restored from the checkpoint + steps 4..11 run after the resume), not
+    # to the 8 steps since the resume.
+    assert sum(report.tos_by_phase.values()) == pytest.approx(sum(w.tos for w in train))
+    assert sum(report.tos_by_class.values()) == pytest.approx(sum(w.tos for w in train))

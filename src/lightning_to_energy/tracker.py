@@ -254,9 +254,10 @@ class EnergyTracker:
         self._profile_vectors: dict[int, tuple[float, ...]] = {}
         self._window: _Window | None = None
         self._window_t0 = 0.0
-        # Every step completed, by profile: the report's breakdowns. Not checkpointed: after a
-        # resume they cover the steps run since (the windows and totals cover the whole run).
+        # Every step completed, by profile: the report's breakdowns. Checkpoints carry them as
+        # plain sums (_restored_breakdown), added back after a resume.
         self._run_steps = ProfileSum()
+        self._restored_breakdown: dict[str, Any] = {}
         self._counter: OpCounter | None = None
         self._counting_sig: StepSignature | None = None
         self._pending: tuple[int, tuple[float, ...]] | None = None
@@ -799,20 +800,43 @@ class EnergyTracker:
         dict[str, int],
     ]:
         """TOs by class, format, phase and module over every counted-or-replayed step."""
-        if self._run_steps.steps == 0:
+        sums = self._breakdown_sums()
+        steps = sums["steps"]
+        if steps == 0:
             return {}, {}, {}, (), {}
-        total = self._run_steps.total()
-        by_class = {_key(k): float(v) for k, v in total.tos_by_class.items()}
-        by_format = {_key(k): float(v) for k, v in total.tos_by_format.items()}
-        by_phase = {k: float(t.tos) for k, t in total.by_phase.items()}
-        by_module = {k: float(m.tos) for k, m in total.by_module.items()}
+        by_module = sums["by_module"]
         # Calls per step of ops without a formula, from the profiles as counted.
         unmodelled: dict[str, int] = {}
         for p in self._profiles.values():
             for name, calls in p.unmodelled_ops.items():
                 unmodelled[name] = max(unmodelled.get(name, 0), int(calls))
-        modules = self._top_modules(by_module, float(total.tos) or 1.0, self._run_steps.steps)
-        return by_class, by_format, by_phase, modules, unmodelled
+        total_tos = math.fsum(by_module.values()) or 1.0
+        modules = self._top_modules(by_module, total_tos, steps)
+        return sums["by_class"], sums["by_format"], sums["by_phase"], modules, unmodelled
+
+    def _breakdown_sums(self) -> dict[str, Any]:
+        """TO sums by class, format, phase and module, and the steps behind them: this
+        process's steps plus those restored from a checkpoint."""
+        sums: dict[str, Any] = {
+            "steps": float(self._restored_breakdown.get("steps", 0.0)),
+            **{
+                k: dict(self._restored_breakdown.get(k, {}))
+                for k in ("by_class", "by_format", "by_phase", "by_module")
+            },
+        }
+        if self._run_steps.steps:
+            total = self._run_steps.total()
+            sums["steps"] += float(self._run_steps.steps)
+            mine = {
+                "by_class": {_key(k): float(v) for k, v in total.tos_by_class.items()},
+                "by_format": {_key(k): float(v) for k, v in total.tos_by_format.items()},
+                "by_phase": {k: float(t.tos) for k, t in total.by_phase.items()},
+                "by_module": {k: float(m.tos) for k, m in total.by_module.items()},
+            }
+            for group, values in mine.items():
+                for k, v in values.items():
+                    sums[group][k] = sums[group].get(k, 0.0) + v
+        return sums
 
     def _top_modules(
         self, by_module: Mapping[str, float], total: float, steps: float
@@ -854,6 +878,7 @@ class EnergyTracker:
             + (self._clock() - self._t0 if self._started else 0.0),
             "model": self.model.state_dict(),
             "warnings": list(self.warnings),
+            "breakdown": self._breakdown_sums(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -873,6 +898,10 @@ class EnergyTracker:
         self._elapsed_before_s = float(state["elapsed_s"])
         self.model.load_state_dict(state["model"])
         self.warnings = list(state.get("warnings", []))
+        # Checkpoints before this key existed restore no breakdown: the report's TO breakdowns
+        # then cover the steps run since the resume.
+        self._restored_breakdown = dict(state.get("breakdown", {}))
+        self._run_steps.clear()
         self._refresh_totals()
 
 
