@@ -93,6 +93,17 @@ class TinyGPT(nn.Module):
         return self.head(self.ln(x))
 
 
+class DropoutMLP(nn.Module):
+    """16 -> 32 -> 4 with a ReLU and dropout; takes [batch, 16]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 def tiny_mlp() -> TinyMLP:
     """A zero-argument factory, for the CLI's MODULE:ATTR form."""
     return TinyMLP()

@@ -37,6 +37,20 @@ def test_json_for_a_class_a_factory_and_an_instance(
     assert d["unmodelled_ops"] == {}
 
 
+def test_forward_only_counts_inference_and_train_counts_training(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "_models:DropoutMLP", "--input", "8x16", "--json")
+    assert code == 0
+    inference = json.loads(out)
+    # eval mode: dropout is the identity, no kernel runs for it
+    assert not any("dropout" in op or "bernoulli" in op for op in inference["by_op"])
+    code, out, _ = run(capsys, "_models:DropoutMLP", "--input", "8x16", "--train", "--json")
+    assert code == 0
+    training = json.loads(out)
+    assert any("dropout" in op or "bernoulli" in op for op in training["by_op"])
+
+
 def test_json_for_a_train_step_in_bf16(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(
         capsys, "_models:TinyGPT", "--input", "2x16:int64:64", "--train",

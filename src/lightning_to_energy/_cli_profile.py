@@ -123,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     specs = [parse_input(text) for text in args.input]
     model = load_module(args.target).to(device)
+    # Forward only counts inference: dropout off, batch norm on its running statistics.
+    model.train(args.train)
     inputs = [_make_input(shape, dtype, high, device) for shape, dtype, high in specs]
     precision, how = _precision(args.dtype, device, model, inputs)
     try:
