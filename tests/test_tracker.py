@@ -168,3 +168,58 @@ def test_the_steps_feature_counts_a_windows_steps() -> None:
     # 0.25 s steps in 1 s windows: 4 steps, then the 2 left at the end
     assert [w.features["steps"] for w in report.windows] == [4.0, 2.0]
     assert [w.steps for w in report.windows] == [4, 2]
+
+
+def test_live_predicted_and_measured_cover_the_same_windows() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = EnergyTracker(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        sensors=[FakeSensor(power_w=5.0, clock=clock)],
+        window_s=1.0,
+        calibration=None,
+        clock=clock,
+    )
+    tracker.start()
+    _loop(tracker, model, clock, steps=4, dt=0.25)  # one window, closed before any prediction
+    assert tracker.live().predicted_j is None
+    _loop(tracker, model, clock, steps=6, dt=0.25)  # a predicted window, and 2 steps open
+    live = tracker.live()
+    first, second = tracker.windows
+    assert first.predicted_j is None and second.predicted_j is not None
+    # 10 steps x 0.25 s x 5 W = 12.5 J measured, the open window's 2 steps (2.5 J) included
+    assert live.measured_j == pytest.approx(12.5)
+    # predicted: the first window and the open one at their measured 5 J and 2.5 J, the
+    # second at its prediction; the difference is that one prediction's error
+    assert live.predicted_j == pytest.approx(5.0 + second.predicted_j + 2.5)
+    assert live.measured_j - live.predicted_j == pytest.approx(5.0 - second.predicted_j)
+
+
+def test_forecast_adds_validation_energy_in_proportion_to_the_train_steps_left() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = EnergyTracker(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        sensors=[FakeSensor(power_w=10.0, clock=clock)],
+        window_s=1.0,
+        calibration=None,
+        clock=clock,
+        total_steps=20,
+    )
+    tracker.start()
+    _loop(tracker, model, clock, steps=8, dt=0.25)  # 2 train windows of 4 steps, 10 J each
+    x = torch.randn(16, 4)
+    for _ in range(4):  # a validation pass: 4 steps x 0.25 s x 10 W = 10 J
+        with torch.no_grad(), tracker.step(x, loop="validate"):
+            model(x)
+            clock.t += 0.25
+    _loop(tracker, model, clock, steps=4, dt=0.25)  # closes the validation window, 1 train
+    forecast = tracker.live().forecast
+    assert forecast is not None and forecast.steps_done == 12
+    # So far: train 10 + 10, validation 10, train 10 = 40 J, over 12 train steps.
+    # Left: 8 train steps x 2.5 J (10 W x 0.25 s, which the model predicts nearly exactly)
+    # = 20 J, and validation at 10 J per 12 train steps x 8 = 6.67 J: 40 + 20 + 6.67 = 66.7 J.
+    assert forecast.total_j == pytest.approx(40 + 20 + 10 / 12 * 8, rel=0.02)
+    assert forecast.low_j <= forecast.total_j <= forecast.high_j

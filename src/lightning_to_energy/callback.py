@@ -51,9 +51,12 @@ class TOEnergy(Callback):
 
     Progress bar (rank-local, read from running totals whenever the bar redraws):
         ``energy_J`` measured joules so far (``energy_est_J`` when a sensor only estimates),
-        ``energy_pred_J`` joules the model predicted for the measured windows, ``energy_err_%``
-        mean relative error of the last 10 predictions, ``energy_run_J`` the forecast of the
-        whole run's energy (joules so far plus the model's prediction for the steps left).
+        ``energy_pred_J`` joules the model predicted for the same windows, each before it was
+        measured (windows closed before the first prediction, and the open window, count at
+        their measured value: ``energy_J - energy_pred_J`` is the model's accumulated error),
+        ``energy_err_%`` mean relative error of the last 10 predictions, ``energy_run_J`` the
+        forecast of the whole run's energy (joules so far plus the model's prediction for the
+        steps left).
 
     Logged at each window close (to ``trainer.loggers``, rank 0, step = ``trainer.global_step``),
     with ``LOOP`` one of ``train``, ``validate``, ``test``:

@@ -117,6 +117,7 @@ class _RunningTotals:
 
     measured_j: float = 0.0
     predicted_j: float = 0.0  # over measured windows that had a prediction
+    unpredicted_j: float = 0.0  # measured joules of windows closed before any prediction
     any_prediction: bool = False
     train_steps: int = 0
     train_duration_s: float = 0.0
@@ -137,6 +138,8 @@ class _RunningTotals:
             if w.predicted_j is not None:
                 self.predicted_j += w.predicted_j
                 self.any_prediction = True
+            else:
+                self.unpredicted_j += w.measured_j
         if w.loop == "train" and w.steps > 0:
             self.train_steps += w.steps
             self.train_duration_s += w.duration_s
@@ -248,6 +251,7 @@ class EnergyTracker:
         self.max_windows = max_windows
         self._n_windows = 0  # windows closed in the run, folded ones included
         self._archived: dict[str, LoopTotals] = {}  # per loop: windows folded out of the list
+        self._archived_unpredicted_j = 0.0  # measured J of folded windows that had no prediction
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self._profiles: dict[int, StepProfile] = {}
@@ -584,6 +588,9 @@ class EnergyTracker:
         """Fold the oldest tenth of the kept windows into the per-loop archive."""
         n = max(len(self.windows) - self.max_windows * 9 // 10, 1)
         old, self.windows = self.windows[:n], self.windows[n:]
+        self._archived_unpredicted_j += math.fsum(
+            w.measured_j for w in old if w.measured_j is not None and w.predicted_j is None
+        )
         for loop in LOOPS:
             ws = [w for w in old if w.loop == loop]
             if ws:
@@ -609,16 +616,20 @@ class EnergyTracker:
     def live(self) -> LiveReadout:
         """Totals so far for the progress bar: cheap enough for every step, never blocks.
 
-        Measured joules include the open window's latest background sample; predicted joules
-        cover the closed windows (an open window is predicted when it closes).
+        Measured joules include the open window's latest background sample. Predicted joules
+        are the predictions of the closed windows that had one, plus, at their measured value,
+        the windows closed before the model could predict and the open window (predicted when
+        it closes): so measured minus predicted is the model's accumulated error.
         """
         totals = self._totals
-        measured = totals.measured_j
+        open_j = 0.0
         if self.meter is not None and self._window is not None and self._window.meter_open:
-            measured += self.meter.peek_j()
+            open_j = self.meter.peek_j()
         return LiveReadout(
-            measured_j=measured,
-            predicted_j=totals.predicted_j if totals.any_prediction else None,
+            measured_j=totals.measured_j + open_j,
+            predicted_j=totals.predicted_j + totals.unpredicted_j + open_j
+            if totals.any_prediction
+            else None,
             recent_error_pct=self._recent_error_pct,
             tos=self.tos_total,
             kind=self._weakest_kind,
@@ -631,6 +642,7 @@ class EnergyTracker:
         self._totals = _RunningTotals()
         for totals in self._archived.values():
             self._totals.add_archived(totals)
+        self._totals.unpredicted_j += self._archived_unpredicted_j
         for record in self.windows:
             self._totals.add(record)
         self._refresh_live()
@@ -682,7 +694,13 @@ class EnergyTracker:
             self._warn_once("calibration-save", f"calibration not saved: {exc}")
 
     def forecast(self) -> Forecast | None:
-        """Whole-run energy from the last train step's profile x the steps left, with interval."""
+        """Whole-run energy, with its interval: the joules measured so far (every loop), the
+        model's prediction for the train steps left (the last train step's profile x the steps
+        left), and the validation and test joules so far per train step x the steps left.
+
+        NB: validation is assumed to keep its cadence in train steps (every epoch, or every N
+        steps), so its energy grows in proportion to the train steps.
+        """
         if self.total_steps is None or not self.windows:
             return None
         pid = self._step_profile_ids.get("train")
@@ -695,16 +713,18 @@ class EnergyTracker:
         vector = self._profile_vectors[pid]
         features = {"duration_s": step_s * left}
         features.update({f: vector[i] * left for i, f in enumerate(self._profile_features)})
-        so_far = totals.train_measured_j
+        so_far = totals.measured_j
         if left == 0:
             return Forecast(so_far, so_far, so_far, self.total_steps, done)
         pred = self.model.predict(features)
         if pred.energy_j is None or pred.low_j is None or pred.high_j is None:
             return None
+        other_loops_j = (totals.measured_j - totals.train_measured_j) / totals.train_steps * left
+        base = so_far + other_loops_j
         return Forecast(
-            total_j=so_far + pred.energy_j,
-            low_j=so_far + pred.low_j,
-            high_j=so_far + pred.high_j,
+            total_j=base + pred.energy_j,
+            low_j=base + pred.low_j,
+            high_j=base + pred.high_j,
             steps_total=self.total_steps,
             steps_done=done,
         )
@@ -873,6 +893,7 @@ class EnergyTracker:
             "windows": [_window_to_dict(w) for w in self.windows],
             "n_windows": self._n_windows,
             "archived": {loop: _totals_to_dict(t) for loop, t in self._archived.items()},
+            "archived_unpredicted_j": self._archived_unpredicted_j,
             "steps": dict(self._steps),
             "elapsed_s": self._elapsed_before_s
             + (self._clock() - self._t0 if self._started else 0.0),
@@ -894,6 +915,7 @@ class EnergyTracker:
             loop: LoopTotals(**{**t, "energy_j": dict(t["energy_j"])})
             for loop, t in state.get("archived", {}).items()
         }
+        self._archived_unpredicted_j = float(state.get("archived_unpredicted_j", 0.0))
         self._steps = {**dict.fromkeys(LOOPS, 0), **state["steps"]}
         self._elapsed_before_s = float(state["elapsed_s"])
         self.model.load_state_dict(state["model"])
