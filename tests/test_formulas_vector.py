@@ -736,3 +736,19 @@ def test_a_well_known_unusual_op_stays_unmodelled() -> None:
     # The framework tests its fallback with these; no formula may claim them.
     assert formula_for(aten.cholesky) is None
     assert formula_for(aten.linalg_eigh) is None
+
+
+def test_embedding_bag_forward_and_backward() -> None:
+    bag = torch.nn.EmbeddingBag(10, 4, mode="mean")
+    idx = torch.tensor([1, 2, 4, 5, 4, 3])
+    offsets = torch.tensor([0, 4])  # bags [1, 2, 4, 5] and [4, 3]
+    calls = capture(lambda: bag(idx, offsets).sum().backward())
+    fwd = apply(next(c for c in calls if c.packet is aten._embedding_bag))
+    # 6 indices x 4 = 24 gathered fp32 elements, 1 add each; mean: 2 bags x 4 = 8 divs
+    assert fwd.ops == ops(add=24, div=8)
+    assert fwd.modelled
+    # reads 6 int64 indices (48) + 2 int64 offsets (16) + 24 gathered fp32 (96) = 160 bytes
+    assert fwd.bytes_read == 160
+    bwd = apply(next(c for c in calls if c.packet is aten._embedding_bag_backward))
+    # each of the 6 indices adds a 4-wide slice, divided by its bag size (mean): 24 add, 24 div
+    assert bwd.ops == ops(add=24, div=24)

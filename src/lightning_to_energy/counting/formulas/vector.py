@@ -1259,6 +1259,59 @@ def embedding_dense_backward(call: OpCall) -> OpCost:
     return _cost(call, ops)
 
 
+# _embedding_bag(w, idx, offsets, ..., mode, ..., per_sample_weights, ...): each of the n
+# indices gathers a D-wide row into its bag: mode 0 (sum) 1 add per gathered element, mode 1
+# (mean) the same plus 1 div per output element, mode 2 (max) 1 cmp per gathered element;
+# per_sample_weights (sum mode) 1 mul per gathered element. Reads the indices, offsets, the n
+# gathered rows and the weights; writes the (bags x D) output and the auxiliary outputs.
+# NB: the first element of a bag initialises rather than adds: counted as an add.
+_BAG_OPS: dict[int, PerElement] = {0: {ADD: 1}, 1: {ADD: 1}, 2: {CMP: 1}}
+
+
+@register(aten._embedding_bag, aten._embedding_bag_forward_only)
+def embedding_bag(call: OpCall) -> OpCost:
+    weight = call_arg(call, "weight")
+    indices = call_arg(call, "indices")
+    mode = int(call_arg(call, "mode", 0))
+    psw = call_arg(call, "per_sample_weights", None)
+    out = _first_out(call)
+    d = weight.shape[-1] if weight.dim() > 1 else 1
+    gathered = indices.numel() * d
+    per: dict[AluOp, float] = dict(_BAG_OPS.get(mode, {ADD: 1}))
+    if isinstance(psw, torch.Tensor):
+        per[MUL] = per.get(MUL, 0) + 1
+    ops = count_ops(_fmt(weight), per, gathered)
+    if mode == 1:
+        ops = merge_ops(ops, count_ops(_fmt(out), {DIV: 1}, out.numel()))
+    read = (
+        read_bytes(indices)
+        + read_bytes(call_arg(call, "offsets"))
+        + gathered * weight.element_size()
+        + (read_bytes(psw) if isinstance(psw, torch.Tensor) else 0)
+    )
+    return _cost(call, ops, read=read)
+
+
+# _embedding_bag_backward / _embedding_bag_dense_backward(grad, idx, ...): each index adds a
+# D-wide slice of its bag's gradient into its weight row: 1 add per index x D; mean mode 1 div
+# per index x D (the bag size), per_sample_weights 1 mul. Writes the (num_weights x D) grad.
+# NB: CUDA sorts the indices and reduces segments (several kernels); counted as 1 launch.
+@register(aten._embedding_bag_backward, aten._embedding_bag_dense_backward)
+def embedding_bag_backward(call: OpCall) -> OpCost:
+    grad = call_arg(call, "grad")
+    indices = call_arg(call, "indices")
+    mode = int(call_arg(call, "mode", 0))
+    psw = call_arg(call, "per_sample_weights", None)
+    d = grad.shape[-1] if grad.dim() > 1 else 1
+    per: dict[AluOp, float] = {ADD: 1}
+    if mode == 1:
+        per[DIV] = 1
+    if isinstance(psw, torch.Tensor):
+        per[MUL] = 1
+    ops = count_ops(_fmt(grad), per, indices.numel() * d)
+    return _cost(call, ops)
+
+
 def _scatter(source: str, spec: PerElementSpec) -> Formula:
     """Scatter-style writes of n elements into self, ``spec`` ops each.
 
