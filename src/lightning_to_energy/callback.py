@@ -45,9 +45,9 @@ class TOEnergy(Callback):
     """Counts transistor operations, measures energy and predicts it live, window by window.
 
     Steps are grouped into windows of at least ``window_s`` seconds (by default the sensors'
-    minimum trustworthy window: 2 s for an NVML counter). Each window's energy is predicted from
-    its operation features *before* its measurement is seen, then the measurement refines the
-    online regression. Training, validation and test windows are kept apart.
+    minimum trustworthy window, and at least 2 s: 2 s for an NVML counter). Each window's
+    energy is predicted from its operation features *before* its measurement is seen, then the
+    measurement refines the online regression. Training, validation and test windows are kept apart.
 
     Progress bar (rank-local, read from running totals whenever the bar redraws):
         ``energy_J`` measured joules so far (``energy_est_J`` when a sensor only estimates),
@@ -78,7 +78,8 @@ class TOEnergy(Callback):
     Args:
         sensors: ``"auto"`` to discover NVML, RAPL and then a labelled estimate; a sequence of
             sensors; a callable ``(local_rank, device) -> sequence of sensors``; or ``None``.
-        window_s: minimum window length in seconds (default: the sensors' minimum).
+        window_s: minimum window length in seconds (default: the sensors' minimum, at least
+            2 s).
         features: regression features (default ``regression.FEATURES``).
         calibration: ``"auto"`` (per-hardware store in the user cache directory), a JSON
             file path, or ``None``.

@@ -165,7 +165,7 @@ class EnergyTracker:
             :class:`~lightning_to_energy.sensors.base.Sensor` objects, or ``None`` to count only.
         cost_model: transistor costs; default :meth:`CostModel.default`.
         window_s: minimum window length in seconds; default: the sensors' ``min_window_s``
-            (2 s for an NVML counter), and never below ``DEFAULT_MIN_WINDOW_S`` (1 s).
+            (2 s for an NVML counter), and never below ``DEFAULT_MIN_WINDOW_S`` (2 s).
         features: regression features; names from ``FEATURES`` plus ``"tos"`` and ``"flops"``.
         calibration: ``"auto"`` (the per-hardware store in the user cache), a path to a
             calibration JSON file, or ``None`` for no prior and nothing saved.
