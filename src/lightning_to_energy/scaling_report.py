@@ -226,7 +226,10 @@ def save_plot(results: StudyResults, path: str | os.PathLike[str]) -> Path:
         labels.append(m)
     if handles:
         fig.legend(handles, labels, loc="outside right upper", fontsize=8)
-    fig.suptitle(f"Predicted vs measured energy per training step ({results.hardware})")
+    title = f"Predicted vs measured energy per training step ({results.hardware})"
+    if energy_caveat(results):
+        title += "\nsome energies are estimates, not measurements (see results.md)"
+    fig.suptitle(title)
 
     def write(fh: typing.IO[bytes]) -> None:
         fig.savefig(fh, format="png", dpi=100)
