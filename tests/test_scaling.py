@@ -589,3 +589,39 @@ def test_estimated_energy_is_flagged_in_the_markdown_and_the_table(tmp_path: Pat
     # Counter-only runs carry no such warning.
     counted = evaluate(runs[:2], models=["tos-linear"], splits=["config"])
     assert "Not a measurement" not in results_markdown(counted, "x", "2026-11-25")
+
+
+def test_design_effects_compare_runs_that_differ_in_one_choice_only() -> None:
+    from lightning_to_energy.scaling import design_effects
+
+    act = {"relu": 1.0, "gelu": 1.06, "tanh": 1.04}
+    runs = []
+    for width in (256, 1024):
+        for a, factor in act.items():
+            for dtype, d_factor in (("fp32", 1.0), ("bf16", 0.5)):
+                cfg = {"id": f"{width}-{a}-{dtype}", "family": "mlp", "width": width}
+                cfg.update(activation=a, dtype=dtype, depth=2)
+                # energy per step: 1 J per 256 of width, times the activation and dtype factors
+                energy = width / 256 * factor * d_factor
+                runs.append(make_run(cfg["id"], "mlp", {}, energy, dtype=dtype))
+                runs[-1] = StudyRun(**{**vars(runs[-1]), "config": cfg})
+    effects = {(e.knob, e.value, e.reference): e for e in design_effects(runs)}
+    # gelu vs relu: 1.06 in each of the 4 (width, dtype) groups
+    gelu = effects[("activation", "gelu", "relu")]
+    assert (gelu.pairs, gelu.ratio, gelu.ratio_min, gelu.ratio_max) == pytest.approx(
+        (4, 1.06, 1.06, 1.06)
+    )
+    assert effects[("activation", "tanh", "relu")].ratio == pytest.approx(1.04)
+    # bf16 vs fp32: 0.5 in each of the 6 (width, activation) groups
+    bf16 = effects[("dtype", "bf16", "fp32")]
+    assert (bf16.pairs, bf16.ratio) == (6, pytest.approx(0.5))
+    # width 1024 vs the smaller 256: 4x in each of the 6 (activation, dtype) groups
+    wide = effects[("width", "1024", "256")]
+    assert (wide.pairs, wide.ratio) == (6, pytest.approx(4.0))
+    # depth never varies: no depth row
+    assert not any(k == "depth" for k, _, _ in effects)
+    results = evaluate(runs, models=["tos-linear"], splits=["config"], in_sample=False)
+    assert results.effects and StudyResults.from_dict(results.to_dict()) == results
+    assert "| activation gelu | relu | 4 | 1.060 | 1.060 to 1.060 |" in results_markdown(
+        results, "x", "2026-11-25"
+    )

@@ -39,6 +39,7 @@ import numpy as np
 from lightning_to_energy.regression import OnlineEnergyModel
 
 __all__ = [
+    "DESIGN_KNOBS",
     "MODELS",
     "OURS_FEATURES",
     "OURS_MEASURED_FEATURES",
@@ -49,6 +50,7 @@ __all__ = [
     "RUN_SUFFIX",
     "RUN_VERSION",
     "SPLITS",
+    "DesignEffect",
     "Goal",
     "LinearModel",
     "LogLogModel",
@@ -62,6 +64,7 @@ __all__ = [
     "StudyResults",
     "StudyRun",
     "Verdict",
+    "design_effects",
     "evaluate",
     "fit_calibration_model",
     "goals",
@@ -714,6 +717,80 @@ def score_pairs(pairs: Sequence[tuple[float, float]]) -> dict[str, float | int |
 
 
 @dataclass(frozen=True)
+class DesignEffect:
+    """What one design choice does to the measured energy per step, everything else equal.
+
+    Attributes:
+        knob: the configuration key that differs (``"activation"``, ``"dtype"``, ``"width"``...).
+        value: the choice, as text.
+        reference: what it is compared with (relu, fp32, or the smaller number).
+        pairs: pairs of runs that differ in this knob only.
+        ratio: mean of (energy per step with ``value``) / (with ``reference``) over the pairs.
+        ratio_min: the smallest of those ratios.
+        ratio_max: the largest.
+    """
+
+    knob: str
+    value: str
+    reference: str
+    pairs: int
+    ratio: float
+    ratio_min: float
+    ratio_max: float
+
+
+DESIGN_KNOBS: tuple[tuple[str, str | None], ...] = (
+    ("activation", "relu"),
+    ("dtype", "fp32"),
+    ("width", None),
+    ("depth", None),
+)
+"""Configuration keys compared by :func:`design_effects`, with their reference value (None: the
+smaller number in each group)."""
+
+
+def design_effects(runs: Sequence[StudyRun]) -> list[DesignEffect]:
+    """Measured energy-per-step ratios of runs that differ in one configuration key only.
+
+    For each knob of :data:`DESIGN_KNOBS`, runs are grouped by every other key of their
+    configuration (the id aside); within a group, each run is compared with the group's run at
+    the reference value. Ratios are then averaged per (knob, value, reference).
+    """
+    effects: list[DesignEffect] = []
+    for knob, fixed_ref in DESIGN_KNOBS:
+        groups: dict[tuple[Any, ...], list[StudyRun]] = {}
+        for r in runs:
+            if knob not in r.config:
+                continue
+            rest = tuple(sorted((k, repr(v)) for k, v in r.config.items() if k not in (knob, "id")))
+            groups.setdefault(rest, []).append(r)
+        ratios: dict[tuple[str, str], list[float]] = {}
+        for members in groups.values():
+            values = {str(m.config[knob]): m for m in members}
+            if len(values) < 2:
+                continue
+            ref = fixed_ref or str(min(m.config[knob] for m in members))
+            base = values.get(ref)
+            if base is None:
+                continue
+            for value, m in values.items():
+                if value != ref:
+                    ratios.setdefault((value, ref), []).append(m.energy_j / base.energy_j)
+        for (value, ref), rs in sorted(ratios.items(), key=lambda kv: _natural(kv[0])):
+            effects.append(
+                DesignEffect(knob, value, ref, len(rs), math.fsum(rs) / len(rs), min(rs), max(rs))
+            )
+    return effects
+
+
+def _natural(pair: tuple[str, str]) -> tuple[Any, ...]:
+    """Sort numbers as numbers and names as names."""
+    return tuple(
+        (0, float(x), "") if x.replace(".", "", 1).isdigit() else (1, 0.0, x) for x in pair
+    )
+
+
+@dataclass(frozen=True)
 class StudyResults:
     """Everything :func:`evaluate` found: scores per (model, split) and every prediction.
 
@@ -724,6 +801,7 @@ class StudyResults:
         runs: the evaluated runs.
         scores: one per (model, split), models within splits.
         predictions: every held-out prediction.
+        effects: what each design choice does to the measured energy (:func:`design_effects`).
     """
 
     hardware: str
@@ -732,6 +810,7 @@ class StudyResults:
     runs: tuple[RunInfo, ...]
     scores: tuple[Score, ...]
     predictions: tuple[PredictionRow, ...] = field(repr=False)
+    effects: tuple[DesignEffect, ...] = ()
 
     def score(self, model: str, split: str) -> Score:
         """The score of ``model`` on ``split``.
@@ -760,6 +839,7 @@ class StudyResults:
             "runs": [vars(r).copy() for r in self.runs],
             "scores": [vars(s).copy() for s in self.scores],
             "predictions": [vars(p).copy() for p in self.predictions],
+            "effects": [vars(e).copy() for e in self.effects],
         }
 
     @classmethod
@@ -784,6 +864,7 @@ class StudyResults:
                 runs=tuple(RunInfo(**r) for r in data["runs"]),
                 scores=tuple(Score(**s) for s in data["scores"]),
                 predictions=tuple(PredictionRow(**p) for p in data["predictions"]),
+                effects=tuple(DesignEffect(**e) for e in data.get("effects", [])),
             )
         except (KeyError, TypeError) as exc:
             raise _fail(
@@ -967,6 +1048,7 @@ def evaluate(
         runs=tuple(RunInfo(r.id, r.family, r.dataset, r.dtype, r.kind) for r in runs),
         scores=tuple(scores),
         predictions=tuple(predictions),
+        effects=tuple(design_effects(runs)),
     )
 
 

@@ -127,6 +127,24 @@ def render_results(results: StudyResults, console: Console | None = None) -> Non
     out.print(table)
     for i, text in enumerate(notes, 1):
         out.print(f"[{i}] {text}", highlight=False, markup=False)
+    if results.effects:
+        effects = Table(
+            title="Design choices: measured energy per step, ratio to the reference",
+            caption="runs that differ in this choice only; mean over the pairs",
+        )
+        for name, justify in (("choice", "left"), ("vs", "left"), ("pairs", "right")):
+            effects.add_column(name, justify=typing.cast(Any, justify))
+        effects.add_column("ratio", justify="right")
+        effects.add_column("range", justify="right")
+        for e in results.effects:
+            effects.add_row(
+                f"{e.knob} {e.value}",
+                e.reference,
+                str(e.pairs),
+                f"{e.ratio:.3f}",
+                f"{e.ratio_min:.3f} to {e.ratio_max:.3f}",
+            )
+        out.print(effects)
     caveat = energy_caveat(results)
     if caveat:
         out.print(f"[bold yellow]{caveat}[/bold yellow]")
@@ -378,4 +396,20 @@ def results_markdown(results: StudyResults, machine: str, date: str) -> str:
         "Data sets: " + ", ".join(f"{k} ({v})" for k, v in sorted(datasets.items())) + ".",
         "",
     ]
+    if results.effects:
+        lines += [
+            "### Design choices",
+            "",
+            "Measured energy per step of runs that differ in one choice only, as a ratio to the "
+            "reference choice (mean over the pairs, and its range).",
+            "",
+            "| choice | vs | pairs | energy ratio | range |",
+            "|---|---|---:|---:|---|",
+        ]
+        lines += [
+            f"| {e.knob} {e.value} | {e.reference} | {e.pairs} | {e.ratio:.3f} | "
+            f"{e.ratio_min:.3f} to {e.ratio_max:.3f} |"
+            for e in results.effects
+        ]
+        lines.append("")
     return "\n".join(lines)
