@@ -24,7 +24,7 @@ from typing import Any
 from lightning_to_energy.cli import CliError
 from lightning_to_energy.records import FLAG_FAULT, FLAG_OUTLIER, FLAG_SHORT, EnergyReport
 
-_HELP = "fit the energy model on saved reports and score it (leave-one-run-out)"
+_HELP = "fit the energy model on saved reports or study runs, scored on held-out runs"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

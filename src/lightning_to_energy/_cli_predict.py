@@ -44,7 +44,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="S",
-        help="seconds per step; default: time 5 steps here",
+        help="seconds per step (calibrations on measured time); default: time 5 steps here",
     )
     parser.add_argument(
         "--hardware",
