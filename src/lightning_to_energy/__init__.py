@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "OnlineEnergyModel": "lightning_to_energy.regression",
     "OpCounter": "lightning_to_energy.counting",
     "ReplaySensor": "lightning_to_energy.sensors.fake",
+    "RunPlan": "lightning_to_energy.planning",
     "Sensor": "lightning_to_energy.sensors.base",
     "SensorError": "lightning_to_energy.sensors.base",
     "SensorKind": "lightning_to_energy.sensors.base",
@@ -36,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "discover": "lightning_to_energy.sensors.discover",
     "hardware_fingerprint": "lightning_to_energy.calibration",
     "load_report": "lightning_to_energy.report",
+    "plan_run": "lightning_to_energy.planning",
     "profile": "lightning_to_energy.counting",
     "render_report": "lightning_to_energy.report",
     "save_report": "lightning_to_energy.report",
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from lightning_to_energy.cost_model import AluOp, CostModel, NumberFormat, Unit
     from lightning_to_energy.counting import OpCounter, StepProfile, profile
     from lightning_to_energy.meter import Measurement, Meter
+    from lightning_to_energy.planning import RunPlan, plan_run
     from lightning_to_energy.records import EnergyReport, WindowRecord
     from lightning_to_energy.regression import FEATURES, OnlineEnergyModel
     from lightning_to_energy.report import load_report, render_report, save_report
@@ -72,6 +75,7 @@ __all__ = [
     "OnlineEnergyModel",
     "OpCounter",
     "ReplaySensor",
+    "RunPlan",
     "Sensor",
     "SensorError",
     "SensorKind",
@@ -82,6 +86,7 @@ __all__ = [
     "discover",
     "hardware_fingerprint",
     "load_report",
+    "plan_run",
     "profile",
     "render_report",
     "save_report",

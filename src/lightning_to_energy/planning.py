@@ -1,0 +1,204 @@
+"""A training run's energy before it starts: one counted step, a calibration, a step count.
+
+:func:`plan_run` applies a calibration (the regression a hardware has learnt, from
+``TOEnergy`` runs or from a study) to ``steps`` copies of one counted training step. The
+static-power term needs the step's time: a calibration fitted on ``roofline_s`` takes it from
+the roofline estimate of its hardware (nothing is timed, so a calibration made on an H100 plans
+an H100 run anywhere); one fitted on measured ``duration_s`` needs ``step_time_s``.
+
+Example::
+
+    import torch
+    from lightning_to_energy import CalibrationStore, plan_run, profile
+
+    step = profile(model, torch.randn(64, 3, 32, 32), train=True, optimizer="adamw")
+    calibration = CalibrationStore.from_path("h100.json").load()
+    plan = plan_run(step, 10_000, calibration)
+    print(plan.energy_j, plan.low_j, plan.high_j)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lightning_to_energy.calibration import Calibration
+from lightning_to_energy.counting.profile import StepProfile
+from lightning_to_energy.roofline import HardwareSpec, cpu_spec, find_hardware, roofline_s
+from lightning_to_energy.tracker import PROFILE_FEATURES
+
+_TIME_FEATURES = ("duration_s", "roofline_s")
+
+
+@dataclass(frozen=True)
+class ModulePlan:
+    """A module's part of a planned run.
+
+    Attributes:
+        name: dotted module name (``"(other)"`` for ops outside every module).
+        tos_per_step: the module's TOs in one step.
+        share: its share of the step's TOs, 0..1.
+        energy_j: its share of the run's predicted dynamic energy (static power is no layer's).
+    """
+
+    name: str
+    tos_per_step: float
+    share: float
+    energy_j: float
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A run's predicted energy, and what it rests on.
+
+    Attributes:
+        steps: training steps planned.
+        energy_j: predicted joules of the whole run.
+        low_j: lower end of the prediction interval.
+        high_j: upper end.
+        interval: the interval's coverage (e.g. 0.9).
+        tos_per_step: TOs of one step.
+        flops_per_step: FLOPs of one step.
+        step_time_s: the step time used for a measured-time calibration, else None.
+        roofline_s_per_step: the roofline time of one step for a roofline calibration, else None.
+        hardware: the roofline's hardware key, or None.
+        calibration_hardware: the hardware the calibration was made on, in words.
+        calibration_windows: the windows (or study runs) the calibration was fitted on.
+        top_modules: the modules with the most TOs, with their share of the predicted energy.
+    """
+
+    steps: int
+    energy_j: float
+    low_j: float
+    high_j: float
+    interval: float
+    tos_per_step: float
+    flops_per_step: float
+    step_time_s: float | None
+    roofline_s_per_step: float | None
+    hardware: str | None
+    calibration_hardware: str
+    calibration_windows: int
+    top_modules: tuple[ModulePlan, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        d = dict(self.__dict__)
+        d["top_modules"] = [dict(m.__dict__) for m in self.top_modules]
+        return d
+
+
+def calibration_hardware(calibration: Calibration, *, same_machine: bool) -> HardwareSpec:
+    """The roofline spec of the hardware ``calibration`` was made on.
+
+    A GPU is found by its NVML name in the hardware table; a CPU is this machine's when
+    ``same_machine``, else a rough spec from its name and core count.
+
+    Raises:
+        ValueError: a GPU the hardware table does not know (the message says how to add it).
+    """
+    from lightning_to_energy.roofline import detect_hardware
+
+    hw = calibration.hardware
+    if hw.gpus:
+        return find_hardware(hw.gpus[0])
+    if same_machine:
+        return detect_hardware("cpu")
+    # NB: another machine's CPU, known by name and core count only: default clock and SIMD width.
+    return cpu_spec(max(int(hw.cpu_count), 1), name=hw.cpu)
+
+
+def plan_run(
+    step: StepProfile,
+    steps: int,
+    calibration: Calibration,
+    *,
+    hardware: HardwareSpec | None = None,
+    step_time_s: float | None = None,
+    same_machine: bool = False,
+    top: int = 5,
+) -> RunPlan:
+    """Predict the energy of ``steps`` training steps like ``step`` with ``calibration``.
+
+    Args:
+        step: one counted training step (``profile(model, x, train=True, optimizer=...)``).
+        steps: how many such steps the run takes (>= 1).
+        calibration: the hardware's calibration (``CalibrationStore(...).load()``).
+        hardware: the roofline's hardware for a roofline calibration (default: the
+            calibration's own, see :func:`calibration_hardware`).
+        step_time_s: seconds per step, needed by a calibration on measured ``duration_s``.
+        same_machine: the calibration was made on this machine (its CPU spec is then read here).
+        top: how many modules to list.
+
+    Returns:
+        The :class:`RunPlan`.
+
+    Raises:
+        ValueError: ``steps`` below 1, a missing or non-positive ``step_time_s`` for a
+            measured-time calibration, a calibration with features this function cannot
+            compute or without fitted windows, or an unknown GPU (each message says the fix).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps: expected an int >= 1, found {steps!r}; fix: e.g. steps=1000.")
+    model = calibration.to_model()
+    names = model.feature_names
+    per_step = {f: get(step) for f, get in PROFILE_FEATURES.items()}
+    spec: HardwareSpec | None = None
+    if "duration_s" in names:
+        if step_time_s is None or not step_time_s > 0:
+            raise ValueError(
+                f"step_time_s: the calibration ({calibration.hardware.label}) uses measured step "
+                f"time; expected seconds per step > 0, found {step_time_s!r}. Fix: pass the "
+                "target machine's step time, or use a calibration fitted on roofline_s "
+                "(`lightning-to-energy fit STUDY_DIR --out FILE`)."
+            )
+        per_step["duration_s"] = float(step_time_s)
+    if "roofline_s" in names:
+        spec = hardware or calibration_hardware(calibration, same_machine=same_machine)
+        per_step["roofline_s"] = roofline_s(step, spec)
+    missing = [f for f in names if f not in per_step]
+    if missing:
+        known = sorted([*PROFILE_FEATURES, *_TIME_FEATURES])
+        raise ValueError(
+            f"calibration features: expected names among {known}, found {missing}. Fix: refit "
+            "the calibration with `lightning-to-energy fit --features ...`."
+        )
+    prediction = model.predict({f: per_step[f] * steps for f in names})
+    if prediction.energy_j is None or prediction.low_j is None or prediction.high_j is None:
+        raise ValueError(
+            "calibration: expected fitted windows, found none. Fix: train longer with "
+            "TOEnergy, or fit one on study runs."
+        )
+    return RunPlan(
+        steps=steps,
+        energy_j=prediction.energy_j,
+        low_j=prediction.low_j,
+        high_j=prediction.high_j,
+        interval=model.interval,
+        tos_per_step=float(step.tos),
+        flops_per_step=float(step.flops),
+        step_time_s=per_step.get("duration_s"),
+        roofline_s_per_step=per_step.get("roofline_s"),
+        hardware=spec.key if spec is not None else None,
+        calibration_hardware=calibration.hardware.label,
+        calibration_windows=len(calibration.windows),
+        top_modules=_top_modules(step, model, per_step, steps, max(top, 0)),
+    )
+
+
+def _top_modules(
+    step: StepProfile, model: Any, per_step: dict[str, float], steps: int, top: int
+) -> tuple[ModulePlan, ...]:
+    # NB: as in the end-of-run report, a module's joules are its share of the step's TOs times
+    # the run's predicted dynamic energy (static power is no layer's doing).
+    if top == 0 or not step.tos:
+        return ()
+    dynamic = {
+        f: (0.0 if f in _TIME_FEATURES else per_step[f] * steps) for f in model.feature_names
+    }
+    energy = model.predict(dynamic).energy_j or 0.0
+    ranked = sorted(step.by_module.items(), key=lambda kv: kv[1].tos, reverse=True)[:top]
+    return tuple(
+        ModulePlan(name, float(t.tos), t.tos / step.tos, energy * t.tos / step.tos)
+        for name, t in ranked
+    )
