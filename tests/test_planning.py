@@ -96,3 +96,9 @@ def test_an_unknown_gpu_in_the_calibration_says_how_to_add_it(step: StepProfile)
     )
     with pytest.raises(ValueError, match="'NVIDIA Z999'"):
         plan_run(step, 10, other)
+
+
+def test_no_calibration_is_a_clear_error(step: StepProfile) -> None:
+    # what CalibrationStore.from_path(missing).load() returns
+    with pytest.raises(ValueError, match="calibration: expected a Calibration, found None"):
+        plan_run(step, 10, None)  # type: ignore[arg-type]

@@ -140,6 +140,12 @@ def plan_run(
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps: expected an int >= 1, found {steps!r}; fix: e.g. steps=1000.")
+    if not isinstance(calibration, Calibration):
+        raise ValueError(
+            f"calibration: expected a Calibration, found {calibration!r}. Fix: load one with "
+            "CalibrationStore.from_path(path).load() (None means the file is missing or "
+            "unreadable: see its warning), or train once with TOEnergy on that hardware."
+        )
     model = calibration.to_model()
     names = model.feature_names
     per_step = {f: get(step) for f, get in PROFILE_FEATURES.items()}
