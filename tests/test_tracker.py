@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -31,6 +32,19 @@ def _loop(tracker: EnergyTracker, model: nn.Module, clock: Clock, steps: int, dt
             opt.step()
             opt.zero_grad()
             clock.t += dt
+
+
+def _sgd_tracker(model: nn.Module, clock: Clock, power_w: float, **kwargs: Any) -> EnergyTracker:
+    """A started tracker over one constant-power fake sensor, SGD, 1 s windows, no calibration."""
+    options: dict[str, Any] = {"window_s": 1.0, "calibration": None, "clock": clock, **kwargs}
+    tracker = EnergyTracker(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        sensors=[FakeSensor(power_w=power_w, clock=clock)],
+        **options,
+    )
+    tracker.start()
+    return tracker
 
 
 def test_plain_loop_with_a_replayed_trace(tmp_path: Path) -> None:
@@ -126,15 +140,7 @@ def test_old_windows_fold_into_exact_totals_and_survive_a_checkpoint() -> None:
 def test_freezing_a_layer_mid_run_is_counted_afresh_when_the_next_window_opens() -> None:
     clock = Clock()
     model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3))
-    tracker = EnergyTracker(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        sensors=[FakeSensor(power_w=5.0, clock=clock)],
-        window_s=1.0,
-        calibration=None,
-        clock=clock,
-    )
-    tracker.start()
+    tracker = _sgd_tracker(model, clock, power_w=5.0)
     _loop(tracker, model, clock, steps=8, dt=0.25)  # windows [0, 4) and [4, 8)
     # Counted: steps 0 and 1 (the first count is provisional); the rest replayed.
     assert tracker.cache.counts == 2
@@ -153,16 +159,7 @@ def test_freezing_a_layer_mid_run_is_counted_afresh_when_the_next_window_opens()
 def test_the_steps_feature_counts_a_windows_steps() -> None:
     clock = Clock()
     model = nn.Linear(4, 3)
-    tracker = EnergyTracker(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        sensors=[FakeSensor(power_w=5.0, clock=clock)],
-        window_s=1.0,
-        calibration=None,
-        clock=clock,
-        features=("duration_s", "steps"),
-    )
-    tracker.start()
+    tracker = _sgd_tracker(model, clock, power_w=5.0, features=("duration_s", "steps"))
     _loop(tracker, model, clock, steps=6, dt=0.25)
     report = tracker.finish()
     # 0.25 s steps in 1 s windows: 4 steps, then the 2 left at the end
@@ -173,15 +170,7 @@ def test_the_steps_feature_counts_a_windows_steps() -> None:
 def test_live_predicted_and_measured_cover_the_same_windows() -> None:
     clock = Clock()
     model = nn.Linear(4, 3)
-    tracker = EnergyTracker(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        sensors=[FakeSensor(power_w=5.0, clock=clock)],
-        window_s=1.0,
-        calibration=None,
-        clock=clock,
-    )
-    tracker.start()
+    tracker = _sgd_tracker(model, clock, power_w=5.0)
     _loop(tracker, model, clock, steps=4, dt=0.25)  # one window, closed before any prediction
     assert tracker.live().predicted_j is None
     _loop(tracker, model, clock, steps=6, dt=0.25)  # a predicted window, and 2 steps open
@@ -199,16 +188,7 @@ def test_live_predicted_and_measured_cover_the_same_windows() -> None:
 def test_forecast_adds_validation_energy_in_proportion_to_the_train_steps_left() -> None:
     clock = Clock()
     model = nn.Linear(4, 3)
-    tracker = EnergyTracker(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        sensors=[FakeSensor(power_w=10.0, clock=clock)],
-        window_s=1.0,
-        calibration=None,
-        clock=clock,
-        total_steps=20,
-    )
-    tracker.start()
+    tracker = _sgd_tracker(model, clock, power_w=10.0, total_steps=20)
     _loop(tracker, model, clock, steps=8, dt=0.25)  # 2 train windows of 4 steps, 10 J each
     x = torch.randn(16, 4)
     for _ in range(4):  # a validation pass: 4 steps x 0.25 s x 10 W = 10 J
