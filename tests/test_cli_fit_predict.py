@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from _records import bare_report
 from lightning_to_energy import cli
 from lightning_to_energy.calibration import (
     Calibration,
@@ -68,26 +69,7 @@ def make_report(
                 flags=flags,
             )
         )
-    return EnergyReport(
-        created="2026-01-01T00:00:00+00:00",
-        hardware={},
-        sensors=(),
-        skipped_sensors={},
-        windows=tuple(windows),
-        loops={},
-        measured_j=sum(w.measured_j or 0.0 for w in windows),
-        predicted_j=0.0,
-        accuracy={},
-        coefficients={},
-        coefficient_units={},
-        identifiable=True,
-        tos_by_class={},
-        tos_by_format={},
-        tos_by_phase={},
-        top_modules=(),
-        unmodelled_ops={},
-        warnings=(),
-    )
+    return bare_report(windows=tuple(windows), measured_j=sum(w.measured_j or 0.0 for w in windows))
 
 
 def write(report: EnergyReport, directory: Path) -> str:

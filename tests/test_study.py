@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch import Callback
 from torch.nn import functional as F
 
+from _records import bare_report
 from lightning_to_energy import FakeSensor, _cli_study, study
 from lightning_to_energy.cli import CliError
 from lightning_to_energy.counting import profile
@@ -187,7 +188,7 @@ def test_fit_worthy_windows_drop_the_first_and_the_flagged() -> None:
 
 
 def test_measured_summary_sums_measured_domains_and_leaves_an_estimate_out() -> None:
-    from lightning_to_energy.records import EnergyReport, SensorInfo
+    from lightning_to_energy.records import SensorInfo
 
     def w(index: int, gpu_j: float, cpu_j: float) -> WindowRecord:
         base = window(index)
@@ -199,25 +200,8 @@ def test_measured_summary_sums_measured_domains_and_leaves_an_estimate_out() -> 
         SensorInfo("nvml:0", "counter", "nvml", 0.1, 2.0),
         SensorInfo("cpu:estimate", "estimate", "cpu time", 0.0, 0.0),
     )
-    report = EnergyReport(
-        created="2026-11-25T00:00:00+00:00",
-        hardware={},
-        sensors=sensors,
-        skipped_sensors={},
-        windows=(w(0, 999.0, 9.0), w(1, 300.0, 20.0), w(2, 310.0, 20.0)),
-        loops={},
-        measured_j=0.0,
-        predicted_j=0.0,
-        accuracy={},
-        coefficients={},
-        coefficient_units={},
-        identifiable=True,
-        tos_by_class={},
-        tos_by_format={},
-        tos_by_phase={},
-        top_modules=(),
-        unmodelled_ops={},
-        warnings=(),
+    report = bare_report(
+        sensors=sensors, windows=(w(0, 999.0, 9.0), w(1, 300.0, 20.0), w(2, 310.0, 20.0))
     )
     m = study.measured_summary(report)
     # windows 1 and 2 (the first is dropped): GPU 300 + 310 = 610 J over 2 + 2 = 4 steps;
