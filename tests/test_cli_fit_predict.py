@@ -441,6 +441,8 @@ def study_run(
             "flops": tos_full / 1000,
             "tos_matrix_full": tos_full,
             "tos_matrix_reduced": 0.0,
+            "tos_matrix_tf32": 0.0,
+            "tos_matrix_low": 0.0,
             # features the law does not use vary on their own (``other``), so no column is a
             # multiple of another and every coefficient is identifiable
             "tos_vector": 1e11 * other,

@@ -262,8 +262,27 @@ def test_bf16_autocast_costs_fewer_tos_than_fp32() -> None:
     assert bf16.tos < fp32.tos
     assert bf16.tos_matrix_full == 0 < bf16.tos_matrix_reduced
     assert fp32.tos_matrix_reduced == 0 < fp32.tos_matrix_full
+    # CPU tensors are never TF32: every reduced matrix TO is a 16-bit one
+    assert bf16.tos_matrix_tf32 == 0 and bf16.tos_matrix_low == bf16.tos_matrix_reduced
     # the same matmuls: FLOPs do not see the format
     assert bf16.flops == fp32.flops
+
+
+def test_matrix_tos_split_by_format_group() -> None:
+    key = (FMA, NumberFormat.TF32, Unit.MATRIX)
+    p = StepProfile(
+        tos_by_key={
+            (FMA, NumberFormat.FP32, Unit.MATRIX): 10.0,
+            key: 20.0,
+            (FMA, NumberFormat.BF16, Unit.MATRIX): 30.0,
+            (FMA, NumberFormat.FP8_E4M3, Unit.MATRIX): 5.0,
+            (FMA, NumberFormat.BF16, Unit.VECTOR): 7.0,
+        }
+    )
+    # full 10; reduced 20 + 30 + 5 = 55 = tf32 20 + low (bf16 30 + fp8 5 = 35); vector 7
+    assert (p.tos_matrix_full, p.tos_matrix_reduced, p.tos_vector) == (10.0, 55.0, 7.0)
+    assert (p.tos_matrix_tf32, p.tos_matrix_low) == (20.0, 35.0)
+    assert p.to_dict()["tos_matrix_tf32"] == 20.0
 
 
 def test_tos_follow_the_cost_model() -> None:

@@ -397,6 +397,8 @@ def synthetic_run(out: Path, config: study.StudyConfig, tos: float, seconds: flo
         "flops": tos / 1000,
         "tos_matrix_full": 0.6 * tos,
         "tos_matrix_reduced": 0.0,
+        "tos_matrix_tf32": 0.0,
+        "tos_matrix_low": 0.0,
         "tos_vector": 0.4 * tos,
         "bytes": tos / 100,
         "kernels": 50.0,

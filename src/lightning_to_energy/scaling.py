@@ -95,8 +95,12 @@ _NULLABLE_PER_STEP = frozenset({"roofline_s"})
 
 OURS_FEATURES: tuple[str, ...] = (
     "roofline_s",
+    # One coefficient per matrix format group: on an H100 a TF32 FLOP cost about twice a bf16
+    # one (2.0 vs 1.03 pJ) where the transistor counts give about 1.5x (DESIGN.md), so TF32 and
+    # 16-bit TOs need their own joules per TO.
     "tos_matrix_full",
-    "tos_matrix_reduced",
+    "tos_matrix_tf32",
+    "tos_matrix_low",
     "tos_vector",
     "bytes",
     "kernels",
@@ -537,8 +541,8 @@ class OursModel(ScalingModel):
         self.name = "ours-measured-time" if measured_time else "ours"
         t = "duration_s (measured)" if measured_time else "roofline_s"
         self.formula = (
-            f"E = P·{t} + Σ c_k·f_k, f: TOs matrix full/reduced, TOs vector, bytes, kernels "
-            "(all ≥ 0; relative-error fit)"
+            f"E = P·{t} + Σ c_k·f_k, f: TOs matrix fp32/tf32/16-bit, TOs vector, bytes, "
+            "kernels (all ≥ 0; relative-error fit)"
         )
         self.energy_model: OnlineEnergyModel | None = None
 

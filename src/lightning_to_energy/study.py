@@ -630,10 +630,11 @@ def count_step(
     backward, AdamW step, on a copy of ``model`` on the batch's device (the model is untouched).
 
     Returns:
-        ``tos``, ``flops``, ``tos_matrix_full``, ``tos_matrix_reduced``, ``tos_vector``,
-        ``bytes``, ``bytes_read``, ``bytes_written``, ``kernels``, ``roofline_s`` (the step's
-        roofline time on ``spec``; None without a spec), ``tos_by_class``, ``tos_by_format``,
-        ``tos_by_unit`` and ``unmodelled_ops`` (aten op -> calls that had no formula).
+        ``tos``, ``flops``, ``tos_matrix_full``, ``tos_matrix_reduced`` (split into
+        ``tos_matrix_tf32`` and ``tos_matrix_low``), ``tos_vector``, ``bytes``, ``bytes_read``,
+        ``bytes_written``, ``kernels``, ``roofline_s`` (the step's roofline time on ``spec``;
+        None without a spec), ``tos_by_class``, ``tos_by_format``, ``tos_by_unit`` and
+        ``unmodelled_ops`` (aten op -> calls that had no formula).
     """
     from lightning_to_energy.counting import profile
     from lightning_to_energy.roofline import roofline_s
@@ -648,6 +649,8 @@ def count_step(
         "flops": float(prof.flops),
         "tos_matrix_full": float(prof.tos_matrix_full),
         "tos_matrix_reduced": float(prof.tos_matrix_reduced),
+        "tos_matrix_tf32": float(prof.tos_matrix_tf32),
+        "tos_matrix_low": float(prof.tos_matrix_low),
         "tos_vector": float(prof.tos_vector),
         "bytes": float(prof.bytes),
         "bytes_read": float(prof.bytes_read),

@@ -81,6 +81,8 @@ PROFILE_FEATURES: dict[str, Callable[[StepProfile], float]] = {
     "flops": lambda p: float(p.flops),
     "tos_matrix_full": lambda p: float(p.tos_matrix_full),
     "tos_matrix_reduced": lambda p: float(p.tos_matrix_reduced),
+    "tos_matrix_tf32": lambda p: float(p.tos_matrix_tf32),
+    "tos_matrix_low": lambda p: float(p.tos_matrix_low),
     "tos_vector": lambda p: float(p.tos_vector),
     "bytes": lambda p: float(p.bytes_read + p.bytes_written),
     "kernels": lambda p: float(p.kernels),

@@ -192,6 +192,20 @@ class StepProfile:
         )
 
     @cached_property
+    def tos_matrix_tf32(self) -> float:
+        """Matrix-unit TOs in TF32 (fp32 matmuls and convolutions on tensor cores)."""
+        return math.fsum(
+            v
+            for (_, f, u), v in self.tos_by_key.items()
+            if u is Unit.MATRIX and f is NumberFormat.TF32
+        )
+
+    @cached_property
+    def tos_matrix_low(self) -> float:
+        """Matrix-unit TOs in 16-bit and narrower formats (bf16, fp16, fp8, integers)."""
+        return self.tos_matrix_reduced - self.tos_matrix_tf32
+
+    @cached_property
     def tos_vector(self) -> float:
         """Vector-unit TOs."""
         return math.fsum(v for (_, _, u), v in self.tos_by_key.items() if u is Unit.VECTOR)
@@ -275,6 +289,8 @@ class StepProfile:
             "kernels": self.kernels,
             "tos_matrix_full": self.tos_matrix_full,
             "tos_matrix_reduced": self.tos_matrix_reduced,
+            "tos_matrix_tf32": self.tos_matrix_tf32,
+            "tos_matrix_low": self.tos_matrix_low,
             "tos_vector": self.tos_vector,
             "by_class": {k.value: v for k, v in self.tos_by_class.items()},
             "by_format": {k.value: v for k, v in self.tos_by_format.items()},
