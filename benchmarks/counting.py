@@ -7,7 +7,7 @@ to the time FlopCounterMode adds (goal <= 0.5). Then the per-step cost of a repl
 capturing its signature, looking it up in the cache and adding its profile to a window's
 running total (goal <= 20 us).
 
-Run: ``python benchmarks/counting.py [--rounds 40] [--device cpu|cuda|all]``.
+Run: ``python benchmarks/counting.py [--rounds 100] [--device cpu|cuda|all]``.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def bench_replay(device: torch.device, n: int = 20_000) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     args = parser.parse_args()
