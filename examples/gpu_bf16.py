@@ -15,7 +15,8 @@ The data are random but deterministic: token sequences that follow a fixed rando
 reads the formats from the tensors' dtypes, so the report's "TOs by number format" shows bf16
 for the matrix work and fp32 for the norms, the loss and the optimizer. Windows last 2 s (the
 NVML energy counter's minimum trustworthy window); the progress bar shows measured and
-predicted joules. At the end the script prints the totals and the share of TOs per format.
+predicted joules. At the end the script prints the totals, each window's prediction error from
+first to last (how fast the model converges), and the share of TOs per format.
 """
 
 from __future__ import annotations
@@ -159,6 +160,18 @@ def main(argv: list[str] | None = None) -> int:
         f"measured {report.measured_j:.1f} J ({kinds}), predicted {report.predicted_j:.1f} J, "
         f"precision {shown}"
     )
+    # Convergence: each train window's error, predicted before its measurement was seen.
+    errors = [
+        abs(w.predicted_j / w.measured_j - 1.0)
+        for w in report.windows
+        if w.loop == "train" and w.predicted_j is not None and w.measured_j
+    ]
+    if errors:
+        shown_errors = errors if len(errors) <= 10 else [*errors[:5], *errors[-5:]]
+        cells = [f"{100 * e:.1f}%" for e in shown_errors]
+        if len(errors) > 10:
+            cells.insert(5, "...")
+        print(f"prediction error per window, first to last ({len(errors)}): " + " ".join(cells))
     total_tos = sum(report.tos_by_format.values()) or 1.0
     shares = sorted(report.tos_by_format.items(), key=lambda kv: -kv[1])
     print("TOs by format: " + ", ".join(f"{fmt} {tos / total_tos:.1%}" for fmt, tos in shares))

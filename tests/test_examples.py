@@ -202,3 +202,6 @@ def test_gpu_example_trains_in_bf16_and_counts_bf16(tmp_path: Path) -> None:
     # bf16-mixed: the matmuls and attention run (and are counted) in bf16
     assert report.tos_by_format.get("bf16", 0.0) > 0
     assert re.search(r"^TOs by format: .*bf16 \d", done.stdout, re.M), done.stdout
+    predicted = [w for w in report.windows if w.loop == "train" and w.predicted_j is not None]
+    if predicted:  # a run long enough for a second window shows the model converging
+        assert f"prediction error per window, first to last ({len(predicted)})" in done.stdout
