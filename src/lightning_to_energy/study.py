@@ -49,6 +49,7 @@ from lightning_to_energy.records import (
     EnergyReport,
     WindowRecord,
 )
+from lightning_to_energy.sensors.base import MEASURED_KINDS
 
 if TYPE_CHECKING:
     from lightning_to_energy.roofline import HardwareSpec
@@ -688,9 +689,6 @@ def weakest_kind(kinds: Sequence[str]) -> str:
     return max(kinds, key=lambda k: rank.get(k, len(rank)), default="none")
 
 
-_MEASURED_KINDS = frozenset({"counter", "power-integration"})
-
-
 def measured_summary(report: EnergyReport) -> dict[str, Any]:
     """The run JSON's ``measured``: the fit-worthy train windows of ``report`` summed.
 
@@ -718,7 +716,7 @@ def measured_summary(report: EnergyReport) -> dict[str, Any]:
         for domain, joules in w.energy_j.items():
             by_domain[domain] = by_domain.get(domain, 0.0) + joules
     kinds = {s.domain: s.kind for s in report.sensors}
-    measured = [d for d in by_domain if kinds.get(d) in _MEASURED_KINDS]
+    measured = [d for d in by_domain if kinds.get(d) in MEASURED_KINDS]
     summed = measured or list(by_domain)
     energy_j = math.fsum(by_domain[d] for d in summed)
     return {

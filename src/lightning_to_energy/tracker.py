@@ -72,7 +72,7 @@ from lightning_to_energy.regression import (
     Prediction,
     warm_up_solver,
 )
-from lightning_to_energy.sensors.base import Sensor, SensorKind
+from lightning_to_energy.sensors.base import MEASURED_KINDS, Sensor, SensorKind
 
 LOOPS = ("train", "validate", "test")
 # Feature names the tracker knows how to compute from a step profile, besides duration_s.
@@ -88,7 +88,6 @@ PROFILE_FEATURES: dict[str, Callable[[StepProfile], float]] = {
     "kernels": lambda p: float(p.kernels),
     "steps": lambda p: 1.0,  # a window's sum is its step count: a fixed cost per step
 }
-_MEASURED_KINDS = (SensorKind.COUNTER.value, SensorKind.POWER_INTEGRATION.value)
 # The shortest default window, whatever the sensors allow: closing a window refits the model
 # (one to two milliseconds on a CPU), so windows must span many steps to keep the overhead
 # negligible; NVML counters need 2 s windows anyway (see docs/sensors.md).
@@ -687,7 +686,7 @@ class EnergyTracker:
         if self._store is None or self._hardware is None or self.rank != 0:
             return
         kinds = {s.kind.value for s in self.sensors}
-        trusted = bool(kinds) and kinds <= set(_MEASURED_KINDS)
+        trusted = bool(kinds) and kinds <= MEASURED_KINDS
         if self.model.n_updates == 0 or (self._calibration_arg == "auto" and not trusted):
             return
         try:

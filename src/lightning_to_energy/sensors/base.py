@@ -20,6 +20,12 @@ class SensorKind(str, Enum):
     FAKE = "fake"  # scripted readings for tests
 
 
+MEASURED_KINDS: frozenset[str] = frozenset(
+    {SensorKind.COUNTER.value, SensorKind.POWER_INTEGRATION.value}
+)
+"""The kinds whose joules are a hardware measurement (the others are models, replays or fakes)."""
+
+
 class SensorError(RuntimeError):
     """A sensor could not produce a reading. Vendor errors are translated into this at the edge."""
 
