@@ -32,7 +32,7 @@ from lightning_to_energy.report import (
     _atomic_write,
     _import_matplotlib,
 )
-from lightning_to_energy.scaling import SPLITS, PredictionRow, StudyResults, goals, verdict
+from lightning_to_energy.scaling import SPLITS, PredictionRow, Score, StudyResults, goals, verdict
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -76,6 +76,19 @@ def _r2(value: float | None) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
+def _figure_cells(s: Score) -> list[str]:
+    """n, precision, R², median and worst error of a score, as table cells."""
+    if not s.evaluable:
+        return ["0", "-", "-", "-", "-"]
+    return [
+        str(s.n),
+        _pct(s.precision_pct),
+        _r2(s.r2),
+        _frac_pct(s.median_rel_err),
+        _frac_pct(s.worst_rel_err),
+    ]
+
+
 def render_results(results: StudyResults, console: Console | None = None) -> None:
     """Print the results table, one verdict per split, and the goals.
 
@@ -112,18 +125,7 @@ def render_results(results: StudyResults, console: Console | None = None) -> Non
             if text:
                 notes.append(text)
                 ref = f"[{len(notes)}]"
-            if s.evaluable:
-                cells = [
-                    str(s.n),
-                    _pct(s.precision_pct),
-                    _r2(s.r2),
-                    _frac_pct(s.median_rel_err),
-                    _frac_pct(s.worst_rel_err),
-                    ref,
-                ]
-            else:
-                cells = ["0", "-", "-", "-", "-", ref]
-            table.add_row(s.model, split, *cells, end_section=i == len(rows) - 1)
+            table.add_row(s.model, split, *_figure_cells(s), ref, end_section=i == len(rows) - 1)
     out.print(table)
     for i, text in enumerate(notes, 1):
         out.print(f"[{i}] {text}", highlight=False, markup=False)
@@ -355,17 +357,8 @@ def results_markdown(results: StudyResults, machine: str, date: str) -> str:
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for s in results.scores:
-        if s.evaluable:
-            cells = [
-                str(s.n),
-                _pct(s.precision_pct),
-                _r2(s.r2),
-                _frac_pct(s.median_rel_err),
-                _frac_pct(s.worst_rel_err),
-                _md_cell(s.note or ""),
-            ]
-        else:
-            cells = ["0", "-", "-", "-", "-", _md_cell(f"not evaluable: {s.reason}")]
+        note = (s.note or "") if s.evaluable else f"not evaluable: {s.reason}"
+        cells = [*_figure_cells(s), _md_cell(note)]
         lines.append(f"| {s.model} | {s.split} | " + " | ".join(cells) + " |")
     lines += ["", "Verdicts (each on the runs every evaluable model of the split predicted):", ""]
     lines += [f"- {verdict(results, split).text}" for split in results.splits]
