@@ -27,6 +27,7 @@ from lightning_to_energy.calibration import (
 from lightning_to_energy.records import FLAG_SHORT, EnergyReport, WindowRecord
 from lightning_to_energy.regression import OnlineEnergyModel
 from lightning_to_energy.report import save_report
+from lightning_to_energy.tracker import hardware_section
 
 STATIC_W = 50.0
 J_PER_TO = 1e-9
@@ -43,12 +44,23 @@ def law_j(duration_s: float, tos: float) -> float:
 
 
 def make_report(
-    rows: Sequence[tuple[float, float]], *, flags: tuple[str, ...] = (), measured: bool = True
+    rows: Sequence[tuple[float, float]],
+    *,
+    flags: tuple[str, ...] = (),
+    measured: bool = True,
+    hardware: HardwareInfo | None = None,
 ) -> EnergyReport:
-    """A report whose train windows follow :func:`law_j`, with features (duration_s, tos)."""
+    """A report whose train windows follow :func:`law_j`, with features (duration_s, tos).
+
+    With ``hardware``, the report names it, and each window also carries a ``roofline_s``
+    column of a quarter of its duration (as if the steps ran at 25 % of the roofline).
+    """
     windows = []
     for i, (duration_s, tos) in enumerate(rows):
         energy = law_j(duration_s, tos)
+        features = {"duration_s": duration_s, "tos": tos}
+        if hardware is not None:
+            features["roofline_s"] = duration_s / 4
         windows.append(
             WindowRecord(
                 index=i,
@@ -65,11 +77,15 @@ def make_report(
                 prediction_source="none",
                 tos=tos,
                 flops=0.0,
-                features={"duration_s": duration_s, "tos": tos},
+                features=features,
                 flags=flags,
             )
         )
-    return bare_report(windows=tuple(windows), measured_j=sum(w.measured_j or 0.0 for w in windows))
+    return bare_report(
+        windows=tuple(windows),
+        measured_j=sum(w.measured_j or 0.0 for w in windows),
+        hardware={} if hardware is None else hardware_section(hardware),
+    )
 
 
 def write(report: EnergyReport, directory: Path) -> str:
@@ -411,6 +427,94 @@ def test_predict_argument_errors_exit_2(
     )  # fmt: skip
     assert code == 2
     assert err.count("\n") == 1 and expected in err
+
+
+# --- fit on reports' roofline time, then predict without timing ------------------------------
+
+H100 = HardwareInfo(gpus=("NVIDIA H100 80GB HBM3",), driver_version="580.1", cpu="x", cpu_count=8)
+
+
+def test_fit_roofline_on_reports_makes_an_h100_calibration_that_predict_applies_untimed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    a = write(make_report(RUN_A, hardware=H100), tmp_path / "a")
+    b = write(make_report(RUN_B, hardware=H100), tmp_path / "b")
+    out = tmp_path / "h100.json"
+    code, text, err = run(capsys, "fit", a, b, "--roofline", "--out", str(out), "--json")
+    assert (code, err) == (0, "")
+    fitted = json.loads(text)
+    assert fitted["features"] == ["roofline_s", "tos"]
+    # 50 W x duration_s = 50 W x 4 x roofline_s: 200 W on the roofline time; 1e-9 J/TO as before
+    assert fitted["coefficients"]["roofline_s"] == pytest.approx(4 * STATIC_W, rel=0.02)
+    assert fitted["coefficients"]["tos"] == pytest.approx(J_PER_TO, rel=0.02)
+    with pytest.warns(CalibrationWarning):  # made on the reports' H100, read on this machine
+        calibration = CalibrationStore.from_path(out).load()
+    assert calibration is not None
+    # the reports' hardware, not the machine that ran fit
+    assert calibration.fingerprint == hardware_fingerprint(H100)
+
+    import torch
+
+    from _models import TinyMLP
+    from lightning_to_energy.counting import profile
+    from lightning_to_energy.roofline import find_hardware, roofline_s
+
+    with pytest.warns(CalibrationWarning):
+        code, text, _ = run(
+            capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(out),
+            "--steps", "1000", "--json",
+        )  # fmt: skip
+    assert code == 0  # no --step-time needed: the roofline gives the time
+    result = json.loads(text)
+    step = profile(TinyMLP(), torch.randn(8, 16), train=True, optimizer="adamw")
+    # 1000 steps x (200 W x H100 roofline seconds + 1e-9 J/TO x TOs)
+    by_law = 1000 * (
+        4 * STATIC_W * roofline_s(step, find_hardware("h100-sxm")) + J_PER_TO * step.tos
+    )
+    assert result["energy_j"] == pytest.approx(by_law, rel=0.02)
+
+
+def test_fit_default_features_leave_the_roofline_column_out(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    a = write(make_report(RUN_A, hardware=H100), tmp_path / "a")
+    code, text, _ = run(capsys, "fit", a, "--json")
+    assert code == 0
+    assert json.loads(text)["features"] == ["duration_s", "tos"]
+
+
+def test_fit_refuses_reports_from_two_hardware(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    other = HardwareInfo(gpus=("NVIDIA A100-SXM4-80GB",), driver_version="580.1", cpu="x")
+    a = write(make_report(RUN_A, hardware=H100), tmp_path / "a")
+    b = write(make_report(RUN_B, hardware=other), tmp_path / "b")
+    code, out, err = run(capsys, "fit", a, b, "--out", str(tmp_path / "c.json"))
+    assert (code, out) == (2, "")
+    assert "expected reports from one hardware (a calibration is per hardware), found 2" in err
+    assert "Fix: fit each hardware's reports separately." in err
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_fit_roofline_on_reports_without_the_column_exits_2_with_the_fix(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str]
+) -> None:
+    code, _, err = run(capsys, "fit", *two_runs, "--roofline")
+    assert code == 2
+    assert "expected a roofline_s column in every fitted window" in err
+    assert "Fix: fit on measured time (drop --roofline)" in err
+
+
+def test_fit_refuses_a_report_whose_hardware_was_edited(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = Path(write(make_report(RUN_A, hardware=H100), tmp_path / "a"))
+    data = json.loads(path.read_text())
+    data["hardware"]["gpus"] = "NVIDIA A100-SXM4-80GB"  # no longer matches its fingerprint
+    path.write_text(json.dumps(data))
+    code, _, err = run(capsys, "fit", str(path))
+    assert code == 2
+    assert f"cannot read the hardware of report {path}: expected hardware fields" in err
 
 
 # --- fit on study runs, then predict from the roofline ----------------------------------------

@@ -173,7 +173,8 @@ def test_lightning_cli_parses_sensors_features_and_report_dir(tmp_path: Path) ->
     assert report.loops["train"].steps == 3
     # window_s=0: every step closes its window
     assert len(report.windows) == 3
-    assert all(set(w.features) == {"duration_s", "tos"} for w in report.windows)
+    # the model's two features, and the roofline column every window carries
+    assert all(set(w.features) == {"duration_s", "tos", "roofline_s"} for w in report.windows)
     # a constant 50 W: joules = 50 x the windows' summed duration. NB: the fake sensor and the
     # meter each read the clock, microseconds apart, hence the tolerance.
     expected_j = 50.0 * sum(w.duration_s for w in report.windows)

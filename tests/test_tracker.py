@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,58 @@ def test_forecast_adds_validation_energy_in_proportion_to_the_train_steps_left()
     # = 20 J, and validation at 10 J per 12 train steps x 8 = 6.67 J: 40 + 20 + 6.67 = 66.7 J.
     assert forecast.total_j == pytest.approx(40 + 20 + 10 / 12 * 8, rel=0.02)
     assert forecast.low_j <= forecast.total_j <= forecast.high_j
+
+
+def test_each_window_records_its_steps_roofline_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_to_energy import tracker as tracker_module
+    from lightning_to_energy.cost_model import NumberFormat
+    from lightning_to_energy.roofline import HardwareSpec
+
+    # Peaks so high that every op takes just its launch cost, 1 ms per kernel.
+    launch_only = HardwareSpec(
+        key="launch-only",
+        name="test device",
+        kind="cpu",
+        matrix_flops={NumberFormat.FP32: 1e30},
+        vector_flops={NumberFormat.FP32: 1e30},
+        memory_bw_bytes_s=1e30,
+        launch_s=1e-3,
+    )
+    monkeypatch.setattr(tracker_module, "detect_hardware", lambda device: launch_only)
+    clock = Clock()
+    model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3))
+    tracker = _sgd_tracker(model, clock, power_w=5.0)
+    _loop(tracker, model, clock, steps=8, dt=0.25)
+    report = tracker.finish()
+    assert len(report.windows) == 2
+    for window in report.windows:
+        features = window.features
+        # every kernel of the window's 4 steps at 1 ms: roofline_s = kernels x 1e-3 s
+        assert features["roofline_s"] == pytest.approx(features["kernels"] * 1e-3)
+        assert features["kernels"] > 0
+    # a column of the windows only: the model's features are unchanged
+    assert "roofline_s" not in report.coefficients
+
+
+def test_a_device_missing_from_the_roofline_table_costs_only_the_column(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lightning_to_energy import tracker as tracker_module
+
+    def unknown(device: object) -> None:
+        raise ValueError("expected a GPU listed in the hardware table; found 'Mystery GPU'")
+
+    monkeypatch.setattr(tracker_module, "detect_hardware", unknown)
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # quiet: no warning for a GPU the table lacks
+        tracker = _sgd_tracker(model, clock, power_w=5.0)
+        _loop(tracker, model, clock, steps=8, dt=0.25)
+        report = tracker.finish(save_calibration=False)
+    assert [w.steps for w in report.windows] == [4, 4]
+    assert all("roofline_s" not in w.features for w in report.windows)
+    assert (
+        "roofline time not recorded: expected a GPU listed in the hardware table; "
+        "found 'Mystery GPU'" in report.warnings
+    )

@@ -3,7 +3,11 @@
 On ``energy_report.json`` files: collects their fitted windows, fits the same non-negative
 relative-error model the callback uses, and scores it honestly: with two or more reports, each
 report is predicted by a model fitted on the others (leave-one-run-out); with one, by the
-prequential predictions (each window predicted before it is added).
+prequential predictions (each window predicted before it is added). The calibration belongs to
+the reports' hardware (all reports must share it), not to the machine that runs ``fit``. With
+``--roofline`` the static-power term is fitted on each window's roofline seconds instead of
+its measured duration, so that ``predict`` needs no timing: a calibration fitted on H100 runs
+then plans H100 runs from a laptop.
 
 On study runs (``*.run.json`` files or a study directory, see ``lightning-to-energy study``):
 fits the scaling model on the runs' per-step features with the roofline time as its
@@ -19,10 +23,13 @@ import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightning_to_energy.cli import CliError
 from lightning_to_energy.records import FLAG_FAULT, FLAG_OUTLIER, FLAG_SHORT, EnergyReport
+
+if TYPE_CHECKING:
+    from lightning_to_energy.calibration import HardwareInfo
 
 _HELP = "fit the energy model on saved reports or study runs, scored on held-out runs"
 
@@ -40,6 +47,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--features",
         default=None,
         help="comma-separated feature names (default: the features the reports' windows carry)",
+    )
+    parser.add_argument(
+        "--roofline",
+        action="store_true",
+        help="reports: fit static power on the roofline time (roofline_s) instead of the "
+        "measured duration, so predict needs no timing",
     )
     parser.add_argument("--out", default=None, metavar="FILE", help="write a calibration JSON")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead")
@@ -95,27 +108,22 @@ def run(args: argparse.Namespace) -> int:
     from lightning_to_energy.report import ReportFormatError, load_report
 
     runs: list[list[tuple[dict[str, float], float]]] = []
+    reports: list[EnergyReport] = []
     for path in args.reports:
         try:
-            runs.append(fit_windows(load_report(Path(path))))
+            report = load_report(Path(path))
         except (OSError, ReportFormatError) as exc:
             raise CliError(f"cannot read report {path}: {exc}") from None
+        reports.append(report)
+        runs.append(fit_windows(report))
     windows = [w for run_ in runs for w in run_]
     if not windows:
         raise CliError(
             f"expected measured windows in {', '.join(args.reports)}, found none fit for "
             "fitting (all short, faulty or unmeasured). Fix: train longer, or with a sensor."
         )
-    if args.features:
-        names = tuple(n.strip() for n in args.features.split(",") if n.strip())
-    else:
-        names = tuple(n for n in windows[0][0] if all(n in f for f, _ in windows))
-    absent = [n for n in names if any(n not in f for f, _ in windows)]
-    if absent or "duration_s" not in names:
-        raise CliError(
-            f"expected features present in every window and including duration_s, found "
-            f"{list(names)} (missing in some windows: {absent}). Fix: --features duration_s,tos"
-        )
+    hardware = reports_hardware(reports, args.reports)
+    names = _report_features(args, reports, windows)
 
     def fitted(data: Sequence[tuple[dict[str, float], float]]) -> OnlineEnergyModel:
         model = OnlineEnergyModel(names, history=max(len(data), 1))
@@ -151,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         "accuracy": scores,
     }
     if args.out:
-        result["calibration"] = _save(args.out, Calibration.from_model(model))
+        result["calibration"] = _save(args.out, Calibration.from_model(model, hardware))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -168,6 +176,70 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         print(f"calibration written to {result['calibration']}")
     return 0
+
+
+def _report_features(
+    args: argparse.Namespace,
+    reports: Sequence[EnergyReport],
+    windows: Sequence[tuple[dict[str, float], float]],
+) -> tuple[str, ...]:
+    """The model's features: ``--features``, else the reports' own model (its coefficients),
+    with ``roofline_s`` for ``duration_s`` under ``--roofline``; checked against the windows."""
+    if args.features:
+        names = tuple(n.strip() for n in args.features.split(",") if n.strip())
+    else:
+        fitted = next((tuple(r.coefficients) for r in reports if r.coefficients), ())
+        # NB: a report without a fitted model names its features only through its windows;
+        # roofline_s rides in every window as a column, not as one of the model's features.
+        names = fitted or tuple(
+            n for n in windows[0][0] if n != "roofline_s" and all(n in f for f, _ in windows)
+        )
+    if args.roofline:
+        names = tuple("roofline_s" if n == "duration_s" else n for n in names)
+    time_terms = [n for n in names if n in ("duration_s", "roofline_s")]
+    absent = [n for n in names if any(n not in f for f, _ in windows)]
+    if "roofline_s" in absent:
+        raise CliError(
+            "expected a roofline_s column in every fitted window, found windows without one "
+            "(reports written by an earlier version, or a device missing from the hardware "
+            "table: see the report's warnings). Fix: fit on measured time (drop --roofline), "
+            "or add the device to the hardware table (docs/roofline.md) and train again."
+        )
+    if absent or len(time_terms) != 1:
+        raise CliError(
+            f"expected features present in every window, with one time term (duration_s, or "
+            f"roofline_s), found {list(names)} (missing in some windows: {absent}). Fix: "
+            "--features duration_s,tos"
+        )
+    return names
+
+
+def reports_hardware(reports: Sequence[EnergyReport], paths: Sequence[str]) -> HardwareInfo:
+    """The hardware the reports were measured on: one for all, else a CliError.
+
+    A report that names no hardware (written by hand, or where detection failed) counts as
+    this machine's.
+    """
+    from lightning_to_energy.calibration import HardwareInfo, hardware_fingerprint
+    from lightning_to_energy.tracker import hardware_from_section
+
+    found: dict[str, tuple[HardwareInfo, str]] = {}
+    for report, path in zip(reports, paths, strict=True):
+        try:
+            info = hardware_from_section(report.hardware) or HardwareInfo.detect()
+        except ValueError as exc:
+            raise CliError(
+                f"cannot read the hardware of report {path}: {exc}. Fix: correct the report's "
+                "hardware section, or delete it to fit the report as this machine's."
+            ) from None
+        found.setdefault(hardware_fingerprint(info), (info, path))
+    if len(found) > 1:
+        listed = "; ".join(f"{info.label} ({path})" for info, path in found.values())
+        raise CliError(
+            f"expected reports from one hardware (a calibration is per hardware), found "
+            f"{len(found)}: {listed}. Fix: fit each hardware's reports separately."
+        )
+    return next(iter(found.values()))[0]
 
 
 def _run_study(args: argparse.Namespace) -> int:

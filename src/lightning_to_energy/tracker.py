@@ -72,6 +72,7 @@ from lightning_to_energy.regression import (
     Prediction,
     warm_up_solver,
 )
+from lightning_to_energy.roofline import HardwareSpec, detect_hardware, roofline_s
 from lightning_to_energy.sensors.base import MEASURED_KINDS, Sensor, SensorKind
 
 LOOPS = ("train", "validate", "test")
@@ -153,7 +154,44 @@ class _Window:
     first_step: int
     meter_open: bool = False
     steps: int = 0
-    sums: list[float] = field(default_factory=list)  # per non-duration feature, then tos, flops
+    # per non-duration feature, then tos, flops and roofline seconds (NaN: no roofline)
+    sums: list[float] = field(default_factory=list)
+
+
+def hardware_section(info: HardwareInfo) -> dict[str, str]:
+    """The report's ``hardware`` section: display strings (see :func:`hardware_from_section`)."""
+    return {
+        "fingerprint": hardware_fingerprint(info),
+        "label": info.label,
+        "cpu": info.cpu,
+        "cpu_count": str(info.cpu_count),
+        "gpus": ", ".join(info.gpus) or "none",
+        "driver": info.driver_version or "n/a",
+    }
+
+
+def hardware_from_section(section: Mapping[str, str]) -> HardwareInfo | None:
+    """The :class:`HardwareInfo` behind a report's ``hardware`` section, None without one.
+
+    Raises:
+        ValueError: the section's fields do not give back its own fingerprint (edited by hand).
+    """
+    if not section.get("fingerprint"):
+        return None
+    gpus = section.get("gpus", "none")
+    count = section.get("cpu_count", "0")
+    info = HardwareInfo(
+        gpus=() if gpus == "none" else tuple(gpus.split(", ")),
+        driver_version=None if section.get("driver", "n/a") == "n/a" else section["driver"],
+        cpu=section.get("cpu", "unknown"),
+        cpu_count=int(count) if count.isdigit() else -1,
+    )
+    if hardware_fingerprint(info) != section["fingerprint"]:
+        raise ValueError(
+            f"expected hardware fields that give back the fingerprint "
+            f"{section['fingerprint']!r}, found {dict(section)}"
+        )
+    return info
 
 
 class EnergyTracker:
@@ -280,6 +318,11 @@ class EnergyTracker:
         self._elapsed_before_s = 0.0  # run time restored from a checkpoint
         self._store: CalibrationStore | None = None
         self._hardware: HardwareInfo | None = None
+        # The roofline's hardware (peaks per format, bandwidth, launch cost): each window
+        # records its steps' roofline seconds, so a run's windows can fit a calibration that
+        # needs no timing to predict (``lightning-to-energy fit REPORT --roofline``).
+        self._roofline: HardwareSpec | None = None
+        self._roofline_note: str | None = None
         self._started = False
         self._broken: str | None = None
 
@@ -316,9 +359,19 @@ class EnergyTracker:
         except Exception as exc:  # detection is best effort; it only names the report
             self._warn_once("hardware", f"hardware not identified: {exc}")
         self._load_calibration()
+        self._roofline = self._roofline_spec()
         # Pay for importing the regression's solver and for its first fit now, not in the
         # middle of the first window close.
         warm_up_solver()
+
+    def _roofline_spec(self) -> HardwareSpec | None:
+        # NB: best effort and quiet: a GPU missing from the hardware table only costs the
+        # windows their roofline_s column (the report says so), never a warning per run.
+        try:
+            return detect_hardware(self.device if self.device is not None else "cpu")
+        except Exception as exc:
+            self._roofline_note = f"roofline time not recorded: {exc}"
+            return None
 
     def _cuda_devices(self) -> list[int]:
         if self.device is not None and self.device.type == "cuda":
@@ -469,7 +522,7 @@ class EnergyTracker:
             sums[i] += value
         self._run_steps.add(self._profiles[pid])
         window.steps += 1
-        self.tos_total += vector[-2]
+        self.tos_total += vector[len(self._profile_features)]
         self._steps[loop] = self._steps.get(loop, 0) + 1
         self._step_profile_ids[loop] = pid
         if self.meter is not None and self._clock() - self._window_t0 >= self.window_s:
@@ -484,15 +537,25 @@ class EnergyTracker:
                 *(PROFILE_FEATURES[f](profile) for f in self._profile_features),
                 float(profile.tos),
                 float(profile.flops),
+                self._step_roofline_s(profile),
             )
             self._profiles[pid] = profile
             self._profile_vectors[pid] = vector
         return pid, vector
 
+    def _step_roofline_s(self, profile: StepProfile) -> float:
+        """The step's roofline seconds on this device, NaN without a roofline."""
+        if self._roofline is None:
+            return math.nan
+        try:
+            return roofline_s(profile, self._roofline)
+        except ValueError:  # a profile without op_costs (made by hand): no roofline
+            return math.nan
+
     def _open_window(self, loop: str) -> _Window:
         self._slow.clear()  # a new window (a new epoch or loop) reads every key afresh
         window = _Window(loop=loop, first_step=self._steps.get(loop, 0))
-        window.sums = [0.0] * (len(self._profile_features) + 2)
+        window.sums = [0.0] * (len(self._profile_features) + 3)
         if self.meter is not None:
             try:
                 self.meter.open()
@@ -520,6 +583,8 @@ class EnergyTracker:
         n = len(self._profile_features)
         features = {"duration_s": duration_s}
         features.update(zip(self._profile_features, window.sums[:n], strict=True))
+        if math.isfinite(window.sums[n + 2]):
+            features["roofline_s"] = window.sums[n + 2]
         flags: list[str] = []
         if boundary:
             flags.append(FLAG_BOUNDARY)
@@ -760,6 +825,8 @@ class EnergyTracker:
                 f"{folded} earlier window(s) are folded into the loop totals (max_windows="
                 f"{self.max_windows}); the window table and plot show the later ones."
             )
+        if self._roofline_note is not None:
+            notes.append(self._roofline_note)
         changed = len(self.cache.changed_signatures)
         if changed:
             notes.append(
@@ -800,16 +867,7 @@ class EnergyTracker:
         )
 
     def _hardware_dict(self) -> dict[str, str]:
-        if self._hardware is None:
-            return {}
-        return {
-            "fingerprint": hardware_fingerprint(self._hardware),
-            "label": self._hardware.label,
-            "cpu": self._hardware.cpu,
-            "cpu_count": str(self._hardware.cpu_count),
-            "gpus": ", ".join(self._hardware.gpus) or "none",
-            "driver": self._hardware.driver_version or "n/a",
-        }
+        return {} if self._hardware is None else hardware_section(self._hardware)
 
     def _step_breakdown(
         self,
