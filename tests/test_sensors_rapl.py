@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from fakes.clock import FakeClock
 from fakes.powercap import FakePowercap
 from lightning_to_energy.sensors import SensorError, SensorKind, SensorUnavailable, rapl
-from lightning_to_energy.sensors.rapl import RaplSensor, find_rapl_zones, rapl_sensors
+from lightning_to_energy.sensors.rapl import (
+    PEEK_MAX_AGE_S,
+    RaplSensor,
+    find_rapl_zones,
+    rapl_sensors,
+)
 
 
 def _wait_for_polls(sensor: RaplSensor, count: int, timeout_s: float = 5.0) -> None:
@@ -199,6 +205,40 @@ def test_failed_background_read_fails_the_next_read_once(
         assert sensor.read_j() == pytest.approx(0.4)
     finally:
         sensor.close()
+
+
+def test_peek_rereads_the_file_at_most_every_peek_max_age(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A live display peeks on every step: each peek must not cost a sysfs read (and an MSR
+    # read on another CPU); read_j() at window edges always reads.
+    tree = _one_zone_tree(tmp_path, max_uj=1_000_000_000, start_uj=0)
+    (zone,) = find_rapl_zones(tree.root).zones
+    reads = []
+    real_read = rapl._read_file
+
+    def counting(path: Path) -> str:
+        reads.append(path.name)
+        return real_read(path)
+
+    monkeypatch.setattr(rapl, "_read_file", counting)
+    clock = FakeClock()
+    sensor = RaplSensor(zone, background=False, clock=clock)
+    assert reads == ["energy_uj"]  # the first reading, at creation
+    tree.set_energy("intel-rapl:0", 5_000_000)
+    for _ in range(100):  # 100 steps inside one PEEK_MAX_AGE_S: the creation reading serves
+        assert sensor.peek_j() == 0.0
+    assert len(reads) == 1
+    clock.advance(PEEK_MAX_AGE_S)
+    # 5_000_000 µJ = 5 J, read once for the next 0.1 s of peeks
+    assert sensor.peek_j() == pytest.approx(5.0)
+    assert sensor.peek_j() == pytest.approx(5.0)
+    assert len(reads) == 2
+    tree.set_energy("intel-rapl:0", 7_000_000)
+    # read_j() reads at once: 7_000_000 µJ = 7 J; a peek right after shares that reading
+    assert sensor.read_j() == pytest.approx(7.0)
+    assert sensor.peek_j() == pytest.approx(7.0)
+    assert len(reads) == 3
 
 
 def test_rapl_sensors_builds_one_sensor_per_zone_and_closes(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,10 @@ POWERCAP_ROOT_ENV = "LTE_POWERCAP_ROOT"
 DEFAULT_MAX_ZONE_POWER_W = 1000.0
 #: Upper bound on the background read period, seconds.
 MAX_POLL_PERIOD_S = 10.0
+#: How long a reading serves :meth:`RaplSensor.peek_j` before the file is read again. A live
+#: display peeks on every training step, and one ``energy_uj`` read costs tens of µs (a sysfs
+#: read plus an inter-processor call to read the MSR on a CPU of that package), per zone.
+PEEK_MAX_AGE_S = 0.1
 
 PERMISSION_REASON = (
     "CPU energy not measured: permission denied (energy_uj is root-only since Linux 5.10, "
@@ -256,8 +262,9 @@ class RaplSensor:
     Each read adds ``(raw - previous_raw) mod max_energy_range_uj`` to a running total. That
     difference is right as long as reads are less than one wrap period apart, which the
     background thread guarantees: it reads every ``min(10 s, wrap_time / 4)`` where
-    ``wrap_time = max_energy_range_uj / max_power_w``. ``read_j()`` itself reads the file (about
-    10 µs), so results are never stale.
+    ``wrap_time = max_energy_range_uj / max_power_w``. ``read_j()`` itself reads the file (tens
+    of µs), so results are never stale; ``peek_j()``, for live displays, re-reads it only when
+    the latest reading is older than :data:`PEEK_MAX_AGE_S`.
 
     Args:
         zone: a zone from :func:`find_rapl_zones`.
@@ -265,6 +272,7 @@ class RaplSensor:
             :meth:`poll` yourself more often than the counter wraps.
         poll_period_s: the background read period; default from the wrap time as above.
         max_power_w: the most power the zone is assumed to draw (timing only).
+        clock: seconds, for the age of the latest reading (default ``time.monotonic``).
 
     Raises:
         SensorError: the first read failed.
@@ -282,6 +290,7 @@ class RaplSensor:
         background: bool = True,
         poll_period_s: float | None = None,
         max_power_w: float = DEFAULT_MAX_ZONE_POWER_W,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.zone = zone
         self.domain = zone.domain
@@ -296,8 +305,10 @@ class RaplSensor:
             else min(MAX_POLL_PERIOD_S, self.wrap_time_s / 4)
         )
         self._lock = threading.Lock()
+        self._clock = clock
         self._total_uj = 0
         self._last_raw_uj = self._read_raw()
+        self._read_at_s = clock()  # when the file was last read (or a peek tried to)
         self._bg_error: Exception | None = None
         self._sampler: Sampler | None = None
         if background:
@@ -325,6 +336,7 @@ class RaplSensor:
             # Modular difference: one wrap between reads is undone; more cannot be seen.
             self._total_uj += (raw - self._last_raw_uj) % self._modulus_uj
             self._last_raw_uj = raw
+            self._read_at_s = self._clock()
             return self._total_uj / 1e6
 
     def read_j(self) -> float:
@@ -344,10 +356,19 @@ class RaplSensor:
         return value
 
     def peek_j(self) -> float | None:
-        """A fresh reading without raising; the last known total if the read fails."""
+        """The latest total, at most :data:`PEEK_MAX_AGE_S` old; never raises.
+
+        The file is read again only when the latest reading is older than that, so a display
+        that peeks on every step costs the training thread a file read a few times a second,
+        not once per step. A failed read gives the last known total.
+        """
+        now_s = self._clock()
+        if now_s - self._read_at_s < PEEK_MAX_AGE_S:
+            return self._total_uj / 1e6
         try:
             return self.poll()
         except SensorError:
+            self._read_at_s = now_s  # a failing file is not retried on every step either
             with self._lock:
                 return self._total_uj / 1e6
 
