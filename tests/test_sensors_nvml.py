@@ -78,7 +78,7 @@ def test_counter_is_used_when_it_increments() -> None:
     assert nvml.init_calls == nvml.shutdown_calls == 1
 
 
-def test_background_counter_read_returns_the_latest_sample_without_calling_nvml() -> None:
+def test_background_counter_read_extrapolates_the_sample_with_instant_power() -> None:
     clock = FakeClock()
     gpu = FakeGpu(power_w=200.0)
     sensor = _sensor(
@@ -88,10 +88,44 @@ def test_background_counter_read_returns_the_latest_sample_without_calling_nvml(
         reads = gpu.energy_reads
         first_j = sensor.read_j()
         clock.advance(1.0)
-        # No sample was taken since: the stale value comes back, and NVML is not called.
-        assert sensor.read_j() == first_j
+        # No counter sample was taken since (the counter is not read again), but the edge is
+        # brought forward with instant power: 200 W x 1 s = 200 J after the first read.
+        assert sensor.read_j() == pytest.approx(first_j + 200.0)
         assert gpu.energy_reads == reads
-        assert sensor.peek_j() == first_j
+        # the progress bar's peek reads nothing at all: the latest sample as it is
+        assert sensor.peek_j() == pytest.approx(first_j)
+    finally:
+        sensor.close()
+
+
+def test_background_counter_read_without_instant_power_returns_the_sample() -> None:
+    clock = FakeClock()
+    gpu = FakeGpu(power_w=200.0, has_instant_field=False)
+    sensor = _sensor(
+        make_fake_pynvml([gpu], clock=clock), clock, background=True, counter_period_s=60.0
+    )
+    try:
+        first_j = sensor.read_j()
+        clock.advance(1.0)
+        # nothing to extrapolate with: the sample, up to one period stale
+        assert sensor.read_j() == first_j
+    finally:
+        sensor.close()
+
+
+def test_background_counter_reads_never_go_backwards() -> None:
+    clock = FakeClock()
+    gpu = FakeGpu(power_w=200.0)
+    sensor = _sensor(
+        make_fake_pynvml([gpu], clock=clock), clock, background=True, counter_period_s=60.0
+    )
+    try:
+        clock.advance(1.0)
+        extrapolated_j = sensor.read_j()  # the sample + 200 W x 1 s
+        gpu.power_w = 0.0  # the fake counter now shows its origin, as a lagging counter might
+        sensor.poll()  # a new sample: 200 J below that extrapolated read
+        # held at the earlier read (a meter would call a decrease a sensor fault)
+        assert sensor.read_j() == extrapolated_j
     finally:
         sensor.close()
 
@@ -289,6 +323,9 @@ def test_parse_visible_devices_follows_cuda() -> None:
     assert parse_visible_devices(" 1gpu , 3") == [1, 3]  # a leading integer, like strtoul
     assert parse_visible_devices("0,-1,2") == [0]  # CUDA stops at the first bad entry
     assert parse_visible_devices("GPU-ab,MIG-cd") == ["GPU-ab", "MIG-cd"]
+    # A repeated entry makes CUDA see no device, not one GPU twice (two sensors, double joules)
+    assert parse_visible_devices("0,1,0") == []
+    assert parse_visible_devices("GPU-ab,GPU-ab") == []
 
 
 def test_visible_gpu_count_honours_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -298,6 +335,18 @@ def test_visible_gpu_count_honours_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     assert visible_gpu_count(nvml) == 1
     assert nvml.init_calls == nvml.shutdown_calls == 2
+
+
+def test_visible_gpu_count_stops_at_the_first_index_that_names_no_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    nvml = make_fake_pynvml(_three_gpus(), clock=clock)
+    # 3 GPUs: CUDA keeps 2 and 0 and stops at 7, so 2 devices (not min(3, 4) = 3)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0,7,1")
+    assert visible_gpu_count(nvml) == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,0")
+    assert visible_gpu_count(nvml) == 0
 
 
 # --- no library, no driver --------------------------------------------------------------------
@@ -316,3 +365,14 @@ def test_missing_driver_library_is_explained() -> None:
     nvml = make_fake_pynvml([], clock=clock, library_missing=True)
     with pytest.raises(SensorUnavailable, match=r"libnvidia-ml\.so\.1"):
         _sensor(nvml, clock)
+
+
+def test_driver_version_mismatch_says_reboot() -> None:
+    # After a driver upgrade without a reboot, nvmlInit fails with LIB_RM_VERSION_MISMATCH.
+    clock = FakeClock()
+    nvml = make_fake_pynvml(
+        [FakeGpu()], clock=clock, init_error="NVML_ERROR_LIB_RM_VERSION_MISMATCH"
+    )
+    with pytest.raises(SensorUnavailable, match="different versions") as info:
+        _sensor(nvml, clock)
+    assert "reboot" in info.value.fix

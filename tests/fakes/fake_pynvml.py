@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import types
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ ERROR_CODES = {
     "NVML_ERROR_LIBRARY_NOT_FOUND": 12,
     "NVML_ERROR_FUNCTION_NOT_FOUND": 13,
     "NVML_ERROR_GPU_IS_LOST": 15,
+    "NVML_ERROR_LIB_RM_VERSION_MISMATCH": 18,
     "NVML_ERROR_UNKNOWN": 999,
 }
 NVML_FI_DEV_POWER_INSTANT = 186
@@ -100,6 +102,7 @@ def make_fake_pynvml(
     *,
     clock: Callable[[], float],
     library_missing: bool = False,
+    init_error: str | None = None,
     energy_origin_mj: int = 5_000_000,
 ) -> FakePynvml:
     """Build a module object that behaves like ``pynvml`` for the given devices.
@@ -109,6 +112,8 @@ def make_fake_pynvml(
             by UUID only (as in NVML, they are not enumerated by index).
         clock: seconds; energy counters report ``origin + power_w * (clock() - clock_at_build)``.
         library_missing: nvmlInit raises NVML_ERROR_LIBRARY_NOT_FOUND (no driver).
+        init_error: the name of an error code nvmlInit raises, e.g.
+            ``"NVML_ERROR_LIB_RM_VERSION_MISMATCH"``.
         energy_origin_mj: the counter value at build time (energy since "driver load").
 
     Returns:
@@ -127,6 +132,8 @@ def make_fake_pynvml(
     def nvmlInit() -> None:
         if library_missing:
             raise NVMLError(ERROR_CODES["NVML_ERROR_LIBRARY_NOT_FOUND"])
+        if init_error is not None:
+            raise NVMLError(ERROR_CODES[init_error])
         with lock:
             counts["init"] += 1
         mod.init_calls = counts["init"]
@@ -167,8 +174,9 @@ def make_fake_pynvml(
     def nvmlDeviceGetUUID(handle: _Handle) -> str:
         return handle.gpu.uuid
 
-    def nvmlDeviceIsMigDeviceHandle(handle: _Handle) -> int:
-        return int(handle.gpu.uuid.startswith("MIG-"))
+    def nvmlDeviceIsMigDeviceHandle(handle: _Handle) -> ctypes.c_uint:
+        # nvidia-ml-py returns the ctypes object itself here, not its .value
+        return ctypes.c_uint(int(handle.gpu.uuid.startswith("MIG-")))
 
     def nvmlDeviceGetMigMode(handle: _Handle) -> list[int]:
         if handle.gpu.mig_mode is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import re
 import sys
@@ -94,6 +95,12 @@ def _translate(nvml: ModuleType, exc: Exception, what: str, domain: str) -> Sens
             "GPU energy not measured: the NVIDIA kernel driver is not loaded.",
             "load the driver (`sudo modprobe nvidia`; nvidia-smi must work).",
         )
+    if _is_code(nvml, exc, "NVML_ERROR_LIB_RM_VERSION_MISMATCH"):
+        return SensorUnavailable(
+            "GPU energy not measured: the NVIDIA driver library (libnvidia-ml) and the loaded "
+            "kernel module are different versions, as after a driver upgrade without a reboot.",
+            "reboot, or reload the nvidia kernel modules; nvidia-smi must work.",
+        )
     if _is_code(nvml, exc, "NVML_ERROR_NO_PERMISSION"):
         return SensorUnavailable(
             f"{domain}: NVML {what} was refused: insufficient permissions.",
@@ -137,7 +144,8 @@ def parse_visible_devices(value: str | None) -> list[int | str] | None:
     """Parse ``CUDA_VISIBLE_DEVICES`` the way CUDA does.
 
     Entries are indices, ``GPU-<uuid>`` (a unique prefix suffices) or ``MIG-<uuid>``; CUDA stops
-    at the first entry it cannot read, and ``-1`` hides every device.
+    at the first entry it cannot read, ``-1`` hides every device, and a repeated entry hides
+    them all (as ``torch.cuda._parse_visible_devices`` models it).
 
     Returns:
         None when the variable is unset (every device visible, in NVML order), else the entries.
@@ -147,13 +155,17 @@ def parse_visible_devices(value: str | None) -> list[int | str] | None:
     entries: list[int | str] = []
     for raw in value.split(","):
         token = raw.strip()
+        entry: int | str
         if token.startswith(("GPU-", "MIG-")):
-            entries.append(token)
-            continue
-        match = re.match(r"\+?\d+", token)  # CUDA reads a leading integer, like strtoul
-        if match is None:
-            break
-        entries.append(int(match.group()))
+            entry = token
+        else:
+            match = re.match(r"\+?\d+", token)  # CUDA reads a leading integer, like strtoul
+            if match is None:
+                break
+            entry = int(match.group())
+        if entry in entries:  # CUDA then sees no device at all (rather than one GPU twice)
+            return []
+        entries.append(entry)
     return entries
 
 
@@ -176,10 +188,15 @@ class NvmlSensor:
     resort.
 
     With ``background=True`` (the default) a thread samples the counter every
-    ``counter_period_s`` and ``read_j()`` returns the latest sample immediately; it is then up
-    to ``counter_period_s`` (plus the counter's own ~100 ms update period) stale, an offset that
-    largely cancels between the two edges of a window. With ``background=False`` each
-    ``read_j()`` calls NVML on the calling thread (about 3 ms): use it at window edges only.
+    ``counter_period_s``, and ``read_j()`` returns the latest sample brought forward to now
+    with one instant-power read (about 2 us): sample + power x the sample's age. Without that
+    step each window edge would carry its own lag of up to ``counter_period_s``; the two lags
+    are independent, so at steady power a window's energy would be off by power x their
+    difference (standard deviation ``counter_period_s / sqrt(6)``, about 41 ms: about 2 % of a
+    2 s window; derived, not measured). What remains is the counter's own ~100 ms update lag,
+    as with a direct read. NB: without the instant-power field the sample is returned as it
+    is. With ``background=False`` each ``read_j()`` calls NVML on the calling thread (about
+    3 ms): use it at window edges only.
     Power integration always needs regular samples: without the thread they are taken only
     when ``read_j()`` or :meth:`poll` is called.
 
@@ -285,6 +302,9 @@ class NvmlSensor:
             self.source = f"NVML nvmlDeviceGetTotalEnergyConsumption, {name} {uuid}"
             self._poll_fn: Callable[[], None] = self._poll_counter
             period_s = counter_period_s
+            # With a background sampler, a read extrapolates the latest sample to now with
+            # instant power (about 2 us a read): see read_j.
+            self._edge_power_w = self._instant_power_reader() if background else None
         elif method == "counter":
             raise SensorUnavailable(
                 f"{self.domain}: the NVML energy counter cannot be used: {problem}.",
@@ -303,6 +323,8 @@ class NvmlSensor:
             self._poll_fn = self._poll_power
             period_s = power_period_s
         self._latest_j = 0.0
+        self._counter_sample = (0.0, self._clock())  # (joules, when the counter was read)
+        self._read_floor_j = -math.inf  # the last read_j(): reads never go backwards
         self._last_error: Exception | None = None  # the latest sample failed (counter mode)
         self._missed: Exception | None = None  # a sample failed since the last read (power)
         self._power_state: tuple[float, float, float] | None = None  # (t_s, power_w, energy_j)
@@ -402,28 +424,35 @@ class NvmlSensor:
                 return None
         return f"the total-energy counter did not change during a {probe_s:g} s probe"
 
+    def _instant_power_reader(self) -> Callable[[], float] | None:
+        """A reader of instant power in W (field NVML_FI_DEV_POWER_INSTANT), None without it."""
+        nvml = self._nvml
+        field = _code(nvml, "NVML_FI_DEV_POWER_INSTANT")
+        if field is None or not hasattr(nvml, "nvmlDeviceGetFieldValues"):
+            return None
+
+        def instant_w() -> float:
+            values = nvml.nvmlDeviceGetFieldValues(self._handle, [field])
+            value = values[0]
+            if value.nvmlReturn != 0:  # NVML_SUCCESS
+                raise nvml.NVMLError(value.nvmlReturn)
+            milliwatts = getattr(value.value, _VALUE_ATTRS.get(value.valueType, "uiVal"))
+            return float(milliwatts) / 1e3  # mW -> W
+
+        try:
+            instant_w()
+        except nvml.NVMLError:
+            return None
+        return instant_w
+
     def _choose_power_source(self) -> Callable[[], float]:
         """Instant power if the field exists, else the 1 s average; returns a reader in W."""
         nvml = self._nvml
-        field = _code(nvml, "NVML_FI_DEV_POWER_INSTANT")
-        if field is not None and hasattr(nvml, "nvmlDeviceGetFieldValues"):
-
-            def instant_w() -> float:
-                values = nvml.nvmlDeviceGetFieldValues(self._handle, [field])
-                value = values[0]
-                if value.nvmlReturn != 0:  # NVML_SUCCESS
-                    raise nvml.NVMLError(value.nvmlReturn)
-                milliwatts = getattr(value.value, _VALUE_ATTRS.get(value.valueType, "uiVal"))
-                return float(milliwatts) / 1e3  # mW -> W
-
-            try:
-                instant_w()
-            except nvml.NVMLError:
-                pass
-            else:
-                self._power_desc = "field NVML_FI_DEV_POWER_INSTANT"
-                self._power_update_s = 0.0
-                return instant_w
+        instant_w = self._instant_power_reader()
+        if instant_w is not None:
+            self._power_desc = "field NVML_FI_DEV_POWER_INSTANT"
+            self._power_update_s = 0.0
+            return instant_w
         try:
             self._call("nvmlDeviceGetPowerUsage", nvml.nvmlDeviceGetPowerUsage, self._handle)
         except SensorError as exc:
@@ -458,8 +487,11 @@ class NvmlSensor:
 
     def _poll_counter(self) -> None:
         read = self._nvml.nvmlDeviceGetTotalEnergyConsumption
+        before_s = self._clock()
         millijoules = self._call("nvmlDeviceGetTotalEnergyConsumption", read, self._handle)
-        self._latest_j = millijoules / 1e3  # mJ -> J
+        # NB: the call takes about 3 ms; its midpoint stands for the moment of the reading.
+        self._counter_sample = (millijoules / 1e3, 0.5 * (before_s + self._clock()))  # mJ -> J
+        self._latest_j = millijoules / 1e3
         self._last_error = None
 
     def _poll_power(self) -> None:
@@ -492,9 +524,10 @@ class NvmlSensor:
         if self.kind is SensorKind.COUNTER:
             if self._sampler is None:
                 self._poll_counter()
-            elif self._last_error is not None:
+                return self._latest_j
+            if self._last_error is not None:
                 raise SensorError(str(self._last_error)) from self._last_error
-            return self._latest_j
+            return self._extrapolated_j()
         missed, self._missed = self._missed, None
         if self._sampler is None:
             self._poll_power()
@@ -504,6 +537,28 @@ class NvmlSensor:
                 "energy over that interval is unknown."
             ) from missed
         return self._latest_j
+
+    def _extrapolated_j(self) -> float:
+        """The latest counter sample, brought forward to now with instant power.
+
+        A background sample is up to ``counter_period_s`` old, and the two edges of a window
+        would carry independent lags (about 2 % of a 2 s window's energy, see the class
+        docstring). Adding instant power x the sample's age leaves only the counter's own
+        update lag, as a direct read at the edge would, for a 2 us power read instead of a
+        3 ms counter read. Without the instant-power field, or if the read fails, the sample
+        is returned as it is. Reads never go backwards: a later sample below an earlier
+        extrapolation (power fell meanwhile) is held at that extrapolation.
+        """
+        energy_j, sampled_s = self._counter_sample
+        if self._edge_power_w is not None:
+            age_s = self._clock() - sampled_s
+            # a failed power read leaves the sample alone: at most one period stale
+            if age_s > 0:
+                with contextlib.suppress(self._nvml.NVMLError):
+                    energy_j += self._edge_power_w() * age_s  # J = W x s
+        energy_j = max(energy_j, self._read_floor_j)
+        self._read_floor_j = energy_j
+        return energy_j
 
     def peek_j(self) -> float | None:
         """The latest sample, without calling NVML."""
@@ -573,4 +628,9 @@ def visible_gpu_count(nvml: ModuleType | None = None, visible_devices: str | Non
     if visible_devices is None:
         visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
     entries = parse_visible_devices(visible_devices)
-    return count if entries is None else min(count, len(entries))
+    if entries is None:
+        return count
+    for position, entry in enumerate(entries):
+        if isinstance(entry, int) and entry >= count:
+            return position  # CUDA stops at the first index that names no GPU
+    return min(count, len(entries))
