@@ -6,7 +6,11 @@ On an NVIDIA GPU it runs a steady matmul load for ``--seconds`` and prints the e
 NVML total-energy counter next to the energy from integrating the instant-power field on a
 background thread, with their ratio (goal: within 1 %). It then times what the training thread
 spends per window on sensor reads (``Meter.open()`` + ``Meter.close()`` with the background
-sampler; goal: under 0.1 ms), and the same with direct counter reads for contrast.
+sampler; goal: under 0.1 ms), and the same with direct counter reads for contrast. Last, over
+``--scatter-windows`` consecutive 2 s windows of the same load, it prints the spread of each
+window's mean power as read at the edges three ways: direct counter reads, the background
+sample brought forward with instant power (what the meter uses), and the raw background sample
+(``peek_j``), to show what the extrapolation buys.
 
 Without a GPU it says why it skipped that part, and still times the meter over the fake, RAPL
 (when readable) and estimate sensors.
@@ -21,6 +25,8 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
+from itertools import pairwise
 from typing import Any
 
 from lightning_to_energy.meter import Meter
@@ -49,7 +55,42 @@ def window_cost_us(sensors: Sequence[Sensor], windows: int, repeats: int = 5) ->
     return statistics.median(per_window_us)
 
 
-def gpu_part(seconds: float, windows: int) -> str | None:
+def window_scatter(
+    direct: NvmlSensor,
+    windows: int,
+    work: Callable[[], object],
+    sync: Callable[[], None],
+    window_s: float = 2.0,
+) -> None:
+    """Spread of per-window mean power over consecutive windows of a steady load, read three
+    ways at each edge: direct counter reads, extrapolated background samples, raw samples."""
+    background = NvmlSensor(direct.device_index, method="counter", background=True)
+    try:
+        edges: list[tuple[float, float, float, float]] = []
+        t_end = time.perf_counter()
+        for _ in range(windows + 1):
+            sync()
+            raw = background.peek_j()
+            edges.append((time.perf_counter(), direct.read_j(), background.read_j(), raw or 0.0))
+            t_end += window_s
+            while time.perf_counter() < t_end:
+                for _ in range(4):
+                    work()
+                sync()
+    finally:
+        background.close()
+    print(f"per-window mean power over {windows} consecutive {window_s:g} s windows:")
+    for i, label in enumerate(
+        ("direct counter reads", "background, extrapolated", "background, raw sample"), 1
+    ):
+        # W = J / s per window; spread = stdev / mean
+        powers = [(end[i] - start[i]) / (end[0] - start[0]) for start, end in pairwise(edges)]
+        mean_w = statistics.fmean(powers)
+        spread = statistics.stdev(powers) / mean_w * 100
+        print(f"  {label:<26} mean {mean_w:7.1f} W, spread {spread:5.2f} % (stdev / mean)")
+
+
+def gpu_part(seconds: float, windows: int, scatter_windows: int = 8) -> str | None:
     """Run the GPU comparisons; return why they were skipped, or None when they ran."""
     try:
         import torch
@@ -89,6 +130,10 @@ def gpu_part(seconds: float, windows: int) -> str | None:
             f"({(integrated_j / counter_j - 1) * 100:+.2f} %; goal within 1 %)"
         )
         print(f"  mean power from the counter: {counter_j / elapsed_s:.1f} W")
+        if scatter_windows > 1:
+            window_scatter(
+                counter, scatter_windows, partial(torch.mm, a, b), torch.cuda.synchronize
+            )
         del a, b
         torch.cuda.empty_cache()
 
@@ -133,11 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the GPU load")
     parser.add_argument("--windows", type=int, default=2000, help="windows timed per case")
+    parser.add_argument(
+        "--scatter-windows", type=int, default=8, help="2 s windows for the spread (GPU)"
+    )
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore", EnergyEstimateWarning)
     today = datetime.date.today().isoformat()
     print(f"benchmarks/sensors.py, {today}, {platform.node()}, Python {platform.python_version()}")
-    skipped = gpu_part(args.seconds, args.windows)
+    skipped = gpu_part(args.seconds, args.windows, args.scatter_windows)
     if skipped is not None:
         print(f"GPU part skipped: {skipped}.")
     cpu_part(args.windows)
