@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
             f"the calibration was made on {calibration.hardware.label} and its static-power term "
             f"uses measured step time; timing steps here ({hardware.label}) would measure the "
             "wrong machine. Fix: pass --step-time S for the target machine, or use a "
-            "calibration fitted on roofline_s (`lightning-to-energy fit STUDY_DIR --out FILE`)."
+            "calibration fitted on roofline_s (`lightning-to-energy fit STUDY_DIR --out FILE`, "
+            "or `fit REPORT... --roofline --out FILE` on that machine's reports)."
         )
     spec = None
     if "roofline_s" in names:

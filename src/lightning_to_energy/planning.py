@@ -156,7 +156,8 @@ def plan_run(
                 f"step_time_s: the calibration ({calibration.hardware.label}) uses measured step "
                 f"time; expected seconds per step > 0, found {step_time_s!r}. Fix: pass the "
                 "target machine's step time, or use a calibration fitted on roofline_s "
-                "(`lightning-to-energy fit STUDY_DIR --out FILE`)."
+                "(`lightning-to-energy fit STUDY_DIR --out FILE`, or `fit REPORT... --roofline "
+                "--out FILE`)."
             )
         per_step["duration_s"] = float(step_time_s)
     if "roofline_s" in names:
