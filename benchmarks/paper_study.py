@@ -30,6 +30,7 @@ from lightning_to_energy.study import (
     DEFAULT_MIN_SECONDS,
     DEFAULT_WINDOWS,
     ERROR_SUFFIX,
+    first_config_guess_s,
     is_complete,
     run_path,
     run_study,
@@ -68,7 +69,16 @@ def main(argv: list[str] | None = None) -> int:
 
             hardware = find_hardware(args.hardware)
         # keep a minute for the evaluation (a few seconds) and the interpreter's exit
-        budget_s = None if args.budget_min is None else max(60.0 * args.budget_min - 60.0, 1.0)
+        budget_s = None if args.budget_min is None else 60.0 * args.budget_min - 60.0
+        first_s = first_config_guess_s(args.min_seconds)
+        if budget_s is not None and not budget_s >= first_s:
+            # a shorter budget starts nothing, and "run it again" would never get further
+            raise ValueError(
+                f"expected --budget-min of at least {(first_s + 60.0) / 60.0:.2f} (one "
+                f"configuration is expected to take {first_s:.0f} s before one has run, plus "
+                f"a minute kept for the evaluation), found {args.budget_min}. Fix: raise "
+                "--budget-min, or lower --min-seconds."
+            )
         out = Path(args.out)
         run_study(
             configs,

@@ -601,6 +601,19 @@ def test_estimated_energy_is_flagged_in_the_markdown_and_the_table(tmp_path: Pat
     assert "Not a measurement" not in results_markdown(counted, "x", "2026-11-25")
 
 
+def test_markdown_names_sensor_kinds_as_the_run_jsons_spell_them(tmp_path: Path) -> None:
+    from lightning_to_energy.sensors.base import SensorKind
+
+    d = tmp_path / "runs"
+    d.mkdir()
+    write(d / "a.run.json", run_json("a", measured__kind=SensorKind.POWER_INTEGRATION.value))
+    results = evaluate(load_runs([d]), models=["tos-linear"], splits=["config"])
+    md = results_markdown(results, "a GPU", "2026-11-25")
+    # the count and the legend use the same word: "power-integration"
+    assert "Energy: 1 runs power-integration (" in md
+    assert "power-integration = integrated instant power" in md
+
+
 def test_design_effects_compare_runs_that_differ_in_one_choice_only() -> None:
     from lightning_to_energy.scaling import design_effects
 
@@ -609,7 +622,11 @@ def test_design_effects_compare_runs_that_differ_in_one_choice_only() -> None:
     for width in (256, 1024):
         for a, factor in act.items():
             for dtype, d_factor in (("fp32", 1.0), ("bf16", 0.5)):
-                cfg = {"id": f"{width}-{a}-{dtype}", "family": "mlp", "width": width}
+                cfg: dict[str, Any] = {
+                    "id": f"{width}-{a}-{dtype}",
+                    "family": "mlp",
+                    "width": width,
+                }
                 cfg.update(activation=a, dtype=dtype, depth=2)
                 # energy per step: 1 J per 256 of width, times the activation and dtype factors
                 energy = width / 256 * factor * d_factor

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import os
 import re
@@ -302,7 +303,7 @@ class Runner:
 def test_run_study_resumes_and_survives_a_failing_config(tmp_path: Path) -> None:
     good, bad = TINY[0], TINY[1]
     runner = Runner(fail=[bad.id])
-    paths = study.run_study([good, bad], tmp_path, progress=False, runner=runner)
+    paths = study.run_study([good, bad], tmp_path, progress=False, runner=runner, hardware=H100)
     assert runner.calls == [good.id, bad.id]
     assert paths == [tmp_path / f"{good.id}.run.json"]
     error = json.loads((tmp_path / f"{bad.id}.error.json").read_text())
@@ -314,7 +315,8 @@ def test_run_study_resumes_and_survives_a_failing_config(tmp_path: Path) -> None
 
     # again: the finished configuration is skipped, the failed one is tried once more
     runner = Runner(fail=[bad.id])
-    assert study.run_study([good, bad], tmp_path, progress=False, runner=runner) == paths
+    again = study.run_study([good, bad], tmp_path, progress=False, runner=runner, hardware=H100)
+    assert again == paths
     assert runner.calls == [bad.id]
     assert paths[0].stat().st_mtime_ns == mtime
 
@@ -332,6 +334,56 @@ def test_run_study_reruns_a_run_of_another_config_and_stops_at_the_budget(
     runner = Runner()
     assert study.run_study([config], tmp_path, progress=False, runner=runner, budget_s=1.0) == []
     assert runner.calls == []
+
+
+def test_run_study_refuses_to_mix_hardware_in_one_directory(tmp_path: Path) -> None:
+    # a run measured on an H100 is there; this call would measure on an H200
+    config = TINY[0]
+    study.run_config(config, tmp_path, **fake_run_kwargs())
+    runner = Runner()
+    with pytest.raises(ValueError, match=r"runs of this hardware \(h200\) only.*h100-sxm"):
+        study.run_study(TINY, tmp_path, progress=False, runner=runner, hardware="h200")
+    assert runner.calls == []  # refused before anything ran
+    with pytest.raises(CliError, match="own output directory"):
+        run_cli(["run", str(tmp_path), "--grid", "tiny", "--device", "cpu", "--hardware", "h200"])
+    # the same hardware resumes: the done configuration is skipped
+    runner = Runner()
+    study.run_study(TINY[:2], tmp_path, progress=False, runner=runner, hardware=H100)
+    assert runner.calls == [TINY[1].id]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"windows": 0}, "windows >= 1"),
+        ({"min_seconds": -1.0}, "min_seconds >= 0"),
+        ({"steps": 0}, "steps >= 1"),
+        ({"budget_s": 0.0}, "budget_s > 0"),
+    ],
+)
+def test_run_study_checks_its_arguments_before_running_anything(
+    tmp_path: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    runner = Runner()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        study.run_study(TINY, tmp_path / "out", progress=False, runner=runner, **kwargs)
+    assert runner.calls == []
+    assert not (tmp_path / "out").exists()  # no error file per configuration either
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="found a file"):
+        study.run_study(TINY, tmp_path / "file", progress=False, runner=runner)
+
+
+def test_run_study_says_when_the_budget_cannot_start_one_configuration(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=200)
+    runner = Runner()
+    # 10 s < the first guess of 2 * 8 s + 30 s = 46 s: nothing starts, and again never would
+    assert study.run_study(TINY, tmp_path, runner=runner, budget_s=10.0, console=console) == []
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "time budget too short: 10 s is less than one configuration" in text
+    assert "(46 s)" in text and "run the same command again" not in text
 
 
 def test_run_study_refuses_duplicate_ids(tmp_path: Path) -> None:
@@ -452,6 +504,22 @@ def test_cli_eval_writes_results_and_replaces_its_markdown_section(
     assert second.startswith("# Results\n\nKept before.\n") and second.endswith("Kept after.\n")
 
 
+def test_cli_eval_json_still_says_which_runs_it_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for i in range(3):
+        config = study.make_config("mlp", "digits", "fp32", width=8 * (i + 1), depth=1)
+        synthetic_run(tmp_path, config, tos=(i + 1) * 3e10, seconds=(i + 2) * 1e-3)
+    path = tmp_path / f"{config.id}.run.json"
+    data = json.loads(path.read_text())
+    data["measured"]["energy_per_step_j"] = None  # no fit-worthy window: skipped
+    path.write_text(json.dumps(data))
+    assert run_cli(["eval", str(tmp_path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["runs"]) == 2  # stdout stays pure JSON
+    assert f"{config.id}.run.json: skipped" in captured.err
+
+
 def test_update_markdown_creates_the_file(tmp_path: Path) -> None:
     md = tmp_path / "docs" / "results.md"
     _cli_study.update_markdown(md, "cpu", "## Section\n")
@@ -459,3 +527,45 @@ def test_update_markdown_creates_the_file(tmp_path: Path) -> None:
         "# Results\n\n<!-- study-results: cpu -->\n## Section\n<!-- /study-results: cpu -->\n"
     )
     assert os.path.getsize(md) > 0
+
+
+# --- benchmarks/paper_study.py --------------------------------------------------------------
+
+
+def paper_study_main() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_study.py"
+    spec = importlib.util.spec_from_file_location("paper_study", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--windows", "0"], "windows >= 1"),
+        (["--min-seconds", "-1"], "min_seconds >= 0"),
+        # a minute is kept for the evaluation: 1.5 min leaves 30 s < 2 * 8 s + 30 s = 46 s,
+        # so at least (46 + 60) / 60 = 1.77 minutes are needed
+        (["--budget-min", "1.5"], "expected --budget-min of at least 1.77"),
+        (["--budget-min", "0"], "expected --budget-min of at least 1.77"),
+    ],
+)
+def test_paper_study_refuses_bad_options_before_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    main = paper_study_main()
+    out = tmp_path / "out"
+    assert main(["--out", str(out), "--grid", "tiny", "--device", "cpu", *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # no error file written per configuration
+
+
+def test_paper_study_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main = paper_study_main()
+    (tmp_path / "file").write_text("")
+    assert main(["--out", str(tmp_path / "file"), "--grid", "tiny", "--device", "cpu"]) == 2
+    assert "found a file" in capsys.readouterr().err

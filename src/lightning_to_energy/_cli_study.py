@@ -10,6 +10,7 @@ import argparse
 import datetime as _dt
 import json
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -165,15 +166,18 @@ def run_grid(args: argparse.Namespace) -> int:
         if not args.budget_min > 0:
             raise CliError(f"expected --budget-min > 0, found {args.budget_min}.")
         budget_s = 60.0 * args.budget_min
-    done = run_study(
-        configs,
-        out,
-        device=device,
-        min_seconds=min_seconds,
-        windows=windows,
-        hardware=hardware,
-        budget_s=budget_s,
-    )
+    try:
+        done = run_study(
+            configs,
+            out,
+            device=device,
+            min_seconds=min_seconds,
+            windows=windows,
+            hardware=hardware,
+            budget_s=budget_s,
+        )
+    except ValueError as exc:  # checked before any configuration runs
+        raise CliError(str(exc)) from None
     return 0 if len(done) == len(configs) else 1
 
 
@@ -246,6 +250,9 @@ def evaluate_dir(out_dir: Path, *, results_md: str | None = None, as_json: bool 
         raise CliError(str(exc)) from None
     saved = save_results(results, out_dir)
     if as_json:
+        # stdout is the JSON; a skipped run must still be said, on stderr
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
         print(json.dumps(results.to_dict(), indent=2, allow_nan=False))
     else:
         for w in caught:

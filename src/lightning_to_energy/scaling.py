@@ -150,7 +150,7 @@ class StudyRun:
         hardware: the hardware key, e.g. ``"h100-sxm"``.
         path: the file the run was read from (None for runs built in memory).
         kind: the weakest sensor kind behind ``energy_j`` (``"counter"``,
-            ``"power_integration"``, ``"estimate"``, ...; ``"unknown"`` when not recorded).
+            ``"power-integration"``, ``"estimate"``, ...; ``"unknown"`` when not recorded).
     """
 
     id: str
@@ -478,6 +478,11 @@ class LinearModel(ScalingModel):
 
 class LogLogModel(ScalingModel):
     """``log E = alpha + beta * log x`` by ordinary least squares in logs (a power law).
+
+    NB: the back-transformed prediction ``exp(alpha) * x ** beta`` is the geometric mean (the
+    median under log-normal errors), with no smearing correction (Duan 1983): that would scale
+    every prediction up by the mean of ``exp(residual)``, which for residuals symmetric in logs
+    raises the mean relative error that "precision" is made of.
 
     Args:
         feature: the run feature ``x``; it must be > 0.

@@ -339,7 +339,7 @@ def results_markdown(results: StudyResults, machine: str, date: str) -> str:
             f"{sum(1 for r in results.runs if r.kind == k)} runs {k}"
             for k in sorted({r.kind for r in results.runs})
         )
-        + " (sensor kind: counter = hardware energy counter, power_integration = integrated "
+        + " (sensor kind: counter = hardware energy counter, power-integration = integrated "
         "instant power, estimate = not a measurement).",
         "",
         *([f"**{caveat}**", ""] if (caveat := energy_caveat(results)) else []),

@@ -1041,6 +1041,50 @@ def run_config(
     return path
 
 
+def first_config_guess_s(min_seconds: float) -> float:
+    """How long :func:`run_study` expects a configuration to take before one has run in the
+    call (``2 * min_seconds + 30`` s: training, the counted step and the Trainer's set-up)."""
+    return 2.0 * min_seconds + 30.0
+
+
+def _hardware_key(spec: HardwareSpec | None, device: torch.device) -> str:
+    """The ``hardware.key`` a run JSON measured on ``device`` with ``spec`` gets."""
+    if spec is not None:
+        return spec.key
+    from lightning_to_energy.calibration import HardwareInfo
+
+    return _unknown_key(_device_name(device, HardwareInfo.detect()))
+
+
+def _check_same_hardware(out: Path, key: str) -> None:
+    """Refuse to add runs of ``key`` to a directory holding runs of other hardware.
+
+    ``study eval`` fits one energy law per machine and refuses such a mix; resuming a study on
+    another machine (an H200 where an H100 began it) would otherwise skip the done
+    configurations, measure the rest elsewhere, and leave a directory no evaluation can read.
+    """
+    if not out.is_dir():
+        return
+    others: dict[str, str] = {}
+    for path in sorted(out.glob(f"*{RUN_SUFFIX}")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # unreadable: is_complete() reruns it
+        hw = data.get("hardware") if isinstance(data, dict) else None
+        found = hw.get("key") if isinstance(hw, dict) else None
+        if isinstance(found, str) and found != key:
+            others.setdefault(found, path.name)
+    if others:
+        listed = ", ".join(f"{k} (e.g. {name})" for k, name in sorted(others.items()))
+        raise ValueError(
+            f"expected {out} to hold runs of this hardware ({key}) only, found runs of {listed}. "
+            "Fix: give each hardware its own output directory (e.g. study-" + key + "), move "
+            "those runs away to measure them again here, or pass --hardware with their key if "
+            "this is the same device."
+        )
+
+
 def _release_memory() -> None:
     """Free what the last configuration left (a failed one may hold its GPU tensors)."""
     gc.collect()
@@ -1129,7 +1173,9 @@ def run_study(
         The run JSON paths of the configurations done, in grid order (skipped ones included).
 
     Raises:
-        ValueError: duplicate configuration ids.
+        ValueError: duplicate configuration ids, a bad ``steps``, ``windows``, ``min_seconds``
+            or ``budget_s``, an ``out_dir`` that is a file, a bad device or hardware key, or an
+            ``out_dir`` already holding runs of other hardware (one energy law per machine).
     """
     from rich.console import Console
     from rich.progress import (
@@ -1144,7 +1190,24 @@ def run_study(
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise ValueError(f"expected unique configuration ids, found duplicates: {duplicates}.")
+    # Checked here, not only in run_config: a bad value would otherwise fail every
+    # configuration one by one and leave an error file for each.
+    if steps is not None and steps < 1:
+        raise ValueError(f"expected steps >= 1 or None, found {steps!r}.")
+    if windows < 1 or not min_seconds >= 0:
+        raise ValueError(
+            f"expected windows >= 1 and min_seconds >= 0, found {windows!r} and {min_seconds!r}."
+        )
+    if budget_s is not None and not budget_s > 0:
+        raise ValueError(f"expected budget_s > 0 or None, found {budget_s!r}.")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(
+            f"expected out_dir to be a directory, found a file at {out}. Fix: pick another path."
+        )
+    dev = resolve_device(device)
+    spec = resolve_hardware(hardware, dev)
+    _check_same_hardware(out, _hardware_key(spec, dev))
     out.mkdir(parents=True, exist_ok=True)
     run_one = runner or run_config
     console = console or Console()
@@ -1156,11 +1219,12 @@ def run_study(
         "sensors": sensors,
         "window_s": window_s,
         "clock": clock,
-        "hardware": hardware,
+        # resolved once above: every configuration gets the same spec
+        "hardware": spec if spec is not None else hardware,
         "callbacks": callbacks,
     }
     started = time.monotonic()
-    first_guess_s = 2.0 * min_seconds + 30.0  # until a configuration has run in this call
+    first_guess_s = first_config_guess_s(min_seconds)  # until a configuration has run
     durations: list[float] = []
     done: dict[str, Path] = {}
     failed: dict[str, str] = {}
@@ -1204,7 +1268,14 @@ def run_study(
         console.print(f"study: {len(done)} of {total} configurations done in {out}")
         for cid, text in failed.items():
             console.print(f"[red]failed[/red] {cid}: {text} (details in {cid}{ERROR_SUFFIX})")
-        if left:
+        if left and not durations:
+            # nothing started in this call: running it again would not get any further
+            console.print(
+                f"[red]time budget too short[/red]: {budget_s:.0f} s is less than one "
+                f"configuration is expected to take ({first_guess_s:.0f} s), so none of the "
+                f"{len(left)} left was started. Fix: raise the budget (--budget-min)."
+            )
+        elif left:
             console.print(
                 f"[yellow]time budget reached[/yellow]: {len(left)} configuration(s) not run "
                 "yet; run the same command again to resume."
