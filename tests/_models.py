@@ -111,3 +111,18 @@ def tiny_mlp() -> TinyMLP:
 
 TINY_MLP = TinyMLP()
 """A module instance, for the CLI's MODULE:ATTR form."""
+
+
+class ShapeCheckedMLP(TinyMLP):
+    """TinyMLP whose forward asserts a [batch, 16] input, as many user models do."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.dim() == 2, f"expected [batch, 16], got {tuple(x.shape)}"
+        return super().forward(x)
+
+
+class ArgmaxMLP(TinyMLP):
+    """TinyMLP that returns class indices: nothing to differentiate."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).argmax(-1)

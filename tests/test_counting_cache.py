@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -59,6 +61,37 @@ def test_signature_follows_batch_shape_dtype_and_structure(model: TinyMLP) -> No
     )
     assert sig(nested, model) != sig(
         {"x": [torch.randn(8, 16), torch.randn(3)], "y": (torch.randn(3),)}, model
+    )
+
+
+@dataclasses.dataclass
+class _Batch:
+    x: torch.Tensor
+    label: str
+
+
+class _Encoding(collections.UserDict):
+    """Stands in for HuggingFace's BatchEncoding, a UserDict and no dict."""
+
+
+def test_signature_follows_shapes_inside_containers_pytree_does_not_know(
+    model: TinyMLP,
+) -> None:
+    # a dataclass batch and a UserDict batch of 8 rows, then a last batch of 4 rows: the
+    # tensors inside decide the ops, so the signatures must differ (they did not: only the
+    # container's type was kept, and the short batch replayed the full batch's profile)
+    assert sig(_Batch(torch.randn(8, 16), "a"), model) != sig(
+        _Batch(torch.randn(4, 16), "a"), model
+    )
+    assert sig(_Encoding(x=torch.randn(8, 16)), model) != sig(
+        _Encoding(x=torch.randn(4, 16)), model
+    )
+    # equal contents still give equal signatures, non-tensor fields by type only
+    assert sig(_Batch(torch.randn(8, 16), "a"), model) == sig(
+        _Batch(torch.randn(8, 16), "b"), model
+    )
+    assert sig({"enc": _Encoding(ids=torch.zeros(2, 5))}, model) != sig(
+        {"enc": _Encoding(ids=torch.zeros(2, 6))}, model
     )
 
 

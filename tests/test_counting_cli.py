@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from lightning_to_energy import cli
 
@@ -88,6 +89,19 @@ def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
         (["_models:TinyMLP", "--input", "8x15"], "to run on inputs [8x15]"),
         (["_models:TinyMLP", "--input", "8x16", "--optimizer", "sgd"], "with --optimizer"),
         (["_models:TinyMLP", "--input", "8x16", "--device", "cuda:7"], "CUDA device"),
+        # a model that raises something other than RuntimeError/TypeError/ValueError/IndexError
+        # printed a traceback
+        (["_models:ShapeCheckedMLP", "--input", "8x2x16"], "AssertionError: expected [batch"),
+        # profile()'s own checks were reported as a bad input shape
+        (["torch.nn:ReLU", "--input", "8x16", "--train"], "trainable parameters for --train"),
+        (["_models:ArgmaxMLP", "--input", "8x16", "--train"], "require grad"),
+        # a device type this PyTorch build lacks printed a traceback from model.to(device)
+        pytest.param(
+            ["_models:TinyMLP", "--input", "8x16", "--device", "mps"],
+            "--device mps to be usable",
+            marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is usable"),
+        ),
+        (["_models:TinyMLP", "--input", "8x16", "--top", "-1"], "--top"),
     ],
 )
 def test_errors_are_one_line_with_exit_2(

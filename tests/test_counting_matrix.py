@@ -7,6 +7,7 @@ run on the ``meta`` device, which has their shape functions.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -335,6 +336,24 @@ def test_fused_multi_head_attention_fast_path() -> None:
     # bias adds on 3 * 20 * 32 projected and 20 * 32 output elements, 2 * 800 softmax adds
     # and 2 * 4 * 10 log-sum-exp rows
     assert by_class(p, VECTOR)[ADD] == 1920 + 640 + 1600 + 80
+
+
+def test_encoder_layer_fast_path_on_padding_masked_nested_input() -> None:
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, batch_first=True)
+    encoder = torch.nn.TransformerEncoder(layer, 1, enable_nested_tensor=True).eval()
+    x = torch.randn(2, 6, 16)
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[1, 4:] = True  # sequence 0 has 6 tokens, sequence 1 has 4
+    with torch.inference_mode(), warnings.catch_warnings():
+        # the formula raised on the nested tensor (no sizes) and warned; now it must not
+        warnings.filterwarnings("error", message="lightning-to-energy")
+        warnings.filterwarnings("ignore", message=".*nested", category=UserWarning)
+        p = count(lambda: encoder(x, src_key_padding_mask=padding))
+    assert "aten._transformer_encoder_layer_fwd" not in p.unmodelled_ops
+    # per sequence of L tokens (E 16, F 32, 4 heads of width 4): in-projection 3 * L * 16 * 16,
+    # out-projection L * 16 * 16, FFN 2 * L * 16 * 32 = 2048 L, attention 4 * L * L * (4 + 4)
+    # = 32 L^2; L = 6: 12288 + 1152 = 13440, L = 4: 8192 + 512 = 8704 (padding not counted)
+    assert by_class(p, MATRIX) == {FMA: 13440 + 8704}
 
 
 def test_fused_lstm_forward_and_backward() -> None:

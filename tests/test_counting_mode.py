@@ -268,6 +268,22 @@ def test_bf16_autocast_costs_fewer_tos_than_fp32() -> None:
     assert bf16.flops == fp32.flops
 
 
+def test_a_warm_up_inside_autocast_leaves_the_counted_step_its_weight_casts() -> None:
+    model, x = torch.nn.Linear(4, 3), torch.randn(2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        p = profile(model, x, train=True, optimizer="sgd")  # a warm-up step runs first
+        again = profile(model, x, train=True, optimizer="sgd")
+    # forward casts x [2, 4], the weight [3, 4] and the bias [3] to bf16; backward casts the
+    # weight and bias gradients back to fp32: 3 + 2 = 5 casts, as in a loop that enters
+    # autocast every step (autocast's weight cache must not carry over from the warm-up)
+    assert p.by_op["aten._to_copy"].calls == 5
+    # bytes: forward reads fp32 (8 + 12 + 3) * 4 = 92 and writes bf16 23 * 2 = 46; backward
+    # reads the bf16 gradients (12 + 3) * 2 = 30 and writes fp32 15 * 4 = 60
+    casts = p.by_op["aten._to_copy"]
+    assert (casts.bytes_read, casts.bytes_written) == (92 + 30, 46 + 60)
+    assert p.same_work(again)
+
+
 def test_matrix_tos_split_by_format_group() -> None:
     key = (FMA, NumberFormat.TF32, Unit.MATRIX)
     p = StepProfile(
@@ -326,6 +342,21 @@ def test_profile_leaves_the_model_and_optimizer_as_they_were() -> None:
     assert all(a is b for a, b in zip(grads, (p.grad for p in model.parameters()), strict=True))
     assert torch.equal(opt.state_dict()["state"][0]["exp_avg"], opt_state)
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_profile_neither_accumulates_into_nor_changes_an_input_gradient() -> None:
+    model, x = torch.nn.Linear(4, 3), torch.randn(2, 4, requires_grad=True)
+    first = profile(model, x, train=True)
+    assert x.grad is None
+    # a second call counted the same step plus an add_ of 2 * 4 = 8 elements accumulating
+    # into the x.grad that the first call left behind
+    assert profile(model, x, train=True).same_work(first)
+    assert "aten.add_" not in first.by_op
+    g = torch.ones(2, 4)
+    x.grad = g
+    with_warmup = profile(model, x, train=True, optimizer="sgd")
+    assert x.grad is g and torch.equal(g, torch.ones(2, 4))
+    assert with_warmup.by_phase["backward"].calls == first.by_phase["backward"].calls
 
 
 def test_forward_profile_leaves_batch_norm_statistics_alone() -> None:

@@ -6,6 +6,7 @@ registered for its packet and compares with counts worked out by hand in the com
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -118,6 +119,19 @@ def test_integer_and_bool_dtypes_count_in_their_formats() -> None:
     logic = cost_of(lambda: torch.logical_and(mask, mask), aten.logical_and)
     # logical_and on 2x3 bools: 6 x 1 cmp in bool
     assert logic.ops == ops(NumberFormat.BOOL, cmp=6)
+
+
+def test_unsigned_integers_count_in_their_width_not_fp32() -> None:
+    # uint16/32/64 were counted as fp32 (the default for dtypes the table did not list)
+    for dtype, fmt in (
+        (torch.uint16, NumberFormat.INT16),
+        (torch.uint32, NumberFormat.INT32),
+        (torch.uint64, NumberFormat.INT64),
+    ):
+        u = torch.ones(2, 3, dtype=dtype)
+        c = cost_of(functools.partial(torch.bitwise_and, u, u), aten.bitwise_and)
+        # bitwise_and on 2x3: 6 x 1 cmp-class op in the unsigned type's width
+        assert c.ops == ops(fmt, cmp=6), dtype
 
 
 @pytest.mark.parametrize(

@@ -106,9 +106,12 @@ def run(args: argparse.Namespace) -> int:
 
     Raises:
         CliError: a bad import path, attribute, input shape or dtype, an optimizer without
-            --train, an unavailable device, or a model that fails on the inputs.
+            --train, an unavailable device, a negative --top, a model without trainable
+            parameters or without a differentiable output for --train, or a model that fails
+            on the inputs.
     """
     from lightning_to_energy.counting import profile
+    from lightning_to_energy.counting.profile import DefaultLossError
 
     if args.optimizer and not args.train:
         raise CliError(
@@ -120,23 +123,44 @@ def run(args: argparse.Namespace) -> int:
             "expected at least one --input SHAPE (e.g. --input 8x3x32x32), found none. "
             "Fix: pass one --input per positional argument of the model's forward."
         )
+    if args.top < 0:
+        raise CliError(
+            f"expected --top as a number of modules >= 0, found {args.top}. Fix: e.g. --top 10."
+        )
     device = _device(args.device)
     specs = [parse_input(text) for text in args.input]
-    model = load_module(args.target).to(device)
+    model = load_module(args.target)
+    if args.train and not any(p.requires_grad for p in model.parameters()):
+        raise CliError(
+            f"expected {args.target} to have trainable parameters for --train, found none. "
+            "Fix: drop --train to count a forward pass."
+        )
+    try:
+        model.to(device)
+        inputs = [_make_input(shape, dtype, high, device) for shape, dtype, high in specs]
+    except RuntimeError as exc:
+        raise CliError(
+            f"expected --device {args.device} to be usable, found {type(exc).__name__}: "
+            f"{_first_line(exc)}. Fix: use --device cpu, or a device this PyTorch build has."
+        ) from None
     # Forward only counts inference: dropout off, batch norm on its running statistics.
     model.train(args.train)
-    inputs = [_make_input(shape, dtype, high, device) for shape, dtype, high in specs]
     precision, how = _precision(args.dtype, device, model, inputs)
     try:
         with precision:
             result = profile(model, *inputs, train=args.train, optimizer=args.optimizer)
-    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+    except DefaultLossError:
+        raise CliError(
+            f"expected {args.target}'s output to hold floating-point tensors that require grad "
+            "(--train sums them into its loss), found none. Fix: drop --train, or point at a "
+            "model whose forward returns a differentiable output such as logits."
+        ) from None
+    except Exception as exc:  # the user's model may raise anything (asserts, KeyError...)
         shapes = ", ".join(args.input)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CliError(
             f"expected {args.target} to run on inputs [{shapes}], found "
-            f"{type(exc).__name__}: {first}. Fix: give --input shapes and dtypes that the "
-            "model's forward accepts."
+            f"{type(exc).__name__}: {_first_line(exc)}. Fix: give --input shapes and dtypes "
+            "that the model's forward accepts."
         ) from None
     meta = {
         "model": args.target,
@@ -152,6 +176,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         _render(result, meta, args.top)
     return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message without a closing period, or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
 
 
 # --- parsing --------------------------------------------------------------------------------

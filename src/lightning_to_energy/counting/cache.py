@@ -9,8 +9,9 @@ signatures to counted profiles and asks for a periodic re-count to catch data-de
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from operator import attrgetter
 from typing import Any, NamedTuple
 
@@ -31,8 +32,17 @@ def _leaf(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         # (is_cuda, index) stands for the device: hashing a torch.device is slow
         return (x.shape, x.dtype, x.is_cuda, x.get_device())
-    # NB: non-tensor leaves count by type only: ids, strings and step numbers change every
-    # batch and rarely change the ops.
+    # Containers pytree does not know, which Lightning still moves to the device: mappings
+    # that are not dicts (HuggingFace's BatchEncoding is a UserDict), dataclasses, list and
+    # tuple subclasses. Their tensors' shapes decide the step's ops as much as a dict's do.
+    if isinstance(x, Mapping):
+        return (type(x), *((k, _leaf(v)) for k, v in x.items()))
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return (type(x), *(_leaf(getattr(x, f.name)) for f in dataclasses.fields(x)))
+    if isinstance(x, (list, tuple)):
+        return (type(x), *map(_leaf, x))
+    # NB: other non-tensor leaves count by type only: ids, strings and step numbers change
+    # every batch and rarely change the ops.
     return type(x)
 
 

@@ -374,6 +374,14 @@ class ProfileSum:
 _OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
+class DefaultLossError(ValueError):
+    """``profile(train=True)`` without ``loss_fn`` found no output to sum into a loss.
+
+    Raised by :func:`profile` itself, never by the model, so callers (the CLI) can tell a
+    model without a differentiable output from a model that failed.
+    """
+
+
 def profile(
     model_or_callable: Any,
     *inputs: Any,
@@ -395,10 +403,10 @@ def profile(
     The user's model is left as it was: for an ``nn.Module`` its buffers (batch-norm
     statistics), ``.grad`` tensors and, with an optimizer, its parameters are saved before and
     restored after (a copy of the parameters while profiling a step with an optimizer), as are
-    a given optimizer's state and the RNG state. The module's train/eval mode is used as it
-    is: call ``model.eval()`` first for inference figures. A plain callable is called as is:
-    undoing its side effects (beyond the optimizer state and the CPU RNG) is the caller's
-    business.
+    a given optimizer's state, the RNG state and the ``.grad`` of inputs that require grad. The
+    module's train/eval mode is used as it is: call ``model.eval()`` first for inference
+    figures. A plain callable is called as is: undoing its side effects (beyond the optimizer
+    state, the input gradients and the CPU RNG) is the caller's business.
 
     Args:
         model_or_callable: an ``nn.Module`` (a ``torch.compile``d one is counted eagerly), or
@@ -451,12 +459,24 @@ def profile(
             opt.zero_grad(set_to_none=True)
 
     user_optimizer = optimizer if opt is optimizer else None
-    with _preserved(module, user_optimizer, params=opt is not None):
+    # Inputs that are leaves requiring grad collect a .grad in backward: restored like the
+    # parameters', and cleared before each step, so that the counted step neither accumulates
+    # into the warm-up's (or the caller's) gradient nor leaves one behind.
+    leaves = [
+        t
+        for t in tree_leaves((inputs, target))
+        if isinstance(t, torch.Tensor) and t.is_leaf and t.requires_grad
+    ]
+    with _preserved(module, user_optimizer, params=opt is not None, leaves=leaves):
         # a step in a loop that zeroes grads with set_to_none starts without any
-        _clear_grads(module)
+        _clear_grads(module, leaves)
         if warmup:
             step(None)
-            _clear_grads(module)
+            _clear_grads(module, leaves)
+        # Autocast keeps its casts of the weights until the caller's outermost autocast region
+        # exits: without this, the counted step would reuse the warm-up's (or an earlier
+        # profile's) casts, where a training loop, entering autocast per step, casts every step.
+        torch.clear_autocast_cache()
         counter = OpCounter(cost_model=cost_model, module=module)
         with counter:
             step(counter)
@@ -464,7 +484,9 @@ def profile(
     return counter.profile
 
 
-def _clear_grads(module: Any) -> None:
+def _clear_grads(module: Any, leaves: list[torch.Tensor]) -> None:
+    for t in leaves:
+        t.grad = None
     if module is not None:
         for p in module.parameters():
             p.grad = None
@@ -498,7 +520,7 @@ def _loss(out: Any, loss_fn: Any, target: Any) -> Any:
         if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad
     ]
     if not parts:
-        raise ValueError(
+        raise DefaultLossError(
             "profile(train=True): expected an output with floating-point tensors that require "
             f"grad, to sum into a default loss; found {type(out).__name__} without any. Pass "
             "loss_fn=..., or a model with trainable parameters."
@@ -510,11 +532,14 @@ def _loss(out: Any, loss_fn: Any, target: Any) -> Any:
 
 
 @contextmanager
-def _preserved(module: Any, optimizer: Any, *, params: bool) -> Iterator[None]:
+def _preserved(
+    module: Any, optimizer: Any, *, params: bool, leaves: list[torch.Tensor]
+) -> Iterator[None]:
     """Restore the RNG, ``optimizer``'s state, ``module``'s buffers and ``.grad`` tensors, and
-    its parameters too when ``params`` (an optimizer is about to update them)."""
+    its parameters too when ``params`` (an optimizer is about to update them); and the
+    ``.grad`` of the input ``leaves``."""
     saved: dict[str, torch.Tensor] = {}
-    grads: list[tuple[Any, Any]] = []
+    grads: list[tuple[Any, Any]] = [(t, t.grad) for t in leaves]
     devices: list[int] = []
     if module is not None:
         weights = {id(p) for p in module.parameters()}
@@ -523,7 +548,7 @@ def _preserved(module: Any, optimizer: Any, *, params: bool) -> Iterator[None]:
             for k, v in module.state_dict(keep_vars=True).items()
             if params or id(v) not in weights
         }
-        grads = [(p, p.grad) for p in module.parameters()]
+        grads += [(p, p.grad) for p in module.parameters()]
         devices = sorted({p.device.index or 0 for p, _ in grads if p.is_cuda})
     opt_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
     try:

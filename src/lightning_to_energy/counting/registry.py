@@ -170,6 +170,10 @@ for _name, _fmt in (
     ("float8_e4m3fnuz", NumberFormat.FP8_E4M3),
     ("float8_e5m2", NumberFormat.FP8_E5M2),
     ("float8_e5m2fnuz", NumberFormat.FP8_E5M2),
+    # unsigned integers run on the signed datapath of their width, as uint8 does
+    ("uint16", NumberFormat.INT16),
+    ("uint32", NumberFormat.INT32),
+    ("uint64", NumberFormat.INT64),
     ("complex64", NumberFormat.FP32),
     ("complex128", NumberFormat.FP64),
 ):

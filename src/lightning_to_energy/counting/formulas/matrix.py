@@ -508,15 +508,14 @@ def native_multi_head_attention(call: OpCall) -> OpCost:
     return OpCost(ops, read, written, 3, 0)
 
 
-@register(aten._transformer_encoder_layer_fwd)
-def transformer_encoder_layer(call: OpCall) -> OpCost:
-    # src [B, L, E]; x = x + MHA(LN1(x)); x = x + FFN(LN2(x)) with FFN [E -> F -> E] and
-    # gelu or relu (norm_first), or LN after each residual add (post-norm): the same work.
-    src = call.arg("src")
-    b, length, e = src.shape
+def _encoder_layer_ops(call: OpCall, src: torch.Tensor, b: int, length: int) -> dict[OpKey, float]:
+    """ALU ops of one encoder layer on ``b`` sequences of ``length`` tokens each."""
+    # x = x + MHA(LN1(x)); x = x + FFN(LN2(x)) with FFN [E -> F -> E] and gelu or relu
+    # (norm_first), or LN after each residual add (post-norm): the same work.
+    e = src.size(-1)
     f = call.arg("ffn_weight_1").shape[0]
     mat, vec = matmul_format(src.dtype, on_cuda=src.is_cuda), dtype_format(src.dtype)
-    x = _meta_like(src.shape, src)
+    x = _meta_like((b, length, e), src)
     rows = _meta_like((b, length, 1), src)
     w = _meta_like((e,), src)
     norm = _part(aten.native_layer_norm, (x, [e], w, w, call.arg("eps")), (x, rows, rows))
@@ -541,6 +540,22 @@ def transformer_encoder_layer(call: OpCall) -> OpCost:
     # FFN: [b*L, e] @ [e, f] and [b*L, f] @ [f, e], bias adds on f and e; 2 residual adds
     _add(ops, (FMA, mat, MATRIX), 2 * b * length * e * f)
     _add(ops, (ADD, vec, VECTOR), b * length * (f + 3 * e))
+    return ops
+
+
+@register(aten._transformer_encoder_layer_fwd)
+def transformer_encoder_layer(call: OpCall) -> OpCost:
+    # src [B, L, E], or a nested tensor of B sequences [L_i, E] (nn.TransformerEncoder in eval
+    # with a src_key_padding_mask drops the padding): each sequence is its own problem.
+    src = call.arg("src")
+    if src.is_nested:
+        # NB: the sizes of a nested tensor are host metadata; reading them needs no sync.
+        ops: dict[OpKey, float] = {}
+        for length in src._nested_tensor_size()[:, 0].tolist():
+            for key, n in _encoder_layer_ops(call, src, 1, int(length)).items():
+                _add(ops, key, n)
+    else:
+        ops = _encoder_layer_ops(call, src, src.shape[0], src.shape[1])
     read, written = io_bytes(call)
     # NB: 2 norms, 3 attention kernels, 2 FFN matmuls, the activation and 2 residual adds:
     # ten kernels; intermediate activations are not counted as traffic. FlopCounterMode has
