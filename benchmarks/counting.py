@@ -126,12 +126,16 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device (use --device cpu or all)")
     torch.set_num_threads(args.threads)
     devices = []
     if args.device in ("cpu", "all"):
         devices.append(torch.device("cpu"))
     if args.device in ("cuda", "all") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
+    elif args.device == "all":
+        print("CUDA part skipped: torch sees no CUDA device")
     print(f"torch {torch.__version__}, {args.threads} CPU thread(s)")
     for device in devices:
         bench_counting(device, args.rounds)
