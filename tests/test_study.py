@@ -220,6 +220,38 @@ def test_measured_summary_sums_measured_domains_and_leaves_an_estimate_out() -> 
     assert (m["energy_j"], m["kind"], m["excluded_j"]) == (10.0, "estimate", {})
 
 
+def test_measured_summary_on_a_gpu_sums_the_gpu_and_lists_rapl_apart() -> None:
+    from lightning_to_energy.records import SensorInfo
+
+    def w(index: int, gpu_j: float, package_j: float) -> WindowRecord:
+        energy = {"gpu:0": gpu_j, "cpu:package-0": package_j}
+        return dataclasses.replace(window(index), energy_j=energy, measured_j=gpu_j + package_j)
+
+    sensors = (
+        SensorInfo("gpu:0", "counter", "nvml", 0.1, 2.0),
+        SensorInfo("cpu:package-0", "counter", "rapl", 0.001, 0.1),
+    )
+    report = bare_report(
+        sensors=sensors, windows=(w(0, 999.0, 99.0), w(1, 300.0, 60.0), w(2, 310.0, 70.0))
+    )
+    m = study.measured_summary(report)
+    # windows 1 and 2: GPU 300 + 310 = 610 J; the socket's 60 + 70 = 130 J measured but apart
+    assert (m["energy_j"], m["domains"]) == (610.0, ["gpu:0"])
+    assert m["excluded_j"] == {"cpu:package-0": 130.0}
+    assert m["energy_by_domain_j"] == {"gpu:0": 610.0, "cpu:package-0": 130.0}
+    # without a GPU, the RAPL package is the measurement (a CPU study)
+    cpu_only = dataclasses.replace(
+        report,
+        sensors=sensors[1:],
+        windows=tuple(
+            dataclasses.replace(x, energy_j={"cpu:package-0": x.energy_j["cpu:package-0"]})
+            for x in report.windows
+        ),
+    )
+    m = study.measured_summary(cpu_only)
+    assert (m["energy_j"], m["domains"], m["excluded_j"]) == (130.0, ["cpu:package-0"], {})
+
+
 def test_weakest_kind() -> None:
     assert study.weakest_kind(["counter", "power-integration"]) == "power-integration"
     assert study.weakest_kind(["counter", "estimate", "fake"]) == "estimate"

@@ -695,8 +695,11 @@ def measured_summary(report: EnergyReport) -> dict[str, Any]:
     Energy is summed over the domains that were measured (an energy counter or integrated
     power): a CPU-time estimate riding along (a GPU machine without a readable RAPL counter)
     would mix a model into the measurement, so it is left out and listed in
-    ``excluded_j``. With no measured domain at all, every domain is summed and ``kind`` says
-    ``estimate`` (or ``fake``...). ``kind`` is the weakest kind among the summed domains.
+    ``excluded_j``. Where a GPU (``gpu:N``) was measured, only GPU domains are summed: the
+    study's law is then the GPU's, and RAPL zones measure the whole socket, shared with data
+    loading, other processes and, on a rented machine, other tenants; they are listed in
+    ``excluded_j`` too. With no measured domain at all, every domain is summed and ``kind``
+    says ``estimate`` (or ``fake``...). ``kind`` is the weakest kind among the summed domains.
 
     Raises:
         ValueError: the report has no fit-worthy train window.
@@ -717,7 +720,8 @@ def measured_summary(report: EnergyReport) -> dict[str, Any]:
             by_domain[domain] = by_domain.get(domain, 0.0) + joules
     kinds = {s.domain: s.kind for s in report.sensors}
     measured = [d for d in by_domain if kinds.get(d) in MEASURED_KINDS]
-    summed = measured or list(by_domain)
+    gpus = [d for d in measured if d.startswith("gpu:")]
+    summed = gpus or measured or list(by_domain)
     energy_j = math.fsum(by_domain[d] for d in summed)
     return {
         "steps": steps,
