@@ -282,3 +282,51 @@ def test_to_prior_and_seeded_model_predict_from_the_first_window() -> None:
     assert other.n_windows == 0 and other.predict({"duration_s": 1.0, "bytes": 1.0}).source == (
         "prior"
     )
+
+
+def test_two_runs_saving_at_once_both_land_in_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    original = CalibrationStore._read
+
+    def slow_read(self: CalibrationStore, path: Path) -> Any:
+        found = original(self, path)
+        time.sleep(0.2)  # widen the gap between reading the file and replacing it
+        return found
+
+    monkeypatch.setattr(CalibrationStore, "_read", slow_read)
+    saves = [
+        threading.Thread(target=CalibrationStore(tmp_path).save, args=(calib(model, run_id),))
+        for model, run_id in ((RUN_A, "run-a"), (RUN_B, "run-b"))
+    ]
+    for thread in saves:
+        thread.start()
+    for thread in saves:
+        thread.join()
+    loaded = CalibrationStore(tmp_path).load(hardware_fingerprint(H100))
+    assert loaded is not None
+    # Unserialised, both read an empty store and the second write dropped the first run:
+    # 1 run. Serialised: both runs, 3 + 2 windows.
+    assert loaded.n_runs == 2
+    assert sorted(r.run_id for r in loaded.runs) == ["run-a", "run-b"]
+    assert len(loaded.windows) == 5
+
+
+def test_a_file_of_other_hardware_in_the_store_is_never_a_prior(tmp_path: Path) -> None:
+    other = HardwareInfo(("NVIDIA A100-SXM4-40GB",), "535.54.03", "AMD EPYC 7742", 256)
+    mine = hardware_fingerprint(H100)
+    store = CalibrationStore(tmp_path)
+    written = store.save(calib(RUN_A, "run-a"))  # H100's file ...
+    assert written is not None
+    copied = tmp_path / f"{hardware_fingerprint(other)}.json"
+    written.rename(copied)  # ... copied over the A100's name
+    before = copied.read_bytes()
+    fresh = CalibrationStore(tmp_path)
+    with pytest.warns(CalibrationWarning, match=f"found one of '{mine}'"):
+        assert fresh.load(hardware_fingerprint(other)) is None
+    with pytest.warns(CalibrationWarning, match="left untouched"):
+        assert fresh.save(Calibration.from_model(RUN_B, other, run_id="run-b")) is None
+    assert copied.read_bytes() == before

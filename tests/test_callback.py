@@ -446,3 +446,213 @@ def test_a_test_only_run_reports_its_test_windows(tmp_path: Path) -> None:
     assert report.loops["test"].steps == 4
     assert report.measured_j == pytest.approx(40.0)
     assert report.forecast is None
+
+
+def _optimizer_tos(tmp_path: Path, loader: DataLoader[Any], **trainer_kwargs: Any) -> float:
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=10.0)
+    _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy], **trainer_kwargs).fit(
+        Tiny(), loader
+    )
+    assert energy.report is not None
+    return energy.report.tos_by_phase["optimizer"]
+
+
+def test_gradient_accumulation_counts_the_last_batchs_step_and_forecasts_batches(
+    tmp_path: Path,
+) -> None:
+    loader = DataLoader(Rows(160), batch_size=16)  # 10 batches an epoch
+    # The optimizer's TOs of 3 steps (SGD's first step, without a momentum buffer yet, costs
+    # less than the later ones: compare like with like).
+    three_steps = _optimizer_tos(tmp_path, loader, max_steps=3)
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=10.0)
+    trainer = _trainer(
+        tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy], accumulate_grad_batches=4
+    )
+    trainer.fit(Tiny(), loader)
+    report = energy.report
+    assert report is not None
+    # Lightning steps after batches 4 and 8 and after the epoch's last batch, 10: 3 steps
+    # (the last batch's step was replayed as a no-step batch before: 2 steps).
+    assert trainer.global_step == 3
+    assert report.tos_by_phase["optimizer"] == pytest.approx(three_steps)
+    # The forecast counts batches: 10 (ceil(10 / 4) = 3 optimizer steps x 4 gave 12 before).
+    assert report.forecast is not None
+    assert (report.forecast.steps_total, report.forecast.steps_done) == (10, 10)
+    # 10 batches x 0.5 s x 10 W = 50 J, and nothing left to run.
+    assert report.forecast.total_j == pytest.approx(50.0)
+
+
+def test_an_accumulation_schedule_is_followed_epoch_by_epoch(tmp_path: Path) -> None:
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    loader = DataLoader(Rows(160), batch_size=16)  # 10 batches an epoch
+    thirteen_steps = _optimizer_tos(tmp_path, loader, max_steps=13, max_epochs=2)
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=10.0)
+    schedule = GradientAccumulationScheduler({1: 4})  # after TOEnergy in the list, on purpose
+    trainer = _trainer(
+        tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy, schedule], max_epochs=2
+    )
+    trainer.fit(Tiny(), loader)
+    assert energy.report is not None
+    # Epoch 0 steps after each of its 10 batches, epoch 1 after batches 4, 8 and 10: 13 steps
+    # (the factor read once at the start of the fit counted 20).
+    assert trainer.global_step == 13
+    assert energy.report.tos_by_phase["optimizer"] == pytest.approx(thirteen_steps)
+
+
+def test_an_iterable_dataset_without_length_has_no_forecast(tmp_path: Path) -> None:
+    from torch.utils.data import IterableDataset
+
+    class Stream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
+        def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            rows = Rows(64)
+            return (rows[i] for i in range(len(rows)))
+
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=10.0)
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
+    trainer.fit(Tiny(), DataLoader(Stream(), batch_size=16))
+    assert energy.report is not None
+    assert energy.report.loops["train"].steps == 4
+    # Lightning plans max_steps = -1 steps for it: unknown, not "-1 steps in all".
+    assert energy.report.forecast is None
+
+
+def test_a_fit_stopped_early_forecasts_the_steps_it_ran(tmp_path: Path) -> None:
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    class Flat(Tiny):
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self.log("val_loss", 1.0)  # never improves: stops after patience + 1 epochs
+
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=10.0)
+    trainer = _trainer(
+        tmp_path,
+        [AdvanceClock(clock, low=0.5, high=0.5), energy, EarlyStopping("val_loss", patience=1)],
+        max_epochs=10,
+    )
+    data = Rows(64)
+    trainer.fit(Flat(), DataLoader(data, batch_size=16), DataLoader(data, batch_size=64))
+    report = energy.report
+    assert report is not None and report.forecast is not None
+    # 2 epochs of 4 batches ran out of the 10 x 4 = 40 planned: the finished run's length is
+    # 8 steps and its forecast what was measured, (8 train + 2 validation steps) x 0.5 s x
+    # 10 W = 50 J (the projection over 40 steps said about 200 J, "8 done (20 %)").
+    assert trainer.current_epoch == 2
+    assert (report.forecast.steps_total, report.forecast.steps_done) == (8, 8)
+    assert report.forecast.total_j == pytest.approx(50.0)
+    assert report.measured_j == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize(
+    ("change", "found"),
+    [
+        ({}, "features"),  # written by TOEnergy() with the default features
+        ({"version": 0}, "version 1 expected, found 0"),  # an older layout
+        ({"model": None}, "model"),  # a damaged state
+    ],
+)
+def test_a_checkpoint_state_that_does_not_fit_warns_and_training_goes_on(
+    tmp_path: Path, change: dict[str, Any], found: str
+) -> None:
+    from lightning_to_energy.tracker import EnergyTracker
+
+    state = EnergyTracker(None, sensors=None, calibration=None).state_dict()
+    state.update(change)
+    if change.get("model", 1) is None:
+        del state["model"]
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=10.0, features=("duration_s", "tos"))
+    with pytest.warns(RuntimeWarning, match=f"not restored.*{found}"):
+        energy.load_state_dict(state)  # what Lightning does when it resumes a checkpoint
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
+    trainer.fit(Tiny(), DataLoader(Rows(64), batch_size=16))
+    report = energy.report
+    assert report is not None
+    # The totals start at the resume: 4 steps x 0.5 s x 10 W = 20 J; the report says why.
+    assert report.measured_j == pytest.approx(20.0)
+    assert any("not restored" in text for text in report.warnings)
+
+
+def test_a_reused_callback_shows_no_numbers_of_its_previous_run(tmp_path: Path) -> None:
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=10.0)
+    first = _trainer(
+        tmp_path,
+        [AdvanceClock(clock, low=0.5, high=0.5), energy, TQDMProgressBar()],
+        enable_progress_bar=True,
+    )
+    first.fit(Tiny(), DataLoader(Rows(64), batch_size=16))
+
+    class ReadAtStart(ReadBar):
+        def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+            self.shown = self.bar.get_metrics(trainer, pl_module)  # type: ignore[attr-defined]
+
+        def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+            pass  # keep what was shown at the start
+
+    progress = TQDMProgressBar()
+    read = ReadAtStart(progress)
+    trainer = _trainer(tmp_path, [energy, progress, read], enable_progress_bar=True)
+    trainer.fit(Tiny(), DataLoader(Rows(64), batch_size=16))
+    # Before the second fit's first step nothing is measured: the first fit's 20 J is gone.
+    assert not any(key.startswith("energy") for key in read.shown)
+
+
+def _state_after_fit(tmp_path: Path, power_w: float) -> dict[str, Any]:
+    """A single-process TOEnergy state: 4 steps x 0.5 s at ``power_w``, in 1 s windows."""
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=power_w)
+
+    grabbed: dict[str, Any] = {}
+
+    class Grab(Callback):
+        def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+            grabbed.update(energy.state_dict())  # before on_fit_end closes the tracker
+
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy, Grab()])
+    trainer.fit(Tiny(), DataLoader(Rows(64), batch_size=16))
+    return grabbed
+
+
+def test_under_ddp_each_rank_resumes_its_own_windows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lightning saves rank 0's callback state only, and every rank loads that file: without
+    # the per-rank states a 2-rank resume counted rank 0's windows twice and lost rank 1's.
+    states = [_state_after_fit(tmp_path, 10.0), _state_after_fit(tmp_path, 20.0)]
+    rank = {"now": 0}
+    dist = torch.distributed
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda: rank["now"])
+
+    def all_gather_object(out: list[Any], obj: Any) -> None:
+        out[:] = [states[0] if rank["now"] == 0 else obj, states[1]]
+
+    monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
+    writer = TOEnergy(sensors=None, calibration=None, print_report=False)
+    writer.load_state_dict(states[0])
+    saved = writer.state_dict()  # what rank 0 writes to the checkpoint file
+    restored = []
+    for r in (0, 1):
+        rank["now"] = r
+        reader = TOEnergy(sensors=None, calibration=None, print_report=False)
+        reader.load_state_dict(saved)
+        restored.append(reader)
+    # Also a state without per-rank parts (one process wrote it): rank 1 must not take it.
+    rank["now"] = 1
+    plain = TOEnergy(sensors=None, calibration=None, print_report=False)
+    with pytest.warns(RuntimeWarning, match="one process's energy state"):
+        plain.load_state_dict(states[0])
+    monkeypatch.undo()
+    # Each rank restores its own windows: rank 0 two 1 s windows at 10 W (10 J each), rank 1
+    # two at 20 W (20 J each); rank 1 restores nothing of the single-process state.
+    for reader, expected_j in zip(restored, (10.0, 20.0), strict=True):
+        windows = reader.state_dict()["windows"]
+        assert [w["measured_j"] for w in windows] == pytest.approx([expected_j, expected_j])
+    assert plain.state_dict() == {}

@@ -43,6 +43,24 @@ def test_ddp_two_processes_sum_ranks_and_read_host_sensors_once(tmp_path: Path) 
 
 
 @pytest.mark.slow
+def test_ddp_resume_restores_each_ranks_own_windows(tmp_path: Path) -> None:
+    done = _run("ddp-resume", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = load_report(tmp_path / "energy_report.json")
+    # 4 steps checkpointed, then resumed up to 8: 8 steps per rank of 0.5 s, 4 s per rank:
+    # rank 0: 10 W x 4 s = 40 J and the host sensor 100 W x 4 s = 400 J; rank 1: 20 W x 4 s =
+    # 80 J; 520 J in all (700 J if rank 0's checkpointed windows came back on both ranks)
+    assert report.measured_j == pytest.approx(520.0)
+    assert report.loops["train"].energy_j == pytest.approx(
+        {"fake:0": 40.0, "host:0": 400.0, "fake:1": 80.0}
+    )
+    # 1 s windows of 2 steps, 4 per rank: 2 from before the checkpoint, 2 after the resume
+    assert sorted((w.rank, w.first_step) for w in report.windows) == [
+        (rank, step) for rank in (0, 1) for step in (0, 2, 4, 6)
+    ]
+
+
+@pytest.mark.slow
 def test_killed_and_resumed_run_neither_double_counts_nor_loses_checkpointed_windows(
     tmp_path: Path,
 ) -> None:

@@ -490,6 +490,16 @@ def test_cli_report_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(CliError, match="found a binary file"):
         args.func(args)
     saved = save_report(make_report(), tmp_path / "ok", plot=False)
+    # A directory without a report is not "no such file"; the CSV beside the JSON is not
+    # "damaged or truncated" JSON: each message names what was found and the file to pass.
+    args = _parse(["report", str(tmp_path)])
+    with pytest.raises(CliError, match=r"found a directory without it: .*Fix:"):
+        args.func(args)
+    args = _parse(["report", str(saved.csv_path)])
+    with pytest.raises(
+        CliError, match=r"found the per-window CSV .*Fix: pass .*energy_report\.json"
+    ):
+        args.func(args)
     _hide_matplotlib(monkeypatch)
     args = _parse(["report", str(saved.json_path), "--plot", str(tmp_path / "p.png")])
     with pytest.raises(CliError, match=r"pip install 'lightning-to-energy\[plot\]'"):

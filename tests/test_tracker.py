@@ -259,3 +259,18 @@ def test_a_device_missing_from_the_roofline_table_costs_only_the_column(
         "roofline time not recorded: expected a GPU listed in the hardware table; "
         "found 'Mystery GPU'" in report.warnings
     )
+
+
+def test_the_live_kind_is_the_least_trustworthy_of_the_sensors() -> None:
+    from lightning_to_energy.sensors.base import SensorKind
+
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    counter = FakeSensor("gpu:0", power_w=50.0, clock=clock, kind=SensorKind.COUNTER)
+    replay = ReplaySensor([0.0, 100.0], [0.0, 1000.0], domain="cpu:package-0", clock=clock)
+    tracker = EnergyTracker(
+        model, sensors=[counter, replay], window_s=1.0, calibration=None, clock=clock
+    )
+    tracker.start()
+    # a replayed trace is weaker than a hardware counter ("counter" sorts first by name)
+    assert tracker.live().kind == "replay"

@@ -60,17 +60,24 @@ def run(args: argparse.Namespace) -> int:
     from lightning_to_energy import report as rep
 
     path: Path = args.path
+    if path.suffix.lower() == ".csv" and path.is_file():
+        # The per-window CSV sits beside the JSON; only the JSON holds the whole report.
+        raise CliError(
+            f"expected the JSON energy report, found the per-window CSV {path}. Fix: pass "
+            f"{path.with_suffix('.json')}, written beside it."
+        )
     try:
         report = rep.load_report(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
+        if path.is_dir():
+            raise CliError(
+                f"expected a report file or a directory holding energy_report.json, found a "
+                f"directory without it: {path}. Fix: pass the report's JSON file itself, or "
+                "the run's log directory (e.g. lightning_logs/version_0/)."
+            ) from None
         raise CliError(
             f"expected a saved energy report at {path}, found no such file. Fix: pass the "
             "energy_report.json from the run's log directory (e.g. lightning_logs/version_0/)."
-        ) from None
-    except IsADirectoryError:
-        raise CliError(
-            f"expected a report file, found a directory without energy_report.json: {path}. "
-            "Fix: pass the report's JSON file itself."
         ) from None
     except UnicodeDecodeError:
         raise CliError(

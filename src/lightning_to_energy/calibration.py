@@ -23,7 +23,7 @@ import re
 import tempfile
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -597,20 +597,23 @@ class CalibrationStore:
                 stacklevel=2,
             )
             return None
-        disk = self._read(path)
-        if disk is _CORRUPT:
-            return None
-        if isinstance(disk, Calibration):
-            merged = merge(disk, calibration, self.max_windows)
-        else:
-            merged = merge(
-                replace(calibration, windows=(), runs=(), n_runs=0),
-                calibration,
-                self.max_windows,
-            )
-        text = json.dumps(merged.to_dict(), indent=1, allow_nan=False) + "\n"
         try:
-            _atomic_write_text(path, text)
+            # Read, merge and write under one lock: two runs (or two jobs on one machine)
+            # saving at once must both land in the file, not the last one alone.
+            with _file_lock(path):
+                disk = self._read(path)
+                if disk is _CORRUPT:
+                    return None
+                if isinstance(disk, Calibration):
+                    merged = merge(disk, calibration, self.max_windows)
+                else:
+                    merged = merge(
+                        replace(calibration, windows=(), runs=(), n_runs=0),
+                        calibration,
+                        self.max_windows,
+                    )
+                text = json.dumps(merged.to_dict(), indent=1, allow_nan=False) + "\n"
+                _atomic_write_text(path, text)
         except OSError as exc:
             warnings.warn(
                 f"calibration not saved: writing {path} failed ({exc}); fix: make "
@@ -632,9 +635,18 @@ class CalibrationStore:
         except (OSError, UnicodeDecodeError) as exc:
             return self._mark_corrupt(path, f"unreadable: {exc}")
         try:
-            return Calibration.from_dict(json.loads(text))
+            found = Calibration.from_dict(json.loads(text))
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             return self._mark_corrupt(path, str(exc))
+        if self._path is None and found.fingerprint != path.stem:
+            # A file copied or renamed into the store: another machine's windows must never
+            # be this machine's prior, nor be merged into its file.
+            return self._mark_corrupt(
+                path,
+                f"expected the calibration of {path.stem!r} as its name says, found one of "
+                f"{found.fingerprint!r} ({found.hardware.label})",
+            )
+        return found
 
     def _mark_corrupt(self, path: Path, reason: str) -> object:
         self._corrupt.add(path)
@@ -649,6 +661,38 @@ class CalibrationStore:
 
 
 _CORRUPT = object()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path``'s folder while its file is merged.
+
+    The folder itself is locked, so no lock file is left behind (and every file of the folder
+    waits on the same lock: saves take milliseconds, once per run). NB: POSIX ``flock`` only;
+    where it is missing (Windows) or refused (some network file systems), saves are not
+    serialised and concurrent runs may drop each other's windows, though the atomic write
+    still keeps the file whole.
+
+    Raises:
+        OSError: the folder cannot be created.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

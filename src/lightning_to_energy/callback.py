@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from typing_extensions import override
 
 from lightning_to_energy.cost_model import CostModel
@@ -74,6 +74,10 @@ class TOEnergy(Callback):
     saves ``energy_report.json``, ``energy_report.csv`` and, with matplotlib,
     ``energy_report.png`` in ``report_dir`` (default: the trainer's log directory). The report
     is kept in :attr:`report`.
+
+    Checkpoints carry the closed windows, totals and model state (under DDP, every rank's, so
+    each rank resumes its own). A state that does not fit (other ``features``, another
+    release) is one warning, and the energy totals start again from the resume.
 
     Args:
         sensors: ``"auto"`` to discover NVML, RAPL and then a labelled estimate; a sequence of
@@ -151,7 +155,13 @@ class TOEnergy(Callback):
         self.report: EnergyReport | None = None
         self._pending_state: dict[str, Any] | None = None
         self._bar: Any = None
+        # Accumulation factor and batches per epoch, read once per epoch (see
+        # on_train_batch_start): the optimizer steps on every accumulate-th batch and on the
+        # epoch's last batch.
         self._accumulate = 1
+        self._epoch_batches: float = math.inf
+        self._epoch = -1
+        self._notes: list[str] = []  # for the report: e.g. a checkpoint state left unused
         self._train_batches = 0
         self._last_items: dict[str, float] = {}
         self._totals = (0.0, 0.0)
@@ -167,11 +177,8 @@ class TOEnergy(Callback):
         if callable(sensors) and not isinstance(sensors, (str, Sequence)):
             sensors = list(sensors(local_rank, device))
         sync = torch.cuda.synchronize if device.type == "cuda" else None
-        total_steps: int | None = None
-        if trainer.state.fn == "fit":  # only a fit has a length to forecast
-            total = trainer.estimated_stepping_batches
-            if isinstance(total, (int, float)) and math.isfinite(total):
-                total_steps = int(total) * max(int(trainer.accumulate_grad_batches), 1)
+        # Only a fit has a length to forecast.
+        total_steps = _planned_train_batches(trainer) if trainer.state.fn == "fit" else None
         tracker = EnergyTracker(
             pl_module,
             sensors=sensors,
@@ -194,8 +201,7 @@ class TOEnergy(Callback):
         tracker = self._ensure_tracker(trainer, pl_module)
         optimizers = trainer.optimizers
         tracker.optimizer = optimizers[0] if optimizers else None
-        # Read once: Trainer properties are not free and this one is fixed for the run.
-        self._accumulate = max(int(trainer.accumulate_grad_batches), 1)
+        self._epoch = -1  # read the accumulation settings again at the first batch
 
     # --- train steps ----------------------------------------------------------------------
 
@@ -204,7 +210,15 @@ class TOEnergy(Callback):
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         tracker = self.tracker or self._ensure_tracker(trainer, pl_module)
-        will_step = (batch_idx + 1) % self._accumulate == 0
+        epoch = trainer.current_epoch
+        if epoch != self._epoch:
+            # Once per epoch, at its first batch (after every on_train_epoch_start, where a
+            # GradientAccumulationScheduler changes the factor), not on every step.
+            self._epoch = epoch
+            self._accumulate = max(int(trainer.accumulate_grad_batches), 1)
+            self._epoch_batches = trainer.num_training_batches
+        # As Lightning decides: the optimizer also steps on the epoch's last batch.
+        will_step = (batch_idx + 1) % self._accumulate == 0 or batch_idx + 1 == self._epoch_batches
         tracker.begin_step(batch, loop="train", will_step=will_step)
         tracker.set_phase("forward")
 
@@ -365,6 +379,7 @@ class TOEnergy(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._last_items = {}  # a new fit/validate/test: no numbers of an earlier one
         self._attach_progress_bar(trainer)
 
     @override
@@ -425,6 +440,11 @@ class TOEnergy(Callback):
         tracker = self.tracker
         if tracker is None:
             return
+        if trainer.state.fn == "fit" and tracker.total_steps is not None:
+            # The fit is over (early stopping or max_time may have ended it before the
+            # planned steps): the run's length is the steps it took, and its forecast what
+            # was measured, not a projection over steps that will never run.
+            tracker.total_steps = tracker.steps("train")
         try:
             tracker.close()
         except Exception as exc:  # every rank must still reach the gather below
@@ -447,7 +467,10 @@ class TOEnergy(Callback):
             archived = merge_archives([archive for _, archive in gathered])
         else:
             archived = tracker.archived
-        report = tracker.build_report(windows, world_size=trainer.world_size, archived=archived)
+        report = tracker.build_report(
+            windows, world_size=trainer.world_size, archived=archived, extra_warnings=self._notes
+        )
+        self._notes = []
         self.report = report
         self.tracker = None
         self._emit(trainer, report)
@@ -473,15 +496,109 @@ class TOEnergy(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        if self.tracker is not None:
-            return self.tracker.state_dict()
-        return dict(self._pending_state or {})
+        state = self.tracker.state_dict() if self.tracker is not None else {}
+        if self.tracker is None and self._pending_state is not None:
+            state = dict(self._pending_state)
+        rank, world = _rank_and_world()
+        if world > 1:
+            # Lightning writes rank 0's callback state only and hands it to every rank on
+            # resume: each rank's own windows ride along under "ranks" (the writer's entry is
+            # None: it is the state itself). Lightning calls this on every rank when it saves
+            # (Trainer.save_checkpoint is collective), so the gather stays in lockstep.
+            gathered: list[Any] = [None] * world
+            torch.distributed.all_gather_object(gathered, state)
+            gathered[rank] = None
+            state = {**state, "ranks": gathered}
+        return state
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if not state_dict:
+        state = self._own_state(state_dict)
+        if not state or not self._restorable(state):
             return
         if self.tracker is not None:
-            self.tracker.load_state_dict(state_dict)
+            self.tracker.load_state_dict(state)
         else:
-            self._pending_state = dict(state_dict)
+            self._pending_state = state
+
+    def _own_state(self, state: Any) -> Any:
+        """This rank's part of a checkpoint's state (see :meth:`state_dict`)."""
+        if not isinstance(state, dict):
+            return state  # not a state at all: _restorable says so
+        rank, world = _rank_and_world()
+        ranks = state.get("ranks")
+        if not isinstance(ranks, list):
+            # One process wrote it (or an older release under DDP, with rank 0's windows
+            # only): rank 0 takes it; loaded on every rank it would count them once per rank.
+            if world > 1 and state:
+                self._note(
+                    f"the checkpoint holds one process's energy state, resumed on {world} "
+                    "ranks: rank 0 restores it, the other ranks' totals start at the resume."
+                )
+            return dict(state) if rank == 0 else {}
+        if len(ranks) != world:
+            self._note(
+                f"the checkpoint's energy state was written by {len(ranks)} ranks and is "
+                f"resumed on {world}: ranks {world} and above are not restored, new ranks "
+                "start at the resume."
+            )
+        own = ranks[rank] if rank < len(ranks) else {}
+        if own is None:
+            return {k: v for k, v in state.items() if k != "ranks"}
+        return dict(own) if isinstance(own, dict) else own
+
+    def _note(self, message: str) -> None:
+        """One warning (rank 0) and a line in the report."""
+        self._notes.append(message)
+        rank_zero_warn(f"lightning-to-energy: {message}", category=RuntimeWarning)
+
+    def _restorable(self, state: Any) -> bool:
+        """Whether a checkpoint's state loads into a tracker built with this callback's
+        arguments; if not, one warning, and the energy totals start again from the resume.
+
+        Tried on a throwaway tracker: a failed load can leave part of the state behind.
+        """
+        try:
+            EnergyTracker(None, sensors=None, **self._kwargs).load_state_dict(state)
+        except Exception as exc:  # any malformed state: training must go on without it
+            detail = str(exc).rstrip(".")
+            self._note(
+                "the TOEnergy state in the checkpoint was not restored: expected a state "
+                f"written by this release with features {list(self._kwargs['features'])}, "
+                f"found {type(exc).__name__}: {detail}. Energy totals, windows and the model "
+                "start again from the resume; training is not affected. Fix: resume with the "
+                "TOEnergy(features=...) the checkpoint was written with, or the release that "
+                "wrote it."
+            )
+            return False
+        return True
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """This process's global rank and the world size (0 and 1 outside a process group)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _planned_train_batches(trainer: Trainer) -> int | None:
+    """Train batches the fit will run (the tracker's steps), or None when unknown.
+
+    Lightning plans in optimizer steps (``estimated_stepping_batches``: ``ceil(batches /
+    accumulate)`` per epoch, capped by ``max_steps``); the tracker counts batches, and an
+    epoch's last optimizer step may follow fewer than ``accumulate`` batches.
+    """
+    try:
+        stepping = trainer.estimated_stepping_batches
+    except Exception:  # e.g. a data loader that cannot be sized: no forecast, no failure
+        return None
+    # -1 is max_steps unset on an iterable dataset without a length: the length is unknown.
+    if not isinstance(stepping, (int, float)) or not math.isfinite(stepping) or stepping <= 0:
+        return None
+    accumulate = max(int(trainer.accumulate_grad_batches), 1)
+    per_epoch = trainer.num_training_batches
+    if accumulate == 1 or not math.isfinite(per_epoch) or per_epoch <= 0:
+        return int(stepping) * accumulate
+    steps_per_epoch = math.ceil(per_epoch / accumulate)
+    epochs, rest = divmod(int(stepping), steps_per_epoch)
+    return epochs * int(per_epoch) + rest * accumulate

@@ -49,7 +49,7 @@ from lightning_to_energy.records import (
     EnergyReport,
     WindowRecord,
 )
-from lightning_to_energy.sensors.base import MEASURED_KINDS
+from lightning_to_energy.sensors.base import MEASURED_KINDS, weakest_kind
 
 if TYPE_CHECKING:
     from lightning_to_energy.roofline import HardwareSpec
@@ -86,7 +86,6 @@ _MAX_STEPS = 10_000_000  # "until stopped": the data loader cycles forever
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 
 # A sensor kind's trust, strongest first: the run JSON names the weakest kind it summed.
-_KIND_ORDER = ("counter", "power-integration", "replay", "fake", "estimate")
 
 # Sequence lengths a transformer may use on each data set: digits rows are the 8 tokens of 8
 # pixels; CIFAR-shaped images are cut into square patches (16 -> 8x8, 64 -> 4x4, 256 -> 2x2).
@@ -681,12 +680,6 @@ def fit_worthy_windows(windows: Sequence[WindowRecord]) -> list[WindowRecord]:
         for w in train[1:]
         if w.measured_j is not None and w.measured_j > 0 and not _NOT_FIT & set(w.flags)
     ]
-
-
-def weakest_kind(kinds: Sequence[str]) -> str:
-    """The least trustworthy sensor kind among ``kinds`` (counter is the strongest)."""
-    rank = {k: i for i, k in enumerate(_KIND_ORDER)}
-    return max(kinds, key=lambda k: rank.get(k, len(rank)), default="none")
 
 
 def measured_summary(report: EnergyReport) -> dict[str, Any]:

@@ -73,7 +73,7 @@ from lightning_to_energy.regression import (
     warm_up_solver,
 )
 from lightning_to_energy.roofline import HardwareSpec, detect_hardware, roofline_s
-from lightning_to_energy.sensors.base import MEASURED_KINDS, Sensor, SensorKind
+from lightning_to_energy.sensors.base import MEASURED_KINDS, Sensor, SensorKind, weakest_kind
 
 LOOPS = ("train", "validate", "test")
 # Feature names the tracker knows how to compute from a step profile, besides duration_s.
@@ -344,11 +344,7 @@ class EnergyTracker:
             self.sensors = [
                 s for s in self._requested_sensors if self.local_rank == 0 or not s.host_wide
             ]
-        kinds = {s.kind.value for s in self.sensors}
-        if SensorKind.ESTIMATE.value in kinds:
-            self._weakest_kind = SensorKind.ESTIMATE.value
-        elif kinds:
-            self._weakest_kind = sorted(kinds)[0]
+        self._weakest_kind = weakest_kind({s.kind.value for s in self.sensors})
         if self.sensors:
             # The tracker warns once per failing domain itself (and records it for the report).
             self.meter = Meter(self.sensors, clock=self._clock, sync=self._sync, warn=False)

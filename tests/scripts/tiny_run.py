@@ -2,6 +2,7 @@
 
 Usage:
     python tiny_run.py ddp OUT_DIR
+    python tiny_run.py ddp-resume OUT_DIR  # DDP: 4 steps with a checkpoint, then resumed to 8
     python tiny_run.py kill OUT_DIR      # trains, checkpoints every 4 steps, dies at step 6
     python tiny_run.py resume OUT_DIR    # resumes from the step-4 checkpoint up to step 12
 
@@ -108,6 +109,30 @@ def main() -> None:
         "enable_progress_bar": False,
         "enable_model_summary": False,
     }
+    if mode == "ddp-resume":
+        for max_steps, ckpt_path in ((4, None), (8, "step=4")):
+            clock = Clock()
+            energy = TOEnergy(
+                RankSensors(clock),
+                window_s=1.0,
+                calibration=None,
+                clock=clock,
+                report_dir=out,
+                print_report=False,
+            )
+            ckpt = ModelCheckpoint(dirpath=out / "ckpt", every_n_train_steps=4, save_top_k=-1)
+            trainer = Trainer(
+                devices=2,
+                strategy="ddp_spawn",
+                max_steps=max_steps,
+                callbacks=[Advance(clock), energy, ckpt, ShutDownGroup()],  # ShutDownGroup last
+                **common,
+            )
+            path = None
+            if ckpt_path is not None:
+                path = next(p for p in (out / "ckpt").glob("*.ckpt") if ckpt_path in p.name)
+            trainer.fit(Tiny(), loader(1024), ckpt_path=path)
+        return
     if mode == "ddp":
         energy = TOEnergy(
             RankSensors(clock),
@@ -146,7 +171,7 @@ def main() -> None:
         path = next(p for p in (out / "ckpt").glob("*.ckpt") if "step=4" in p.name)
         trainer.fit(Tiny(), loader(1024), ckpt_path=path)
     else:
-        raise SystemExit(f"unknown mode {mode!r}: expected ddp, kill or resume")
+        raise SystemExit(f"unknown mode {mode!r}: expected ddp, ddp-resume, kill or resume")
 
 
 if __name__ == "__main__":

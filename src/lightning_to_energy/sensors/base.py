@@ -6,6 +6,7 @@ backend module.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 from typing import Protocol, runtime_checkable
 
@@ -24,6 +25,22 @@ MEASURED_KINDS: frozenset[str] = frozenset(
     {SensorKind.COUNTER.value, SensorKind.POWER_INTEGRATION.value}
 )
 """The kinds whose joules are a hardware measurement (the others are models, replays or fakes)."""
+
+# From the most to the least trustworthy: what a number mixing several kinds is labelled.
+_KIND_ORDER = (
+    SensorKind.COUNTER.value,
+    SensorKind.POWER_INTEGRATION.value,
+    SensorKind.REPLAY.value,
+    SensorKind.FAKE.value,
+    SensorKind.ESTIMATE.value,
+)
+
+
+def weakest_kind(kinds: Iterable[str]) -> str:
+    """The least trustworthy sensor kind among ``kinds`` (counter is the strongest); an
+    unknown kind counts as weakest, and no kind at all is ``"none"``."""
+    rank = {k: i for i, k in enumerate(_KIND_ORDER)}
+    return max(kinds, key=lambda k: rank.get(k, len(rank)), default="none")
 
 
 class SensorError(RuntimeError):
