@@ -416,6 +416,8 @@ def test_predict_with_an_unknown_hardware_key_exits_2_listing_the_known_ones(
     [
         (["--steps", "0", "--step-time", "0.01"], "expected --steps >= 1, found 0"),
         (["--steps", "10", "--step-time", "0"], "expected --step-time > 0 seconds"),
+        # inf passed the check and failed later as a window "feature", with a fix about windows
+        (["--steps", "10", "--step-time", "inf"], "found inf. Fix: the target machine's"),
     ],
 )
 def test_predict_argument_errors_exit_2(
@@ -427,6 +429,42 @@ def test_predict_argument_errors_exit_2(
     )  # fmt: skip
     assert code == 2
     assert err.count("\n") == 1 and expected in err
+
+
+def test_predict_with_a_calibration_path_that_is_a_directory_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with pytest.warns(CalibrationWarning, match="Is a directory"):
+        code, _, err = run(
+            capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration",
+            str(tmp_path), "--step-time", "0.01", "--steps", "100",
+        )  # fmt: skip
+    assert code == 2 and err.count("\n") == 1
+    # an explicit file is used whatever its hardware: "for this hardware" and "train once on
+    # this machine" were the wrong diagnosis and the wrong fix
+    assert f"expected a calibration file at {tmp_path}, found none usable" in err
+    assert "for this hardware" not in err and "Fix: pass --calibration FILE" in err
+
+
+def test_fit_on_reports_of_other_features_names_the_ones_they_share(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import dataclasses
+
+    a = dataclasses.replace(make_report(RUN_A), coefficients={"duration_s": 50.0, "tos": 1e-9})
+    b = make_report(RUN_B)
+    b = dataclasses.replace(
+        b,
+        windows=tuple(
+            dataclasses.replace(w, features={"duration_s": w.duration_s, "kernels": 5.0})
+            for w in b.windows
+        ),
+    )
+    paths = write(a, tmp_path / "a"), write(b, tmp_path / "b")
+    code, _, err = run(capsys, "fit", *paths)
+    assert code == 2 and "missing in some windows: ['tos']" in err
+    # the fix used to be "--features duration_s,tos": the very features that failed
+    assert "Fix: --features duration_s (the names every window carries)" in err
 
 
 # --- fit on reports' roofline time, then predict without timing ------------------------------

@@ -102,3 +102,36 @@ def test_no_calibration_is_a_clear_error(step: StepProfile) -> None:
     # what CalibrationStore.from_path(missing).load() returns
     with pytest.raises(ValueError, match="calibration: expected a Calibration, found None"):
         plan_run(step, 10, None)  # type: ignore[arg-type]
+
+
+def test_a_numpy_step_count_is_an_int(step: StepProfile) -> None:
+    import numpy as np
+
+    # e.g. steps computed as np.prod(...) or from an array's length
+    plan = plan_run(step, np.int64(1000), calibration("roofline_s"))  # type: ignore[arg-type]
+    assert plan.steps == 1000 and type(plan.steps) is int
+    assert plan.energy_j == pytest.approx(plan_run(step, 1000, calibration("roofline_s")).energy_j)
+
+
+@pytest.mark.parametrize("step_time_s", [math.inf, math.nan, 0.0])
+def test_a_step_time_that_is_not_a_finite_positive_number_is_refused(
+    step: StepProfile, step_time_s: float
+) -> None:
+    with pytest.raises(ValueError, match=r"expected finite seconds per step > 0.*Fix: pass"):
+        plan_run(step, 10, calibration("duration_s"), step_time_s=step_time_s)
+
+
+def test_a_calibration_without_windows_is_refused_not_planned_at_0_j(step: StepProfile) -> None:
+    # Saved from a model that never fitted a window: its coefficients are all 0, and it would
+    # plan 0 J with a 0 .. 0 J interval.
+    empty = Calibration.from_model(OnlineEnergyModel(("roofline_s", "tos")), H100)
+    assert empty.windows == ()
+    with pytest.raises(ValueError, match=r"expected fitted windows, found none\. Fix: train"):
+        plan_run(step, 10, empty)
+
+
+@pytest.mark.parametrize("steps", [10**308, 10**400])
+def test_a_step_count_beyond_floats_is_refused_with_the_fix(step: StepProfile, steps: int) -> None:
+    # 10**308 steps x ~1e9 TOs overflows to inf; 10**400 is not a float at all
+    with pytest.raises(ValueError, match=r"run totals are finite.*Fix: plan fewer steps"):
+        plan_run(step, steps, calibration("roofline_s"))

@@ -39,6 +39,7 @@ from lightning_to_energy.report import (
     render_report,
     report_from_dict,
     report_to_dict,
+    roofline_share,
     save_plot,
     save_report,
 )
@@ -533,3 +534,22 @@ def test_cli_main_report_corrupt_file_exits_2(
     captured = capsys.readouterr()
     assert "lightning-to-energy report: error: " in captured.err
     assert "Traceback" not in captured.err
+
+
+def test_roofline_line_compares_the_train_steps_with_the_hardware_peaks() -> None:
+    report = make_report()
+    with_roofline = tuple(
+        dataclasses.replace(w, features={**w.features, "roofline_s": 0.25}) for w in report.windows
+    )
+    report = dataclasses.replace(
+        report, windows=with_roofline, hardware={**report.hardware, "roofline": "H100 SXM"}
+    )
+    # the two train windows: 0.25 + 0.25 = 0.5 s of roofline over 2 + 2 = 4 s taken: 12.5 %
+    # (the validate window is not a train step)
+    assert roofline_share(report) == (0.5, 4.0, 2)
+    text = " ".join(render_text(report).split())
+    assert "Roofline: over 2 train windows the steps took 4.00 s;" in text
+    assert "at the peaks of H100 SXM they would take 500 ms, 12.5 % of that." in text
+    # without the column (an older report, or a device missing from the table): no line
+    assert roofline_share(make_report()) is None
+    assert "Roofline:" not in render_text(make_report())

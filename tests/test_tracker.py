@@ -235,6 +235,8 @@ def test_each_window_records_its_steps_roofline_time(monkeypatch: pytest.MonkeyP
         assert features["kernels"] > 0
     # a column of the windows only: the model's features are unchanged
     assert "roofline_s" not in report.coefficients
+    # and the report names the roofline it was measured against
+    assert report.hardware["roofline"] == "test device (launch-only)"
 
 
 def test_a_device_missing_from_the_roofline_table_costs_only_the_column(
@@ -274,3 +276,184 @@ def test_the_live_kind_is_the_least_trustworthy_of_the_sensors() -> None:
     tracker.start()
     # a replayed trace is weaker than a hardware counter ("counter" sorts first by name)
     assert tracker.live().kind == "replay"
+
+
+def _modes() -> list[Any]:
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    return list(_get_current_dispatch_mode_stack())
+
+
+def test_a_step_that_raises_is_dropped_and_the_next_steps_count() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = _sgd_tracker(model, clock, power_w=5.0)
+    x = torch.randn(16, 4)
+    with pytest.raises(RuntimeError, match="bad batch"), tracker.step(x):
+        model(x)  # the first step: counted under the dispatch mode, then it fails
+        raise RuntimeError("bad batch")
+    # Nothing of it is kept, not even in the cache (a partial count would be replayed later).
+    assert (tracker.steps(), tracker.tos_total, tracker.cache.counts) == (0, 0.0, 0)
+    assert _modes() == []
+    _loop(tracker, model, clock, steps=8, dt=0.25)
+    with pytest.raises(RuntimeError, match="bad batch"), tracker.step(x):  # a replayed step
+        raise RuntimeError("bad batch")
+    assert tracker.steps() == 8
+    report = tracker.finish()
+    # 8 steps x 0.25 s x 5 W = 10 J in 2 windows of 4 steps, each 4 x the one step's TOs
+    assert [w.steps for w in report.windows] == [4, 4]
+    assert report.measured_j == pytest.approx(10.0)
+    assert report.windows[0].tos == report.windows[1].tos
+    assert sum(report.tos_by_phase.values()) == pytest.approx(report.loops["train"].tos)
+
+
+def test_a_step_begun_twice_or_ended_twice_counts_once_and_leaves_no_dispatch_mode() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = _sgd_tracker(model, clock, power_w=5.0)
+    x = torch.randn(16, 4)
+    tracker.begin_step(x)  # never ended: dropped by the next begin_step
+    tracker.begin_step(x)
+    assert len(_modes()) == 1  # the first step's counting mode is gone
+    model(x)
+    tracker.end_step()
+    assert _modes() == [] and tracker.steps() == 1
+    tracker.end_step()  # stray: nothing to end
+    assert tracker.steps() == 1
+    _loop(tracker, model, clock, steps=2, dt=0.25)  # replayed steps
+    tracker.end_step()  # stray after a replay: the last step is not added again
+    assert tracker.steps() == 3
+    # A step belongs to the loop it began in, whatever end_step is told.
+    tracker.begin_step(x, loop="validate", will_step=False)
+    model(x)
+    tracker.end_step(loop="train")
+    assert (tracker.steps("train"), tracker.steps("validate")) == (3, 1)
+    # A window closed with a step still open (a batch skipped by another callback) drops it.
+    tracker.begin_step(x, loop="validate", will_step=False)
+    tracker.close_window(boundary=True)
+    assert _modes() == [] and tracker.steps("validate") == 1
+
+
+def test_a_mid_window_checkpoint_loses_no_step_on_resume() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = _sgd_tracker(model, clock, power_w=10.0, total_steps=20)
+    _loop(tracker, model, clock, steps=6, dt=0.25)  # window [0, 4) closed, steps 4 and 5 open
+    tos_so_far = tracker.tos_total
+    state = tracker.state_dict()  # a checkpoint is a window edge: [4, 6) closes
+    assert [w["steps"] for w in state["windows"]] == [4, 2]
+    resumed = _sgd_tracker(model, Clock(), power_w=10.0, total_steps=20)
+    resumed.load_state_dict(state)
+    # 6 steps x 0.25 s x 10 W = 15 J, and the same TOs as before the checkpoint
+    assert resumed.live().measured_j == pytest.approx(15.0)
+    assert resumed.live().tos == pytest.approx(tos_so_far)
+    _loop(resumed, model, resumed._clock, steps=14, dt=0.25)  # type: ignore[arg-type]
+    report = resumed.finish()
+    # steps 6..19 in windows of 4 (the last one 2): [0,4) [4,6) | [6,10) [10,14) [14,18) [18,20)
+    assert [w.steps for w in report.windows] == [4, 2, 4, 4, 4, 2]
+    # 20 steps x 0.25 s x 10 W = 50 J; every step's TOs in both the loop and the breakdowns
+    assert report.loops["train"].steps == 20
+    assert report.measured_j == pytest.approx(50.0)
+    assert sum(report.tos_by_phase.values()) == pytest.approx(report.loops["train"].tos)
+    assert report.forecast is not None and report.forecast.total_j == pytest.approx(50.0)
+
+
+def test_a_state_that_does_not_load_leaves_the_tracker_as_it_was() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = _sgd_tracker(model, clock, power_w=5.0)
+    _loop(tracker, model, clock, steps=8, dt=0.25)
+    other = _sgd_tracker(model, Clock(), power_w=5.0, features=("duration_s", "tos"))
+    _loop(other, model, other._clock, steps=4, dt=0.25)  # type: ignore[arg-type]
+    before = (list(tracker.windows), tracker.steps(), tracker.live().measured_j)
+    with pytest.raises(ValueError, match=r"features=\['duration_s', 'tos'\]"):
+        tracker.load_state_dict(other.state_dict())
+    assert (list(tracker.windows), tracker.steps(), tracker.live().measured_j) == before
+
+
+def test_a_state_with_more_windows_folds_to_this_trackers_max_windows() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = _sgd_tracker(model, clock, power_w=8.0, window_s=0.5)
+    _loop(tracker, model, clock, steps=20, dt=0.25)  # 10 windows of 2 steps, all kept
+    restored = _sgd_tracker(model, Clock(), power_w=8.0, window_s=0.5, max_windows=4)
+    restored.load_state_dict(tracker.state_dict())
+    assert len(restored.windows) <= 4
+    # 20 steps x 0.25 s x 8 W = 40 J, whatever was folded
+    report = restored.build_report()
+    assert report.measured_j == pytest.approx(40.0) and report.loops["train"].windows == 10
+
+
+def test_max_windows_1_keeps_the_latest_window_and_the_forecast() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = _sgd_tracker(model, clock, power_w=10.0, max_windows=1, total_steps=12)
+    _loop(tracker, model, clock, steps=8, dt=0.25)  # 2 windows of 4 steps: the first folded
+    assert [w.index for w in tracker.windows] == [1]
+    forecast = tracker.live().forecast
+    # 8 steps so far at 10 W x 0.25 s = 2.5 J (20 J), 4 left at 2.5 J (10 J): 30 J
+    assert forecast is not None and forecast.total_j == pytest.approx(30.0, rel=1e-3)
+
+
+def test_a_failed_meter_close_costs_one_window_not_the_rest() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    edges = {"n": 0}
+
+    def sync() -> None:  # e.g. a CUDA error at the second window edge (the first close)
+        edges["n"] += 1
+        if edges["n"] == 2:
+            raise RuntimeError("CUDA error: unspecified launch failure")
+
+    with pytest.warns(RuntimeWarning, match="failed to close a window") as caught:
+        tracker = _sgd_tracker(model, clock, power_w=5.0, sync=sync)
+        _loop(tracker, model, clock, steps=16, dt=0.25)
+        report = tracker.finish(save_calibration=False)
+    assert len([w for w in caught if "lightning-to-energy" in str(w.message)]) == 1
+    # The first window is unmeasured; the next three are measured again: 4 x 0.25 s x 5 W = 5 J
+    assert [w.measured_j for w in report.windows] == [None, 5.0, 5.0, 5.0]
+    assert "unmeasured" in report.windows[0].flags
+
+
+def test_live_readout_after_a_resume_leaves_out_folded_unmeasured_windows() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    # Reads 0 and 1 are the first window's edges, 2k and 2k + 1 the k-th's: read 6 opens the
+    # fourth window, which fails and is unmeasured (but predicted).
+    sensor = FakeSensor(power_w=5.0, clock=clock, fail_at=6)
+    tracker = EnergyTracker(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        sensors=[sensor],
+        window_s=1.0,
+        calibration=None,
+        clock=clock,
+        max_windows=2,
+    )
+    tracker.start()
+    with pytest.warns(RuntimeWarning, match="failed"):
+        _loop(tracker, model, clock, steps=24, dt=0.25)  # 6 windows, the fourth unmeasured
+    assert tracker.live().measured_j == pytest.approx(25.0)  # 5 measured windows x 5 J
+    before = tracker.live()
+    restored = EnergyTracker(model, sensors=None, calibration=None, max_windows=2)
+    restored.load_state_dict(tracker.state_dict())
+    after = restored.live()
+    # The folded unmeasured window's prediction counts on neither side, as before the resume.
+    assert after.measured_j == pytest.approx(before.measured_j)
+    assert after.predicted_j == pytest.approx(before.predicted_j)
+
+
+def test_finishing_twice_saves_the_run_to_the_calibration_once(tmp_path: Path) -> None:
+    from lightning_to_energy.calibration import CalibrationStore
+
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    path = tmp_path / "calibration.json"
+    tracker = _sgd_tracker(model, clock, power_w=5.0, calibration=path)
+    _loop(tracker, model, clock, steps=12, dt=0.25)  # 3 windows of 4 steps, all fitted
+    tracker.finish()
+    tracker.finish()
+    stored = CalibrationStore.from_path(path).load()
+    assert stored is not None
+    # one run of 3 windows, not 2 runs of 6
+    assert (stored.n_runs, len(stored.windows)) == (1, 3)

@@ -206,10 +206,17 @@ def _report_features(
             "or add the device to the hardware table (docs/roofline.md) and train again."
         )
     if absent or len(time_terms) != 1:
+        # The fix names what every window does carry (reports fitted on other features mix).
+        common = [n for n in windows[0][0] if all(n in f for f, _ in windows)]
+        carried = ",".join(n for n in common if n != "roofline_s")
+        fix = (
+            f"--features {carried} (the names every window carries), with one time term"
+            if "duration_s" in common
+            else "fit the reports separately (their windows share no time term)"
+        )
         raise CliError(
             f"expected features present in every window, with one time term (duration_s, or "
-            f"roofline_s), found {list(names)} (missing in some windows: {absent}). Fix: "
-            "--features duration_s,tos"
+            f"roofline_s), found {list(names)} (missing in some windows: {absent}). Fix: {fix}"
         )
     return names
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from typing import Any
@@ -81,16 +82,28 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise CliError(f"expected --steps >= 1, found {args.steps}. Fix: e.g. --steps 1000.")
-    if args.step_time is not None and not args.step_time > 0:
-        raise CliError(f"expected --step-time > 0 seconds, found {args.step_time}.")
+    if args.step_time is not None and not (args.step_time > 0 and math.isfinite(args.step_time)):
+        raise CliError(
+            f"expected --step-time > 0 seconds (finite), found {args.step_time}. Fix: the "
+            "target machine's seconds per training step, e.g. --step-time 0.05."
+        )
     if not args.input:
         raise CliError("expected at least one --input SHAPE (e.g. --input 64x1x8x8), found none.")
     hardware = HardwareInfo.detect()
     fingerprint = hardware_fingerprint(hardware)
     store = CalibrationStore.from_path(args.calibration) if args.calibration else CalibrationStore()
     calibration = store.load(fingerprint)
+    if calibration is None and args.calibration:
+        # An explicit file of any hardware is used as given: it is missing or unreadable (the
+        # store warned why), not "of another hardware".
+        raise CliError(
+            f"expected a calibration file at {args.calibration}, found none usable (missing, "
+            "a directory or unreadable: see the warning above). Fix: pass --calibration FILE "
+            "written by `lightning-to-energy fit --out FILE` or saved by TOEnergy, or drop "
+            "--calibration to use this hardware's own."
+        )
     if calibration is None:
-        where = args.calibration or store.path_for(fingerprint)
+        where = store.path_for(fingerprint)
         raise CliError(
             f"expected a calibration for this hardware ({hardware.label}) at {where}, found none. "
             "Fix: train once with TOEnergy() on this machine (it saves one), or pass "

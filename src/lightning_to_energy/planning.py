@@ -19,6 +19,8 @@ Example::
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,23 +140,33 @@ def plan_run(
             measured-time calibration, a calibration with features this function cannot
             compute or without fitted windows, or an unknown GPU (each message says the fix).
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    # Any integer type (a NumPy int from a computed length, say), but not a bool or a float.
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise ValueError(f"steps: expected an int >= 1, found {steps!r}; fix: e.g. steps=1000.")
+    steps = int(steps)
     if not isinstance(calibration, Calibration):
         raise ValueError(
             f"calibration: expected a Calibration, found {calibration!r}. Fix: load one with "
             "CalibrationStore.from_path(path).load() (None means the file is missing or "
             "unreadable: see its warning), or train once with TOEnergy on that hardware."
         )
+    if not calibration.windows:
+        # NB: without windows the model is its stored coefficients alone, with no measured
+        # error behind its interval: a calibration saved before any fit plans 0 J, "exactly".
+        raise ValueError(
+            f"calibration ({calibration.hardware.label}): expected fitted windows, found none. "
+            "Fix: train longer with TOEnergy on that hardware (windows of about 2 s or more), "
+            "or fit one with `lightning-to-energy fit REPORT... --out FILE`."
+        )
     model = calibration.to_model()
     names = model.feature_names
     per_step = {f: get(step) for f, get in PROFILE_FEATURES.items()}
     spec: HardwareSpec | None = None
     if "duration_s" in names:
-        if step_time_s is None or not step_time_s > 0:
+        if step_time_s is None or not (step_time_s > 0 and math.isfinite(step_time_s)):
             raise ValueError(
                 f"step_time_s: the calibration ({calibration.hardware.label}) uses measured step "
-                f"time; expected seconds per step > 0, found {step_time_s!r}. Fix: pass the "
+                f"time; expected finite seconds per step > 0, found {step_time_s!r}. Fix: pass the "
                 "target machine's step time, or use a calibration fitted on roofline_s "
                 "(`lightning-to-energy fit STUDY_DIR --out FILE`, or `fit REPORT... --roofline "
                 "--out FILE`)."
@@ -170,7 +182,17 @@ def plan_run(
             f"calibration features: expected names among {known}, found {missing}. Fix: refit "
             "the calibration with `lightning-to-energy fit --features ...`."
         )
-    prediction = model.predict({f: per_step[f] * steps for f in names})
+    try:
+        totals = {f: per_step[f] * float(steps) for f in names}
+    except OverflowError:  # an int beyond any float
+        totals = {"steps": math.inf}
+    if not all(math.isfinite(v) for v in totals.values()):
+        shown = f"{steps:.3g}" if steps < 1e300 else f"a {len(str(steps))}-digit number of"
+        raise ValueError(
+            f"steps: expected a count whose run totals are finite numbers, found {shown} "
+            f"steps of {per_step['tos']:.3g} TOs each. Fix: plan fewer steps."
+        )
+    prediction = model.predict(totals)
     if prediction.energy_j is None or prediction.low_j is None or prediction.high_j is None:
         raise ValueError(
             "calibration: expected fitted windows, found none. Fix: train longer with "

@@ -983,6 +983,42 @@ def _section_forecast(report: EnergyReport) -> RenderableType | None:
     )
 
 
+def roofline_share(report: EnergyReport, loop: str = "train") -> tuple[float, float, int] | None:
+    """``loop``'s roofline seconds, the seconds its steps took, over its windows that record
+    a roofline (``roofline_s``), and how many windows that is; None without any.
+
+    Their ratio is how close the steps came to the hardware's peaks: the rest of the time the
+    device waits (kernel launches, Python, data loading, synchronisation) while still drawing
+    its static power.
+    """
+    ws = [w for w in report.windows if w.loop == loop and "roofline_s" in w.features]
+    if not ws:
+        return None
+    return (
+        math.fsum(w.features["roofline_s"] for w in ws),
+        math.fsum(w.duration_s for w in ws),
+        len(ws),
+    )
+
+
+def _section_roofline(report: EnergyReport) -> RenderableType | None:
+    from rich.text import Text
+
+    share = roofline_share(report)
+    if share is None or share[1] <= 0:
+        return None
+    roofline, took, n = share
+    spec = report.hardware.get("roofline")
+    on = f" of {spec}" if spec else ""
+    return Text.assemble(
+        ("Roofline: ", "bold"),
+        f"over {n:,} train windows the steps took {format_duration(took)}; at the peaks{on} "
+        f"they would take {format_duration(roofline)}, {_format_pct(roofline / took)} of that. "
+        "The rest is time the device waits (launches, Python, data, synchronisation) while "
+        "drawing static power: see docs/roofline.md.",
+    )
+
+
 def _window_warnings(report: EnergyReport) -> list[str]:
     counts: dict[str, int] = {}
     for w in report.windows:
@@ -1037,6 +1073,7 @@ def report_sections(report: EnergyReport) -> list[RenderableType]:
         _section_tos(report),
         _section_modules(report),
         _section_forecast(report),
+        _section_roofline(report),
         _section_warnings(report),
     ]
     return [s for s in sections if s is not None]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -291,6 +292,11 @@ class EnergyTracker:
         self._n_windows = 0  # windows closed in the run, folded ones included
         self._archived: dict[str, LoopTotals] = {}  # per loop: windows folded out of the list
         self._archived_unpredicted_j = 0.0  # measured J of folded windows that had no prediction
+        # predicted J of folded windows that had no measurement: the live readout leaves them out
+        self._archived_unmeasured_predicted_j = 0.0
+        # Names this run in the calibration store, so saving it again (finish() twice, or the
+        # end of a resumed run) replaces its windows instead of adding them a second time.
+        self._run_id = uuid.uuid4().hex[:12]
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self._profiles: dict[int, StepProfile] = {}
@@ -309,7 +315,7 @@ class EnergyTracker:
         self._slow: dict[str, tuple[SlowKeys, int]] = {}
         self._step_profile_ids: dict[str, int] = {}  # loop -> id of the last profile used
         self._steps: dict[str, int] = dict.fromkeys(LOOPS, 0)
-        self.tos_total = 0.0  # TOs of every step completed in this process
+        self.tos_total = 0.0  # TOs of every step completed (restored checkpoints included)
         self._totals = _RunningTotals()
         self._recent_error_pct: float | None = None
         self._weakest_kind = "none"
@@ -409,18 +415,26 @@ class EnergyTracker:
     def step(
         self, batch: Any = None, *, loop: str = "train", will_step: bool = True
     ) -> Iterator[None]:
-        """Count (or replay) one step of ``loop`` run inside the ``with`` block."""
+        """Count (or replay) one step of ``loop`` run inside the ``with`` block.
+
+        A step whose block raises is dropped (:meth:`abort_step`): nothing of it is kept, and
+        the exception goes on to the caller. Its seconds and joules stay in its window (they
+        were spent), its operations do not (they are unknown).
+        """
         self.begin_step(batch, loop=loop, will_step=will_step)
         try:
             yield
-        finally:
-            self.end_step(loop=loop)
+        except BaseException:
+            self.abort_step()
+            raise
+        self.end_step(loop=loop)
 
     def begin_step(self, batch: Any, *, loop: str = "train", will_step: bool = True) -> None:
         """Mark the start of a step; starts counting when its signature needs it.
 
         Never raises because of the tracker itself: an internal error is one warning, after
-        which this tracker stands aside and the training goes on untouched.
+        which this tracker stands aside and the training goes on untouched. A step begun and
+        never ended (a skipped batch, an exception) is dropped when the next one begins.
         """
         if self._broken:
             return
@@ -432,6 +446,9 @@ class EnergyTracker:
     def _begin_step(self, batch: Any, loop: str, will_step: bool) -> None:
         if not self._started:
             self.start()
+        if self._counter is not None or self._pending is not None:
+            # The previous step never ended: drop it, and above all stop its dispatch mode.
+            self.abort_step()
         window = self._window
         if window is None or window.loop != loop:
             if window is not None:
@@ -468,6 +485,9 @@ class EnergyTracker:
     def end_step(self, *, loop: str = "train") -> WindowRecord | None:
         """Add the step to its window; close the window when it has lasted ``window_s``.
 
+        The step belongs to the loop it began in (``loop`` is accepted for symmetry with
+        :meth:`begin_step`); an ``end_step`` without a step begun does nothing.
+
         Returns:
             The window record when this step closed a window, else None.
         """
@@ -502,6 +522,7 @@ class EnergyTracker:
         window = self._window
         if window is None:
             return None
+        loop = window.loop
         if self._counter is not None:
             profile = self._counter.stop()
             self._counter = None
@@ -511,6 +532,7 @@ class EnergyTracker:
             pid, vector = self._vector_for(profile)
         elif self._pending is not None:
             pid, vector = self._pending
+            self._pending = None  # a stray second end_step must not add the step again
         else:
             return None
         sums = window.sums
@@ -565,7 +587,13 @@ class EnergyTracker:
     # --- windows --------------------------------------------------------------------------
 
     def close_window(self, *, boundary: bool = False) -> WindowRecord | None:
-        """Close the open window (at a loop or epoch boundary, or when due)."""
+        """Close the open window (at a loop or epoch boundary, or when due).
+
+        A step begun in it and not ended (a batch skipped by ``on_train_batch_start``
+        returning -1, say) is dropped first, so that its dispatch mode does not outlive it.
+        """
+        if self._counter is not None or self._pending is not None:
+            self.abort_step()
         window = self._window
         self._window = None
         if window is None or window.steps == 0:
@@ -648,10 +676,17 @@ class EnergyTracker:
 
     def _fold_oldest(self) -> None:
         """Fold the oldest tenth of the kept windows into the per-loop archive."""
-        n = max(len(self.windows) - self.max_windows * 9 // 10, 1)
+        # Keep at least one window: max_windows=1 must not empty the list (the forecast and
+        # the report's window table need the latest).
+        n = len(self.windows) - max(self.max_windows * 9 // 10, 1)
+        if n <= 0:
+            return
         old, self.windows = self.windows[:n], self.windows[n:]
         self._archived_unpredicted_j += math.fsum(
             w.measured_j for w in old if w.measured_j is not None and w.predicted_j is None
+        )
+        self._archived_unmeasured_predicted_j += math.fsum(
+            w.predicted_j for w in old if w.measured_j is None and w.predicted_j is not None
         )
         for loop in LOOPS:
             ws = [w for w in old if w.loop == loop]
@@ -662,8 +697,11 @@ class EnergyTracker:
         assert self.meter is not None
         try:
             return self.meter.close()
-        except Exception as exc:  # the meter never raises for a sensor, but be safe
+        except Exception as exc:  # e.g. the CUDA sync at the edge failed
             self._warn_once("meter-close", f"energy meter failed to close a window: {exc}")
+            # The failed close left its window open, and every later open() would be refused:
+            # a fresh meter over the same sensors lets the next windows be measured again.
+            self.meter = Meter(self.sensors, clock=self._clock, sync=self._sync, warn=False)
             return None
 
     def _warn_once(self, key: str, message: str) -> None:
@@ -705,6 +743,9 @@ class EnergyTracker:
         for totals in self._archived.values():
             self._totals.add_archived(totals)
         self._totals.unpredicted_j += self._archived_unpredicted_j
+        # The archive's predicted joules include windows that were never measured; the live
+        # readout compares measured with predicted over the same (measured) windows.
+        self._totals.predicted_j -= self._archived_unmeasured_predicted_j
         for record in self.windows:
             self._totals.add(record)
         self._refresh_live()
@@ -751,7 +792,8 @@ class EnergyTracker:
         if self.model.n_updates == 0 or (self._calibration_arg == "auto" and not trusted):
             return
         try:
-            self._store.save(Calibration.from_model(self.model, self._hardware))
+            calibration = Calibration.from_model(self.model, self._hardware, run_id=self._run_id)
+            self._store.save(calibration)
         except Exception as exc:
             self._warn_once("calibration-save", f"calibration not saved: {exc}")
 
@@ -763,7 +805,7 @@ class EnergyTracker:
         NB: validation is assumed to keep its cadence in train steps (every epoch, or every N
         steps), so its energy grows in proportion to the train steps.
         """
-        if self.total_steps is None or not self.windows:
+        if self.total_steps is None or self._n_windows == 0:
             return None
         pid = self._step_profile_ids.get("train")
         totals = self._totals
@@ -863,7 +905,10 @@ class EnergyTracker:
         )
 
     def _hardware_dict(self) -> dict[str, str]:
-        return {} if self._hardware is None else hardware_section(self._hardware)
+        section = {} if self._hardware is None else hardware_section(self._hardware)
+        if self._roofline is not None:  # what the windows' roofline_s is measured against
+            section["roofline"] = f"{self._roofline.name} ({self._roofline.key})"
+        return section
 
     def _step_breakdown(
         self,
@@ -942,43 +987,89 @@ class EnergyTracker:
     # --- checkpoint state -----------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Totals, windows and regression state, as plain JSON-able values."""
+        """Totals, windows and regression state, as plain JSON-able values.
+
+        A checkpoint is a window edge: the open window is closed first (a ``boundary``
+        window, ``short`` if it lasted less than ``window_s``), so that the state holds every
+        step completed so far and a run resumed from it neither loses nor repeats any. Called
+        in the middle of a step, the window is left open and its steps are not in the state.
+        """
+        if self._window is not None and self._counter is None and self._pending is None:
+            self.close_window(boundary=True)
         return {
             "version": 1,
             "windows": [_window_to_dict(w) for w in self.windows],
             "n_windows": self._n_windows,
             "archived": {loop: _totals_to_dict(t) for loop, t in self._archived.items()},
             "archived_unpredicted_j": self._archived_unpredicted_j,
+            "archived_unmeasured_predicted_j": self._archived_unmeasured_predicted_j,
             "steps": dict(self._steps),
             "elapsed_s": self._elapsed_before_s
             + (self._clock() - self._t0 if self._started else 0.0),
             "model": self.model.state_dict(),
             "warnings": list(self.warnings),
             "breakdown": self._breakdown_sums(),
+            "run_id": self._run_id,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved; windows after the checkpoint are not in it."""
+        """Restore what :meth:`state_dict` saved; windows after the checkpoint are not in it.
+
+        All or nothing: a state that does not load (another version, other features, a
+        malformed entry) raises and leaves this tracker as it was.
+
+        Raises:
+            ValueError: the state was written by another release or with other features.
+        """
         if state.get("version") != 1:
             raise ValueError(
                 f"TOEnergy checkpoint state version 1 expected, found {state.get('version')!r}; "
                 "this checkpoint was written by a different lightning-to-energy release."
             )
-        self.windows = [WindowRecord(**_window_from_dict(w)) for w in state["windows"]]
-        self._n_windows = int(state.get("n_windows", len(self.windows)))
-        self._archived = {
+        saved_features = tuple(state["model"].get("feature_names", ()))
+        if saved_features != self.features:
+            raise ValueError(
+                f"checkpoint state: expected a model on features {list(self.features)}, found "
+                f"{list(saved_features)}; fix: construct the tracker with "
+                f"features={list(saved_features)!r} to resume from it."
+            )
+        # Everything is parsed before anything is assigned, so a failure changes nothing.
+        model = OnlineEnergyModel(self.features)
+        model.load_state_dict(state["model"])
+        windows = [WindowRecord(**_window_from_dict(w)) for w in state["windows"]]
+        archived = {
             loop: LoopTotals(**{**t, "energy_j": dict(t["energy_j"])})
             for loop, t in state.get("archived", {}).items()
         }
-        self._archived_unpredicted_j = float(state.get("archived_unpredicted_j", 0.0))
-        self._steps = {**dict.fromkeys(LOOPS, 0), **state["steps"]}
-        self._elapsed_before_s = float(state["elapsed_s"])
-        self.model.load_state_dict(state["model"])
-        self.warnings = list(state.get("warnings", []))
+        steps = {**dict.fromkeys(LOOPS, 0), **{k: int(v) for k, v in state["steps"].items()}}
+        n_windows = int(state.get("n_windows", len(windows)))
+        unpredicted_j = float(state.get("archived_unpredicted_j", 0.0))
+        unmeasured_predicted_j = float(state.get("archived_unmeasured_predicted_j", 0.0))
+        elapsed_s = float(state["elapsed_s"])
+        notes = [str(w) for w in state.get("warnings", [])]
         # Checkpoints before this key existed restore no breakdown: the report's TO breakdowns
         # then cover the steps run since the resume.
-        self._restored_breakdown = dict(state.get("breakdown", {}))
+        breakdown = dict(state.get("breakdown", {}))
+        run_id = str(state.get("run_id") or self._run_id)
+
+        self.model = model
+        self.windows = windows
+        self._archived = archived
+        self._steps = steps
+        self._n_windows = n_windows
+        self._archived_unpredicted_j = unpredicted_j
+        self._archived_unmeasured_predicted_j = unmeasured_predicted_j
+        self._elapsed_before_s = elapsed_s
+        self.warnings = notes
+        self._restored_breakdown = breakdown
+        self._run_id = run_id
         self._run_steps.clear()
+        # TOs of every step so far, as the live readout counts them: the restored windows'.
+        self.tos_total = math.fsum(t.tos for t in archived.values()) + math.fsum(
+            w.tos for w in windows
+        )
+        if len(self.windows) > self.max_windows:  # saved by a tracker that kept more
+            self._fold_oldest()
         self._refresh_totals()
 
 
