@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import torch
 from lightning.pytorch import LightningModule, Trainer, seed_everything
@@ -99,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.gpu and torch.cuda.device_count() < 2:
         found = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        print(f"ddp.py --gpu needs 2 CUDA GPUs, found {found}. Fix: run without --gpu (CPU).")
+        print(
+            f"ddp.py --gpu needs 2 CUDA GPUs, found {found}. Fix: run without --gpu (CPU).",
+            file=sys.stderr,
+        )
         return 2
     seed_everything(0)
     # two processes on a small machine: one thread each keeps them from fighting

@@ -12,7 +12,7 @@ CPU).
 The data are random but deterministic: token sequences that follow a fixed random permutation
 (``x[t + 1] = perm[x[t]]``), so the loss falls quickly and every run sees the same batches.
 ``precision="bf16-mixed"`` runs the matmuls and attention under autocast in bf16; the counter
-reads the formats from the tensors' dtypes, so the report's "TOs by number format" shows bf16
+reads the formats from the tensors' dtypes, so the report's "TOs by format" table shows bf16
 for the matrix work and fp32 for the norms, the loss and the optimizer. Windows last 2 s (the
 NVML energy counter's minimum trustworthy window); the progress bar shows measured and
 predicted joules. At the end the script prints the totals, each window's prediction error from

@@ -121,6 +121,22 @@ def test_ddp_example_prints_each_rank_and_the_total(tmp_path: Path) -> None:
     assert done.stdout.count("total: ") == 1
 
 
+@pytest.mark.skipif(torch.cuda.device_count() >= 2, reason="this machine has 2 CUDA GPUs")
+def test_ddp_example_gpu_without_two_gpus_exits_2_with_its_message_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # In-process (the module's main), so the test does not pay for a fresh interpreter.
+    spec = importlib.util.spec_from_file_location("ddp_example", EXAMPLES / "ddp.py")
+    assert spec is not None and spec.loader is not None
+    ddp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ddp)
+    assert ddp.main(["--gpu"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("ddp.py --gpu needs 2 CUDA GPUs, found ")
+    assert "Fix: run without --gpu (CPU)." in err
+
+
 _NEEDS_JSONARGPARSE = pytest.mark.skipif(
     importlib.util.find_spec("jsonargparse") is None,
     reason="LightningCLI needs jsonargparse: pip install 'jsonargparse[signatures]'",
