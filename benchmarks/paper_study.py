@@ -1,6 +1,6 @@
 """The paper's study in one command: train the grid under TOEnergy, then evaluate it.
 
-On a GPU machine (about 25 minutes for the 86 configurations on an H100)::
+On a GPU machine (an estimated 15 to 20 minutes for the 86 configurations on an H100)::
 
     PYTHONPATH=src python benchmarks/paper_study.py --out study-h100
 
@@ -9,7 +9,7 @@ On a CPU (13 small configurations, a few minutes)::
     PYTHONPATH=src python benchmarks/paper_study.py --out study-cpu --grid small --device cpu
 
 Resumable: configurations whose run JSON exists are skipped, so the same command can be run
-several times, e.g. in calls limited to 10 minutes each with ``--budget-min 8``: each call starts
+several times, e.g. in calls limited to 10 minutes each with ``--budget-min 9``: each call starts
 no configuration it could not finish in time, and the evaluation (``results.json``,
 ``predictions.csv``, ``predicted_vs_measured.png`` in ``--out`` and a section of
 ``docs/results.md``) runs once every configuration is done. Exit status: 0 when the study is

@@ -318,7 +318,7 @@ def test_predict_with_a_missing_calibration_file_exits_2_naming_it(
         "--step-time", "0.01", "--steps", "100",
     )  # fmt: skip
     assert code == 2
-    assert f"at {missing}, found none" in err and "Fix:" in err
+    assert f"at {missing}, found nothing at that path. Fix:" in err
 
 
 def test_predict_with_another_machines_calibration_warns_and_uses_it(
@@ -418,6 +418,11 @@ def test_predict_with_an_unknown_hardware_key_exits_2_listing_the_known_ones(
         (["--steps", "10", "--step-time", "0"], "expected --step-time > 0 seconds"),
         # inf passed the check and failed later as a window "feature", with a fix about windows
         (["--steps", "10", "--step-time", "inf"], "found inf. Fix: the target machine's"),
+        # a measured-time calibration: --hardware would change nothing, and said nothing
+        (
+            ["--steps", "10", "--step-time", "0.01", "--hardware", "h100-sxm"],
+            "--hardware applies to calibrations fitted on roofline_s",
+        ),
     ],
 )
 def test_predict_argument_errors_exit_2(
@@ -442,7 +447,7 @@ def test_predict_with_a_calibration_path_that_is_a_directory_says_so(
     assert code == 2 and err.count("\n") == 1
     # an explicit file is used whatever its hardware: "for this hardware" and "train once on
     # this machine" were the wrong diagnosis and the wrong fix
-    assert f"expected a calibration file at {tmp_path}, found none usable" in err
+    assert f"expected a calibration file at {tmp_path}, found a directory. Fix:" in err
     assert "for this hardware" not in err and "Fix: pass --calibration FILE" in err
 
 

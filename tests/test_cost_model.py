@@ -302,3 +302,37 @@ def test_docs_table_is_current() -> None:
     # docs/cost-model.md embeds the generated table; regenerate it with
     # `python -m lightning_to_energy.cost_model` when the derivation changes
     assert render_markdown_table() in DOC.read_text(encoding="utf-8")
+
+
+def test_every_cost_model_argument_takes_a_file_and_refuses_other_values(tmp_path: Path) -> None:
+    import torch
+
+    from lightning_to_energy import EnergyTracker
+    from lightning_to_energy.counting import OpCounter, profile
+
+    path = tmp_path / "chip.toml"
+    path.write_text('[tos]\n"fma:fp32" = 1.0\n')
+    model = torch.nn.Linear(4, 2, bias=False)
+    step = profile(model, torch.randn(3, 4), cost_model=str(path))
+    # one matmul of 3 x 4 by 4 x 2: 3 * 2 * 4 = 24 FMAs at 1 TO each (the file's figure)
+    assert step.tos == 24.0
+    assert OpCounter(cost_model=path).cost_model == CostModel.from_file(path)
+    assert EnergyTracker(model, cost_model=path).cost_model == CostModel.from_file(path)
+    with pytest.raises(ValueError, match="expected a CostModel, a path to a TOML/JSON cost"):
+        OpCounter(cost_model=42)  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="expected a cost file"):
+        profile(model, torch.randn(3, 4), cost_model=str(tmp_path / "missing.toml"))
+
+
+def test_a_cost_model_and_a_callback_holding_one_pickle(tmp_path: Path) -> None:
+    import pickle
+
+    from lightning_to_energy import TOEnergy
+
+    # ddp_spawn pickles the callbacks into its worker processes
+    cm = CostModel.default().with_overrides({"fma:bf16": 5000.0})
+    assert pickle.loads(pickle.dumps(cm)) == cm
+    path = tmp_path / "chip.toml"
+    path.write_text('[tos]\n"fma:fp32" = 1.0\n')
+    energy = pickle.loads(pickle.dumps(TOEnergy(cost_model=path, sensors=None)))
+    assert energy._kwargs["cost_model"] == CostModel.from_file(path)

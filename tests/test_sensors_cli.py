@@ -124,3 +124,18 @@ def test_record_refuses_bad_arguments_and_unusable_sensors(
     assert err.startswith("lightning-to-energy record: error: sensor backend 'nvml'")
     assert "pip install" in err
     assert not Path(out).exists()
+
+
+@pytest.mark.usefixtures("bare_machine")
+def test_a_reader_that_goes_away_ends_the_command_quietly(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_to_energy import _cli_sensors
+
+    def closed_pipe(args: object) -> int:  # what `... | head` does to a long listing
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(_cli_sensors, "run", closed_pipe)
+    # 128 + SIGPIPE (13) = 141, as a shell reports it; no traceback, nothing on stderr
+    assert cli.main(["sensors"]) == 141
+    assert capsys.readouterr().err == ""

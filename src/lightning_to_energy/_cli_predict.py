@@ -16,6 +16,7 @@ import json
 import math
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from lightning_to_energy.cli import CliError
@@ -96,11 +97,18 @@ def run(args: argparse.Namespace) -> int:
     if calibration is None and args.calibration:
         # An explicit file of any hardware is used as given: it is missing or unreadable (the
         # store warned why), not "of another hardware".
+        given = Path(args.calibration)
+        found = (
+            "a directory"
+            if given.is_dir()
+            else "a file it could not use (see the warning above)"
+            if given.exists()
+            else "nothing at that path"
+        )
         raise CliError(
-            f"expected a calibration file at {args.calibration}, found none usable (missing, "
-            "a directory or unreadable: see the warning above). Fix: pass --calibration FILE "
-            "written by `lightning-to-energy fit --out FILE` or saved by TOEnergy, or drop "
-            "--calibration to use this hardware's own."
+            f"expected a calibration file at {args.calibration}, found {found}. Fix: pass "
+            "--calibration FILE written by `lightning-to-energy fit --out FILE` or saved by "
+            "TOEnergy, or drop --calibration to use this hardware's own."
         )
     if calibration is None:
         where = store.path_for(fingerprint)
@@ -118,6 +126,14 @@ def run(args: argparse.Namespace) -> int:
             "wrong machine. Fix: pass --step-time S for the target machine, or use a "
             "calibration fitted on roofline_s (`lightning-to-energy fit STUDY_DIR --out FILE`, "
             "or `fit REPORT... --roofline --out FILE` on that machine's reports)."
+        )
+    if args.hardware and "roofline_s" not in names:
+        raise CliError(
+            f"--hardware applies to calibrations fitted on roofline_s; this one "
+            f"({calibration.hardware.label}) uses measured step time ({list(names)}), so "
+            f"--hardware {args.hardware} would change nothing. Fix: drop --hardware (and pass "
+            "--step-time S for the target machine), or use a roofline calibration "
+            "(`lightning-to-energy fit REPORT... --roofline --out FILE`)."
         )
     spec = None
     if "roofline_s" in names:

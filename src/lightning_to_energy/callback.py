@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from typing_extensions import override
 
-from lightning_to_energy.cost_model import CostModel
+from lightning_to_energy.cost_model import CostModel, as_cost_model
 from lightning_to_energy.records import EnergyReport, WindowRecord
 from lightning_to_energy.regression import FEATURES
 from lightning_to_energy.sensors.base import Sensor
@@ -88,7 +88,8 @@ class TOEnergy(Callback):
         calibration: ``"auto"`` (per-hardware store in the user cache directory), a JSON
             file path, or ``None``.
         cost_model: a :class:`CostModel`, or a TOML/JSON file of overrides.
-        recheck_every: re-count a cached step signature after this many replays.
+        recheck_every: count one step in this many of a cached signature (1 counts every
+            step; the default 1000 re-counts after 999 replays).
         max_windows: windows kept one by one; older ones are folded into per-loop totals
             (totals stay exact; memory and checkpoints stay bounded on long runs).
         report_dir: where the report files go; ``None`` means the trainer's ``log_dir``.
@@ -133,8 +134,7 @@ class TOEnergy(Callback):
                 f"sensors must be 'auto', a sequence of sensors, a factory or None; found "
                 f"{sensors!r}. Use TOEnergy() for auto discovery."
             )
-        if isinstance(cost_model, (str, Path)):
-            cost_model = CostModel.from_file(cost_model)
+        cost_model = as_cost_model(cost_model)
         self._sensors = sensors
         self._kwargs: dict[str, Any] = {
             "window_s": window_s,

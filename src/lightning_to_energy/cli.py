@@ -10,7 +10,9 @@ which registers its parser and sets ``func`` to a ``run(args) -> int``. Imports 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -44,6 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`lightning-to-energy profile ... | head`): stop quietly, and
+        # point stdout at devnull so that the interpreter's final flush raises nothing either.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a process killed by it
 
 
 if __name__ == "__main__":  # pragma: no cover

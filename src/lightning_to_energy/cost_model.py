@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -460,6 +461,11 @@ class CostModel:
             )
         object.__setattr__(self, "entries", MappingProxyType(table))
 
+    def __reduce__(self) -> tuple[type[CostModel], tuple[dict[OpFormat, float]]]:
+        # Picklable (a mapping proxy is not), so that a TOEnergy holding a cost model crosses
+        # into ddp_spawn's worker processes.
+        return (CostModel, (dict(self.entries),))
+
     @classmethod
     def default(cls) -> CostModel:
         """The gate-level table of :func:`derive_tos` (built once, then cached)."""
@@ -564,6 +570,26 @@ def render_markdown_table(model: CostModel | None = None) -> str:
     for op, row in zip(t.ops, t.tos, strict=True):
         lines.append(f"| {op.value} | " + " | ".join(f"{v:,.0f}" for v in row) + " |")
     return "\n".join(lines)
+
+
+def as_cost_model(value: CostModel | str | os.PathLike[str] | None) -> CostModel:
+    """``value`` as a :class:`CostModel`: itself, the default for None, or a TOML/JSON file of
+    overrides read with :meth:`CostModel.from_file`.
+
+    Raises:
+        FileNotFoundError: a path to no file.
+        ValueError: a malformed file, or a value of another type.
+    """
+    if value is None:
+        return CostModel.default()
+    if isinstance(value, CostModel):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        return CostModel.from_file(Path(value))
+    raise ValueError(
+        f"cost_model: expected a CostModel, a path to a TOML/JSON cost file or None; found "
+        f"{type(value).__name__} {value!r}; fix: e.g. CostModel.default().with_overrides(...)"
+    )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from lightning_to_energy.calibration import (
     HardwareInfo,
     hardware_fingerprint,
 )
-from lightning_to_energy.cost_model import CostModel
+from lightning_to_energy.cost_model import CostModel, as_cost_model
 from lightning_to_energy.counting import (
     OpCounter,
     ProfileCache,
@@ -203,13 +203,15 @@ class EnergyTracker:
         optimizer: the optimizer (its type is part of the step signature); optional.
         sensors: ``"auto"`` (discover NVML, RAPL, then an estimate), a sequence of
             :class:`~lightning_to_energy.sensors.base.Sensor` objects, or ``None`` to count only.
-        cost_model: transistor costs; default :meth:`CostModel.default`.
+        cost_model: transistor costs: a :class:`CostModel`, a TOML/JSON cost file, or None
+            for :meth:`CostModel.default`.
         window_s: minimum window length in seconds; default: the sensors' ``min_window_s``
             (2 s for an NVML counter), and never below ``DEFAULT_MIN_WINDOW_S`` (2 s).
         features: regression features; names from ``FEATURES`` plus ``"tos"`` and ``"flops"``.
         calibration: ``"auto"`` (the per-hardware store in the user cache), a path to a
             calibration JSON file, or ``None`` for no prior and nothing saved.
-        recheck_every: re-count a cached step signature after this many replays.
+        recheck_every: count one step in this many of a cached signature (1 counts every
+            step; the default 1000 re-counts after 999 replays).
         clock: monotonic seconds; injectable for tests.
         sync: called at window edges so that queued GPU work lands in the right window.
         device: the torch device this process trains on (selects the GPU sensor).
@@ -228,7 +230,7 @@ class EnergyTracker:
         optimizer: Any = None,
         *,
         sensors: str | Sequence[Sensor] | None = "auto",
-        cost_model: CostModel | None = None,
+        cost_model: CostModel | str | Path | None = None,
         window_s: float | None = None,
         features: Sequence[str] = FEATURES,
         calibration: str | Path | None = "auto",
@@ -268,7 +270,7 @@ class EnergyTracker:
             )
         self.module = module
         self.optimizer = optimizer
-        self.cost_model = cost_model or CostModel.default()
+        self.cost_model = as_cost_model(cost_model)
         self.features = tuple(features)
         self._profile_features = tuple(f for f in self.features if f != "duration_s")
         self._requested_sensors = sensors

@@ -23,6 +23,7 @@ whose inputs need no grad, and outputs that are not tensors.
 
 from __future__ import annotations
 
+import os
 import warnings
 from bisect import bisect_right
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from torch.optim.optimizer import (
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from lightning_to_energy.cost_model import AluOp, CostModel, Unit
+from lightning_to_energy.cost_model import AluOp, CostModel, Unit, as_cost_model
 from lightning_to_energy.counting import formulas as _formulas  # noqa: F401  (registers them)
 from lightning_to_energy.counting.formulas.zero import is_free
 from lightning_to_energy.counting.profile import (
@@ -245,7 +246,8 @@ class OpCounter:
     """Counts the ALU operations, bytes and kernels of the aten ops run between start and stop.
 
     Args:
-        cost_model: weighs ALU operations into transistor operations; the default model if None.
+        cost_model: weighs ALU operations into transistor operations: a :class:`CostModel`,
+            a TOML/JSON cost file (:meth:`CostModel.from_file`), or None for the default.
         module: the model whose submodules ops are attributed to (``by_module``); without one
             every op is attributed to ``"(other)"``. Hooks are attached only while counting.
 
@@ -265,8 +267,10 @@ class OpCounter:
         True
     """
 
-    def __init__(self, cost_model: CostModel | None = None, module: Any = None) -> None:
-        self.cost_model = cost_model or CostModel.default()
+    def __init__(
+        self, cost_model: CostModel | str | os.PathLike[str] | None = None, module: Any = None
+    ) -> None:
+        self.cost_model = as_cost_model(cost_model)
         self.module = uncompiled(module) if module is not None else None
         self.profile: StepProfile | None = None
         self._mode: _CountingMode | None = None

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import torch
 from torch.utils._pytree import tree_leaves
 
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
+from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit, as_cost_model
 from lightning_to_energy.counting.registry import OpCost, OpKey
 
 PHASES = ("forward", "backward", "optimizer", "other")
@@ -418,7 +418,8 @@ def profile(
         loss_fn: the loss, called as ``loss_fn(output, target)`` (or ``loss_fn(output)`` when
             ``target`` is None).
         target: the loss target.
-        cost_model: the :class:`~lightning_to_energy.cost_model.CostModel`; default if None.
+        cost_model: the :class:`~lightning_to_energy.cost_model.CostModel`, a TOML/JSON cost
+            file, or None for the default.
         warmup: run one uncounted step first, so that the counted one is a steady-state step
             (optimizer state and lazy modules initialised). Default: True with an optimizer.
 
@@ -433,6 +434,7 @@ def profile(
     # mode.py builds StepProfiles, so it imports this module: import it late
     from lightning_to_energy.counting.mode import OpCounter, uncompiled
 
+    cost_model = as_cost_model(cost_model)  # a bad file fails here, before the model runs
     fn = uncompiled(model_or_callable)
     module = fn if isinstance(fn, torch.nn.Module) else None
     if optimizer is not None and not train:
