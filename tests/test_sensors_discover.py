@@ -170,3 +170,24 @@ def test_explicit_names_give_exactly_those_sensors(tmp_path: Path) -> None:
 def test_unknown_backend_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="found \\['nvidia'\\]"):
         discover(["nvidia"])
+
+
+def test_close_closes_every_sensor_even_when_one_raises() -> None:
+    from lightning_to_energy.sensors.discover import Discovery
+
+    closed: list[str] = []
+
+    class Failing(FakeSensor):
+        def close(self) -> None:
+            closed.append(self.domain)
+            raise RuntimeError("driver went away")
+
+    class Tracked(FakeSensor):
+        def close(self) -> None:
+            closed.append(self.domain)
+
+    found = Discovery(sensors=(Failing("gpu:0", power_w=1.0), Tracked("gpu:1", power_w=1.0)))
+    with pytest.raises(RuntimeError, match="driver went away"):
+        found.close()
+    # the second sensor is closed although the first raised
+    assert closed == ["gpu:0", "gpu:1"]

@@ -48,9 +48,21 @@ class Discovery:
     notes: tuple[str, ...] = ()
 
     def close(self) -> None:
-        """Close every sensor (stops background threads). Idempotent."""
+        """Close every sensor (stops background threads). Idempotent.
+
+        Raises:
+            Exception: the first error a sensor raised in ``close()``, once every other sensor
+                has been closed too (one failing sensor must not leave the others' threads
+                running).
+        """
+        first: Exception | None = None
         for sensor in self.sensors:
-            sensor.close()
+            try:
+                sensor.close()
+            except Exception as exc:
+                first = first or exc
+        if first is not None:
+            raise first
 
 
 def _parse_mode(mode: str | Sequence[str]) -> tuple[bool, list[str]]:
