@@ -109,8 +109,10 @@ def main() -> None:
         "enable_progress_bar": False,
         "enable_model_summary": False,
     }
-    if mode == "ddp-resume":
-        for max_steps, ckpt_path in ((4, None), (8, "step=4")):
+    if mode in ("ddp", "ddp-resume"):
+        # ddp: one epoch of 256 rows; ddp-resume: 4 steps with a checkpoint, then resumed to 8
+        runs = [(None, None)] if mode == "ddp" else [(4, None), (8, "step=4")]
+        for max_steps, resume_from in runs:
             clock = Clock()
             energy = TOEnergy(
                 RankSensors(clock),
@@ -120,37 +122,24 @@ def main() -> None:
                 report_dir=out,
                 print_report=False,
             )
-            ckpt = ModelCheckpoint(dirpath=out / "ckpt", every_n_train_steps=4, save_top_k=-1)
+            ddp_callbacks: list[Callback] = [Advance(clock), energy]
+            if max_steps is not None:
+                ddp_callbacks.append(
+                    ModelCheckpoint(dirpath=out / "ckpt", every_n_train_steps=4, save_top_k=-1)
+                )
             trainer = Trainer(
                 devices=2,
                 strategy="ddp_spawn",
-                max_steps=max_steps,
-                callbacks=[Advance(clock), energy, ckpt, ShutDownGroup()],  # ShutDownGroup last
+                max_epochs=1 if max_steps is None else None,
+                max_steps=-1 if max_steps is None else max_steps,
+                enable_checkpointing=max_steps is not None,
+                callbacks=[*ddp_callbacks, ShutDownGroup()],  # ShutDownGroup last
                 **common,
             )
             path = None
-            if ckpt_path is not None:
-                path = next(p for p in (out / "ckpt").glob("*.ckpt") if ckpt_path in p.name)
-            trainer.fit(Tiny(), loader(1024), ckpt_path=path)
-        return
-    if mode == "ddp":
-        energy = TOEnergy(
-            RankSensors(clock),
-            window_s=1.0,
-            calibration=None,
-            clock=clock,
-            report_dir=out,
-            print_report=False,
-        )
-        trainer = Trainer(
-            devices=2,
-            strategy="ddp_spawn",
-            max_epochs=1,
-            enable_checkpointing=False,
-            callbacks=[Advance(clock), energy, ShutDownGroup()],  # ShutDownGroup last
-            **common,
-        )
-        trainer.fit(Tiny(), loader(256))
+            if resume_from is not None:
+                path = next(p for p in (out / "ckpt").glob("*.ckpt") if resume_from in p.name)
+            trainer.fit(Tiny(), loader(256 if max_steps is None else 1024), ckpt_path=path)
         return
     energy = TOEnergy(
         [FakeSensor("fake:0", power_w=10.0, clock=clock)],
