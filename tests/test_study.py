@@ -12,7 +12,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from lightning_to_energy.records import (
     FLAG_FAULT,
     FLAG_OUTLIER,
     FLAG_SHORT,
+    EnergyReport,
+    SensorInfo,
     WindowRecord,
 )
 from lightning_to_energy.roofline import find_hardware, roofline_s
@@ -188,22 +190,22 @@ def test_fit_worthy_windows_drop_the_first_and_the_flagged() -> None:
     assert [w.index for w in study.fit_worthy_windows(windows)] == [1, 5]
 
 
+def _summed_report(
+    sensors: tuple[tuple[str, str], ...], rows: Sequence[Mapping[str, float]]
+) -> EnergyReport:
+    """Train windows 0, 1, ... with the given joules by domain, over sensors (domain, kind)."""
+    windows = tuple(
+        dataclasses.replace(window(i), energy_j=dict(row), measured_j=sum(row.values()))
+        for i, row in enumerate(rows)
+    )
+    infos = tuple(SensorInfo(d, kind, kind, 0.1, 2.0) for d, kind in sensors)
+    return bare_report(sensors=infos, windows=windows)
+
+
 def test_measured_summary_sums_measured_domains_and_leaves_an_estimate_out() -> None:
-    from lightning_to_energy.records import SensorInfo
-
-    def w(index: int, gpu_j: float, cpu_j: float) -> WindowRecord:
-        base = window(index)
-        return dataclasses.replace(
-            base, energy_j={"nvml:0": gpu_j, "cpu:estimate": cpu_j}, measured_j=gpu_j + cpu_j
-        )
-
-    sensors = (
-        SensorInfo("nvml:0", "counter", "nvml", 0.1, 2.0),
-        SensorInfo("cpu:estimate", "estimate", "cpu time", 0.0, 0.0),
-    )
-    report = bare_report(
-        sensors=sensors, windows=(w(0, 999.0, 9.0), w(1, 300.0, 20.0), w(2, 310.0, 20.0))
-    )
+    sensors = (("nvml:0", "counter"), ("cpu:estimate", "estimate"))
+    rows = [(999.0, 9.0), (300.0, 20.0), (310.0, 20.0)]
+    report = _summed_report(sensors, [{"nvml:0": g, "cpu:estimate": c} for g, c in rows])
     m = study.measured_summary(report)
     # windows 1 and 2 (the first is dropped): GPU 300 + 310 = 610 J over 2 + 2 = 4 steps;
     # the estimate's 20 + 20 = 40 J are listed apart, not added
@@ -211,43 +213,22 @@ def test_measured_summary_sums_measured_domains_and_leaves_an_estimate_out() -> 
     assert m["energy_per_step_j"] == 610.0 / 4
     assert m["domains"] == ["nvml:0"] and m["excluded_j"] == {"cpu:estimate": 40.0}
     # with only the estimate, it is summed and labelled
-    only = dataclasses.replace(report, sensors=sensors[1:])
-    only = dataclasses.replace(
-        only,
-        windows=tuple(dataclasses.replace(x, energy_j={"cpu:estimate": 5.0}) for x in only.windows),
-    )
+    only = _summed_report(sensors[1:], [{"cpu:estimate": 5.0}] * 3)
     m = study.measured_summary(only)
     assert (m["energy_j"], m["kind"], m["excluded_j"]) == (10.0, "estimate", {})
 
 
 def test_measured_summary_on_a_gpu_sums_the_gpu_and_lists_rapl_apart() -> None:
-    from lightning_to_energy.records import SensorInfo
-
-    def w(index: int, gpu_j: float, package_j: float) -> WindowRecord:
-        energy = {"gpu:0": gpu_j, "cpu:package-0": package_j}
-        return dataclasses.replace(window(index), energy_j=energy, measured_j=gpu_j + package_j)
-
-    sensors = (
-        SensorInfo("gpu:0", "counter", "nvml", 0.1, 2.0),
-        SensorInfo("cpu:package-0", "counter", "rapl", 0.001, 0.1),
-    )
-    report = bare_report(
-        sensors=sensors, windows=(w(0, 999.0, 99.0), w(1, 300.0, 60.0), w(2, 310.0, 70.0))
-    )
+    sensors = (("gpu:0", "counter"), ("cpu:package-0", "counter"))
+    rows = [(999.0, 99.0), (300.0, 60.0), (310.0, 70.0)]
+    report = _summed_report(sensors, [{"gpu:0": g, "cpu:package-0": c} for g, c in rows])
     m = study.measured_summary(report)
     # windows 1 and 2: GPU 300 + 310 = 610 J; the socket's 60 + 70 = 130 J measured but apart
     assert (m["energy_j"], m["domains"]) == (610.0, ["gpu:0"])
     assert m["excluded_j"] == {"cpu:package-0": 130.0}
     assert m["energy_by_domain_j"] == {"gpu:0": 610.0, "cpu:package-0": 130.0}
     # without a GPU, the RAPL package is the measurement (a CPU study)
-    cpu_only = dataclasses.replace(
-        report,
-        sensors=sensors[1:],
-        windows=tuple(
-            dataclasses.replace(x, energy_j={"cpu:package-0": x.energy_j["cpu:package-0"]})
-            for x in report.windows
-        ),
-    )
+    cpu_only = _summed_report(sensors[1:], [{"cpu:package-0": c} for _, c in rows])
     m = study.measured_summary(cpu_only)
     assert (m["energy_j"], m["domains"], m["excluded_j"]) == (130.0, ["cpu:package-0"], {})
 
