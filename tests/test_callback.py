@@ -656,3 +656,28 @@ def test_under_ddp_each_rank_resumes_its_own_windows(
         windows = reader.state_dict()["windows"]
         assert [w["measured_j"] for w in windows] == pytest.approx([expected_j, expected_j])
     assert plain.state_dict() == {}
+
+
+def test_a_window_closed_by_a_checkpoint_reaches_the_loggers(tmp_path: Path) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    clock = FakeClock()
+    logger = RecordingLogger()
+    energy = _fake_energy(clock, power_w=10.0, window_s=2.0)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3)
+    trainer = _trainer(
+        tmp_path,
+        [AdvanceClock(clock, low=0.5, high=0.5), energy, checkpoint],
+        logger=logger,
+        enable_checkpointing=True,
+        log_every_n_steps=1,
+    )
+    trainer.fit(Tiny(), DataLoader(Rows(256), batch_size=16))
+    assert energy.report is not None
+    train = [w for w in energy.report.windows if w.loop == "train"]
+    # 16 steps of 0.5 s, a checkpoint every 3 steps: windows close at steps 3, 6, 9, 12, 15
+    # (the checkpoint comes before the 2 s window is due) and at the epoch's end: 6 windows
+    assert [w.steps for w in train] == [3, 3, 3, 3, 3, 1]
+    logged = [m for m, _ in logger.calls if "energy/train_window_duration_s" in m]
+    # every one of them logged once, the checkpoint's included
+    assert [m["energy/train_window_duration_s"] for m in logged] == [w.duration_s for w in train]

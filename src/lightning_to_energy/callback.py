@@ -162,6 +162,7 @@ class TOEnergy(Callback):
         self._epoch_batches: float = math.inf
         self._epoch = -1
         self._notes: list[str] = []  # for the report: e.g. a checkpoint state left unused
+        self._logged_index = -1  # the latest window handed to the loggers
         self._train_batches = 0
         self._last_items: dict[str, float] = {}
         self._totals = (0.0, 0.0)
@@ -192,6 +193,7 @@ class TOEnergy(Callback):
         if self._pending_state is not None:
             tracker.load_state_dict(self._pending_state)
             self._pending_state = None
+        self._skip_restored_windows(tracker)
         tracker.start()
         self.tracker = tracker
         return tracker
@@ -388,7 +390,21 @@ class TOEnergy(Callback):
             self._bar.__dict__.pop("get_metrics", None)
             self._bar = None
 
+    @override
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Lightning takes state_dict() first, and the tracker's closes the open window there
+        # (a checkpoint is a window edge): log that window like any other.
+        tracker = self.tracker
+        if tracker is not None and tracker.windows:
+            last = tracker.windows[-1]
+            if last.index > self._logged_index:
+                self._log_window(trainer, last)
+
     def _log_window(self, trainer: Trainer, record: WindowRecord | None) -> None:
+        if record is not None:
+            self._logged_index = max(self._logged_index, record.index)
         if record is None or trainer.global_rank != 0 or not trainer.loggers:
             return
         prefix = f"energy/{record.loop}_window_"
@@ -518,8 +534,13 @@ class TOEnergy(Callback):
             return
         if self.tracker is not None:
             self.tracker.load_state_dict(state)
+            self._skip_restored_windows(self.tracker)
         else:
             self._pending_state = state
+
+    def _skip_restored_windows(self, tracker: EnergyTracker) -> None:
+        """Restored windows were logged by the run that closed them: never log them again."""
+        self._logged_index = tracker.windows[-1].index if tracker.windows else -1
 
     def _own_state(self, state: Any) -> Any:
         """This rank's part of a checkpoint's state (see :meth:`state_dict`)."""
