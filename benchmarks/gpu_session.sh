@@ -15,7 +15,7 @@
 #   tar xzf gpu-carry/results.tgz 2>/dev/null; benchmarks/gpu_session.sh study;
 #   tar czf $OUT/results.tgz gpu-results
 # and between calls, where the repository lives, copy the returned results.tgz into
-# gpu-carry/ (listed in .git/info/exclude) and name gpu-carry in the next call's carry.
+# gpu-carry/ (ignored by .gitignore) and name gpu-carry in the next call's carry.
 # Each stage's log ends with how long it took.
 #
 # Stages (run in this order; each writes OUT_DIR/<stage>.log and its own files):
