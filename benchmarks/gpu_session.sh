@@ -46,45 +46,46 @@ run() {  # run a command, echo it first, and keep its output in the stage's log
     return "${PIPESTATUS[0]}"
 }
 
-run_stage() {  # one stage; its exit status
-    local stage="$1"
+run_stage() {  # one stage; the last failing command's exit status, 0 when all passed
+    local stage="$1" rc=0
     log="$out/$stage.log"
     case "$stage" in
         check)
             : > "$log"
-            run nvidia-smi --query-gpu=name,driver_version,power.limit,memory.total --format=csv
-            run "$py" -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"
-            run "$py" -m lightning_to_energy sensors
+            run nvidia-smi --query-gpu=name,driver_version,power.limit,memory.total --format=csv || rc=$?
+            run "$py" -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())" || rc=$?
+            run "$py" -m lightning_to_energy sensors || rc=$?
             if "$py" -c "import pytest" 2>/dev/null; then
-                run "$py" -m pytest -q --run-gpu -m gpu -p no:cacheprovider tests
+                run "$py" -m pytest -q --run-gpu -m gpu -p no:cacheprovider tests || rc=$?
             else  # a device image without pytest: the bf16 example is the GPU test's body
                 echo "pytest is not installed here: running the GPU example instead" | tee -a "$log"
-                run "$py" examples/gpu_bf16.py --max-steps 200 --layers 2 --dim 128 --out "$out/check"
+                run "$py" examples/gpu_bf16.py --max-steps 200 --layers 2 --dim 128 --out "$out/check" || rc=$?
             fi
             ;;
         sensors)
             : > "$log"
-            run "$py" benchmarks/sensors.py
+            run "$py" benchmarks/sensors.py || rc=$?
             ;;
         overhead)
             : > "$log"
-            run "$py" benchmarks/overhead.py --device cuda --rounds 6
-            run "$py" benchmarks/overhead.py --device cuda --model cnn --rounds 6
+            run "$py" benchmarks/overhead.py --device cuda --rounds 6 || rc=$?
+            run "$py" benchmarks/overhead.py --device cuda --model cnn --rounds 6 || rc=$?
             ;;
         counting)
             : > "$log"
-            run "$py" benchmarks/counting.py --device cuda
+            run "$py" benchmarks/counting.py --device cuda || rc=$?
             ;;
         converge)
             : > "$log"
-            run "$py" examples/gpu_bf16.py --max-steps 3000 --out "$out/converge"
+            run "$py" examples/gpu_bf16.py --max-steps 3000 --out "$out/converge" || rc=$?
             ;;
         study)
             # appended, not truncated: the study is resumed over several calls
             run "$py" benchmarks/paper_study.py --out "$out/study-h100" --budget-min 9 \
-                --results-md "$out/results.md"
+                --results-md "$out/results.md" || rc=$?
             ;;
     esac
+    return "$rc"
 }
 
 IFS=',' read -r -a wanted <<< "$stages"

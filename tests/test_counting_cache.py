@@ -95,6 +95,19 @@ def test_signature_follows_shapes_inside_containers_pytree_does_not_know(
     )
 
 
+def test_a_batchs_file_names_count_by_number_and_type_not_by_value(model: TinyMLP) -> None:
+    def batch(n: int, names: list[str]) -> tuple[torch.Tensor, list[str]]:
+        return torch.randn(n, 16), names
+
+    # the same shapes, other names: one signature (the names change every batch)
+    assert sig(batch(4, ["a", "b", "c", "d"]), model) == sig(batch(4, ["e", "f", "g", "h"]), model)
+    # fewer names, or ids instead of names: another signature
+    assert sig(batch(4, ["a", "b", "c", "d"]), model) != sig(batch(4, ["a", "b", "c"]), model)
+    assert sig(batch(4, ["a", "b", "c", "d"]), model) != sig(batch(4, [1, 2, 3, 4]), model)  # type: ignore[arg-type]
+    # a list that holds tensors is still walked: their shapes count
+    assert sig([torch.randn(4, 16), "a"], model) != sig([torch.randn(2, 16), "a"], model)
+
+
 def test_signature_follows_modes_and_flags(model: TinyMLP, restore_tf32: None) -> None:
     x = torch.randn(8, 16)
     base = sig(x, model)

@@ -231,9 +231,12 @@ def reports_hardware(reports: Sequence[EnergyReport], paths: Sequence[str]) -> H
     from lightning_to_energy.tracker import hardware_from_section
 
     found: dict[str, tuple[HardwareInfo, str]] = {}
+    here: HardwareInfo | None = None  # this machine, detected once if a report needs it
     for report, path in zip(reports, paths, strict=True):
         try:
-            info = hardware_from_section(report.hardware) or HardwareInfo.detect()
+            info = hardware_from_section(report.hardware)
+            if info is None:
+                info = here = here or HardwareInfo.detect()
         except ValueError as exc:
             raise CliError(
                 f"cannot read the hardware of report {path}: {exc}. Fix: correct the report's "

@@ -512,9 +512,10 @@ class TOEnergy(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        state = self.tracker.state_dict() if self.tracker is not None else {}
-        if self.tracker is None and self._pending_state is not None:
-            state = dict(self._pending_state)
+        if self.tracker is not None:
+            state = self.tracker.state_dict()
+        else:  # resumed but not started yet: the restored state, as it was loaded
+            state = dict(self._pending_state or {})
         rank, world = _rank_and_world()
         if world > 1:
             # Lightning writes rank 0's callback state only and hands it to every rank on
@@ -577,7 +578,9 @@ class TOEnergy(Callback):
         """Whether a checkpoint's state loads into a tracker built with this callback's
         arguments; if not, one warning, and the energy totals start again from the resume.
 
-        Tried on a throwaway tracker: a failed load can leave part of the state behind.
+        Tried on a throwaway tracker when the checkpoint is loaded, before there is a tracker
+        to load it into: so the warning comes at the resume, and a state kept for later (and
+        saved again by a checkpoint taken before training starts) is one that loads.
         """
         try:
             EnergyTracker(None, sensors=None, **self._kwargs).load_state_dict(state)

@@ -184,20 +184,19 @@ def plan_run(
         )
     try:
         totals = {f: per_step[f] * float(steps) for f in names}
+        finite = all(math.isfinite(v) for v in totals.values())
     except OverflowError:  # an int beyond any float
-        totals = {"steps": math.inf}
-    if not all(math.isfinite(v) for v in totals.values()):
+        finite = False
+    if not finite:
         shown = f"{steps:.3g}" if steps < 1e300 else f"a {len(str(steps))}-digit number of"
         raise ValueError(
             f"steps: expected a count whose run totals are finite numbers, found {shown} "
             f"steps of {per_step['tos']:.3g} TOs each. Fix: plan fewer steps."
         )
     prediction = model.predict(totals)
-    if prediction.energy_j is None or prediction.low_j is None or prediction.high_j is None:
-        raise ValueError(
-            "calibration: expected fitted windows, found none. Fix: train longer with "
-            "TOEnergy, or fit one on study runs."
-        )
+    # a calibration's model always has its coefficients as prior: predictions have numbers
+    assert prediction.energy_j is not None
+    assert prediction.low_j is not None and prediction.high_j is not None
     return RunPlan(
         steps=steps,
         energy_j=prediction.energy_j,

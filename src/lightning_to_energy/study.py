@@ -85,8 +85,6 @@ DEFAULT_WINDOWS = 3
 _MAX_STEPS = 10_000_000  # "until stopped": the data loader cycles forever
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 
-# A sensor kind's trust, strongest first: the run JSON names the weakest kind it summed.
-
 # Sequence lengths a transformer may use on each data set: digits rows are the 8 tokens of 8
 # pixels; CIFAR-shaped images are cut into square patches (16 -> 8x8, 64 -> 4x4, 256 -> 2x2).
 _SEQ_LENS: Mapping[str, tuple[int, ...]] = {"digits": (8,), "cifar-synthetic": (16, 64, 256)}

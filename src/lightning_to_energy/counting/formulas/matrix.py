@@ -16,6 +16,7 @@ directly. TOs count the work honestly.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from math import prod
 from typing import Any, NamedTuple
@@ -551,8 +552,10 @@ def transformer_encoder_layer(call: OpCall) -> OpCost:
     if src.is_nested:
         # NB: the sizes of a nested tensor are host metadata; reading them needs no sync.
         ops: dict[OpKey, float] = {}
-        for length in src._nested_tensor_size()[:, 0].tolist():
-            for key, n in _encoder_layer_ops(call, src, 1, int(length)).items():
+        # every term is linear in the batch: one call per distinct length, k sequences each
+        lengths = Counter(int(n) for n in src._nested_tensor_size()[:, 0].tolist())
+        for length, k in lengths.items():
+            for key, n in _encoder_layer_ops(call, src, k, length).items():
                 _add(ops, key, n)
     else:
         ops = _encoder_layer_ops(call, src, src.shape[0], src.shape[1])
