@@ -663,3 +663,59 @@ def test_fit_refuses_reports_and_study_runs_together(
 ) -> None:
     code, _, err = run(capsys, "fit", two_runs[0], str(tmp_path))
     assert code == 2 and "found both" in err
+
+
+def test_a_tracker_runs_report_fits_on_its_roofline_column_end_to_end(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import torch
+
+    from _models import TinyMLP
+    from lightning_to_energy import EnergyTracker, FakeSensor
+
+    class Clock:
+        t = 0.0
+
+        def __call__(self) -> float:
+            return self.t
+
+    clock = Clock()
+    model = TinyMLP()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tracker = EnergyTracker(
+        model, opt, sensors=[FakeSensor(power_w=200.0, clock=clock)], window_s=1.0,
+        calibration=None, clock=clock,
+    )  # fmt: skip
+    tracker.start()
+    x, y = torch.randn(8, 16), torch.randint(0, 4, (8,))
+    for _ in range(40):
+        with tracker.step((x, y)):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+            clock.t += 0.1
+    report = tracker.finish(save_calibration=False)
+    path = write(report, tmp_path / "run")
+    per_step = {w.features["roofline_s"] / w.steps for w in report.windows}
+    assert len(per_step) == 1  # every step replays one counted profile
+    roofline_per_step = per_step.pop()
+    out = tmp_path / "cal.json"
+    code, text, err = run(
+        capsys, "fit", path, "--roofline", "--features", "roofline_s", "--out", str(out), "--json"
+    )
+    assert (code, err) == (0, "")
+    fitted = json.loads(text)
+    # 200 W x 0.1 s = 20 J a step, over roofline_per_step seconds of roofline a step. NB: the
+    # ridge toward the zero prior (1e-3 windows' worth against 4 windows) pulls it about
+    # 0.025 % low, hence rel=1e-3
+    assert fitted["coefficients"]["roofline_s"] == pytest.approx(20.0 / roofline_per_step, rel=1e-3)
+    # and predict applies it without timing anything, on this machine's roofline
+    code, text, _ = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(out),
+        "--steps", "100", "--optimizer", "sgd", "--json",
+    )  # fmt: skip
+    assert code == 0
+    plan = json.loads(text)
+    # 100 steps x the coefficient x the predicted step's own roofline seconds
+    expected = 100 * fitted["coefficients"]["roofline_s"] * plan["roofline_s_per_step"]
+    assert plan["energy_j"] == pytest.approx(expected, rel=1e-3)
