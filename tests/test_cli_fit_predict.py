@@ -24,6 +24,7 @@ from lightning_to_energy.calibration import (
     HardwareInfo,
     hardware_fingerprint,
 )
+from lightning_to_energy.counting.profile import StepProfile, random_label_loss
 from lightning_to_energy.records import FLAG_SHORT, EnergyReport, WindowRecord
 from lightning_to_energy.regression import OnlineEnergyModel
 from lightning_to_energy.report import save_report
@@ -96,6 +97,19 @@ def write(report: EnergyReport, directory: Path) -> str:
 @pytest.fixture
 def two_runs(tmp_path: Path) -> tuple[str, str]:
     return write(make_report(RUN_A), tmp_path / "a"), write(make_report(RUN_B), tmp_path / "b")
+
+
+def predicted_step() -> StepProfile:
+    """The step ``predict _models:TinyMLP --input 8x16`` counts: cross-entropy on random labels
+    over TinyMLP's 4 classes, backward, AdamW."""
+    import torch
+
+    from _models import TinyMLP
+    from lightning_to_energy.counting import profile
+
+    model, x = TinyMLP(), torch.randn(8, 16)
+    loss_fn, target = random_label_loss(model, x)
+    return profile(model, x, train=True, optimizer="adamw", loss_fn=loss_fn, target=target)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -358,11 +372,8 @@ def _h100_calibration(tmp_path: Path, features: tuple[str, str]) -> Path:
 def test_predict_plans_an_h100_run_here_from_the_roofline_without_timing(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import torch
 
-    from _models import TinyMLP
     from lightning_to_energy import _cli_predict
-    from lightning_to_energy.counting import profile
     from lightning_to_energy.roofline import find_hardware, roofline_s
 
     def no_timing(*args: object) -> float:
@@ -378,7 +389,7 @@ def test_predict_plans_an_h100_run_here_from_the_roofline_without_timing(
     assert code == 0
     result = json.loads(out)
     assert (result["roofline_hardware"], result["step_time_s"]) == ("h100-sxm", None)
-    step = profile(TinyMLP(), torch.randn(8, 16), train=True, optimizer="adamw")
+    step = predicted_step()
     per_step_s = roofline_s(step, find_hardware("h100-sxm"))
     assert result["roofline_s_per_step"] == pytest.approx(per_step_s)
     # The law with the roofline as the time: 50 W x 1000 x roofline_s + 1e-9 J/TO x 1000 x TOs
@@ -496,10 +507,6 @@ def test_fit_roofline_on_reports_makes_an_h100_calibration_that_predict_applies_
     # the reports' hardware, not the machine that ran fit
     assert calibration.fingerprint == hardware_fingerprint(H100)
 
-    import torch
-
-    from _models import TinyMLP
-    from lightning_to_energy.counting import profile
     from lightning_to_energy.roofline import find_hardware, roofline_s
 
     with pytest.warns(CalibrationWarning):
@@ -509,7 +516,7 @@ def test_fit_roofline_on_reports_makes_an_h100_calibration_that_predict_applies_
         )  # fmt: skip
     assert code == 0  # no --step-time needed: the roofline gives the time
     result = json.loads(text)
-    step = profile(TinyMLP(), torch.randn(8, 16), train=True, optimizer="adamw")
+    step = predicted_step()
     # 1000 steps x (200 W x H100 roofline seconds + 1e-9 J/TO x TOs)
     by_law = 1000 * (
         4 * STATIC_W * roofline_s(step, find_hardware("h100-sxm")) + J_PER_TO * step.tos
@@ -637,10 +644,6 @@ def test_fit_on_study_runs_writes_a_roofline_calibration_that_predict_applies(
     assert fitted["coefficients"]["tos_matrix_full"] == pytest.approx(J_PER_FULL_TO, rel=0.01)
     assert fitted["accuracy"]["family"]["precision_pct"] > 99.0  # the law holds across families
 
-    import torch
-
-    from _models import TinyMLP
-    from lightning_to_energy.counting import profile
     from lightning_to_energy.roofline import find_hardware, roofline_s
 
     with pytest.warns(CalibrationWarning):  # made on an H100, used here
@@ -650,7 +653,7 @@ def test_fit_on_study_runs_writes_a_roofline_calibration_that_predict_applies(
         )  # fmt: skip
     assert code == 0
     result = json.loads(text)
-    step = profile(TinyMLP(), torch.randn(8, 16), train=True, optimizer="adamw")
+    step = predicted_step()
     # 1000 steps x (300 W x roofline_s + 2e-12 J/TO x full-precision matrix TOs)
     by_law = 1000 * (
         ROOF_W * roofline_s(step, find_hardware("h100-sxm")) + J_PER_FULL_TO * step.tos_matrix_full

@@ -115,3 +115,32 @@ def test_errors_are_one_line_with_exit_2(
     assert "Fix:" in err
     assert err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_a_train_step_of_a_classifier_counts_cross_entropy_on_random_labels(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "_models:TinyMLP", "--input", "8x16", "--train", "--json")
+    assert code == 0
+    ops = json.loads(out)["by_op"]
+    # TinyMLP's [8, 4] logits: log_softmax and nll_loss, forward and backward, as in a real
+    # classification step (the labels are made outside the counted step: no random kernel)
+    for op in ("_log_softmax", "_log_softmax_backward_data", "nll_loss_forward"):
+        assert any(op in name for name in ops), (op, sorted(ops))
+    assert not any("random" in name or "randint" in name for name in ops)
+
+
+def test_random_label_loss_reads_the_classes_and_leaves_the_model_as_it_was() -> None:
+    from _models import TinyCNN
+    from lightning_to_energy.counting.profile import random_label_loss
+
+    model = TinyCNN(classes=10)
+    stats = model.bn1.running_mean.clone()
+    loss_fn, target = random_label_loss(model, torch.randn(6, 3, 16, 16))
+    # [6, 10] logits: 6 labels in [0, 10)
+    assert loss_fn is not None and target.shape == (6,)
+    assert int(target.min()) >= 0 and int(target.max()) < 10
+    # still in train mode, and the probe (eval, no grad) moved no batch-norm statistic
+    assert model.training and torch.equal(model.bn1.running_mean, stats)
+    # an output with no class dimension: the default summed loss applies
+    assert random_label_loss(torch.nn.Linear(4, 1), torch.randn(3, 4)) == (None, None)

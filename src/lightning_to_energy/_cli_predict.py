@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from lightning_to_energy.calibration import CalibrationStore, HardwareInfo, hardware_fingerprint
     from lightning_to_energy.counting import profile
+    from lightning_to_energy.counting.profile import random_label_loss
     from lightning_to_energy.planning import calibration_hardware, plan_run
 
     if args.steps < 1:
@@ -153,10 +154,19 @@ def run(args: argparse.Namespace) -> int:
     precision, how = _precision(args.dtype, device, model, inputs)
     try:
         with precision:
-            step = profile(model, *inputs, train=True, optimizer=args.optimizer)
+            # a classifier's step: cross-entropy on random labels (else the summed output)
+            loss_fn, target = random_label_loss(model, *inputs)
+            step = profile(
+                model,
+                *inputs,
+                train=True,
+                optimizer=args.optimizer,
+                loss_fn=loss_fn,
+                target=target,
+            )
             step_s = args.step_time
             if "duration_s" in names and step_s is None:
-                step_s = _time_steps(model, inputs, args.optimizer, device)
+                step_s = _time_steps(model, inputs, args.optimizer, device, loss_fn, target)
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
         raise CliError(
             f"expected {args.target} to train on inputs {args.input}, found "
@@ -207,18 +217,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _time_steps(model: Any, inputs: list[Any], optimizer: str, device: Any, n: int = 5) -> float:
+def _time_steps(
+    model: Any,
+    inputs: list[Any],
+    optimizer: str,
+    device: Any,
+    loss_fn: Any,
+    target: Any,
+    n: int = 5,
+) -> float:
     """Median seconds of ``n`` uncounted training steps (after one warm-up step)."""
     import torch
 
-    # The same optimizer and default loss as the counted step in ``profile()``.
+    # The same optimizer and loss as the counted step in ``profile()``.
     from lightning_to_energy.counting.profile import _loss, _make_optimizer
 
     opt = _make_optimizer(optimizer, model)
     times = []
     for i in range(n + 1):
         start = time.perf_counter()
-        _loss(model(*inputs), None, None).backward()
+        _loss(model(*inputs), loss_fn, target).backward()
         opt.step()
         opt.zero_grad()
         if device.type == "cuda":

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             on the inputs.
     """
     from lightning_to_energy.counting import profile
-    from lightning_to_energy.counting.profile import DefaultLossError
+    from lightning_to_energy.counting.profile import DefaultLossError, random_label_loss
 
     if args.optimizer and not args.train:
         raise CliError(
@@ -148,7 +148,15 @@ def run(args: argparse.Namespace) -> int:
     precision, how = _precision(args.dtype, device, model, inputs)
     try:
         with precision:
-            result = profile(model, *inputs, train=args.train, optimizer=args.optimizer)
+            loss_fn, target = random_label_loss(model, *inputs) if args.train else (None, None)
+            result = profile(
+                model,
+                *inputs,
+                train=args.train,
+                optimizer=args.optimizer,
+                loss_fn=loss_fn,
+                target=target,
+            )
     except DefaultLossError:
         raise CliError(
             f"expected {args.target}'s output to hold floating-point tensors that require grad "

@@ -398,7 +398,8 @@ def profile(
     step (``train=True``): forward with grad, the loss, backward, and with an optimizer its
     ``step()`` and ``zero_grad()``, each in its phase. The default loss is the sum of every
     floating-point output element (``loss_fn(output, target)`` or ``loss_fn(output)`` when a
-    ``loss_fn`` is given); its ops count in the forward phase.
+    ``loss_fn`` is given; :func:`random_label_loss` gives a classifier's cross-entropy on
+    random labels, as the CLI counts it); its ops count in the forward phase.
 
     The user's model is left as it was: for an ``nn.Module`` its buffers (batch-norm
     statistics), ``.grad`` tensors and, with an optimizer, its parameters are saved before and
@@ -511,6 +512,47 @@ def _make_optimizer(optimizer: Any, module: Any) -> Any:
         )
     cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     return cls[optimizer.lower()](params, lr=1e-3)
+
+
+def random_label_loss(model: Any, *inputs: Any) -> tuple[Any, Any]:
+    """The loss of a typical classification step for ``model``, for ``profile(train=True)``.
+
+    Cross-entropy of the output's last dimension (the classes) against random labels, made
+    here, outside any counted step (a real step's labels come with its batch). The output's
+    shape is read from one forward pass in eval mode without grad (no batch-norm statistics
+    move), and the model's mode is put back.
+
+    Returns:
+        ``(loss_fn, target)`` for :func:`profile`; ``(None, None)`` when the output is not one
+        floating-point tensor with at least 2 classes on its last dimension (the default loss,
+        the sum of the outputs, then applies).
+    """
+    module = model if isinstance(model, torch.nn.Module) else None
+    was_training = module.training if module is not None else False
+    if module is not None:
+        module.eval()
+    try:
+        with torch.no_grad():
+            out = model(*inputs)
+    finally:
+        if module is not None:
+            module.train(was_training)
+    if not (
+        isinstance(out, torch.Tensor)
+        and out.is_floating_point()
+        and out.ndim >= 2
+        and out.shape[-1] >= 2
+    ):
+        return None, None
+    classes = out.shape[-1]
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randint(classes, (out.numel() // classes,), generator=generator)
+    return _flat_cross_entropy, target.to(out.device)
+
+
+def _flat_cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # [..., C] -> [N, C] is a view (no kernel); cross_entropy is log_softmax + nll_loss
+    return torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), target)
 
 
 def _loss(out: Any, loss_fn: Any, target: Any) -> Any:
