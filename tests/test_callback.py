@@ -681,3 +681,50 @@ def test_a_window_closed_by_a_checkpoint_reaches_the_loggers(tmp_path: Path) -> 
     logged = [m for m, _ in logger.calls if "energy/train_window_duration_s" in m]
     # every one of them logged once, the checkpoint's included
     assert [m["energy/train_window_duration_s"] for m in logged] == [w.duration_s for w in train]
+
+
+class TwoOptimizers(Tiny):
+    """Manual optimization, as in a GAN: two optimizer steps every batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        for opt in self.optimizers():
+            loss = nn.functional.cross_entropy(self.net(x), y)
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [
+            torch.optim.SGD(self.net[0].parameters()),
+            torch.optim.SGD(self.net[2].parameters()),
+        ]
+
+
+class ForecastLength(Callback):
+    """The forecast's run length seen at each train batch end (after TOEnergy's hook)."""
+
+    def __init__(self, energy: TOEnergy) -> None:
+        self.energy, self.seen = energy, []
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        assert self.energy.tracker is not None
+        self.seen.append(self.energy.tracker.total_steps)
+
+
+def test_manual_optimization_forecasts_batches_not_optimizer_steps(tmp_path: Path) -> None:
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=10.0)
+    seen = ForecastLength(energy)
+    trainer = _trainer(
+        tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy, seen], max_steps=20
+    )
+    trainer.fit(TwoOptimizers(), DataLoader(Rows(1024), batch_size=16))
+    # max_steps=20 counts both optimizers' steps: 20 / 2 = 10 batches, of the 64 an epoch has
+    assert energy.report is not None and energy.report.loops["train"].steps == 10
+    # known from the first batch on (Lightning's own estimate says 20)
+    assert seen.seen == [10] * 10

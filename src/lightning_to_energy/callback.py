@@ -161,6 +161,7 @@ class TOEnergy(Callback):
         self._accumulate = 1
         self._epoch_batches: float = math.inf
         self._epoch = -1
+        self._global_step_before: int | None = None  # see on_train_start
         self._notes: list[str] = []  # for the report: e.g. a checkpoint state left unused
         self._logged_index = -1  # the latest window handed to the loggers
         self._train_batches = 0
@@ -204,6 +205,12 @@ class TOEnergy(Callback):
         optimizers = trainer.optimizers
         tracker.optimizer = optimizers[0] if optimizers else None
         self._epoch = -1  # read the accumulation settings again at the first batch
+        # Manual optimization may step several optimizers a batch, and max_steps counts every
+        # step: the run's length in batches is known once one batch has run (see
+        # _plan_manual_run).
+        self._global_step_before = None
+        if not pl_module.automatic_optimization and trainer.max_steps > 0:
+            self._global_step_before = -1
 
     # --- train steps ----------------------------------------------------------------------
 
@@ -212,6 +219,8 @@ class TOEnergy(Callback):
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         tracker = self.tracker or self._ensure_tracker(trainer, pl_module)
+        if self._global_step_before is not None:
+            self._global_step_before = trainer.global_step
         epoch = trainer.current_epoch
         if epoch != self._epoch:
             # Once per epoch, at its first batch (after every on_train_epoch_start, where a
@@ -243,6 +252,19 @@ class TOEnergy(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._end_step(trainer, pl_module, "train")
+        if self._global_step_before is not None:
+            self._plan_manual_run(trainer, trainer.global_step - self._global_step_before)
+            self._global_step_before = None
+
+    def _plan_manual_run(self, trainer: Trainer, steps_per_batch: int) -> None:
+        """Under manual optimization, turn ``max_steps`` (optimizer steps) into batches, with
+        the optimizer steps the first batch took; epochs still cap the run."""
+        tracker = self.tracker
+        if tracker is None or tracker.total_steps is None or steps_per_batch <= 1:
+            return
+        done = tracker.steps("train")
+        by_steps = math.ceil((trainer.max_steps - trainer.global_step) / steps_per_batch)
+        tracker.total_steps = done + max(min(tracker.total_steps - done, by_steps), 0)
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
