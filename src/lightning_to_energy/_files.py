@@ -7,6 +7,21 @@ from pathlib import Path
 from typing import Any
 
 
+def check_toml_or_json_path(path: Path, what: str) -> None:
+    """Refuse a ``path`` that cannot be a ``what`` (e.g. ``"cost file"``) before reading it.
+
+    Raises:
+        ValueError: a suffix other than ``.toml`` or ``.json``.
+        FileNotFoundError: no file at ``path``.
+    """
+    if path.suffix not in (".toml", ".json"):
+        raise ValueError(f"expected a .toml or .json {what}; found {str(path)!r}; fix: rename it")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"expected a {what} at {str(path)!r}; found nothing; fix: check the path"
+        )
+
+
 def load_toml_or_json(path: Path) -> Any:
     """The parsed content of ``path``: JSON if it ends in ``.json``, else TOML.
 

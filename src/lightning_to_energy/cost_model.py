@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from lightning_to_energy._files import load_toml_or_json
+from lightning_to_energy._files import check_toml_or_json_path, load_toml_or_json
 
 
 class AluOp(str, Enum):
@@ -516,14 +516,7 @@ class CostModel:
             ValueError: wrong suffix, malformed content, unknown keys or bad values.
         """
         path = Path(path)
-        if path.suffix not in (".toml", ".json"):
-            raise ValueError(
-                f"expected a .toml or .json cost file; found {str(path)!r}; fix: rename it"
-            )
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"expected a cost file at {str(path)!r}; found nothing; fix: check the path"
-            )
+        check_toml_or_json_path(path, "cost file")
         try:
             data = load_toml_or_json(path)
             if not isinstance(data, dict) or set(data) != {"tos"}:

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from lightning_to_energy._files import load_toml_or_json
+from lightning_to_energy._files import check_toml_or_json_path, load_toml_or_json
 from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit, format_from_str
 from lightning_to_energy.counting.profile import StepProfile
 from lightning_to_energy.counting.registry import OpCost
@@ -874,14 +874,7 @@ def load_hardware(path: str | os.PathLike[str], *, register: bool = True) -> lis
             missing, unknown or bad fields (the message says which and how to fix it).
     """
     path = Path(path)
-    if path.suffix not in (".toml", ".json"):
-        raise ValueError(
-            f"expected a .toml or .json hardware file; found {str(path)!r}; fix: rename it"
-        )
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"expected a hardware file at {str(path)!r}; found nothing; fix: check the path"
-        )
+    check_toml_or_json_path(path, "hardware file")
     try:
         data = load_toml_or_json(path)
         entries = data.get("hardware") if isinstance(data, dict) else None
