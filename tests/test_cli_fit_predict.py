@@ -23,12 +23,12 @@ from lightning_to_energy.calibration import (
     CalibrationWarning,
     HardwareInfo,
     hardware_fingerprint,
+    hardware_section,
 )
 from lightning_to_energy.counting.profile import StepProfile, random_label_loss
 from lightning_to_energy.records import FLAG_SHORT, EnergyReport, WindowRecord
 from lightning_to_energy.regression import OnlineEnergyModel
 from lightning_to_energy.report import save_report
-from lightning_to_energy.tracker import hardware_section
 
 STATIC_W = 50.0
 J_PER_TO = 1e-9

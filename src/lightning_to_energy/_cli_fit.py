@@ -227,8 +227,11 @@ def reports_hardware(reports: Sequence[EnergyReport], paths: Sequence[str]) -> H
     A report that names no hardware (written by hand, or where detection failed) counts as
     this machine's.
     """
-    from lightning_to_energy.calibration import HardwareInfo, hardware_fingerprint
-    from lightning_to_energy.tracker import hardware_from_section
+    from lightning_to_energy.calibration import (
+        HardwareInfo,
+        hardware_fingerprint,
+        hardware_from_section,
+    )
 
     found: dict[str, tuple[HardwareInfo, str]] = {}
     here: HardwareInfo | None = None  # this machine, detected once if a report needs it

@@ -41,6 +41,7 @@ from lightning_to_energy.calibration import (
     CalibrationStore,
     HardwareInfo,
     hardware_fingerprint,
+    hardware_section,
 )
 from lightning_to_energy.cost_model import CostModel, as_cost_model
 from lightning_to_energy.counting import (
@@ -157,42 +158,6 @@ class _Window:
     steps: int = 0
     # per non-duration feature, then tos, flops and roofline seconds (NaN: no roofline)
     sums: list[float] = field(default_factory=list)
-
-
-def hardware_section(info: HardwareInfo) -> dict[str, str]:
-    """The report's ``hardware`` section: display strings (see :func:`hardware_from_section`)."""
-    return {
-        "fingerprint": hardware_fingerprint(info),
-        "label": info.label,
-        "cpu": info.cpu,
-        "cpu_count": str(info.cpu_count),
-        "gpus": ", ".join(info.gpus) or "none",
-        "driver": info.driver_version or "n/a",
-    }
-
-
-def hardware_from_section(section: Mapping[str, str]) -> HardwareInfo | None:
-    """The :class:`HardwareInfo` behind a report's ``hardware`` section, None without one.
-
-    Raises:
-        ValueError: the section's fields do not give back its own fingerprint (edited by hand).
-    """
-    if not section.get("fingerprint"):
-        return None
-    gpus = section.get("gpus", "none")
-    count = section.get("cpu_count", "0")
-    info = HardwareInfo(
-        gpus=() if gpus == "none" else tuple(gpus.split(", ")),
-        driver_version=None if section.get("driver", "n/a") == "n/a" else section["driver"],
-        cpu=section.get("cpu", "unknown"),
-        cpu_count=int(count) if count.isdigit() else -1,
-    )
-    if hardware_fingerprint(info) != section["fingerprint"]:
-        raise ValueError(
-            f"expected hardware fields that give back the fingerprint "
-            f"{section['fingerprint']!r}, found {dict(section)}"
-        )
-    return info
 
 
 class EnergyTracker:
