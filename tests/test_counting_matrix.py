@@ -22,9 +22,11 @@ from lightning_to_energy.counting.formulas.matrix import (
     CAUSAL_BOTTOM_RIGHT,
     CAUSAL_TOP_LEFT,
     NO_MASK,
+    convolution,
+    cudnn_rnn,
     kept_scores,
 )
-from lightning_to_energy.counting.registry import matmul_format
+from lightning_to_energy.counting.registry import OpCall, matmul_format
 
 aten = torch.ops.aten
 FMA, ADD, MUL, CMP, DIV, EXP = AluOp.FMA, AluOp.ADD, AluOp.MUL, AluOp.CMP, AluOp.DIV, AluOp.EXP
@@ -43,6 +45,20 @@ def fcm_flops(fn: Callable[[], Any]) -> int:
     with FlopCounterMode(display=False) as fcm:
         fn()
     return int(fcm.get_total_flops())
+
+
+class _CudaTensor(torch.Tensor):
+    """Metadata of a CUDA tensor without a GPU, for formulas that read shapes only."""
+
+    @classmethod
+    def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        raise NotImplementedError(f"{func} on a metadata-only CUDA tensor")
+
+
+def cuda_tensor(*shape: int) -> torch.Tensor:
+    return torch.Tensor._make_wrapper_subclass(  # type: ignore[attr-defined]
+        _CudaTensor, shape, dtype=torch.float32, device="cuda"
+    )
 
 
 def by_class(p: StepProfile, unit: Unit | None = None) -> dict[AluOp, float]:
@@ -136,6 +152,21 @@ def test_conv2d_forward() -> None:
     assert p.flops == 27648 == fcm_flops(lambda: F.conv2d(x, w, b, padding=1))
     # read (384 + 108 + 4) * 4 = 1984 B, write 512 * 4 = 2048 B
     assert (p.bytes_read, p.bytes_written, p.kernels) == (1984, 2048, 1)
+
+
+def test_cuda_conv_adds_its_bias_in_a_second_kernel() -> None:
+    # ATen's cuDNN path runs cudnn_convolution, then output.add_(bias): two kernels, and the
+    # output read and written once more
+    x, w, b = cuda_tensor(2, 3, 8, 8), cuda_tensor(4, 3, 3, 3), cuda_tensor(4)
+    out = cuda_tensor(2, 4, 8, 8)
+    args = (x, w, b, [1, 1], [1, 1], [1, 1], False, [0, 0], 1)
+    cost = convolution(OpCall(aten.convolution.default, args, {}, out))
+    # as on the CPU (test_conv2d_forward): read 1984 B, write 2048 B, plus the bias kernel
+    # reading and writing the 2048-byte output
+    assert (cost.bytes_read, cost.bytes_written, cost.kernels) == (1984 + 2048, 2048 + 2048, 2)
+    # without a bias: read (384 + 108) * 4 = 1968 B, one kernel
+    cost = convolution(OpCall(aten.convolution.default, (x, w, None, *args[3:]), {}, out))
+    assert (cost.bytes_read, cost.bytes_written, cost.kernels) == (1968, 2048, 1)
 
 
 def test_grouped_and_transposed_conv_forward() -> None:
@@ -373,3 +404,39 @@ def test_fused_lstm_forward_and_backward() -> None:
     bwd = count(lambda: torch.autograd.grad(out, params, g, retain_graph=True))
     # data gradients and weight gradients each redo the 15360 multiply-accumulates
     assert by_class(bwd, MATRIX) == {FMA: 2 * 15360}
+
+
+def test_cudnn_rnn_format_follows_the_cudnn_tf32_flag() -> None:
+    # cuDNN RNNs take TF32 from torch.backends.cudnn.allow_tf32 (True by default), not from
+    # the matmul flag (False by default): an fp32 LSTM on CUDA runs its gate products in TF32
+    x = cuda_tensor(5, 2, 8)  # [T, B, I]
+    weights = [cuda_tensor(64, 8), cuda_tensor(64, 16)]
+    kwargs = {"input": x, "weight": weights, "mode": 2, "num_layers": 1, "bidirectional": False}
+    call = OpCall(aten._cudnn_rnn.default, (), kwargs, None)
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = True
+        # 5 * 2 = 10 positions, 4 gates * 16 units = 64 rows, input 8 + hidden 16:
+        # 10 * 64 * 24 = 15360 FMA, in TF32
+        assert cudnn_rnn(call).ops[(FMA, NumberFormat.TF32, MATRIX)] == 15360
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = False
+        assert cudnn_rnn(call).ops[(FMA, FP32, MATRIX)] == 15360
+        assert matmul_format(torch.float32, on_cuda=True, rnn=True) is FP32
+        assert matmul_format(torch.float32, on_cuda=False, rnn=True) is FP32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def test_a_broadcast_matmul_operand_is_read_once() -> None:
+    a, w = torch.randn(8, 16, 32), torch.randn(32, 64)
+    p = count(lambda: torch.bmm(a, w.expand(8, 32, 64)))
+    # a: 8 * 16 * 32 * 4 = 16384 bytes; w, batch stride 0: its 32 * 64 * 4 = 8192 bytes once
+    # (not 8 * 8192 = 65536); out: 8 * 16 * 64 * 4 = 32768 bytes written
+    assert (p.bytes_read, p.bytes_written) == (16384 + 8192, 32768)
+    # a stride-0 row is no batch broadcast: GEMMs take a materialised copy of that matrix, so
+    # it counts whole: a [16, 32] @ w [32, 64] with w's rows broadcast from [1, 64]: 2048 + 8192
+    row = torch.randn(1, 64)
+    p = count(lambda: torch.mm(a[0], row.expand(32, 64)))
+    assert (p.bytes_read, p.bytes_written) == (2048 + 8192, 16 * 64 * 4)

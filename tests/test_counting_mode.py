@@ -268,6 +268,29 @@ def test_bf16_autocast_costs_fewer_tos_than_fp32() -> None:
     assert bf16.flops == fp32.flops
 
 
+def test_inference_mode_runs_and_counts_the_eager_composite_kernels() -> None:
+    x = torch.randn(4, 6)
+    with torch.inference_mode():
+        # dropout in eval returns its input: no kernel. torch._decomp's Python decomposition
+        # (what OpOverload.decompose prefers) clones it instead: one copy the real step lacks.
+        with OpCounter() as counter:
+            y = torch.nn.functional.dropout(x, 0.5, training=False)
+        assert y.data_ptr() == x.data_ptr()  # the counted step ran what an uncounted one runs
+        assert counter.profile is not None
+        assert (counter.profile.kernels, counter.profile.bytes) == (0, 0)
+        # reshape of a transposed tensor cannot be a view: it copies, 6 * 4 = 24 fp32
+        # elements read and written, 2 * 24 * 4 = 192 bytes, one kernel (as under no_grad)
+        with OpCounter() as counter:
+            x.t().reshape(-1)
+        assert counter.profile is not None
+        assert (counter.profile.kernels, counter.profile.bytes) == (1, 192)
+        # contiguous of a contiguous tensor is the tensor itself: nothing to count
+        with OpCounter() as counter:
+            x.contiguous()
+        assert counter.profile is not None
+        assert (counter.profile.kernels, counter.profile.bytes) == (0, 0)
+
+
 def test_a_warm_up_inside_autocast_leaves_the_counted_step_its_weight_casts() -> None:
     model, x = torch.nn.Linear(4, 3), torch.randn(2, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -133,7 +133,11 @@ def _tf32_key() -> Hashable:
     # has never initialised CUDA has no CUDA tensor whose ops they could change.
     if not torch.cuda.is_initialized():
         return None
-    return (tf32_allowed(conv=False), tf32_allowed(conv=True))
+    return (
+        tf32_allowed(conv=False),
+        tf32_allowed(conv=True),
+        tf32_allowed(conv=False, rnn=True),
+    )
 
 
 SlowKeys = tuple[Hashable, Hashable, Hashable]

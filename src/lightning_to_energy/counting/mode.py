@@ -103,7 +103,12 @@ def _kwargs_meta(kwargs: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _plan_table() -> dict[int, _Plan]:
-    state = (registry_version(), tf32_allowed(conv=False), tf32_allowed(conv=True))
+    state = (
+        registry_version(),
+        tf32_allowed(conv=False),
+        tf32_allowed(conv=True),
+        tf32_allowed(conv=False, rnn=True),
+    )
     table = _PLANS.get(state)
     if table is None:
         _PLANS.clear()  # the older states are unlikely to come back
@@ -170,6 +175,23 @@ def _as_seq(x: Any) -> tuple[Any, ...]:
     return tuple(x) if isinstance(x, (list, tuple)) else ()
 
 
+_COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
+
+
+def _decompose(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run ``func``'s C++ composite kernel, whose parts then reach the mode one by one.
+
+    Not ``func.decompose()``: that prefers the Python decompositions registered for tracing
+    (``torch._decomp``), which differ from what eager PyTorch runs: ``dropout`` in eval
+    returns ``input.clone()`` there (an extra copy kernel) where the C++ kernel returns the
+    input itself, and ``gru`` or ``upsample_bicubic2d`` are rebuilt from other ops.
+    """
+    op_dk = getattr(func, "_op_dk", None)
+    if op_dk is None:  # a torch without the private entry point: the public one
+        return func.decompose(*args, **kwargs)
+    return op_dk(_COMPOSITE, *args, **kwargs)
+
+
 def _has_decomposition(func: torch._ops.OpOverload) -> bool:
     try:
         return torch._C._dispatch_has_kernel_for_dispatch_key(
@@ -210,7 +232,7 @@ class _CountingMode(TorchDispatchMode):
             return func(*args, **kwargs)
         if kind == _DECOMPOSE:
             with self:
-                out = func.decompose(*args, **kwargs)
+                out = _decompose(func, args, kwargs)
             if out is not NotImplemented:
                 return out
             kind, formula, name, memo = counter._plans[id(func)] = counter._fallback_plan(func)

@@ -186,15 +186,18 @@ def dtype_format(dtype: torch.dtype) -> NumberFormat:
     return _DTYPE_FORMATS.get(dtype, NumberFormat.FP32)
 
 
-def tf32_allowed(*, conv: bool) -> bool:
-    """Whether PyTorch may run fp32 CUDA convolutions (``conv``) or matmuls in TF32.
+def tf32_allowed(*, conv: bool, rnn: bool = False) -> bool:
+    """Whether PyTorch may run fp32 CUDA convolutions (``conv``), cuDNN RNNs (``rnn``) or
+    matmuls (neither) in TF32.
 
     Reads the ``fp32_precision`` settings of recent torch where one is set (cuDNN convolutions
-    default to TF32 there), else the legacy flags ``torch.backends.cuda.matmul.allow_tf32`` /
-    ``torch.set_float32_matmul_precision`` and ``torch.backends.cudnn.allow_tf32``. Reading a
-    legacy flag after the new API was used raises in recent torch, so the new one goes first.
+    and RNNs default to TF32 there), else the legacy flags ``torch.backends.cuda.matmul.allow_tf32``
+    / ``torch.set_float32_matmul_precision`` and ``torch.backends.cudnn.allow_tf32`` (which
+    covers both cuDNN convolutions and cuDNN RNNs). Reading a legacy flag after the new API was
+    used raises in recent torch, so the new one goes first.
     """
-    op = "conv" if conv else "matmul"
+    op = "rnn" if rnn else "conv" if conv else "matmul"
+    conv = conv or rnn  # the legacy cuDNN flag decides both
     getter = getattr(torch._C, "_get_fp32_precision_getter", None)
     if getter is not None:
         for backend, name in (("cuda", op), ("cuda", "all"), ("generic", "all")):
@@ -215,21 +218,39 @@ def tf32_allowed(*, conv: bool) -> bool:
         return False
 
 
-def matmul_format(dtype: torch.dtype, *, conv: bool = False, on_cuda: bool = True) -> NumberFormat:
+def matmul_format(
+    dtype: torch.dtype, *, conv: bool = False, on_cuda: bool = True, rnn: bool = False
+) -> NumberFormat:
     """The format the matrix units run in for ``dtype``: TF32 for fp32 where enabled.
 
     TF32 is not a dtype: PyTorch decides it per call from its flags (:func:`tf32_allowed`),
-    separately for matmuls and cuDNN convolutions. The flags only act on CUDA devices.
+    separately for matmuls, cuDNN convolutions (``conv``) and cuDNN RNNs (``rnn``). The flags
+    only act on CUDA devices.
     """
     fmt = dtype_format(dtype)
     if fmt is not NumberFormat.FP32 or not on_cuda:
         return fmt
-    return NumberFormat.TF32 if tf32_allowed(conv=conv) else fmt
+    return NumberFormat.TF32 if tf32_allowed(conv=conv, rnn=rnn) else fmt
 
 
 def nbytes(t: torch.Tensor) -> int:
     """Bytes a kernel touches to read or write ``t`` once (its logical elements)."""
     return t.numel() * t.element_size()
+
+
+def read_bytes(t: torch.Tensor) -> int:
+    """Bytes a kernel reads from ``t``: its distinct elements (an expanded dim is read once).
+
+    A broadcast operand (stride 0, e.g. a batch-shared matrix or bias of ``baddbmm``) is
+    served from cache after its first read, so only the elements it holds in memory count.
+    """
+    if t.is_nested:  # packed sequences have no strides, and no broadcast dims either
+        return nbytes(t)
+    distinct = 1
+    for size, stride in zip(t.shape, t.stride(), strict=True):
+        if stride != 0:
+            distinct *= size
+    return distinct * t.element_size()
 
 
 def tensors_of(values: Iterable[Any]) -> list[torch.Tensor]:
@@ -246,9 +267,28 @@ def tensors_of(values: Iterable[Any]) -> list[torch.Tensor]:
     return found
 
 
-def io_bytes(call: OpCall) -> tuple[int, int]:
+def matrix_read_bytes(t: torch.Tensor) -> int:
+    """Bytes a matmul-style kernel reads from ``t``: a broadcast batch dim once, the matrices whole.
+
+    Batched GEMMs take a batch stride of 0 (a weight shared by every batch entry is read once,
+    then served from cache), but not a matrix with a stride-0 row or column: the kernel gets a
+    materialised copy, so the last two dims count at their logical size.
+    """
+    if t.dim() <= 2 or t.is_nested:
+        return nbytes(t)
+    shape, stride = t.shape, t.stride()
+    distinct = shape[-1] * shape[-2]
+    for size, step in zip(shape[:-2], stride[:-2], strict=True):
+        if step != 0:
+            distinct *= size
+    return distinct * t.element_size()
+
+
+def io_bytes(call: OpCall, *, matrix: bool = False) -> tuple[int, int]:
     """(bytes read, bytes written) if a kernel reads every tensor argument and writes the output.
 
+    Reads count each argument's distinct elements (:func:`read_bytes`; with ``matrix``, as a
+    batched GEMM reads them, :func:`matrix_read_bytes`), writes the outputs' logical elements.
     ``out=`` tensors passed as keywords count as written, not read.
     """
     kwargs = call.kwargs
@@ -260,4 +300,4 @@ def io_bytes(call: OpCall) -> tuple[int, int]:
         written = [out]
     else:
         written = tensors_of(out) if isinstance(out, (list, tuple)) else []
-    return sum(map(nbytes, read)), sum(map(nbytes, written))
+    return sum(map(matrix_read_bytes if matrix else read_bytes, read)), sum(map(nbytes, written))

@@ -3,8 +3,9 @@
 Inner products count one FMA per multiply-accumulate on :attr:`Unit.MATRIX`, in the format
 the matrix units run in (:func:`matmul_format`: TF32 for fp32 CUDA tensors where PyTorch's
 flags allow it). Bias adds, alpha/beta scaling and the softmax of attention are vector work.
-Bytes are the logical sizes of the tensors read and written; each call is one kernel unless
-noted.
+Bytes are the tensors read and written once each, a batch dim broadcast with stride 0 read
+once (:func:`~lightning_to_energy.counting.registry.matrix_read_bytes`); each call is one kernel
+unless noted.
 
 The ``flops`` field equals what ``torch.utils.flop_counter.FlopCounterMode`` reports for the
 same call, quirks included (it ignores causal masks, bias adds and the ``groups`` factor of
@@ -69,7 +70,7 @@ def mm(call: OpCall) -> OpCost:
     m, k = a.shape
     n = b.shape[1]
     fma = m * n * k
-    read, written = io_bytes(call)
+    read, written = io_bytes(call, matrix=True)
     fmt = matmul_format(a.dtype, on_cuda=a.is_cuda)
     return OpCost({(FMA, fmt, MATRIX): fma}, read, written, 1, 2 * fma)
 
@@ -84,7 +85,7 @@ def addmm(call: OpCall) -> OpCost:
     ops: dict[OpKey, float] = {(FMA, matmul_format(a.dtype, on_cuda=a.is_cuda), MATRIX): fma}
     beta, alpha = call.kwargs.get("beta", 1), call.kwargs.get("alpha", 1)
     _scaling(ops, m * n, dtype_format(call.out.dtype), alpha, beta)
-    read, written = io_bytes(call)
+    read, written = io_bytes(call, matrix=True)
     return OpCost(ops, read, written, 1, 2 * fma)
 
 
@@ -95,7 +96,7 @@ def bmm(call: OpCall) -> OpCost:
     bs, m, k = a.shape
     n = c.shape[2]
     fma = bs * m * n * k
-    read, written = io_bytes(call)
+    read, written = io_bytes(call, matrix=True)
     fmt = matmul_format(a.dtype, on_cuda=a.is_cuda)
     return OpCost({(FMA, fmt, MATRIX): fma}, read, written, 1, 2 * fma)
 
@@ -110,7 +111,7 @@ def baddbmm(call: OpCall) -> OpCost:
     ops: dict[OpKey, float] = {(FMA, matmul_format(a.dtype, on_cuda=a.is_cuda), MATRIX): fma}
     beta, alpha = call.kwargs.get("beta", 1), call.kwargs.get("alpha", 1)
     _scaling(ops, bs * m * n, dtype_format(call.out.dtype), alpha, beta)
-    read, written = io_bytes(call)
+    read, written = io_bytes(call, matrix=True)
     return OpCost(ops, read, written, 1, 2 * fma)
 
 
@@ -126,7 +127,7 @@ def scaled_mm(call: OpCall) -> OpCost:
     _add(ops, (MUL, NumberFormat.FP32, VECTOR), 2 * m * n)
     if call.arg("bias") is not None:
         _add(ops, (ADD, NumberFormat.FP32, VECTOR), m * n)
-    read, written = io_bytes(call)
+    read, written = io_bytes(call, matrix=True)
     return OpCost(ops, read, written, 1, 2 * fma)
 
 
@@ -143,7 +144,7 @@ def matrix_vector(call: OpCall) -> OpCost:
     if call.packet is aten.addmv:
         beta, alpha = call.kwargs.get("beta", 1), call.kwargs.get("alpha", 1)
         _scaling(ops, call.out.numel(), fmt, alpha, beta)
-    read, written = io_bytes(call)
+    read, written = io_bytes(call, matrix=True)
     return OpCost(ops, read, written, 1, 0)
 
 
@@ -175,8 +176,16 @@ def convolution(call: OpCall) -> OpCost:
     if bias is not None:
         # one add per output element: N * C_out * prod(o)
         _add(ops, (ADD, dtype_format(out.dtype), VECTOR), out.numel())
-    read, written = io_bytes(call)
-    return OpCost(ops, read, written, 1, 2 * fma)
+    read, written = io_bytes(call, matrix=True)
+    kernels = 1
+    if bias is not None and x.is_cuda:
+        # cuDNN convolves without the bias; PyTorch then adds it in a second kernel
+        # (output.add_(bias) in ATen's _convolution), reading and writing the output again.
+        # NB: the native depthwise kernels fuse it; counted like cuDNN. oneDNN (CPU) fuses it.
+        kernels = 2
+        read += nbytes(out)
+        written += nbytes(out)
+    return OpCost(ops, read, written, kernels, 2 * fma)
 
 
 @register(aten.convolution_backward)
@@ -412,7 +421,7 @@ def attention_forward(call: OpCall) -> OpCost:
     heads, mask, dropout, bias = _attention_setup(call, spec)
     mat, vec = _formats(call.arg("query"))
     ops = attention_forward_ops(heads, mask, mat=mat, vec=vec, dropout=dropout, bias=bias)
-    read, written = io_bytes(call)
+    read, written = io_bytes(call, matrix=True)
     return OpCost(ops, read, written, 1, _fcm_flops(call))
 
 
@@ -422,7 +431,7 @@ def attention_backward(call: OpCall) -> OpCost:
     heads, mask, dropout, _bias = _attention_setup(call, spec)
     mat, vec = _formats(call.arg("query"))
     ops = attention_backward_ops(heads, mask, mat=mat, vec=vec, dropout=dropout)
-    read, written = io_bytes(call)
+    read, written = io_bytes(call, matrix=True)
     # NB: flash backward launches a small pre-processing kernel too; counted as one kernel.
     return OpCost(ops, read, written, 1, _fcm_flops(call))
 
@@ -502,7 +511,7 @@ def native_multi_head_attention(call: OpCall) -> OpCost:
         self_attention=q is k and k is call.arg("value"),
         mask=call.arg("mask") is not None,
     )
-    read, written = io_bytes(call)
+    read, written = io_bytes(call, matrix=True)
     # NB: in-projection, attention and out-projection: three kernels; the projected q, k, v
     # and the attention output are intermediate traffic, not counted. FlopCounterMode has no
     # formula for this fused op: flops 0.
@@ -559,7 +568,7 @@ def transformer_encoder_layer(call: OpCall) -> OpCost:
                 _add(ops, key, n)
     else:
         ops = _encoder_layer_ops(call, src, src.shape[0], src.shape[1])
-    read, written = io_bytes(call)
+    read, written = io_bytes(call, matrix=True)
     # NB: 2 norms, 3 attention kernels, 2 FFN matmuls, the activation and 2 residual adds:
     # ten kernels; intermediate activations are not counted as traffic. FlopCounterMode has
     # no formula for this fused op: flops 0.
@@ -593,7 +602,10 @@ def _rnn_ops(
     size): steps * G*H * (I + R) FMA for the two products, 2 * steps * G*H bias adds when the
     layer has biases, and the gate math of :data:`_RNN_GATES` on steps * H hidden units.
     """
-    mat, vec = matmul_format(x.dtype, on_cuda=x.is_cuda), dtype_format(x.dtype)
+    # cuDNN (and MIOpen) RNNs take their TF32 flag from cuDNN, not from the matmul flag: fp32
+    # LSTMs on CUDA run in TF32 by default. oneDNN's CPU tensors are never TF32.
+    mat = matmul_format(x.dtype, on_cuda=x.is_cuda, rnn=True)
+    vec = dtype_format(x.dtype)
     gates = _RNN_GATES.get(mode, _RNN_GATES[1])
     ops: dict[OpKey, float] = {}
     for w_ih, w_hh, has_bias in layers:
@@ -634,7 +646,7 @@ def _cudnn_layers(call: OpCall) -> list[tuple[torch.Tensor, torch.Tensor, bool]]
 def cudnn_rnn(call: OpCall) -> OpCost:
     x = call.arg("input")
     ops = _rnn_ops(_steps(x), _cudnn_layers(call), call.arg("mode"), x)
-    read, written = io_bytes(call)
+    read, written = io_bytes(call, matrix=True)
     # NB: one launch per layer and direction is counted as one kernel. FlopCounterMode has
     # no formula for fused RNNs: flops 0.
     return OpCost(ops, read, written, 1, 0)
@@ -646,7 +658,7 @@ def cudnn_rnn_backward(call: OpCall) -> OpCost:
     forward = _rnn_ops(_steps(x), _cudnn_layers(call), call.arg("mode"), x)
     mask = call.arg("output_mask")
     ops = _rnn_backward_ops(forward, any(mask[:3]), bool(mask[3]))
-    read, written = io_bytes(call)
+    read, written = io_bytes(call, matrix=True)
     return OpCost(ops, read, written, int(any(mask[:3])) + int(mask[3]), 0)
 
 
@@ -656,7 +668,7 @@ def mkldnn_rnn_layer(call: OpCall) -> OpCost:
     x = call.arg("input")
     layer = (call.arg("weight0"), call.arg("weight1"), bool(call.arg("has_biases")))
     ops = _rnn_ops(_steps(x), [layer], call.arg("mode"), x)
-    read, written = io_bytes(call)
+    read, written = io_bytes(call, matrix=True)
     return OpCost(ops, read, written, 1, 0)
 
 
@@ -665,5 +677,5 @@ def mkldnn_rnn_layer_backward(call: OpCall) -> OpCost:
     x = call.arg("input")
     layer = (call.arg("weight1"), call.arg("weight2"), bool(call.arg("has_biases")))
     forward = _rnn_ops(_steps(x), [layer], call.arg("mode"), x)
-    read, written = io_bytes(call)
+    read, written = io_bytes(call, matrix=True)
     return OpCost(_rnn_backward_ops(forward, True, True), read, written, 2, 0)

@@ -39,6 +39,7 @@ from lightning_to_energy.counting.registry import (
     OpKey,
     dtype_format,
     nbytes,
+    read_bytes,
     register,
 )
 
@@ -124,15 +125,6 @@ def call_arg(call: OpCall, name: str, default: Any = _NOT_GIVEN) -> Any:
         if default is _NOT_GIVEN:
             return schema_default
     return None if default is _NOT_GIVEN else default
-
-
-def read_bytes(t: torch.Tensor) -> int:
-    """Bytes a kernel reads from ``t``: its distinct elements (an expanded dim is read once)."""
-    distinct = 1
-    for size, stride in zip(t.shape, t.stride(), strict=True):
-        if stride != 0:
-            distinct *= size
-    return distinct * t.element_size()
 
 
 def _tensors(values: Iterable[Any]) -> list[torch.Tensor]:

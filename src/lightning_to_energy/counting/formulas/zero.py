@@ -21,7 +21,14 @@ from typing import Any
 import torch
 
 from lightning_to_energy.counting.formulas.vector import cast_ops
-from lightning_to_energy.counting.registry import OpCall, OpCost, io_bytes, nbytes, register
+from lightning_to_energy.counting.registry import (
+    OpCall,
+    OpCost,
+    io_bytes,
+    nbytes,
+    read_bytes,
+    register,
+)
 
 aten = torch.ops.aten
 
@@ -35,9 +42,13 @@ def _packets(names: str, namespace: Any = aten) -> list[Any]:
     return found
 
 
+# Not here: ``reshape`` and ``contiguous`` copy when the input's strides do not allow a view.
+# They reach the counter only under inference_mode (elsewhere autograd decomposes them
+# first); without a formula the counter runs their composite kernel, and counts the ``view``
+# or the ``clone`` it does, as under no_grad.
 FREE_OPS = _packets(
     """
-    view _unsafe_view _reshape_alias reshape view_as as_strided as_strided_ alias lift_fresh
+    view _unsafe_view _reshape_alias view_as as_strided as_strided_ alias lift_fresh
     detach detach_ t t_ transpose transpose_ permute expand expand_as numpy_T mT mH adjoint
     matrix_H squeeze squeeze_ unsqueeze unsqueeze_ slice select split split_with_sizes
     unsafe_split unsafe_split_with_sizes unbind chunk narrow diagonal movedim unfold
@@ -66,7 +77,7 @@ FILL_OPS = _packets(
 
 COPY_OPS = _packets(
     """
-    clone copy copy_ _to_copy lift_fresh_copy _copy_from _copy_from_and_resize contiguous
+    clone copy copy_ _to_copy lift_fresh_copy _copy_from _copy_from_and_resize
     view_copy permute_copy transpose_copy t_copy expand_copy squeeze_copy unsqueeze_copy
     slice_copy select_copy split_copy split_with_sizes_copy unbind_copy detach_copy alias_copy
     as_strided_copy diagonal_copy unfold_copy view_as_real_copy view_as_complex_copy
@@ -100,12 +111,13 @@ def fill(call: OpCall) -> OpCost:
 
 @register(*COPY_OPS)
 def copy(call: OpCall) -> OpCost:
-    # reads every input element once and writes every output element once
+    # reads every distinct input element once (a broadcast one from cache) and writes every
+    # output element once
     packet = call.packet
     if packet is aten.copy_:
         # copy_(self, src): self is only written; a dtype change converts every element
         dst, src = call.args[0], call.args[1]
-        return OpCost(cast_ops(src, dst), bytes_read=nbytes(src), bytes_written=nbytes(dst))
+        return OpCost(cast_ops(src, dst), bytes_read=read_bytes(src), bytes_written=nbytes(dst))
     read, written = io_bytes(call)
     ops = cast_ops(call.args[0], call.out) if packet is aten._to_copy else {}
     return OpCost(ops, bytes_read=read, bytes_written=written)
