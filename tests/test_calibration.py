@@ -330,3 +330,21 @@ def test_a_file_of_other_hardware_in_the_store_is_never_a_prior(tmp_path: Path) 
     with pytest.warns(CalibrationWarning, match="left untouched"):
         assert fresh.save(Calibration.from_model(RUN_B, other, run_id="run-b")) is None
     assert copied.read_bytes() == before
+
+
+def test_usage_note_says_what_a_model_of_other_features_takes() -> None:
+    cal = calib(RUN_A, "a")  # features (duration_s, tos), 3 windows
+    assert cal.usage_note(("tos", "duration_s")) is None  # the same features, another order
+    note = cal.usage_note(("duration_s", "flops"))
+    assert note is not None
+    # duration_s's prior applies, flops has none and tos is left over; no stored window has
+    # flops, so 0 of the 3 seed the model
+    assert "prior coefficients are used for ['duration_s']" in note
+    assert "none for ['flops']" in note
+    assert "coefficients for ['tos'] are left unused" in note
+    assert "0 of its 3 stored windows" in note
+    assert "Fix: features=['duration_s', 'tos']" in note
+    # a subset of the stored features: every stored window has them, so all 3 seed the model
+    note = cal.usage_note(("duration_s",))
+    assert note is not None and "3 of its 3 stored windows" in note
+    assert "none for" not in note

@@ -658,7 +658,9 @@ def test_under_ddp_each_rank_resumes_its_own_windows(
     assert plain.state_dict() == {}
 
 
-def test_a_window_closed_by_a_checkpoint_reaches_the_loggers(tmp_path: Path) -> None:
+def test_frequent_checkpoints_do_not_cut_windows_and_each_holds_every_step(
+    tmp_path: Path,
+) -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     clock = FakeClock()
@@ -675,12 +677,66 @@ def test_a_window_closed_by_a_checkpoint_reaches_the_loggers(tmp_path: Path) -> 
     trainer.fit(Tiny(), DataLoader(Rows(256), batch_size=16))
     assert energy.report is not None
     train = [w for w in energy.report.windows if w.loop == "train"]
-    # 16 steps of 0.5 s, a checkpoint every 3 steps: windows close at steps 3, 6, 9, 12, 15
-    # (the checkpoint comes before the 2 s window is due) and at the epoch's end: 6 windows
-    assert [w.steps for w in train] == [3, 3, 3, 3, 3, 1]
+    # 16 steps of 0.5 s, a checkpoint every 3 steps: the 2 s windows still close every 4
+    # steps (checkpoints used to close them, giving windows of 3 steps)
+    assert [w.steps for w in train] == [4, 4, 4, 4]
     logged = [m for m, _ in logger.calls if "energy/train_window_duration_s" in m]
-    # every one of them logged once, the checkpoint's included
+    # every one of them logged once
     assert [m["energy/train_window_duration_s"] for m in logged] == [w.duration_s for w in train]
+    # The last checkpoint (after 15 steps) holds [0, 4) [4, 8) [8, 12) and the open window
+    # [12, 15) as it stood: 15 steps x 0.5 s x 10 W = 75 J
+    (path,) = (tmp_path / "ckpt").glob("*.ckpt")
+    saved = torch.load(path, weights_only=False)["callbacks"]
+    (state,) = (v for k, v in saved.items() if "TOEnergy" in k)
+    assert [(w["first_step"], w["steps"]) for w in state["windows"]] == [
+        (0, 4),
+        (4, 4),
+        (8, 4),
+        (12, 3),
+    ]
+    assert sum(w["measured_j"] for w in state["windows"]) == pytest.approx(75.0)
+
+
+def test_windows_cut_by_validation_and_the_last_test_window_reach_the_loggers(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    logger = RecordingLogger()
+    energy = _fake_energy(clock, power_w=10.0, window_s=2.0)
+    trainer = _trainer(
+        tmp_path,
+        [AdvanceClock(clock, low=0.5, high=0.5), energy],
+        logger=logger,
+        log_every_n_steps=1,
+        val_check_interval=6,
+    )
+    model = Tiny()
+    trainer.fit(model, DataLoader(Rows(256), batch_size=16), DataLoader(Rows(32), batch_size=16))
+    assert energy.report is not None
+    logged = [
+        (loop, m[f"energy/{loop}_window_duration_s"])
+        for m, _ in logger.calls
+        for loop in ("train", "validate")
+        if f"energy/{loop}_window_duration_s" in m
+    ]
+    # Validation every 6 of 16 steps (0.5 s each, 2 s windows): train [0, 4) then [4, 6),
+    # cut short by validation (2 steps, 1 s), validation (2 batches, 1 s), and again; the
+    # cut train windows were never logged.
+    assert logged == [(w.loop, w.duration_s) for w in energy.report.windows]
+    assert logged[:3] == [("train", 2.0), ("train", 1.0), ("validate", 1.0)]
+
+    class Tested(Tiny):
+        def test_step(self, batch: Any, batch_idx: int) -> None:
+            clock.t += 0.5
+
+    logger.calls.clear()
+    energy = _fake_energy(clock, power_w=10.0, window_s=2.0)
+    tester = _trainer(tmp_path, [energy], logger=logger)
+    tester.test(Tested(), DataLoader(Rows(96), batch_size=16))
+    assert energy.report is not None
+    logged_test = [m["energy/test_window_duration_s"] for m, _ in logger.calls]
+    # 6 test batches of 0.5 s: [0, 4) closes when due (2 s), [4, 6) at the end of the run (1 s)
+    assert logged_test == [w.duration_s for w in energy.report.windows] == [2.0, 1.0]
 
 
 class TwoOptimizers(Tiny):

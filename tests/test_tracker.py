@@ -457,3 +457,106 @@ def test_finishing_twice_saves_the_run_to_the_calibration_once(tmp_path: Path) -
     assert stored is not None
     # one run of 3 windows, not 2 runs of 6
     assert (stored.n_runs, len(stored.windows)) == (1, 3)
+
+
+def _checkpointing_loop(
+    tracker: EnergyTracker, model: nn.Module, clock: Clock, steps: int, every: int
+) -> list[dict[str, Any]]:
+    """``steps`` steps of 0.25 s, with a checkpoint (``state_dict()``) after every ``every``."""
+    states = []
+    for i in range(steps):
+        _loop(tracker, model, clock, steps=1, dt=0.25)
+        if (i + 1) % every == 0:
+            states.append(tracker.state_dict())
+    return states
+
+
+def test_frequent_checkpoints_leave_the_live_windows_whole_and_fitted() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    # A sensor whose windows are trustworthy from 1 s (as an NVML counter from 2 s), and a
+    # checkpoint every 3 steps of 0.25 s: closing the window at each checkpoint cut every
+    # window to 0.75 s, all short, and the model never learnt.
+    tracker = EnergyTracker(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        sensors=[FakeSensor(power_w=10.0, clock=clock, min_window_s=1.0)],
+        window_s=1.0,
+        calibration=None,
+        clock=clock,
+    )
+    tracker.start()
+    _checkpointing_loop(tracker, model, clock, steps=15, every=3)
+    # The live readout keeps the joules of the open window [12, 15) from before its lap at
+    # the step-15 checkpoint: 15 steps x 0.25 s x 10 W = 37.5 J
+    assert tracker.live().measured_j == pytest.approx(37.5)
+    _loop(tracker, model, clock, steps=1, dt=0.25)
+    report = tracker.finish(save_calibration=False)
+    # 16 steps in windows of 4 steps (1 s): 4 x 0.25 s x 10 W = 10 J each, every one fitted
+    assert [(w.first_step, w.steps) for w in report.windows] == [(0, 4), (4, 4), (8, 4), (12, 4)]
+    assert [w.measured_j for w in report.windows] == pytest.approx([10.0] * 4)
+    assert not any(w.flags for w in report.windows)
+    assert tracker.model.n_updates == 4
+
+
+def test_a_checkpoint_saves_the_open_window_and_a_resume_loses_or_repeats_nothing() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = _sgd_tracker(model, clock, power_w=10.0, total_steps=12)
+    states = _checkpointing_loop(tracker, model, clock, steps=12, every=6)
+    live = tracker.finish(save_calibration=False)
+    # The live run: windows of 4 steps (1 s), not cut at steps 6 and 12 by the checkpoints.
+    assert [w.steps for w in live.windows] == [4, 4, 4]
+    # The step-6 checkpoint: [0, 4) closed, and [4, 6) as it stood (2 x 0.25 s x 10 W = 5 J).
+    saved = states[0]
+    assert [(w["first_step"], w["steps"]) for w in saved["windows"]] == [(0, 4), (4, 2)]
+    assert [w["measured_j"] for w in saved["windows"]] == pytest.approx([10.0, 5.0])
+    assert "boundary" in saved["windows"][1]["flags"]
+    assert saved["n_windows"] == 2 and saved["steps"]["train"] == 6
+    # The saved model learnt the saved partial window (fit-worthy: no minimum window here)
+    # on top of the closed one; the live model did not, it fitted [4, 8) whole later.
+    assert saved["model"]["n_updates"] == 2
+    # Killed after step 6 and resumed: steps 6..11 run again in the resumed process only.
+    resumed = _sgd_tracker(model, Clock(), power_w=10.0, total_steps=12)
+    resumed.load_state_dict(saved)
+    _loop(resumed, model, resumed._clock, steps=6, dt=0.25)  # type: ignore[arg-type]
+    report = resumed.finish(save_calibration=False)
+    # [0, 4) [4, 6) restored, then [6, 10) [10, 12): 12 steps x 0.25 s x 10 W = 30 J
+    assert [(w.first_step, w.steps) for w in report.windows] == [(0, 4), (4, 2), (6, 4), (10, 2)]
+    assert report.measured_j == pytest.approx(30.0)
+    assert report.loops["train"].steps == 12
+    assert report.loops["train"].tos == pytest.approx(live.loops["train"].tos)
+
+
+def test_a_calibration_of_other_features_is_used_in_part_and_says_so_once(
+    tmp_path: Path,
+) -> None:
+    from lightning_to_energy.calibration import Calibration, CalibrationStore, HardwareInfo
+    from lightning_to_energy.regression import OnlineEnergyModel
+
+    stored = OnlineEnergyModel(("duration_s", "tos"))
+    for d, t in [(2.0, 1e12), (3.0, 4e12), (4.0, 2e12)]:
+        stored.update({"duration_s": d, "tos": t}, 50.0 * d + 1e-11 * t)
+    path = tmp_path / "calibration.json"
+    CalibrationStore.from_path(path).save(Calibration.from_model(stored, HardwareInfo.detect()))
+
+    def start(features: tuple[str, ...]) -> tuple[EnergyTracker, list[str]]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tracker = EnergyTracker(
+                None, sensors=[FakeSensor(power_w=1.0)], calibration=path, features=features
+            )
+            tracker.start()
+        return tracker, [str(w.message) for w in caught if "used in part" in str(w.message)]
+
+    same, said = start(("duration_s", "tos"))
+    assert said == [] and same.model.n_windows == 3  # all of it: prior and 3 seeded windows
+    other, said = start(("duration_s", "tos", "flops"))
+    # Before: the static power and J/TO priors were taken, flops silently got none and no
+    # window was seeded (none has flops), with nothing said.
+    assert len(said) == 1
+    assert "prior coefficients are used for ['duration_s', 'tos']; none for ['flops']" in said[0]
+    assert other.model.prior is not None
+    assert set(other.model.prior.coefficients) == {"duration_s", "tos"}
+    assert other.model.n_windows == 0
+    assert any("used in part" in w for w in other.warnings)  # and in the report's warnings

@@ -355,6 +355,38 @@ class Calibration:
             if all(n in w.features for n in names)
         ]
 
+    def usage_note(self, feature_names: Sequence[str]) -> str | None:
+        """What a model on ``feature_names`` takes from this calibration, when it is not all.
+
+        Returns:
+            None when ``feature_names`` are the calibration's own (in any order); else one
+            line saying which prior coefficients apply, which features start from 0, how many
+            stored windows seed the model, and the fix.
+        """
+        names = tuple(feature_names)
+        if set(names) == set(self.feature_names):
+            return None
+        used = [n for n in names if n in self.coefficients]
+        unused = [n for n in names if n not in self.coefficients]
+        ignored = [n for n in self.feature_names if n not in names]
+        seeded = len(self.seed_windows(names))
+        parts = [
+            f"the calibration was fitted on features {list(self.feature_names)} and this run's "
+            f"are {list(names)}: its prior coefficients are used for {used}"
+        ]
+        if unused:
+            parts.append(f"none for {unused} (they start at 0 and are learnt from this run)")
+        if ignored:
+            parts.append(f"its coefficients for {ignored} are left unused")
+        parts.append(
+            f"{seeded} of its {len(self.windows)} stored windows have this run's features "
+            "and seed the model"
+        )
+        return (
+            "; ".join(parts) + f". Fix: features={list(self.feature_names)!r} to use all of it, "
+            "or calibration=<another path> for a calibration of these features."
+        )
+
     def to_model(
         self,
         feature_names: Sequence[str] | None = None,

@@ -75,9 +75,11 @@ class TOEnergy(Callback):
     ``energy_report.png`` in ``report_dir`` (default: the trainer's log directory). The report
     is kept in :attr:`report`.
 
-    Checkpoints carry the closed windows, totals and model state (under DDP, every rank's, so
-    each rank resumes its own). A state that does not fit (other ``features``, another
-    release) is one warning, and the energy totals start again from the resume.
+    Checkpoints carry the windows, totals and model state (under DDP, every rank's, so each
+    rank resumes its own); the open window is saved as it stands but not closed, so frequent
+    checkpoints do not cut the run's windows short. A state that does not fit (other
+    ``features``, another release) is one warning, and the energy totals start again from the
+    resume.
 
     Args:
         sensors: ``"auto"`` to discover NVML, RAPL and then a labelled estimate; a sequence of
@@ -274,6 +276,14 @@ class TOEnergy(Callback):
     # --- validation and test steps --------------------------------------------------------
 
     @override
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The train window open when validation begins (mid-epoch, or at the epoch's end,
+        # before on_train_epoch_end) ends here: close it and log it, rather than leave its
+        # close to the first validation step, which does not log it.
+        if not trainer.sanity_checking and self.tracker is not None:
+            self._log_window(trainer, self.tracker.close_window(boundary=True))
+
+    @override
     def on_validation_batch_start(
         self,
         trainer: Trainer,
@@ -305,6 +315,11 @@ class TOEnergy(Callback):
         self._log_window(trainer, self.tracker.close_window(boundary=True))
         if trainer.state.fn == "validate":
             self._finish(trainer)
+
+    @override
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.tracker is not None:  # as in on_validation_start
+            self._log_window(trainer, self.tracker.close_window(boundary=True))
 
     @override
     def on_test_batch_start(
@@ -412,18 +427,6 @@ class TOEnergy(Callback):
             self._bar.__dict__.pop("get_metrics", None)
             self._bar = None
 
-    @override
-    def on_save_checkpoint(
-        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        # Lightning takes state_dict() first, and the tracker's closes the open window there
-        # (a checkpoint is a window edge): log that window like any other.
-        tracker = self.tracker
-        if tracker is not None and tracker.windows:
-            last = tracker.windows[-1]
-            if last.index > self._logged_index:
-                self._log_window(trainer, last)
-
     def _log_window(self, trainer: Trainer, record: WindowRecord | None) -> None:
         if record is not None:
             self._logged_index = max(self._logged_index, record.index)
@@ -484,6 +487,8 @@ class TOEnergy(Callback):
             # was measured, not a projection over steps that will never run.
             tracker.total_steps = tracker.steps("train")
         try:
+            # The last window (a test run's, say) reaches the loggers like every other.
+            self._log_window(trainer, tracker.close_window(boundary=True))
             tracker.close()
         except Exception as exc:  # every rank must still reach the gather below
             warnings.warn(

@@ -186,6 +186,27 @@ class HardwareSpec:
             )
         object.__setattr__(self, "match", tuple(m.strip().lower() for m in self.match if m))
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # The rate tables are read-only views (MappingProxyType), which pickle and deepcopy
+        # refuse: rebuild the spec from plain dicts. ddp_spawn pickles every callback, and a
+        # tracker holds the spec of its device.
+        return (
+            HardwareSpec,
+            (
+                self.key,
+                self.name,
+                self.kind,
+                dict(self.matrix_flops),
+                dict(self.vector_flops),
+                self.memory_bw_bytes_s,
+                self.launch_s,
+                self.idle_power_w,
+                self.tdp_w,
+                self.match,
+                self.source,
+            ),
+        )
+
     def peak_flops(self, unit: Unit, fmt: NumberFormat) -> float:
         """Peak FLOP/s of ``fmt`` work on ``unit``, following the fallbacks where not listed.
 

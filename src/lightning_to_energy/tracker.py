@@ -158,6 +158,10 @@ class _Window:
     steps: int = 0
     # per non-duration feature, then tos, flops and roofline seconds (NaN: no roofline)
     sums: list[float] = field(default_factory=list)
+    # The window's measurement so far when checkpoints lapped the meter (see state_dict),
+    # and its joules for the live readout; None: no lap yet.
+    lapped: Measurement | None = None
+    lapped_j: float = 0.0
 
 
 class EnergyTracker:
@@ -366,6 +370,13 @@ class EnergyTracker:
             self.model = calibration.to_model(self.features)
         except (KeyError, ValueError) as exc:
             self._warn_once("calibration", f"calibration not used: {exc}")
+            return
+        # A prior of other features is used in part (static power, say, but no dynamic
+        # coefficient): say what was used, or the first predictions look calibrated.
+        note = calibration.usage_note(self.features)
+        if note is not None:
+            where = self._store.path or self._store.path_for(calibration.fingerprint)
+            self._warn_once("calibration-features", f"calibration {where} used in part: {note}")
 
     @property
     def archived(self) -> dict[str, LoopTotals]:
@@ -568,6 +579,30 @@ class EnergyTracker:
                 self._safe_close_meter()
             return None
         measurement = self._safe_close_meter() if window.meter_open else None
+        if measurement is not None and window.lapped is not None:
+            measurement = _join(window.lapped, measurement, self.meter)
+        record, _ = self._record(window, measurement, boundary=boundary)
+        self.windows.append(record)
+        self._n_windows += 1
+        self._totals.add(record)
+        if len(self.windows) > self.max_windows:
+            self._fold_oldest()
+        self._refresh_live()
+        return record
+
+    def _record(
+        self,
+        window: _Window,
+        measurement: Measurement | None,
+        *,
+        boundary: bool,
+        fork: bool = False,
+    ) -> tuple[WindowRecord, OnlineEnergyModel]:
+        """The record of ``window`` measured as ``measurement``, and the model after it: the
+        window is predicted before its measurement is seen, then fitted when fit-worthy, into
+        the live model, or with ``fork`` into a copy of it (the live model is left as it is).
+        """
+        model = self.model
         duration_s = (
             measurement.duration_s if measurement is not None else self._clock() - self._window_t0
         )
@@ -604,9 +639,13 @@ class EnergyTracker:
         try:
             if fit_ok:
                 assert measured is not None
-                prediction = self.model.update(features, measured)
+                if fork:
+                    # NB: a copy costs a few milliseconds (its bounded history), once per
+                    # checkpoint and only for a fit-worthy window.
+                    model = OnlineEnergyModel.from_state_dict(model.state_dict())
+                prediction = model.update(features, measured)
             else:
-                prediction = self.model.predict(features)
+                prediction = model.predict(features)
                 if measured is not None:
                     flags.append(FLAG_OUTLIER)
         except ValueError as exc:
@@ -633,13 +672,36 @@ class EnergyTracker:
             flags=tuple(flags),
             rank=self.rank,
         )
-        self.windows.append(record)
-        self._n_windows += 1
-        self._totals.add(record)
-        if len(self.windows) > self.max_windows:
-            self._fold_oldest()
-        self._refresh_live()
-        return record
+        return record, model
+
+    def _snapshot_window(self) -> tuple[WindowRecord, OnlineEnergyModel] | None:
+        """The open window as a checkpoint saves it, without closing it in this run.
+
+        The record is what closing the window now would give (a ``boundary`` window, predicted
+        first, fitted into a copy of the model when fit-worthy), with the model after it. The
+        meter is lapped (one edge, as a close would read) so that the joules so far are exact;
+        the live window goes on and closes when due, over its whole length.
+        """
+        window = self._window
+        if window is None or window.steps == 0:
+            return None
+        measurement: Measurement | None = None
+        if window.meter_open and self.meter is not None:
+            try:
+                lap = self.meter.lap()
+            except Exception as exc:  # e.g. the CUDA sync at the edge failed
+                self._warn_once("meter-close", f"energy meter failed to close a window: {exc}")
+                # As _safe_close_meter: a fresh meter; this window stays unmeasured.
+                self.meter = Meter(self.sensors, clock=self._clock, sync=self._sync, warn=False)
+                window.meter_open = False
+                window.lapped, window.lapped_j = None, 0.0
+            else:
+                lapped = lap if window.lapped is None else _join(window.lapped, lap, self.meter)
+                window.lapped = lapped
+                window.lapped_j = lapped.total_j
+                measurement = lapped
+        # The live model must not learn a part of a window that it fits whole at the close.
+        return self._record(window, measurement, boundary=True, fork=True)
 
     def _fold_oldest(self) -> None:
         """Fold the oldest tenth of the kept windows into the per-loop archive."""
@@ -690,8 +752,9 @@ class EnergyTracker:
         """
         totals = self._totals
         open_j = 0.0
-        if self.meter is not None and self._window is not None and self._window.meter_open:
-            open_j = self.meter.peek_j()
+        window = self._window
+        if self.meter is not None and window is not None and window.meter_open:
+            open_j = window.lapped_j + self.meter.peek_j()
         return LiveReadout(
             measured_j=totals.measured_j + open_j,
             predicted_j=totals.predicted_j + totals.unpredicted_j + open_j
@@ -956,24 +1019,37 @@ class EnergyTracker:
     def state_dict(self) -> dict[str, Any]:
         """Totals, windows and regression state, as plain JSON-able values.
 
-        A checkpoint is a window edge: the open window is closed first (a ``boundary``
-        window, ``short`` if it lasted less than ``window_s``), so that the state holds every
-        step completed so far and a run resumed from it neither loses nor repeats any. Called
-        in the middle of a step, the window is left open and its steps are not in the state.
+        The state holds every step completed so far, so that a run resumed from it neither
+        loses nor repeats any: the open window is saved as it would be closed now (a
+        ``boundary`` window, ``short`` if it lasted less than a sensor's minimum, fitted into
+        the saved model when fit-worthy), but it is *not* closed in this run, whose windows
+        keep their full length however often checkpoints are taken. Called in the middle of a
+        step, the open window is left out of the state.
         """
-        if self._window is not None and self._counter is None and self._pending is None:
-            self.close_window(boundary=True)
+        windows = self.windows
+        n_windows = self._n_windows
+        model = self.model
+        if self._counter is None and self._pending is None:
+            try:
+                snapshot = self._snapshot_window()
+            except Exception as exc:  # a checkpoint must be written whatever happens here
+                self._break(exc)
+                snapshot = None
+            if snapshot is not None:
+                record, model = snapshot
+                windows = [*windows, record]
+                n_windows += 1
         return {
             "version": 1,
-            "windows": [_window_to_dict(w) for w in self.windows],
-            "n_windows": self._n_windows,
+            "windows": [_window_to_dict(w) for w in windows],
+            "n_windows": n_windows,
             "archived": {loop: _totals_to_dict(t) for loop, t in self._archived.items()},
             "archived_unpredicted_j": self._archived_unpredicted_j,
             "archived_unmeasured_predicted_j": self._archived_unmeasured_predicted_j,
             "steps": dict(self._steps),
             "elapsed_s": self._elapsed_before_s
             + (self._clock() - self._t0 if self._started else 0.0),
-            "model": self.model.state_dict(),
+            "model": model.state_dict(),
             "warnings": list(self.warnings),
             "breakdown": self._breakdown_sums(),
             "run_id": self._run_id,
@@ -1103,6 +1179,32 @@ def _totals_to_dict(t: LoopTotals) -> dict[str, Any]:
     d = dict(t.__dict__)
     d["energy_j"] = dict(t.energy_j)
     return d
+
+
+def _join(first: Measurement, then: Measurement, meter: Meter | None) -> Measurement:
+    """One measurement over two back-to-back parts of a window (``Meter.lap`` edges).
+
+    A domain measured in both parts adds up; one that failed in either is a fault of the
+    whole. ``short`` is judged on the joined duration.
+    """
+    faults = {**then.faults, **first.faults}
+    energy = {
+        d: first.energy_j[d] + then.energy_j[d]
+        for d in first.energy_j
+        if d in then.energy_j and d not in faults
+    }
+    duration_s = first.duration_s + then.duration_s
+    min_window_s = meter.min_window_s if meter is not None else 0.0
+    return Measurement(
+        start_s=first.start_s,
+        duration_s=duration_s,
+        energy_j=energy,
+        total_j=math.fsum(energy.values()),
+        kinds=then.kinds,
+        sources=then.sources,
+        short=duration_s < min_window_s,
+        faults=faults,
+    )
 
 
 def _window_to_dict(w: WindowRecord) -> dict[str, Any]:
