@@ -11,6 +11,7 @@ every number.
 from __future__ import annotations
 
 import argparse
+import importlib
 
 import torch
 from lightning.pytorch import LightningModule, Trainer, seed_everything
@@ -99,7 +100,13 @@ def main() -> None:
     trainer.fit(DigitsCNN(), train, val)
     report = energy.report
     if report is not None:
-        print(f"report files in {args.out}/ (energy_report.json, .csv, .png)")
+        # The PNG is drawn only with matplotlib (the 'plot' extra); say so rather than list it.
+        try:
+            importlib.import_module("matplotlib")
+            png = ", .png"
+        except ImportError:
+            png = "; no .png: pip install 'lightning-to-energy[plot]' to draw it"
+        print(f"report files in {args.out}/ (energy_report.json, .csv{png})")
 
 
 if __name__ == "__main__":

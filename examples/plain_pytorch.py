@@ -9,7 +9,9 @@ Each step runs inside ``with tracker.step(batch):``. The first step of each new 
 counted under the dispatch mode; later steps replay the cached count. Steps are grouped into
 windows of at least ``--window-s`` seconds, and each window's joules are predicted before they
 are measured. At the end the script prints one line per loop with measured joules (and the kind
-of sensor behind them), predicted joules and transistor operations, then the full report
+of sensor behind them), predicted joules (with how many of the loop's windows had a prediction:
+the first ones are measured before the model can predict) and transistor operations, a total
+that compares predicted and measured joules over the same windows, then the full report
 unless ``--quiet``; with ``--out DIR`` it also writes ``energy_report.json`` / ``.csv`` there.
 """
 
@@ -96,16 +98,27 @@ def main(argv: list[str] | None = None) -> int:
 
     kinds = ", ".join(sorted({s.kind for s in report.sensors})) or "no sensor"
     for name, totals in report.loops.items():
+        # The first windows are measured before the model can predict: say how many windows
+        # the predicted joules cover, or they read as an under-prediction.
+        covered = sum(1 for w in report.windows if w.loop == name and w.predicted_j is not None)
+        predicted = (
+            "n/a"
+            if covered == 0
+            else f"{totals.predicted_j:.3f} J"
+            + ("" if covered == totals.windows else f" ({covered} of {totals.windows} windows)")
+        )
         print(
             f"{name}: {totals.steps} steps in {totals.windows} windows, "
-            f"measured {totals.measured_j:.3f} J ({kinds}), predicted {totals.predicted_j:.3f} J, "
+            f"measured {totals.measured_j:.3f} J ({kinds}), predicted {predicted}, "
             f"{totals.tos:.4g} TOs"
         )
     precision = report.accuracy.get("precision_pct")
     shown = f"{precision:.1f} %" if precision is not None else "n/a"
+    paired = [w for w in report.windows if w.predicted_j is not None and w.measured_j is not None]
     print(
-        f"total: measured {report.measured_j:.3f} J, predicted {report.predicted_j:.3f} J, "
-        f"precision {shown}"
+        f"total: measured {report.measured_j:.3f} J; {len(paired)} of {len(report.windows)} "
+        f"windows predicted: {sum(w.predicted_j or 0.0 for w in paired):.3f} J for "
+        f"{sum(w.measured_j or 0.0 for w in paired):.3f} J, precision {shown}"
     )
     print(f"batch accuracy after training: {float(correct):.3f}")
     if args.out:

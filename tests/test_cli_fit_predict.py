@@ -233,6 +233,7 @@ def test_fit_on_a_missing_file_exits_2_with_one_line(
     assert (code, out) == (2, "")
     assert err.count("\n") == 1
     assert err.startswith(f"lightning-to-energy fit: error: cannot read report {missing}")
+    assert "found none. Fix: pass the energy_report.json" in err
 
 
 def test_fit_with_a_feature_the_windows_lack_exits_2(
@@ -450,7 +451,10 @@ def test_predict_argument_errors_exit_2(
 def test_predict_with_a_calibration_path_that_is_a_directory_says_so(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    with pytest.warns(CalibrationWarning, match="Is a directory"):
+    with warnings.catch_warnings():
+        # refused before the store reads it: the store's warning would advise deleting the
+        # "calibration file", which is the user's directory
+        warnings.simplefilter("error", CalibrationWarning)
         code, _, err = run(
             capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration",
             str(tmp_path), "--step-time", "0.01", "--steps", "100",
@@ -460,6 +464,81 @@ def test_predict_with_a_calibration_path_that_is_a_directory_says_so(
     # this machine" were the wrong diagnosis and the wrong fix
     assert f"expected a calibration file at {tmp_path}, found a directory. Fix:" in err
     assert "for this hardware" not in err and "Fix: pass --calibration FILE" in err
+
+
+def test_predict_with_a_report_or_study_run_as_calibration_says_to_fit_it_first(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str], tmp_path: Path
+) -> None:
+    study_run = tmp_path / "study" / "mlp-x.run.json"
+    study_run.parent.mkdir()
+    study_run.write_text('{"format": "lightning-to-energy/study-run", "version": 1}')
+    for given, found, fit_on in (
+        (two_runs[0], "an energy report", two_runs[0]),
+        (str(study_run), "a study run", str(study_run.parent)),
+    ):
+        with warnings.catch_warnings():
+            # not "cannot be used (expected schema_version 1...); delete it": it is no
+            # calibration of another version, and deleting it would lose the run
+            warnings.simplefilter("error", CalibrationWarning)
+            code, out, err = run(
+                capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", given,
+                "--step-time", "0.01", "--steps", "100",
+            )  # fmt: skip
+        assert (code, out) == (2, "") and err.count("\n") == 1
+        assert f"expected a calibration file at {given}, found {found}. Fix: fit" in err
+        assert f"`lightning-to-energy fit {fit_on} --out cal.json`" in err
+
+
+def test_predict_without_a_calibration_says_estimated_runs_save_none(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The automatic store takes only measured joules: on a machine whose energy is estimated
+    # (most VMs), "train once with TOEnergy()" alone would send the user round in a circle.
+    code, _, err = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--step-time", "0.01",
+        "--steps", "100",
+    )  # fmt: skip
+    assert code == 2
+    assert "estimated energy saves none" in err
+    assert "`lightning-to-energy fit energy_report.json --out FILE`" in err
+
+
+def test_fit_on_a_run_directory_reads_its_energy_report(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str]
+) -> None:
+    # `report DIR` takes a run's log directory; `fit DIR` took every directory for a study
+    # and answered "expected a directory holding *.run.json files"
+    directories = [str(Path(p).parent) for p in two_runs]
+    code, out, err = run(capsys, "fit", *directories, "--json")
+    assert (code, err) == (0, "")
+    result = json.loads(out)
+    # 5 + 5 windows of the two reports, scored as with the files themselves
+    assert result["windows"] == 10 and result["validation"] == "leave-one-run-out"
+    assert result["coefficients"]["duration_s"] == pytest.approx(STATIC_W, rel=0.02)
+
+
+def test_fit_out_a_directory_exits_2_naming_a_file_in_it(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str], tmp_path: Path
+) -> None:
+    with warnings.catch_warnings():
+        # the store's warning would call the directory an unusable calibration to delete
+        warnings.simplefilter("error", CalibrationWarning)
+        code, out, err = run(capsys, "fit", *two_runs, "--out", str(tmp_path))
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert f"found the directory {tmp_path}. Fix: name a file in it, e.g. --out " in err
+    assert str(tmp_path / "calibration.json") in err
+
+
+def test_fit_on_the_window_csv_names_the_json_beside_it(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str]
+) -> None:
+    csv_path = Path(two_runs[0]).with_suffix(".csv")
+    assert csv_path.is_file()
+    code, _, err = run(capsys, "fit", str(csv_path))
+    assert code == 2
+    # not "invalid JSON ... damaged or truncated"
+    assert "found a CSV file" in err and f"Fix: pass {two_runs[0]}" in err
+    assert "damaged" not in err
 
 
 def test_fit_on_reports_of_other_features_names_the_ones_they_share(

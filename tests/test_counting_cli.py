@@ -102,6 +102,16 @@ def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
             marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is usable"),
         ),
         (["_models:TinyMLP", "--input", "8x16", "--top", "-1"], "--top"),
+        # a file path for MODULE said "No module named 'x/_models.py'", or, with './', told
+        # the user to run `python -c 'import ./_models.py'`
+        (
+            ["tests/_models.py:TinyMLP", "--input", "8x16"],
+            "found the file path 'tests/_models.py'. Fix: run from the folder that holds the "
+            "file and name the module without '.py': `cd tests && lightning-to-energy ... "
+            "_models:TinyMLP`",
+        ),
+        (["./_models.py:TinyMLP", "--input", "8x16"], "`lightning-to-energy ... _models:TinyMLP`"),
+        (["_models.py:TinyMLP", "--input", "8x16"], "found the file path '_models.py'"),
     ],
 )
 def test_errors_are_one_line_with_exit_2(

@@ -55,24 +55,77 @@ def test_plain_pytorch_prints_loop_totals_and_writes_the_report(tmp_path: Path) 
     lines = done.stdout.splitlines()
     train = re.fullmatch(
         r"train: 12 steps in (\d+) windows, measured ([0-9.]+) J \((\w[\w, -]*)\), "
-        r"predicted ([0-9.]+) J, ([0-9.e+]+) TOs",
+        r"predicted (n/a|[0-9.]+ J(?: \(\d+ of \d+ windows\))?), ([0-9.e+]+) TOs",
         lines[0],
     )
     assert train is not None, done.stdout
-    assert int(train.group(1)) == report.loops["train"].windows
+    train_windows = [w for w in report.windows if w.loop == "train"]
+    assert int(train.group(1)) == report.loops["train"].windows == len(train_windows)
     assert float(train.group(2)) == pytest.approx(report.loops["train"].measured_j, abs=5e-4)
     assert train.group(3) == ", ".join(sorted({s.kind for s in report.sensors}))
+    # the first window comes before any prediction (no calibration: conftest empties the
+    # cache), so predicted covers k of the n train windows and says so
+    covered = sum(1 for w in train_windows if w.predicted_j is not None)
+    assert 0 < covered < len(train_windows)
+    expected = (
+        f"{report.loops['train'].predicted_j:.3f} J ({covered} of {len(train_windows)} windows)"
+    )
+    assert train.group(4) == expected
     assert float(train.group(5)) == pytest.approx(report.loops["train"].tos, rel=1e-3)
     assert lines[1].startswith("validate: 1 steps in 1 windows, measured ")
     total = re.fullmatch(
         # precision = 100 x (1 - MAPE) is negative when the mean error passes 100 %, which
         # 0.02 s windows of a noisy CPU-time estimate can do
-        r"total: measured ([0-9.]+) J, predicted ([0-9.]+) J, precision (?:-?[0-9.]+ %|n/a)",
+        r"total: measured ([0-9.]+) J; (\d+) of (\d+) windows predicted: ([0-9.]+) J for "
+        r"([0-9.]+) J, precision (?:-?[0-9.]+ %|n/a)",
         lines[2],
     )
     assert total is not None, done.stdout
     assert float(total.group(1)) == pytest.approx(report.measured_j, abs=5e-4)
+    # predicted and measured are compared over the same windows: those with a prediction
+    paired = [w for w in report.windows if w.predicted_j is not None]
+    assert (int(total.group(2)), int(total.group(3))) == (len(paired), len(report.windows))
+    assert float(total.group(4)) == pytest.approx(sum(w.predicted_j or 0 for w in paired), abs=5e-4)
+    assert float(total.group(5)) == pytest.approx(sum(w.measured_j or 0 for w in paired), abs=5e-4)
     assert lines[-1] == f"report written to {Path('out') / 'energy_report.json'}"
+
+
+@pytest.mark.parametrize("with_matplotlib", [True, False])
+def test_digits_demo_lists_the_png_only_when_it_can_be_drawn(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], with_matplotlib: bool
+) -> None:
+    # In-process with the training stubbed out: only the closing line is under test. It listed
+    # ".png" also where matplotlib is missing and the end of the run skips the plot.
+    spec = importlib.util.spec_from_file_location("digits_demo", EXAMPLES / "digits_demo.py")
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+
+    class Stub:
+        report = object()
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def fit(self, *args: object) -> None:
+            pass
+
+    monkeypatch.setattr(demo, "TOEnergy", Stub)
+    monkeypatch.setattr(demo, "Trainer", Stub)
+    monkeypatch.setattr(demo, "digits_loaders", lambda: (None, None))
+    monkeypatch.setattr(sys, "argv", ["digits_demo.py", "--out", "rep"])
+    if not with_matplotlib:
+        monkeypatch.setitem(sys.modules, "matplotlib", None)
+    demo.main()
+    last = capsys.readouterr().out.splitlines()[-1]
+    if with_matplotlib:
+        pytest.importorskip("matplotlib")
+        assert last == "report files in rep/ (energy_report.json, .csv, .png)"
+    else:
+        assert last == (
+            "report files in rep/ (energy_report.json, .csv; no .png: "
+            "pip install 'lightning-to-energy[plot]' to draw it)"
+        )
 
 
 @pytest.mark.slow
@@ -119,6 +172,43 @@ def test_ddp_example_prints_each_rank_and_the_total(tmp_path: Path) -> None:
     assert float(total.group(1)) == pytest.approx(report.measured_j, abs=5e-4)
     # printed once, by rank 0
     assert done.stdout.count("total: ") == 1
+
+
+def test_ddp_example_total_compares_prediction_and_measurement_over_the_same_windows() -> None:
+    from _records import bare_report
+    from lightning_to_energy.records import WindowRecord
+
+    spec = importlib.util.spec_from_file_location("ddp_example", EXAMPLES / "ddp.py")
+    assert spec is not None and spec.loader is not None
+    ddp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ddp)
+
+    def window(index: int, rank: int, measured_j: float, predicted_j: float | None) -> WindowRecord:
+        return WindowRecord(
+            index=index, loop="train", first_step=4 * index, steps=4, start_s=2.0 * index,
+            duration_s=2.0, energy_j={"cpu:estimate": measured_j}, measured_j=measured_j,
+            predicted_j=predicted_j, low_j=None, high_j=None,
+            prediction_source="none" if predicted_j is None else "fit", tos=1e12, flops=1e9,
+            features={}, flags=(), rank=rank,
+        )  # fmt: skip
+
+    # rank 0: 10 J (not predicted) + 12 J (predicted 11 J); rank 1: 9 J + 13 J (predicted 14 J)
+    windows = (window(0, 0, 10.0, None), window(1, 0, 12.0, 11.0),
+               window(0, 1, 9.0, None), window(1, 1, 13.0, 14.0))  # fmt: skip
+    lines = ddp.per_rank_lines(bare_report(windows=windows, measured_j=44.0, predicted_j=25.0,
+                                           world_size=2))  # fmt: skip
+    # total 10 + 12 + 9 + 13 = 44 J; the 2 predicted windows: 11 + 14 = 25 J for 12 + 13 = 25 J
+    # (not "25 J predicted" next to 44 J measured, which reads as a 43 % under-prediction)
+    assert lines[-1] == (
+        "total: 44.000 J measured over 2 ranks; 2 of 4 windows predicted: 25.000 J for 25.000 J"
+    )
+    # no window predicted yet: say so rather than "0.000 J predicted"
+    unpredicted = tuple(w for w in windows if w.predicted_j is None)
+    lines = ddp.per_rank_lines(bare_report(windows=unpredicted, measured_j=19.0, world_size=2))
+    assert lines[-1] == (
+        "total: 19.000 J measured over 2 ranks; 0 of 2 windows predicted: none yet (the first "
+        "windows are measured before the model can predict)"
+    )
 
 
 @pytest.mark.skipif(torch.cuda.device_count() >= 2, reason="this machine has 2 CUDA GPUs")

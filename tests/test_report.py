@@ -421,6 +421,51 @@ def test_render_contains_key_numbers() -> None:
     assert "CPU energy is an estimate" in text
 
 
+def test_totals_say_when_predicted_covers_fewer_windows_than_measured() -> None:
+    base = make_report()
+    # A run without a calibration: the first train window (100 J) is measured before the
+    # model can predict, so predicted sums only the second window's 190 J against 300 J
+    # measured over both; without a count, 190 J next to 300 J reads as a 37 % under-
+    # prediction, where the one window predicted was 190 J for 200 J.
+    first = dataclasses.replace(
+        base.windows[0], predicted_j=None, low_j=None, high_j=None, prediction_source="none"
+    )
+    report = dataclasses.replace(
+        base,
+        windows=(first, *base.windows[1:]),
+        loops={
+            **base.loops,
+            "train": dataclasses.replace(base.loops["train"], predicted_j=190.0),
+        },
+        predicted_j=190.0,
+    )
+    text = render_text(report)
+    rows = text.splitlines()
+    train_row = next(line for line in rows if line.startswith("│ train"))
+    # 1 of the 2 train windows had a prediction
+    assert "190 J (1 of 2)" in train_row
+    # all loops: 1 of 3 windows (validate's one window had none)
+    all_row = next(line for line in rows if line.startswith("│ all"))
+    assert "190 J (1 of 3)" in all_row
+    # validate: no window predicted, still n/a (not "0 J (0 of 1)")
+    validate_row = next(line for line in rows if line.startswith("│ validate"))
+    assert "n/a" in validate_row and "of 1" not in validate_row
+    assert "(k of n): only k of the n windows had a prediction" in " ".join(text.split())
+    # every train window predicted (the base report): no count in the train row
+    full_train = next(line for line in render_text(base).splitlines() if line.startswith("│ train"))
+    assert "300 J" in full_train and " of 2)" not in full_train
+    # a long run folded its 3 oldest train windows into the totals (5 windows, 2 kept): how
+    # many of the 5 had a prediction is unknown, so no count is claimed
+    folded = dataclasses.replace(
+        report,
+        loops={**report.loops, "train": dataclasses.replace(report.loops["train"], windows=5)},
+    )
+    folded_train = next(
+        line for line in render_text(folded).splitlines() if line.startswith("│ train")
+    )
+    assert "190 J" in folded_train and " of " not in folded_train
+
+
 def test_render_empty_report_does_not_fail() -> None:
     empty = dataclasses.replace(
         make_report(),
@@ -505,6 +550,22 @@ def test_cli_report_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     args = _parse(["report", str(saved.json_path), "--plot", str(tmp_path / "p.png")])
     with pytest.raises(CliError, match=r"pip install 'lightning-to-energy\[plot\]'"):
         args.func(args)
+
+
+def test_cli_report_output_that_is_a_directory_fails_before_printing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = save_report(make_report(), tmp_path / "run", plot=False)
+    for option, example in (("--csv", "energy_report.csv"), ("--plot", "energy_report.png")):
+        args = _parse(["report", str(saved.json_path), option, str(tmp_path)])
+        # not "[Errno 21] Is a directory: '/.../.tmp.x.tmp' -> '...'" below the whole report
+        with pytest.raises(CliError) as caught:
+            args.func(args)
+        assert str(caught.value) == (
+            f"expected {option} to name a file, found the directory {tmp_path}. Fix: name a "
+            f"file in it, e.g. {option} {tmp_path / example}."
+        )
+        assert capsys.readouterr().out == ""
 
 
 def _main_or_skip() -> object:

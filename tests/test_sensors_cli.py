@@ -113,12 +113,40 @@ def test_record_writes_a_trace_that_replays(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("bare_machine")
+def test_record_with_only_the_estimate_says_it_counts_the_recorder_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # On a bare machine `auto` finds only the CPU-time estimate, which counts this process:
+    # the recorder, which sleeps between samples. "cpu:estimate (estimate): 0.002 J" alone
+    # reads as the machine's energy over the recording.
+    out = tmp_path / "trace.csv"
+    argv = ["record", "--seconds", "0.1", "--interval", "0.05", "--out", str(out)]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "  cpu:estimate (estimate): " in captured.out
+    assert captured.err.startswith(
+        "note: cpu:estimate is estimated from the CPU time of this recording process alone"
+    )
+    assert "Fix: record on a machine with a readable RAPL or NVML counter" in captured.err
+
+
+def test_record_with_a_measuring_sensor_adds_no_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "trace.csv"
+    argv = ["record", "--seconds", "0.1", "--interval", "0.05", "--sensors", "fake"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("bare_machine")
 def test_record_refuses_bad_arguments_and_unusable_sensors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = str(tmp_path / "trace.csv")
     assert cli.main(["record", "--seconds", "0", "--out", out]) == 2
-    assert "--seconds and --interval must be > 0; found 0.0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--seconds and --interval must be > 0; found 0.0" in err and "Fix: e.g." in err
     assert cli.main(["record", "--seconds", "1", "--sensors", "nvml", "--out", out]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lightning-to-energy record: error: sensor backend 'nvml'")

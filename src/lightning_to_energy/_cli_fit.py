@@ -41,7 +41,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "reports",
         nargs="+",
         metavar="REPORT",
-        help="energy_report.json files, or study runs (*.run.json files or a study directory)",
+        help="energy_report.json files (or the run directories holding them), or study runs "
+        "(*.run.json files or a study directory)",
     )
     parser.add_argument(
         "--features",
@@ -90,7 +91,16 @@ def _is_study(paths: Sequence[str]) -> bool:
     """True if ``paths`` name study runs (every one), False for reports (every one)."""
     from lightning_to_energy.scaling import RUN_SUFFIX
 
-    kinds = {Path(p).is_dir() or str(p).endswith(RUN_SUFFIX) for p in paths}
+    def study_like(path: str) -> bool:
+        p = Path(path)
+        if not p.is_dir():
+            return str(p).endswith(RUN_SUFFIX)
+        # A run's log directory holds energy_report.json (as `report DIR` accepts it); a
+        # study directory holds *.run.json files.
+        is_run_dir = (p / "energy_report.json").is_file()
+        return not is_run_dir or any(q.is_file() for q in p.glob(f"*{RUN_SUFFIX}"))
+
+    kinds = {study_like(p) for p in paths}
     if len(kinds) > 1:
         raise CliError(
             f"expected either energy reports or study runs (*{RUN_SUFFIX} files or a study "
@@ -112,6 +122,11 @@ def run(args: argparse.Namespace) -> int:
     for path in args.reports:
         try:
             report = load_report(Path(path))
+        except FileNotFoundError:
+            raise CliError(
+                f"cannot read report {path}: expected a file there, found none. Fix: pass the "
+                "energy_report.json a run wrote (or its log directory), or a study directory."
+            ) from None
         except (OSError, ReportFormatError) as exc:
             raise CliError(f"cannot read report {path}: {exc}") from None
         reports.append(report)
@@ -325,6 +340,12 @@ def _save(path: str, calibration: Any) -> str:
     """Write ``calibration`` to ``path``; a CliError when the store refused (it warned why)."""
     from lightning_to_energy.calibration import CalibrationStore
 
+    if Path(path).is_dir():
+        # The store would warn that this "calibration file" is unusable and suggest deleting it.
+        raise CliError(
+            f"expected --out to name a calibration file, found the directory {path}. Fix: "
+            f"name a file in it, e.g. --out {Path(path) / 'calibration.json'}."
+        )
     saved = CalibrationStore.from_path(path).save(calibration)
     if saved is None:
         raise CliError(f"calibration not written to {path} (see the warning above).")

@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if not args.input:
         raise CliError("expected at least one --input SHAPE (e.g. --input 64x1x8x8), found none.")
+    if args.calibration:
+        _check_calibration_path(Path(args.calibration))
     hardware = HardwareInfo.detect()
     fingerprint = hardware_fingerprint(hardware)
     store = CalibrationStore.from_path(args.calibration) if args.calibration else CalibrationStore()
@@ -115,8 +117,10 @@ def run(args: argparse.Namespace) -> int:
         where = store.path_for(fingerprint)
         raise CliError(
             f"expected a calibration for this hardware ({hardware.label}) at {where}, found none. "
-            "Fix: train once with TOEnergy() on this machine (it saves one), or pass "
-            "--calibration FILE written by `lightning-to-energy fit --out FILE`."
+            "Fix: train once with TOEnergy() on this machine (it saves one when its sensors "
+            "measure: an energy counter or integrated power; estimated energy saves none), or "
+            "pass --calibration FILE written by `lightning-to-energy fit --out FILE` (e.g. "
+            "`lightning-to-energy fit energy_report.json --out FILE` on a run's report)."
         )
     names = calibration.feature_names
     same_machine = calibration.fingerprint == fingerprint
@@ -215,6 +219,39 @@ def run(args: argparse.Namespace) -> int:
         for m in plan.top_modules:
             print(f"  {m.name:<32} {format_si(m.energy_j, 'J'):>10}  {m.share:.1%}")
     return 0
+
+
+def _check_calibration_path(path: Path) -> None:
+    """Refuse, before the store reads it, a --calibration that is a directory or a report.
+
+    The store would warn that such a "calibration file" is unusable and suggest deleting it:
+    the wrong fix for a run's log directory or its energy report.
+
+    Raises:
+        CliError: ``path`` is a directory, an energy report or a study run.
+    """
+    from lightning_to_energy.report import REPORT_FORMAT
+    from lightning_to_energy.scaling import RUN_FORMAT
+
+    if path.is_dir():
+        raise CliError(
+            f"expected a calibration file at {path}, found a directory. Fix: pass "
+            "--calibration FILE written by `lightning-to-energy fit --out FILE` or saved by "
+            "TOEnergy, or drop --calibration to use this hardware's own."
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return  # missing or unreadable: the store's own checks say so
+    kind = data.get("format") if isinstance(data, dict) else None
+    fits = {REPORT_FORMAT: "an energy report", RUN_FORMAT: "a study run"}
+    if kind in fits:
+        source = path.parent if kind == RUN_FORMAT else path
+        raise CliError(
+            f"expected a calibration file at {path}, found {fits[kind]}. Fix: fit a "
+            f"calibration on it first (`lightning-to-energy fit {source} --out cal.json`), "
+            "then pass --calibration cal.json."
+        )
 
 
 def _time_steps(

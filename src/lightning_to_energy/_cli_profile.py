@@ -259,6 +259,17 @@ def load_module(target: str) -> Any:
             f"expected MODULE:ATTR (e.g. mypkg.nets:Net), found {target!r}. Fix: separate the "
             "import path and the attribute with ':'."
         )
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        # A file path (examples/net.py:Net) is what users type first; importlib answers it
+        # with "No module named" or a relative-import TypeError that says nothing useful.
+        path = module_name.removesuffix(".py")
+        folder, _, stem = path.replace(os.sep, "/").rpartition("/")
+        run_from = f"cd {folder} && " if folder not in ("", ".") else ""
+        raise CliError(
+            f"expected MODULE as a dotted import path (e.g. mypkg.nets), found the file path "
+            f"{module_name!r}. Fix: run from the folder that holds the file and name the "
+            f"module without '.py': `{run_from}lightning-to-energy ... {stem}:{attr}`."
+        )
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` does
     try:

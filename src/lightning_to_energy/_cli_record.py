@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from lightning_to_energy.sensors import (
         TRACE_COLUMNS,
+        CpuTimeEstimateSensor,
         EnergyEstimateWarning,
         SensorError,
         discover,
@@ -81,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.seconds > 0 and args.interval > 0):
         raise CliError(
-            f"--seconds and --interval must be > 0; found {args.seconds} and {args.interval}."
+            f"--seconds and --interval must be > 0; found {args.seconds} and {args.interval}. "
+            "Fix: e.g. --seconds 60 --interval 0.1."
         )
     try:
         with warnings.catch_warnings():
@@ -99,7 +101,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             fh = args.out.open("w", newline="")
         except OSError as exc:
-            raise CliError(f"cannot write the trace to {args.out}: {exc}") from exc
+            raise CliError(
+                f"cannot write the trace to {args.out}: {exc}. Fix: --out a writable file "
+                "path, e.g. --out trace.csv."
+            ) from exc
         with fh:
             writer = csv.writer(fh)
             writer.writerow(TRACE_COLUMNS)
@@ -111,6 +116,16 @@ def run(args: argparse.Namespace) -> int:
         energy_j = totals_j.get(sensor.domain)
         shown = "no reading" if energy_j is None else f"{energy_j:.3f} J"
         print(f"  {sensor.domain} ({sensor.kind.value}): {shown}")
+    for sensor in found.sensors:
+        if isinstance(sensor, CpuTimeEstimateSensor):
+            # The estimate counts its own process: here the recorder, which mostly sleeps.
+            print(
+                f"note: {sensor.domain} is estimated from the CPU time of this recording "
+                "process alone, not measured: the trace shows nothing of other programs "
+                "(a training run included). Fix: record on a machine with a readable RAPL or "
+                "NVML counter (`lightning-to-energy sensors` says why there is none here).",
+                file=sys.stderr,
+            )
     return 0
 
 

@@ -92,6 +92,14 @@ def run(args: argparse.Namespace) -> int:
             "Fix: check the path and its permissions."
         ) from None
 
+    outputs = ((args.csv, "--csv", "energy_report.csv"), (args.plot, "--plot", "energy_report.png"))
+    for target, option, example in outputs:
+        if target is not None and target.is_dir():
+            # Checked before printing, so the error is not lost below the whole report.
+            raise CliError(
+                f"expected {option} to name a file, found the directory {target}. Fix: name a "
+                f"file in it, e.g. {option} {target / example}."
+            )
     rep.render_report(report)
     written: list[str] = []
     try:

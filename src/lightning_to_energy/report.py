@@ -410,6 +410,12 @@ def load_report(path: str | os.PathLike[str]) -> EnergyReport:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
+        if p.suffix.lower() == ".csv":
+            # Not damaged: the per-window CSV written beside the JSON, which holds the rest.
+            raise ReportFormatError(
+                f"{p}: expected the JSON energy report, found a CSV file (the per-window CSV "
+                f"holds only the windows). Fix: pass {p.with_suffix('.json')}, written beside it."
+            ) from None
         raise ReportFormatError(
             f"{p}: expected a JSON energy report, found invalid JSON ({exc.msg} at line "
             f"{exc.lineno}, column {exc.colno}). Fix: the file is damaged or truncated; use "
@@ -791,32 +797,73 @@ def _section_totals(report: EnergyReport) -> RenderableType:
         ]
 
     loops = list(report.loops.values())
-    predicted_loops = {w.loop for w in report.windows if w.predicted_j is not None}
+    # Windows per loop, and how many of them had a prediction: the first windows of a run
+    # without a calibration are measured before the model can predict, so "predicted" then
+    # sums fewer windows than "measured" and must say so, or a 25 % over-prediction reads as
+    # an under-prediction.
+    in_loop: dict[str, int] = {}
+    predicted_in_loop: dict[str, int] = {}
+    for w in report.windows:
+        in_loop[w.loop] = in_loop.get(w.loop, 0) + 1
+        if w.predicted_j is not None:
+            predicted_in_loop[w.loop] = predicted_in_loop.get(w.loop, 0) + 1
+    partial = False
+
+    def coverage(cells: list[Any], predicted: int, kept: int, total: int, pred_j: float) -> None:
+        nonlocal partial
+        if not report.windows:
+            return
+        if predicted == 0 and (kept == total or pred_j == 0):
+            cells[5] = "n/a"  # no window had a prediction; 0 J would mislead
+        elif predicted < kept == total:
+            # NB: only when every window is kept: a long run folds its oldest windows (the
+            # unpredicted first ones) into the totals, and then the count is unknown.
+            cells[5] = f"{cells[5]} ({predicted} of {total})"
+            partial = True
+
     for lt in loops:
         cells = row(lt.loop, lt.windows, lt.steps, lt.duration_s, lt.measured_j, lt.predicted_j,
                     lt.tos, lt.flops)  # fmt: skip
-        if report.windows and lt.loop not in predicted_loops:
-            cells[5] = "n/a"  # no window of this loop had a prediction; 0 J would mislead
+        coverage(
+            cells,
+            predicted_in_loop.get(lt.loop, 0),
+            in_loop.get(lt.loop, 0),
+            lt.windows,
+            lt.predicted_j,
+        )
         by_loop.add_row(*cells)
     if len(loops) > 1:
         by_loop.add_section()
-        by_loop.add_row(
-            *row(
-                "all",
-                sum(lt.windows for lt in loops),
-                sum(lt.steps for lt in loops),
-                sum(lt.duration_s for lt in loops),
-                report.measured_j,
-                report.predicted_j,
-                sum(lt.tos for lt in loops),
-                sum(lt.flops for lt in loops),
-            )
+        cells = row(
+            "all",
+            sum(lt.windows for lt in loops),
+            sum(lt.steps for lt in loops),
+            sum(lt.duration_s for lt in loops),
+            report.measured_j,
+            report.predicted_j,
+            sum(lt.tos for lt in loops),
+            sum(lt.flops for lt in loops),
         )
+        coverage(
+            cells,
+            sum(predicted_in_loop.values()),
+            len(report.windows),
+            sum(lt.windows for lt in loops),
+            report.predicted_j,
+        )
+        by_loop.add_row(*cells)
     domains_used = _ordered_union((lt.energy_j for lt in loops), first=list(kinds))
     by_loop.caption = (
         "measured = sum over domains: "
         + ", ".join(_domain_label(d, kinds) for d in domains_used)
         + "; predicted = sum of per-window predictions made before each measurement"
+        + (
+            "; (k of n): only k of the n windows had a prediction (a run without a "
+            "calibration measures its first windows before it can predict): compare "
+            "Σ predicted / Σ measured under Prediction accuracy"
+            if partial
+            else ""
+        )
         if domains_used
         else "no energy domain measured"
     )
