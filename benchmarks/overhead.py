@@ -51,6 +51,7 @@ import argparse
 import datetime
 import gc
 import logging
+import math
 import platform
 import statistics
 import tempfile
@@ -70,6 +71,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from lightning_to_energy import TOEnergy
+from lightning_to_energy.records import WindowRecord
 from lightning_to_energy.sensors import FakeSensor
 from lightning_to_energy.tracker import DEFAULT_MIN_WINDOW_S, EnergyTracker
 
@@ -297,6 +299,7 @@ class RunResult:
     warmup_s: float  # the untimed steps 0 .. warmup - 1, end to end
     train_start_s: float  # the on_train_start hooks of the callbacks in between the timers
     fit_end_s: float  # the on_fit_end hooks (TOEnergy builds and saves its report here)
+    closes: int = 0  # TOEnergy train windows closed inside the timed steps (0 without it)
 
 
 def make_callbacks(variant: str, report_dir: str, batch_size_fn: Callable[[Any], int]) -> list[Any]:
@@ -352,9 +355,13 @@ def run_once(
         raise RuntimeError("the timing callbacks must be first and last in trainer.callbacks")
     gc.collect()
     trainer.fit(module, loader)
+    closes = 0
     for cb in callbacks:
-        if isinstance(cb, TOEnergy) and cb.report is not None and variant not in SENSORS_SEEN:
+        if not isinstance(cb, TOEnergy) or cb.report is None:
+            continue
+        if variant not in SENSORS_SEEN:
             SENSORS_SEEN[variant] = "; ".join(f"{s.domain}: {s.source}" for s in cb.report.sensors)
+        closes += timed_closes(cb.report.windows, timed)
     first, last = times.step_start[timed[0]], times.step_end[timed[1]]
     n_timed = timed[1] - timed[0] + 1
     start, end = times.step_start, times.step_end
@@ -367,7 +374,19 @@ def run_once(
         warmup_s=end[timed[0] - 1][0] - start[0][0],
         train_start_s=times.train_start[1][0] - times.train_start[0][0],
         fit_end_s=times.fit_end[1][0] - times.fit_end[0][0],
+        closes=closes,
     )
+
+
+def timed_closes(windows: Sequence[WindowRecord], timed: tuple[int, int]) -> int:
+    """How many train windows closed inside the timed steps ``timed`` (first, last).
+
+    A window closes in the hooks of its last step; the one still open after the last timed
+    step closes at the end of training, outside the timed span, so it is not counted.
+    """
+    first, last = timed
+    ends = (w.first_step + w.steps - 1 for w in windows if w.loop == "train")
+    return sum(first <= end < last for end in ends)
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -458,6 +477,7 @@ def summarise(results: dict[str, list[RunResult]], args: argparse.Namespace) -> 
         f"end of fit (report built and saved, PNG included): "
         f"{(t['fit_end_s'] - b['fit_end_s']) * 1e3:.0f} ms, once per fit."
     )
+    print(closes_line(results, args, b["step_s"]))
     goal = 1.0 if args.device == "cuda" else 3.0
     noise = _spread([r.step_s for r in base]) * 100
     print(
@@ -480,6 +500,34 @@ def summarise(results: dict[str, list[RunResult]], args: argparse.Namespace) -> 
         f" spread\n  ({noise:.1f} % here); the in-hook figures miss indirect costs (caches,"
         " allocator) but not noise."
     )
+
+
+def closes_line(
+    results: dict[str, list[RunResult]], args: argparse.Namespace, base_step_s: float
+) -> str:
+    """The window closes per run inside the timed steps, and a warning when TOEnergy had none.
+
+    The window close is TOEnergy's costliest moment (a CUDA sync, the sensor reads, the
+    regression update): a timed span without one measures the replayed steps only.
+    """
+    counts = {
+        v: statistics.median(r.closes for r in runs)
+        for v, runs in results.items()
+        if v in ("toenergy", "toe-fake")
+    }
+    line = "window closes inside the timed steps, median per run: " + ", ".join(
+        f"{v} {n:g}" for v, n in counts.items()
+    )
+    if counts.get("toenergy", 1) < 1:
+        # steps for two default windows: warmup + 2 x window / step
+        wanted = args.warmup + math.ceil(2 * DEFAULT_MIN_WINDOW_S / base_step_s)
+        line += (
+            f"\n  NB: no TOEnergy window closed inside the timed steps (timed span "
+            f"{(args.steps - args.warmup) * base_step_s:.2f} s, windows of at least "
+            f"{DEFAULT_MIN_WINDOW_S:g} s),\n  so the overheads above miss the per-window cost "
+            f"(CUDA sync, sensor reads, regression update). Fix: --steps {wanted} or more."
+        )
+    return line
 
 
 # --- the tracker alone ------------------------------------------------------------------------
@@ -560,7 +608,9 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark (``tests/test_benchmarks.py`` checks
+    ``benchmarks/gpu_session.sh`` against it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
     parser.add_argument("--steps", type=int, default=140, help="steps per run (default 140)")
@@ -584,6 +634,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="10,1000,10000",
         help="time a window close after this many windows (comma-separated; '' skips)",
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.warmup < 2 or args.steps <= args.warmup:
         parser.error("need 2 <= --warmup < --steps (steps 0 and 1 are counted, never timed)")

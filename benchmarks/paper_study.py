@@ -39,8 +39,9 @@ from lightning_to_energy.study import (
 EXIT_LEFT = 3
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the study (within the budget) and, once complete, its evaluation."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (``tests/test_benchmarks.py`` checks
+    ``benchmarks/gpu_session.sh`` against it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="the study directory (created)")
     parser.add_argument("--grid", default="full", help="full (default), small or tiny")
@@ -58,7 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--results-md", default="docs/results.md", metavar="FILE")
     parser.add_argument("--no-eval", action="store_true", help="train only")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the study (within the budget) and, once complete, its evaluation."""
+    args = build_parser().parse_args(argv)
     started = time.monotonic()
     try:
         configs = select_configs(args.grid, args.only)

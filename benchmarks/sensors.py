@@ -174,14 +174,20 @@ def cpu_part(windows: int) -> None:
         print(f"  {label:<30} {cost_us:9.2f} µs over {len(sensors)} sensor(s)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (``tests/test_benchmarks.py`` checks
+    ``benchmarks/gpu_session.sh`` against it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the GPU load")
     parser.add_argument("--windows", type=int, default=2000, help="windows timed per case")
     parser.add_argument(
         "--scatter-windows", type=int, default=8, help="2 s windows for the spread (GPU)"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     warnings.simplefilter("ignore", EnergyEstimateWarning)
     today = datetime.date.today().isoformat()
     print(f"benchmarks/sensors.py, {today}, {platform.node()}, Python {platform.python_version()}")

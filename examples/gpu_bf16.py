@@ -117,8 +117,9 @@ class PermutationSequences(Dataset):
         return (self.orbits[self.starts[i]],)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Train on the GPU in bf16 with TOEnergy; returns the exit status (2 without a GPU)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this example (``tests/test_benchmarks.py`` checks
+    ``benchmarks/gpu_session.sh`` against it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -126,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--window-s", type=float, default=None, help="energy window (s)")
     parser.add_argument("--out", default="energy_reports/gpu_bf16", help="report directory")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train on the GPU in bf16 with TOEnergy; returns the exit status (2 without a GPU)."""
+    args = build_parser().parse_args(argv)
 
     if not torch.cuda.is_available():
         print(NO_GPU_MESSAGE, file=sys.stderr)
