@@ -208,3 +208,64 @@ def test_warnings_can_be_left_to_the_caller() -> None:
         meter.open()
         m = meter.close()
     assert m.faults == {"gpu:0": "gpu:0: scripted failure at read 1 (fail_at)."}
+
+
+def test_a_counter_a_hair_lower_at_close_is_a_fault_not_negative_joules() -> None:
+    clock = FakeClock()
+    sensor = FakeSensor("gpu:0", readings=[100.0, 99.9])
+    meter = Meter([sensor], clock=clock, warn=False)
+    meter.open()
+    clock.advance(2.0)
+    m = meter.close()
+    # 99.9 J - 100.0 J = -0.1 J: any decrease is a reset, never a (negative) window energy
+    assert m.energy_j == {} and m.total_j == 0.0
+    assert m.faults["gpu:0"].startswith("energy went backwards: 100 J at open, 99.9 J at close")
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_a_non_finite_reading_is_a_fault(bad: float) -> None:
+    clock = FakeClock()
+    sensor = FakeSensor("gpu:0", readings=[0.0, bad])
+    steady = FakeSensor("cpu:package-0", power_w=50.0, clock=clock)
+    meter = Meter([sensor, steady], clock=clock, warn=False)
+    meter.open()
+    clock.advance(2.0)
+    m = meter.close()
+    assert m.faults["gpu:0"] == f"read {bad!r} J, expected a finite number"
+    # 50 W x 2 s = 100 J: the total stays finite
+    assert dict(m.energy_j) == {"cpu:package-0": 100.0} and m.total_j == 100.0
+
+
+def test_peek_leaves_out_a_counter_that_fell_and_a_domain_that_failed_at_open() -> None:
+    clock = FakeClock()
+    level = [500.0]
+    reset = FakeSensor("gpu:0", energy_fn=lambda: level[0])
+    failed_open = FakeSensor("gpu:1", power_w=100.0, clock=clock, fail_at=0)
+    steady = FakeSensor("cpu:package-0", power_w=50.0, clock=clock)
+    meter = Meter([reset, failed_open, steady], clock=clock, warn=False)
+    meter.open()
+    clock.advance(1.0)
+    level[0] = 200.0  # the counter was reset mid-window
+    # only the steady sensor: 50 W x 1 s = 50 J; gpu:0 would add 200 - 500 = -300 J, and
+    # gpu:1 has no opening reading to subtract (peeking must not raise for it)
+    assert meter.peek_j() == pytest.approx(50.0)
+
+
+def test_an_estimate_that_failed_does_not_label_the_window_an_estimate() -> None:
+    clock = FakeClock()
+    gpu = FakeSensor("gpu:0", power_w=300.0, clock=clock, kind=SensorKind.COUNTER)
+    estimate = FakeSensor("cpu:estimate", readings=[0.0], kind=SensorKind.ESTIMATE, fail_at=1)
+    meter = Meter([gpu, estimate], clock=clock, warn=False)
+    meter.open()
+    clock.advance(2.0)
+    m = meter.close()
+    # the estimate's joules are not in total_j (it failed at close), so none of it is estimated
+    assert "cpu:estimate" in m.faults and not m.includes_estimate
+
+
+def test_a_zero_length_window_has_no_mean_power() -> None:
+    clock = FakeClock()
+    meter = Meter([FakeSensor("gpu:0", power_w=300.0, clock=clock)], clock=clock)
+    meter.open()
+    m = meter.close()  # the clock did not move: 0 s, 0 J
+    assert m.duration_s == 0.0 and m.mean_power_w is None

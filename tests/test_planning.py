@@ -135,3 +135,32 @@ def test_a_step_count_beyond_floats_is_refused_with_the_fix(step: StepProfile, s
     # 10**308 steps x ~1e9 TOs overflows to inf; 10**400 is not a float at all
     with pytest.raises(ValueError, match=r"run totals are finite.*Fix: plan fewer steps"):
         plan_run(step, steps, calibration("roofline_s"))
+
+
+def test_the_plan_is_linear_in_the_step_count(step: StepProfile) -> None:
+    cal = calibration("roofline_s")
+    one, two = plan_run(step, 1000, cal), plan_run(step, 2000, cal)
+    # E = sum_k c_k x steps x f_k has no intercept: twice the steps, exactly twice the joules
+    # (and the interval, a factor around the prediction, doubles with it)
+    assert two.energy_j == pytest.approx(2 * one.energy_j, rel=1e-12)
+    assert (two.low_j, two.high_j) == pytest.approx((2 * one.low_j, 2 * one.high_j), rel=1e-12)
+
+
+def test_top_lists_at_most_top_modules_and_none_for_zero(step: StepProfile) -> None:
+    cal = calibration("roofline_s")
+    # TinyMLP has more than two entries (fc1, act, fc2, and ops outside any module)
+    assert len(plan_run(step, 10, cal, top=10).top_modules) > 2
+    assert len(plan_run(step, 10, cal, top=2).top_modules) == 2
+    assert plan_run(step, 10, cal, top=0).top_modules == ()
+
+
+def test_another_machines_cpu_is_planned_with_its_own_core_count() -> None:
+    from lightning_to_energy.planning import calibration_hardware
+    from lightning_to_energy.roofline import cpu_spec
+
+    cal = calibration("roofline_s")
+    other = Calibration(
+        **{**cal.__dict__, "hardware": HardwareInfo(gpus=(), cpu="Xeon X", cpu_count=8)}
+    )
+    # not this machine: a rough spec from the calibration's CPU name and its 8 cores
+    assert calibration_hardware(other, same_machine=False) == cpu_spec(8, name="Xeon X")

@@ -403,3 +403,121 @@ def test_recent_mape_is_the_recent_figure_of_accuracy() -> None:
     recent = model.accuracy(recent=10).recent
     assert recent is not None and recent.mape > 0
     assert model.recent_mape(10) == pytest.approx(recent.mape, rel=1e-12)
+
+
+def test_interval_rank_is_conformal_n_plus_one_and_not_pushed_up_by_rounding() -> None:
+    scores = [0.01 * i for i in range(1, 11)]  # 0.01 .. 0.10
+    # n = 10: k = ceil(11 * 0.9) = ceil(9.9) = 10 -> the largest, 0.10 (ceil(10 * 0.9) = 9
+    # would give 0.09: the (n + 1) is what makes the coverage at least 90 %)
+    assert log_interval_half_width(scores, 0.9) == pytest.approx(0.10)
+    # n = 24, interval 0.56: 25 * 0.56 is 14.000000000000002 in floats; k = 14 -> 0.14
+    scores = [0.01 * i for i in range(1, 25)]
+    assert log_interval_half_width(scores, 0.56) == pytest.approx(0.14)
+
+
+def test_a_zero_prediction_is_scored_and_gives_an_unbounded_interval() -> None:
+    # an all-zero prior predicts 0 J for the first window
+    model = OnlineEnergyModel(("duration_s",), prior=Prior({"duration_s": 0.0}), prior_strength=0)
+    first = model.update([2.0], 400.0)
+    assert first.energy_j == 0.0 and first.source == "prior"
+    acc = model.accuracy()
+    # the 0 J prediction counts: |0 - 400| / 400 = 1
+    assert (acc.n, acc.worst_rel_err, acc.mape) == (1, 1.0, 1.0)
+    # |ln(400 / 0)| is infinite, so the interval is [0, inf) until it leaves the last errors
+    pred = model.predict([1.0])
+    # fitted: 400 J / 2 s = 200 W, so 200 J for 1 s
+    assert pred.energy_j == pytest.approx(200.0)
+    assert (pred.low_j, pred.high_j) == (0.0, math.inf)
+
+
+def test_the_interval_is_drawn_from_the_last_interval_windows_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(regression, "INTERVAL_WINDOWS", 5)
+    model = OnlineEnergyModel(("duration_s",), prior=Prior({"duration_s": 100.0}), prior_strength=0)
+    model.update([1.0], 500.0)  # predicted 100 J: |ln(500 / 100)| = ln 5 = 1.609
+    for _ in range(5):
+        model.update([1.0], 500.0)  # the fit says 500 W: predicted exactly, score 0
+    pred = model.predict([1.0])
+    # the last 5 scores are all 0: n = 5, k = min(ceil(6 * 0.9), 5) = 5 -> q = 0, [500, 500];
+    # with all 6 the 6th smallest, ln 5, would give [100, 2500]
+    assert (pred.low_j, pred.energy_j, pred.high_j) == pytest.approx((500.0, 500.0, 500.0))
+
+
+def test_recent_figures_cover_only_the_recent_windows() -> None:
+    # the three windows of test_accuracy_figures_by_hand_on_three_windows: errors 0.6, 0, 0.25
+    model = OnlineEnergyModel(("duration_s",), prior=Prior({"duration_s": 100.0}), prior_strength=0)
+    for d, e in ((2.0, 500.0), (4.0, 1000.0), (2.0, 400.0)):
+        model.update([d], e)
+    recent = model.accuracy(recent=2).recent
+    assert recent is not None
+    # the last two errors 0 and 0.25: median (0 + 0.25) / 2 = 0.125 (all three: 0.25)
+    assert recent.median_rel_err == pytest.approx(0.125)
+    # fewer windows than asked for: all three, (0.6 + 0 + 0.25) / 3 = 0.283333
+    assert model.recent_mape(10) == pytest.approx(0.85 / 3)
+
+
+def test_prior_strength_counts_against_the_weighted_windows() -> None:
+    # One feature, no prior coefficient (0), strength 1: minimise
+    # sum_i w_i (c a_i - 1)^2 + 1 * (c s)^2, a_i = x_i / y_i, s^2 = sum w a^2 / sum w, so
+    # c = sum w a / (sum w a^2 (1 + 1 / sum w)): the pull of one window's worth of evidence
+    # against the windows' total weight. Seeded 200 J (w 0.5) and 300 J (w 1), both 1 s:
+    # sum w a = 0.5 / 200 + 1 / 300 = 0.00583333; sum w a^2 = 0.5 / 200^2 + 1 / 300^2 =
+    # 2.3611e-5; sum w = 1.5; c = 0.00583333 / (2.3611e-5 x 5/3) = 247.0588 x 0.6 = 148.2353 W
+    model = OnlineEnergyModel(("duration_s",), prior_strength=1.0)
+    model.seed([([1.0], 200.0)])
+    model.update([1.0], 300.0)
+    assert model.coefficients["duration_s"] == pytest.approx(148.2353, rel=1e-5)
+
+
+def test_seed_keeps_at_most_the_history_and_says_so() -> None:
+    model = OnlineEnergyModel(("duration_s",), history=2)
+    # three earlier windows into a history of two: the two most recent stay
+    assert model.seed([([1.0], 100.0), ([1.0], 200.0), ([1.0], 300.0)]) == 2
+    assert [y for _, y in model.history_windows(include_seeded=True)] == [200.0, 300.0]
+
+
+def test_state_round_trip_keeps_seeded_windows_seeded() -> None:
+    model = OnlineEnergyModel(("duration_s",))
+    model.seed([([1.0], 200.0)])
+    model.update([1.0], 300.0)
+    restored = OnlineEnergyModel.from_state_dict(json.loads(json.dumps(model.state_dict())))
+    # the seeded window is still not this run's: one own window, two in all
+    assert restored.history_windows() == [({"duration_s": 1.0}, 300.0)]
+    assert len(restored.history_windows(include_seeded=True)) == 2
+
+
+def test_roofline_and_step_features_have_physical_units() -> None:
+    # roofline_s is a time like duration_s: its coefficient is a static power
+    assert feature_unit("roofline_s") == "W"
+    assert feature_unit("steps") == "J/step"
+
+
+def test_one_window_for_two_features_is_rank_deficient() -> None:
+    model = OnlineEnergyModel(NAMES)
+    model.update({"duration_s": 2.0, "tos": 1e14}, 600.0)
+    diag = model.diagnostics()
+    # one row (padded with a zero row) cannot span two directions: a zero singular value
+    assert diag.condition_number == math.inf
+    assert (diag.effective_rank, diag.identifiable) == (1, False)
+
+
+def test_the_prior_brings_its_own_strength_and_it_is_checked() -> None:
+    model = OnlineEnergyModel(NAMES, prior=Prior({"duration_s": 100.0}, strength=0.05))
+    assert model.state_dict()["prior_strength"] == 0.05
+    # an explicit prior_strength wins over the prior's
+    explicit = OnlineEnergyModel(
+        NAMES, prior=Prior({"duration_s": 100.0}, strength=0.05), prior_strength=0.5
+    )
+    assert explicit.state_dict()["prior_strength"] == 0.5
+    with pytest.raises(ValueError, match="Prior strength: expected a finite number >= 0"):
+        Prior({"duration_s": 100.0}, strength=-1.0)
+
+
+def test_precision_goes_negative_when_the_mean_error_exceeds_one() -> None:
+    model = OnlineEnergyModel(("duration_s",), prior=Prior({"duration_s": 500.0}))
+    model.update([2.0], 400.0)  # predicted 500 W x 2 s = 1000 J against 400 J
+    acc = model.accuracy()
+    # |1000 - 400| / 400 = 1.5 -> 100 x (1 - 1.5) = -50 %: reported as is, not clamped at 0
+    assert acc.mape == pytest.approx(1.5)
+    assert acc.precision_pct == pytest.approx(-50.0)

@@ -432,6 +432,15 @@ def test_load_runs_reads_files_and_sorted_directories(tmp_path: Path) -> None:
             r"energy_per_step_j: expected a finite number of joules > 0, found 0; fix",
         ),
         ({"measured__energy_per_step_j": -3.5}, r"found -3\.5"),
+        (
+            {"per_step__roofline_s": _DELETE},
+            r"per_step\.roofline_s: expected a finite number >= 0 \(or null\), found '<missing>'",
+        ),
+        (
+            # no per-step duration, and a step count of 0 to divide the total by
+            {"measured__duration_per_step_s": _DELETE, "measured__steps": 0},
+            r"duration_per_step_s: expected a finite number of seconds > 0",
+        ),
     ],
 )
 def test_load_runs_errors_name_the_file_expected_found_and_fix(
@@ -651,4 +660,131 @@ def test_design_effects_compare_runs_that_differ_in_one_choice_only() -> None:
     assert results.effects and StudyResults.from_dict(results.to_dict()) == results
     assert "| activation gelu | relu | 4 | 1.060 | 1.060 to 1.060 |" in results_markdown(
         results, "x", "2026-11-25"
+    )
+
+
+def test_score_pairs_by_hand() -> None:
+    from lightning_to_energy.scaling import score_pairs
+
+    figures = score_pairs([(110.0, 100.0), (180.0, 200.0), (300.0, 300.0), (500.0, 400.0)])
+    # relative errors |p - m| / m: 10/100 = 0.1, 20/200 = 0.1, 0, 100/400 = 0.25
+    # mean (0.1 + 0.1 + 0 + 0.25) / 4 = 0.1125 -> precision 100 x (1 - 0.1125) = 88.75 %
+    assert figures["n"] == 4
+    assert figures["mape"] == pytest.approx(0.1125)
+    assert figures["precision_pct"] == pytest.approx(88.75)
+    # sorted 0, 0.1, 0.1, 0.25: median (0.1 + 0.1) / 2 = 0.1; worst 0.25
+    assert figures["median_rel_err"] == pytest.approx(0.1)
+    assert figures["worst_rel_err"] == pytest.approx(0.25)
+    # mean measured 1000 / 4 = 250; SS_tot = 150^2 + 50^2 + 50^2 + 150^2 = 50000;
+    # SS_res = 10^2 + 20^2 + 0 + 100^2 = 10500; R^2 = 1 - 10500 / 50000 = 0.79
+    assert figures["r2"] == pytest.approx(0.79)
+    with pytest.raises(ValueError, match="at least one"):
+        score_pairs([])
+    with pytest.raises(ValueError, match="measurements > 0"):
+        score_pairs([(1.0, 0.0)])
+
+
+def test_linear_model_minimises_the_relative_not_the_absolute_error() -> None:
+    runs = [
+        make_run(f"r{i}", "mlp", ours_features(x), e)
+        for i, (x, e) in enumerate(((1e12, 1.0), (2e12, 4.0), (4e12, 4.0)))
+    ]
+    model = MODELS["tos-linear"]()
+    model.fit(runs)
+    # Weights 1 / E^2 = (1, 1/16, 1/16), x in units of 1e12: sum w x^2 = 1 + 4/16 + 16/16 =
+    # 2.25, sum w x E = 1 + 8/16 + 16/16 = 2.5. The unconstrained optimum has b < 0, so b = 0
+    # and a = 2.5 / 2.25 = 1.1111 J per 1e12 TOs. (Unweighted least squares would give
+    # a = 0.857, b = 1.0.)
+    a, b = model.coefficients  # type: ignore[attr-defined]
+    assert a == pytest.approx(2.5 / 2.25 * 1e-12, rel=1e-6)
+    assert b == pytest.approx(0.0, abs=1e-9)
+
+
+def test_loglog_needs_distinct_positive_features() -> None:
+    from lightning_to_energy.scaling import NotFittableError
+
+    model = MODELS["tos-loglog"]()
+    zero = make_run("z", "mlp", ours_features(0.0), 1.0)
+    assert model.unusable(zero) == "run z has tos = 0 (log undefined)"
+    same = [make_run(f"s{i}", "mlp", ours_features(1e12), 1.0 + i) for i in range(3)]
+    with pytest.raises(NotFittableError, match="every training run has the same tos"):
+        model.fit(same)
+
+
+def test_a_run_reads_steps_as_one_and_duration_as_measured() -> None:
+    run = make_run("r", "mlp", ours_features(1e12), 2.0, duration_s=0.25)
+    # every figure of a run is per step: the "steps" feature of one step is 1
+    assert (run.feature("steps"), run.feature("duration_s")) == (1.0, 0.25)
+
+
+def test_verdict_compares_models_on_the_runs_all_of_them_predicted() -> None:
+    runs = law_runs(per_family=9)
+    four_cnn = [r for r in runs if r.family != "cnn" or r.id in {f"cnn-{i}" for i in range(4)}]
+    results = evaluate(four_cnn, models=["tos-linear", "ours"], splits=["within-family"])
+    # cnn folds: 3 training runs fit tos-linear (needs 3) but not ours (needs 8)
+    assert results.score("tos-linear", "within-family").n == 9 + 9 + 4
+    assert results.score("ours", "within-family").n == 9 + 9
+    v = verdict(results, "within-family")
+    assert v.n_common == 18
+    common = {p.run_id for p in results.predictions_for("ours", "within-family")}
+    # each model's figure in the verdict is over the 18 common runs (tos-linear's own 22
+    # include the 4 cnn runs, where its fit is exact and would flatter it)
+    pct = {
+        m: 100 * (1 - float(np.mean([p.rel_err for p in rows if p.run_id in common])))
+        for m in ("tos-linear", "ours")
+        if (rows := results.predictions_for(m, "within-family"))
+    }
+    best = max(pct, key=lambda m: pct[m])
+    assert (v.best, v.best_pct) == (best, pytest.approx(pct[best]))
+
+
+def test_verdict_names_the_best_model_needing_no_measurement() -> None:
+    from lightning_to_energy.scaling import PredictionRow
+
+    def row(model: str, predicted: float) -> PredictionRow:
+        return PredictionRow(model, "config", "r1", "mlp", "digits", "fp32", predicted, 100.0)
+
+    results = StudyResults(
+        hardware="h100-sxm",
+        models=(ModelInfo("measured", "E = ...", True), ModelInfo("predictive", "E = ...", False)),
+        splits=("config",),
+        runs=(RunInfo("r1", "mlp", "digits", "fp32"),),
+        scores=(
+            Score("measured", "config", True, None, 1, 100.0, 0.0, None, 0.0, 0.0),
+            Score("predictive", "config", True, None, 1, 90.0, 0.1, None, 0.1, 0.1),
+        ),
+        predictions=(row("measured", 100.0), row("predictive", 110.0)),
+    )
+    v = verdict(results, "config")
+    # measured: |100 - 100| / 100 = 0 -> 100 %; predictive: |110 - 100| / 100 = 0.1 -> 90 %
+    assert (v.best, v.best_pct) == ("measured", pytest.approx(100.0))
+    assert (v.best_predictive, v.best_predictive_pct) == ("predictive", pytest.approx(90.0))
+
+
+def test_design_effect_ratio_range_spans_the_groups() -> None:
+    from lightning_to_energy.scaling import design_effects
+
+    runs = []
+    for depth, gelu_factor in ((2, 1.02), (4, 1.06)):
+        for act, factor in (("relu", 1.0), ("gelu", gelu_factor)):
+            run_id = f"d{depth}-{act}"
+            cfg = {"id": run_id, "family": "mlp", "depth": depth, "activation": act}
+            run = make_run(run_id, "mlp", {}, depth * factor)
+            runs.append(StudyRun(**{**vars(run), "config": cfg}))
+    (gelu,) = [e for e in design_effects(runs) if e.knob == "activation"]
+    # gelu / relu: 2.04 / 2 = 1.02 at depth 2, 4.24 / 4 = 1.06 at depth 4; mean 1.04
+    assert (gelu.pairs, gelu.ratio, gelu.ratio_min, gelu.ratio_max) == pytest.approx(
+        (2, 1.04, 1.02, 1.06)
+    )
+
+
+def test_a_family_fold_that_cannot_be_fitted_counts_all_its_runs_as_lost() -> None:
+    runs = two_rate_runs()[:5]  # family a: 4 runs; family b: 1 run
+    results = evaluate(runs, models=["tos-linear"], splits=["family"], in_sample=False)
+    s = results.score("tos-linear", "family")
+    # holding a out leaves 1 training run (tos-linear needs 3): a's 4 runs are not predicted;
+    # holding b out trains on a's 4 and predicts b's 1
+    assert s.evaluable and s.n == 1
+    assert s.note is not None and s.note.startswith(
+        "4 of 5 runs not predicted (model not fittable on 1 fold(s), e.g. family a:"
     )

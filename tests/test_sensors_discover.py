@@ -191,3 +191,8 @@ def test_close_closes_every_sensor_even_when_one_raises() -> None:
         found.close()
     # the second sensor is closed although the first raised
     assert closed == ["gpu:0", "gpu:1"]
+
+
+def test_the_fake_backend_has_the_power_asked_for() -> None:
+    found = discover(["fake"], fake_power_w=250.0)
+    assert found.sensors[0].source == "fake: constant 250 W"

@@ -102,6 +102,14 @@ def test_replay_interpolates_and_stops_at_the_end() -> None:
     assert replay.peek_j() is None
 
 
+def test_replay_read_at_the_last_sample_is_the_last_energy() -> None:
+    clock = FakeClock()
+    replay = ReplaySensor([1.0, 2.0, 4.0], [10.0, 30.0, 50.0], domain="gpu:0", clock=clock)
+    clock.advance(3.0)  # trace time 1 + 3 = 4 s: the last sample, not past it
+    # 50 J - 10 J = 40 J
+    assert replay.read_j() == pytest.approx(40.0)
+
+
 @pytest.mark.parametrize(
     ("times", "energies", "message"),
     [
@@ -185,6 +193,8 @@ def test_estimate_is_announced_once_per_process(monkeypatch: pytest.MonkeyPatch)
 def test_estimate_rejects_negative_power() -> None:
     with pytest.raises(ValueError, match="must be >= 0 W"):
         CpuTimeEstimateSensor(watts_per_core=-1.0, announce=False)
+    with pytest.raises(ValueError, match="must be >= 0 W"):
+        CpuTimeEstimateSensor(idle_w=-1.0, announce=False)
 
 
 # --- the package surface ----------------------------------------------------------------------

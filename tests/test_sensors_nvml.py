@@ -274,6 +274,13 @@ def test_gpu_in_mig_mode_is_refused() -> None:
         _sensor(nvml, clock)
 
 
+def test_gpu_with_mig_pending_after_a_reset_is_still_measured() -> None:
+    # NVML gives [current, pending]: MIG is switched on for the next reset, not yet in force
+    clock = FakeClock()
+    sensor = _sensor(make_fake_pynvml([FakeGpu(mig_mode=0, mig_pending=1)], clock=clock), clock)
+    assert sensor.kind is SensorKind.COUNTER
+
+
 def test_gpu_without_mig_support_is_accepted() -> None:
     clock = FakeClock()
     sensor = _sensor(make_fake_pynvml([FakeGpu(mig_mode=None)], clock=clock), clock)
@@ -376,3 +383,59 @@ def test_driver_version_mismatch_says_reboot() -> None:
     with pytest.raises(SensorUnavailable, match="different versions") as info:
         _sensor(nvml, clock)
     assert "reboot" in info.value.fix
+
+
+def test_a_counter_going_backwards_in_the_probe_is_not_trusted() -> None:
+    clock = FakeClock()
+    gpu = FakeGpu(power_w=-50.0)  # the fake counter then falls: 50 W x each second
+    sensor = _sensor(make_fake_pynvml([gpu], clock=clock), clock)
+    assert sensor.kind is SensorKind.POWER_INTEGRATION
+    # first read 5_000_000 mJ, then 0.02 s later 5_000_000 - 50 W x 0.02 s x 1e3 mJ/J
+    # = 5_000_000 - 1_000 = 4_999_000 mJ
+    assert sensor.note is not None
+    assert "went backwards (5000000 -> 4999000 mJ)" in sensor.note
+
+
+def test_power_integration_adds_nothing_when_the_clock_steps_back() -> None:
+    clock = FakeClock(10.0)
+    gpu = FakeGpu(power_w=200.0, has_counter=False)
+    sensor = _sensor(make_fake_pynvml([gpu], clock=clock), clock)
+    clock.advance(1.0)
+    # 200 W x 1 s = 200 J
+    assert sensor.read_j() == pytest.approx(200.0)
+    clock.advance(-0.5)  # a clock that stepped back: no negative interval is integrated
+    assert sensor.read_j() == pytest.approx(200.0)
+
+
+def test_instant_power_is_read_from_the_member_its_value_type_names() -> None:
+    clock = FakeClock()
+    gpu = FakeGpu(
+        power_w=200.0, has_counter=False, value_type=3
+    )  # NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+    sensor = _sensor(make_fake_pynvml([gpu], clock=clock), clock)
+    assert "NVML_FI_DEV_POWER_INSTANT" in sensor.source
+    clock.advance(1.0)
+    # ullVal 200_000 mW = 200 W; 200 W x 1 s = 200 J
+    assert sensor.read_j() == pytest.approx(200.0)
+
+
+def test_counter_update_period_is_the_counters_not_the_sampling_period() -> None:
+    clock = FakeClock()
+    sensor = _sensor(make_fake_pynvml([FakeGpu()], clock=clock), clock, counter_period_s=0.5)
+    # the counter itself changes about every 0.1 s, however often it is read
+    assert sensor.update_period_s == 0.1
+
+
+def test_a_slow_counter_read_is_timed_at_its_midpoint() -> None:
+    clock = FakeClock()
+    gpu = FakeGpu(power_w=200.0, read_s=0.004)  # each counter read takes 4 ms of the clock
+    nvml = make_fake_pynvml([gpu], clock=clock, advance=clock.advance)
+    sensor = _sensor(nvml, clock, background=True, counter_period_s=60.0)
+    try:
+        clock.advance(1.0)
+        # The sample holds the energy at the read's midpoint; brought forward from there with
+        # 200 W it is the energy now: 5_000_000 mJ / 1e3 + 200 W x t = 5000 J + 200 x t.
+        # Timed at the call's start instead it would be 200 W x 2 ms = 0.4 J too high.
+        assert sensor.read_j() == pytest.approx(5000.0 + 200.0 * clock(), abs=0.01)
+    finally:
+        sensor.close()

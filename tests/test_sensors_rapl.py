@@ -256,3 +256,87 @@ def test_rapl_sensors_builds_one_sensor_per_zone_and_closes(tmp_path: Path) -> N
 
 def _rapl_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("lte-rapl-")]
+
+
+def test_a_failing_peek_gives_the_last_total_and_is_not_retried_every_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = _one_zone_tree(tmp_path, max_uj=1_000_000_000, start_uj=0)
+    (zone,) = find_rapl_zones(tree.root).zones
+    clock = FakeClock()
+    sensor = RaplSensor(zone, background=False, clock=clock)
+    tree.set_energy("intel-rapl:0", 3_000_000)
+    assert sensor.read_j() == pytest.approx(3.0)  # 3_000_000 µJ = 3 J
+    attempts = []
+
+    def broken(path: Path) -> str:
+        attempts.append(path.name)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(rapl, "_read_file", broken)
+    clock.advance(PEEK_MAX_AGE_S)
+    assert sensor.peek_j() == pytest.approx(3.0)  # the failed read: the last known total
+    for _ in range(50):  # the following steps within PEEK_MAX_AGE_S do not retry the file
+        assert sensor.peek_j() == pytest.approx(3.0)
+    assert attempts == ["energy_uj"]
+
+
+def test_dram_takes_the_number_of_its_package_not_of_its_zone(tmp_path: Path) -> None:
+    # Zone numbers follow enumeration order, package ids the topology: they need not agree.
+    tree = FakePowercap(tmp_path)
+    tree.add_zone("intel-rapl:0", "package-1")
+    tree.add_zone("intel-rapl:0:0", "dram")
+    tree.add_zone("intel-rapl:1", "package-0")
+    tree.add_zone("intel-rapl:1:0", "dram")
+    found = find_rapl_zones(tree.root)
+    # each dram is paired with the package it sits in: dram:1 under package-1, dram:0 under 0
+    assert [(z.domain, z.path.name) for z in found.zones] == [
+        ("cpu:package-1", "intel-rapl:0"),
+        ("dram:1", "intel-rapl:0:0"),
+        ("cpu:package-0", "intel-rapl:1"),
+        ("dram:0", "intel-rapl:1:0"),
+    ]
+
+
+def test_unusable_zones_are_left_out_with_a_note(tmp_path: Path) -> None:
+    tree = FakePowercap(tmp_path)
+    tree.add_zone("intel-rapl:0", "package-0")
+    tree.add_zone("intel-rapl:1", "package-1", max_energy_range_uj=0)  # a modulus of 0
+    found = find_rapl_zones(tree.root)
+    assert [z.domain for z in found.zones] == ["cpu:package-0"]
+    assert (
+        "left out, unreadable: intel-rapl:1: max_energy_range_uj is 0, expected > 0" in found.notes
+    )
+    tree.set_energy("intel-rapl:0", "garbage")  # type: ignore[arg-type]
+    with pytest.raises(SensorUnavailable, match="no RAPL zone could be read") as info:
+        find_rapl_zones(tree.root)
+    assert "expected an integer; found 'garbage'" in str(info.value)
+    assert "dmesg" in info.value.fix
+
+
+def test_rapl_sensors_closes_the_opened_sensors_when_a_later_one_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = FakePowercap.intel_server(tmp_path, sockets=2)
+    real_read = rapl._read_file
+    reads = {"n": 0}
+
+    def second_package_fails_after_the_scan(path: Path) -> str:
+        if path.parent.name == "intel-rapl:1" and path.name == "energy_uj":
+            reads["n"] += 1
+            if reads["n"] > 1:  # the scan's read passes; the sensor's first read fails
+                raise OSError(5, "Input/output error")
+        return real_read(path)
+
+    monkeypatch.setattr(rapl, "_read_file", second_package_fails_after_the_scan)
+    with pytest.raises(SensorError, match="Input/output error"):
+        rapl_sensors(tree.root)
+    # package-0 and dram:0 had started their readers: both are stopped again
+    _wait_until_no_rapl_threads()
+
+
+def _wait_until_no_rapl_threads(timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _rapl_threads():
+        assert time.monotonic() < deadline, f"still running: {_rapl_threads()}"
+        time.sleep(0.001)

@@ -582,3 +582,125 @@ def test_paper_study_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture
     (tmp_path / "file").write_text("")
     assert main(["--out", str(tmp_path / "file"), "--grid", "tiny", "--device", "cpu"]) == 2
     assert "found a file" in capsys.readouterr().err
+
+
+def test_fit_worthy_windows_go_by_index_and_need_measured_joules() -> None:
+    windows = [
+        window(2),
+        window(0),  # the first by index, although listed second: it is the one dropped
+        window(1),
+        dataclasses.replace(window(3), measured_j=0.0),  # nothing measured
+        dataclasses.replace(window(4), measured_j=None),
+    ]
+    assert [w.index for w in study.fit_worthy_windows(windows)] == [1, 2]
+
+
+def test_measured_summary_power_and_train_window_count() -> None:
+    sensors = (("gpu:0", "counter"),)
+    report = _summed_report(sensors, [{"gpu:0": g} for g in (999.0, 300.0, 310.0)])
+    report = dataclasses.replace(report, windows=(*report.windows, window(3, loop="validate")))
+    m = study.measured_summary(report)
+    # windows 1 and 2: 300 + 310 = 610 J over 1 + 1 = 2 s -> 305 W
+    assert m["power_w"] == pytest.approx(305.0)
+    # three train windows; the validation window is not one of them
+    assert m["train_windows"] == 3
+
+
+def test_stop_rule_waits_for_min_seconds_and_the_windows() -> None:
+    from types import SimpleNamespace
+
+    clock = Clock()
+    tracker = SimpleNamespace(windows=[])
+    trainer = SimpleNamespace(should_stop=False)
+    rule = study._StopWhenMeasured(
+        SimpleNamespace(tracker=tracker), windows=1, min_seconds=5.0, max_seconds=60.0, clock=clock
+    )
+    rule.on_train_start(trainer, None)  # type: ignore[arg-type]
+    tracker.windows = [window(0), window(1)]  # one fit-worthy window beyond the first ...
+    clock.t = 2.0
+    rule.on_train_batch_end(trainer)  # type: ignore[arg-type]
+    assert not trainer.should_stop  # ... but only 2 s of the 5 s minimum
+    tracker.windows.append(window(2))
+    clock.t = 5.0
+    rule.on_train_batch_end(trainer)  # type: ignore[arg-type]
+    assert trainer.should_stop  # a window just closed, 5 s >= 5 s and 2 >= 1 windows
+
+
+def test_is_complete_needs_this_very_configuration(tmp_path: Path) -> None:
+    doc = {
+        "format": "lightning-to-energy/study-run",
+        "version": 1,
+        "config": TINY[1].to_dict(),
+        "per_step": {},
+        "measured": {"energy_j": 1.0},
+    }
+    path = study.run_path(tmp_path, TINY[0])
+    path.write_text(json.dumps(doc))
+    # a complete run, but of another configuration (a renamed or copied file): run it again
+    assert not study.is_complete(path, TINY[0])
+    assert study.is_complete(path, TINY[1])
+
+
+def test_run_study_budget_expects_the_slowest_configuration_so_far(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+    from types import SimpleNamespace
+
+    now = [0.0]
+    # study's own view of the time module: its monotonic clock moves only when a run ends
+    monkeypatch.setattr(
+        study, "time", SimpleNamespace(**{**vars(time), "monotonic": lambda: now[0]})
+    )
+    took = {TINY[0].id: 30.0, TINY[1].id: 5.0}
+    calls: list[str] = []
+
+    def runner(config: study.StudyConfig, out_dir: Path, **kwargs: Any) -> Path:
+        calls.append(config.id)
+        now[0] += took.get(config.id, 1.0)
+        path = study.run_path(out_dir, config)
+        path.write_text("{}")
+        return path
+
+    study.run_study(
+        TINY[:3],
+        tmp_path,
+        progress=False,
+        runner=runner,
+        budget_s=60.0,
+        min_seconds=0.0,
+        hardware=H100,
+    )
+    # first guess 2 x 0 + 30 = 30 s: 0 + 30 <= 60 starts TINY[0] (30 s); then 30 + 30 <= 60
+    # starts TINY[1] (5 s); then 35 + max(30, 5) = 65 > 60: TINY[2] is left for the next call
+    # (expecting the fastest, 35 + 5 = 40, would start it)
+    assert calls == [TINY[0].id, TINY[1].id]
+
+
+def test_run_config_gives_up_after_a_minute_when_no_window_is_fit_worthy(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    steps: list[float] = []
+
+    class FiveSecondSteps(Callback):
+        def on_train_batch_end(self, *args: Any) -> None:
+            clock.t += 5.0
+            steps.append(clock.t)
+
+    # every read after the first fails: each window is a fault, none is ever fit-worthy
+    sensor = FakeSensor("fake:0", readings=[0.0])
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="fit-worthy"):
+        study.run_config(
+            TINY[0],
+            tmp_path,
+            min_seconds=1.0,
+            windows=1,
+            sensors=[sensor],
+            window_s=1.0,
+            clock=clock,
+            hardware=H100,
+            callbacks=[FiveSecondSteps()],
+        )
+    # max_seconds defaults to max(3 x 1 s, 60 s) = 60 s: 60 / 5 = 12 steps, not 3 s (1 step)
+    assert len(steps) == 12

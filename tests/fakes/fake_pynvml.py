@@ -38,6 +38,8 @@ ERROR_CODES = {
 NVML_FI_DEV_POWER_INSTANT = 186
 NVML_DEVICE_MIG_ENABLE = 1
 NVML_VALUE_TYPE_UNSIGNED_INT = 1
+# c_nvmlValue_t member for each NVML_VALUE_TYPE_* code, as in nvidia-ml-py.
+_VALUE_ATTRS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 
 
 class NVMLError(Exception):
@@ -65,6 +67,10 @@ class FakeGpu:
         counter_frozen: the counter exists but never changes.
         has_instant_field: False makes NVML_FI_DEV_POWER_INSTANT NOT_SUPPORTED.
         mig_mode: the current MIG mode (1 = enabled); None = NOT_SUPPORTED (pre-Ampere).
+        mig_pending: the MIG mode after the next GPU reset; None = the same as ``mig_mode``.
+        value_type: the NVML_VALUE_TYPE_* code field values come back in (1 = uiVal).
+        read_s: seconds one energy-counter read takes on the clock (needs ``advance=``): half
+            pass before the counter is sampled, half after, as an NVML call of about 3 ms does.
         failing: while True, energy and power reads raise NVML_ERROR_GPU_IS_LOST.
     """
 
@@ -76,6 +82,9 @@ class FakeGpu:
     counter_frozen: bool = False
     has_instant_field: bool = True
     mig_mode: int | None = 0
+    mig_pending: int | None = None
+    value_type: int = NVML_VALUE_TYPE_UNSIGNED_INT
+    read_s: float = 0.0
     failing: bool = False
     energy_reads: int = field(default=0, init=False)
     power_reads: int = field(default=0, init=False)
@@ -104,6 +113,7 @@ def make_fake_pynvml(
     library_missing: bool = False,
     init_error: str | None = None,
     energy_origin_mj: int = 5_000_000,
+    advance: Callable[[float], None] | None = None,
 ) -> FakePynvml:
     """Build a module object that behaves like ``pynvml`` for the given devices.
 
@@ -115,6 +125,7 @@ def make_fake_pynvml(
         init_error: the name of an error code nvmlInit raises, e.g.
             ``"NVML_ERROR_LIB_RM_VERSION_MISMATCH"``.
         energy_origin_mj: the counter value at build time (energy since "driver load").
+        advance: moves ``clock`` forward by some seconds; lets a read take ``FakeGpu.read_s``.
 
     Returns:
         The module. ``module.init_calls`` / ``module.shutdown_calls`` count init and shutdown.
@@ -181,7 +192,8 @@ def make_fake_pynvml(
     def nvmlDeviceGetMigMode(handle: _Handle) -> list[int]:
         if handle.gpu.mig_mode is None:
             raise NVMLError(ERROR_CODES["NVML_ERROR_NOT_SUPPORTED"])
-        return [handle.gpu.mig_mode, handle.gpu.mig_mode]
+        pending = handle.gpu.mig_pending
+        return [handle.gpu.mig_mode, handle.gpu.mig_mode if pending is None else pending]
 
     def _check_read(gpu: FakeGpu) -> None:
         check_init()
@@ -196,8 +208,13 @@ def make_fake_pynvml(
         _check_read(gpu)
         if gpu.counter_frozen:
             return energy_origin_mj
+        if advance is not None and gpu.read_s:
+            advance(gpu.read_s / 2)
         # W x s x 1e3 mJ/J = mJ
-        return energy_origin_mj + round(gpu.power_w * (clock() - t0_s) * 1e3)
+        millijoules = energy_origin_mj + round(gpu.power_w * (clock() - t0_s) * 1e3)
+        if advance is not None and gpu.read_s:
+            advance(gpu.read_s / 2)
+        return millijoules
 
     def nvmlDeviceGetPowerUsage(handle: _Handle) -> int:
         handle.gpu.power_reads += 1
@@ -217,8 +234,10 @@ def make_fake_pynvml(
                 types.SimpleNamespace(
                     fieldId=field_id,
                     nvmlReturn=status,
-                    valueType=NVML_VALUE_TYPE_UNSIGNED_INT,
-                    value=types.SimpleNamespace(uiVal=round(handle.gpu.power_w * 1e3)),
+                    valueType=handle.gpu.value_type,
+                    value=types.SimpleNamespace(
+                        **{_VALUE_ATTRS[handle.gpu.value_type]: round(handle.gpu.power_w * 1e3)}
+                    ),
                 )
             )
         return values
