@@ -226,6 +226,30 @@ def test_background_counter_error_fails_reads_until_a_good_sample() -> None:
         sensor.close()
 
 
+def test_background_power_integral_is_brought_forward_to_the_read() -> None:
+    clock = FakeClock()
+    gpu = FakeGpu(power_w=200.0, has_counter=False)
+    sensor = _sensor(
+        make_fake_pynvml([gpu], clock=clock), clock, background=True, power_period_s=60.0
+    )
+    try:
+        assert sensor.kind is SensorKind.POWER_INTEGRATION
+        first_j = sensor.read_j()
+        clock.advance(0.5)
+        # No sample since the first (the next is 60 s away), but the read extends the integral
+        # at the last sample's power: 200 W x 0.5 s = 100 J after the first read.
+        assert sensor.read_j() == pytest.approx(first_j + 100.0)
+        gpu.power_w = 0.0
+        sensor.poll()  # trapezoid over those 0.5 s: (200 + 0) / 2 W x 0.5 s = 50 J < 100 J
+        # held at the earlier read: a meter would call a decrease a sensor fault
+        assert sensor.read_j() == pytest.approx(first_j + 100.0)
+        clock.advance(1.0)
+        # at 0 W the integral stays at 50 J, below the floor: still held
+        assert sensor.read_j() == pytest.approx(first_j + 100.0)
+    finally:
+        sensor.close()
+
+
 def test_background_power_gap_fails_exactly_the_next_read() -> None:
     clock = FakeClock()
     gpu = FakeGpu(power_w=100.0, has_counter=False)
