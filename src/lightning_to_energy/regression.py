@@ -244,7 +244,8 @@ def log_interval_half_width(scores: Sequence[float], interval: float) -> float:
     n = len(scores)
     if n < MIN_WINDOWS_FOR_INTERVAL:
         return max(math.log(DEFAULT_INTERVAL_FACTOR), max(scores, default=0.0))
-    # NB: the 1e-9 keeps (n + 1) * 0.9 == 9.000000000000002 from rounding up to 10.
+    # NB: the 1e-9 keeps a product that is whole but for rounding from going up a rank:
+    # (24 + 1) * 0.56 == 14.000000000000002 would otherwise take the 15th score, not the 14th.
     k = min(math.ceil((n + 1) * interval - 1e-9), n)
     return sorted(scores)[max(k, 1) - 1]
 
