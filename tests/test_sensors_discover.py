@@ -95,8 +95,27 @@ def test_auto_skips_a_mig_gpu_but_keeps_the_others(tmp_path: Path) -> None:
     found = discover(
         nvml=_nvml(GPU_A, mig_mode_gpu), powercap_root=tmp_path / "absent", background=False
     )
-    assert _domains(found) == ["gpu:0", "cpu:estimate"]
+    assert _domains(found) == ["gpu:0"]
     assert "MIG" in found.skipped["nvml gpu:1"]
+
+
+def test_auto_measures_the_gpu_alone_where_the_cpu_could_only_be_estimated(
+    tmp_path: Path,
+) -> None:
+    found = discover(nvml=_nvml(GPU_A), devices=[0], powercap_root=tmp_path / "absent")
+    try:
+        # no RAPL: the GPU's counter alone, not a total that is part estimate
+        assert _domains(found) == ["gpu:0"]
+        assert found.skipped["rapl"].startswith("CPU energy not measured: no powercap tree")
+        assert "sensors='nvml,estimate'" in found.skipped["estimate"]
+    finally:
+        found.close()
+    # asked for by name, the estimate rides beside the GPU
+    both = discover("nvml,estimate", nvml=_nvml(GPU_A), devices=[0], background=False)
+    try:
+        assert _domains(both) == ["gpu:0", "cpu:estimate"]
+    finally:
+        both.close()
 
 
 def test_auto_notes_a_power_integration_fallback(tmp_path: Path) -> None:

@@ -82,8 +82,9 @@ class TOEnergy(Callback):
     resume.
 
     Args:
-        sensors: ``"auto"`` to discover NVML, RAPL and then a labelled estimate; a sequence of
-            sensors; a callable ``(local_rank, device) -> sequence of sensors``; or ``None``.
+        sensors: ``"auto"`` to discover NVML, RAPL and, where neither measures, a labelled
+            CPU-time estimate; a sequence of sensors; a callable ``(local_rank, device) ->
+            sequence of sensors``; or ``None``.
         window_s: minimum window length in seconds (default: the sensors' minimum, at least
             2 s).
         features: regression features (default ``regression.FEATURES``).

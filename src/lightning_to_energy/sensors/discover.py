@@ -1,7 +1,7 @@
 """Find the energy sensors of this machine.
 
 Auto mode probes NVML (for this process's CUDA devices), then RAPL, then, only if nothing
-measures the CPU, the labelled CPU-time estimate. It never raises: each backend that cannot
+measures anything, the labelled CPU-time estimate. It never raises: each backend that cannot
 work is recorded in :attr:`Discovery.skipped` with the reason and the fix. A backend requested
 by name that cannot work raises :class:`SensorError` instead.
 
@@ -189,6 +189,16 @@ def discover(
         elif name == "estimate":
             if auto and cpu_measured:
                 notes.append("CPU energy is measured by RAPL, so the CPU-time estimate is off.")
+                continue
+            if auto and sensors:
+                # A measured GPU beside an estimated CPU would make every total an estimate
+                # (and the regression's target part guesswork): measure what can be measured.
+                skipped["estimate"] = (
+                    "not used: GPU energy is measured (NVML) and a CPU-time estimate beside it "
+                    "would turn every total into an estimate, so the totals are the GPU's; the "
+                    "CPU is not measured (see rapl). Fix: sensors='nvml,estimate' adds the "
+                    "labelled estimate of this process's CPU."
+                )
                 continue
             sensors.append(CpuTimeEstimateSensor(watts_per_core=watts_per_core))
             notes.append(
