@@ -8,10 +8,12 @@ out by hand.
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,15 +52,17 @@ def make_report(
     flags: tuple[str, ...] = (),
     measured: bool = True,
     hardware: HardwareInfo | None = None,
+    scale: float = 1.0,
 ) -> EnergyReport:
     """A report whose train windows follow :func:`law_j`, with features (duration_s, tos).
 
     With ``hardware``, the report names it, and each window also carries a ``roofline_s``
-    column of a quarter of its duration (as if the steps ran at 25 % of the roofline).
+    column of a quarter of its duration (as if the steps ran at 25 % of the roofline). With
+    ``scale``, every window measures ``scale`` times the law.
     """
     windows = []
     for i, (duration_s, tos) in enumerate(rows):
-        energy = law_j(duration_s, tos)
+        energy = scale * law_j(duration_s, tos)
         features = {"duration_s": duration_s, "tos": tos}
         if hardware is not None:
             features["roofline_s"] = duration_s / 4
@@ -193,6 +197,24 @@ def test_fit_out_writes_a_calibration_for_this_hardware(
     }
     # e.g. the first window of run A: 50 x 2 + 1e-9 x 1e10 = 110 J
     assert stored[(2.0, 1e10)] == pytest.approx(110.0)
+    # one run per report (predict holds out a run at a time), 5 windows each
+    assert sorted(r.windows for r in calibration.runs) == [5, 5]
+    assert {w.run_id for w in calibration.windows} == {r.run_id for r in calibration.runs}
+    assert calibration.n_runs == 2
+
+
+def test_fitting_the_same_reports_again_replaces_their_windows(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str], tmp_path: Path
+) -> None:
+    target = tmp_path / "calibration.json"
+    for _ in range(2):
+        code, _, _ = run(capsys, "fit", *two_runs, "--out", str(target))
+        assert code == 0
+    calibration = CalibrationStore.from_path(target).load()
+    assert calibration is not None
+    # a report keeps its run id: 10 windows of 2 runs, not a second copy under new ids (which
+    # a leave-one-run-out would train on while holding out the first)
+    assert (len(calibration.windows), calibration.n_runs, len(calibration.runs)) == (10, 2, 2)
 
 
 def test_fit_text_mode_says_where_the_calibration_went(
@@ -259,6 +281,34 @@ def calibration_file(
     return target
 
 
+def test_predict_json_stays_strict_json_with_an_unbounded_interval(
+    capsys: pytest.CaptureFixture[str], calibration_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from lightning_to_energy import planning
+
+    real_plan_run = planning.plan_run
+
+    def unbounded(*args: Any, **kwargs: Any) -> Any:
+        # a held-out run predicted at 0 J: an interval without an upper end
+        return dataclasses.replace(real_plan_run(*args, **kwargs), high_j=math.inf)
+
+    monkeypatch.setattr(planning, "plan_run", unbounded)
+    code, out, err = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration",
+        str(calibration_file), "--step-time", "0.01", "--steps", "100", "--json",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"not strict JSON: {token}")
+
+    # a strict parser: the bare Infinity that json.dumps writes by default is refused
+    result = json.loads(out, parse_constant=refuse)
+    assert result["high_j"] == "Infinity"
+
+
 def test_predict_applies_the_fitted_law_to_steps_x_step_cost(
     capsys: pytest.CaptureFixture[str], calibration_file: Path
 ) -> None:
@@ -286,6 +336,47 @@ def test_predict_applies_the_fitted_law_to_steps_x_step_cost(
     by_coefficients = c["duration_s"] * 1.0 + c["tos"] * 100 * tos_per_step
     assert result["energy_j"] == pytest.approx(by_coefficients, rel=1e-3)
     assert result["low_j"] <= result["energy_j"] <= result["high_j"]
+    # two runs: the default factor 1.5, with no coverage claimed
+    assert result["high_j"] == pytest.approx(1.5 * result["energy_j"])
+    assert result["interval"] is None
+    assert result["interval_basis"].startswith("default factor 1.5, no measured error")
+
+
+def test_predict_from_five_reports_prints_a_leave_one_run_out_interval(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # 5 runs of the law, the last measuring 1.2 x it (each run's windows a little longer, so
+    # every report is its own run)
+    paths = [
+        write(
+            make_report([(d * (1 + r / 10), t) for d, t in RUN_A], scale=1.2 if r == 4 else 1.0),
+            tmp_path / f"r{r}",
+        )
+        for r in range(5)
+    ]
+    target = tmp_path / "calibration.json"
+    assert run(capsys, "fit", *paths, "--out", str(target))[0] == 0
+    argv = ["predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(target),
+            "--step-time", "0.01", "--steps", "100"]  # fmt: skip
+    code, out, _ = run(capsys, *argv, "--json")
+    assert code == 0
+    result = json.loads(out)
+    # Held out, the 1.2 x run is predicted by a fit on the exact runs alone: the law, score
+    # ln 1.2. An exact run is predicted by a fit that the 1.2 x run pulls up by less than that.
+    # 5 scores: k = min(ceil(6 x 0.9), 5) = 5, the largest: the interval is [p / 1.2, p x 1.2].
+    assert result["high_j"] / result["energy_j"] == pytest.approx(1.2, rel=1e-3)
+    assert result["energy_j"] / result["low_j"] == pytest.approx(1.2, rel=1e-3)
+    assert (result["interval"], result["interval_basis"]) == (
+        0.9,
+        "leave-one-run-out over 5 runs",
+    )
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    assert re.search(
+        r"\(90 % interval [0-9.]+ k?J \.\. [0-9.]+ k?J, leave-one-run-out over 5 runs\), from 25 "
+        r"calibration windows",
+        out,
+    ), out
 
 
 def test_predict_text_output(capsys: pytest.CaptureFixture[str], calibration_file: Path) -> None:
@@ -297,9 +388,14 @@ def test_predict_text_output(capsys: pytest.CaptureFixture[str], calibration_fil
     first, second, heading, *modules = out.splitlines()
     assert first.startswith("_models:TinyMLP: 100 steps x ")
     assert "10.0 ms per step on " + HardwareInfo.detect().label in first
+    # two reports: two runs, too few to measure the interval; no coverage is claimed
     assert re.match(
-        r"predicted energy: [0-9.]+ k?J \(90 % interval .+\), from 10 calibration", second
+        r"predicted energy: [0-9.]+ k?J \(range [0-9.]+ k?J \.\. [0-9.]+ k?J: default factor "
+        r"1\.5, no measured error: the calibration holds windows of 2 runs, leave-one-run-out "
+        r"needs 5\), from 10 calibration",
+        second,
     )
+    assert "% interval" not in out
     assert heading.startswith("top modules by predicted joules")
     # TinyMLP's TOs lie in fc1, fc2, act and the loss outside any module: every one listed
     assert {line.split()[0] for line in modules} >= {"fc1", "fc2"}
@@ -738,6 +834,12 @@ def test_fit_on_study_runs_writes_a_roofline_calibration_that_predict_applies(
         ROOF_W * roofline_s(step, find_hardware("h100-sxm")) + J_PER_FULL_TO * step.tos_matrix_full
     )
     assert result["energy_j"] == pytest.approx(by_law, rel=0.02)
+    # each study window is its configuration's run: the interval holds one out at a time
+    stored = Calibration.from_dict(json.loads(out.read_text()))  # an H100's: read, not loaded
+    ids = {f"{f}-{i}" for f in ("mlp", "cnn", "transformer") for i in range(5)}
+    assert {w.run_id for w in stored.windows} == {r.run_id for r in stored.runs} == ids
+    assert stored.n_runs == 15
+    assert result["interval_basis"] == "leave-one-run-out over 15 runs"
 
 
 def test_fit_refuses_reports_and_study_runs_together(

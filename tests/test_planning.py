@@ -164,3 +164,88 @@ def test_another_machines_cpu_is_planned_with_its_own_core_count() -> None:
     )
     # not this machine: a rough spec from the calibration's CPU name and its 8 cores
     assert calibration_hardware(other, same_machine=False) == cpu_spec(8, name="Xeon X")
+
+
+# --- the interval: leave-one-run-out over the calibration's runs ------------------------------
+
+# Every window of these calibrations has tos = 1e11 x roofline_s (one direction in feature space),
+# so a fit only learns the energy along it, a = fitted / law, and with relative-error least
+# squares that is a = sum_i u_i / sum_i u_i^2 over the fitted windows, u_i = law_i / measured_i.
+TOS_PER_S = 1e11
+DEVIANT = 1.2  # the last run measures 1.2 x the law; every other run follows it exactly
+
+
+def runs_calibration(n_runs: int, windows_per_run: int = 2) -> Calibration:
+    """``n_runs`` runs (ids run-0 ...) of the law, the last one 1.2 x it, saved by run."""
+    from lightning_to_energy.calibration import CalibrationRun, CalibrationWindow
+
+    windows = []
+    for r in range(n_runs):
+        scale = DEVIANT if r == n_runs - 1 else 1.0
+        for i in range(windows_per_run):
+            time_s = 0.01 * (1 + i + r % 3)  # runs and windows of different lengths
+            tos = TOS_PER_S * time_s
+            features = {"roofline_s": time_s, "tos": tos}
+            windows.append(CalibrationWindow(features, scale * law_j(time_s, tos), f"run-{r}"))
+    base = calibration("roofline_s")
+    return Calibration(
+        **{
+            **base.__dict__,
+            "windows": tuple(reversed(windows)),  # most recent first
+            "runs": tuple(CalibrationRun(f"run-{r}", base.updated, 2) for r in range(n_runs)),
+            "n_runs": n_runs,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("n_runs", "half_width"),
+    [
+        # Held out, the 1.2 x run is predicted by exact runs only: a = 1, score ln 1.2 = 0.1823.
+        # An exact run is predicted by 3 (or 4) exact runs and the 1.2 x one, 2 windows each:
+        # a = (2 x 3 + 2 / 1.2) / (2 x 3 + 2 / 1.44) = 7.6667 / 7.3889 = 1.0376, score 0.0369
+        # (6 runs: 9.6667 / 9.3889 = 1.0296, score 0.0292).
+        # 5 scores: k = min(ceil(6 x 0.9), 5) = 5, the largest; 6 scores: min(ceil(6.3), 6) = 6.
+        # Either way q = ln 1.2: the interval is [p / 1.2, p x 1.2]. (Had the 1.2 x run been in
+        # its own fit, 6 runs: a = (10 + 2 / 1.2) / (10 + 2 / 1.44) = 1.0244, a factor
+        # 1.2 / 1.0244 = 1.171.)
+        (5, math.log(1.2)),
+        (6, math.log(1.2)),
+    ],
+)
+def test_five_runs_or_more_give_a_leave_one_run_out_interval(
+    step: StepProfile, n_runs: int, half_width: float
+) -> None:
+    plan = plan_run(step, 1000, runs_calibration(n_runs))
+    assert plan.interval == 0.9
+    assert plan.interval_basis == f"leave-one-run-out over {n_runs} runs"
+    # NB: the ridge toward the zero prior pulls each fit about 1e-3 / (0.5 x 8 windows) low
+    assert plan.high_j / plan.energy_j == pytest.approx(math.exp(half_width), rel=1e-3)
+    assert plan.energy_j / plan.low_j == pytest.approx(math.exp(half_width), rel=1e-3)
+    assert plan.to_dict()["interval_basis"] == plan.interval_basis
+
+
+def test_fewer_than_five_runs_keep_the_default_factor_and_say_so(step: StepProfile) -> None:
+    plan = plan_run(step, 1000, runs_calibration(4))
+    # no measured error: the default factor 1.5 either way, and no coverage claimed
+    assert (plan.low_j, plan.high_j) == pytest.approx((plan.energy_j / 1.5, plan.energy_j * 1.5))
+    assert plan.interval is None
+    assert plan.interval_basis == (
+        "default factor 1.5, no measured error: the calibration holds windows of 4 runs, "
+        "leave-one-run-out needs 5"
+    )
+    # one run (all windows of one TOEnergy run): still the default, in the singular
+    assert "windows of 1 run," in plan_run(step, 10, calibration("roofline_s")).interval_basis
+
+
+def test_many_runs_are_held_out_in_groups(step: StepProfile) -> None:
+    # 160 one-window runs: 160 folds x 159 windows = 25,440 window fits > 25,000, so the runs
+    # are held out in max(5, 25,000 // 160) = 156 groups (runs i and i + 156 together).
+    plan = plan_run(step, 1000, runs_calibration(160, windows_per_run=1))
+    assert plan.interval_basis == "leave-runs-out over 160 runs, held out in 156 groups"
+    # An exact run held out alone: a = (158 + 1 / 1.2) / (158 + 1 / 1.44) = 1.000875, score
+    # 0.000875 (152 of them; 1.000881 for the 6 in the 3 other groups of two). The 1.2 x run
+    # (the most recent, group 0) scores ln 1.2, its partner 0 (all its fit is exact).
+    # k = ceil(161 x 0.9) = 145: sorted, 0 then 152 x 0.000875, so q = 0.000875. NB: the ridge
+    # toward the zero prior (1e-3 windows' worth against 159 x 0.5) takes about 1e-5 off it.
+    assert plan.high_j / plan.energy_j == pytest.approx(math.exp(0.000875), abs=2e-5)

@@ -18,10 +18,13 @@ leave-one-family-out, so that ``predict`` needs no timing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import statistics
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +32,8 @@ from lightning_to_energy.cli import CliError
 from lightning_to_energy.records import FLAG_FAULT, FLAG_OUTLIER, FLAG_SHORT, EnergyReport
 
 if TYPE_CHECKING:
-    from lightning_to_energy.calibration import HardwareInfo
+    from lightning_to_energy.calibration import Calibration, HardwareInfo
+    from lightning_to_energy.regression import OnlineEnergyModel
 
 _HELP = "fit the energy model on saved reports or study runs, scored on held-out runs"
 
@@ -113,7 +117,6 @@ def run(args: argparse.Namespace) -> int:
     """Load, fit, score, print, and optionally write the calibration."""
     if _is_study(args.reports):
         return _run_study(args)
-    from lightning_to_energy.calibration import Calibration
     from lightning_to_energy.regression import OnlineEnergyModel
     from lightning_to_energy.report import ReportFormatError, load_report
 
@@ -174,7 +177,9 @@ def run(args: argparse.Namespace) -> int:
         "accuracy": scores,
     }
     if args.out:
-        result["calibration"] = _save(args.out, Calibration.from_model(model, hardware))
+        # One run id per report, in the order its windows were fitted (the model's history).
+        ids = [_report_run_id(r, w) for r, w in zip(reports, runs, strict=True) for _ in w]
+        result["calibration"] = _save(args.out, _by_run(model, hardware, ids))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -272,7 +277,7 @@ def reports_hardware(reports: Sequence[EnergyReport], paths: Sequence[str]) -> H
 
 def _run_study(args: argparse.Namespace) -> int:
     """``fit`` on study runs: the scaling model, scored on held-out configurations."""
-    from lightning_to_energy.calibration import Calibration, HardwareInfo
+    from lightning_to_energy.calibration import HardwareInfo
     from lightning_to_energy.scaling import evaluate, fit_calibration_model, load_runs
 
     if args.features:
@@ -314,9 +319,9 @@ def _run_study(args: argparse.Namespace) -> int:
         "accuracy": scores,
     }
     if args.out:
-        result["calibration"] = _save(
-            args.out, Calibration.from_model(model, hardware, run_id="study")
-        )
+        # Each window is one configuration: its own run, so that predict's leave-one-run-out
+        # interval holds out one configuration at a time.
+        result["calibration"] = _save(args.out, _by_run(model, hardware, [r.id for r in runs]))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -334,6 +339,45 @@ def _run_study(args: argparse.Namespace) -> int:
     if args.out:
         print(f"calibration written to {result['calibration']}")
     return 0
+
+
+def _report_run_id(report: EnergyReport, windows: Sequence[tuple[dict[str, float], float]]) -> str:
+    """A run id for ``report``'s windows, the same whenever the same report is fitted.
+
+    A fixed id lets ``fit --out`` into an existing file replace the report's windows instead of
+    adding a second copy under a new id (which a leave-one-run-out would then train on while
+    holding out the first).
+    """
+    text = json.dumps([report.created, windows], sort_keys=True)
+    return "report-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _by_run(
+    model: OnlineEnergyModel, hardware: HardwareInfo, run_ids: Sequence[str]
+) -> Calibration:
+    """``Calibration.from_model``, with each window under its own run's id.
+
+    Args:
+        model: the fitted model; its own windows, oldest first, are those of ``run_ids``.
+        hardware: the runs' hardware.
+        run_ids: one id per window of the model's history, oldest first.
+    """
+    from lightning_to_energy.calibration import (
+        MAX_RUNS_LISTED,
+        Calibration,
+        CalibrationRun,
+        CalibrationWindow,
+    )
+
+    calibration = Calibration.from_model(model, hardware)
+    own = model.history_windows(include_seeded=False)  # oldest first, one per run id
+    windows = tuple(
+        CalibrationWindow(f, e, rid)
+        for (f, e), rid in zip(reversed(own), reversed(run_ids), strict=True)
+    )
+    counts = Counter(run_ids)  # insertion order: oldest first, as Calibration.runs
+    runs = tuple(CalibrationRun(rid, calibration.updated, n) for rid, n in counts.items())
+    return replace(calibration, windows=windows, runs=runs[-MAX_RUNS_LISTED:], n_runs=len(counts))
 
 
 def _save(path: str, calibration: Any) -> str:

@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         "roofline_hardware": planned["hardware"],
     }
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(_strict_json(result), indent=2, allow_nan=False))
         return 0
     from lightning_to_energy.report import format_si
 
@@ -207,11 +207,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         assert spec is not None and plan.roofline_s_per_step is not None
         timing = f"{format_si(plan.roofline_s_per_step, 's')} roofline per step on {spec.name}"
+    span = f"{format_si(plan.low_j, 'J')} .. {format_si(plan.high_j, 'J')}"
+    # A coverage is claimed only for a measured interval; the default factor says what it is.
+    interval = (
+        f"{round(100 * plan.interval)} % interval {span}, {plan.interval_basis}"
+        if plan.interval is not None
+        else f"range {span}: {plan.interval_basis}"
+    )
     print(
         f"{args.target}: {args.steps} steps x {format_si(plan.tos_per_step, 'TO')} and {timing}\n"
-        f"predicted energy: {format_si(plan.energy_j, 'J')} "
-        f"({round(100 * plan.interval)} % interval "
-        f"{format_si(plan.low_j, 'J')} .. {format_si(plan.high_j, 'J')}), "
+        f"predicted energy: {format_si(plan.energy_j, 'J')} ({interval}), "
         f"from {plan.calibration_windows} calibration windows ({plan.calibration_hardware})"
     )
     if plan.top_modules:
@@ -219,6 +224,21 @@ def run(args: argparse.Namespace) -> int:
         for m in plan.top_modules:
             print(f"  {m.name:<32} {format_si(m.energy_j, 'J'):>10}  {m.share:.1%}")
     return 0
+
+
+def _strict_json(value: Any) -> Any:
+    """``value`` with non-finite floats as the strings the energy report uses (strict JSON).
+
+    An unbounded interval (a held-out run predicted 0 J) is ``"Infinity"``, not the
+    ``Infinity`` that ``json.dumps`` writes by default and JSON parsers refuse.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
 
 
 def _check_calibration_path(path: Path) -> None:
