@@ -348,3 +348,68 @@ def test_usage_note_says_what_a_model_of_other_features_takes() -> None:
     note = cal.usage_note(("duration_s",))
     assert note is not None and "3 of its 3 stored windows" in note
     assert "none for" not in note
+
+
+# ---- files that are no calibration ----------------------------------------------------------
+
+
+def test_from_path_refuses_a_directory_at_once(tmp_path: Path) -> None:
+    # A run's log directory is not a calibration file: before, the store warned at the first
+    # load that it "cannot be used (unreadable: Is a directory)" and told the user to delete it.
+    with pytest.raises(ValueError, match="expected a calibration file, found the directory") as e:
+        CalibrationStore.from_path(tmp_path)
+    assert "Fix: pass a JSON file path" in str(e.value) and "delete" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "found", "fit_on"),
+    [
+        (
+            "energy_report.json",
+            '{"format": "lightning-to-energy/energy-report", "version": "1"}',
+            "an energy report",
+            "energy_report.json",
+        ),
+        (
+            "study/mlp-x.run.json",
+            '{"format": "lightning-to-energy/study-run", "version": 1}',
+            "a study run",
+            "study",  # the scaling calibration is fitted over the study's runs: its folder
+        ),
+    ],
+)
+def test_a_report_or_study_run_given_as_calibration_says_what_it_is_and_stays_intact(
+    tmp_path: Path, name: str, content: str, found: str, fit_on: str
+) -> None:
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(content)
+    store = CalibrationStore.from_path(path)
+    with pytest.warns(CalibrationWarning) as record:
+        assert store.load(hardware_fingerprint(H100)) is None
+    message = str(record[0].message)
+    # Before: "expected schema_version 1, found None (written by another version of
+    # lightning-to-energy) ... Fix: delete it": deleting it would lose the user's run.
+    assert f"expected a calibration, found {found}" in message
+    assert f"`lightning-to-energy fit {tmp_path / fit_on} --out cal.json`" in message
+    assert "then pass calibration=cal.json" in message
+    assert "another version" not in message and "delete" not in message
+    with pytest.warns(CalibrationWarning, match="calibration not saved") as record:
+        assert store.save(calib(RUN_A, "run-a")) is None
+    assert "delete" not in str(record[0].message)
+    assert path.read_text() == content
+    # every warning the store gave is kept for the run's report
+    assert len(store.warnings) == 2 and store.warnings[0] == message
+
+
+def test_a_json_file_without_schema_version_is_not_called_another_version(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text('{"lr": 0.1}')
+    with pytest.warns(CalibrationWarning) as record:
+        assert CalibrationStore.from_path(path).load(hardware_fingerprint(H100)) is None
+    message = str(record[0].message)
+    assert "found a JSON object without one (keys: ['lr'])" in message
+    # some file of the user's, not a damaged calibration: point to another path, not delete
+    assert "another version" not in message and "delete" not in message
+    assert "calibration=<a calibration file>" in message
+    assert path.read_text() == '{"lr": 0.1}'

@@ -344,6 +344,78 @@ def test_plot_false_saves_the_report_without_its_png(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "energy_report.png").exists()
 
 
+def test_end_of_run_prints_the_files_written_why_the_png_was_not_and_the_calibration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_to_energy import report as report_mod
+
+    def no_matplotlib() -> Any:
+        raise report_mod.MissingExtraError("matplotlib is not installed")
+
+    monkeypatch.setattr(report_mod, "_import_matplotlib", no_matplotlib)
+    clock = FakeClock()
+    cal = tmp_path / "cal.json"
+    out = tmp_path / "out"
+    energy = _fake_energy(clock, power_w=10.0, calibration=cal, report_dir=out, print_report=True)
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
+    trainer.fit(Tiny(), DataLoader(Rows(128), batch_size=16))
+    # Before: the paths and the skipped PNG's reason were dropped; the user never learnt them.
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == (
+        f"lightning-to-energy: energy report saved: {out / 'energy_report.json'}, "
+        f"{out / 'energy_report.csv'}; PNG not written: matplotlib is not installed "
+        f"(pip install 'lightning-to-energy[plot]'); calibration saved: {cal}."
+    )
+    files = energy.report_files
+    assert files is not None and files.json_path == out / "energy_report.json"
+    assert files.png_path is None and cal.exists()
+
+
+def test_print_report_false_prints_nothing_but_keeps_the_files_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=10.0, report_dir=tmp_path / "out", plot=False)
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
+    trainer.fit(Tiny(), DataLoader(Rows(64), batch_size=16))
+    assert "lightning-to-energy" not in capsys.readouterr().out
+    assert energy.report_files is not None
+    assert energy.report_files.csv_path == tmp_path / "out" / "energy_report.csv"
+
+
+def test_a_directory_as_calibration_is_refused_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="expected a calibration file, found the directory"):
+        TOEnergy(sensors=None, calibration=tmp_path)
+
+
+def test_a_report_given_as_calibration_survives_the_runs_end(tmp_path: Path) -> None:
+    from lightning_to_energy.calibration import CalibrationWarning
+
+    clock = FakeClock()
+    first = _fake_energy(clock, power_w=10.0, report_dir=tmp_path / "first", plot=False)
+    _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), first]).fit(
+        Tiny(), DataLoader(Rows(64), batch_size=16)
+    )
+    report = tmp_path / "first" / "energy_report.json"
+    before = report.read_bytes()
+    clock = FakeClock()
+    energy = _fake_energy(
+        clock, power_w=10.0, calibration=report, report_dir=tmp_path / "second", plot=False
+    )
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(Tiny(), DataLoader(Rows(128), batch_size=16))
+    said = [str(w.message) for w in caught if w.category is CalibrationWarning]
+    assert len(said) == 2 and "found an energy report" in said[0]
+    assert f"`lightning-to-energy fit {report} --out cal.json`" in said[0]
+    assert report.read_bytes() == before  # the end-of-run save did not touch it
+    assert energy.report is not None
+    # and the report says both: the calibration it could not use, and the save it refused
+    said = [w for w in energy.report.warnings if str(report) in w]
+    assert len(said) == 2 and "calibration not saved" in said[1]
+
+
 def test_corrupt_calibration_file_warns_is_left_untouched_and_training_goes_on(
     tmp_path: Path,
 ) -> None:

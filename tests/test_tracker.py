@@ -560,3 +560,79 @@ def test_a_calibration_of_other_features_is_used_in_part_and_says_so_once(
     assert set(other.model.prior.coefficients) == {"duration_s", "tos"}
     assert other.model.n_windows == 0
     assert any("used in part" in w for w in other.warnings)  # and in the report's warnings
+
+
+def test_a_directory_or_a_non_path_as_calibration_is_refused_at_construction(
+    tmp_path: Path,
+) -> None:
+    # Before: accepted, then at the first step "cannot be used (unreadable: Is a directory)
+    # ... Fix: delete it" (the run's log directory!), and 5 failed only inside start().
+    with pytest.raises(ValueError, match="expected a calibration file, found the directory"):
+        EnergyTracker(None, sensors=None, calibration=tmp_path)
+    with pytest.raises(ValueError, match="calibration: expected 'auto', a calibration JSON"):
+        EnergyTracker(None, sensors=None, calibration=5)  # type: ignore[arg-type]
+    EnergyTracker(None, sensors=None, calibration=tmp_path / "new.json")  # created at the end
+
+
+def test_an_estimated_run_says_in_its_report_why_no_calibration_was_saved_and_where() -> None:
+    from lightning_to_energy.calibration import HardwareInfo, default_directory
+    from lightning_to_energy.calibration import hardware_fingerprint as fingerprint
+    from lightning_to_energy.sensors.base import SensorKind
+
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = EnergyTracker(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        sensors=[FakeSensor("cpu", power_w=5.0, clock=clock, kind=SensorKind.ESTIMATE)],
+        window_s=1.0,
+        calibration="auto",
+        clock=clock,
+    )
+    tracker.start()
+    _loop(tracker, model, clock, steps=12, dt=0.25)  # 3 fitted windows, estimated joules
+    report = tracker.finish()
+    where = default_directory() / f"{fingerprint(HardwareInfo.detect())}.json"
+    notes = [w for w in report.warnings if "no calibration saved" in w]
+    # Before: nothing saved and nothing said.
+    assert len(notes) == 1
+    assert "(cpu (estimate))" in notes[0] and f"would be saved to {where}" in notes[0]
+    assert "calibration=<file>" in notes[0]
+    assert tracker.calibration_path is None and not where.exists()
+
+
+def test_a_run_records_where_its_calibration_was_saved(tmp_path: Path) -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = _sgd_tracker(model, clock, power_w=5.0, calibration=tmp_path / "cal.json")
+    _loop(tracker, model, clock, steps=12, dt=0.25)
+    report = tracker.finish()
+    assert tracker.calibration_path == tmp_path / "cal.json"
+    assert not any("calibration" in w for w in report.warnings)
+
+
+def test_a_report_given_as_calibration_is_said_in_the_report_and_left_intact(
+    tmp_path: Path,
+) -> None:
+    from lightning_to_energy.calibration import CalibrationWarning
+    from lightning_to_energy.report import save_report
+
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    first = _sgd_tracker(model, clock, power_w=5.0)
+    _loop(first, model, clock, steps=8, dt=0.25)
+    saved = save_report(first.finish(), tmp_path, plot=False)
+    before = saved.json_path.read_bytes()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracker = _sgd_tracker(model, clock, power_w=5.0, calibration=saved.json_path)
+        _loop(tracker, model, clock, steps=8, dt=0.25)
+        report = tracker.finish()
+    assert [w.category for w in caught] == [CalibrationWarning, CalibrationWarning]
+    # The store's warnings (shown when they happened) are also lines of the report: before,
+    # the report said nothing of the calibration it could not use nor of the save it refused.
+    said = [w for w in report.warnings if str(saved.json_path) in w]
+    assert len(said) == 2
+    assert "found an energy report" in said[0] and "calibration not saved" in said[1]
+    assert saved.json_path.read_bytes() == before
+    assert tracker.calibration_path is None

@@ -446,6 +446,12 @@ class Calibration:
         if not isinstance(d, Mapping):
             raise ValueError(f"expected a JSON object, found {type(d).__name__}")
         version = d.get("schema_version")
+        if version is None:
+            # No version at all is some other JSON, not a calibration of another release.
+            raise ValueError(
+                f"expected a calibration (key 'schema_version' = {SCHEMA_VERSION}), found a "
+                f"JSON object without one (keys: {sorted(map(str, d))[:8]})"
+            )
         if version != SCHEMA_VERSION:
             raise ValueError(
                 f"expected schema_version {SCHEMA_VERSION}, found {version!r} (written by "
@@ -554,6 +560,10 @@ class CalibrationStore:
         directory: the folder; None is :func:`default_directory` (read when the store is made).
         max_windows: windows kept per file over all runs, most recent first.
 
+    Attributes:
+        warnings: the text of every :class:`CalibrationWarning` this store gave, in order (a
+            run's report repeats them).
+
     Raises:
         ValueError: ``max_windows`` is not an int >= 1.
 
@@ -580,8 +590,10 @@ class CalibrationStore:
         )
         self.max_windows = max_windows
         self._path: Path | None = None  # set by from_path
-        self._corrupt: set[Path] = set()  # files found unusable: never written by this store
+        # Files found unusable, with the fix to give: never written by this store.
+        self._corrupt: dict[Path, str] = {}
         self._warned_mismatch = False
+        self.warnings: list[str] = []  # every CalibrationWarning this store gave, in order
 
     def __repr__(self) -> str:
         where = self._path if self._path is not None else self.directory
@@ -591,8 +603,21 @@ class CalibrationStore:
     def from_path(
         cls, path: str | os.PathLike[str], *, max_windows: int = DEFAULT_MAX_WINDOWS
     ) -> CalibrationStore:
-        """A store bound to one file (``TOEnergy(calibration=path)``), whatever the hardware."""
+        """A store bound to one file (``TOEnergy(calibration=path)``), whatever the hardware.
+
+        The file need not exist yet: the first save creates it.
+
+        Raises:
+            ValueError: ``path`` is a directory.
+        """
         p = Path(path).expanduser()
+        if p.is_dir():
+            raise ValueError(
+                f"calibration: expected a calibration file, found the directory {str(p)!r}. "
+                "Fix: pass a JSON file path (saved by TOEnergy, written by `lightning-to-energy "
+                f"fit --out FILE`, or a new one such as {str(p / 'calibration.json')!r}), "
+                "or 'auto' for this hardware's own."
+            )
         store = cls(p.parent, max_windows=max_windows)
         store._path = p
         return store
@@ -625,8 +650,10 @@ class CalibrationStore:
                 loads its file whatever the fingerprint, warning once when they differ.
 
         Warns:
-            CalibrationWarning: the file is unreadable or corrupt (it is left untouched and this
-                store will never overwrite it), or an explicit file is for other hardware.
+            CalibrationWarning: the file is unreadable, corrupt, or another kind of file (an
+                energy report or a study run: the warning says how to fit a calibration on
+                it); it is left untouched and this store will never overwrite it. Or an
+                explicit file is for other hardware.
         """
         fp = fingerprint if fingerprint is not None else hardware_fingerprint()
         path = self.path_for(fp)
@@ -638,12 +665,11 @@ class CalibrationStore:
             and not self._warned_mismatch
         ):
             self._warned_mismatch = True
-            warnings.warn(
+            self._warn(
                 f"calibration file {path} was made on {found.fingerprint!r} "
                 f"({found.hardware.label}); this machine is {fp!r}. Using it as asked; "
                 "fix: drop calibration=... to use this machine's own calibration.",
-                CalibrationWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         return found if isinstance(found, Calibration) else None
 
@@ -658,11 +684,10 @@ class CalibrationStore:
         """
         path = self.path_for(calibration.fingerprint)
         if path in self._corrupt:
-            warnings.warn(
-                f"calibration not saved: {path} was unreadable and is left untouched; fix: "
-                "delete it, or pass calibration=<another path>.",
-                CalibrationWarning,
-                stacklevel=2,
+            self._warn(
+                f"calibration not saved: {path} could not be used as a calibration and is left "
+                f"untouched. {self._corrupt[path]}",
+                stacklevel=3,
             )
             return None
         try:
@@ -683,11 +708,10 @@ class CalibrationStore:
                 text = json.dumps(merged.to_dict(), indent=1, allow_nan=False) + "\n"
                 _atomic_write_text(path, text)
         except OSError as exc:
-            warnings.warn(
+            self._warn(
                 f"calibration not saved: writing {path} failed ({exc}); fix: make "
                 f"{path.parent} writable, or set XDG_CACHE_HOME or calibration=<path>.",
-                CalibrationWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             return None
         return path
@@ -701,11 +725,16 @@ class CalibrationStore:
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:
-            return self._mark_corrupt(path, f"unreadable: {exc}")
+            return self._mark_corrupt(path, f"unreadable: {exc}", self._fix_for(path, None))
+        data: Any = None
         try:
-            found = Calibration.from_dict(json.loads(text))
+            data = json.loads(text)
+            foreign = _foreign_file(data, path)
+            if foreign is not None:
+                return self._mark_corrupt(path, *foreign)
+            found = Calibration.from_dict(data)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
-            return self._mark_corrupt(path, str(exc))
+            return self._mark_corrupt(path, str(exc), self._fix_for(path, data))
         if self._path is None and found.fingerprint != path.stem:
             # A file copied or renamed into the store: another machine's windows must never
             # be this machine's prior, nor be merged into its file.
@@ -713,22 +742,64 @@ class CalibrationStore:
                 path,
                 f"expected the calibration of {path.stem!r} as its name says, found one of "
                 f"{found.fingerprint!r} ({found.hardware.label})",
+                self._fix_for(path, None),
             )
         return found
 
-    def _mark_corrupt(self, path: Path, reason: str) -> object:
-        self._corrupt.add(path)
-        warnings.warn(
+    def _fix_for(self, path: Path, data: Any) -> str:
+        """The fix for an unusable ``path`` whose parsed content is ``data`` (None: unparsed)."""
+        ours = self._path is None  # a file of the store's own folder, named by fingerprint
+        looks_like_one = isinstance(data, Mapping) and (
+            "schema_version" in data or "fingerprint" in data
+        )
+        if ours or looks_like_one:
+            return "Fix: delete it to start a new calibration, or pass calibration=<another path>."
+        # An explicit file that is no calibration at all may be anything of the user's:
+        # deleting it is not the fix.
+        return (
+            "Fix: pass calibration=<a calibration file> (saved by TOEnergy or written by "
+            "`lightning-to-energy fit --out FILE`), or a path that does not exist yet to start "
+            "one there."
+        )
+
+    def _mark_corrupt(self, path: Path, reason: str, fix: str) -> object:
+        self._corrupt[path] = fix
+        self._warn(
             f"calibration file {path} cannot be used ({reason}); it is left untouched and will "
-            "not be overwritten. Fix: delete it to start a new calibration, or pass "
-            "calibration=<another path>.",
-            CalibrationWarning,
-            stacklevel=3,
+            f"not be overwritten. {fix}",
+            stacklevel=4,
         )
         return _CORRUPT
 
+    def _warn(self, message: str, *, stacklevel: int) -> None:
+        """Warn, and keep the message for the run's report (:attr:`warnings`)."""
+        self.warnings.append(message)
+        warnings.warn(message, CalibrationWarning, stacklevel=stacklevel + 1)
+
 
 _CORRUPT = object()
+
+
+def _foreign_file(data: Any, path: Path) -> tuple[str, str] | None:
+    """``(reason, fix)`` when ``data`` is another file of this package (an energy report or a
+    study run) rather than a calibration, else None."""
+    # Imported here: the formats belong to the report and the study modules.
+    from lightning_to_energy.report import REPORT_FORMAT
+    from lightning_to_energy.scaling import RUN_FORMAT
+
+    kind = data.get("format") if isinstance(data, Mapping) else None
+    if kind == REPORT_FORMAT:
+        found, source = "an energy report", path
+    elif kind == RUN_FORMAT:
+        # A calibration fits the scaling model over a study's runs: fit the whole folder.
+        found, source = "a study run", path.parent
+    else:
+        return None
+    return (
+        f"expected a calibration, found {found}",
+        f"Fix: fit a calibration on it first (`lightning-to-energy fit {source} --out "
+        "cal.json`), then pass calibration=cal.json.",
+    )
 
 
 @contextlib.contextmanager

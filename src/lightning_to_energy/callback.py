@@ -7,7 +7,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
@@ -20,6 +20,9 @@ from lightning_to_energy.records import EnergyReport, WindowRecord
 from lightning_to_energy.regression import FEATURES
 from lightning_to_energy.sensors.base import Sensor
 from lightning_to_energy.tracker import EnergyTracker, merge_archives
+
+if TYPE_CHECKING:
+    from lightning_to_energy.report import SavedReport
 
 # Progress-bar keys. The measured key names its kind when it is not a hardware measurement.
 PBAR_MEASURED = "energy_J"
@@ -72,8 +75,17 @@ class TOEnergy(Callback):
 
     At the end of ``fit`` (or of a ``validate`` / ``test`` run) rank 0 prints the report and
     saves ``energy_report.json``, ``energy_report.csv`` and, with matplotlib,
-    ``energy_report.png`` in ``report_dir`` (default: the trainer's log directory). The report
-    is kept in :attr:`report`.
+    ``energy_report.png`` in ``report_dir`` (default: the trainer's log directory), then
+    prints one line naming the files written (why the PNG was not, e.g. matplotlib missing) and
+    the calibration file saved. The report is kept in :attr:`report`, and the files written in
+    :attr:`report_files` (a :class:`~lightning_to_energy.report.SavedReport`; rank 0, None when
+    saving failed). The report's warnings say when no calibration was saved, and why (e.g.
+    estimated joules are never saved to the automatic store).
+
+    Under ``strategy="ddp_spawn"`` (and other launchers that run the fit in child processes)
+    the callback runs in the workers: in the process that called ``fit``, :attr:`report` stays
+    None. Read the report the workers saved instead: ``load_report(report_dir)``
+    (:func:`lightning_to_energy.report.load_report`), with ``report_dir`` set explicitly.
 
     Checkpoints carry the windows, totals and model state (under DDP, every rank's, so each
     rank resumes its own); the open window is saved as it stands but not closed, so frequent
@@ -89,7 +101,9 @@ class TOEnergy(Callback):
             2 s).
         features: regression features (default ``regression.FEATURES``).
         calibration: ``"auto"`` (per-hardware store in the user cache directory), a JSON
-            file path, or ``None``.
+            file path (a calibration saved by ``TOEnergy`` or written by
+            ``lightning-to-energy fit --out FILE``; created at the end when missing), or
+            ``None``.
         cost_model: a :class:`CostModel`, or a TOML/JSON file of overrides.
         recheck_every: count one step in this many of a cached signature (1 counts every
             step; the default 1000 re-counts after 999 replays).
@@ -102,16 +116,18 @@ class TOEnergy(Callback):
         clock: monotonic clock in seconds (injectable for tests).
 
     Raises:
-        ValueError: an argument has the wrong type or range (raised at construction).
+        ValueError: an argument has the wrong type or range, or ``calibration`` is a
+            directory (raised at construction).
 
     Example::
 
         from lightning.pytorch import Trainer
         from lightning_to_energy import TOEnergy
 
-        trainer = Trainer(max_epochs=3, callbacks=[TOEnergy()])
+        energy = TOEnergy()
+        trainer = Trainer(max_epochs=3, callbacks=[energy])
         trainer.fit(model, datamodule)
-        print(trainer.callbacks[0].report.measured_j)
+        print(energy.report.measured_j)  # energy.report is None under ddp_spawn: see above
     """
 
     def __init__(
@@ -156,6 +172,7 @@ class TOEnergy(Callback):
         self._clock = clock
         self.tracker: EnergyTracker | None = None
         self.report: EnergyReport | None = None
+        self.report_files: SavedReport | None = None
         self._pending_state: dict[str, Any] | None = None
         self._bar: Any = None
         # Accumulation factor and batches per epoch, read once per epoch (see
@@ -517,16 +534,17 @@ class TOEnergy(Callback):
         self._notes = []
         self.report = report
         self.tracker = None
-        self._emit(trainer, report)
+        self._emit(trainer, report, tracker.calibration_path)
 
     @rank_zero_only
-    def _emit(self, trainer: Trainer, report: EnergyReport) -> None:
+    def _emit(self, trainer: Trainer, report: EnergyReport, calibration: Path | None) -> None:
         from lightning_to_energy.report import render_report, save_report
 
         directory = self.report_dir or Path(trainer.log_dir or trainer.default_root_dir)
+        self.report_files = None
         try:
             # None: draw when matplotlib is there; False: never
-            save_report(report, directory, plot=None if self.plot else False)
+            self.report_files = save_report(report, directory, plot=None if self.plot else False)
         except OSError as exc:
             warnings.warn(
                 f"lightning-to-energy: energy report not saved to {directory}: {exc}",
@@ -535,6 +553,7 @@ class TOEnergy(Callback):
             )
         if self.print_report:
             render_report(report)
+            print(_files_line(self.report_files, directory, calibration))
 
     # --- checkpoint state -----------------------------------------------------------------
 
@@ -624,6 +643,22 @@ class TOEnergy(Callback):
             )
             return False
         return True
+
+
+def _files_line(saved: SavedReport | None, directory: Path, calibration: Path | None) -> str:
+    """The line printed after the report: the files written, and why any was not."""
+    if saved is None:
+        parts = [f"energy report not saved to {directory} (see the warning above)"]
+    else:
+        written = [saved.json_path, saved.csv_path]
+        if saved.png_path is not None:
+            written.append(saved.png_path)
+        parts = ["energy report saved: " + ", ".join(str(p) for p in written)]
+        # "not requested" is what the user asked for (plot=False): no news to print.
+        parts += [n.rstrip(".") for n in saved.notes if "not requested" not in n]
+    if calibration is not None:
+        parts.append(f"calibration saved: {calibration}")
+    return "lightning-to-energy: " + "; ".join(parts) + "."
 
 
 def _rank_and_world() -> tuple[int, int]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import uuid
 import warnings
@@ -190,7 +191,8 @@ class EnergyTracker:
             ones are folded into per-loop totals, so totals stay exact on runs of any length.
 
     Raises:
-        ValueError: an argument is out of range or of the wrong kind.
+        ValueError: an argument is out of range or of the wrong kind, or ``calibration`` is a
+            directory.
     """
 
     def __init__(
@@ -237,6 +239,14 @@ class EnergyTracker:
             raise ValueError(
                 f"sensors must be 'auto', a sequence of Sensor objects or None; found {sensors!r}."
             )
+        if not (calibration is None or isinstance(calibration, (str, os.PathLike))):
+            raise ValueError(
+                "calibration: expected 'auto', a calibration JSON file path or None; found "
+                f"{calibration!r}. Fix: pass calibration='auto' (this hardware's own), a path, "
+                "or None."
+            )
+        if calibration is not None and calibration != "auto":
+            CalibrationStore.from_path(calibration)  # a directory is refused now, not at the end
         self.module = module
         self.optimizer = optimizer
         self.cost_model = as_cost_model(cost_model)
@@ -294,6 +304,10 @@ class EnergyTracker:
         self._t0 = 0.0
         self._elapsed_before_s = 0.0  # run time restored from a checkpoint
         self._store: CalibrationStore | None = None
+        self._store_warnings_seen = 0  # the store's warnings already copied to self.warnings
+        # The file the calibration was saved to at the end of the run, None if not (the
+        # report's warnings say why, except where calibration=None asked for none).
+        self.calibration_path: Path | None = None
         self._hardware: HardwareInfo | None = None
         # The roofline's hardware (peaks per format, bandwidth, launch cost): each window
         # records its steps' roofline seconds, so a run's windows can fit a calibration that
@@ -364,6 +378,8 @@ class EnergyTracker:
         except Exception as exc:  # never let a calibration problem stop training
             self._warn_once("calibration", f"calibration not loaded: {exc}")
             return
+        finally:
+            self._take_store_warnings()
         if calibration is None or self.model.n_updates != 0:
             return
         try:
@@ -733,6 +749,13 @@ class EnergyTracker:
             self.meter = Meter(self.sensors, clock=self._clock, sync=self._sync, warn=False)
             return None
 
+    def _take_store_warnings(self) -> None:
+        """Copy the calibration store's new warnings (already shown) into the report's."""
+        if self._store is None:
+            return
+        self.warnings.extend(self._store.warnings[self._store_warnings_seen :])
+        self._store_warnings_seen = len(self._store.warnings)
+
     def _warn_once(self, key: str, message: str) -> None:
         if key in self._warned:
             return
@@ -814,18 +837,56 @@ class EnergyTracker:
         Only the windows the model was fitted on are stored. The automatic store takes only
         hardware counters and power integration: an estimate, a replay or a fake sensor would
         teach the next run the wrong hardware. An explicit calibration file takes any sensor.
+        The file written is :attr:`calibration_path`; when nothing is written, a line of
+        :attr:`warnings` (and so of the report) says why and where it would have gone.
         """
         if self._store is None or self._hardware is None or self.rank != 0:
             return
         kinds = {s.kind.value for s in self.sensors}
         trusted = bool(kinds) and kinds <= MEASURED_KINDS
-        if self.model.n_updates == 0 or (self._calibration_arg == "auto" and not trusted):
+        where = self._store.path or self._store.path_for(hardware_fingerprint(self._hardware))
+        # Said in the report, not warned: a run that measures nothing, or estimates its
+        # joules (most VMs), is no fault, but its user must learn why the next run does not
+        # predict from its first window.
+        if self.sensors and self._calibration_arg == "auto" and not trusted:
+            estimated = sorted(
+                f"{s.domain} ({s.kind.value})"
+                for s in self.sensors
+                if s.kind.value not in MEASURED_KINDS
+            )
+            self._note_once(
+                "calibration-unsaved",
+                f"no calibration saved: this run's joules are not all measured by hardware "
+                f"({', '.join(estimated)}), and the automatic store keeps measured runs only, so "
+                f"the next run on this machine does not predict from its first window (a "
+                f"measured run would be saved to {where}). Fix: run where an energy counter is "
+                "readable (NVML, or RAPL as root: `lightning-to-energy sensors` says what is "
+                "missing), or pass calibration=<file> to keep this run's windows in a file of "
+                "your own.",
+            )
+            return
+        if self.model.n_updates == 0:
+            if self.sensors:
+                self._note_once(
+                    "calibration-unsaved",
+                    f"no calibration saved to {where}: no window was fitted (the run was "
+                    f"shorter than one {self.window_s:g} s window, or its windows were short or "
+                    "faulty). Fix: train longer.",
+                )
             return
         try:
             calibration = Calibration.from_model(self.model, self._hardware, run_id=self._run_id)
-            self._store.save(calibration)
+            self.calibration_path = self._store.save(calibration)
         except Exception as exc:
             self._warn_once("calibration-save", f"calibration not saved: {exc}")
+        finally:
+            self._take_store_warnings()
+
+    def _note_once(self, key: str, message: str) -> None:
+        """A line of the report's warnings, without a Python warning (nothing is wrong)."""
+        if key not in self._warned:
+            self._warned.add(key)
+            self.warnings.append(message)
 
     def forecast(self) -> Forecast | None:
         """Whole-run energy, with its interval: the joules measured so far (every loop), the
