@@ -381,12 +381,18 @@ def run_once(
 def timed_closes(windows: Sequence[WindowRecord], timed: tuple[int, int]) -> int:
     """How many train windows closed inside the timed steps ``timed`` (first, last).
 
-    A window closes in the hooks of its last step; the one still open after the last timed
-    step closes at the end of training, outside the timed span, so it is not counted.
+    A window that falls due closes in the hooks of its last step, before the timer that ends
+    the step (the last callback): one ending at the last timed step counts too. The one still
+    open after the last step closes at the end of training, outside the timed span: it is the
+    ``boundary`` window ending there, not counted.
     """
     first, last = timed
-    ends = (w.first_step + w.steps - 1 for w in windows if w.loop == "train")
-    return sum(first <= end < last for end in ends)
+    return sum(
+        first <= end < last or (end == last and "boundary" not in w.flags)
+        for w in windows
+        if w.loop == "train"
+        for end in (w.first_step + w.steps - 1,)
+    )
 
 
 # --- report -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import __future__
 import argparse
 import ast
 import contextlib
+import dataclasses
 import math
 import os
 import re
@@ -268,7 +269,11 @@ def test_timed_closes_counts_train_windows_that_end_inside_the_timed_steps() -> 
     ]
     # timed steps 5..39; train windows end at steps 0 + 4 - 1 = 3, 4 + 11 - 1 = 14,
     # 15 + 13 - 1 = 27 and 28 + 12 - 1 = 39; 3 is a warm-up step, and the window ending at the
-    # last timed step 39 closes at the end of training, outside the timed span: 14 and 27 -> 2
+    # last timed step 39 is not a boundary window: it fell due and closed in that step's hooks,
+    # inside the timed span: 14, 27 and 39 -> 3
+    assert timed_closes(windows, (5, 39)) == 3
+    # the same last window closed by the end of training (flag "boundary"): 14 and 27 -> 2
+    windows[3] = dataclasses.replace(windows[3], flags=("boundary",))
     assert timed_closes(windows, (5, 39)) == 2
 
 

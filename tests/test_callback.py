@@ -450,6 +450,45 @@ def test_calibration_saved_by_one_run_predicts_the_next_runs_first_window(tmp_pa
     assert w.predicted_j == pytest.approx(30.0, rel=0.01)
 
 
+def test_a_logger_failing_at_the_end_still_closes_the_sensors_and_saves_the_calibration(
+    tmp_path: Path,
+) -> None:
+    class DownLogger(RecordingLogger):
+        def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+            raise RuntimeError("logger backend down")
+
+    class ClosingSensor(FakeSensor):
+        closed = False
+
+        def close(self) -> None:
+            ClosingSensor.closed = True
+            super().close()
+
+    clock = FakeClock()
+    path = tmp_path / "calibration.json"
+    energy = TOEnergy(
+        sensors=[ClosingSensor("fake:0", power_w=10.0, clock=clock)],
+        window_s=10.0,
+        calibration=path,
+        clock=clock,
+        print_report=False,
+        plot=False,
+        report_dir=tmp_path,
+    )
+
+    class TestOnly(Tiny):
+        def test_step(self, batch: Any, batch_idx: int) -> None:
+            clock.t += 0.5
+
+    trainer = _trainer(tmp_path, [energy], logger=DownLogger())
+    with pytest.warns(RuntimeWarning, match="logging its last window failed"):
+        # 4 test batches of 0.5 s: one 2 s window (of 10 s at least), closed at the end
+        trainer.test(TestOnly(), DataLoader(Rows(64), batch_size=16))
+    assert ClosingSensor.closed
+    assert energy.report is not None and len(energy.report.windows) == 1
+    assert path.exists()  # the tracker's close saved the calibration after the logger failed
+
+
 def test_an_internal_error_is_one_warning_and_training_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -903,3 +903,49 @@ def test_a_tracker_runs_report_fits_on_its_roofline_column_end_to_end(
     # 100 steps x the coefficient x the predicted step's own roofline seconds
     expected = 100 * fitted["coefficients"]["roofline_s"] * plan["roofline_s_per_step"]
     assert plan["energy_j"] == pytest.approx(expected, rel=1e-3)
+
+
+def test_fit_into_the_calibration_a_run_saved_replaces_that_runs_windows(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import torch
+
+    from _models import TinyMLP
+    from lightning_to_energy import EnergyTracker, FakeSensor
+
+    class Clock:
+        t = 0.0
+
+        def __call__(self) -> float:
+            return self.t
+
+    clock = Clock()
+    model = TinyMLP()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    calibration = tmp_path / "cal.json"
+    tracker = EnergyTracker(
+        model, opt, sensors=[FakeSensor(power_w=200.0, clock=clock)], window_s=1.0,
+        calibration=calibration, clock=clock,
+    )  # fmt: skip
+    tracker.start()
+    x, y = torch.randn(8, 16), torch.randint(0, 4, (8,))
+    for _ in range(40):
+        with tracker.step((x, y)):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+            clock.t += 0.1
+    report = tracker.finish()  # saves the run to cal.json under the tracker's run id
+    saved = CalibrationStore.from_path(calibration).load()
+    assert saved is not None and len(saved.runs) == 1
+    assert report.run_id == saved.runs[0].run_id
+    path = write(report, tmp_path / "run")
+    code, _, err = run(capsys, "fit", path, "--out", str(calibration))
+    assert (code, err) == (0, "")
+    merged = CalibrationStore.from_path(calibration).load()
+    assert merged is not None
+    # one run under one id: fitting the run's own report into its calibration replaces the
+    # windows the run saved, rather than adding a copy under a second id that predict's
+    # leave-one-run-out would train on while holding out the first
+    assert [r.run_id for r in merged.runs] == [report.run_id]
+    assert {w.run_id for w in merged.windows} == {report.run_id}

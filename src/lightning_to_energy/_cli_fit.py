@@ -346,8 +346,11 @@ def _report_run_id(report: EnergyReport, windows: Sequence[tuple[dict[str, float
 
     A fixed id lets ``fit --out`` into an existing file replace the report's windows instead of
     adding a second copy under a new id (which a leave-one-run-out would then train on while
-    holding out the first).
+    holding out the first). The run's own id where the report has one: the id its tracker
+    saved the run's calibration under, so fitting into that calibration file replaces them too.
     """
+    if report.run_id:
+        return report.run_id
     text = json.dumps([report.created, windows], sort_keys=True)
     return "report-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -504,17 +504,26 @@ class TOEnergy(Callback):
             # planned steps): the run's length is the steps it took, and its forecast what
             # was measured, not a projection over steps that will never run.
             tracker.total_steps = tracker.steps("train")
-        try:
-            # The last window (a test run's, say) reaches the loggers like every other.
-            self._log_window(trainer, tracker.close_window(boundary=True))
-            tracker.close()
-        except Exception as exc:  # every rank must still reach the gather below
-            warnings.warn(
-                f"lightning-to-energy: the end of the run failed on rank {trainer.global_rank} "
-                f"({type(exc).__name__}: {exc}); reporting the windows closed so far.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        # Each part guarded on its own: a logger that fails must not keep the sensors open
+        # or the calibration unsaved, and every rank must still reach the gather below.
+        last: WindowRecord | None = None
+        for part in ("close", "log", "finish"):
+            try:
+                if part == "close":
+                    last = tracker.close_window(boundary=True)
+                elif part == "log":
+                    # The last window (a test run's, say) reaches the loggers like every other.
+                    self._log_window(trainer, last)
+                else:
+                    tracker.close()
+            except Exception as exc:
+                what = "logging its last window" if part == "log" else "the end of the run"
+                warnings.warn(
+                    f"lightning-to-energy: {what} failed on rank {trainer.global_rank} "
+                    f"({type(exc).__name__}: {exc}); reporting the windows closed so far.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         windows: list[WindowRecord] = list(tracker.windows)
         if (
             trainer.world_size > 1

@@ -113,3 +113,6 @@ class EnergyReport:
     forecast: Forecast | None = None
     world_size: int = 1
     version: str = "1"
+    # the tracker's run id, as its calibration saves name the run ("" in older reports), so
+    # that `fit` on this report replaces that run's windows instead of adding a second copy
+    run_id: str = ""

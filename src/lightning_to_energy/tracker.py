@@ -993,6 +993,7 @@ class EnergyTracker:
             warnings=tuple(notes),
             forecast=self.forecast(),
             world_size=world_size,
+            run_id=self._run_id,
         )
 
     def _hardware_dict(self) -> dict[str, str]:
