@@ -11,7 +11,6 @@ every number.
 from __future__ import annotations
 
 import argparse
-import importlib
 
 import torch
 from lightning.pytorch import LightningModule, Trainer, seed_everything
@@ -97,16 +96,9 @@ def main() -> None:
         log_every_n_steps=5,
         check_val_every_n_epoch=4,
     )
+    # TOEnergy prints the report, then the files it wrote (and why the PNG was not, where
+    # matplotlib is missing); energy.report holds the same report for programs.
     trainer.fit(DigitsCNN(), train, val)
-    report = energy.report
-    if report is not None:
-        # The PNG is drawn only with matplotlib (the 'plot' extra); say so rather than list it.
-        try:
-            importlib.import_module("matplotlib")
-            png = ", .png"
-        except ImportError:
-            png = "; no .png: pip install 'lightning-to-energy[plot]' to draw it"
-        print(f"report files in {args.out}/ (energy_report.json, .csv{png})")
 
 
 if __name__ == "__main__":
