@@ -366,15 +366,18 @@ def test_predict_from_five_reports_prints_a_leave_one_run_out_interval(
     # 5 scores: k = min(ceil(6 x 0.9), 5) = 5, the largest: the interval is [p / 1.2, p x 1.2].
     assert result["high_j"] / result["energy_j"] == pytest.approx(1.2, rel=1e-3)
     assert result["energy_j"] / result["low_j"] == pytest.approx(1.2, rel=1e-3)
-    assert (result["interval"], result["interval_basis"]) == (
-        0.9,
-        "leave-one-run-out over 5 runs",
-    )
+    # The largest of 5 held-out scores bounds a sixth with probability 5 / 6 = 0.833, not 0.9:
+    # the coverage claimed is that one, printed rounded down (83 %), with the runs 90 % needs
+    # (0.9 / (1 - 0.9) = 9).
+    assert result["interval"] == pytest.approx(5 / 6)
+    assert result["interval_basis"] == "leave-one-run-out over 5 runs; 90 % needs 9 runs"
+    # 5 reports x 5 windows, each report its own run
+    assert (result["calibration_windows"], result["calibration_runs"]) == (25, 5)
     code, out, _ = run(capsys, *argv)
     assert code == 0
     assert re.search(
-        r"\(90 % interval [0-9.]+ k?J \.\. [0-9.]+ k?J, leave-one-run-out over 5 runs\), from 25 "
-        r"calibration windows",
+        r"\(83 % interval [0-9.]+ k?J \.\. [0-9.]+ k?J, leave-one-run-out over 5 runs; 90 % "
+        r"needs 9 runs\), from 25 calibration windows of 5 runs",
         out,
     ), out
 
@@ -849,9 +852,8 @@ def test_fit_refuses_reports_and_study_runs_together(
     assert code == 2 and "found both" in err
 
 
-def test_a_tracker_runs_report_fits_on_its_roofline_column_end_to_end(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def _tracked_run(calibration: Path | None) -> EnergyReport:
+    """40 steps of TinyMLP (SGD) under an EnergyTracker: 0.1 s each at 200 W, 1 s windows."""
     import torch
 
     from _models import TinyMLP
@@ -868,7 +870,7 @@ def test_a_tracker_runs_report_fits_on_its_roofline_column_end_to_end(
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     tracker = EnergyTracker(
         model, opt, sensors=[FakeSensor(power_w=200.0, clock=clock)], window_s=1.0,
-        calibration=None, clock=clock,
+        calibration=calibration, clock=clock,
     )  # fmt: skip
     tracker.start()
     x, y = torch.randn(8, 16), torch.randint(0, 4, (8,))
@@ -878,7 +880,13 @@ def test_a_tracker_runs_report_fits_on_its_roofline_column_end_to_end(
             opt.step()
             opt.zero_grad()
             clock.t += 0.1
-    report = tracker.finish(save_calibration=False)
+    return tracker.finish()  # saves the run to ``calibration`` where one is given
+
+
+def test_a_tracker_runs_report_fits_on_its_roofline_column_end_to_end(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    report = _tracked_run(None)
     path = write(report, tmp_path / "run")
     per_step = {w.features["roofline_s"] / w.steps for w in report.windows}
     assert len(per_step) == 1  # every step replays one counted profile
@@ -908,34 +916,8 @@ def test_a_tracker_runs_report_fits_on_its_roofline_column_end_to_end(
 def test_fit_into_the_calibration_a_run_saved_replaces_that_runs_windows(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    import torch
-
-    from _models import TinyMLP
-    from lightning_to_energy import EnergyTracker, FakeSensor
-
-    class Clock:
-        t = 0.0
-
-        def __call__(self) -> float:
-            return self.t
-
-    clock = Clock()
-    model = TinyMLP()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
     calibration = tmp_path / "cal.json"
-    tracker = EnergyTracker(
-        model, opt, sensors=[FakeSensor(power_w=200.0, clock=clock)], window_s=1.0,
-        calibration=calibration, clock=clock,
-    )  # fmt: skip
-    tracker.start()
-    x, y = torch.randn(8, 16), torch.randint(0, 4, (8,))
-    for _ in range(40):
-        with tracker.step((x, y)):
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-            opt.zero_grad()
-            clock.t += 0.1
-    report = tracker.finish()  # saves the run to cal.json under the tracker's run id
+    report = _tracked_run(calibration)  # saved to cal.json under the tracker's run id
     saved = CalibrationStore.from_path(calibration).load()
     assert saved is not None and len(saved.runs) == 1
     assert report.run_id == saved.runs[0].run_id
@@ -949,3 +931,37 @@ def test_fit_into_the_calibration_a_run_saved_replaces_that_runs_windows(
     # leave-one-run-out would train on while holding out the first
     assert [r.run_id for r in merged.runs] == [report.run_id]
     assert {w.run_id for w in merged.windows} == {report.run_id}
+
+
+@pytest.mark.parametrize("how", ["same-path", "directory-and-file", "another-spelling"])
+def test_fit_refuses_one_report_given_twice(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str], how: str
+) -> None:
+    a, b = two_runs
+    again = {
+        "same-path": a,
+        "directory-and-file": str(Path(a).parent),
+        "another-spelling": str(Path(a).parent / ".." / Path(a).parent.name / Path(a).name),
+    }[how]
+    code, out, err = run(capsys, "fit", a, b, again, "--json")
+    # Before: "leave-one-run-out" over 15 windows, report a held out against a fit on its
+    # own copy (precision 99.97 % on one report of an exact law, whatever its law).
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert f"expected each report once, found {Path(a).resolve()} twice" in err
+    assert "Fix: pass it once." in err
+
+
+def test_fit_refuses_two_copies_of_one_run(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str], tmp_path: Path
+) -> None:
+    import shutil
+
+    a, b = two_runs
+    copy = tmp_path / "copy" / "energy_report.json"
+    copy.parent.mkdir()
+    shutil.copy(a, copy)
+    code, out, err = run(capsys, "fit", a, b, str(copy))
+    # the same windows under the same run id: fitted twice, held out against each other
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert f"expected reports of distinct runs, found {a} and {copy} of the same run" in err
+    assert "Fix: pass one of them" in err

@@ -199,26 +199,31 @@ def runs_calibration(n_runs: int, windows_per_run: int = 2) -> Calibration:
 
 
 @pytest.mark.parametrize(
-    ("n_runs", "half_width"),
+    ("n_runs", "half_width", "coverage", "short"),
     [
         # Held out, the 1.2 x run is predicted by exact runs only: a = 1, score ln 1.2 = 0.1823.
         # An exact run is predicted by 3 (or 4) exact runs and the 1.2 x one, 2 windows each:
         # a = (2 x 3 + 2 / 1.2) / (2 x 3 + 2 / 1.44) = 7.6667 / 7.3889 = 1.0376, score 0.0369
-        # (6 runs: 9.6667 / 9.3889 = 1.0296, score 0.0292).
-        # 5 scores: k = min(ceil(6 x 0.9), 5) = 5, the largest; 6 scores: min(ceil(6.3), 6) = 6.
-        # Either way q = ln 1.2: the interval is [p / 1.2, p x 1.2]. (Had the 1.2 x run been in
+        # (6 runs: 9.6667 / 9.3889 = 1.0296, score 0.0292; 9 runs: 15.6667 / 15.3889 = 1.0181,
+        # score 0.0179).
+        # 5 scores: k = min(ceil(6 x 0.9), 5) = 5, the largest; 6 scores: min(ceil(6.3), 6) = 6;
+        # 9 scores: min(ceil(9.0), 9) = 9.
+        # Each way q = ln 1.2: the interval is [p / 1.2, p x 1.2]. (Had the 1.2 x run been in
         # its own fit, 6 runs: a = (10 + 2 / 1.2) / (10 + 2 / 1.44) = 1.0244, a factor
         # 1.2 / 1.0244 = 1.171.)
-        (5, math.log(1.2)),
-        (6, math.log(1.2)),
+        # The largest of n scores bounds a new one with probability n / (n + 1): 5 / 6 = 0.833
+        # and 6 / 7 = 0.857, not 0.9; 9 runs reach 9 / 10 = 0.9 (0.9 / (1 - 0.9) = 9 needed).
+        (5, math.log(1.2), 5 / 6, "; 90 % needs 9 runs"),
+        (6, math.log(1.2), 6 / 7, "; 90 % needs 9 runs"),
+        (9, math.log(1.2), 0.9, ""),
     ],
 )
 def test_five_runs_or_more_give_a_leave_one_run_out_interval(
-    step: StepProfile, n_runs: int, half_width: float
+    step: StepProfile, n_runs: int, half_width: float, coverage: float, short: str
 ) -> None:
     plan = plan_run(step, 1000, runs_calibration(n_runs))
-    assert plan.interval == 0.9
-    assert plan.interval_basis == f"leave-one-run-out over {n_runs} runs"
+    assert plan.interval == pytest.approx(coverage)
+    assert plan.interval_basis == f"leave-one-run-out over {n_runs} runs{short}"
     # NB: the ridge toward the zero prior pulls each fit about 1e-3 / (0.5 x 8 windows) low
     assert plan.high_j / plan.energy_j == pytest.approx(math.exp(half_width), rel=1e-3)
     assert plan.energy_j / plan.low_j == pytest.approx(math.exp(half_width), rel=1e-3)
@@ -249,3 +254,18 @@ def test_many_runs_are_held_out_in_groups(step: StepProfile) -> None:
     # k = ceil(161 x 0.9) = 145: sorted, 0 then 152 x 0.000875, so q = 0.000875. NB: the ridge
     # toward the zero prior (1e-3 windows' worth against 159 x 0.5) takes about 1e-5 off it.
     assert plan.high_j / plan.energy_j == pytest.approx(math.exp(0.000875), abs=2e-5)
+
+
+def test_the_calibration_windows_are_those_the_plan_was_fitted_on(step: StepProfile) -> None:
+    from lightning_to_energy.calibration import CalibrationWindow
+
+    # 4 runs of 130 windows (520), and 3 more recent windows without a "tos" feature.
+    cal = runs_calibration(4, windows_per_run=130)
+    partial = tuple(CalibrationWindow({"roofline_s": 0.01}, 3.0, "old-format") for _ in range(3))
+    cal = Calibration(**{**cal.__dict__, "windows": partial + cal.windows})
+    plan = plan_run(step, 1000, cal)
+    # The plan's model is seeded with the windows that have its features (520 of the 523),
+    # the most recent DEFAULT_HISTORY = 512 of them: all 130 of runs 3, 2 and 1, and 122 of
+    # run 0 (the 8 oldest dropped). Before: 523, every window stored.
+    assert (plan.calibration_windows, plan.calibration_runs) == (512, 4)
+    assert plan.to_dict()["calibration_runs"] == 4

@@ -614,3 +614,39 @@ def test_roofline_line_compares_the_train_steps_with_the_hardware_peaks() -> Non
     # without the column (an older report, or a device missing from the table): no line
     assert roofline_share(make_report()) is None
     assert "Roofline:" not in render_text(make_report())
+
+
+def test_the_prior_is_said_beside_the_accuracy_and_older_reports_load_without_it() -> None:
+    from lightning_to_energy.records import PriorRecord
+
+    prior = PriorRecord(
+        source="/cache/h100.json",
+        seed_windows=512,
+        seed_runs=7,
+        stored_windows=2048,
+        stored_runs=40,
+        hardware="1 x NVIDIA H100 80GB HBM3",
+        other_hardware=True,
+    )
+    report = dataclasses.replace(make_report(), prior=prior)
+    assert report_from_dict(json.loads(json.dumps(report_to_dict(report)))) == report
+    text = render_text(report)
+    # the line follows the accuracy table, whose windows say "prior" for the ones it predicted
+    assert (
+        text.index("Prediction accuracy")
+        < text.index("prior: /cache/h100.json")
+        < text.index("Fitted coefficients")
+    )
+    # (wrapped at the console's 120 columns)
+    assert (
+        "prior: /cache/h100.json (made on other hardware: 1 x NVIDIA H100 80GB HBM3): 512 of its "
+        "2,048 stored windows, from 7 of its 40 runs, seeded the model"
+    ) in " ".join(text.split())
+    first = dataclasses.replace(report, prior=PriorRecord(note="calibration=None"))
+    assert "prior: none: calibration=None" in render_text(first)
+    # a report written before the field: it loads, and claims nothing about its prior
+    data = report_to_dict(report)
+    del data["prior"]
+    older = report_from_dict(data)
+    assert older.prior is None
+    assert "prior:" not in render_text(older)

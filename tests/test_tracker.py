@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from rich.console import Console
 from torch import nn
 
 from lightning_to_energy import EnergyTracker, FakeSensor, ReplaySensor
@@ -636,3 +638,80 @@ def test_a_report_given_as_calibration_is_said_in_the_report_and_left_intact(
     assert "found an energy report" in said[0] and "calibration not saved" in said[1]
     assert saved.json_path.read_bytes() == before
     assert tracker.calibration_path is None
+
+
+def test_the_report_says_which_calibration_seeded_the_model(tmp_path: Path) -> None:
+    from lightning_to_energy.calibration import HardwareInfo, default_directory
+    from lightning_to_energy.calibration import hardware_fingerprint as fingerprint
+    from lightning_to_energy.records import PriorRecord
+    from lightning_to_energy.report import (
+        prior_text,
+        render_report,
+        report_from_dict,
+        report_to_dict,
+    )
+
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    path = tmp_path / "cal.json"
+    first = _sgd_tracker(model, clock, power_w=5.0, calibration=path)
+    _loop(first, model, clock, steps=12, dt=0.25)  # 3 windows of 4 steps, all fitted and saved
+    report = first.finish()
+    # Before: the report did not say whether (or which) calibration its predictions came from.
+    assert report.prior == PriorRecord(
+        note=f"{path} does not exist yet (this run's windows start it)"
+    )
+    second = _sgd_tracker(model, clock, power_w=5.0, calibration=path)
+    _loop(second, model, clock, steps=4, dt=0.25)
+    report = second.finish(save_calibration=False)
+    # the first run's 3 windows, all of its 1 run, seeded the second run's model
+    label = HardwareInfo.detect().label
+    assert report.prior == PriorRecord(str(path), 3, 1, 3, 1, label, False, "")
+    assert report.windows[0].predicted_j is not None  # it predicted from its first window
+    assert report_from_dict(report_to_dict(report)).prior == report.prior
+    line = f"prior: {path} (made on this hardware): 3 of its 3 stored windows, from 1 of its 1 run"
+    console = Console(file=io.StringIO(), width=400, color_system=None)
+    render_report(report, console)
+    assert line in console.file.getvalue()  # type: ignore[attr-defined]
+    # a checkpoint carries it: a run resumed without the file (or after it changed) still
+    # reports the prior its model started from, loaded before start() as the callback does
+    state = second.state_dict()
+    resumed = EnergyTracker(model, sensors=None, calibration=None, clock=clock)
+    resumed.load_state_dict(state)
+    resumed.start()
+    assert resumed.build_report().prior == report.prior
+    # without a calibration, why
+    none = EnergyTracker(None, sensors=None, calibration=None)
+    none.start()
+    assert (
+        prior_text(none.build_report().prior) == "none: calibration=None (no prior, nothing saved)"
+    )  # type: ignore[arg-type]
+    auto = EnergyTracker(None, sensors=None, calibration="auto")
+    auto.start()
+    where = default_directory() / f"{fingerprint(HardwareInfo.detect())}.json"
+    assert auto.build_report().prior == PriorRecord(
+        note=f"the first run on this hardware (no calibration at {where} yet)"
+    )
+
+
+def test_the_report_says_a_calibration_was_made_on_other_hardware(tmp_path: Path) -> None:
+    from lightning_to_energy.calibration import Calibration, CalibrationStore, HardwareInfo
+    from lightning_to_energy.regression import OnlineEnergyModel
+
+    h100 = HardwareInfo(gpus=("NVIDIA H100 80GB HBM3",), driver_version="1", cpu="x", cpu_count=2)
+    stored = OnlineEnergyModel(("duration_s", "tos"))
+    for d, t in [(2.0, 1e12), (3.0, 4e12), (4.0, 2e12)]:
+        stored.update({"duration_s": d, "tos": t}, 50.0 * d + 1e-11 * t)
+    path = tmp_path / "h100.json"
+    CalibrationStore.from_path(path).save(Calibration.from_model(stored, h100))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the store's "made on another machine" warning
+        tracker = EnergyTracker(
+            None, sensors=None, calibration=path, features=("duration_s", "tos")
+        )
+        tracker.start()
+    prior = tracker.build_report().prior
+    assert prior is not None
+    # its 3 windows of 1 run seed the model; made on the H100, not on this machine
+    assert (prior.seed_windows, prior.seed_runs, prior.other_hardware) == (3, 1, True)
+    assert prior.hardware == h100.label

@@ -122,7 +122,16 @@ def run(args: argparse.Namespace) -> int:
 
     runs: list[list[tuple[dict[str, float], float]]] = []
     reports: list[EnergyReport] = []
+    given: dict[Path, str] = {}  # the file each argument names (as load_report reads it)
     for path in args.reports:
+        named = Path(path) / "energy_report.json" if Path(path).is_dir() else Path(path)
+        first = given.setdefault(named.resolve(), path)
+        if first != path or args.reports.count(path) > 1:
+            raise CliError(
+                f"expected each report once, found {named.resolve()} twice (as {first} and "
+                f"{path}): its windows would be fitted twice, and a held-out copy predicted by "
+                "a fit on the other. Fix: pass it once."
+            )
         try:
             report = load_report(Path(path))
         except FileNotFoundError:
@@ -134,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"cannot read report {path}: {exc}") from None
         reports.append(report)
         runs.append(fit_windows(report))
+    _refuse_repeated_runs(reports, runs, args.reports)
     windows = [w for run_ in runs for w in run_]
     if not windows:
         raise CliError(
@@ -339,6 +349,32 @@ def _run_study(args: argparse.Namespace) -> int:
     if args.out:
         print(f"calibration written to {result['calibration']}")
     return 0
+
+
+def _refuse_repeated_runs(
+    reports: Sequence[EnergyReport],
+    runs: Sequence[Sequence[tuple[dict[str, float], float]]],
+    paths: Sequence[str],
+) -> None:
+    """Refuse two reports of one run (a copy of a report, or a resumed run's earlier report).
+
+    Their windows overlap: fitted twice, and each held out against a fit on its own copy.
+
+    Raises:
+        CliError: two reports with fitted windows share a run id.
+    """
+    seen: dict[str, str] = {}
+    for report, windows, path in zip(reports, runs, paths, strict=True):
+        if not windows:
+            continue  # nothing of it is fitted
+        first = seen.setdefault(_report_run_id(report, windows), path)
+        if first != path:
+            raise CliError(
+                f"expected reports of distinct runs, found {first} and {path} of the same run "
+                f"(run id {_report_run_id(report, windows)}): a copy of one report, or a resumed "
+                "run's reports, the later of which holds the earlier one's windows. Fix: pass "
+                "one of them (a resumed run's last report)."
+            )
 
 
 def _report_run_id(report: EnergyReport, windows: Sequence[tuple[dict[str, float], float]]) -> str:

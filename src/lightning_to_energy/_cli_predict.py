@@ -209,15 +209,18 @@ def run(args: argparse.Namespace) -> int:
         timing = f"{format_si(plan.roofline_s_per_step, 's')} roofline per step on {spec.name}"
     span = f"{format_si(plan.low_j, 'J')} .. {format_si(plan.high_j, 'J')}"
     # A coverage is claimed only for a measured interval; the default factor says what it is.
+    # Rounded down: 7 runs cover 7 / 8 = 87.5 %, which "88 %" would overstate.
     interval = (
-        f"{round(100 * plan.interval)} % interval {span}, {plan.interval_basis}"
+        f"{math.floor(100 * plan.interval + 1e-9)} % interval {span}, {plan.interval_basis}"
         if plan.interval is not None
         else f"range {span}: {plan.interval_basis}"
     )
+    windows, runs = plan.calibration_windows, plan.calibration_runs
     print(
         f"{args.target}: {args.steps} steps x {format_si(plan.tos_per_step, 'TO')} and {timing}\n"
         f"predicted energy: {format_si(plan.energy_j, 'J')} ({interval}), "
-        f"from {plan.calibration_windows} calibration windows ({plan.calibration_hardware})"
+        f"from {windows} calibration window{'' if windows == 1 else 's'} of {runs} "
+        f"run{'' if runs == 1 else 's'} ({plan.calibration_hardware})"
     )
     if plan.top_modules:
         print("top modules by predicted joules (dynamic energy, TO share):")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -355,6 +356,18 @@ class Calibration:
             if all(n in w.features for n in names)
         ]
 
+    def model_windows(
+        self, feature_names: Sequence[str], history: int = DEFAULT_HISTORY
+    ) -> tuple[CalibrationWindow, ...]:
+        """The stored windows :meth:`to_model` seeds a model on ``feature_names`` with.
+
+        Those that have every one of ``feature_names``, the most recent ``history`` of them,
+        most recent first.
+        """
+        names = tuple(feature_names)
+        usable = (w for w in self.windows if all(n in w.features for n in names))
+        return tuple(itertools.islice(usable, max(history, 0)))
+
     def usage_note(self, feature_names: Sequence[str]) -> str | None:
         """What a model on ``feature_names`` takes from this calibration, when it is not all.
 
@@ -410,7 +423,12 @@ class Calibration:
             prior_strength=prior_strength,
             interval=interval,
         )
-        model.seed(self.seed_windows(names)[-history:], weight=weight)
+        used = self.model_windows(names, history)
+        # oldest first, as seed() takes them
+        model.seed(
+            [({n: float(w.features[n]) for n in names}, w.energy_j) for w in reversed(used)],
+            weight=weight,
+        )
         return model
 
     def to_dict(self) -> dict[str, Any]:

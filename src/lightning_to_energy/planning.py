@@ -19,22 +19,23 @@ Example::
 The interval is measured only when the calibration holds windows of at least
 ``MIN_RUNS_FOR_INTERVAL`` (5) runs: each run's total is then predicted by a model fitted on the
 other runs alone (leave-one-run-out), and the split-conformal quantile of those errors is the
-interval's half width. With fewer runs there is no measured error to draw it from: the plan
-keeps the default factor 1.5 either way, sets ``interval`` to None, and says so in
-``interval_basis``.
+interval's half width. Its ``interval`` is the coverage that quantile really has: 0.9, or less
+with fewer runs than 0.9 needs (9: with 5 runs the widest held-out error bounds 5 of 6, 83 %).
+With fewer than 5 runs there is no measured error to draw it from: the plan keeps the default
+factor 1.5 either way, sets ``interval`` to None, and says so in ``interval_basis``.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lightning_to_energy.calibration import Calibration
+from lightning_to_energy.calibration import Calibration, CalibrationWindow
 from lightning_to_energy.counting.profile import StepProfile
 from lightning_to_energy.regression import (
-    DEFAULT_HISTORY,
     DEFAULT_INTERVAL_FACTOR,
     MIN_WINDOWS_FOR_INTERVAL,
     SEED_WEIGHT,
@@ -78,19 +79,22 @@ class RunPlan:
         energy_j: predicted joules of the whole run.
         low_j: lower end of the prediction interval.
         high_j: upper end.
-        interval: the interval's coverage (e.g. 0.9) when it is measured (leave-one-run-out over
-            the calibration's runs); None when it is the default factor, which no measured error
-            supports (fewer than ``MIN_RUNS_FOR_INTERVAL`` runs in the calibration).
+        interval: the interval's coverage when it is measured (leave-one-run-out over the
+            calibration's runs): 0.9, or the lower ``k / (n + 1)`` that the widest held-out
+            error of too few runs bounds (5 runs: 5 / 6); None when it is the default factor,
+            which no measured error supports (fewer than ``MIN_RUNS_FOR_INTERVAL`` runs).
         tos_per_step: TOs of one step.
         flops_per_step: FLOPs of one step.
         step_time_s: the step time used for a measured-time calibration, else None.
         roofline_s_per_step: the roofline time of one step for a roofline calibration, else None.
         hardware: the roofline's hardware key, or None.
         calibration_hardware: the hardware the calibration was made on, in words.
-        calibration_windows: the windows (or study runs) the calibration was fitted on.
+        calibration_windows: the stored windows (or study runs) the plan's model was fitted
+            on: those with the calibration's features, the most recent ``DEFAULT_HISTORY``.
         top_modules: the modules with the most TOs, with their share of the predicted energy.
         interval_basis: what the interval rests on, in words: ``"leave-one-run-out over 12
             runs"``, or the default factor and why.
+        calibration_runs: the runs those windows came from.
     """
 
     steps: int
@@ -107,6 +111,7 @@ class RunPlan:
     calibration_windows: int
     top_modules: tuple[ModulePlan, ...] = ()
     interval_basis: str = ""
+    calibration_runs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""
@@ -187,6 +192,7 @@ def plan_run(
         )
     model = calibration.to_model()
     names = model.feature_names
+    seed = calibration.model_windows(names)  # the windows to_model() fitted
     per_step = {f: get(step) for f, get in PROFILE_FEATURES.items()}
     spec: HardwareSpec | None = None
     if "duration_s" in names:
@@ -224,7 +230,7 @@ def plan_run(
     # a calibration's model always has its coefficients as prior: predictions have numbers
     assert prediction.energy_j is not None
     energy_j = prediction.energy_j
-    q, coverage, basis = _interval(calibration, names, model.interval)
+    q, coverage, basis = _interval(seed, names, model.interval)
     return RunPlan(
         steps=steps,
         energy_j=energy_j,
@@ -237,14 +243,15 @@ def plan_run(
         roofline_s_per_step=per_step.get("roofline_s"),
         hardware=spec.key if spec is not None else None,
         calibration_hardware=calibration.hardware.label,
-        calibration_windows=len(calibration.windows),
+        calibration_windows=len(seed),
         top_modules=_top_modules(step, model, per_step, steps, max(top, 0)),
         interval_basis=basis,
+        calibration_runs=len({w.run_id for w in seed}),
     )
 
 
 def _interval(
-    calibration: Calibration, names: tuple[str, ...], interval: float
+    seed: Sequence[CalibrationWindow], names: tuple[str, ...], interval: float
 ) -> tuple[float, float | None, str]:
     """The plan's log half width, its coverage (None when not measured) and its basis in words.
 
@@ -254,12 +261,15 @@ def _interval(
     fitted on that run too) fitted on the other runs' windows predicts the run's total, scored
     as ``|ln(measured / predicted)|``; :func:`log_interval_half_width` turns the scores into the
     split-conformal half width, applied around the plan's prediction as a factor.
+
+    Args:
+        seed: the windows the plan's model was seeded with (:meth:`Calibration.model_windows`), most
+            recent first.
+        names: the model's features.
+        interval: the target coverage.
     """
-    # The windows the plan's model is seeded with (Calibration.to_model): every feature
-    # present, the most recent DEFAULT_HISTORY of them.
-    usable = [w for w in calibration.windows if all(n in w.features for n in names)]
     runs: dict[str, list[tuple[tuple[float, ...], float]]] = {}
-    for w in usable[:DEFAULT_HISTORY]:  # most recent first
+    for w in seed:  # most recent first
         runs.setdefault(w.run_id, []).append((tuple(w.features[n] for n in names), w.energy_j))
     if len(runs) < MIN_RUNS_FOR_INTERVAL:
         found = f"{len(runs)} run{'' if len(runs) == 1 else 's'}"
@@ -292,9 +302,31 @@ def _interval(
             else:
                 scores.append(abs(math.log(measured / predicted)))
     q = log_interval_half_width(scores, interval)
+    coverage, short = _coverage(len(scores), interval)
     if groups == len(ids):
-        return q, interval, f"leave-one-run-out over {len(ids)} runs"
-    return q, interval, f"leave-runs-out over {len(ids)} runs, held out in {groups} groups"
+        basis = f"leave-one-run-out over {len(ids)} runs"
+    else:
+        basis = f"leave-runs-out over {len(ids)} runs, held out in {groups} groups"
+    return q, coverage, basis + short
+
+
+def _coverage(n: int, interval: float) -> tuple[float, str]:
+    """The coverage of :func:`log_interval_half_width` over ``n`` scores, and what it lacks.
+
+    The half width is the k-th smallest of n held-out scores, ``k = min(ceil((n + 1) x
+    interval), n)``: a new run's score exceeds it with probability at most ``1 - k / (n + 1)``
+    (split conformal). Below ``interval / (1 - interval)`` scores (9 for 0.9) k is capped at n,
+    so the interval covers only ``n / (n + 1)``: that is its coverage, not the target.
+
+    Returns:
+        ``(coverage, note)``: the coverage, and ``""`` or e.g. ``"; 90 % needs 9 runs"``.
+    """
+    # the same rank as log_interval_half_width, 1e-9 included
+    k = min(math.ceil((n + 1) * interval - 1e-9), n)
+    if k / (n + 1) >= interval:
+        return interval, ""
+    needed = math.ceil(interval / (1.0 - interval) - 1e-9)
+    return k / (n + 1), f"; {round(100 * interval)} % needs {needed} runs"
 
 
 def _top_modules(

@@ -89,6 +89,33 @@ class Forecast:
 
 
 @dataclass(frozen=True)
+class PriorRecord:
+    """The calibration a run's model started from: its prior coefficients and seed windows.
+
+    Attributes:
+        source: the calibration file; ``""`` when the run started without one.
+        seed_windows: stored windows that seeded the model (those with every one of the run's
+            features, the most recent ``DEFAULT_HISTORY`` of them).
+        seed_runs: the runs those windows came from.
+        stored_windows: windows the file holds.
+        stored_runs: runs merged into the file.
+        hardware: the hardware the calibration was made on, in words (``""`` without one).
+        other_hardware: it was made on other hardware than this run's (an explicit file).
+        note: without a calibration, why (e.g. ``"the first run on this hardware: ..."``);
+            with one, how it was used when not in full, else ``""``.
+    """
+
+    source: str = ""
+    seed_windows: int = 0
+    seed_runs: int = 0
+    stored_windows: int = 0
+    stored_runs: int = 0
+    hardware: str = ""
+    other_hardware: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class EnergyReport:
     """Everything the end-of-run report shows. Rendering lives in :mod:`report`."""
 
@@ -116,3 +143,6 @@ class EnergyReport:
     # the tracker's run id, as its calibration saves name the run ("" in older reports), so
     # that `fit` on this report replaces that run's windows instead of adding a second copy
     run_id: str = ""
+    # the calibration the model started from (None in older reports): the first windows'
+    # "prior" predictions come from it
+    prior: PriorRecord | None = None

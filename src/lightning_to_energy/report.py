@@ -40,6 +40,7 @@ from lightning_to_energy.records import (
     FLAG_SHORT,
     FLAG_UNMEASURED,
     EnergyReport,
+    PriorRecord,
     WindowRecord,
 )
 
@@ -57,6 +58,7 @@ __all__ = [
     "format_duration",
     "format_si",
     "load_report",
+    "prior_text",
     "relative_error",
     "render_report",
     "report_from_dict",
@@ -934,7 +936,36 @@ def _section_accuracy(report: EnergyReport) -> RenderableType:
         "windows predicted before their measurement was seen (prequential); errors are relative; "
         "Σ ratio over windows with both numbers"
     )
-    return table
+    if report.prior is None:  # an older report: it did not record its prior
+        return table
+    from rich.console import Group
+
+    # Beside the accuracy: the first windows' predictions ("prior" above) come from it.
+    line = Text("prior: ", style="bold")
+    line.append(prior_text(report.prior))
+    return Group(table, line)
+
+
+def prior_text(prior: PriorRecord) -> str:
+    """The calibration a run's model started from, in one line.
+
+    E.g. ``"/home/me/.cache/.../h100.json (made on this hardware): 512 of its 2,048 stored
+    windows, from 7 of its 40 runs, seeded the model"``, or ``"none: the first run on this
+    hardware (...)"``.
+    """
+    if not prior.source:
+        return f"none: {prior.note}" if prior.note else "none"
+    made = (
+        f"made on other hardware: {prior.hardware}"
+        if prior.other_hardware
+        else "made on this hardware"
+    )
+    text = (
+        f"{prior.source} ({made}): {prior.seed_windows:,} of its {prior.stored_windows:,} "
+        f"stored windows, from {prior.seed_runs:,} of its {prior.stored_runs:,} "
+        f"run{'' if prior.stored_runs == 1 else 's'}, seeded the model"
+    )
+    return f"{text}; {prior.note}" if prior.note else text
 
 
 def _section_coefficients(report: EnergyReport) -> RenderableType | None:

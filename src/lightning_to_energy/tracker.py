@@ -65,6 +65,7 @@ from lightning_to_energy.records import (
     Forecast,
     LoopTotals,
     ModuleEnergy,
+    PriorRecord,
     SensorInfo,
     WindowRecord,
 )
@@ -308,6 +309,10 @@ class EnergyTracker:
         # The file the calibration was saved to at the end of the run, None if not (the
         # report's warnings say why, except where calibration=None asked for none).
         self.calibration_path: Path | None = None
+        # The calibration the model started from, for the report; restored from a checkpoint
+        # (whose model it seeded) in preference to the file as it is at the resume.
+        self._prior: PriorRecord | None = None
+        self._prior_restored = False
         self._hardware: HardwareInfo | None = None
         # The roofline's hardware (peaks per format, bandwidth, launch cost): each window
         # records its steps' roofline seconds, so a run's windows can fit a calibration that
@@ -365,31 +370,66 @@ class EnergyTracker:
             return [self.device.index if self.device.index is not None else 0]
         return []
 
+    def _no_prior(self, note: str) -> None:
+        """Record that the model starts without a calibration, and why (for the report)."""
+        if not self._prior_restored:  # a restored model's own start is what the report says
+            self._prior = PriorRecord(note=note)
+
     def _load_calibration(self) -> None:
         arg = self._calibration_arg
-        if arg is None or self._hardware is None:
+        if arg is None:
+            self._no_prior("calibration=None (no prior, nothing saved)")
+            return
+        if self._hardware is None:
+            self._no_prior("the hardware was not identified (see the warnings)")
             return
         try:
             if arg == "auto":
                 self._store = CalibrationStore()
             else:
                 self._store = CalibrationStore.from_path(Path(arg))
-            calibration = self._store.load(hardware_fingerprint(self._hardware))
+            fingerprint = hardware_fingerprint(self._hardware)
+            where = self._store.path_for(fingerprint)
+            calibration = self._store.load(fingerprint)
         except Exception as exc:  # never let a calibration problem stop training
             self._warn_once("calibration", f"calibration not loaded: {exc}")
+            self._no_prior("the calibration could not be loaded (see the warnings)")
             return
         finally:
             self._take_store_warnings()
-        if calibration is None or self.model.n_updates != 0:
+        if calibration is None:
+            if not where.exists():
+                self._no_prior(
+                    f"the first run on this hardware (no calibration at {where} yet)"
+                    if arg == "auto"
+                    else f"{where} does not exist yet (this run's windows start it)"
+                )
+            else:
+                self._no_prior(f"{where} could not be used (see the warnings)")
             return
+        if self.model.n_updates != 0:
+            return  # a model restored from a checkpoint keeps the prior it started from
         try:
             self.model = calibration.to_model(self.features)
         except (KeyError, ValueError) as exc:
             self._warn_once("calibration", f"calibration not used: {exc}")
+            self._no_prior(f"the calibration at {where} was not used (see the warnings)")
             return
         # A prior of other features is used in part (static power, say, but no dynamic
         # coefficient): say what was used, or the first predictions look calibrated.
         note = calibration.usage_note(self.features)
+        seed = calibration.model_windows(self.features)
+        self._prior = PriorRecord(
+            source=str(where),
+            seed_windows=len(seed),
+            seed_runs=len({w.run_id for w in seed}),
+            stored_windows=len(calibration.windows),
+            stored_runs=calibration.n_runs,
+            hardware=calibration.hardware.label,
+            other_hardware=calibration.fingerprint != fingerprint,
+            note="" if note is None else "used in part: fitted on other features (see warnings)",
+        )
+        self._prior_restored = False
         if note is not None:
             where = self._store.path or self._store.path_for(calibration.fingerprint)
             self._warn_once("calibration-features", f"calibration {where} used in part: {note}")
@@ -994,6 +1034,7 @@ class EnergyTracker:
             forecast=self.forecast(),
             world_size=world_size,
             run_id=self._run_id,
+            prior=self._prior,
         )
 
     def _hardware_dict(self) -> dict[str, str]:
@@ -1115,6 +1156,7 @@ class EnergyTracker:
             "warnings": list(self.warnings),
             "breakdown": self._breakdown_sums(),
             "run_id": self._run_id,
+            "prior": None if self._prior is None else dict(self._prior.__dict__),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -1156,6 +1198,9 @@ class EnergyTracker:
         # then cover the steps run since the resume.
         breakdown = dict(state.get("breakdown", {}))
         run_id = str(state.get("run_id") or self._run_id)
+        # Checkpoints before this key existed say nothing of the prior: the report then neither.
+        saved_prior = state.get("prior")
+        prior = None if saved_prior is None else PriorRecord(**saved_prior)
 
         self.model = model
         self.windows = windows
@@ -1168,6 +1213,8 @@ class EnergyTracker:
         self.warnings = notes
         self._restored_breakdown = breakdown
         self._run_id = run_id
+        self._prior = prior
+        self._prior_restored = True
         self._run_steps.clear()
         # TOs of every step so far, as the live readout counts them: the restored windows'.
         self.tos_total = math.fsum(t.tos for t in archived.values()) + math.fsum(
