@@ -561,7 +561,9 @@ class EnergyTracker:
             profile = self._counter.stop()
             self._counter = None
             assert self._counting_sig is not None
-            self.cache.store(self._counting_sig, profile)
+            # The cache's profile where this one did the same work: one object per distinct
+            # profile, so the run's sums do not grow with every re-check.
+            profile = self.cache.store(self._counting_sig, profile)
             self._counting_sig = None
             pid, vector = self._vector_for(profile)
         elif self._pending is not None:
@@ -800,7 +802,10 @@ class EnergyTracker:
         if key in self._warned:
             return
         self._warned.add(key)
-        self.warnings.append(message)
+        # A run resumed from a checkpoint restores its warnings but warns anew: the report
+        # and the checkpoint keep each message once however often it recurs.
+        if message not in self.warnings:
+            self.warnings.append(message)
         warnings.warn(f"lightning-to-energy: {message}", RuntimeWarning, stacklevel=3)
 
     # --- live readout ---------------------------------------------------------------------
@@ -926,7 +931,8 @@ class EnergyTracker:
         """A line of the report's warnings, without a Python warning (nothing is wrong)."""
         if key not in self._warned:
             self._warned.add(key)
-            self.warnings.append(message)
+            if message not in self.warnings:  # restored from a checkpoint already
+                self.warnings.append(message)
 
     def forecast(self) -> Forecast | None:
         """Whole-run energy, with its interval: the joules measured so far (every loop), the
@@ -1127,21 +1133,25 @@ class EnergyTracker:
         ``boundary`` window, ``short`` if it lasted less than a sensor's minimum, fitted into
         the saved model when fit-worthy), but it is *not* closed in this run, whose windows
         keep their full length however often checkpoints are taken. Called in the middle of a
-        step, the open window is left out of the state.
+        step (a preemption handler's checkpoint, ``save_checkpoint`` inside the training
+        step), the saved window holds the steps completed so far, as ``steps`` does. NB: its
+        joules then include the begun step's seconds so far, which a resumed run measures
+        again when it runs that step anew: at most one partial step counted twice.
         """
         windows = self.windows
         n_windows = self._n_windows
         model = self.model
-        if self._counter is None and self._pending is None:
-            try:
-                snapshot = self._snapshot_window()
-            except Exception as exc:  # a checkpoint must be written whatever happens here
-                self._break(exc)
-                snapshot = None
-            if snapshot is not None:
-                record, model = snapshot
-                windows = [*windows, record]
-                n_windows += 1
+        # Safe inside a counted step: the meter lap and the model fork run no aten op for
+        # the counting dispatch mode to see, and the window's sums hold completed steps only.
+        try:
+            snapshot = self._snapshot_window()
+        except Exception as exc:  # a checkpoint must be written whatever happens here
+            self._break(exc)
+            snapshot = None
+        if snapshot is not None:
+            record, model = snapshot
+            windows = [*windows, record]
+            n_windows += 1
         return {
             "version": 1,
             "windows": [_window_to_dict(w) for w in windows],

@@ -278,8 +278,14 @@ class ProfileCache:
         self.replays += 1
         return self._profiles[sig]
 
-    def store(self, sig: StepSignature, profile: StepProfile) -> None:
-        """Store a freshly counted profile; restarts the signature's replay count."""
+    def store(self, sig: StepSignature, profile: StepProfile) -> StepProfile:
+        """Store a freshly counted profile; restarts the signature's replay count.
+
+        Returns:
+            The profile now held for ``sig``: ``profile``, or the stored one when ``profile``
+            did the same work (a re-check that found nothing new). Callers keep that one, so
+            that re-checks of unchanged work add no new profile object to sum.
+        """
         old = self._profiles.get(sig)
         self.counts += 1
         if old is None:
@@ -287,7 +293,7 @@ class ProfileCache:
             self._profiles[sig] = profile
             self._provisional.add(sig)
             self._replays[sig] = max(self.recheck_every - 1, 0)
-            return
+            return profile
         differs = not old.same_work(profile)
         if differs and sig not in self._provisional:
             self.changed_signatures.add(sig)
@@ -295,3 +301,4 @@ class ProfileCache:
             self._profiles[sig] = profile
         self._provisional.discard(sig)
         self._replays[sig] = 0
+        return profile if differs else old
