@@ -12,12 +12,13 @@ On two GPUs (nccl)::
 Lightning re-launches this script once per extra rank (``strategy="ddp"``). Every rank reads
 its own sensors (its GPU through NVML; host-wide RAPL only on local rank 0; a CPU-time estimate
 per process where nothing can be measured). At the end TOEnergy gathers every rank's windows;
-rank 0 prints the report, writes ``energy_report.json`` to ``--out``, and this script prints
-one line per rank and the total::
+rank 0 prints the report, writes the report files to ``--out``, and this script prints one line
+per rank, the total and where the files are::
 
     rank 0: 12.345 J measured (estimate), 3 windows, 8 steps
     rank 1: 12.001 J measured (estimate), 3 windows, 8 steps
     total: 24.346 J measured over 2 ranks; 4 of 6 windows predicted: 16.100 J for 16.346 J
+    report files in /home/me/energy_reports/ddp
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ Trains a small MLP on scikit-learn's bundled digits (no download) on the CPU::
     python examples/plain_pytorch.py                     # 5 epochs, report printed
     python examples/plain_pytorch.py --epochs 1 --max-steps 20 --out reports/plain --quiet
 
-Each step runs inside ``with tracker.step(batch):``. The first step of each new batch shape is
-counted under the dispatch mode; later steps replay the cached count. Steps are grouped into
+Each step runs inside ``with tracker.step(batch):``. The first two steps of each new step
+signature (batch shapes and dtypes, train or eval, ...) are counted under the dispatch mode (the
+first count is provisional); later steps replay the cached count. Steps are grouped into
 windows of at least ``--window-s`` seconds, and each window's joules are predicted before they
 are measured. At the end the script prints one line per loop with measured joules (and the kind
 of sensor behind them), predicted joules (with how many of the loop's windows had a prediction:

@@ -684,7 +684,7 @@ def measured_summary(report: EnergyReport) -> dict[str, Any]:
     """The run JSON's ``measured``: the fit-worthy train windows of ``report`` summed.
 
     Energy is summed over the domains that were measured (an energy counter or integrated
-    power): a CPU-time estimate riding along (a GPU machine without a readable RAPL counter)
+    power): a CPU-time estimate riding along (passed by name beside a GPU's sensor)
     would mix a model into the measurement, so it is left out and listed in
     ``excluded_j``. Where a GPU (``gpu:N``) was measured, only GPU domains are summed: the
     study's law is then the GPU's, and RAPL zones measure the whole socket, shared with data
