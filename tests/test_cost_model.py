@@ -22,9 +22,14 @@ from lightning_to_energy.cost_model import (
     divider_tos,
     exp_degree,
     float_add_tos,
+    float_cmp_tos,
+    float_div_tos,
+    float_fma_tos,
     float_mul_tos,
+    float_sqrt_tos,
     format_from_str,
     incrementer_tos,
+    int_to_float_tos,
     multiplier_tos,
     normaliser_tos,
     nr_iterations,
@@ -106,6 +111,35 @@ def test_float_add_fp32_by_hand() -> None:
     # + adder 28 * 27 + normaliser 1246 + round 432 + exponent adjust 240 + sign 12
     # = 240 + 384 + 1080 + 138 + 324 + 756 + 1246 + 432 + 240 + 12 = 4852
     assert float_add_tos(FP32) == 4852
+
+
+def test_float_fma_cmp_div_sqrt_fp32_by_hand() -> None:
+    # multiplier 18672 + exponent adders 2 * 224 + compare with Ec 240 + align 74 bits
+    # (8 * 74 * ceil(log2 74) = 8 * 74 * 7 = 4144) + complement 74 * 12 = 888 + sticky 23 * 6
+    # = 138 + adder 28 * 51 = 1428 + incrementer 432 + normaliser of 51 bits (8 * 51 * 6 = 2448
+    # + zero tests 6 * (0 + 1 + 3 + 7 + 15 + 31) + 6 * 2 = 354) + round 432 + exponent adjust
+    # 240 + signs 2 * 12 = 18672 + 448 + 240 + 4144 + 888 + 138 + 1428 + 432 + 2802 + 432
+    # + 240 + 24 = 29888
+    assert float_fma_tos(FP32) == 29888
+    # comparator of 8 + 24 - 1 = 31 bits 434 + sign XOR 12 + mux 8 + select 32 * 8 = 256 -> 710
+    assert float_cmp_tos(FP32) == 710
+    # seed 200 + 3 iterations x (FMA 29888 + mul 20040) + final mul 20040
+    # = 200 + 3 * 49928 + 20040 = 170024
+    assert float_div_tos(FP32) == 170024
+    # seed 200 + 3 iterations x (2 mul 40080 + FMA 29888) + final mul 20040
+    # = 200 + 3 * 69968 + 20040 = 230144
+    assert float_sqrt_tos(FP32) == 230144
+
+
+def test_integer_compare_and_conversion_by_hand() -> None:
+    # int32 compare: comparator 14 * 32 = 448 + signed XOR 12 + select 32 * 8 = 256 -> 716
+    assert derive_tos(AluOp.CMP, NumberFormat.INT32) == 716.0
+    # int32 -> fp32: abs 32 * 12 = 384 + incrementer 18 * 32 = 576 + normaliser of 32 bits
+    # (8 * 32 * 5 = 1280 + zero tests 6 * (0 + 1 + 3 + 7 + 15) + 5 * 2 = 166) + round 432
+    # + exponent 240 = 384 + 576 + 1446 + 432 + 240 = 3078
+    assert int_to_float_tos(32, FP32) == 3078
+    # an int32 sqrt runs in fp32 after the conversion: 3078 + 230144 = 233222
+    assert derive_tos(AluOp.SQRT, NumberFormat.INT32) == 233222.0
 
 
 def test_small_formats_and_bool() -> None:

@@ -26,7 +26,7 @@ from lightning_to_energy.counting.formulas.matrix import (
     cudnn_rnn,
     kept_scores,
 )
-from lightning_to_energy.counting.registry import OpCall, matmul_format
+from lightning_to_energy.counting.registry import OpCall, formula_for, matmul_format
 
 aten = torch.ops.aten
 FMA, ADD, MUL, CMP, DIV, EXP = AluOp.FMA, AluOp.ADD, AluOp.MUL, AluOp.CMP, AluOp.DIV, AluOp.EXP
@@ -440,3 +440,139 @@ def test_a_broadcast_matmul_operand_is_read_once() -> None:
     row = torch.randn(1, 64)
     p = count(lambda: torch.mm(a[0], row.expand(32, 64)))
     assert (p.bytes_read, p.bytes_written) == (2048 + 8192, 16 * 64 * 4)
+
+
+# --- mutation-testing follow-ups: each test below failed on a deliberate mutant of matrix.py -----
+
+
+def _with_tf32_flags(*, matmul: bool, cudnn: bool, check: Callable[[], None]) -> None:
+    old = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+    )
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.set_float32_matmul_precision("high" if matmul else "highest")
+        torch.backends.cudnn.allow_tf32 = cudnn
+        check()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old[0]
+        torch.backends.cudnn.allow_tf32 = old[1]
+        torch.set_float32_matmul_precision(old[2])
+
+
+def test_cuda_addmm_and_convolutions_each_take_tf32_from_their_own_flag() -> None:
+    bias, a, b, mm_out = cuda_tensor(5), cuda_tensor(4, 6), cuda_tensor(6, 5), cuda_tensor(4, 5)
+    addmm_call = OpCall(aten.addmm.default, (bias, a, b), {}, mm_out)
+    x, w, conv_out = cuda_tensor(2, 3, 8, 8), cuda_tensor(4, 3, 3, 3), cuda_tensor(2, 4, 8, 8)
+    conv_args = (x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1)
+    conv_call = OpCall(aten.convolution.default, conv_args, {}, conv_out)
+    bw_args = (conv_out, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, False])
+    bw_call = OpCall(aten.convolution_backward.default, bw_args, {}, (x, w, None))
+    addmm_f = formula_for(aten.addmm)
+    conv_bw_f = formula_for(aten.convolution_backward)
+    assert addmm_f is not None and conv_bw_f is not None
+    TF32 = NumberFormat.TF32
+
+    def matmul_only() -> None:
+        # matmul TF32 on, cuDNN TF32 off: addmm's 4 * 5 * 6 = 120 FMA in TF32, the bias add
+        # (4 * 5 = 20) stays fp32; the convolution's 2 * 64 * 4 * 3 * 9 = 13824 FMA stay fp32
+        assert addmm_f(addmm_call).ops == {(FMA, TF32, MATRIX): 120, (ADD, FP32, VECTOR): 20}
+        assert convolution(conv_call).ops == {(FMA, FP32, MATRIX): 13824}
+        # backward: grad_input and grad_weight, 13824 each, fp32
+        assert conv_bw_f(bw_call).ops == {(FMA, FP32, MATRIX): 2 * 13824}
+
+    def cudnn_only() -> None:
+        # the PyTorch defaults: matmuls in fp32, cuDNN convolutions (and their backward) in TF32
+        assert addmm_f(addmm_call).ops == {(FMA, FP32, MATRIX): 120, (ADD, FP32, VECTOR): 20}
+        assert convolution(conv_call).ops == {(FMA, TF32, MATRIX): 13824}
+        assert conv_bw_f(bw_call).ops == {(FMA, TF32, MATRIX): 2 * 13824}
+
+    _with_tf32_flags(matmul=True, cudnn=False, check=matmul_only)
+    _with_tf32_flags(matmul=False, cudnn=True, check=cudnn_only)
+
+
+def test_bf16_addmm_adds_its_bias_in_bf16() -> None:
+    bf16 = torch.bfloat16
+    bias, a, b = (
+        torch.randn(5, dtype=bf16),
+        torch.randn(4, 6, dtype=bf16),
+        torch.randn(6, 5, dtype=bf16),
+    )
+    p = count(lambda: torch.addmm(bias, a, b))
+    # 4 * 5 * 6 = 120 FMA and 4 * 5 = 20 bias adds, both in bf16 (the output's format)
+    BF16 = NumberFormat.BF16
+    assert p.counts == {(FMA, BF16, MATRIX): 120, (ADD, BF16, VECTOR): 20}
+
+
+def test_bmm_counts_a_matrix_with_a_stride_0_row_whole() -> None:
+    # a [3, 4, 6] whose rows are broadcast from [3, 1, 6] (strides (6, 0, 1)): the GEMM gets a
+    # materialised copy of each matrix, so it reads 3 * 4 * 6 * 4 = 288 bytes (not 3 * 6 * 4 = 72)
+    a, b = torch.randn(3, 1, 6).expand(3, 4, 6), torch.randn(3, 6, 5)
+    p = count(lambda: torch.bmm(a, b))
+    # + b 3 * 6 * 5 * 4 = 360 bytes; writes 3 * 4 * 5 * 4 = 240 bytes
+    assert (p.bytes_read, p.bytes_written) == (288 + 360, 240)
+    # 3 * 4 * 5 * 6 = 360 FMA
+    assert p.counts == {(FMA, FP32, MATRIX): 360}
+
+
+def test_mv_and_dot_run_on_the_vector_units() -> None:
+    m, v = torch.randn(4, 6), torch.randn(6)
+    p = count(lambda: torch.mv(m, v))
+    # [4, 6] @ [6]: 4 * 6 = 24 FMA on the vector unit (GEMV reuses no operand), flops 0
+    assert (p.counts, p.flops) == ({(FMA, FP32, VECTOR): 24}, 0)
+    # read (24 + 6) * 4 = 120 bytes, write 4 * 4 = 16 bytes
+    assert (p.bytes_read, p.bytes_written) == (120, 16)
+    # [6] . [6]: 6 FMA on the vector unit
+    assert count(lambda: torch.dot(v, v)).counts == {(FMA, FP32, VECTOR): 6}
+
+
+def test_scaled_mm_counts_fp8_products_and_fp32_scaling() -> None:
+    e4m3 = torch.float8_e4m3fn
+    a = torch.empty(16, 32, dtype=e4m3, device="meta")
+    b = torch.empty(32, 8, dtype=e4m3, device="meta")
+    scale = torch.empty((), device="meta")
+    out = torch.empty(16, 8, dtype=torch.bfloat16, device="meta")
+    formula = formula_for(aten._scaled_mm)
+    assert formula is not None
+    cost = formula(OpCall(aten._scaled_mm.default, (a, b, scale, scale), {}, out))
+    # 16 * 8 * 32 = 4096 FMA in fp8 e4m3; the fp32 accumulator times scale_a and scale_b:
+    # 2 * 16 * 8 = 256 MUL; no bias, no add
+    assert cost.ops == {
+        (FMA, NumberFormat.FP8_E4M3, MATRIX): 4096,
+        (MUL, FP32, VECTOR): 256,
+    }
+    # 2 * 4096 = 8192 FLOPs; read 16*32 + 32*8 bytes of fp8 + 2 fp32 scales = 776 bytes;
+    # write 16 * 8 * 2 = 256 bytes of bf16
+    assert (cost.flops, cost.bytes_read, cost.bytes_written) == (8192, 776, 256)
+
+
+def test_bf16_attention_keeps_its_softmax_in_fp32() -> None:
+    q = torch.randn(1, 2, 8, 4, dtype=torch.bfloat16)
+    p = count(lambda: F.scaled_dot_product_attention(q, q, q))
+    BF16 = NumberFormat.BF16
+    # 2 head-batches of 8 x 8 = 128 scores, width 4: 128 * (4 + 4) = 1024 FMA in bf16
+    assert {k: n for k, n in p.counts.items() if k[2] is MATRIX} == {(FMA, BF16, MATRIX): 1024}
+    # the fused kernel's softmax runs in fp32 whatever the input format: no bf16 vector work;
+    # 128 scores + 16 rows of log-sum-exp = 144 EXP
+    assert {k[1] for k in p.counts if k[2] is VECTOR} == {FP32}
+    assert p.counts[(EXP, FP32, VECTOR)] == 144
+
+
+def test_fused_lstm_backward_counts_twice_the_gate_math() -> None:
+    lstm = torch.nn.LSTM(8, 16, batch_first=True)
+    x = torch.randn(2, 5, 8)
+    out, _ = lstm(x)
+    g = torch.ones_like(out)
+    bwd = count(lambda: torch.autograd.grad(out, tuple(lstm.parameters()), g, retain_graph=True))
+    # the forward's vector work (test_fused_lstm_forward_and_backward): add 8 * 160 + 2 * 640
+    # = 2560, mul 480, exp 800, div 480; its backward is taken as twice that
+    assert by_class(bwd, VECTOR) == {ADD: 5120, MUL: 960, EXP: 1600, DIV: 960}
+
+
+def test_an_out_buffer_counts_as_written_not_read() -> None:
+    a, b, o = torch.randn(4, 6), torch.randn(6, 5), torch.empty(4, 5)
+    p = count(lambda: torch.mm(a, b, out=o))
+    # as test_mm: read (4*6 + 6*5) * 4 = 216 bytes; the out= buffer is written, 4*5*4 = 80
+    assert (p.bytes_read, p.bytes_written) == (216, 80)

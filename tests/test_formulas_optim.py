@@ -243,3 +243,38 @@ def test_public_helpers() -> None:
     # foreach_packets finds both the out-of-place and the in-place twin
     assert optim.foreach_packets("add") == [aten._foreach_add, aten._foreach_add_]
     assert optim.foreach_packets("no_such_op") == []
+
+
+# --- mutation-testing follow-ups: each test below failed on a deliberate mutant of optim.py -------
+
+
+def test_fused_adam_unscales_the_gradient_by_amp_grad_scale() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    # GradScaler hands these to a fused optimizer; its step passes them to the kernel
+    opt.grad_scale, opt.found_inf = torch.ones(()), torch.zeros(())  # type: ignore[attr-defined]
+    model(torch.randn(5, 4)).sum().backward()
+    cost = apply(_fused_call(capture(opt.step), aten._fused_adam_))
+    # Adam's 6 mul, 4 add, 2 div, 1 sqrt + g / grad_scale (1 div) = 6 mul, 4 add, 3 div,
+    # 1 sqrt; x 15 elements
+    assert cost.ops == ops(mul=90, add=60, div=45, sqrt=15)
+    # reads 248 bytes (test_fused_adam_matches_the_hand_decomposition) + the two fp32 scalars
+    assert cost.bytes_read == 248 + 8
+
+
+def test_fused_sgd_nesterov_with_weight_decay() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1, fused=True
+    )
+    steps = []
+    for _ in range(2):
+        model(torch.randn(5, 4)).sum().backward()
+        steps.append(apply(_fused_call(capture(opt.step), aten._fused_sgd_)))
+    # first step: weight decay (1 mul, 1 add), buf = g, nesterov g + 0.9*buf (1 mul, 1 add),
+    # p - lr*g (1 mul, 1 add) = 3 mul, 3 add; x 15 elements
+    assert steps[0].ops == ops(mul=45, add=45)
+    # later: + momentum 0.9*buf + 1*g (2 mul, 1 add) = 5 mul, 4 add; x 15 elements
+    assert steps[1].ops == ops(mul=75, add=60)

@@ -124,6 +124,7 @@ def test_integer_and_bool_dtypes_count_in_their_formats() -> None:
 def test_unsigned_integers_count_in_their_width_not_fp32() -> None:
     # uint16/32/64 were counted as fp32 (the default for dtypes the table did not list)
     for dtype, fmt in (
+        (torch.uint8, NumberFormat.INT8),
         (torch.uint16, NumberFormat.INT16),
         (torch.uint32, NumberFormat.INT32),
         (torch.uint64, NumberFormat.INT64),
@@ -577,6 +578,30 @@ def test_bce_with_logits() -> None:
     assert c.ops == ops(add=24, mul=6, cmp=12, exp=12, div=1)
 
 
+def test_weighted_bce_counts_a_multiply_per_element_for_its_weight() -> None:
+    x, y, w = x23(grad=True), x23().sigmoid(), x23().abs()
+    calls = capture(lambda: F.binary_cross_entropy(x.sigmoid(), y, weight=w).backward())
+    forward = apply(next(c for c in calls if c.packet is aten.binary_cross_entropy))
+    backward = apply(next(c for c in calls if c.packet is aten.binary_cross_entropy_backward))
+    # unweighted 6 x (2 exp, 2 cmp, 3 add, 2 mul) + 6 adds + 1 div, and 6 x 1 mul for the
+    # weight: exp 12, cmp 12, add 24, mul 12 + 6 = 18, div 1
+    assert forward.ops == ops(exp=12, cmp=12, add=24, mul=18, div=1)
+    # backward 6 x (2 add, 2 mul, 1 cmp, 1 div), and 6 x 1 mul for the weight: mul 18
+    assert backward.ops == ops(add=12, mul=18, cmp=6, div=6)
+
+
+def test_bce_with_logits_counts_weight_and_pos_weight() -> None:
+    c = cost_of(
+        lambda: F.binary_cross_entropy_with_logits(
+            x23(), x23().sigmoid(), weight=x23().abs(), pos_weight=torch.ones(3)
+        ),
+        aten.binary_cross_entropy_with_logits,
+    )
+    # unweighted 6 x (3 add, 1 mul, 2 cmp, 2 exp) + 6 adds + 1 div; the weight 6 x 1 mul; the
+    # pos_weight 6 x (1 add, 2 mul): add 24 + 6 = 30, mul 6 + 6 + 12 = 24
+    assert c.ops == ops(add=30, mul=24, cmp=12, exp=12, div=1)
+
+
 # --- pooling -------------------------------------------------------------------------------
 
 
@@ -766,3 +791,118 @@ def test_embedding_bag_forward_and_backward() -> None:
     bwd = apply(next(c for c in calls if c.packet is aten._embedding_bag_backward))
     # each of the 6 indices adds a 4-wide slice, divided by its bag size (mean): 24 add, 24 div
     assert bwd.ops == ops(add=24, div=24)
+
+
+# --- mutation-testing follow-ups: each test below failed on a deliberate mutant of vector.py -----
+
+
+def test_tanh_counts_one_exp_class_op() -> None:
+    c = cost_of(lambda: torch.tanh(x23()), aten.tanh)
+    # tanh on 2x3: 6 x 1 exp-class op; 6 * 4 = 24 bytes each way
+    assert c.ops == ops(exp=6)
+    assert (c.bytes_read, c.bytes_written) == (24, 24)
+
+
+def test_log_softmax_over_a_leading_dim_counts_its_rows() -> None:
+    c = cost_of(lambda: F.log_softmax(torch.randn(4, 6), 0), aten._log_softmax)
+    # over dim 0 of 4x6: 24 x (1 cmp, 3 add, 1 exp) + 6 rows (the other dim) x 1 exp (log)
+    # -> cmp 24, add 72, exp 24 + 6 = 30
+    assert c.ops == ops(cmp=24, add=72, exp=30)
+
+
+def test_layer_norm_without_affine_and_its_weight_gradient_alone() -> None:
+    x = torch.randn(2, 3, 4, requires_grad=True)
+    plain = torch.nn.LayerNorm(4, elementwise_affine=False)
+    calls = capture(lambda: plain(x).sum().backward())
+    fwd = apply(next(c for c in calls if c.packet is aten.native_layer_norm))
+    # 24 elements in 6 rows, no weight or bias: 24 x (4 add, 2 mul) + 6 x (2 mul, 1 add,
+    # 1 sqrt) -> add 96 + 6 = 102, mul 48 + 12 = 60, sqrt 6
+    assert fwd.ops == ops(add=102, mul=60, sqrt=6)
+    bwd = apply(next(c for c in calls if c.packet is aten.native_layer_norm_backward))
+    # dx only, no weight: 24 x (5 add, 4 mul) + 6 rows x 2 mul -> add 120, mul 96 + 12 = 108
+    assert (bwd.ops, bwd.kernels) == (ops(add=120, mul=108), 1)
+
+    ln = torch.nn.LayerNorm(4, bias=False)
+    frozen = torch.randn(2, 3, 4)  # no input gradient: output_mask [False, True, False]
+    g = torch.randn(2, 3, 4)
+    calls = capture(lambda: torch.autograd.grad(ln(frozen), tuple(ln.parameters()), g))
+    dw = apply(next(c for c in calls if c.packet is aten.native_layer_norm_backward))
+    # xhat 24 x (1 add, 1 mul) + dw 24 x (1 add, 1 mul) -> add 48, mul 48
+    assert dw.ops == ops(add=48, mul=48)
+    # one kernel reading g 96 + x 96 + mean 24 + rstd 24 + w 16 = 256 bytes
+    assert (dw.kernels, dw.bytes_read) == (1, 256)
+
+
+def test_layer_norm_backward_reads_its_inputs_once_per_kernel() -> None:
+    x, g = torch.randn(2, 3, 4, requires_grad=True), torch.randn(2, 3, 4)
+    ln = torch.nn.LayerNorm(4, bias=False)
+    calls = capture(lambda: torch.autograd.grad(ln(x), (x, *ln.parameters()), g))
+    bwd = apply(next(c for c in calls if c.packet is aten.native_layer_norm_backward))
+    # dx and dw kernels each read g 96 + x 96 + mean 24 + rstd 24 + w 16 = 256 bytes
+    assert (bwd.kernels, bwd.bytes_read) == (2, 2 * 256)
+    # writes dx 96 + dw 16 = 112 bytes
+    assert bwd.bytes_written == 112
+
+
+def test_batch_norm_bytes_kernels_and_eval_weight_gradient() -> None:
+    x = torch.randn(2, 3, 2, 2, requires_grad=True)
+    bn = torch.nn.BatchNorm2d(3)
+    g = torch.randn(2, 3, 2, 2)
+    calls = capture(lambda: torch.autograd.grad(bn(x), (x, *bn.parameters()), g))
+    fwd = apply(next(c for c in calls if c.packet is aten.native_batch_norm))
+    # training forward: 2 kernels (statistics, normalise) each reading x (96 B), plus w, b,
+    # running mean and var once: 2 * 96 + 4 * 12 = 240 B; writes y 96 + save_mean 12 +
+    # save_invstd 12, then the running mean and var in place 12 + 12 = 144 B
+    assert (fwd.kernels, fwd.bytes_read, fwd.bytes_written) == (2, 240, 144)
+    bwd = apply(next(c for c in calls if c.packet is aten.native_batch_norm_backward))
+    # training backward: 2 kernels (channel sums, element-wise dx)
+    assert bwd.kernels == 2
+
+    bn.eval()
+    frozen = torch.randn(2, 3, 2, 2)  # no input gradient: output_mask [False, True, True]
+    calls = capture(lambda: torch.autograd.grad(bn(frozen), tuple(bn.parameters()), g))
+    ev = apply(next(c for c in calls if c.packet is aten.native_batch_norm_backward))
+    # eval backward without dx: dw 24 x (xhat 1 add 1 mul, then 1 mul 1 add), db 24 x 1 add
+    # -> mul 48, add 72
+    assert ev.ops == ops(mul=48, add=72)
+
+
+def test_weighted_summed_nll_loss() -> None:
+    logits = torch.randn(4, 5, requires_grad=True)
+    target, weight = torch.tensor([1, 2, 3, 0]), torch.ones(5)
+    calls = capture(
+        lambda: F.cross_entropy(logits, target, weight=weight, reduction="sum").backward()
+    )
+    fwd = apply(next(c for c in calls if c.packet is aten.nll_loss_forward))
+    # 4 targets: 4 cmp in int64; weighted: 4 x (2 add, 1 mul) in fp32; a sum: no div
+    assert fwd.ops == {**ops(INT64, cmp=4), **ops(add=8, mul=4)}
+    # reads targets 32 + one log-prob per target 16 + the weight 20 = 68 bytes
+    assert fwd.bytes_read == 68
+    bwd = apply(next(c for c in calls if c.packet is aten.nll_loss_backward))
+    # reads grad 4 + targets 32 + weight 20 + total_weight 4 = 60 bytes, not the log-probs
+    assert (bwd.bytes_read, bwd.bytes_written) == (60, 80)
+
+
+def test_embedding_backward_scaled_by_frequency_divides_each_gradient_element() -> None:
+    emb = torch.nn.Embedding(10, 4, scale_grad_by_freq=True)
+    idx = torch.tensor([[1, 2, 2]])
+    calls = capture(lambda: emb(idx).sum().backward())
+    bwd = apply(next(c for c in calls if c.packet is aten.embedding_dense_backward))
+    # 3 cmp (padding_idx) in int64; 12 grad elements x (1 add, 1 div by the index's count)
+    assert bwd.ops == {**ops(INT64, cmp=3), **ops(add=12, div=12)}
+
+
+def test_a_summed_loss_adds_but_does_not_divide_and_an_unreduced_one_does_neither() -> None:
+    x, y = x23(), x23()
+    summed = cost_of(lambda: F.mse_loss(x, y, reduction="sum"), aten.mse_loss)
+    # mse on 2x3, summed: 6 x (1 add, 1 mul) + 6 adds (reduce), no div
+    assert summed.ops == ops(add=12, mul=6)
+    unreduced = cost_of(lambda: F.mse_loss(x, y, reduction="none"), aten.mse_loss)
+    # unreduced: 6 x (1 add, 1 mul) only
+    assert unreduced.ops == ops(add=6, mul=6)
+
+
+def test_addcmul_with_value_one_skips_the_value_multiply() -> None:
+    plain = cost_of(lambda: torch.addcmul(x23(), x23(), x23()), aten.addcmul)
+    # x + a*b on 2x3: 6 x (1 mul, 1 add) (value=2 costs a second mul: test_binary_and_unary_...)
+    assert plain.ops == ops(mul=6, add=6)

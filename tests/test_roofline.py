@@ -103,6 +103,27 @@ def test_special_functions_cost_eight_fma_slots() -> None:
     assert op_time_s(exps, spec) == pytest.approx(1.6e-3)
 
 
+def test_every_op_class_takes_its_issue_slots() -> None:
+    spec = _round_spec()
+    per_class = {
+        op: compute_time_s(OpCost({(op, F.FP32, VECTOR): 1e9}, 0, 0, kernels=0), spec)
+        for op in AluOp
+    }
+    # fma, add, mul, cmp: one FMA slot, 2 FLOP-equivalents: 1e9 x 2 / 1e13 = 2e-4 s
+    # div, sqrt, exp: 8 slots, 16 FLOP-equivalents: 1e9 x 16 / 1e13 = 1.6e-3 s
+    assert per_class == pytest.approx(
+        {
+            AluOp.FMA: 2e-4,
+            AluOp.ADD: 2e-4,
+            AluOp.MUL: 2e-4,
+            AluOp.CMP: 2e-4,
+            AluOp.DIV: 1.6e-3,
+            AluOp.SQRT: 1.6e-3,
+            AluOp.EXP: 1.6e-3,
+        }
+    )
+
+
 def test_h100_sxm_bf16_matmul() -> None:
     h100 = find_hardware("h100-sxm")
     # 1e10 x 2 / 989.5e12 = 2.0212e-5 s; memory 3e6 / 3.35e12 = 8.96e-7; launch 5e-6
@@ -135,6 +156,22 @@ def test_missing_formats_fall_back_to_neighbours() -> None:
     assert spec.peak_flops(MATRIX, F.FP8_E5M2) == 2e13
     every = [spec.peak_flops(u, f) for u in Unit for f in NumberFormat]
     assert all(p > 0 and math.isfinite(p) for p in every)
+
+
+def test_fallbacks_take_the_nearest_listed_neighbour() -> None:
+    spec = _round_spec(
+        matrix_flops={F.FP32: 2e13, F.FP16: 4e13, F.FP8_E4M3: 8e13},
+        vector_flops={F.FP32: 1e13, F.INT8: 3e13, F.INT32: 5e12},
+    )
+    # TF32 matrix -> FP32 matrix (listed here): 2e13, not the vector rate
+    assert spec.peak_flops(MATRIX, F.TF32) == 2e13
+    # BF16 matrix -> FP16 matrix: 4e13
+    assert spec.peak_flops(MATRIX, F.BF16) == 4e13
+    # fp8 e5m2 matrix -> e4m3 matrix: 8e13
+    assert spec.peak_flops(MATRIX, F.FP8_E5M2) == 8e13
+    # bool vector -> INT8 vector: 3e13; INT16 vector -> INT32 vector: 5e12
+    assert spec.peak_flops(VECTOR, F.BOOL) == 3e13
+    assert spec.peak_flops(VECTOR, F.INT16) == 5e12
 
 
 def test_every_builtin_spec_has_a_positive_peak_for_every_format() -> None:
@@ -201,6 +238,16 @@ def test_hand_made_profile_roofline_and_breakdown() -> None:
     assert b.compute_bound_s == pytest.approx(6e-5)
     assert b.memory_bound_s == pytest.approx(2.4e-5)
     assert b.launch_bound_s == pytest.approx(1e-5)
+
+
+def test_breakdown_ties_go_to_compute_then_memory() -> None:
+    spec = _round_spec()
+    # compute 5e5 x 2 / 1e13 = 1e-7 s, memory 1e5 / 1e12 = 1e-7 s, no launch: a tie
+    even = OpCost({(ADD, F.FP32, VECTOR): 5e5}, bytes_read=100_000, bytes_written=0, kernels=0)
+    # compute 0, memory 1e7 / 1e12 = 1e-5 s, launch 1 x 1e-5 s: a tie
+    level = OpCost({}, bytes_read=10_000_000, bytes_written=0, kernels=1)
+    b = roofline_breakdown(StepProfile(op_costs=((even, 1), (level, 1))), spec)
+    assert (b.compute_bound_s, b.memory_bound_s, b.launch_bound_s) == (1e-7, 1e-5, 0.0)
 
 
 def test_real_step_roofline_is_the_sum_over_op_costs() -> None:

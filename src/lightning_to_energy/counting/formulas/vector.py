@@ -971,9 +971,22 @@ def _reduces(call: OpCall) -> bool:
     return int(call_arg(call, "reduction", 1)) != 0
 
 
+def _weight_ops(call: OpCall) -> dict[AluOp, float]:
+    """Per-element ops of a loss's optional weights: ``weight`` scales each term (1 mul);
+    ``pos_weight`` (BCE with logits) makes 1 + (p - 1) * y (1 add, 1 mul) and scales the
+    log-sigmoid term by it (1 mul)."""
+    ops: dict[AluOp, float] = {}
+    if isinstance(call_arg(call, "weight", None), torch.Tensor):
+        ops[MUL] = 1.0
+    if isinstance(call_arg(call, "pos_weight", None), torch.Tensor):
+        ops[ADD] = ops.get(ADD, 0.0) + 1.0
+        ops[MUL] = ops.get(MUL, 0.0) + 2.0
+    return ops
+
+
 def _elementwise_loss(per_element: PerElement) -> Formula:
-    """A loss over x, y of equal shape: ``per_element`` ops, +1 add per element when reduced
-    (+1 div for the mean)."""
+    """A loss over x, y of equal shape: ``per_element`` ops (and its weights', see
+    :func:`_weight_ops`), +1 add per element when reduced (+1 div for the mean)."""
 
     def formula(call: OpCall) -> OpCost:
         x = call_arg(call, "self")
@@ -982,6 +995,7 @@ def _elementwise_loss(per_element: PerElement) -> Formula:
         extra: dict[AluOp, float] = {ADD: 1.0} if reduction != 0 else {}
         ops = merge_ops(
             count_ops(fmt, per_element, x.numel()),
+            count_ops(fmt, _weight_ops(call), x.numel()),
             count_ops(fmt, extra, x.numel()),
             count_ops(fmt, {DIV: 1}, 1 if reduction == 1 else 0),
         )
@@ -991,9 +1005,18 @@ def _elementwise_loss(per_element: PerElement) -> Formula:
 
 
 def _elementwise_loss_backward(per_element: PerElement) -> Formula:
+    """The backward of :func:`_elementwise_loss`: ``per_element`` ops, and its weights'."""
+
     def formula(call: OpCall) -> OpCost:
         x = call_arg(call, "self")
-        return _cost(call, count_ops(_fmt(x), per_element, x.numel()))
+        fmt = _fmt(x)
+        return _cost(
+            call,
+            merge_ops(
+                count_ops(fmt, per_element, x.numel()),
+                count_ops(fmt, _weight_ops(call), x.numel()),
+            ),
+        )
 
     return formula
 
@@ -1003,15 +1026,15 @@ register(aten.mse_loss)(_elementwise_loss({ADD: 1, MUL: 1}))
 # mse_loss_backward(g, x, y) = (2/N) * (x - y) * g: 1 add, 2 mul.
 register(aten.mse_loss_backward)(_elementwise_loss_backward({ADD: 1, MUL: 2}))
 # binary_cross_entropy(x, y, w) = -w * (y*max(log x, -100) + (1-y)*max(log(1-x), -100)):
-# 2 exp (logs), 2 cmp (clamps), 2 add (1-x, 1-y), 2 mul, 1 add (sum) (+1 mul with a weight).
+# 2 exp (logs), 2 cmp (clamps), 2 add (1-x, 1-y), 2 mul, 1 add (sum); +1 mul with a weight.
 register(aten.binary_cross_entropy)(_elementwise_loss({EXP: 2, CMP: 2, ADD: 3, MUL: 2}))
-# binary_cross_entropy_backward(g, x, y) = g * (x - y) / max((1 - x) * x, eps): 2 add, 2 mul,
-# 1 cmp, 1 div.
+# binary_cross_entropy_backward(g, x, y, w) = g * (x - y) / max((1 - x) * x, eps): 2 add, 2 mul,
+# 1 cmp, 1 div; +1 mul with a weight.
 register(aten.binary_cross_entropy_backward)(
     _elementwise_loss_backward({ADD: 2, MUL: 2, CMP: 1, DIV: 1})
 )
 # binary_cross_entropy_with_logits(x, y) = (1 - y)*x - log_sigmoid(x): 1 add (1-y), 1 mul,
-# 1 add, log_sigmoid (2 cmp, 2 exp, 1 add). NB: weight / pos_weight multiplies not counted.
+# 1 add, log_sigmoid (2 cmp, 2 exp, 1 add); weight and pos_weight as in _weight_ops.
 register(aten.binary_cross_entropy_with_logits)(_elementwise_loss({ADD: 3, MUL: 1, CMP: 2, EXP: 2}))
 # smooth_l1_loss(x, y, beta): d = |x - y| (1 add, 1 cmp); d < beta ? 0.5*d*d/beta : d - 0.5*beta
 # (1 cmp, 2 mul, 1 add).
