@@ -413,3 +413,85 @@ def test_a_json_file_without_schema_version_is_not_called_another_version(tmp_pa
     assert "another version" not in message and "delete" not in message
     assert "calibration=<a calibration file>" in message
     assert path.read_text() == '{"lr": 0.1}'
+
+
+# ---- second mutation pass -------------------------------------------------------------------
+
+
+def test_runs_listed_are_the_latest_and_n_runs_counts_past_them(tmp_path: Path) -> None:
+    merged = calib(RUN_A, "run-0")
+    for i in range(1, cal_mod.MAX_RUNS_LISTED + 5):
+        merged = cal_mod.merge(merged, calib(RUN_B, f"run-{i}"))
+    # 205 runs merged; the file lists the latest 200 (run-5 .. run-204), oldest first
+    assert cal_mod.MAX_RUNS_LISTED == 200
+    assert merged.n_runs == 205
+    assert [r.run_id for r in merged.runs] == [f"run-{i}" for i in range(5, 205)]
+    # the default bound on stored windows, as docs/regression.md says
+    assert CalibrationStore(tmp_path).max_windows == 2048
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "found"),
+    [
+        # a fitted window measured something: 0 J is no fit-worthy window
+        (("windows", 0, "energy_j"), 0.0, "expected a finite number > 0, found 0.0"),
+        (("windows", 0, "energy_j"), float("inf"), "expected a finite number > 0, found inf"),
+        (("coefficients", "tos"), float("nan"), "expected a finite number >= 0, found nan"),
+        (("runs", 0, "windows"), True, "run windows: expected an int >= 0, found True"),
+        (("hardware", "cpu_count"), True, "cpu_count: int}, found"),
+    ],
+)
+def test_out_of_range_or_mistyped_values_make_a_file_corrupt(
+    tmp_path: Path, path: tuple[Any, ...], value: Any, found: str
+) -> None:
+    store = CalibrationStore(tmp_path)
+    written = store.save(calib(RUN_A, "run-a"))
+    assert written is not None
+    data = json.loads(written.read_text())
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    written.write_text(json.dumps(data))  # NaN and Infinity as Python's json writes them
+    with pytest.warns(CalibrationWarning) as record:
+        assert CalibrationStore(tmp_path).load(hardware_fingerprint(H100)) is None
+    assert found in str(record[0].message)
+
+
+def test_seeded_windows_are_the_most_recent_history_oldest_first() -> None:
+    merged = cal_mod.merge(calib(RUN_A, "run-a"), calib(RUN_B, "run-b"))
+    # stored most recent first: B's (2.5 s, 5 s), then A's (4 s, 3 s, 2 s)
+    stored = [w.features["duration_s"] for w in merged.windows]
+    assert stored == [2.5, 5.0, 4.0, 3.0, 2.0]
+    # the 2 most recent, most recent first
+    assert [w.features["duration_s"] for w in merged.model_windows(NAMES, history=2)] == [2.5, 5.0]
+    # seed_windows: oldest first
+    assert [f["duration_s"] for f, _ in merged.seed_windows(NAMES)] == [2.0, 3.0, 4.0, 5.0, 2.5]
+    # the model is seeded oldest first, so its history ends with the most recent window
+    model = merged.to_model(history=3)
+    seeded = [f["duration_s"] for f, _ in model.history_windows(include_seeded=True)]
+    assert seeded == [4.0, 5.0, 2.5]
+
+
+def test_an_explicit_file_that_is_a_damaged_calibration_may_be_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "mine.json"
+    path.write_text('{"schema_version": 1, "fingerprint": "x"}')
+    with pytest.warns(CalibrationWarning) as record:
+        assert CalibrationStore.from_path(path).load(hardware_fingerprint(H100)) is None
+    # a calibration of the user's, damaged: deleting it (or another path) is the fix
+    assert "Fix: delete it to start a new calibration" in str(record[0].message)
+
+
+def test_a_seeded_run_saves_only_its_own_windows_and_a_new_file_is_bounded(
+    tmp_path: Path,
+) -> None:
+    seeded = calib(RUN_A, "run-a").to_model()  # 3 stored windows seeded
+    seeded.update({"duration_s": 6.0, "tos": 1e14}, law_j(6.0, 1e14))
+    # this run's 1 window, not the 3 seeded ones again
+    assert [w.features["duration_s"] for w in calib(seeded, "run-b").windows] == [6.0]
+    # a new file keeps max_windows too: RUN_A's 3 windows, the 2 most recent kept
+    store = CalibrationStore(tmp_path, max_windows=2)
+    store.save(calib(RUN_A, "run-a"))
+    loaded = store.load(hardware_fingerprint(H100))
+    assert loaded is not None
+    assert [w.features["duration_s"] for w in loaded.windows] == [4.0, 3.0]

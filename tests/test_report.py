@@ -24,6 +24,7 @@ from lightning_to_energy.records import (
     Forecast,
     LoopTotals,
     ModuleEnergy,
+    PriorRecord,
     SensorInfo,
     WindowRecord,
 )
@@ -650,3 +651,102 @@ def test_the_prior_is_said_beside_the_accuracy_and_older_reports_load_without_it
     older = report_from_dict(data)
     assert older.prior is None
     assert "prior:" not in render_text(older)
+
+
+# --- second mutation pass ---------------------------------------------------------------------
+
+
+def test_a_folded_loop_with_unpredicted_kept_windows_shows_its_predicted_joules() -> None:
+    base = make_report()
+    # the validate loop: 4 windows folded into the totals (their predictions 120 J), and the
+    # one kept window (50 J, no prediction): 120 J were predicted, not "n/a"
+    report = dataclasses.replace(
+        base,
+        loops={
+            **base.loops,
+            "validate": dataclasses.replace(base.loops["validate"], windows=5, predicted_j=120.0),
+        },
+    )
+    validate_row = next(
+        line for line in render_text(report).splitlines() if line.startswith("│ validate")
+    )
+    assert "120 J" in validate_row and "n/a" not in validate_row and " of " not in validate_row
+
+
+def test_unmeasured_zero_joule_and_instant_windows_render() -> None:
+    base = make_report()
+    # an unmeasured window (a sensor failed) that was predicted, and a window that read 0 J
+    unmeasured = dataclasses.replace(base.windows[1], index=3, energy_j={}, measured_j=None)
+    zero = dataclasses.replace(
+        base.windows[1], index=4, energy_j={"gpu:0": 0.0, "cpu:0": 0.0}, measured_j=0.0
+    )
+    # a relative error over 0 J measured is undefined, not a ZeroDivisionError
+    assert relative_error(zero) is None and relative_error(unmeasured) is None
+    # a loop of 0 s: its average power is undefined
+    instant = dataclasses.replace(base.loops["validate"], duration_s=0.0)
+    report = dataclasses.replace(
+        base,
+        windows=(*base.windows, unmeasured, zero),
+        loops={**base.loops, "validate": instant},
+    )
+    text = render_text(report)
+    # Σ predicted / Σ measured over windows with both: (110 + 190 + 190) / (100 + 200 + 0) J
+    # = 163.3 %; the unmeasured window's 190 J prediction is left out, not set against 0 J
+    assert "163.3 %" in text
+    validate_row = next(line for line in text.splitlines() if line.startswith("│ validate"))
+    assert "50.0 W" not in validate_row and validate_row.count("n/a") == 2
+
+
+def test_format_duration_at_the_hour() -> None:
+    # 3600 s is 1 h, not 60 min
+    assert format_duration(3600.0) == "1 h 00 min"
+    # 3599.4 s rounds to 3599 s = 59 min 59 s
+    assert format_duration(3599.4) == "59 min 59 s"
+
+
+def test_a_bool_is_no_integer_in_a_report() -> None:
+    data = json.loads(json.dumps(report_to_dict(make_report())))
+    data["world_size"] = True
+    with pytest.raises(ReportFormatError, match=r"at world_size: expected an integer, found True"):
+        report_from_dict(data)
+
+
+def test_one_stored_run_is_said_in_the_singular() -> None:
+    from lightning_to_energy.report import prior_text
+
+    one = PriorRecord("/cache/cal.json", 3, 1, 3, 1, "cpu", False, "")
+    # "1 run", not "1 runs"
+    assert prior_text(one) == (
+        "/cache/cal.json (made on this hardware): 3 of its 3 stored windows, from 1 of its 1 "
+        "run, seeded the model"
+    )
+
+
+def test_csv_domain_columns_follow_the_sensors_order(tmp_path: Path) -> None:
+    base = make_report()
+    # the windows list the CPU's joules first; the sensors list the GPU first
+    windows = tuple(
+        dataclasses.replace(
+            w, energy_j={"cpu:0": w.energy_j["cpu:0"], "gpu:0": w.energy_j["gpu:0"]}
+        )
+        for w in base.windows
+    )
+    saved = save_report(dataclasses.replace(base, windows=windows), tmp_path, plot=False)
+    with saved.csv_path.open(newline="", encoding="utf-8") as fh:
+        header = next(csv.reader(fh))
+    assert [c for c in header if c.startswith("energy_j[")] == [
+        "energy_j[gpu:0]",
+        "energy_j[cpu:0]",
+    ]
+
+
+def test_accuracy_counts_windows_by_source_and_warnings_list_unknown_flags() -> None:
+    base = make_report()
+    fitted = dataclasses.replace(base.windows[0], prediction_source="fit", flags=("custom",))
+    text = " ".join(
+        render_text(dataclasses.replace(base, windows=(fitted, *base.windows[1:]))).split()
+    )
+    # both predicted windows came from the fit: "2 (fit 2)", not "(fit 1)"
+    assert "2 (fit 2)" in text
+    # a flag this release has no message for is still counted, by name: 1 of the 3 windows
+    assert "1 of 3 windows flagged 'custom'" in text

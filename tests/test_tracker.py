@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -715,3 +716,363 @@ def test_the_report_says_a_calibration_was_made_on_other_hardware(tmp_path: Path
     # its 3 windows of 1 run seed the model; made on the H100, not on this machine
     assert (prior.seed_windows, prior.seed_runs, prior.other_hardware) == (3, 1, True)
     assert prior.hardware == h100.label
+
+
+# --- second mutation pass: window flags, live readout, forecast, checkpoints, reports ---------
+
+
+def test_window_flags_say_what_was_measured_and_what_was_fitted() -> None:
+    from lightning_to_energy.sensors.base import SensorKind
+
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    # Reads 2k and 2k + 1 are window k's edges: the GPU's read 3 (window 1's close) fails,
+    # and both sensors' read 5 (window 2's close) fail.
+    gpu = FakeSensor("gpu:0", power_w=4.0, clock=clock, kind=SensorKind.COUNTER, fail_at=[3, 5])
+    cpu = FakeSensor("cpu:0", power_w=1.0, clock=clock, kind=SensorKind.ESTIMATE, fail_at=[5])
+    tracker = EnergyTracker(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        sensors=[gpu, cpu],
+        window_s=1.0,
+        calibration=None,
+        clock=clock,
+    )
+    tracker.start()
+    with pytest.warns(RuntimeWarning, match="scripted failure"):
+        _loop(tracker, model, clock, steps=16, dt=0.25)  # 4 windows of 4 steps (1 s)
+    report = tracker.finish(save_calibration=False)
+    # 1 s x (4 W + 1 W) = 5 J, the CPU's 1 J an estimate: flagged although the GPU's 4 J is not
+    # window 1: the GPU failed, the CPU's 1 J alone: a fault, not fitted
+    # window 2: both failed: no joules at all (not 0 J), a fault, nothing to fit
+    assert [(w.measured_j, w.flags) for w in report.windows] == [
+        (5.0, ("estimate",)),
+        (1.0, ("sensor-fault", "estimate", "not-fitted")),
+        (None, ("sensor-fault", "unmeasured")),
+        (5.0, ("estimate",)),
+    ]
+    # fitted: windows 0 and 3 only
+    assert tracker.model.n_updates == 2
+
+
+def test_short_and_zero_joule_windows_are_flagged_and_not_fitted() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    # windows of 1 s on a sensor trustworthy from 2 s: short
+    short = EnergyTracker(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        sensors=[FakeSensor(power_w=5.0, clock=clock, min_window_s=2.0)],
+        window_s=1.0,
+        calibration=None,
+        clock=clock,
+    )
+    short.start()
+    _loop(short, model, clock, steps=8, dt=0.25)
+    report = short.finish(save_calibration=False)
+    # 2 windows of 4 x 0.25 s x 5 W = 5 J, each shorter than 2 s
+    assert [(w.measured_j, w.flags) for w in report.windows] == [(5.0, ("short", "not-fitted"))] * 2
+    assert short.model.n_updates == 0
+    # a counter that did not move (an NVML window shorter than its 100 ms update): 0 J is no
+    # measurement to fit, and not a regression error to warn about
+    clock = Clock()
+    still = EnergyTracker(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        sensors=[FakeSensor(energy_fn=lambda: 7.0, clock=clock)],
+        window_s=1.0,
+        calibration=None,
+        clock=clock,
+    )
+    still.start()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _loop(still, model, clock, steps=4, dt=0.25)
+        report = still.finish(save_calibration=False)
+    assert [(w.measured_j, w.flags) for w in report.windows] == [(0.0, ("not-fitted",))]
+    assert still.model.n_updates == 0
+
+
+def test_windows_closed_by_a_loop_switch_or_the_end_are_boundary_windows() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = _sgd_tracker(model, clock, power_w=5.0)
+    _loop(tracker, model, clock, steps=2, dt=0.25)
+    x = torch.randn(16, 4)
+    with torch.no_grad(), tracker.step(x, loop="validate", will_step=False):
+        model(x)
+        clock.t += 0.25
+    train = tracker.windows[0]
+    # 2 train steps x 0.25 s x 5 W = 2.5 J, cut short by the validation step
+    assert (train.loop, train.steps, train.measured_j) == ("train", 2, 2.5)
+    assert train.flags == ("boundary",)
+    # and the last window, cut short by the end of the run: 1 step x 0.25 s x 5 W = 1.25 J
+    last = tracker.finish(save_calibration=False).windows[-1]
+    assert (last.loop, last.steps, last.measured_j, last.flags) == (
+        "validate",
+        1,
+        1.25,
+        ("boundary",),
+    )
+
+
+def test_two_checkpoints_in_one_window_keep_its_joules_in_the_live_readout() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = _sgd_tracker(model, clock, power_w=10.0)
+    _checkpointing_loop(tracker, model, clock, steps=3, every=1)  # 3 laps of window [0, 4)
+    # 3 steps x 0.25 s x 10 W = 7.5 J, every lap's joules kept, not the latest lap's 2.5 J
+    assert tracker.live().measured_j == pytest.approx(7.5)
+    _loop(tracker, model, clock, steps=1, dt=0.25)
+    # the window closes whole: 4 steps x 2.5 J = 10 J
+    assert [(w.steps, w.measured_j) for w in tracker.windows] == [(4, pytest.approx(10.0))]
+
+
+def test_forecast_after_the_planned_steps_and_before_a_train_window_closes() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    over = _sgd_tracker(model, clock, power_w=10.0, total_steps=4)
+    _loop(over, model, clock, steps=8, dt=0.25)  # twice the planned 4 steps
+    forecast = over.live().forecast
+    # no step left (not -4): the forecast is what was measured, 8 x 0.25 s x 10 W = 20 J
+    assert forecast is not None
+    assert (forecast.total_j, forecast.low_j, forecast.high_j) == (20.0, 20.0, 20.0)
+    assert (forecast.steps_total, forecast.steps_done) == (4, 8)
+    clock = Clock()
+    first = _sgd_tracker(model, clock, power_w=10.0, total_steps=8)
+    x = torch.randn(16, 4)
+    for _ in range(4):  # a validation window of 4 x 0.25 s, closed when due
+        with torch.no_grad(), first.step(x, loop="validate", will_step=False):
+            model(x)
+            clock.t += 0.25
+    _loop(first, model, clock, steps=1, dt=0.25)
+    # a train step, but no train window closed yet: no train seconds per step to scale
+    assert first.forecast() is None
+
+
+def test_a_forecast_asked_for_mid_window_counts_the_open_windows_steps() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = _sgd_tracker(model, clock, power_w=10.0, total_steps=12)
+    _loop(tracker, model, clock, steps=10, dt=0.25)
+    # 1 s windows of 4 steps: windows [0, 4) and [4, 8) closed (20 J), steps 8 and 9 open.
+    forecast = tracker.forecast()
+    assert forecast is not None and forecast.steps_done == 10
+    # 20 J so far + the model's prediction for the 12 - 8 = 4 steps after the closed windows,
+    # at 10 W x 0.25 s = 2.5 J a step: 20 + 4 x 2.5 = 30 J (the open window's 2 steps were in
+    # neither part: 25 J)
+    assert forecast.total_j == pytest.approx(30.0, rel=1e-3)
+
+
+def test_the_report_of_several_ranks_gives_one_ranks_wall_time() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = _sgd_tracker(model, clock, power_w=5.0)
+    _loop(tracker, model, clock, steps=8, dt=0.25)
+    tracker.close(save_calibration=False)
+    windows = list(tracker.windows)
+    other_rank = [replace(w, rank=1) for w in windows]
+    report = tracker.build_report([*windows, *other_rank], world_size=2)
+    # 2 ranks x 8 steps x 0.25 s = 4 s of rank-seconds, 2 s of wall time; joules add up:
+    # 2 x 8 x 0.25 s x 5 W = 20 J
+    assert report.loops["train"].duration_s == 2.0
+    assert report.measured_j == 20.0
+
+
+def test_only_rank_0_saves_the_calibration(tmp_path: Path) -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    path = tmp_path / "cal.json"
+    tracker = _sgd_tracker(model, clock, power_w=5.0, calibration=path, rank=1)
+    _loop(tracker, model, clock, steps=12, dt=0.25)  # 3 fitted windows
+    tracker.finish()
+    assert tracker.model.n_updates == 3
+    assert not path.exists() and tracker.calibration_path is None
+
+
+def test_a_model_restored_before_start_is_not_replaced_by_the_calibration(tmp_path: Path) -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    path = tmp_path / "cal.json"
+    first = _sgd_tracker(model, clock, power_w=5.0, calibration=path)
+    _loop(first, model, clock, steps=12, dt=0.25)  # 3 fitted windows, saved to the file
+    first.finish()
+    run = _sgd_tracker(model, clock, power_w=5.0)
+    _loop(run, model, clock, steps=8, dt=0.25)  # 2 fitted windows
+    state = run.state_dict()
+    # as the callback does: the checkpoint is loaded before start() finds the calibration
+    resumed = EnergyTracker(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), sensors=None, calibration=path
+    )
+    resumed.load_state_dict(state)
+    resumed.start()
+    # the checkpoint's model (2 updates, nothing seeded), not the file's (0 updates, 3 seeded)
+    assert (resumed.model.n_updates, resumed.model.n_windows) == (2, 2)
+
+
+def test_module_attribution_splits_one_steps_predicted_dynamic_energy() -> None:
+    clock = Clock()
+    model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3))
+    tracker = _sgd_tracker(model, clock, power_w=5.0)
+    _loop(tracker, model, clock, steps=12, dt=0.25)  # 3 windows of 4 identical steps
+    report = tracker.finish(save_calibration=False)
+    window = report.windows[0]
+    # one step: a window's features / its 4 steps, without the static (duration) term
+    one_step = {k: v / window.steps for k, v in window.features.items() if k != "roofline_s"}
+    one_step["duration_s"] = 0.0
+    per_step_j = tracker.model.predict(one_step).energy_j
+    assert per_step_j is not None and per_step_j > 0
+    # every module is listed (fewer than 10): their shares sum to 1, their joules to one step's
+    assert sum(m.share for m in report.top_modules) == pytest.approx(1.0)
+    # TOs per step: the window's TOs / its 4 steps, over the modules ("(other)" included)
+    assert sum(m.tos for m in report.top_modules) == pytest.approx(window.tos / window.steps)
+    assert sum(m.predicted_j or 0.0 for m in report.top_modules) == pytest.approx(per_step_j)
+
+
+def test_a_state_with_exactly_max_windows_keeps_every_window() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = _sgd_tracker(model, clock, power_w=5.0, max_windows=4)
+    _loop(tracker, model, clock, steps=16, dt=0.25)  # 4 windows of 4 steps: none folded
+    assert len(tracker.windows) == 4 and not tracker.archived
+    restored = _sgd_tracker(model, Clock(), power_w=5.0, max_windows=4)
+    restored.load_state_dict(tracker.state_dict())
+    # 4 windows fit the bound of 4: nothing to fold
+    assert [w.index for w in restored.windows] == [0, 1, 2, 3] and not restored.archived
+
+
+def test_live_predicted_stays_none_after_a_resume_when_nothing_was_predicted() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    # every window shorter than the sensor's 10 s minimum: none fitted, none predicted
+    tracker = EnergyTracker(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        sensors=[FakeSensor(power_w=5.0, clock=clock, min_window_s=10.0)],
+        window_s=1.0,
+        calibration=None,
+        clock=clock,
+        max_windows=1,
+    )
+    tracker.start()
+    _loop(tracker, model, clock, steps=12, dt=0.25)  # 3 windows, 2 of them folded
+    assert tracker.archived and tracker.live().predicted_j is None
+    restored = EnergyTracker(model, sensors=None, calibration=None, max_windows=1)
+    restored.load_state_dict(tracker.state_dict())
+    # 12 steps x 0.25 s x 5 W = 15 J measured, nothing predicted (not "15 J predicted")
+    assert restored.live().measured_j == pytest.approx(15.0)
+    assert restored.live().predicted_j is None
+
+
+def test_the_prior_counts_every_run_of_a_calibration_past_the_runs_listed(
+    tmp_path: Path,
+) -> None:
+    from lightning_to_energy.calibration import (
+        MAX_RUNS_LISTED,
+        Calibration,
+        CalibrationStore,
+        HardwareInfo,
+        merge,
+    )
+    from lightning_to_energy.regression import OnlineEnergyModel
+
+    fitted = OnlineEnergyModel(("duration_s", "tos"))
+    fitted.update({"duration_s": 2.0, "tos": 1e12}, 110.0)
+    hardware = HardwareInfo.detect()
+    merged = Calibration.from_model(fitted, hardware, run_id="run-0")
+    for i in range(1, MAX_RUNS_LISTED + 5):
+        merged = merge(merged, Calibration.from_model(fitted, hardware, run_id=f"run-{i}"))
+    path = tmp_path / "cal.json"
+    CalibrationStore.from_path(path).save(merged)
+    tracker = EnergyTracker(None, sensors=None, calibration=path, features=("duration_s", "tos"))
+    tracker.start()
+    prior = tracker.build_report().prior
+    assert prior is not None
+    # 200 + 5 runs merged, of which the file lists the latest 200: the prior says 205
+    assert prior.stored_runs == MAX_RUNS_LISTED + 5
+
+
+def test_ops_without_a_formula_are_listed_per_step_not_summed_over_loops() -> None:
+    class Sorted(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(torch.sort(x, dim=1).values)  # aten.sort has no TO formula
+
+    clock = Clock()
+    model = Sorted()
+    tracker = _sgd_tracker(model, clock, power_w=5.0)
+    _loop(tracker, model, clock, steps=4, dt=0.25)
+    x = torch.randn(16, 4)
+    for _ in range(4):
+        with torch.no_grad(), tracker.step(x, loop="validate", will_step=False):
+            model(x)
+            clock.t += 0.25
+    report = tracker.finish(save_calibration=False)
+    # one sort per step in training and one in validation: 1 call a step, not 1 + 1
+    assert report.unmodelled_ops == {"aten.sort": 1}
+
+
+def test_module_tos_per_step_count_the_steps_restored_from_a_checkpoint() -> None:
+    clock = Clock()
+    model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3))
+    whole = _sgd_tracker(model, clock, power_w=5.0)
+    _loop(whole, model, clock, steps=12, dt=0.25)
+    expected = {m.name: m.tos for m in whole.finish(save_calibration=False).top_modules}
+    clock = Clock()
+    first = _sgd_tracker(model, clock, power_w=5.0)
+    _loop(first, model, clock, steps=8, dt=0.25)
+    resumed = _sgd_tracker(model, clock, power_w=5.0)
+    resumed.load_state_dict(first.state_dict())
+    _loop(resumed, model, clock, steps=4, dt=0.25)
+    report = resumed.finish(save_calibration=False)
+    # 8 restored + 4 new steps of the same work: the same TOs per step as one run of 12
+    # (not the 12 steps' TOs over the 4 run since the resume)
+    assert {m.name: m.tos for m in report.top_modules} == pytest.approx(expected)
+
+
+def test_a_resumed_run_saves_to_the_calibration_as_the_same_run(tmp_path: Path) -> None:
+    from lightning_to_energy.calibration import CalibrationStore
+
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    path = tmp_path / "cal.json"
+    first = _sgd_tracker(model, clock, power_w=5.0, calibration=path)
+    _loop(first, model, clock, steps=8, dt=0.25)  # 2 fitted windows
+    state = first.state_dict()
+    first.finish()  # e.g. a preempted job's handler saved both
+    resumed = _sgd_tracker(model, clock, power_w=5.0, calibration=path)
+    resumed.load_state_dict(state)
+    _loop(resumed, model, clock, steps=4, dt=0.25)  # 1 more fitted window
+    report = resumed.finish()
+    assert report.run_id == first.build_report().run_id
+    stored = CalibrationStore.from_path(path).load()
+    assert stored is not None
+    # one run of 2 + 1 windows, its first save replaced (not 2 runs, 2 + 3 windows)
+    assert (stored.n_runs, len(stored.windows)) == (1, 3)
+
+
+def test_a_run_partly_estimated_is_not_saved_to_the_automatic_store() -> None:
+    from lightning_to_energy.sensors.base import SensorKind
+
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = EnergyTracker(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        sensors=[
+            FakeSensor("gpu:0", power_w=4.0, clock=clock, kind=SensorKind.COUNTER),
+            FakeSensor("cpu", power_w=1.0, clock=clock, kind=SensorKind.ESTIMATE),
+        ],
+        window_s=1.0,
+        calibration="auto",
+        clock=clock,
+    )
+    tracker.start()
+    _loop(tracker, model, clock, steps=12, dt=0.25)  # 3 fitted windows
+    report = tracker.finish()
+    # a measured GPU does not make the estimated CPU's joules a measurement
+    assert tracker.calibration_path is None
+    assert any("no calibration saved" in w and "(cpu (estimate))" in w for w in report.warnings)

@@ -949,7 +949,9 @@ class EnergyTracker:
         if pid is None or totals.train_steps == 0:
             return None
         done = self._steps.get("train", 0)
-        left = max(self.total_steps - done, 0)
+        # The steps left after the closed train windows, whose joules are "so far": counted
+        # from ``done`` instead, the open window's steps would be in neither part.
+        left = max(self.total_steps - totals.train_steps, 0)
         step_s = totals.train_duration_s / totals.train_steps
         vector = self._profile_vectors[pid]
         features = {"duration_s": step_s * left}
