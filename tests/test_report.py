@@ -467,6 +467,22 @@ def test_totals_say_when_predicted_covers_fewer_windows_than_measured() -> None:
     assert "190 J" in folded_train and " of " not in folded_train
 
 
+def test_a_report_printed_to_a_pipe_is_120_columns_and_keeps_its_headers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    render_report(make_report())  # stdout is pytest's capture: not a terminal, as in a job log
+    lines = capsys.readouterr().out.splitlines()
+    # rich would use 80 columns and squeeze the totals table's headers to "wind…", "dura…";
+    # at 120 the widest table (117 columns here) fits whole
+    assert 80 < max(map(len, lines)) <= 120
+    header = next(line for line in lines if "loop" in line and "steps" in line)
+    assert "windows" in header and "duration" in header and "…" not in header
+    monkeypatch.setenv("COLUMNS", "100")  # the user's width wins
+    render_report(make_report())
+    assert max(map(len, capsys.readouterr().out.splitlines())) <= 100
+
+
 def test_render_empty_report_does_not_fail() -> None:
     empty = dataclasses.replace(
         make_report(),

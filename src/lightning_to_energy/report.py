@@ -1157,18 +1157,32 @@ def report_sections(report: EnergyReport) -> list[RenderableType]:
     return [s for s in sections if s is not None]
 
 
+# Columns of a report printed to a file or a pipe (a cluster job's log): rich's 80 squeezes the
+# totals table until its headers read "wind…" and "dura…"; 120 fits every table whole.
+REPORT_WIDTH = 120
+
+
+def report_console() -> Console:
+    """A console on stdout for reports: the terminal's width, or :data:`REPORT_WIDTH` columns
+    when stdout is not a terminal and ``COLUMNS`` does not say otherwise."""
+    from rich.console import Console as _Console
+
+    console = _Console()
+    if not console.is_terminal and not console.is_jupyter and "COLUMNS" not in os.environ:
+        console = _Console(width=REPORT_WIDTH)
+    return console
+
+
 def render_report(report: EnergyReport, console: Console | None = None) -> None:
     """Print the report with rich.
 
     Args:
         report: the report.
-        console: where to print; a new ``rich.console.Console()`` (stdout) when None. Use
+        console: where to print; :func:`report_console` (stdout) when None. Use
             ``Console(record=True)`` and ``export_text()`` to capture it as text.
     """
     if console is None:
-        from rich.console import Console as _Console
-
-        console = _Console()
+        console = report_console()
     for section in report_sections(report):
         console.print(section)
         console.print()

@@ -31,6 +31,7 @@ from lightning_to_energy.report import (
     MissingExtraError,
     _atomic_write,
     _import_matplotlib,
+    report_console,
 )
 from lightning_to_energy.scaling import SPLITS, PredictionRow, Score, StudyResults, goals, verdict
 
@@ -94,12 +95,11 @@ def render_results(results: StudyResults, console: Console | None = None) -> Non
 
     Args:
         results: what :func:`~lightning_to_energy.scaling.evaluate` returned.
-        console: where to print (default: a new rich Console on stdout).
+        console: where to print (default: :func:`~lightning_to_energy.report.report_console`).
     """
-    from rich.console import Console
     from rich.table import Table
 
-    out = console if console is not None else Console()
+    out = console if console is not None else report_console()
     table = Table(
         title=f"Energy per training step on {results.hardware}: held-out configurations",
         caption="precision = 100 x (1 - mean relative error); in-sample is a reference only",
