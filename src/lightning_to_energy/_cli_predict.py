@@ -100,12 +100,10 @@ def run(args: argparse.Namespace) -> int:
     if calibration is None and args.calibration:
         # An explicit file of any hardware is used as given: it is missing or unreadable (the
         # store warned why), not "of another hardware".
-        given = Path(args.calibration)
+        # (a directory was refused by _check_calibration_path already)
         found = (
-            "a directory"
-            if given.is_dir()
-            else "a file it could not use (see the warning above)"
-            if given.exists()
+            "a file it could not use (see the warning above)"
+            if Path(args.calibration).exists()
             else "nothing at that path"
         )
         raise CliError(
@@ -253,8 +251,7 @@ def _check_calibration_path(path: Path) -> None:
     Raises:
         CliError: ``path`` is a directory, an energy report or a study run.
     """
-    from lightning_to_energy.report import REPORT_FORMAT
-    from lightning_to_energy.scaling import RUN_FORMAT
+    from lightning_to_energy.calibration import foreign_file
 
     if path.is_dir():
         raise CliError(
@@ -266,12 +263,11 @@ def _check_calibration_path(path: Path) -> None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return  # missing or unreadable: the store's own checks say so
-    kind = data.get("format") if isinstance(data, dict) else None
-    fits = {REPORT_FORMAT: "an energy report", RUN_FORMAT: "a study run"}
-    if kind in fits:
-        source = path.parent if kind == RUN_FORMAT else path
+    foreign = foreign_file(data, path)
+    if foreign is not None:
+        found, source = foreign
         raise CliError(
-            f"expected a calibration file at {path}, found {fits[kind]}. Fix: fit a "
+            f"expected a calibration file at {path}, found {found}. Fix: fit a "
             f"calibration on it first (`lightning-to-energy fit {source} --out cal.json`), "
             "then pass --calibration cal.json."
         )

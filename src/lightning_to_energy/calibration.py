@@ -798,21 +798,30 @@ class CalibrationStore:
 _CORRUPT = object()
 
 
-def _foreign_file(data: Any, path: Path) -> tuple[str, str] | None:
-    """``(reason, fix)`` when ``data`` is another file of this package (an energy report or a
-    study run) rather than a calibration, else None."""
+def foreign_file(data: Any, path: Path) -> tuple[str, Path] | None:
+    """What a parsed JSON file at ``path`` is when it is another file of this package rather
+    than a calibration: ``("an energy report" or "a study run", the path to fit a calibration
+    on)``, else None."""
     # Imported here: the formats belong to the report and the study modules.
     from lightning_to_energy.report import REPORT_FORMAT
     from lightning_to_energy.scaling import RUN_FORMAT
 
     kind = data.get("format") if isinstance(data, Mapping) else None
     if kind == REPORT_FORMAT:
-        found, source = "an energy report", path
-    elif kind == RUN_FORMAT:
+        return "an energy report", path
+    if kind == RUN_FORMAT:
         # A calibration fits the scaling model over a study's runs: fit the whole folder.
-        found, source = "a study run", path.parent
-    else:
+        return "a study run", path.parent
+    return None
+
+
+def _foreign_file(data: Any, path: Path) -> tuple[str, str] | None:
+    """``(reason, fix)`` for :meth:`CalibrationStore` when ``data`` is not a calibration but
+    another file of this package (:func:`foreign_file`), else None."""
+    foreign = foreign_file(data, path)
+    if foreign is None:
         return None
+    found, source = foreign
     return (
         f"expected a calibration, found {found}",
         f"Fix: fit a calibration on it first (`lightning-to-energy fit {source} --out "
