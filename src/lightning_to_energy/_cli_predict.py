@@ -196,7 +196,10 @@ def run(args: argparse.Namespace) -> int:
         "roofline_hardware": planned["hardware"],
     }
     if args.json:
-        print(json.dumps(_strict_json(result), indent=2, allow_nan=False))
+        # strict JSON: non-finite floats (an unbounded interval) as the report writes them
+        from lightning_to_energy.report import _encode
+
+        print(json.dumps(_encode(result), indent=2, allow_nan=False))
         return 0
     from lightning_to_energy.report import format_si
 
@@ -225,21 +228,6 @@ def run(args: argparse.Namespace) -> int:
         for m in plan.top_modules:
             print(f"  {m.name:<32} {format_si(m.energy_j, 'J'):>10}  {m.share:.1%}")
     return 0
-
-
-def _strict_json(value: Any) -> Any:
-    """``value`` with non-finite floats as the strings the energy report uses (strict JSON).
-
-    An unbounded interval (a held-out run predicted 0 J) is ``"Infinity"``, not the
-    ``Infinity`` that ``json.dumps`` writes by default and JSON parsers refuse.
-    """
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict_json(v) for v in value]
-    return value
 
 
 def _check_calibration_path(path: Path) -> None:
