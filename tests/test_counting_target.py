@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -210,3 +212,52 @@ def test_keyword_inputs_reach_the_model(hardware: str | None) -> None:
         - plain.counts.get((AluOp.MUL, FP32, Unit.VECTOR), 0)
         == 8
     )
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any], str]:
+    from lightning_to_energy import cli
+
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if code == 0 else {}), err
+
+
+def test_profile_target_counts_on_meta_as_the_gpu_runs_it(
+    capsys: pytest.CaptureFixture[str], default_tf32: None
+) -> None:
+    argv = ["profile", "_models:TinyCNN", "--input", "4x3x16x16", "--train", "--optimizer", "sgd"]
+    code, here, err = _cli(capsys, *argv, "--json")
+    assert (code, err) == (0, "")
+    code, h100, err = _cli(capsys, *argv, "--target", "h100-sxm", "--json")
+    assert (code, err) == (0, "")
+    assert (h100["device"], h100["counted_for"]) == ("meta", "h100-sxm")
+    assert (here["device"], here["counted_for"]) == ("cpu", None)
+    # same FLOPs; on the H100 the convolutions run in TF32 and the linear head in fp32
+    assert h100["flops"] == here["flops"]
+    assert h100["tos_matrix_tf32"] > 0 and here["tos_matrix_tf32"] == 0
+    assert any(op.startswith("aten._foreach") for op in h100["by_op"])
+
+
+def test_profile_target_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(capsys, "profile", "_models:TinyMLP", "--input", "8x16", "--target", "h900")
+    assert code == 2 and "h100-sxm" in err and "'h900'" in err
+    code, _, err = _cli(
+        capsys, "profile", "_models:TinyMLP", "--input", "8x16", "--target", "h100-sxm",
+        "--device", "cuda",
+    )  # fmt: skip
+    assert code == 2 and "found both" in err
+
+
+def test_named_inputs_on_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["profile", "test_counting_target:_Masked", "--input", "2x4", "--json"]
+    code, plain, err = _cli(capsys, *base)
+    assert (code, err) == (0, "")
+    code, masked, err = _cli(capsys, *base, "--input", "mask=2x4")
+    assert (code, err) == (0, "")
+    # the mask multiplies each of the 2 * 4 = 8 outputs once
+    assert masked["counts"]["mul:fp32:vector"] - plain["counts"].get("mul:fp32:vector", 0) == 8
+    code, _, err = _cli(capsys, *base, "--input", "2bad=2x4")
+    assert code == 2 and "NAME=SHAPE" in err
