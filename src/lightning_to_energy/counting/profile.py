@@ -8,6 +8,7 @@ window of steps is a sum; :class:`ProfileSum` sums replayed steps in constant ti
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -543,6 +544,11 @@ def _profile_on_meta(
     """
     from torch.func import functional_call
 
+    from lightning_to_energy.counting.cuda_rules import (
+        ambient_autocast,
+        clear_cast_cache,
+        cuda_rules,
+    )
     from lightning_to_energy.counting.mode import OpCounter
     from lightning_to_energy.counting.target import (
         counting_for,
@@ -574,6 +580,7 @@ def _profile_on_meta(
     warmup = opt is not None if warmup is None else warmup
 
     def step(counter: OpCounter | None) -> None:
+        clear_cast_cache()  # each step is its own autocast region
         with torch.enable_grad() if train else torch.no_grad():
             out = run(*meta_inputs, **meta_kwargs)
             if not train:
@@ -588,7 +595,12 @@ def _profile_on_meta(
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    with counting_for(count_target), torch.random.fork_rng(devices=[]):
+    rules = (
+        cuda_rules(count_target, ambient_autocast())
+        if count_target.cuda
+        else contextlib.nullcontext()
+    )
+    with counting_for(count_target), rules, torch.random.fork_rng(devices=[]):
         if warmup:
             step(None)
             for p in params:
@@ -640,13 +652,15 @@ def _make_optimizer(optimizer: Any, module: Any) -> Any:
     return cls[optimizer.lower()](params, lr=1e-3)
 
 
-def random_label_loss(model: Any, *inputs: Any) -> tuple[Any, Any]:
+def random_label_loss(
+    model: Any, *inputs: Any, kwargs: Mapping[str, Any] | None = None
+) -> tuple[Any, Any]:
     """The loss of a typical classification step for ``model``, for ``profile(train=True)``.
 
     Cross-entropy of the output's last dimension (the classes) against random labels, made
     here, outside any counted step (a real step's labels come with its batch). The output's
     shape is read from one forward pass in eval mode without grad (no batch-norm statistics
-    move), and the model's mode is put back.
+    move), and the model's mode is put back. ``kwargs`` are the model's keyword inputs.
 
     Returns:
         ``(loss_fn, target)`` for :func:`profile`; ``(None, None)`` when the output is not one
@@ -659,7 +673,7 @@ def random_label_loss(model: Any, *inputs: Any) -> tuple[Any, Any]:
         module.eval()
     try:
         with torch.no_grad():
-            out = model(*inputs)
+            out = model(*inputs, **(kwargs or {}))
     finally:
         if module is not None:
             module.train(was_training)
