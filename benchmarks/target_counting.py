@@ -111,7 +111,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "bytes": step.bytes,
         "ops": {name: t.calls for name, t in sorted(step.by_op.items())},
         "unmodelled_ops": dict(step.unmodelled_ops),
-        "machine": f"{platform.machine()} {platform.processor() or ''} python {sys.version.split()[0]}",
+        "machine": f"{platform.machine()} python {sys.version.split()[0]}",
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
