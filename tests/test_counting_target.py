@@ -14,6 +14,7 @@ from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting import profile
 from lightning_to_energy.counting.target import (
     CountTarget,
+    MetaCountingError,
     active_target,
     counting_for,
     resolve_target,
@@ -261,3 +262,48 @@ def test_named_inputs_on_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert masked["counts"]["mul:fp32:vector"] - plain["counts"].get("mul:fp32:vector", 0) == 8
     code, _, err = _cli(capsys, *base, "--input", "2bad=2x4")
     assert code == 2 and "NAME=SHAPE" in err
+
+
+# --- models that cannot run on meta -------------------------------------------------------------
+
+
+class _DataDependent(nn.Module):
+    """Keeps the positive activations only: an output size that depends on values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.proj(x)
+        return y[torch.nonzero(y > -1e9, as_tuple=True)].sum()
+
+
+def test_an_op_that_cannot_run_on_meta_is_named() -> None:
+    with pytest.raises(MetaCountingError, match=r"aten\.nonzero") as info:
+        profile(_DataDependent(), torch.randn(2, 4), train=True, hardware="h100-sxm")
+    assert info.value.op.startswith("aten.nonzero")
+    assert "fallback='cpu'" in str(info.value)
+
+
+def test_cpu_fallback_counts_with_the_targets_rules(default_tf32: None) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), _DataDependentHead())
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.warns(RuntimeWarning, match=r"aten\.nonzero.*on the CPU instead"):
+        p = profile(model, x, train=True, optimizer="sgd", hardware="h100-sxm", fallback="cpu")
+    # conv: 2 * 36 * 4 * 3 * 9 = 7776 FMA forward and 7776 for the weight gradient (the input
+    # needs none): 15552, in TF32 (the H100's default); SGD on the foreach path
+    assert p.counts[(FMA, TF32, MATRIX)] == 15552
+    assert "aten._foreach_add_" in p.by_op
+    assert all(t.grad is None for t in model.parameters())
+    with torch.device("meta"):
+        on_meta = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), _DataDependentHead())
+    with pytest.warns(RuntimeWarning, match="on the CPU instead"):
+        q = profile(on_meta, x, train=True, hardware="h100-sxm", fallback="cpu")
+    assert q.counts[(FMA, TF32, MATRIX)] == 15552
+    assert all(t.device.type == "meta" for t in on_meta.parameters())
+
+
+class _DataDependentHead(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[torch.nonzero(x > -1e9, as_tuple=True)].sum()

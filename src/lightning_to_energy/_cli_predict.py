@@ -180,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
                 target=target,
                 hardware=count_for,
                 kwargs=kwargs,
+                fallback="cpu",  # an op without a meta kernel: count on the CPU, warning
             )
             step_s = args.step_time
             if "duration_s" in names and step_s is None:

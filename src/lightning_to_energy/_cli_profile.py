@@ -175,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
                 target=target,
                 hardware=hardware,
                 kwargs=kwargs,
+                fallback="cpu",  # an op without a meta kernel: count on the CPU, warning
             )
     except DefaultLossError:
         raise CliError(

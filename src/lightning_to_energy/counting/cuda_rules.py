@@ -113,22 +113,32 @@ def ambient_autocast() -> torch.dtype | None:
 
 
 @contextmanager
-def cuda_rules(target: CountTarget, autocast: torch.dtype | None) -> Iterator[None]:
-    """Apply CUDA's dispatch choices to meta tensors for the duration of the block."""
+def cuda_rules(
+    target: CountTarget, autocast: torch.dtype | None, *, key: str = "AutogradMeta"
+) -> Iterator[None]:
+    """Apply CUDA's dispatch choices to meta tensors for the duration of the block.
+
+    Args:
+        target: the CUDA target (its compute capability decides the SDPA backend).
+        autocast: the autocast dtype to apply CUDA's policy for, or None.
+        key: the autograd dispatch key the rules take over: ``"AutogradMeta"``, or
+            ``"AutogradCPU"`` for the CPU fallback (where attention keeps the CPU's kernel:
+            CUDA's fused attention kernels have no CPU implementation).
+    """
     lib = torch.library.Library("aten", "IMPL")
     state = _State(target, autocast)
     previous = _STATE[0]
     _STATE[0] = state
     try:
-        _register(lib, "scaled_dot_product_attention", _sdpa)
-        _register(lib, "dropout", _dropout)
+        _register(lib, key, "scaled_dot_product_attention", _sdpa)
+        _register(lib, key, "dropout", _dropout)
         if autocast is not None:
             for name in _LOWER:
-                _register(lib, name, _cast_kernel(name, _lower))
+                _register(lib, key, name, _cast_kernel(name, _lower))
             for name in _FP32:
-                _register(lib, name, _cast_kernel(name, _fp32))
+                _register(lib, key, name, _cast_kernel(name, _fp32))
             for name in _FP32_SET_OPT_DTYPE:
-                _register(lib, name, _cast_kernel(name, _fp32))
+                _register(lib, key, name, _cast_kernel(name, _fp32))
         yield
     finally:
         _STATE[0] = previous
@@ -142,7 +152,7 @@ def clear_cast_cache() -> None:
         state.cache.clear()
 
 
-def _register(lib: Any, name: str, kernel: Callable[..., Any]) -> None:
+def _register(lib: Any, key: str, name: str, kernel: Callable[..., Any]) -> None:
     packet = getattr(aten, name, None)
     if packet is None:
         return
@@ -161,7 +171,7 @@ def _register(lib: Any, name: str, kernel: Callable[..., Any]) -> None:
         def impl(*args: Any, _op: Any = op, **kwargs: Any) -> Any:
             return kernel(_op, args, kwargs)
 
-        lib.impl(schema_name, impl, "AutogradMeta")
+        lib.impl(schema_name, impl, key)
 
 
 def _composite(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -320,6 +330,13 @@ def sdpa_backend(
     return MATH
 
 
+def _cast_args(state: _State, bound: dict[str, Any]) -> dict[str, Any]:
+    """``bound``'s eligible tensors cast as CUDA's autocast casts attention's (lower list)."""
+    if state.autocast is None:
+        return bound
+    return {k: _lower(state, v) if _eligible(v) else v for k, v in bound.items()}
+
+
 def _sdpa(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
     defaults: dict[str, Any] = {
@@ -334,6 +351,13 @@ def _sdpa(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if state is None or not state.active:
         return _composite(op, args, kwargs)
     q, k, v, mask = bound["query"], bound["key"], bound["value"], bound["attn_mask"]
+    if q.device.type != "meta":  # the CPU fallback: CUDA's fused kernels do not run there
+        state.active = False
+        try:
+            call = {**bound, **_cast_args(state, bound)}
+            return _composite(op, (), call)
+        finally:
+            state.active = True
     if state.autocast is not None:  # scaled_dot_product_attention is on the lower list
         q, k, v = (_lower(state, t) if _eligible(t) else t for t in (q, k, v))
         if _eligible(mask):

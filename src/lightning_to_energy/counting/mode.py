@@ -226,6 +226,23 @@ def _run_on_meta(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dic
         raise MetaCountingError(str(func), _first_line(exc)) from exc
 
 
+class MetaErrors(TorchDispatchMode):
+    """A dispatch mode that only names the op an uncounted meta step fails on.
+
+    The warm-up step of a count for a target runs outside the counter; under this mode an op
+    without a meta kernel raises :class:`MetaCountingError` naming it, as in the counted step.
+    """
+
+    def __torch_dispatch__(
+        self,
+        func: torch._ops.OpOverload,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        return _run_on_meta(func, args, kwargs or {})
+
+
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
