@@ -68,6 +68,10 @@ from lightning_to_energy.counting.registry import (
 )
 from lightning_to_energy.counting.target import CountTarget, MetaCountingError, active_target
 
+RECOMPUTE = " (recompute)"
+"""Suffix of the module names that forward ops recomputed in backward are charged to
+(activation checkpointing): ``"blocks.0.mlp (recompute)"``."""
+
 # Both exist in the torch releases this package supports; without them (a future rename)
 # backward ops keep the caller's phase and go to "(other)" rather than break counting.
 _current_node: Callable[[], Any] = getattr(torch._C, "_current_autograd_node", lambda: None)
@@ -302,6 +306,11 @@ class _CountingMode(TorchDispatchMode):
         node = _current_node()
         if node is None:
             key = (counter._phase, counter._stack[-1], name, id(cost))
+        elif len(counter._stack) > 1:
+            # a module's forward running inside backward: activation checkpointing recomputing
+            # it. Charged to the module that runs it, as recompute (not to the module whose
+            # backward asked for it).
+            key = ("backward", counter._stack[-1] + RECOMPUTE, name, id(cost))
         else:
             # inside autograd's backward engine, whatever phase the caller declared
             key = ("backward", counter._module_of_node(node), name, id(cost))
