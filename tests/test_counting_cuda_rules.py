@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
@@ -121,3 +123,27 @@ def test_autocast_casts_a_tied_weight_once_per_step() -> None:
         p = profile(model, torch.randn(2, 8), hardware="h100-sxm")
     # the input once and the shared weight once (cached), not twice: 2 casts
     assert p.by_op["aten._to_copy"].calls == 2
+
+
+class _LinearInBackward(torch.autograd.Function):
+    """Identity forward; a backward that runs ``F.linear`` (a composite on autocast's list)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(w)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (w,) = ctx.saved_tensors
+        return F.linear(g, w), None
+
+
+def test_backward_runs_outside_the_autocast_region() -> None:
+    w = torch.randn(4, 4)
+    x = torch.randn(2, 4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        p = profile(lambda x: _LinearInBackward.apply(x, w), x, train=True, hardware="h100-sxm")
+    # backward's linear: [2, 4] x [4, 4] = 2 * 4 * 4 = 32 FMA, kept in fp32 (no cast)
+    assert p.counts[(AluOp.FMA, FP32, Unit.MATRIX)] == 32
+    assert (AluOp.FMA, BF16, Unit.MATRIX) not in p.counts

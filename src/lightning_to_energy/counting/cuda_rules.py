@@ -91,6 +91,12 @@ class _State:
         self.autocast = autocast
         self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.active = True  # rules off inside a rule kernel's own composite call
+        self.in_region = True  # off for backward and the optimizer (see outside_autocast)
+
+    @property
+    def casting(self) -> torch.dtype | None:
+        """The autocast dtype where autocast applies now, else None."""
+        return self.autocast if self.in_region else None
 
 
 _STATE: list[_State | None] = [None]
@@ -143,6 +149,21 @@ def cuda_rules(
     finally:
         _STATE[0] = previous
         lib._destroy()
+
+
+@contextmanager
+def outside_autocast() -> Iterator[None]:
+    """Leave the emulated autocast region for the block (backward and the optimizer step run
+    outside the user's ``autocast`` region in a training loop)."""
+    state = _STATE[0]
+    if state is None:
+        yield
+        return
+    previous, state.in_region = state.in_region, False
+    try:
+        yield
+    finally:
+        state.in_region = previous
 
 
 def clear_cast_cache() -> None:
@@ -213,7 +234,7 @@ def _cast_kernel(
 ) -> Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]:
     def kernel(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         state = _STATE[0]
-        if state is None or state.autocast is None or not state.active:
+        if state is None or state.casting is None or not state.active:
             return _composite(op, args, kwargs)
 
         def one(x: Any) -> Any:
@@ -332,7 +353,7 @@ def sdpa_backend(
 
 def _cast_args(state: _State, bound: dict[str, Any]) -> dict[str, Any]:
     """``bound``'s eligible tensors cast as CUDA's autocast casts attention's (lower list)."""
-    if state.autocast is None:
+    if state.casting is None:
         return bound
     return {k: _lower(state, v) if _eligible(v) else v for k, v in bound.items()}
 
@@ -358,7 +379,7 @@ def _sdpa(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             return _composite(op, (), call)
         finally:
             state.active = True
-    if state.autocast is not None:  # scaled_dot_product_attention is on the lower list
+    if state.casting is not None:  # scaled_dot_product_attention is on the lower list
         q, k, v = (_lower(state, t) if _eligible(t) else t for t in (q, k, v))
         if _eligible(mask):
             mask = _lower(state, mask)

@@ -618,6 +618,7 @@ def _profile_on_meta(
         ambient_autocast,
         clear_cast_cache,
         cuda_rules,
+        outside_autocast,
     )
     from lightning_to_energy.counting.mode import MetaErrors, OpCounter
     from lightning_to_energy.counting.target import (
@@ -658,12 +659,13 @@ def _profile_on_meta(
             loss = _loss(out, loss_fn, meta_target)
         if counter is not None:
             counter.set_phase("backward")
-        loss.backward()
-        if opt is not None:
-            if counter is not None:
-                counter.set_phase("optimizer")
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        with outside_autocast():  # as a training loop's backward and optimizer step run
+            loss.backward()
+            if opt is not None:
+                if counter is not None:
+                    counter.set_phase("optimizer")
+                opt.step()
+                opt.zero_grad(set_to_none=True)
 
     rules = (
         cuda_rules(count_target, ambient_autocast())
