@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -17,7 +18,11 @@ from fakes.fake_pynvml import FakeGpu, make_fake_pynvml
 from fakes.powercap import FakePowercap
 from lightning_to_energy import EnergyTracker, FakeSensor
 from lightning_to_energy.meter import Meter
-from lightning_to_energy.sensors import ImplausibleReadingWarning, ReadingAnomaly
+from lightning_to_energy.sensors import (
+    CpuTimeEstimateSensor,
+    ImplausibleReadingWarning,
+    ReadingAnomaly,
+)
 from lightning_to_energy.sensors.base import power_ceiling_w
 from lightning_to_energy.sensors.nvml import NvmlSensor
 from lightning_to_energy.sensors.rapl import RaplSensor, find_rapl_zones
@@ -83,6 +88,14 @@ def test_the_ceiling_is_twice_the_stated_limit_else_one_kilowatt(tmp_path: Path)
     sensors = [RaplSensor(z, background=False, clock=clock) for z in zones]
     # 2 x 165 = 330 W, 2 x 125 = 250 W, 1000 W
     assert [power_ceiling_w(s) for s in sensors] == [330.0, 250.0, 1000.0]
+
+
+def test_the_cpu_estimate_states_every_usable_core_busy_as_its_limit() -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    sensor = CpuTimeEstimateSensor(watts_per_core=10.0, idle_w=5.0, announce=False)
+    # 10 W x cores + 5 W: a 128-core estimate (1285 W) is not taken for garbage
+    assert sensor.power_limit_w == pytest.approx(10.0 * (cores or 1) + 5.0)
+    assert power_ceiling_w(sensor) == pytest.approx(2 * (10.0 * (cores or 1) + 5.0))
 
 
 # --- failure 1: garbage readings ------------------------------------------------------------
