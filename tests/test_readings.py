@@ -78,16 +78,17 @@ def test_the_ceiling_is_twice_the_stated_limit_else_one_kilowatt(tmp_path: Path)
     assert (unlimited.power_limit_w, power_ceiling_w(unlimited)) == (None, 1000.0)
     tree = FakePowercap(tmp_path)
     tree.add_zone("intel-rapl:0", "package-0", max_power_uw=165_000_000)
-    limited = tree.add_zone("intel-rapl:1", "package-1")
+    limited = tree.add_zone("intel-rapl:1", "package-1", max_power_uw=125_000_000)
     (limited / "constraint_0_power_limit_uw").write_text("125000000\n")
-    (limited / "constraint_1_power_limit_uw").write_text("0\n")  # 0: no limit stated
+    (limited / "constraint_1_power_limit_uw").write_text("241000000\n")  # PL2
+    (limited / "constraint_2_power_limit_uw").write_text("0\n")  # 0: no limit stated
     tree.add_zone("intel-rapl:2", "package-2")
     zones = find_rapl_zones(tree.root).zones
-    # 165_000_000 µW = 165 W; then the largest positive power limit, 125 W; then none
-    assert [z.max_power_w for z in zones] == [165.0, 125.0, None]
+    # 165_000_000 µW = 165 W; then the largest of 125, 125, 241 and 0 W: 241 W; then none
+    assert [z.max_power_w for z in zones] == [165.0, 241.0, None]
     sensors = [RaplSensor(z, background=False, clock=clock) for z in zones]
-    # 2 x 165 = 330 W, 2 x 125 = 250 W, 1000 W
-    assert [power_ceiling_w(s) for s in sensors] == [330.0, 250.0, 1000.0]
+    # 2 x 165 = 330 W, 2 x 241 = 482 W, 1000 W
+    assert [power_ceiling_w(s) for s in sensors] == [330.0, 482.0, 1000.0]
 
 
 def test_the_cpu_estimate_states_every_usable_core_busy_as_its_limit() -> None:

@@ -106,8 +106,8 @@ class RaplZone:
         name: the zone's own name (its ``name`` file), e.g. ``"package-0"`` or ``"dram"``.
         path: the zone's directory.
         max_energy_range_uj: the value at which ``energy_uj`` wraps, in microjoules.
-        max_power_w: the zone's stated maximum power (its ``constraint_*_max_power_uw``
-            files, else its ``constraint_*_power_limit_uw``); None where it states none.
+        max_power_w: the largest power the zone states (its ``constraint_*_max_power_uw``
+            and ``constraint_*_power_limit_uw`` files); None where it states none.
     """
 
     domain: str
@@ -118,18 +118,22 @@ class RaplZone:
 
 
 def _stated_max_power_w(zone: Path) -> float | None:
-    """The largest positive ``constraint_*_max_power_uw`` (else ``_power_limit_uw``), in W."""
-    for suffix in ("max_power_uw", "power_limit_uw"):
-        values: list[int] = []
-        for path in sorted(zone.glob(f"constraint_*_{suffix}")):
+    """The largest positive power the zone states, in W: over its ``constraint_*_max_power_uw``
+    and ``constraint_*_power_limit_uw`` files, None without any.
+
+    NB: the largest of them, because a package may run at its short-term limit (PL2, often
+    about twice its long-term one) for tens of seconds: a ceiling below that would reject true
+    readings, while garbage and resets are off by orders of magnitude.
+    """
+    values: list[int] = []
+    for pattern in ("constraint_*_max_power_uw", "constraint_*_power_limit_uw"):
+        for path in sorted(zone.glob(pattern)):
             try:
                 values.append(_read_int(path))
             except (OSError, SensorError):  # a bound on readings, not needed to measure
                 continue
-        positive = [v for v in values if v > 0]
-        if positive:
-            return max(positive) / 1e6  # µW -> W
-    return None
+    positive = [v for v in values if v > 0]
+    return max(positive) / 1e6 if positive else None  # µW -> W
 
 
 @dataclass(frozen=True)
