@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import sys
@@ -294,6 +295,26 @@ def test_a_window_below_a_hardware_update_period_is_refused_with_the_reason() ->
     # the NVML counter changes every 0.1 s
     assert "window_s=0.05 s is shorter than the update period of gpu:0 (0.1 s)" in str(info.value)
     assert "pass window_s >= 0.1" in str(info.value)
+
+
+def test_auto_discovered_sensors_refuse_a_too_short_window_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the module (the package's name ``discover`` is the function)
+    discover_module = importlib.import_module("lightning_to_energy.sensors.discover")
+    clock = FakeClock()
+    sensor = _nvml(FakeGpu(), clock)
+    closed: list[bool] = []
+    real_close = sensor.close
+    monkeypatch.setattr(sensor, "close", lambda: closed.append(True) or real_close())
+    monkeypatch.setattr(
+        discover_module, "discover", lambda *a, **k: discover_module.Discovery((sensor,))
+    )
+    tracker = EnergyTracker(None, sensors="auto", window_s=0.05, calibration=None, clock=clock)
+    with pytest.raises(ValueError, match=r"shorter than the update period of gpu:0 \(0.1 s\)"):
+        tracker.start()
+    # refused before training: the discovered sensor (and its thread) is released
+    assert closed == [True]
 
 
 def test_a_window_under_the_nvml_trustworthy_window_warns() -> None:
