@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from lightning_to_energy import notices
 from lightning_to_energy.sensors.base import Sensor, SensorError, SensorKind
 
 
@@ -250,10 +250,9 @@ class Meter:
         if domain in self._warned:
             return
         self._warned.add(domain)
-        warnings.warn(
+        notices.warn(
             f"energy sensor {domain} failed: {text}. Its joules are left out of the affected "
             "windows (listed in Measurement.faults); the meter carries on. Further failures "
             f"of {domain} are not warned about again.",
-            RuntimeWarning,
             stacklevel=4,
         )

@@ -6,6 +6,7 @@ re-rendered without the objects that produced it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -86,6 +87,14 @@ class Forecast:
     high_j: float
     steps_total: int
     steps_done: int
+
+    @property
+    def spread(self) -> float:
+        """The interval's larger side as a fraction of the forecast (0.25: within ±25 %);
+        infinite for a forecast of 0 J or less."""
+        if self.total_j <= 0:
+            return math.inf
+        return max(self.high_j - self.total_j, self.total_j - self.low_j) / self.total_j
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ import math
 import os
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -37,6 +36,7 @@ from typing import Any
 
 import torch
 
+from lightning_to_energy import notices
 from lightning_to_energy.calibration import (
     Calibration,
     CalibrationStore,
@@ -806,7 +806,7 @@ class EnergyTracker:
         # and the checkpoint keep each message once however often it recurs.
         if message not in self.warnings:
             self.warnings.append(message)
-        warnings.warn(f"lightning-to-energy: {message}", RuntimeWarning, stacklevel=3)
+        notices.warn(message, stacklevel=3)
 
     # --- live readout ---------------------------------------------------------------------
 

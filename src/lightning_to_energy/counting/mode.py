@@ -24,7 +24,6 @@ whose inputs need no grad, and outputs that are not tensors.
 from __future__ import annotations
 
 import os
-import warnings
 from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +40,7 @@ from torch.optim.optimizer import (
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from lightning_to_energy import notices
 from lightning_to_energy.cost_model import AluOp, CostModel, Unit, as_cost_model
 from lightning_to_energy.counting import formulas as _formulas  # noqa: F401  (registers them)
 from lightning_to_energy.counting.formulas.zero import is_free
@@ -159,11 +159,10 @@ def _apply(formula: Callable[[OpCall], OpCost], call: OpCall) -> OpCost:
         name = str(call.func)
         if name not in _FAILED:
             _FAILED.add(name)
-            warnings.warn(
+            notices.warn(
                 f"lightning-to-energy: the formula for {name} raised {type(exc).__name__}: "
                 f"{exc}; expected it to cost the call. Counting it with the fallback estimate "
                 "(listed in unmodelled_ops). Please report this with the op's arguments.",
-                RuntimeWarning,
                 stacklevel=2,
             )
         if formula is fallback_cost:
