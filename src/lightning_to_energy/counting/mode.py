@@ -40,7 +40,6 @@ from torch.optim.optimizer import (
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from lightning_to_energy import notices
 from lightning_to_energy.cost_model import AluOp, CostModel, Unit, as_cost_model
 from lightning_to_energy.counting import formulas as _formulas  # noqa: F401  (registers them)
 from lightning_to_energy.counting.formulas.zero import is_free
@@ -66,6 +65,7 @@ from lightning_to_energy.counting.registry import (
     tensors_of,
     tf32_allowed,
 )
+from lightning_to_energy.notices import warn as _notify
 
 # Both exist in the torch releases this package supports; without them (a future rename)
 # backward ops keep the caller's phase and go to "(other)" rather than break counting.
@@ -159,7 +159,7 @@ def _apply(formula: Callable[[OpCall], OpCost], call: OpCall) -> OpCost:
         name = str(call.func)
         if name not in _FAILED:
             _FAILED.add(name)
-            notices.warn(
+            _notify(
                 f"lightning-to-energy: the formula for {name} raised {type(exc).__name__}: "
                 f"{exc}; expected it to cost the call. Counting it with the fallback estimate "
                 "(listed in unmodelled_ops). Please report this with the op's arguments.",
