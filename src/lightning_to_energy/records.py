@@ -70,12 +70,20 @@ class LoopTotals:
 
 @dataclass(frozen=True)
 class ModuleEnergy:
-    """Per-layer attribution: a module's share of TOs and of predicted joules per step."""
+    """Per-layer attribution of a step's predicted joules.
+
+    ``predicted_j`` is the module's share of TOs times the step's predicted dynamic energy;
+    ``static_j`` its share of the step's roofline time times the step's predicted static
+    energy (static power x step time), None when it could not be attributed (the report's
+    ``static_note`` says why).
+    """
 
     name: str
     tos: float
     share: float  # of the step's TOs, 0..1
     predicted_j: float | None
+    time_share: float | None = None  # of the step's roofline time, 0..1
+    static_j: float | None = None
 
 
 @dataclass(frozen=True)
@@ -155,3 +163,5 @@ class EnergyReport:
     # the calibration the model started from (None in older reports): the first windows'
     # "prior" predictions come from it
     prior: PriorRecord | None = None
+    # why static energy is not attributed to the modules ("" when it is, or in older reports)
+    static_note: str = ""

@@ -1043,18 +1043,34 @@ def _section_modules(report: EnergyReport) -> RenderableType | None:
     table = Table(title="Top modules by TOs (per step)", title_justify="left")
     table.add_column("module")
     table.add_column("TOs", justify="right")
-    table.add_column("share", justify="right")
+    table.add_column("TO share", justify="right")
+    table.add_column("time share", justify="right")
+    table.add_column("dynamic", justify="right")
+    table.add_column("static", justify="right")
     table.add_column("predicted per step", justify="right")
     for m in report.top_modules:
+        total = None
+        if m.predicted_j is not None or m.static_j is not None:
+            total = (m.predicted_j or 0.0) + (m.static_j or 0.0)
         table.add_row(
             Text(m.name or "(root)"),
             format_si(m.tos, "TO"),
             _format_pct(m.share),
+            _format_pct(m.time_share),
             format_si(m.predicted_j, "J"),
+            format_si(m.static_j, "J"),
+            format_si(total, "J"),
         )
+    attributed = any(m.static_j is not None for m in report.top_modules)
     table.caption = (
-        "predicted per step: the module's share of a step's TOs times the step's predicted "
-        "dynamic energy (static power is not attributed to layers)"
+        "dynamic: the module's share of a step's TOs times the step's predicted dynamic energy; "
+        "static: its share of the step's roofline time times the step's predicted static "
+        "energy (static power x step time)"
+        + (
+            ""
+            if attributed
+            else f"; static energy is not attributed to layers: {report.static_note or 'no data'}"
+        )
     )
     return table
 
