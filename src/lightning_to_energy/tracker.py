@@ -812,7 +812,7 @@ class EnergyTracker:
         # and the checkpoint keep each message once however often it recurs.
         if message not in self.warnings:
             self.warnings.append(message)
-        notices.warn(message, stacklevel=3)
+        notices.warn(f"lightning-to-energy: {message}", stacklevel=3)
 
     # --- live readout ---------------------------------------------------------------------
 
