@@ -514,6 +514,7 @@ class TOEnergy(Callback):
         # A new fit/validate/test: Lightning's bar starts empty, and the unit is chosen anew.
         self._bar_unit = None
         self._bar_due = False
+        self._to_print = None
 
     def _log_window(self, trainer: Trainer, record: WindowRecord | None) -> None:
         if record is not None:
