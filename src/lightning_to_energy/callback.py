@@ -644,8 +644,9 @@ class TOEnergy(Callback):
         if isinstance(bar, RichProgressBar):
             # Lightning stops a Rich bar in its own teardown, which runs after this one (the
             # default bar is appended after the user's callbacks): printed while it is live,
-            # the summary would sit under a bar redrawn below it. Its teardown only stops the
-            # bar (a second call is a no-op), so call it first.
+            # the summary would sit above a bar redrawn below it. Its teardown only stops the
+            # bar, so call it first (Lightning's own call then finds it stopped; in a
+            # non-interactive console Rich prints one blank line for it).
             bar.teardown(trainer, pl_module, stage)
         from lightning_to_energy.report import render_report, summary_lines
 
