@@ -94,8 +94,15 @@ def test_plain_pytorch_prints_loop_totals_and_writes_the_report(tmp_path: Path) 
 def test_digits_demo_trains_one_epoch_and_writes_its_report(tmp_path: Path) -> None:
     done = run_example("digits_demo.py", "--epochs", "1", "--out", "rep", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    # the callback's closing line names the files it wrote
-    assert "energy report saved: rep/energy_report.json, rep/energy_report.csv" in done.stdout
+    # the callback's closing summary names the files it wrote and the command for the rest
+    assert "full report: lightning-to-energy report rep/energy_report.json (also .csv" in (
+        done.stdout
+    )
+    head = [i for i, line in enumerate(done.stdout.splitlines()) if line.startswith("lightning-")]
+    assert len(head) == 1 and len(done.stdout.splitlines()[head[0] :]) <= 15, done.stdout
+    # a clean end: no warning printed with a source path, no Lightning start-up chatter
+    assert ".py:" not in done.stderr, done.stderr[-3000:]
+    assert "GPU available" not in done.stdout + done.stderr
     report = load_report(tmp_path / "rep" / "energy_report.json")
     # 1,797 digits x 0.85 = 1,527.45: random_split gives the training split 1,528 rows;
     # batches of 64 with the last partial one dropped: 1528 // 64 = 23 steps

@@ -766,3 +766,31 @@ def test_accuracy_counts_windows_by_source_and_warnings_list_unknown_flags() -> 
     assert "2 (fit 2)" in text
     # a flag this release has no message for is still counted, by name: 1 of the 3 windows
     assert "1 of 3 windows flagged 'custom'" in text
+
+
+def test_summary_is_short_names_the_joules_kind_and_leaves_the_identifiability_note_out() -> None:
+    from lightning_to_energy.report import SUMMARY_MAX_LINES, summary_lines
+
+    report = make_report()
+    lines = summary_lines(report)
+    # head, 2 loops, accuracy, per step, notices: 6 lines (no roofline in these windows)
+    assert len(lines) == 6 <= SUMMARY_MAX_LINES
+    # 350 J over 4 s + 1 s = 5 s: 70 W; the CPU domain is an estimate.
+    assert lines[0] == (
+        "lightning-to-energy: 350 J estimated, not measured (cpu:0) in 5.00 s (70.0 W average)"
+    )
+    assert lines[1] == "  train          20 steps in     4.00 s: 300 J, predicted 300 J"
+    assert lines[2] == "  validate        5 steps in     1.00 s: 50.0 J"
+    assert (
+        lines[3]
+        == "  predicted before measuring: precision 92.5 %, median error 7.5 % over 2 windows"
+    )
+    # 300 J / 20 steps = 15 J; 3e12 TO / 20 = 150 GTO; the top module holds 50 % of the TOs
+    assert (
+        lines[4] == "  per train step: 15.0 J, 150 GTO; most TOs: encoder.layers[0] 50 %, head 25 %"
+    )
+    # window flags: short, estimate, not-fitted (3) + 1 warning + unmodelled ops (1) = 5
+    assert lines[5] == "  5 notice(s) in the full report (window flags, calibration, ops)"
+    # the report is not identifiable, which the full report says under its coefficients once
+    assert not any("identifiable" in line for line in lines)
+    assert render_text(report).count("not separately identifiable") == 1

@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "CostModel": "lightning_to_energy.cost_model",
     "EnergyReport": "lightning_to_energy.records",
     "EnergyTracker": "lightning_to_energy.tracker",
+    "EnergyWarning": "lightning_to_energy.notices",
     "FEATURES": "lightning_to_energy.regression",
     "FakeSensor": "lightning_to_energy.sensors.fake",
     "Measurement": "lightning_to_energy.meter",
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from lightning_to_energy.cost_model import AluOp, CostModel, NumberFormat, Unit
     from lightning_to_energy.counting import OpCounter, StepProfile, profile
     from lightning_to_energy.meter import Measurement, Meter
+    from lightning_to_energy.notices import EnergyWarning
     from lightning_to_energy.planning import RunPlan, plan_run
     from lightning_to_energy.records import EnergyReport, WindowRecord
     from lightning_to_energy.regression import FEATURES, OnlineEnergyModel
@@ -68,6 +70,7 @@ __all__ = [
     "CostModel",
     "EnergyReport",
     "EnergyTracker",
+    "EnergyWarning",
     "FakeSensor",
     "Measurement",
     "Meter",

@@ -23,13 +23,14 @@ import platform
 import re
 import tempfile
 import uuid
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lightning_to_energy import notices
+from lightning_to_energy.notices import EnergyWarning
 from lightning_to_energy.regression import (
     DEFAULT_HISTORY,
     DEFAULT_INTERVAL,
@@ -47,7 +48,7 @@ APP_DIR = "lightning-to-energy"
 _FINGERPRINT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 
 
-class CalibrationWarning(UserWarning):
+class CalibrationWarning(EnergyWarning, UserWarning):
     """A calibration file could not be used or written; training goes on without it."""
 
 
@@ -792,7 +793,7 @@ class CalibrationStore:
     def _warn(self, message: str, *, stacklevel: int) -> None:
         """Warn, and keep the message for the run's report (:attr:`warnings`)."""
         self.warnings.append(message)
-        warnings.warn(message, CalibrationWarning, stacklevel=stacklevel + 1)
+        notices.warn(message, CalibrationWarning, stacklevel=stacklevel + 1)
 
 
 _CORRUPT = object()

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from lightning_to_energy import notices
 from lightning_to_energy.sensors.base import (
     ANOMALY_IMPLAUSIBLE,
     ANOMALY_RESET,
@@ -341,7 +341,7 @@ class Meter:
         if not self._warn or kind in self._warned_kinds:
             return
         self._warned_kinds.add(kind)
-        warnings.warn(
+        notices.warn(
             f"energy reading of {domain} rejected ({kind}): {reason}. The domain is left out "
             "of that window (Measurement.rejected), whose loss is not guessed; the meter "
             f"carries on. Further '{kind}' rejections are not warned about again.",
@@ -353,10 +353,9 @@ class Meter:
         if domain in self._warned:
             return
         self._warned.add(domain)
-        warnings.warn(
+        notices.warn(
             f"energy sensor {domain} failed: {text}. Its joules are left out of the affected "
             "windows (listed in Measurement.faults); the meter carries on. Further failures "
             f"of {domain} are not warned about again.",
-            RuntimeWarning,
             stacklevel=4,
         )

@@ -6,6 +6,7 @@ re-rendered without the objects that produced it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -79,12 +80,20 @@ class LoopTotals:
 
 @dataclass(frozen=True)
 class ModuleEnergy:
-    """Per-layer attribution: a module's share of TOs and of predicted joules per step."""
+    """Per-layer attribution of a step's predicted joules.
+
+    ``predicted_j`` is the module's share of TOs times the step's predicted dynamic energy;
+    ``static_j`` its share of the step's roofline time times the step's predicted static
+    energy (static power x step time), None when it could not be attributed (the report's
+    ``static_note`` says why).
+    """
 
     name: str
     tos: float
     share: float  # of the step's TOs, 0..1
     predicted_j: float | None
+    time_share: float | None = None  # of the step's roofline time, 0..1
+    static_j: float | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,14 @@ class Forecast:
     high_j: float
     steps_total: int
     steps_done: int
+
+    @property
+    def spread(self) -> float:
+        """The interval's larger side as a fraction of the forecast (0.25: within ±25 %);
+        infinite for a forecast of 0 J or less."""
+        if self.total_j <= 0:
+            return math.inf
+        return max(self.high_j - self.total_j, self.total_j - self.low_j) / self.total_j
 
 
 @dataclass(frozen=True)
@@ -156,3 +173,5 @@ class EnergyReport:
     # the calibration the model started from (None in older reports): the first windows'
     # "prior" predictions come from it
     prior: PriorRecord | None = None
+    # why static energy is not attributed to the modules ("" when it is, or in older reports)
+    static_note: str = ""

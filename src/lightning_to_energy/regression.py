@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
+from lightning_to_energy import notices
 
 FEATURES: tuple[str, ...] = (
     "duration_s",
@@ -721,11 +722,10 @@ class OnlineEnergyModel:
         except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
             # NB: NNLS can stop at its iteration limit on pathological data; keeping the
             # previous coefficients is better than stopping a training run over it.
-            warnings.warn(
+            notices.warn(
                 f"energy model: the refit on {len(w)} windows failed ({exc}); expected a "
                 "solvable non-negative least squares, keeping the previous coefficients. Fix: "
                 "report this with the model's state_dict().",
-                RuntimeWarning,
                 stacklevel=3,
             )
             self._diag = None

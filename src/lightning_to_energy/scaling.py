@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_to_energy import notices
 from lightning_to_energy.regression import OnlineEnergyModel
 
 __all__ = [
@@ -271,11 +271,10 @@ def _parse_run(data: Any, where: str, path: Path | None) -> StudyRun | None:
     measured = _section(data, "measured", where)
     raw_energy = measured.get("energy_per_step_j")
     if raw_energy is None:
-        warnings.warn(
+        notices.warn(
             f"{where}: skipped: measured.energy_per_step_j is "
             f"{'null' if 'energy_per_step_j' in measured else 'missing'} (no fit-worthy window "
             "was measured). Fix: rerun this configuration longer, or with a readable sensor.",
-            RuntimeWarning,
             stacklevel=3,
         )
         return None

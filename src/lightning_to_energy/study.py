@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
+from lightning_to_energy import notices
 from lightning_to_energy.records import (
     FLAG_FAULT,
     FLAG_OUTLIER,
@@ -820,11 +821,10 @@ def resolve_hardware(
     try:
         return roofline.detect_hardware(device)
     except ValueError as exc:
-        warnings.warn(
+        notices.warn(
             f"lightning-to-energy study: no roofline for this device ({exc}); roofline_s will "
             "be null, so the 'ours' model cannot use these runs. Fix: pass hardware=KEY "
             "(--hardware KEY), or register the device with roofline.load_hardware().",
-            RuntimeWarning,
             stacklevel=2,
         )
         return None

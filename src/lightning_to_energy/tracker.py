@@ -28,7 +28,6 @@ import math
 import os
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -38,6 +37,7 @@ from typing import Any
 
 import torch
 
+from lightning_to_energy import notices
 from lightning_to_energy.calibration import (
     Calibration,
     CalibrationStore,
@@ -77,7 +77,12 @@ from lightning_to_energy.regression import (
     Prediction,
     warm_up_solver,
 )
-from lightning_to_energy.roofline import HardwareSpec, detect_hardware, roofline_s
+from lightning_to_energy.roofline import (
+    HardwareSpec,
+    detect_hardware,
+    module_time_shares,
+    roofline_s,
+)
 from lightning_to_energy.sensors.base import (
     MEASURED_KINDS,
     ImplausibleReadingWarning,
@@ -333,6 +338,7 @@ class EnergyTracker:
         # records its steps' roofline seconds, so a run's windows can fit a calibration that
         # needs no timing to predict (``lightning-to-energy fit REPORT --roofline``).
         self._roofline: HardwareSpec | None = None
+        self._static_note = ""  # why static energy is not attributed to layers (see report)
         self._roofline_note: str | None = None
         self._started = False
         self._broken: str | None = None
@@ -854,7 +860,9 @@ class EnergyTracker:
         self.warnings.extend(self._store.warnings[self._store_warnings_seen :])
         self._store_warnings_seen = len(self._store.warnings)
 
-    def _warn_once(self, key: str, message: str, category: type[Warning] = RuntimeWarning) -> None:
+    def _warn_once(
+        self, key: str, message: str, category: type[notices.EnergyWarning] = notices.EnergyWarning
+    ) -> None:
         if key in self._warned:
             return
         self._warned.add(key)
@@ -862,7 +870,7 @@ class EnergyTracker:
         # and the checkpoint keep each message once however often it recurs.
         if message not in self.warnings:
             self.warnings.append(message)
-        warnings.warn(f"lightning-to-energy: {message}", category, stacklevel=3)
+        notices.warn(f"lightning-to-energy: {message}", category, stacklevel=3)
 
     # --- live readout ---------------------------------------------------------------------
 
@@ -1101,6 +1109,7 @@ class EnergyTracker:
             world_size=world_size,
             run_id=self._run_id,
             prior=self._prior,
+            static_note=self._static_note,
         )
 
     def _hardware_dict(self) -> dict[str, str]:
@@ -1160,10 +1169,14 @@ class EnergyTracker:
     def _top_modules(
         self, by_module: Mapping[str, float], total: float, steps: float
     ) -> tuple[ModuleEnergy, ...]:
-        # NB: a module's predicted joules per step are its share of the step's TOs times the
-        # predicted dynamic (duration-free) energy of one train step. Static power is not a
-        # layer's doing and is left out of the attribution.
+        # NB: a module's dynamic joules per step are its share of the step's TOs times the
+        # predicted duration-free energy of one train step; its static joules are its share of
+        # the step's roofline time (roofline.module_time_shares) times the static energy of a
+        # train step (the prediction for its mean duration minus the duration-free one).
         per_step_j: float | None = None
+        static_j: float | None = None
+        shares: Mapping[str, float] = {}
+        self._static_note = ""
         pid = self._step_profile_ids.get("train")
         if pid is not None:
             vector = self._profile_vectors[pid]
@@ -1171,6 +1184,7 @@ class EnergyTracker:
             features.update({f: vector[i] for i, f in enumerate(self._profile_features)})
             pred = self.model.predict(features)
             per_step_j = pred.energy_j if pred.source != "none" else None
+            static_j, shares = self._static_per_step(features, pid)
         steps = max(steps, 1.0)
         top = sorted(by_module.items(), key=lambda kv: kv[1], reverse=True)[:10]
         return tuple(
@@ -1179,9 +1193,38 @@ class EnergyTracker:
                 tos=tos / steps,
                 share=tos / total,
                 predicted_j=None if per_step_j is None else per_step_j * tos / total,
+                time_share=shares.get(name, 0.0) if shares else None,
+                static_j=None if static_j is None else static_j * shares.get(name, 0.0),
             )
             for name, tos in top
         )
+
+    def _static_per_step(
+        self, dynamic: Mapping[str, float], pid: int
+    ) -> tuple[float | None, Mapping[str, float]]:
+        """A train step's predicted static joules and each module's share of its roofline
+        time; ``(None, {})`` with :attr:`_static_note` saying why when either is missing."""
+        totals = self._totals
+        if "duration_s" not in self.model.feature_names:
+            self._static_note = "the model has no duration_s term, so no static energy"
+            return None, {}
+        if self._roofline is None:
+            self._static_note = (
+                "no roofline for this hardware, so no time share per layer (see "
+                "docs/roofline.md to register one)"
+            )
+            return None, {}
+        shares = module_time_shares(self._profiles[pid], self._roofline)
+        if not shares or totals.train_steps == 0:
+            self._static_note = "the train step has no roofline time to share out"
+            return None, {}
+        step_s = totals.train_duration_s / totals.train_steps
+        whole = self.model.predict({**dynamic, "duration_s": step_s})
+        base = self.model.predict(dynamic)
+        if whole.energy_j is None or base.energy_j is None or whole.source == "none":
+            self._static_note = "no prediction yet"
+            return None, {}
+        return max(whole.energy_j - base.energy_j, 0.0), shares
 
     # --- checkpoint state -----------------------------------------------------------------
 

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from enum import Enum
 from typing import Protocol, runtime_checkable
 
+from lightning_to_energy.notices import EnergyWarning
+
 
 class SensorKind(str, Enum):
     """How a sensor's joules were obtained; shown next to every number it produces."""
@@ -47,10 +49,11 @@ class SensorError(RuntimeError):
     """A sensor could not produce a reading. Vendor errors are translated into this at the edge."""
 
 
-class ImplausibleReadingWarning(RuntimeWarning):
+class ImplausibleReadingWarning(EnergyWarning):
     """A reading that cannot be true was left out of every total (warned once per kind).
 
-    A subclass of RuntimeWarning, so filters on sensor warnings keep working.
+    An :class:`~lightning_to_energy.notices.EnergyWarning` (so a RuntimeWarning too): filters
+    on sensor warnings keep working, and it prints as one line.
     """
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-import warnings
 from collections.abc import Callable
 
+from lightning_to_energy import notices
+from lightning_to_energy.notices import EnergyWarning
 from lightning_to_energy.sensors.base import SensorKind
 
 #: Default power drawn by one fully busy core, in watts.
@@ -21,7 +22,7 @@ from lightning_to_energy.sensors.base import SensorKind
 DEFAULT_WATTS_PER_CORE = 10.0
 
 
-class EnergyEstimateWarning(UserWarning):
+class EnergyEstimateWarning(EnergyWarning, UserWarning):
     """Emitted once per process when joules come from an estimate rather than a measurement."""
 
 
@@ -35,7 +36,7 @@ def _announce_once(message: str) -> None:
         if _announced:
             return
         _announced = True
-    warnings.warn(message, EnergyEstimateWarning, stacklevel=3)
+    notices.warn(message, EnergyEstimateWarning, stacklevel=3)
 
 
 def _usable_cores() -> int:
