@@ -28,7 +28,7 @@ from lightning_to_energy.calibration import (
     hardware_section,
 )
 from lightning_to_energy.counting.profile import StepProfile, random_label_loss
-from lightning_to_energy.records import FLAG_SHORT, EnergyReport, WindowRecord
+from lightning_to_energy.records import FLAG_SHORT, EnergyReport, SensorInfo, WindowRecord
 from lightning_to_energy.regression import OnlineEnergyModel
 from lightning_to_energy.report import save_report
 
@@ -53,12 +53,13 @@ def make_report(
     measured: bool = True,
     hardware: HardwareInfo | None = None,
     scale: float = 1.0,
+    kind: str = "counter",
 ) -> EnergyReport:
     """A report whose train windows follow :func:`law_j`, with features (duration_s, tos).
 
     With ``hardware``, the report names it, and each window also carries a ``roofline_s``
     column of a quarter of its duration (as if the steps ran at 25 % of the roofline). With
-    ``scale``, every window measures ``scale`` times the law.
+    ``scale``, every window measures ``scale`` times the law. ``kind`` is its sensor's kind.
     """
     windows = []
     for i, (duration_s, tos) in enumerate(rows):
@@ -90,6 +91,7 @@ def make_report(
         windows=tuple(windows),
         measured_j=sum(w.measured_j or 0.0 for w in windows),
         hardware={} if hardware is None else hardware_section(hardware),
+        sensors=(SensorInfo("gpu:0", kind, "test", 0.1, 2.0),),
     )
 
 
@@ -151,7 +153,9 @@ def test_fit_prints_coefficients_with_units_and_the_precision(
 ) -> None:
     code, out, err = run(capsys, "fit", *two_runs)
     assert (code, err) == (0, "")
-    assert out.splitlines()[0] == "fitted 10 windows from 2 report(s) on ['duration_s', 'tos']"
+    assert out.splitlines()[0] == (
+        "fitted 10 windows of measured (counter) joules from 2 report(s) on ['duration_s', 'tos']"
+    )
     watts = re.search(r"duration_s: ([0-9.]+) W$", out, re.M)
     nj_per_to = re.search(r"tos: ([0-9.]+) nJ/TO$", out, re.M)
     assert watts is not None and nj_per_to is not None, out
@@ -388,9 +392,11 @@ def test_predict_text_output(capsys: pytest.CaptureFixture[str], calibration_fil
         str(calibration_file), "--step-time", "0.01", "--steps", "100",
     )  # fmt: skip
     assert code == 0
-    first, second, heading, *modules = out.splitlines()
+    first, timing, second, heading, *modules = out.splitlines()
     assert first.startswith("_models:TinyMLP: 100 steps x ")
     assert "10.0 ms per step on " + HardwareInfo.detect().label in first
+    # where the step time came from, always said
+    assert timing == "step time: --step-time 0.01 s"
     # two reports: two runs, too few to measure the interval; no coverage is claimed
     assert re.match(
         r"predicted energy: [0-9.]+ k?J \(range [0-9.]+ k?J \.\. [0-9.]+ k?J: default factor "
@@ -398,6 +404,8 @@ def test_predict_text_output(capsys: pytest.CaptureFixture[str], calibration_fil
         r"needs 5\), from 10 calibration",
         second,
     )
+    # fit wrote it from the reports' counter: measured joules, and its held-out precision
+    assert "; joules measured (counter), held-out precision " in second
     assert "% interval" not in out
     assert heading.startswith("top modules by predicted joules")
     # TinyMLP's TOs lie in fc1, fc2, act and the loss outside any module: every one listed
@@ -497,10 +505,52 @@ def test_predict_plans_an_h100_run_here_from_the_roofline_without_timing(
     assert result["energy_j"] == pytest.approx(by_law, rel=0.02)
 
 
-def test_predict_refuses_to_time_here_for_another_machines_measured_time_calibration(
+def test_predict_takes_another_gpus_step_time_from_its_step_model_plus_lightnings_overhead(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_to_energy import _cli_predict
+    from lightning_to_energy.planning import DEFAULT_LIGHTNING_OVERHEAD_S
+    from lightning_to_energy.roofline import find_hardware, roofline_s
+
+    def no_timing(*args: object) -> float:
+        raise AssertionError("another machine's calibration must not time steps here")
+
+    monkeypatch.setattr(_cli_predict, "_time_steps", no_timing)
+    path = _h100_calibration(tmp_path, ("duration_s", "tos"))
+    with pytest.warns(CalibrationWarning):
+        code, out, err = run(
+            capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(path),
+            "--steps", "10", "--json",
+        )  # fmt: skip
+    assert (code, err) == (0, "")
+    result = json.loads(out)
+    # no run of TinyMLP in it: the H100's roofline step plus the stated Lightning overhead
+    expected = (
+        roofline_s(predicted_step(), find_hardware("h100-sxm")) + DEFAULT_LIGHTNING_OVERHEAD_S
+    )
+    assert result["step_time_source"] == "step-model"
+    assert result["step_time_s"] == pytest.approx(expected)
+    assert "stated default" in result["step_time_detail"]
+    # --step-overhead replaces the default: roofline + 0.25 s
+    with pytest.warns(CalibrationWarning):
+        code, out, _ = run(
+            capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(path),
+            "--steps", "10", "--json", "--step-overhead", "0.25",
+        )  # fmt: skip
+    assert json.loads(out)["step_time_s"] == pytest.approx(
+        expected - DEFAULT_LIGHTNING_OVERHEAD_S + 0.25
+    )
+
+
+def test_predict_refuses_to_time_here_for_another_cpus_measured_time_calibration(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    path = _h100_calibration(tmp_path, ("duration_s", "tos"))
+    model = OnlineEnergyModel(("duration_s", "tos"), history=10)
+    for duration_s, tos in RUN_A + RUN_B:
+        model.update({"duration_s": duration_s, "tos": tos}, law_j(duration_s, tos))
+    other = HardwareInfo(cpu="Some Other CPU", cpu_count=96)
+    path = tmp_path / "xeon.json"
+    assert CalibrationStore.from_path(path).save(Calibration.from_model(model, other)) == path
     with pytest.warns(CalibrationWarning):
         code, out, err = run(
             capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(path),
@@ -893,8 +943,9 @@ def test_a_tracker_runs_report_fits_on_its_roofline_column_end_to_end(
     roofline_per_step = per_step.pop()
     out = tmp_path / "cal.json"
     code, text, err = run(
-        capsys, "fit", path, "--roofline", "--features", "roofline_s", "--out", str(out), "--json"
-    )
+        capsys, "fit", path, "--roofline", "--features", "roofline_s", "--out", str(out), "--json",
+        "--allow-estimates",  # its sensor is a FakeSensor
+    )  # fmt: skip
     assert (code, err) == (0, "")
     fitted = json.loads(text)
     # 200 W x 0.1 s = 20 J a step, over roofline_per_step seconds of roofline a step. NB: the
@@ -922,7 +973,8 @@ def test_fit_into_the_calibration_a_run_saved_replaces_that_runs_windows(
     assert saved is not None and len(saved.runs) == 1
     assert report.run_id == saved.runs[0].run_id
     path = write(report, tmp_path / "run")
-    code, _, err = run(capsys, "fit", path, "--out", str(calibration))
+    # --allow-estimates: the run's sensor is a FakeSensor
+    code, _, err = run(capsys, "fit", path, "--out", str(calibration), "--allow-estimates")
     assert (code, err) == (0, "")
     merged = CalibrationStore.from_path(calibration).load()
     assert merged is not None

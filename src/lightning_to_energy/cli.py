@@ -12,9 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import math
 import os
 import sys
+import traceback
 from collections.abc import Sequence
+
+from lightning_to_energy import __version__
 
 _SUBCOMMANDS = ("sensors", "record", "profile", "report", "fit", "predict", "study")
 
@@ -23,10 +27,36 @@ class CliError(Exception):
     """A user error the CLI reports in one line (what was expected, what was found, the fix)."""
 
 
+def count_arg(text: str) -> int:
+    """An argparse type for counts: ``1000``, ``10_000`` or ``1e3`` (a whole number >= 0).
+
+    Raises:
+        argparse.ArgumentTypeError: not a number, not whole, or negative.
+    """
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not (math.isfinite(number) and number == int(number)):
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number such as 1000 or 1e3, found {text!r}"
+            ) from None
+        value = int(number)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightning-to-energy",
         description="Count transistor operations, measure and predict training energy.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -42,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CliError as exc:
+        cause = exc.__cause__
+        if getattr(args, "traceback", False) and cause is not None:
+            # --traceback: where the user's own code failed, then the one-line error.
+            traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
         print(f"lightning-to-energy {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
