@@ -29,9 +29,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_to_energy.calibration import MIN_PRECISION_PCT, UNKNOWN_KIND, energy_label
+from lightning_to_energy.calibration import MIN_PRECISION_PCT
 from lightning_to_energy.cli import CliError
 from lightning_to_energy.records import FLAG_FAULT, FLAG_OUTLIER, FLAG_SHORT, EnergyReport
+from lightning_to_energy.sensors.base import UNKNOWN_KIND, energy_label
 
 if TYPE_CHECKING:
     from lightning_to_energy.calibration import Calibration, HardwareInfo
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if _is_study(args.reports):
         return _run_study(args)
     from lightning_to_energy.regression import OnlineEnergyModel
-    from lightning_to_energy.report import ReportFormatError, load_report
+    from lightning_to_energy.report import ReportFormatError, load_report, report_kind
 
     runs: list[list[tuple[dict[str, float], float]]] = []
     reports: list[EnergyReport] = []
@@ -402,14 +403,6 @@ def _run_study(args: argparse.Namespace) -> int:
     if args.out:
         print(f"calibration written to {result['calibration']}")
     return 0
-
-
-def report_kind(report: EnergyReport) -> str:
-    """The weakest sensor kind behind ``report``'s joules (``"unknown"`` without sensors)."""
-    from lightning_to_energy.sensors.base import weakest_kind
-
-    kinds = {s.kind for s in report.sensors}
-    return weakest_kind(kinds) if kinds else UNKNOWN_KIND
 
 
 def _study_run_kind(path: Path) -> str:

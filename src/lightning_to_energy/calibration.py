@@ -38,11 +38,14 @@ from lightning_to_energy.regression import (
     Prior,
     feature_unit,
 )
-from lightning_to_energy.sensors.base import MEASURED_KINDS, weakest_kind
+from lightning_to_energy.sensors.base import (
+    MEASURED_KINDS,
+    UNKNOWN_KIND,
+    energy_label,
+    weakest_kind,
+)
 
 SCHEMA_VERSION = 1
-# What a file written before calibrations recorded their sensors says about its joules.
-UNKNOWN_KIND = "unknown"
 # Below this cross-validated precision a calibration predicts worse than a guess within a
 # factor of two would: ``fit`` refuses to write it without --allow-imprecise, ``predict`` warns.
 MIN_PRECISION_PCT = 70.0
@@ -853,23 +856,6 @@ class CalibrationStore:
 
 
 _CORRUPT = object()
-
-
-def energy_label(kind: str) -> str:
-    """The words for joules of sensor ``kind``: ``"measured"`` only for a hardware measurement.
-
-    Examples: ``"measured (counter)"``, ``"estimated (estimate, not measured)"``, ``"replayed
-    (replay, not measured)"``; ``"unknown"`` (a calibration of an earlier release) is ``"sensor
-    kind not recorded (an earlier release's file: maybe estimated)"``.
-    """
-    if kind in MEASURED_KINDS:
-        return f"measured ({kind})"
-    if kind == UNKNOWN_KIND:
-        return "sensor kind not recorded (an earlier release's file: maybe estimated)"
-    verb = {"estimate": "estimated", "replay": "replayed", "fake": "scripted"}.get(
-        kind, "not measured"
-    )
-    return f"{verb} ({kind}, not measured)"
 
 
 def foreign_file(data: Any, path: Path) -> tuple[str, Path] | None:

@@ -43,6 +43,7 @@ from lightning_to_energy.records import (
     PriorRecord,
     WindowRecord,
 )
+from lightning_to_energy.sensors.base import UNKNOWN_KIND, energy_label, energy_word, weakest_kind
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -567,7 +568,9 @@ def save_plot(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
         below.append(max(0.0, y - w.low_j) if w.low_j is not None else 0.0)
         above.append(max(0.0, w.high_j - y) if w.high_j is not None else 0.0)
     yerr = [below, above]
-    ax_win.plot(xs_m, ys_m, "o", color="tab:blue", label="measured", markersize=4)
+    # "measured" only when a hardware sensor measured: an estimate is labelled as one
+    word = energy_word(report_kind(report))
+    ax_win.plot(xs_m, ys_m, "o", color="tab:blue", label=word, markersize=4)
     if predicted:
         ax_win.errorbar(
             xs_p, ys_p, yerr=yerr, fmt="x", color="tab:orange", capsize=2, label="predicted"
@@ -576,7 +579,7 @@ def save_plot(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
     ax_win.set_xlabel("window")
     ax_win.set_ylabel("energy per window (J)")
     precision = report.accuracy.get("precision_pct")
-    title = "Predicted (before measuring) vs measured energy per window"
+    title = f"Predicted (before measuring) vs {energy_label(report_kind(report))} energy per window"
     if precision is not None and math.isfinite(precision):
         title += f": precision {precision:.1f} %"
     ax_win.set_title(title)
@@ -603,7 +606,7 @@ def save_plot(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
         [w for w in windows if w.measured_j is not None], lambda w: typing.cast(float, w.measured_j)
     )
     t_p, c_p = cumulative(predicted, lambda w: typing.cast(float, w.predicted_j))
-    ax_cum.plot(t_m, c_m, "-", color="tab:blue", label="measured")
+    ax_cum.plot(t_m, c_m, "-", color="tab:blue", label=word)
     if predicted:
         ax_cum.plot(t_p, c_p, "--", color="tab:orange", label="predicted")
         _, c_lo = cumulative(predicted, lambda w: w.low_j if w.low_j is not None else 0.0)
@@ -696,6 +699,12 @@ _FEATURE_LABELS: dict[str, str] = {
 }
 
 
+def report_kind(report: EnergyReport) -> str:
+    """The weakest sensor kind behind ``report``'s joules (``"unknown"`` without sensors)."""
+    kinds = {s.kind for s in report.sensors}
+    return weakest_kind(kinds) if kinds else UNKNOWN_KIND
+
+
 def _kind_text(kind: str) -> Any:
     from rich.text import Text
 
@@ -766,7 +775,7 @@ def _section_totals(report: EnergyReport) -> RenderableType:
         ("windows", "right"),
         ("steps", "right"),
         ("duration", "right"),
-        ("measured", "right"),
+        (energy_word(report_kind(report)), "right"),  # "measured" only when measured
         ("predicted", "right"),
         ("avg power", "right"),
         ("TOs", "right"),
