@@ -7,6 +7,7 @@ out by hand.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -1017,3 +1018,162 @@ def test_fit_refuses_two_copies_of_one_run(
     assert (code, out) == (2, "") and err.count("\n") == 1
     assert f"expected reports of distinct runs, found {a} and {copy} of the same run" in err
     assert "Fix: pass one of them" in err
+
+
+# --- issue 14: sensor kind, precision floor, other hardware, CLI paper cuts ------------------
+
+
+def test_fit_out_refuses_estimated_joules_unless_allowed_and_predict_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    a = write(make_report(RUN_A, kind="estimate"), tmp_path / "a")
+    b = write(make_report(RUN_B, kind="estimate"), tmp_path / "b")
+    target = tmp_path / "cal.json"
+    code, out, err = run(capsys, "fit", a, b, "--out", str(target))
+    # one message, before anything is written
+    assert (code, out, len(err.splitlines())) == (2, "", 1)
+    assert f"found joules that are not measured: {a} (estimate), {b} (estimate)" in err
+    assert "--allow-estimates" in err and not target.exists()
+    code, out, err = run(capsys, "fit", a, b, "--out", str(target), "--allow-estimates", "--json")
+    assert (code, err) == (0, "")
+    fitted = json.loads(out)
+    assert (fitted["sensor_kind"], fitted["joules"]) == (
+        "estimate",
+        "estimated (estimate, not measured)",
+    )
+    saved = CalibrationStore.from_path(target).load()
+    assert saved is not None and saved.sensor_kind == "estimate"
+    # the law fits exactly: leave-one-run-out precision 100 %, stored with the calibration
+    assert saved.precision_pct == pytest.approx(100.0, abs=0.5)
+    assert saved.validation == "leave-one-run-out"
+    code, out, _ = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(target),
+        "--step-time", "0.01", "--steps", "100",
+    )  # fmt: skip
+    assert code == 0
+    assert "joules estimated (estimate, not measured)" in out
+    assert "note: the calibration's joules are estimated (estimate, not measured)" in out
+
+
+def test_fit_out_refuses_a_calibration_below_70_percent_unless_allowed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # run B measures 3 x the law: fitted on A, B is predicted at 1/3 (error 2/3); fitted on
+    # B, A is predicted at 3 x (error 2): precision 100 x (1 - (2/3 + 2) / 2) = -33.3 %
+    a = write(make_report(RUN_A), tmp_path / "a")
+    b = write(make_report(RUN_B, scale=3.0), tmp_path / "b")
+    target = tmp_path / "cal.json"
+    code, out, err = run(capsys, "fit", a, b, "--out", str(target))
+    assert (code, out) == (2, "")
+    assert "held-out precision is at least 70 %, found -33.3 % (leave-one-run-out" in err
+    assert "--allow-imprecise" in err and not target.exists()
+    code, _, err = run(capsys, "fit", a, b, "--out", str(target), "--allow-imprecise")
+    assert (code, err) == (0, "")
+    code, out, _ = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(target),
+        "--step-time", "0.01", "--steps", "100", "--json",
+    )  # fmt: skip
+    plan = json.loads(out)
+    assert plan["calibration_precision_pct"] == pytest.approx(-33.3, abs=0.1)
+    assert any("held-out precision is -33.3 %" in n and "below 70 %" in n for n in plan["notes"])
+
+
+def test_fit_out_never_overwrites_a_file_that_is_not_a_calibration(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str], tmp_path: Path
+) -> None:
+    precious = tmp_path / "precious.py"
+    precious.write_text("print('mine')\n")
+    code, out, err = run(capsys, "fit", *two_runs, "--out", str(precious))
+    assert (code, out) == (2, "")
+    assert f"found {precious}, which is not a calibration: it would be overwritten" in err
+    assert precious.read_text() == "print('mine')\n"
+
+
+def test_predict_for_other_hardware_than_the_calibrations_says_only_the_roofline_moves(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    a = write(make_report(RUN_A, hardware=HardwareInfo.detect()), tmp_path / "a")
+    b = write(make_report(RUN_B, hardware=HardwareInfo.detect()), tmp_path / "b")
+    target = tmp_path / "cpu.json"
+    assert run(capsys, "fit", a, b, "--roofline", "--out", str(target))[0] == 0
+    code, out, err = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(target),
+        "--steps", "100", "--hardware", "h100-sxm",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    here = HardwareInfo.detect().label
+    assert f"note: --hardware h100-sxm: the calibration was measured on {here}" in out
+    assert "only its roofline time term changes" in out
+    # on its own hardware there is nothing to say
+    code, out, _ = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(target),
+        "--steps", "100",
+    )  # fmt: skip
+    assert code == 0 and "note:" not in out
+
+
+def test_predict_on_an_unusable_calibration_gives_one_message_not_a_warning_too(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"schema_version": 1}')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run(
+            capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration",
+            str(broken), "--steps", "10",
+        )  # fmt: skip
+    assert (code, out, len(err.splitlines())) == (2, "", 1)
+    assert [w for w in caught if issubclass(w.category, CalibrationWarning)] == []
+    assert "found a file it could not use: calibration file" in err
+
+
+def test_a_models_own_error_gets_a_traceback_on_request(
+    capsys: pytest.CaptureFixture[str], calibration_file: Path
+) -> None:
+    argv = ["_models:RaisingMLP", "--input", "8x16"]
+    for command in (["profile", *argv, "--train"], ["predict", *argv, "--steps", "10",
+                    "--calibration", str(calibration_file), "--step-time", "0.01"]):  # fmt: skip
+        code, _, err = run(capsys, *command)
+        assert code == 2 and "Traceback" not in err
+        assert "RuntimeError: user code says no" in err
+        assert "(--traceback shows where it failed)" in err
+        code, _, err = run(capsys, *command, "--traceback")
+        # the traceback reaches into the user's module, then the one-line error
+        assert code == 2 and err.startswith("Traceback (most recent call last):")
+        assert "in _reject" in err and err.splitlines()[-1].startswith(
+            f"lightning-to-energy {command[0]}: error: expected _models:RaisingMLP"
+        )
+
+
+def test_counts_accept_scientific_notation_and_the_version_is_printed(
+    capsys: pytest.CaptureFixture[str], calibration_file: Path
+) -> None:
+    from lightning_to_energy import __version__
+    from lightning_to_energy.cli import count_arg
+
+    # 1e3 = 1000, 10_000 = 10000; 1.5 and 1e-3 are no counts
+    assert (count_arg("1e3"), count_arg("10_000"), count_arg("7")) == (1000, 10_000, 7)
+    for bad in ("1.5", "1e-3", "many", "-1", "inf"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            count_arg(bad)
+    code, out, _ = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration",
+        str(calibration_file), "--step-time", "0.01", "--steps", "1e3", "--json",
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["steps"] == 1000
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"lightning-to-energy {__version__}\n"
+
+
+def test_dtype_tf32_is_accepted_and_is_fp32_off_cuda(
+    capsys: pytest.CaptureFixture[str], calibration_file: Path
+) -> None:
+    code, out, _ = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration",
+        str(calibration_file), "--step-time", "0.01", "--steps", "10", "--dtype", "tf32", "--json",
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads(out)["precision"] == "fp32 (tf32 applies to CUDA matmuls only)"

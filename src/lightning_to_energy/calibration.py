@@ -600,8 +600,9 @@ def merge(
 
     The fingerprint, hardware, features, coefficients and precision are ``new``'s (its model was
     already seeded with the stored windows, so its coefficients reflect both); the sensor kind
-    is the weaker of the two when the disk's windows are kept: one estimated run makes the
-    whole file's joules estimated.
+    is the weaker of the two when the disk's windows or runs are kept: one estimated run makes
+    the whole file's joules estimated (NB: the kind is the file's, not each run's, so the file
+    stays labelled so until it is started afresh).
     """
     new_ids = {r.run_id for r in new.runs} | {w.run_id for w in new.windows}
     old_runs = tuple(r for r in disk.runs if r.run_id not in new_ids)
