@@ -865,7 +865,7 @@ def _section_totals(report: EnergyReport) -> RenderableType:
         by_loop.add_row(*cells)
     domains_used = _ordered_union((lt.energy_j for lt in loops), first=list(kinds))
     by_loop.caption = (
-        "measured = sum over domains: "
+        f"{energy_word(report_kind(report))} = sum over domains: "
         + ", ".join(_domain_label(d, kinds) for d in domains_used)
         + "; predicted = sum of per-window predictions made before each measurement"
         + (
