@@ -790,7 +790,7 @@ def test_cli_report_json_prints_the_report_and_keeps_stdout_one_document(
 def test_cli_report_never_overwrites_a_file_of_another_kind_and_checks_before_printing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lightning_to_energy import _cli_report as cli_report
+    from lightning_to_energy import cli as cli_mod
 
     saved = save_report(make_report(), tmp_path / "run", plot=False)
     precious = tmp_path / "precious.py"
@@ -810,7 +810,7 @@ def test_cli_report_never_overwrites_a_file_of_another_kind_and_checks_before_pr
     with pytest.raises(CliError, match=r"found no folder .*no\. Fix:"):
         args.func(args)
     # an unwritable folder is named before the report is printed (not a temporary file after)
-    monkeypatch.setattr(cli_report.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(cli_mod.os, "access", lambda path, mode: False)
     args = _parse(["report", str(saved.json_path), "--csv", str(tmp_path / "x.csv")])
     with pytest.raises(CliError, match=f"found {re.escape(str(tmp_path))} not writable"):
         args.func(args)

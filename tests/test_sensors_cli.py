@@ -183,3 +183,15 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(
     # 128 + SIGPIPE (13) = 141, as a shell reports it; no traceback, nothing on stderr
     assert cli.main(["sensors"]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_record_never_overwrites_a_file_of_another_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    precious = tmp_path / "notes.txt"
+    precious.write_text("mine\n")
+    argv = ["record", "--seconds", "0.1", "--sensors", "fake", "--out", str(precious)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"expected --out to name a .csv file, found {precious} (an existing file" in err
+    assert precious.read_text() == "mine\n"

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from lightning_to_energy.cli import CliError
+from lightning_to_energy.cli import CliError, check_output_path
 
 _HELP = "re-render a saved energy report (the energy_report.json a run wrote)"
 
@@ -125,42 +124,3 @@ def run(args: argparse.Namespace) -> int:
         # on stderr under --json, so that stdout stays one JSON document
         print(f"wrote {item}", file=sys.stderr if args.json else sys.stdout)
     return 0
-
-
-def check_output_path(target: Path, option: str, example: str) -> None:
-    """Refuse, before any work, an output path that is not of its kind or not writable.
-
-    Args:
-        target: the path given.
-        option: the option that named it (``"--csv"``).
-        example: a file name of the right kind (``"energy_report.csv"``): its suffix is the
-            kind required.
-
-    Raises:
-        CliError: a directory; a name without the kind's suffix (an existing ``precious.py``
-            would be overwritten by a CSV); a folder that does not exist or cannot be written.
-    """
-    suffix = Path(example).suffix
-    if target.is_dir():
-        raise CliError(
-            f"expected {option} to name a file, found the directory {target}. Fix: name a "
-            f"file in it, e.g. {option} {target / example}."
-        )
-    if target.suffix.lower() != suffix:
-        state = "an existing file that it would overwrite" if target.exists() else "that name"
-        raise CliError(
-            f"expected {option} to name a {suffix} file, found {target} ({state}). Fix: e.g. "
-            f"{option} {target.with_suffix(suffix)}."
-        )
-    folder = target.parent
-    if not folder.is_dir():
-        raise CliError(
-            f"expected {option} in an existing folder, found no folder {folder}. Fix: create "
-            f"it, or name a file in an existing folder, e.g. {option} {example}."
-        )
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        where = target if target.exists() else folder
-        raise CliError(
-            f"expected {option} to be writable, found {where} not writable. Fix: name a file "
-            f"in a folder you can write, e.g. {option} {example}."
-        )
