@@ -104,7 +104,7 @@ def lightning_run(steps: int, calibration: Path | None) -> dict[str, float]:
 
 
 def predict(calibration: Path, *extra: str) -> dict[str, Any]:
-    """``lightning-to-energy predict benchmarks.predict_step_time:mlp --json`` on ``calibration``."""
+    """``lightning-to-energy predict predict_step_time:mlp --json`` on ``calibration``."""
     from lightning_to_energy import cli
 
     out = io.StringIO()

@@ -7,8 +7,8 @@ import csv
 import dataclasses
 import io
 import json
-import re
 import math
+import re
 import sys
 from pathlib import Path
 
