@@ -11,7 +11,9 @@ small model (an MLP on 64 features, batch 128, AdamW, a TQDM progress bar, as a 
    where it came from; also the other two sources for reference: the step model with the
    stated Lightning overhead (a calibration holding no run of this model) and a bare step;
 3. ``--runs`` (3) more Lightning runs of the same model, each timed end to end (``trainer.fit``
-   wall time over its steps) and by TOEnergy's train windows (their seconds over their steps).
+   wall time over its steps) and by TOEnergy's train windows (their seconds over their steps),
+   each followed by bare steps of the same model (no Lightning): the difference is Lightning's
+   per-step overhead on this machine.
 
 Prints one JSON object: predicted seconds per step from each source, measured per run, and the
 relative errors. Run from the repository root: ``python benchmarks/predict_step_time.py``.
@@ -25,6 +27,7 @@ import io
 import json
 import logging
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -103,6 +106,24 @@ def lightning_run(steps: int, calibration: Path | None) -> dict[str, float]:
     return {"wall_s_per_step": wall_s / steps, "windows_s_per_step": train.duration_s / train.steps}
 
 
+def bare_step_s(steps: int = 50) -> float:
+    """Median seconds of a bare training step of the same model (no Lightning), for the
+    Lightning overhead: a Lightning run's seconds per step less this."""
+    torch.manual_seed(0)
+    model = mlp()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = torch.randn(BATCH, FEATURES), torch.randint(0, CLASSES, (BATCH,))
+    times = []
+    for i in range(steps + 1):
+        start = time.perf_counter()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if i:  # the first is a warm-up
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def predict(calibration: Path, *extra: str) -> dict[str, Any]:
     """``lightning-to-energy predict predict_step_time:mlp --json`` on ``calibration``."""
     from lightning_to_energy import cli
@@ -140,7 +161,11 @@ def main() -> None:
         other = Path(tmp) / "other.json"
         other.write_text(json.dumps(data))
         modelled = predict(other)
-        measured = [lightning_run(args.steps, None) for _ in range(args.runs)]
+        measured = []
+        for _ in range(args.runs):  # each run next to a bare timing, under the same load
+            run = lightning_run(args.steps, None)
+            run["bare_s_per_step"] = bare_step_s()
+            measured.append(run)
     wall = [m["wall_s_per_step"] for m in measured]
     windows = [m["windows_s_per_step"] for m in measured]
     result = {
@@ -158,6 +183,10 @@ def main() -> None:
         "rel_err_wall": [planned["step_time_s"] / m - 1 for m in wall],
         "rel_err_windows": [planned["step_time_s"] / m - 1 for m in windows],
         "step_model_rel_err_wall": [modelled["step_time_s"] / m - 1 for m in wall],
+        "bare_s_per_step": [m["bare_s_per_step"] for m in measured],
+        "lightning_overhead_s_per_step": [
+            m["windows_s_per_step"] - m["bare_s_per_step"] for m in measured
+        ],
     }
     print(json.dumps(result, indent=2))
 
