@@ -145,7 +145,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="steps per Lightning run")
     parser.add_argument("--runs", type=int, default=3, help="measured runs after calibrating")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0: torch's default); 1 keeps a shared machine's "
+        "oversubscribed threads from spinning",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     sys.path.insert(0, str(Path(__file__).parent))  # `predict` imports this file's mlp()
@@ -172,6 +181,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
         "steps_per_run": args.steps,
+        "torch_threads": torch.get_num_threads(),
         "predicted_s_per_step": planned["step_time_s"],
         "predicted_source": planned["step_time_source"],
         "predicted_detail": planned["step_time_detail"],

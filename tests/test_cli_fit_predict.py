@@ -1177,3 +1177,26 @@ def test_dtype_tf32_is_accepted_and_is_fp32_off_cuda(
     )  # fmt: skip
     assert code == 0
     assert json.loads(out)["precision"] == "fp32 (tf32 applies to CUDA matmuls only)"
+
+
+def test_fit_out_that_cannot_be_written_is_one_error_with_the_stores_reason(
+    capsys: pytest.CaptureFixture[str],
+    two_runs: tuple[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lightning_to_energy import calibration as cal_mod
+
+    def full_disk(path: Path, text: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cal_mod, "_atomic_write_text", full_disk)
+    target = tmp_path / "cal.json"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run(capsys, "fit", *two_runs, "--out", str(target))
+    # no CalibrationWarning on top of the error: one message, naming the store's reason
+    assert [w for w in caught if issubclass(w.category, CalibrationWarning)] == []
+    assert (code, out, len(err.splitlines())) == (2, "", 1)
+    assert f"calibration not written to {target}: calibration not saved: writing" in err
+    assert "No space left on device" in err

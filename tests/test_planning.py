@@ -308,14 +308,16 @@ def test_the_calibrations_own_runs_of_this_step_give_its_seconds_per_step(
         choose_step_time,
     )
 
-    windows = _windows_of(step, [(10, 0.5, "a"), (20, 1.1, "b")])
+    # newest first: run a's oldest window (2 s: warm-up and counted steps) is left out
+    windows = _windows_of(step, [(10, 0.5, "a"), (20, 1.1, "b"), (10, 2.0, "a")])
     # a window of another step (three times the kernels per step) is not this step's
     other = _windows_of(step, [(10, 9.0, "c")], kernels=3.0)
     cal = _measured_time_calibration(step, windows + other)
     found = calibration_step_time(step, cal)
     assert found is not None
     seconds, n_windows, n_runs = found
-    # (0.5 + 1.1) s / (10 + 20) steps = 0.05333 s; the 9 s window of run c is left out
+    # (0.5 + 1.1) s / (10 + 20) steps = 0.05333 s; run a's first window and the 9 s window of
+    # run c (another step) are left out
     assert seconds == pytest.approx(1.6 / 30)
     assert (n_windows, n_runs) == (2, 2)
     chosen = choose_step_time(step, cal, spec=find_hardware("h100-sxm"), time_bare_step=None)

@@ -559,12 +559,20 @@ def _by_run(
 
 
 def _save(path: str, calibration: Any) -> str:
-    """Write ``calibration`` to ``path``; a CliError when the store refused (it warned why)."""
-    from lightning_to_energy.calibration import CalibrationStore
+    """Write ``calibration`` to ``path``; a CliError with the store's reason when it refused."""
+    import warnings
 
-    saved = CalibrationStore.from_path(path).save(calibration)
+    from lightning_to_energy.calibration import CalibrationStore, CalibrationWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibrationWarning)
+        saved = CalibrationStore.from_path(path).save(calibration)
     if saved is None:
-        raise CliError(f"calibration not written to {path} (see the warning above).")
+        # one message for the fault: the store's reason, not a warning and an error
+        reason = "; ".join(str(w.message) for w in caught) or "the store refused it"
+        raise CliError(f"calibration not written to {path}: {reason}")
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return str(saved)
 
 

@@ -53,11 +53,12 @@ MIN_RUNS_FOR_INTERVAL = MIN_WINDOWS_FOR_INTERVAL
 # Window fits the held-out runs may cost (folds x windows each refits on), about 0.2 s.
 _HELD_OUT_WORK = 25_000
 # Lightning's own time per training step on top of the model's (its loop, hooks, logging,
-# progress bar, the data loader's collation). NB: a stated default, not a measurement of the
-# user's machine: the loop of a trivial model (Linear(4, 2), batch 4, AdamW) took this much
-# more per step under Lightning than in a bare loop on the project's 2-core test VM (see
-# docs/benchmarks.md); `predict --step-overhead S` gives the user's own.
-DEFAULT_LIGHTNING_OVERHEAD_S = 1e-3
+# progress bar, the data loader's collation; here with TOEnergy too). NB: a stated default, not
+# a measurement of the user's machine: on the project's 2-core VM, heavily shared, a small MLP's
+# Lightning step took 15 to 24 ms more than its bare step (benchmarks/predict_step_time.py,
+# 2026-12-07, docs/benchmarks.md); a quiet or faster host spends less. `predict --step-overhead
+# S` gives the user's own.
+DEFAULT_LIGHTNING_OVERHEAD_S = 0.015
 # How far a stored window's features may stray from a whole number of the planned step's
 # (relative) and still count as steps of the same model and batch: the tracker counts the
 # user's own loss and batch, predict a cross-entropy on random labels.
@@ -114,7 +115,8 @@ def calibration_step_time(
     profile features (TOs by unit, bytes, kernels); kernels per step do not grow with the
     batch, so another batch size of the same model does not match (windows without a
     ``kernels`` feature and another one never match). Its ``duration_s`` is the wall time of
-    those steps with the training loop included.
+    those steps with the training loop included. A run's first window (warm-up, counted
+    steps) is left out when the run has later matching ones.
 
     Args:
         step: the planned step.
@@ -127,9 +129,7 @@ def calibration_step_time(
         stored window is of this step (or they carry no ``duration_s``).
     """
     per_step = {f: get(step) for f, get in PROFILE_FEATURES.items() if f != "steps"}
-    total_s = total_steps = 0.0
-    windows = 0
-    runs: set[str] = set()
+    matched: dict[str, list[tuple[float, float]]] = {}  # run -> (seconds, steps), newest first
     for w in calibration.windows:
         shared = [f for f in per_step if f in w.features]
         # Kernels tell the model and batch apart (they do not grow with the batch); without
@@ -144,10 +144,14 @@ def calibration_step_time(
         n = statistics.median(ratios)
         if n < 0.5 or any(abs(r / n - 1.0) > tolerance for r in ratios):
             continue
-        total_s += w.features["duration_s"]
-        total_steps += n
-        windows += 1
-        runs.add(w.run_id)
+        matched.setdefault(w.run_id, []).append((w.features["duration_s"], n))
+    # A run's first window holds its warm-up and its counted steps (each about twice a plain
+    # step): left out where the run has later ones, as the study's measurements leave it out.
+    kept = [row for rows in matched.values() for row in (rows[:-1] if len(rows) > 1 else rows)]
+    total_s = math.fsum(d for d, _ in kept)
+    total_steps = math.fsum(n for _, n in kept)
+    windows = len(kept)
+    runs = matched
     if not windows or total_s <= 0:
         return None
     return total_s / total_steps, windows, len(runs)
