@@ -78,15 +78,20 @@ class Classifier(LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=1e-3)
 
 
-def lightning_run(steps: int, calibration: Path | None) -> dict[str, float]:
-    """One Lightning run of ``steps`` steps: its wall seconds per step, and TOEnergy's."""
+def lightning_run(steps: int, calibration: Path | None, report_dir: Path) -> dict[str, float]:
+    """One Lightning run of ``steps`` steps: its wall seconds per step, and TOEnergy's.
+
+    Its report files go to ``report_dir`` (not the working directory).
+    """
     from lightning_to_energy import TOEnergy
 
     torch.manual_seed(0)
     data = TensorDataset(
         torch.randn(steps * BATCH, FEATURES), torch.randint(0, CLASSES, (steps * BATCH,))
     )
-    callback = TOEnergy(calibration=str(calibration) if calibration else None)
+    callback = TOEnergy(
+        calibration=str(calibration) if calibration else None, report_dir=report_dir, plot=False
+    )
     trainer = Trainer(
         max_steps=steps,
         accelerator="cpu",
@@ -160,7 +165,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))  # `predict` imports this file's mlp()
     with tempfile.TemporaryDirectory() as tmp:
         calibration = Path(tmp) / "calibration.json"
-        lightning_run(args.steps, calibration)
+        lightning_run(args.steps, calibration, Path(tmp))
         planned = predict(calibration)
         # The other sources, for reference: a calibration without this model's runs (a copy
         # whose windows are another step's) takes the step model; --step-overhead 0 shows it bare.
@@ -172,7 +177,7 @@ def main() -> None:
         modelled = predict(other)
         measured = []
         for _ in range(args.runs):  # each run next to a bare timing, under the same load
-            run = lightning_run(args.steps, None)
+            run = lightning_run(args.steps, None, Path(tmp))
             run["bare_s_per_step"] = bare_step_s()
             measured.append(run)
     wall = [m["wall_s_per_step"] for m in measured]
