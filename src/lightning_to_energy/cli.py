@@ -29,26 +29,27 @@ class CliError(Exception):
 
 
 def count_arg(text: str) -> int:
-    """An argparse type for counts: ``1000``, ``10_000`` or ``1e3`` (a whole number >= 0).
+    """An argparse type for whole numbers written as ``1000``, ``10_000`` or ``1e3``.
+
+    The sign is left to the command, which checks its own range with a one-line error that
+    names the fix (``--steps >= 1``, ``--top >= 0``).
 
     Raises:
-        argparse.ArgumentTypeError: not a number, not whole, or negative.
+        argparse.ArgumentTypeError: not a number, or not a whole one (``1.5``, ``1e-3``).
     """
     try:
-        value = int(text.replace("_", ""))
+        return int(text.replace("_", ""))
     except ValueError:
-        try:
-            number = float(text)
-        except ValueError:
-            number = math.nan
-        if not (math.isfinite(number) and number == int(number)):
-            raise argparse.ArgumentTypeError(
-                f"expected a whole number such as 1000 or 1e3, found {text!r}"
-            ) from None
-        value = int(number)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {text!r}")
-    return value
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number == int(number)):
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number such as 1000 or 1e3, found {text!r}"
+        ) from None
+    return int(number)
 
 
 def check_output_path(target: Path, option: str, example: str) -> None:
