@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -794,3 +795,68 @@ def test_summary_is_short_names_the_joules_kind_and_leaves_the_identifiability_n
     # the report is not identifiable, which the full report says under its coefficients once
     assert not any("identifiable" in line for line in lines)
     assert render_text(report).count("not separately identifiable") == 1
+
+
+# --- issue 14: report --json, outputs of their own kind, "measured" only when measured -------
+
+
+def test_cli_report_json_prints_the_report_and_keeps_stdout_one_document(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lightning_to_energy.report import report_to_dict
+
+    report = make_report()
+    saved = save_report(report, tmp_path / "run", plot=False)
+    out_csv = tmp_path / "again.csv"
+    args = _parse(["report", str(saved.json_path), "--json", "--csv", str(out_csv)])
+    assert args.func(args) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == json.loads(json.dumps(report_to_dict(report)))
+    assert err == f"wrote {out_csv}\n"
+
+
+def test_cli_report_never_overwrites_a_file_of_another_kind_and_checks_before_printing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_to_energy import cli as cli_mod
+
+    saved = save_report(make_report(), tmp_path / "run", plot=False)
+    precious = tmp_path / "precious.py"
+    precious.write_text("print('mine')\n")
+    args = _parse(["report", str(saved.json_path), "--csv", str(precious)])
+    with pytest.raises(CliError) as caught:
+        args.func(args)
+    assert str(caught.value) == (
+        f"expected --csv to name a .csv file, found {precious} (an existing file that it would "
+        f"overwrite). Fix: e.g. --csv {tmp_path / 'precious.csv'}."
+    )
+    assert precious.read_text() == "print('mine')\n" and capsys.readouterr().out == ""
+    args = _parse(["report", str(saved.json_path), "--plot", str(tmp_path / "new.csv")])
+    with pytest.raises(CliError, match=r"expected --plot to name a \.png file"):
+        args.func(args)
+    args = _parse(["report", str(saved.json_path), "--csv", str(tmp_path / "no" / "x.csv")])
+    with pytest.raises(CliError, match=r"found no folder .*no\. Fix:"):
+        args.func(args)
+    # an unwritable folder is named before the report is printed (not a temporary file after)
+    monkeypatch.setattr(cli_mod.os, "access", lambda path, mode: False)
+    args = _parse(["report", str(saved.json_path), "--csv", str(tmp_path / "x.csv")])
+    with pytest.raises(CliError, match=f"found {re.escape(str(tmp_path))} not writable"):
+        args.func(args)
+    assert capsys.readouterr().out == ""
+
+
+def test_the_totals_table_says_measured_only_when_every_sensor_measured() -> None:
+    import dataclasses
+
+    from lightning_to_energy.report import report_kind
+
+    mixed = make_report()  # an NVML counter and a CPU-time estimate: estimated in part
+    assert report_kind(mixed) == "estimate"
+    text = render_text(mixed)
+    header = next(line for line in text.splitlines() if "┃ loop" in line)
+    assert "estimated" in header and "measured" not in header
+    assert "estimated = sum over domains: gpu:0, cpu:0 (estimate)" in text
+    counted = dataclasses.replace(mixed, sensors=mixed.sensors[:1])
+    assert report_kind(counted) == "counter"
+    header = next(line for line in render_text(counted).splitlines() if "┃ loop" in line)
+    assert "measured" in header

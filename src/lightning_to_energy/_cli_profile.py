@@ -25,7 +25,7 @@ import sys
 import warnings
 from typing import Any
 
-from lightning_to_energy.cli import CliError
+from lightning_to_energy.cli import CliError, count_arg
 
 _HELP = "count the transistor operations, FLOPs, bytes and kernels of one step of a model"
 
@@ -50,7 +50,9 @@ _DTYPES = {
     "uint8": "uint8",
     "bool": "bool",
 }
-_PRECISIONS = ("fp32", "bf16", "fp16")
+# The formats a step can be run in. The cost model also weighs fp8 and int8, but only where the
+# model itself computes in them (no autocast exists for them): `profile` counts what it sees.
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -90,7 +92,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--dtype",
         default="fp32",
-        choices=_PRECISIONS,
+        choices=PRECISIONS,
         help="compute precision: bf16/fp16 run under autocast (or a cast where unsupported)",
     )
     parser.add_argument("--train", action="store_true", help="count a whole training step")
@@ -110,8 +112,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "'cuda' for the local GPU): the model is built on the meta device"
         ),
     )
-    parser.add_argument("--top", type=int, default=10, help="modules to list (default: 10)")
+    parser.add_argument("--top", type=count_arg, default=10, help="modules to list (default: 10)")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead")
+    add_traceback_flag(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -188,8 +191,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(
             f"expected {args.target} to run on inputs [{shapes}], found "
             f"{type(exc).__name__}: {_first_line(exc)}. Fix: give --input shapes and dtypes "
-            "that the model's forward accepts."
-        ) from None
+            f"that the model's forward accepts{TRACEBACK_HINT}"
+        ) from exc
     meta = {
         "model": args.target,
         "inputs": list(args.input),
@@ -205,6 +208,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         _render(result, meta, args.top)
     return 0
+
+
+# Appended to errors raised by the user's own code: the flag prints where it failed.
+TRACEBACK_HINT = " (--traceback shows where it failed)."
+
+
+def add_traceback_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--traceback``: print the traceback of an error raised by the user's own code.
+
+    :func:`lightning_to_energy.cli.main` prints the ``__cause__`` of the ``CliError`` it
+    catches: a command raises ``CliError(...) from exc`` for errors of the user's code.
+    """
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="print the traceback of an error raised by the model's own code",
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -430,11 +450,19 @@ def _make_input(shape: tuple[int, ...], dtype: str, high: int, device: Any) -> A
 def _precision(
     name: str, device: Any, model: Any, inputs: list[Any]
 ) -> tuple[contextlib.AbstractContextManager[Any], str]:
-    """A context that runs the step in ``name``, and how: "fp32", "autocast" or "cast"."""
+    """A context that runs the step in ``name``, and how: "fp32", "tf32", "autocast" or "cast".
+
+    TF32 is no dtype but CUDA's matmul and cuDNN switches (read by the counter): on another
+    device it is plain fp32, and says so.
+    """
     import torch
 
     if name == "fp32":
         return contextlib.nullcontext(), "fp32"
+    if name == "tf32":
+        if device.type != "cuda":
+            return contextlib.nullcontext(), "fp32 (tf32 applies to CUDA matmuls only)"
+        return _tf32(), "tf32"
     dtype = torch.bfloat16 if name == "bf16" else torch.float16
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -451,6 +479,19 @@ def _precision(
         if t.is_floating_point():
             inputs[i] = t.to(dtype)
     return contextlib.nullcontext(), "cast"
+
+
+@contextlib.contextmanager
+def _tf32() -> Any:
+    """CUDA matmuls and convolutions in TF32 for the block, the switches restored after it."""
+    import torch
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 # --- rendering ------------------------------------------------------------------------------

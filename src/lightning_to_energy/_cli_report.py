@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from lightning_to_energy.cli import CliError
+from lightning_to_energy.cli import CliError, check_output_path
 
 _HELP = "re-render a saved energy report (the energy_report.json a run wrote)"
 
@@ -45,6 +46,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=Path,
         metavar="OUT.csv",
         help="also write the per-window CSV to this file",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the report as JSON instead of tables"
     )
     parser.set_defaults(func=run)
     return parser
@@ -94,13 +98,15 @@ def run(args: argparse.Namespace) -> int:
 
     outputs = ((args.csv, "--csv", "energy_report.csv"), (args.plot, "--plot", "energy_report.png"))
     for target, option, example in outputs:
-        if target is not None and target.is_dir():
+        if target is not None:
             # Checked before printing, so the error is not lost below the whole report.
-            raise CliError(
-                f"expected {option} to name a file, found the directory {target}. Fix: name a "
-                f"file in it, e.g. {option} {target / example}."
-            )
-    rep.render_report(report)
+            check_output_path(target, option, example)
+    if args.json:
+        import json
+
+        print(json.dumps(rep.report_to_dict(report), indent=2, allow_nan=False))
+    else:
+        rep.render_report(report)
     written: list[str] = []
     try:
         if args.csv is not None:
@@ -115,5 +121,6 @@ def run(args: argparse.Namespace) -> int:
             "Fix: choose a writable output path."
         ) from None
     for item in written:
-        print(f"wrote {item}")
+        # on stderr under --json, so that stdout stays one JSON document
+        print(f"wrote {item}", file=sys.stderr if args.json else sys.stdout)
     return 0

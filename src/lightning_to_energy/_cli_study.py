@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lightning_to_energy.cli import CliError
+from lightning_to_energy.cli import CliError, check_output_path, count_arg
 
 _HELP = "run the energy scaling study over a grid of models, or evaluate it"
 _RUN_HELP = "train the grid's configurations and write one run JSON each (resumable)"
@@ -49,7 +49,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="training time per configuration at least (default 8)",
     )
     run_p.add_argument(
-        "--windows", type=int, default=None, help="fit-worthy windows per configuration (3)"
+        "--windows", type=count_arg, default=None, help="fit-worthy windows per configuration (3)"
     )
     run_p.add_argument(
         "--hardware", default=None, metavar="KEY", help="roofline hardware key (default: detect)"
@@ -80,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch to ``study run`` or ``study eval``."""
     if args.study_command == "run":
         return run_grid(args)
+    if args.results_md is not None:
+        # before any work: the results section never lands in a file of another kind
+        check_output_path(Path(args.results_md), "--results-md", "results.md")
     return evaluate_dir(Path(args.out_dir), results_md=args.results_md, as_json=args.json)
 
 

@@ -46,6 +46,7 @@ from lightning_to_energy.records import (
     PriorRecord,
     WindowRecord,
 )
+from lightning_to_energy.sensors.base import UNKNOWN_KIND, energy_label, energy_word, weakest_kind
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -583,7 +584,9 @@ def save_plot(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
         below.append(max(0.0, y - w.low_j) if w.low_j is not None else 0.0)
         above.append(max(0.0, w.high_j - y) if w.high_j is not None else 0.0)
     yerr = [below, above]
-    ax_win.plot(xs_m, ys_m, "o", color="tab:blue", label="measured", markersize=4)
+    # "measured" only when a hardware sensor measured: an estimate is labelled as one
+    word = energy_word(report_kind(report))
+    ax_win.plot(xs_m, ys_m, "o", color="tab:blue", label=word, markersize=4)
     if predicted:
         ax_win.errorbar(
             xs_p, ys_p, yerr=yerr, fmt="x", color="tab:orange", capsize=2, label="predicted"
@@ -592,7 +595,7 @@ def save_plot(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
     ax_win.set_xlabel("window")
     ax_win.set_ylabel("energy per window (J)")
     precision = report.accuracy.get("precision_pct")
-    title = "Predicted (before measuring) vs measured energy per window"
+    title = f"Predicted (before measuring) vs {energy_label(report_kind(report))} energy per window"
     if precision is not None and math.isfinite(precision):
         title += f": precision {precision:.1f} %"
     ax_win.set_title(title)
@@ -619,7 +622,7 @@ def save_plot(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
         [w for w in windows if w.measured_j is not None], lambda w: typing.cast(float, w.measured_j)
     )
     t_p, c_p = cumulative(predicted, lambda w: typing.cast(float, w.predicted_j))
-    ax_cum.plot(t_m, c_m, "-", color="tab:blue", label="measured")
+    ax_cum.plot(t_m, c_m, "-", color="tab:blue", label=word)
     if predicted:
         ax_cum.plot(t_p, c_p, "--", color="tab:orange", label="predicted")
         _, c_lo = cumulative(predicted, lambda w: w.low_j if w.low_j is not None else 0.0)
@@ -712,6 +715,12 @@ _FEATURE_LABELS: dict[str, str] = {
 }
 
 
+def report_kind(report: EnergyReport) -> str:
+    """The weakest sensor kind behind ``report``'s joules (``"unknown"`` without sensors)."""
+    kinds = {s.kind for s in report.sensors}
+    return weakest_kind(kinds) if kinds else UNKNOWN_KIND
+
+
 def _kind_text(kind: str) -> Any:
     from rich.text import Text
 
@@ -782,7 +791,7 @@ def _section_totals(report: EnergyReport) -> RenderableType:
         ("windows", "right"),
         ("steps", "right"),
         ("duration", "right"),
-        ("measured", "right"),
+        (energy_word(report_kind(report)), "right"),  # "measured" only when measured
         ("predicted", "right"),
         ("avg power", "right"),
         ("TOs", "right"),
@@ -872,7 +881,7 @@ def _section_totals(report: EnergyReport) -> RenderableType:
         by_loop.add_row(*cells)
     domains_used = _ordered_union((lt.energy_j for lt in loops), first=list(kinds))
     by_loop.caption = (
-        "measured = sum over domains: "
+        f"{energy_word(report_kind(report))} = sum over domains: "
         + ", ".join(_domain_label(d, kinds) for d in domains_used)
         + "; predicted = sum of per-window predictions made before each measurement"
         + (

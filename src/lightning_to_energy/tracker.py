@@ -986,7 +986,9 @@ class EnergyTracker:
                 )
             return
         try:
-            calibration = Calibration.from_model(self.model, self._hardware, run_id=self._run_id)
+            calibration = Calibration.from_model(
+                self.model, self._hardware, run_id=self._run_id, sensor_kind=self._weakest_kind
+            )
             self.calibration_path = self._store.save(calibration)
         except Exception as exc:
             self._warn_once("calibration-save", f"calibration not saved: {exc}")

@@ -38,6 +38,39 @@ _KIND_ORDER = (
 )
 
 
+# The kind of joules whose sensor was not recorded (a calibration of an earlier release).
+UNKNOWN_KIND = "unknown"
+_WORDS = {
+    SensorKind.ESTIMATE.value: "estimated",
+    SensorKind.REPLAY.value: "replayed",
+    SensorKind.FAKE.value: "scripted",
+    UNKNOWN_KIND: "unverified",
+}
+
+
+def energy_word(kind: str) -> str:
+    """One word for joules of sensor ``kind``: ``"measured"`` only for a hardware measurement,
+    else ``"estimated"``, ``"replayed"``, ``"scripted"``, ``"unverified"`` (kind not
+    recorded) or ``"not measured"``."""
+    if kind in MEASURED_KINDS:
+        return "measured"
+    return _WORDS.get(kind, "not measured")
+
+
+def energy_label(kind: str) -> str:
+    """The words for joules of sensor ``kind`` wherever a number is shown.
+
+    E.g. ``"measured (counter)"``, ``"estimated (estimate, not measured)"``; ``"unknown"`` (a
+    calibration of an earlier release) is ``"unverified (sensor kind not recorded by an
+    earlier release: maybe estimated)"``.
+    """
+    if kind in MEASURED_KINDS:
+        return f"measured ({kind})"
+    if kind == UNKNOWN_KIND:
+        return "unverified (sensor kind not recorded by an earlier release: maybe estimated)"
+    return f"{energy_word(kind)} ({kind}, not measured)"
+
+
 def weakest_kind(kinds: Iterable[str]) -> str:
     """The least trustworthy sensor kind among ``kinds`` (counter is the strongest); an
     unknown kind counts as weakest, and no kind at all is ``"none"``."""

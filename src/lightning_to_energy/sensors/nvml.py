@@ -62,15 +62,36 @@ Method = Literal["auto", "counter", "power-integration"]
 _VALUE_ATTRS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 
 
+def nvidia_gpu_present(proc_root: str = "/proc/driver/nvidia", dev_root: str = "/dev") -> bool:
+    """Whether this machine shows any sign of an NVIDIA GPU: the driver's ``/proc`` entry or a
+    ``/dev/nvidia<N>`` device (Linux), or the ``nvidia-smi`` tool (elsewhere)."""
+    import glob
+    import os
+    import shutil
+
+    return (
+        os.path.isdir(proc_root)
+        or bool(glob.glob(os.path.join(dev_root, "nvidia[0-9]*")))
+        or shutil.which("nvidia-smi") is not None
+    )
+
+
 def load_pynvml() -> ModuleType:
     """Import ``pynvml`` (from the ``nvidia-ml-py`` distribution).
 
     Raises:
-        SensorUnavailable: it is not installed; the fix is the ``nvidia`` extra.
+        SensorUnavailable: it is not installed; the fix is the ``nvidia`` extra, unless the
+            machine has no NVIDIA GPU at all (then there is nothing to fix).
     """
     try:
         return importlib.import_module("pynvml")
     except ImportError as exc:
+        if not nvidia_gpu_present():
+            # Advice to install the extra would send a CPU-only user on a useless errand.
+            raise SensorUnavailable(
+                "GPU energy not measured: no NVIDIA GPU found (no NVIDIA driver, no "
+                "/dev/nvidia* device, no nvidia-smi)."
+            ) from exc
         raise SensorUnavailable(
             "GPU energy not measured: NVML needs the Python package nvidia-ml-py "
             "(import pynvml), which is not installed.",
