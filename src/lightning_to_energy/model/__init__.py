@@ -1,0 +1,27 @@
+"""The energy model: a physical per-kernel model of a training step's time and energy."""
+
+from __future__ import annotations
+
+from lightning_to_energy.model.physical import (
+    ParamStatus,
+    PhysicalFit,
+    PhysicalParams,
+    Sample,
+    StepPrediction,
+    energy_at,
+    fit_physical,
+    predict_step,
+    prior_for,
+)
+
+__all__ = [
+    "ParamStatus",
+    "PhysicalFit",
+    "PhysicalParams",
+    "Sample",
+    "StepPrediction",
+    "energy_at",
+    "fit_physical",
+    "predict_step",
+    "prior_for",
+]
