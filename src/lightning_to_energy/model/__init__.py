@@ -11,6 +11,7 @@ from lightning_to_energy.model.physical import (
     energy_at,
     fit_physical,
     predict_step,
+    predict_steps,
     prior_for,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "energy_at",
     "fit_physical",
     "predict_step",
+    "predict_steps",
     "prior_for",
 ]
