@@ -9,12 +9,11 @@ the target device runs it (CUDA's TF32 convolutions, foreach SGD) without runnin
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -202,47 +201,26 @@ def count_step(config: SharedConfig, hardware: str = TARGET) -> StepProfile:
     """Count one training step of ``config`` as ``hardware`` runs it, without running it.
 
     The step is the data's: ``CrossEntropyLoss`` on 10 random classes, backward, and
-    ``SGD(lr=1e-3)`` with its CUDA default (foreach), on the ``meta`` device. Where the counter
-    takes a target (``profile(..., hardware=...)``), it counts as that device runs the step;
-    otherwise fp32 convolutions are relabelled TF32 (``torch.backends.cudnn.allow_tf32`` is True
-    on CUDA, and the data's ``software`` field confirms it), and fp32 matmuls stay fp32.
+    ``SGD(lr=1e-3)`` with the device's default path (foreach on CUDA), counted on the ``meta``
+    device by ``profile(..., hardware=...)``, which applies CUDA's choices: fp32 convolutions
+    in TF32 (``cudnn.allow_tf32``, confirmed by the data's ``software`` field), fp32 matmuls in
+    fp32.
     """
     torch.manual_seed(0)
     with torch.device("meta"):
         model = build_model(config)
         x = torch.randn(config.input_shape)
         y = torch.randint(0, 10, (config.input_shape[0],))
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, foreach=True)
-    kwargs: dict[str, Any] = {
-        "train": True,
-        "optimizer": opt,
-        "loss_fn": nn.CrossEntropyLoss(),
-        "target": y,
-    }
-    if "hardware" in inspect.signature(profile).parameters:
-        kwargs["hardware"] = hardware  # the target-counting API (branch i10-target)
-        return profile(model, x, **kwargs)
-    p = profile(model, x, **kwargs)
-    return _convs_as_tf32(p) if config.family == "cnn" else p
-
-
-def _convs_as_tf32(p: StepProfile) -> StepProfile:
-    """NB: CPU/meta counting labels CUDA's TF32 convolutions fp32; in these CNNs every fp32
-    matrix op is a convolution except the 10-class head (under 0.01 % of the FLOPs)."""
-    costs = []
-    for cost, calls in p.op_costs:
-        ops = {
-            (
-                op,
-                NumberFormat.TF32 if fmt is NumberFormat.FP32 and unit is Unit.MATRIX else fmt,
-                unit,
-            ): n
-            for (op, fmt, unit), n in cost.ops.items()
-        }
-        costs.append(
-            (OpCost(ops, cost.bytes_read, cost.bytes_written, cost.kernels, cost.flops), calls)
-        )
-    return replace(p, op_costs=tuple(costs))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    return profile(
+        model,
+        x,
+        train=True,
+        optimizer=opt,
+        loss_fn=nn.CrossEntropyLoss(),
+        target=y,
+        hardware=hardware,
+    )
 
 
 def shared_samples(
