@@ -14,6 +14,7 @@ intervals (each held-out configuration's interval is sized from the held-out err
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,10 @@ from numpy.typing import ArrayLike
 
 from lightning_to_energy.model.physical import (
     PhysicalFit,
+    PhysicalModel,
     PhysicalParams,
     Sample,
+    calibrated_range,
     fit_physical,
     predict_steps,
 )
@@ -252,3 +255,83 @@ def render_markdown(result: Mapping[str, Any]) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SharedFit:
+    """The physical model fitted on the shared data, with its cross-validated intervals.
+
+    Args:
+        model: the calibrated model (parameters, range, interval half widths).
+        fit: the fit on every configuration plus the microbenchmarks.
+        oof: leave-one-shape-out (time_s, energy_j) per configuration.
+        scores: leave-one-shape-out scores of ``oof`` (``"time"``, ``"energy"``).
+        ids: the configurations, in the order of ``oof``.
+    """
+
+    model: PhysicalModel
+    fit: PhysicalFit
+    oof: np.ndarray
+    scores: Mapping[str, Any]
+    ids: tuple[str, ...]
+
+
+def fit_shared(
+    path: str | os.PathLike[str],
+    *,
+    hardware: str = "h100-sxm",
+    level: float = LEVEL,
+    ids: Collection[str] | None = None,
+    free: Collection[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SharedFit:
+    """Fit the physical model on the shared training steps and size its intervals.
+
+    Counts every configuration (or those in ``ids``) for ``hardware``, fits on them plus the
+    matmul microbenchmarks, and sizes the ``level`` intervals from leave-one-shape-out errors
+    (split conformal on the held-out shapes' log errors).
+    """
+    from lightning_to_energy.model import prior_for
+    from lightning_to_energy.roofline import find_hardware
+    from lightning_to_energy.shared_data import (
+        load_shared_data,
+        microbenchmark_samples,
+        shared_samples,
+    )
+
+    data = load_shared_data(path)
+    if progress:
+        progress(f"counting {len(data.configs) if ids is None else len(ids)} steps for {hardware}")
+    pairs = shared_samples(data, hardware, ids)
+    configs, samples = [c for c, _ in pairs], [s for _, s in pairs]
+    extra = microbenchmark_samples(data)
+    prior = prior_for(find_hardware(hardware))
+    if progress:
+        progress("fitting")
+    fit = fit_physical(samples + extra, prior, free=free)
+    groups = [c.shape for c in configs]
+    if progress:
+        progress(f"leave one shape out ({len(set(groups))} shapes)")
+    oof = oof_physical(samples, groups, prior, extra=extra, free=free)
+    t = np.array([c.time_s for c in configs])
+    e = np.array([c.energy_j for c in configs])
+    qt = conformal_halfwidth(np.log(t / oof[:, 0]), level)
+    qe = conformal_halfwidth(np.log(e / oof[:, 1]), level)
+    formats, flops_range, kernels_range = calibrated_range(samples)
+    model = PhysicalModel(
+        params=fit.params,
+        target=hardware,
+        time_log_halfwidth=qt,
+        energy_log_halfwidth=qe,
+        level=level,
+        basis=(
+            f"split conformal on leave-one-shape-out errors of {len(samples)} configurations "
+            f"({len(set(groups))} shapes)"
+        ),
+        formats=formats,
+        flops_range=flops_range,
+        kernels_range=kernels_range,
+        source=data.source,
+    )
+    scores = {"time": precision_scores(oof[:, 0], t), "energy": precision_scores(oof[:, 1], e)}
+    return SharedFit(model, fit, oof, scores, tuple(c.id for c in configs))

@@ -5,7 +5,9 @@ from __future__ import annotations
 from lightning_to_energy.model.physical import (
     ParamStatus,
     PhysicalFit,
+    PhysicalModel,
     PhysicalParams,
+    PlannedStep,
     Sample,
     StepPrediction,
     energy_at,
@@ -18,7 +20,9 @@ from lightning_to_energy.model.physical import (
 __all__ = [
     "ParamStatus",
     "PhysicalFit",
+    "PhysicalModel",
     "PhysicalParams",
+    "PlannedStep",
     "Sample",
     "StepPrediction",
     "energy_at",

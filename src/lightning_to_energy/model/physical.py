@@ -903,3 +903,171 @@ def _at_bound(x: float, low: float, high: float) -> bool:
     """Whether a log-space value sits on a bound (within 0.1 %, or 0.1 % of a narrow range)."""
     tol = min(1e-3, 1e-3 * (high - low))
     return bool(x - low < tol or high - x < tol)
+
+
+# --- a calibrated model: parameters, the range they were fitted on, and measured intervals -----
+
+EXTRAPOLATION_WIDENING = 2.0
+"""Factor on the log half width of an interval outside the calibration's range (stated, not
+measured: nothing measured lies there)."""
+_SIZE_MARGIN = 10.0  # "10x larger (or smaller)" than any calibrated step is an extrapolation
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One step's prediction with its intervals.
+
+    Args:
+        prediction: the model's time and energy.
+        time_low_s, time_high_s: the time interval.
+        energy_low_j, energy_high_j: the energy interval.
+        level: the intervals' nominal coverage (0.9).
+        extrapolation: why the step lies outside the calibration's range (empty inside it);
+            the intervals are then widened by :data:`EXTRAPOLATION_WIDENING` in log space.
+        basis: what the intervals rest on, in words.
+    """
+
+    prediction: StepPrediction
+    time_low_s: float
+    time_high_s: float
+    energy_low_j: float
+    energy_high_j: float
+    level: float
+    extrapolation: tuple[str, ...]
+    basis: str
+
+
+@dataclass(frozen=True)
+class PhysicalModel:
+    """Fitted parameters with the range of steps they were fitted on and measured intervals.
+
+    Args:
+        params: the parameters.
+        target: the hardware key the steps are counted for (``"h100-sxm"``).
+        time_log_halfwidth, energy_log_halfwidth: half widths of the ``level`` intervals in
+            log space, from cross-validated errors on held-out groups.
+        level: the intervals' nominal coverage.
+        basis: how the half widths were measured, in words.
+        formats: the (unit, format) keys with work in the calibrated steps (``"matrix/tf32"``).
+        flops_range: the smallest and largest FLOPs per calibrated step.
+        kernels_range: the fewest and most kernels per calibrated step.
+        source: the data the model was fitted on.
+    """
+
+    params: PhysicalParams
+    target: str
+    time_log_halfwidth: float
+    energy_log_halfwidth: float
+    level: float
+    basis: str
+    formats: tuple[str, ...]
+    flops_range: tuple[float, float]
+    kernels_range: tuple[float, float]
+    source: str = ""
+
+    def extrapolation(self, profile: StepProfile) -> tuple[str, ...]:
+        """Why ``profile`` lies outside the calibrated range (empty when it does not)."""
+        why: list[str] = []
+        used = sorted(
+            {
+                key_name((unit, fmt))
+                for cost, _ in profile.op_costs
+                for (_, fmt, unit), n in cost.ops.items()
+                if n > 0
+            }
+        )
+        unseen = [k for k in used if k not in self.formats]
+        if unseen:
+            why.append(f"formats no calibrated step ran: {unseen} (their rates are priors)")
+        lo, hi = self.flops_range
+        if profile.flops > _SIZE_MARGIN * hi or profile.flops * _SIZE_MARGIN < lo:
+            why.append(f"{profile.flops:.3g} FLOPs per step, calibrated on {lo:.3g} to {hi:.3g}")
+        klo, khi = self.kernels_range
+        if profile.kernels > _SIZE_MARGIN * khi or profile.kernels * _SIZE_MARGIN < klo:
+            why.append(
+                f"{profile.kernels:.0f} kernels per step, calibrated on {klo:.0f} to {khi:.0f}"
+            )
+        return tuple(why)
+
+    def plan(self, profile: StepProfile) -> PlannedStep:
+        """The step's prediction with its intervals (widened outside the calibrated range)."""
+        pred = predict_step(profile, self.params)
+        why = self.extrapolation(profile)
+        widen = EXTRAPOLATION_WIDENING if why else 1.0
+        qt, qe = widen * self.time_log_halfwidth, widen * self.energy_log_halfwidth
+        basis = self.basis + (
+            f"; extrapolation ({'; '.join(why)}): interval widened x{widen:g} in log space"
+            if why
+            else ""
+        )
+        return PlannedStep(
+            prediction=pred,
+            time_low_s=pred.time_s * math.exp(-qt),
+            time_high_s=pred.time_s * math.exp(qt),
+            energy_low_j=pred.energy_j * math.exp(-qe),
+            energy_high_j=pred.energy_j * math.exp(qe),
+            level=self.level,
+            extrapolation=why,
+            basis=basis,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (what a calibration file carries under ``"physical"``)."""
+        return {
+            "params": self.params.to_dict(),
+            "target": self.target,
+            "time_log_halfwidth": self.time_log_halfwidth,
+            "energy_log_halfwidth": self.energy_log_halfwidth,
+            "level": self.level,
+            "basis": self.basis,
+            "formats": list(self.formats),
+            "flops_range": list(self.flops_range),
+            "kernels_range": list(self.kernels_range),
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PhysicalModel:
+        """Read :meth:`to_dict`'s output back.
+
+        Raises:
+            ValueError: a field is missing or mistyped.
+        """
+        try:
+            return cls(
+                params=PhysicalParams.from_dict(d["params"]),
+                target=str(d["target"]),
+                time_log_halfwidth=float(d["time_log_halfwidth"]),
+                energy_log_halfwidth=float(d["energy_log_halfwidth"]),
+                level=float(d["level"]),
+                basis=str(d["basis"]),
+                formats=tuple(str(f) for f in d["formats"]),
+                flops_range=(float(d["flops_range"][0]), float(d["flops_range"][1])),
+                kernels_range=(float(d["kernels_range"][0]), float(d["kernels_range"][1])),
+                source=str(d.get("source", "")),
+            )
+        except (KeyError, TypeError, IndexError) as exc:
+            raise ValueError(
+                f"physical model: expected params, target, time_log_halfwidth, "
+                f"energy_log_halfwidth, level, basis, formats, flops_range, kernels_range; "
+                f"found a missing or mistyped field ({exc!r}); fix: write it with "
+                "PhysicalModel.to_dict() (lightning-to-energy fit --out)"
+            ) from None
+
+
+def calibrated_range(
+    samples: Sequence[Sample],
+) -> tuple[tuple[str, ...], tuple[float, float], tuple[float, float]]:
+    """The (unit, format) keys with work, and the FLOPs and kernel ranges, of ``samples``."""
+    formats = sorted(
+        {
+            key_name((unit, fmt))
+            for s in samples
+            for cost, _ in s.profile.op_costs
+            for (_, fmt, unit), n in cost.ops.items()
+            if n > 0
+        }
+    )
+    flops = [float(s.profile.flops) for s in samples]
+    kernels = [float(s.profile.kernels) for s in samples]
+    return tuple(formats), (min(flops), max(flops)), (min(kernels), max(kernels))
