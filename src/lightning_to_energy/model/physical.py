@@ -807,6 +807,8 @@ def fit_physical(
         reason = prior.notes.get(name, "stated prior")
         if name in wanted and name not in used:
             reason = f"no sample exercises it; {reason}"
+        elif name not in wanted and name in MEASURED and name in used:
+            reason = f"measured, held at its prior; {reason}"
         elif name not in wanted:
             reason = f"held fixed; {reason}"
         status[name] = ParamStatus(
