@@ -1,0 +1,33 @@
+"""The energy model: a physical per-kernel model of a training step's time and energy."""
+
+from __future__ import annotations
+
+from lightning_to_energy.model.physical import (
+    ParamStatus,
+    PhysicalFit,
+    PhysicalModel,
+    PhysicalParams,
+    PlannedStep,
+    Sample,
+    StepPrediction,
+    energy_at,
+    fit_physical,
+    predict_step,
+    predict_steps,
+    prior_for,
+)
+
+__all__ = [
+    "ParamStatus",
+    "PhysicalFit",
+    "PhysicalModel",
+    "PhysicalParams",
+    "PlannedStep",
+    "Sample",
+    "StepPrediction",
+    "energy_at",
+    "fit_physical",
+    "predict_step",
+    "predict_steps",
+    "prior_for",
+]
