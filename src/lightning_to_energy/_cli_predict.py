@@ -12,6 +12,7 @@ measured ``duration_s`` (what ``TOEnergy`` saves) times a few uncounted steps he
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import statistics
@@ -53,6 +54,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         metavar="KEY",
         help="hardware for the roofline estimate (default: the calibration's), e.g. h100-sxm",
+    )
+    parser.add_argument(
+        "--target",
+        dest="count_for",
+        default=None,
+        metavar="KEY",
+        help="count the step as hardware KEY runs it (e.g. h100-sxm) and plan with the "
+        "calibration's physical step model (default: the physical model's own hardware)",
     )
     parser.add_argument(
         "--top", type=int, default=5, help="modules listed by predicted joules (default 5)"
@@ -122,6 +131,19 @@ def run(args: argparse.Namespace) -> int:
         )
     names = calibration.feature_names
     same_machine = calibration.fingerprint == fingerprint
+    physical = calibration.physical is not None
+    if args.count_for and not physical:
+        raise CliError(
+            f"--target applies to calibrations that carry a physical step model; this one "
+            f"({calibration.hardware.label}) holds the regression only. Fix: fit one with "
+            "`lightning-to-energy fit ../shared/data/h100-training-steps.json --out FILE`, or "
+            "drop --target."
+        )
+    count_for = (
+        (args.count_for or str(calibration.physical["target"]))
+        if calibration.physical is not None
+        else None
+    )
     if "duration_s" in names and args.step_time is None and not same_machine:
         raise CliError(
             f"the calibration was made on {calibration.hardware.label} and its static-power term "
@@ -130,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
             "calibration fitted on roofline_s (`lightning-to-energy fit STUDY_DIR --out FILE`, "
             "or `fit REPORT... --roofline --out FILE` on that machine's reports)."
         )
-    if args.hardware and "roofline_s" not in names:
+    if args.hardware and "roofline_s" not in names and not physical:
         raise CliError(
             f"--hardware applies to calibrations fitted on roofline_s; this one "
             f"({calibration.hardware.label}) uses measured step time ({list(names)}), so "
@@ -153,7 +175,18 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     model = load_module(args.target).to(device)
     inputs = [_make_input(s, d, h, device) for s, d, h in (parse_input(t) for t in args.input)]
-    precision, how = _precision(args.dtype, device, model, inputs)
+    if count_for is not None and args.dtype != "fp32":
+        # NB: counting for a target runs on meta tensors, which autocast leaves alone: the
+        # model is cast instead (norms and optimizer in the reduced format too)
+        import torch
+
+        dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
+        model.to(dtype)
+        inputs = [t.to(dtype) if t.is_floating_point() else t for t in inputs]
+        precision: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        how = "cast (target counting ignores autocast)"
+    else:
+        precision, how = _precision(args.dtype, device, model, inputs)
     try:
         with precision:
             # a classifier's step: cross-entropy on random labels (else the summed output)
@@ -165,9 +198,10 @@ def run(args: argparse.Namespace) -> int:
                 optimizer=args.optimizer,
                 loss_fn=loss_fn,
                 target=target,
+                hardware=count_for,
             )
             step_s = args.step_time
-            if "duration_s" in names and step_s is None:
+            if "duration_s" in names and step_s is None and not physical:
                 step_s = _time_steps(model, inputs, args.optimizer, device, loss_fn, target)
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
         raise CliError(
@@ -203,7 +237,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from lightning_to_energy.report import format_si
 
-    if plan.step_time_s is not None:
+    if plan.model == "physical":
+        timing = (
+            f"{format_si(plan.step_time_s or 0.0, 's')} per step predicted on {plan.hardware} "
+            f"({plan.bound}-bound)"
+        )
+    elif plan.step_time_s is not None:
         timing = f"{format_si(plan.step_time_s, 's')} per step on {hardware.label}"
     else:
         assert spec is not None and plan.roofline_s_per_step is not None
@@ -217,6 +256,13 @@ def run(args: argparse.Namespace) -> int:
         else f"range {span}: {plan.interval_basis}"
     )
     windows, runs = plan.calibration_windows, plan.calibration_runs
+    if plan.model == "physical":
+        print(
+            f"{args.target}: {args.steps} steps x {format_si(plan.tos_per_step, 'TO')} and "
+            f"{timing}\npredicted energy: {format_si(plan.energy_j, 'J')} ({interval}), from the "
+            f"physical step model of {plan.calibration_hardware}"
+        )
+        return 0
     print(
         f"{args.target}: {args.steps} steps x {format_si(plan.tos_per_step, 'TO')} and {timing}\n"
         f"predicted energy: {format_si(plan.energy_j, 'J')} ({interval}), "

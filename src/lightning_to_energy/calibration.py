@@ -285,6 +285,9 @@ class Calibration:
         updated: ISO 8601 date (UTC) of the latest save.
         runs: the runs, oldest first (the last ``MAX_RUNS_LISTED``).
         schema_version: file format version.
+        physical: the physical step model fitted for this hardware
+            (:meth:`lightning_to_energy.model.PhysicalModel.to_dict`), or None; where present,
+            ``plan_run`` and ``predict`` use it.
     """
 
     fingerprint: str
@@ -296,6 +299,7 @@ class Calibration:
     updated: str
     runs: tuple[CalibrationRun, ...] = ()
     schema_version: int = SCHEMA_VERSION
+    physical: Mapping[str, Any] | None = None
 
     @property
     def units(self) -> dict[str, str]:
@@ -452,6 +456,8 @@ class Calibration:
                 }
                 for w in self.windows
             ],
+            # optional: files without it (and readers before it) hold the regression only
+            **({"physical": dict(self.physical)} if self.physical is not None else {}),
         }
 
     @classmethod
@@ -504,9 +510,22 @@ class Calibration:
                 n_runs=_count(d["n_runs"], "n_runs"),
                 updated=_string(d["updated"], "updated"),
                 runs=runs,
+                physical=_physical(d.get("physical")),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"missing or mistyped field: {exc!r}") from exc
+
+
+def _physical(value: Any) -> dict[str, Any] | None:
+    """A calibration's ``physical`` section, checked by parsing it (None when absent)."""
+    if value is None:
+        return None
+    from lightning_to_energy.model import PhysicalModel
+
+    if not isinstance(value, Mapping):
+        raise ValueError(f"physical: expected a JSON object, found {type(value).__name__}")
+    PhysicalModel.from_dict(value)  # raises ValueError naming what is wrong
+    return dict(value)
 
 
 def _number(value: Any, what: str, positive: bool = False) -> float:
@@ -544,7 +563,8 @@ def merge(
     """``new`` on top of ``disk``: newest windows first, runs of ``new`` replacing their old copy.
 
     The fingerprint, hardware, features and coefficients are ``new``'s (its model was already
-    seeded with the stored windows, so its coefficients reflect both).
+    seeded with the stored windows, so its coefficients reflect both); the physical model is
+    ``new``'s where it has one, else ``disk``'s.
     """
     new_ids = {r.run_id for r in new.runs} | {w.run_id for w in new.windows}
     old_runs = tuple(r for r in disk.runs if r.run_id not in new_ids)
@@ -555,6 +575,8 @@ def merge(
         windows=(new.windows + old_windows)[:max_windows],
         runs=(old_runs + new.runs)[-MAX_RUNS_LISTED:],
         n_runs=max(disk.n_runs - replaced, 0) + new.n_runs,
+        # a run's regression saved into a file keeps the file's physical model
+        physical=new.physical if new.physical is not None else disk.physical,
     )
 
 

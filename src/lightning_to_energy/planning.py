@@ -95,6 +95,11 @@ class RunPlan:
         interval_basis: what the interval rests on, in words: ``"leave-one-run-out over 12
             runs"``, or the default factor and why.
         calibration_runs: the runs those windows came from.
+        model: ``"physical"`` when the calibration's physical step model planned the run
+            (``step_time_s`` is then its predicted step time), else ``"regression"``.
+        bound: with the physical model, what bounds the step: ``"device"`` or ``"host"``.
+        extrapolation: with the physical model, why the step lies outside the calibrated
+            range (its interval is then widened); empty inside it.
     """
 
     steps: int
@@ -112,6 +117,9 @@ class RunPlan:
     top_modules: tuple[ModulePlan, ...] = ()
     interval_basis: str = ""
     calibration_runs: int = 0
+    model: str = "regression"
+    bound: str | None = None
+    extrapolation: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""
@@ -182,6 +190,8 @@ def plan_run(
             "CalibrationStore.from_path(path).load() (None means the file is missing or "
             "unreadable: see its warning), or train once with TOEnergy on that hardware."
         )
+    if calibration.physical is not None:
+        return _plan_physical(step, steps, calibration)
     if not calibration.windows:
         # NB: without windows the model is its stored coefficients alone, with no measured
         # error behind its interval: a calibration saved before any fit plans 0 J, "exactly".
@@ -247,6 +257,39 @@ def plan_run(
         top_modules=_top_modules(step, model, per_step, steps, max(top, 0)),
         interval_basis=basis,
         calibration_runs=len({w.run_id for w in seed}),
+    )
+
+
+def _plan_physical(step: StepProfile, steps: int, calibration: Calibration) -> RunPlan:
+    """The run planned with the calibration's physical step model and its measured interval.
+
+    A step's model error is systematic (the same step repeats), so the run's interval is the
+    step's interval times ``steps``.
+    """
+    from lightning_to_energy.model import PhysicalModel
+
+    assert calibration.physical is not None
+    model = PhysicalModel.from_dict(calibration.physical)
+    planned = model.plan(step)
+    pred = planned.prediction
+    return RunPlan(
+        steps=steps,
+        energy_j=pred.energy_j * steps,
+        low_j=planned.energy_low_j * steps,
+        high_j=planned.energy_high_j * steps,
+        interval=planned.level,
+        tos_per_step=float(step.tos),
+        flops_per_step=float(step.flops),
+        step_time_s=pred.time_s,
+        roofline_s_per_step=None,
+        hardware=model.target,
+        calibration_hardware=calibration.hardware.label,
+        calibration_windows=0,
+        interval_basis=planned.basis,
+        calibration_runs=calibration.n_runs,
+        model="physical",
+        bound=pred.bound,
+        extrapolation=planned.extrapolation,
     )
 
 

@@ -66,6 +66,7 @@ from lightning_to_energy.counting.registry import (
     tensors_of,
     tf32_allowed,
 )
+from lightning_to_energy.counting.target import CountTarget, MetaCountingError, active_target
 
 # Both exist in the torch releases this package supports; without them (a future rename)
 # backward ops keep the caller's phase and go to "(other)" rather than break counting.
@@ -81,7 +82,8 @@ _SKIP, _DECOMPOSE, _COUNT, _COUNT_FRESH = 0, 1, 2, 3
 _Plan = tuple[int, Callable[[OpCall], OpCost], str, dict[tuple[Any, ...], OpCost]]
 
 # Plans by id(OpOverload), and through them memoised formula results, per state of the TF32
-# flags (formulas may read them) and of the registry (formulas may be added at any time).
+# flags (formulas may read them), of the count target (formulas ask registry.on_cuda) and of
+# the registry (formulas may be added at any time).
 _PLANS: dict[tuple[Any, ...], dict[int, _Plan]] = {}
 _MEMO_CALLS = 10_000  # distinct calls remembered per overload before starting afresh
 
@@ -105,6 +107,7 @@ def _kwargs_meta(kwargs: dict[str, Any]) -> tuple[Any, ...]:
 def _plan_table() -> dict[int, _Plan]:
     state = (
         registry_version(),
+        active_target(),
         tf32_allowed(conv=False),
         tf32_allowed(conv=True),
         tf32_allowed(conv=False, rnn=True),
@@ -201,6 +204,33 @@ def _has_decomposition(func: torch._ops.OpOverload) -> bool:
         return False
 
 
+def _run_on_meta(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``func(*args, **kwargs)`` while counting for a target, on meta tensors.
+
+    An in-place op that returns nothing and has no meta kernel (the fused optimizer kernels
+    ``_fused_adamw_``, ``_fused_sgd_``...) is skipped: on meta there is nothing to compute,
+    and its formula reads only its arguments. Any other op that cannot run on meta (a
+    data-dependent shape, ``.item()``, a custom op without a meta kernel) raises
+    :class:`MetaCountingError` naming it.
+    """
+    try:
+        return func(*args, **kwargs)
+    except NotImplementedError as exc:
+        if not func._schema.returns and func._schema.is_mutable:
+            return None
+        raise MetaCountingError(str(func), _first_line(exc)) from exc
+    except RuntimeError as exc:
+        text = str(exc)
+        if "meta" not in text.lower() and "data-dependent" not in text.lower():
+            raise  # an error of the model itself (a shape mismatch): the user's to see
+        raise MetaCountingError(str(func), _first_line(exc)) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 class _CountingMode(TorchDispatchMode):
     """The dispatch mode proper; all state lives in its :class:`OpCounter`.
 
@@ -229,6 +259,8 @@ class _CountingMode(TorchDispatchMode):
             plan = counter._plan(func)
         kind, formula, name, memo = plan
         if kind == _SKIP:
+            if counter._target is not None:
+                return _run_on_meta(func, args, kwargs)
             return func(*args, **kwargs)
         if kind == _DECOMPOSE:
             with self:
@@ -236,7 +268,8 @@ class _CountingMode(TorchDispatchMode):
             if out is not NotImplemented:
                 return out
             kind, formula, name, memo = counter._plans[id(func)] = counter._fallback_plan(func)
-        out = func(*args, **kwargs)
+        target = counter._target
+        out = func(*args, **kwargs) if target is None else _run_on_meta(func, args, kwargs)
         if kind == _COUNT:
             # formulas are pure functions of the call's metadata: memoise them by it
             try:
@@ -302,6 +335,7 @@ class OpCounter:
         self._tally: dict[tuple[str, str, str, int], list[Any]] = {}  # -> [OpCost, calls]
         self._phase = "forward"
         self._phase_before_step = "forward"
+        self._target: CountTarget | None = None
         self._stack: list[str] = [OTHER]
         # module boundaries in forward: autograd sequence number -> innermost module from there
         self._seq_marks: list[int] = []
@@ -326,6 +360,7 @@ class OpCounter:
                 "Call stop() first or use a new OpCounter."
             )
         self._tally = {}
+        self._target = active_target()
         self._plans = _plan_table()
         for plan in self._plans.values():
             if len(plan[3]) > _MEMO_CALLS:  # e.g. a new sequence length every step

@@ -391,8 +391,10 @@ def profile(
     target: Any = None,
     cost_model: Any = None,
     warmup: bool | None = None,
+    hardware: Any = None,
+    kwargs: Mapping[str, Any] | None = None,
 ) -> StepProfile:
-    """Count one step of a model or callable in plain PyTorch.
+    """Count one step of a model or callable in plain PyTorch, here or for a target device.
 
     Forward only (``train=False``): ``model(*inputs)`` under ``torch.no_grad()``. Training
     step (``train=True``): forward with grad, the loss, backward, and with an optimizer its
@@ -409,6 +411,14 @@ def profile(
     figures. A plain callable is called as is: undoing its side effects (beyond the optimizer
     state, the input gradients and the CPU RNG) is the caller's business.
 
+    With a ``hardware`` target the step is counted as that device runs it, without computing
+    anything: on meta tensors (stand-ins of the inputs, the module's parameters and buffers
+    and the optimizer's state; nothing is materialised and the user's objects are not
+    touched), with CUDA's dispatch choices applied as rules for a GPU target
+    (:mod:`lightning_to_energy.counting.target`, docs/counting.md). A model built under
+    ``torch.device("meta")`` counts the same way at no memory cost. Under a target, a plain
+    callable (not an ``nn.Module``) is called with meta inputs.
+
     Args:
         model_or_callable: an ``nn.Module`` (a ``torch.compile``d one is counted eagerly), or
             any callable taking ``*inputs``.
@@ -423,19 +433,28 @@ def profile(
             file, or None for the default.
         warmup: run one uncounted step first, so that the counted one is a steady-state step
             (optimizer state and lazy modules initialised). Default: True with an optimizer.
+        hardware: the device to count for: None (what runs here), a hardware key or device
+            name (``"h100-sxm"``, see ``roofline.hardware_table()``), a ``HardwareSpec``, or
+            ``"cuda"`` for the local CUDA device.
+        kwargs: keyword inputs of the model (``attention_mask=``, ``labels=``...).
 
     Returns:
         The step's :class:`StepProfile`.
 
     Raises:
         ValueError: an optimizer without ``train=True``, an unknown optimizer name, an
-            optimizer name with no module parameters to build it over, or a training step
-            whose output has nothing to differentiate.
+            optimizer name with no module parameters to build it over, a training step
+            whose output has nothing to differentiate, or an unknown ``hardware`` (the
+            message lists the known keys).
+        MetaCountingError: with a ``hardware`` target, an op that cannot run on meta tensors
+            (the message names it).
     """
     # mode.py builds StepProfiles, so it imports this module: import it late
     from lightning_to_energy.counting.mode import OpCounter, uncompiled
+    from lightning_to_energy.counting.target import resolve_target
 
     cost_model = as_cost_model(cost_model)  # a bad file fails here, before the model runs
+    count_target = resolve_target(hardware)  # an unknown key fails here too
     fn = uncompiled(model_or_callable)
     module = fn if isinstance(fn, torch.nn.Module) else None
     if optimizer is not None and not train:
@@ -443,12 +462,27 @@ def profile(
             f"profile(): an optimizer ({optimizer!r}) only runs in a training step; found "
             "train=False. Pass train=True or drop the optimizer."
         )
+    call_kwargs: dict[str, Any] = dict(kwargs or {})
+    if count_target is not None:
+        return _profile_on_meta(
+            fn,
+            module,
+            inputs,
+            call_kwargs,
+            train=train,
+            optimizer=optimizer,
+            loss_fn=loss_fn,
+            target=target,
+            cost_model=cost_model,
+            warmup=warmup,
+            count_target=count_target,
+        )
     opt = _make_optimizer(optimizer, module)
     warmup = opt is not None if warmup is None else warmup
 
     def step(counter: OpCounter | None) -> None:
         with torch.enable_grad() if train else torch.no_grad():
-            out = fn(*inputs)
+            out = fn(*inputs, **call_kwargs)
             if not train:
                 return
             loss = _loss(out, loss_fn, target)
@@ -467,7 +501,7 @@ def profile(
     # into the warm-up's (or the caller's) gradient nor leaves one behind.
     leaves = [
         t
-        for t in tree_leaves((inputs, target))
+        for t in tree_leaves((inputs, call_kwargs, target))
         if isinstance(t, torch.Tensor) and t.is_leaf and t.requires_grad
     ]
     with _preserved(module, user_optimizer, params=opt is not None, leaves=leaves):
@@ -485,6 +519,98 @@ def profile(
             step(counter)
     assert counter.profile is not None
     return counter.profile
+
+
+def _profile_on_meta(
+    fn: Any,
+    module: torch.nn.Module | None,
+    inputs: tuple[Any, ...],
+    call_kwargs: dict[str, Any],
+    *,
+    train: bool,
+    optimizer: Any,
+    loss_fn: Any,
+    target: Any,
+    cost_model: Any,
+    warmup: bool | None,
+    count_target: Any,
+) -> StepProfile:
+    """:func:`profile` for a target: the step on meta stand-ins, with the target's rules.
+
+    The module runs through ``torch.func.functional_call`` with meta stand-ins of its
+    parameters and buffers, so neither its tensors nor its optimizer are touched, and no
+    parameter, gradient or optimizer state is ever materialised.
+    """
+    from torch.func import functional_call
+
+    from lightning_to_energy.counting.mode import OpCounter
+    from lightning_to_energy.counting.target import (
+        counting_for,
+        cuda_optimizer,
+        cuda_optimizer_path,
+        inputs_to_meta,
+        meta_state,
+    )
+
+    meta_inputs, meta_kwargs, meta_target = inputs_to_meta((inputs, call_kwargs, target))
+    if module is not None:
+        by_name, by_id = meta_state(module)
+
+        def run(*args: Any, **kw: Any) -> Any:
+            return functional_call(module, by_name, args, kw, tie_weights=True, strict=False)
+
+        params = [by_id[id(p)] for p in module.parameters() if p.requires_grad]
+    else:
+        by_id, run, params = {}, fn, []
+    if isinstance(optimizer, torch.optim.Optimizer):
+        opt = cuda_optimizer(optimizer, by_id)
+    elif optimizer is not None:
+        # a fresh optimizer over the stand-ins (or, without trainable ones, the error saying so)
+        opt = _make_optimizer(optimizer, _Params(params) if params else module)
+    else:
+        opt = None
+    if opt is not None and count_target.cuda:
+        cuda_optimizer_path(opt, settled=False)
+    warmup = opt is not None if warmup is None else warmup
+
+    def step(counter: OpCounter | None) -> None:
+        with torch.enable_grad() if train else torch.no_grad():
+            out = run(*meta_inputs, **meta_kwargs)
+            if not train:
+                return
+            loss = _loss(out, loss_fn, meta_target)
+        if counter is not None:
+            counter.set_phase("backward")
+        loss.backward()
+        if opt is not None:
+            if counter is not None:
+                counter.set_phase("optimizer")
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    with counting_for(count_target), torch.random.fork_rng(devices=[]):
+        if warmup:
+            step(None)
+            for p in params:
+                p.grad = None
+        if opt is not None and count_target.cuda:
+            cuda_optimizer_path(opt, settled=True)
+        torch.clear_autocast_cache()
+        counter = OpCounter(cost_model=cost_model, module=module)
+        with counter:
+            step(counter)
+    assert counter.profile is not None
+    return counter.profile
+
+
+class _Params:
+    """A stand-in module for :func:`_make_optimizer`: only ``parameters()`` is asked."""
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        self._params = params
+
+    def parameters(self) -> list[torch.Tensor]:
+        return self._params
 
 
 def _clear_grads(module: Any, leaves: list[torch.Tensor]) -> None:

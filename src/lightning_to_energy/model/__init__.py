@@ -5,23 +5,29 @@ from __future__ import annotations
 from lightning_to_energy.model.physical import (
     ParamStatus,
     PhysicalFit,
+    PhysicalModel,
     PhysicalParams,
+    PlannedStep,
     Sample,
     StepPrediction,
     energy_at,
     fit_physical,
     predict_step,
+    predict_steps,
     prior_for,
 )
 
 __all__ = [
     "ParamStatus",
     "PhysicalFit",
+    "PhysicalModel",
     "PhysicalParams",
+    "PlannedStep",
     "Sample",
     "StepPrediction",
     "energy_at",
     "fit_physical",
     "predict_step",
+    "predict_steps",
     "prior_for",
 ]

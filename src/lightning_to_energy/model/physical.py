@@ -365,25 +365,46 @@ class _Design:
             )
         return np.array([table[k] for k in self.keys])
 
-    def times(self, p: PhysicalParams) -> tuple[np.ndarray, np.ndarray]:
+    def vec(self, p: PhysicalParams) -> dict[str, Any]:
+        """The parameters as arrays aligned with this design's keys and :data:`PHASES`."""
+        return {
+            "peak_flop_s": self._table(p.peak_flop_s, "peak_flop_s"),
+            "flop_half": self._table(p.flop_half, "flop_half"),
+            "j_per_flop": self._table(p.j_per_flop, "j_per_flop"),
+            "dispatch_s": np.array([p.dispatch_s[ph] for ph in PHASES]),
+            **{name: float(getattr(p, name)) for name in (*_SCALARS, "busy_w")},
+        }
+
+    def set(self, v: dict[str, Any], name: str, value: float) -> None:
+        """Set flat-named parameter ``name`` in ``v`` (a :meth:`vec`), in place."""
+        prefix = prefix_of(name)
+        if prefix == name:
+            v[name] = value
+            return
+        inner = name[len(prefix) + 1 : -1]
+        if prefix == "dispatch_s":
+            v[prefix][PHASES.index(inner)] = value
+        elif parse_key(inner) in self.keys:
+            v[prefix][self.keys.index(parse_key(inner))] = value
+
+    def times(self, p: PhysicalParams | dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """(device seconds, host seconds) per profile."""
-        peak = self._table(p.peak_flop_s, "peak_flop_s")
-        half = self._table(p.flop_half, "flop_half")
-        ramp = (self.row_flops > 0) * (half * self.kernels[:, None])
-        compute = ((self.row_flops + ramp) / peak).sum(axis=1)
-        memory = (
-            self.row_bytes + (self.row_bytes > 0) * p.bytes_half * self.kernels
-        ) / p.bandwidth_b_s
-        launch = p.launch_s * self.kernels
+        v = self.vec(p) if isinstance(p, PhysicalParams) else p
+        ramp = (self.row_flops > 0) * (v["flop_half"] * self.kernels[:, None])
+        compute = ((self.row_flops + ramp) / v["peak_flop_s"]).sum(axis=1)
+        memory = (self.row_bytes + (self.row_bytes > 0) * v["bytes_half"] * self.kernels) / v[
+            "bandwidth_b_s"
+        ]
+        launch = v["launch_s"] * self.kernels
         row_s = np.maximum(np.maximum(compute, memory), launch) * self.calls
         device = np.bincount(self.sample, weights=row_s, minlength=self.n)
-        dispatch = np.array([p.dispatch_s[ph] for ph in PHASES])
-        host = p.host_step_s + self.phase_kernels @ dispatch
+        host = v["host_step_s"] + self.phase_kernels @ v["dispatch_s"]
         return device, host
 
-    def work_j(self, p: PhysicalParams) -> np.ndarray:
+    def work_j(self, p: PhysicalParams | dict[str, Any]) -> np.ndarray:
         """FLOPs x J/FLOP + bytes x J/B per profile."""
-        return self.flops @ self._table(p.j_per_flop, "j_per_flop") + self.step_bytes * p.j_per_byte
+        v = self.vec(p) if isinstance(p, PhysicalParams) else p
+        return self.flops @ v["j_per_flop"] + self.step_bytes * v["j_per_byte"]
 
 
 def predict_step(profile: StepProfile, params: PhysicalParams) -> StepPrediction:
@@ -398,6 +419,17 @@ def predict_step(profile: StepProfile, params: PhysicalParams) -> StepPrediction
     return _prediction(
         float(device[0]), float(host[0]), None, float(design.work_j(params)[0]), params
     )
+
+
+def predict_steps(profiles: Sequence[StepProfile], params: PhysicalParams) -> list[StepPrediction]:
+    """:func:`predict_step` of many profiles at once (one vectorised pass)."""
+    design = _Design.build(list(profiles))
+    device, host = design.times(params)
+    work = design.work_j(params)
+    return [
+        _prediction(float(d), float(h), None, float(w), params)
+        for d, h, w in zip(device, host, work, strict=True)
+    ]
 
 
 def energy_at(profile: StepProfile, params: PhysicalParams, time_s: float) -> StepPrediction:
@@ -665,6 +697,11 @@ class PhysicalFit:
         return [n for n, s in self.status.items() if s.source == "fitted"]
 
 
+MEASURED = frozenset({"base_w"})
+"""Parameters measured directly (base power with a CUDA context attached), held at their
+prior by default: a fit over training steps trades them against busy power and J/byte."""
+
+
 def exercised(samples: Iterable[Sample]) -> set[str]:
     """Flat names of the parameters some sample's step depends on."""
     design = _Design.build([s.profile for s in samples])
@@ -699,7 +736,8 @@ def fit_physical(
     Args:
         samples: the measured steps (at least 2).
         prior: starting values, ranges and notes (:func:`prior_for`).
-        free: flat names to fit; default every parameter a sample exercises.
+        free: flat names to fit; default every parameter a sample exercises, except those
+            measured directly (:data:`MEASURED`).
         keep_at_bound: keep a value that ran to its bound (status ``"at bound"``) instead of
             reverting it to its prior.
 
@@ -719,7 +757,7 @@ def fit_physical(
         )
     flat = prior.flat()
     used = exercised(samples)
-    wanted = set(used if free is None else free)
+    wanted = set(used - MEASURED if free is None else free)
     unknown = sorted(wanted - set(flat))
     if unknown:
         raise ValueError(
@@ -745,17 +783,17 @@ def fit_physical(
     time_free = [n for n in sorted(wanted & used) if prefix_of(n) in TIME_PREFIXES]
     energy_free = [n for n in sorted(wanted & used) if prefix_of(n) in ENERGY_PREFIXES]
 
-    def time_res(p: PhysicalParams) -> np.ndarray:
-        device, host = design.times(p)
+    def time_res(v: dict[str, Any]) -> np.ndarray:
+        device, host = design.times(v)
         return np.maximum(device, host) / t_meas - 1.0
 
-    def energy_res(p: PhysicalParams) -> np.ndarray:
-        device, _ = design.times(p)
-        e = p.base_w * t_meas + design.work_j(p) + p.busy_w * np.minimum(device, t_meas)
+    def energy_res(v: dict[str, Any]) -> np.ndarray:
+        device, _ = design.times(v)
+        e = v["base_w"] * t_meas + design.work_j(v) + v["busy_w"] * np.minimum(device, t_meas)
         return e / e_meas - 1.0
 
-    params = _fit_stage(params, time_free, time_res, status, keep_at_bound)
-    params = _fit_stage(params, energy_free, energy_res, status, keep_at_bound)
+    params = _fit_stage(params, design, time_free, time_res, status, keep_at_bound)
+    params = _fit_stage(params, design, energy_free, energy_res, status, keep_at_bound)
     device, host = design.times(params)
     t_pred = np.maximum(device, host)
     e_pred = params.base_w * t_pred + design.work_j(params) + params.busy_w * device
@@ -770,6 +808,7 @@ def fit_physical(
 
 def _fit_stage(
     params: PhysicalParams,
+    design: _Design,
     names: list[str],
     residuals: Any,
     status: dict[str, ParamStatus],
@@ -789,8 +828,13 @@ def _fit_stage(
             np.log([max(prior.flat()[n], 1e-300) for n in free]), lows + 1e-9, highs - 1e-9
         )
 
-        def fun(x: np.ndarray, free: list[str] = free) -> np.ndarray:
-            return residuals(prior.with_values(dict(zip(free, np.exp(x), strict=True))))
+        base = design.vec(prior)
+
+        def fun(x: np.ndarray, free: list[str] = free, base: dict[str, Any] = base) -> np.ndarray:
+            v = {k: a.copy() if isinstance(a, np.ndarray) else a for k, a in base.items()}
+            for name, value in zip(free, np.exp(x), strict=True):
+                design.set(v, name, float(value))
+            return residuals(v)
 
         fit = least_squares(fun, start, bounds=(lows, highs), x_scale=1.0, method="trf")
         n, k = len(fit.fun), len(free)
@@ -823,19 +867,19 @@ def _fit_stage(
                     (name, "prior", f"the fit ran to its {bound} bound ({math.exp(fit.x[i]):.4g})")
                 )
         if drop:
-            # drop the least pinned one and refit: the others may be pinned without it
-            worst = max(
-                drop,
-                key=lambda d: (
-                    sd[free.index(d[0])] if np.isfinite(sd[free.index(d[0])]) else math.inf
-                ),
-            )
-            name, source, why = worst
-            old = status[name]
-            status[name] = replace(
-                old, source=source, reason=f"{why}; kept the prior: {old.reason}"
-            )
-            free.remove(name)
+            # Drop what nothing depends on or what ran to a bound, else the least pinned one,
+            # and refit: the others may be pinned without it.
+            sure = [d for d in drop if "interval" not in d[2]]
+            if not sure:
+                sure = [
+                    max(drop, key=lambda d: float(np.nan_to_num(sd[free.index(d[0])], nan=np.inf)))
+                ]
+            for name, source, why in sure:
+                old = status[name]
+                status[name] = replace(
+                    old, source=source, reason=f"{why}; kept the prior: {old.reason}"
+                )
+                free.remove(name)
             continue
         values = dict(zip(free, np.exp(fit.x), strict=True))
         for i, name in enumerate(free):
@@ -859,3 +903,171 @@ def _at_bound(x: float, low: float, high: float) -> bool:
     """Whether a log-space value sits on a bound (within 0.1 %, or 0.1 % of a narrow range)."""
     tol = min(1e-3, 1e-3 * (high - low))
     return bool(x - low < tol or high - x < tol)
+
+
+# --- a calibrated model: parameters, the range they were fitted on, and measured intervals -----
+
+EXTRAPOLATION_WIDENING = 2.0
+"""Factor on the log half width of an interval outside the calibration's range (stated, not
+measured: nothing measured lies there)."""
+_SIZE_MARGIN = 10.0  # "10x larger (or smaller)" than any calibrated step is an extrapolation
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One step's prediction with its intervals.
+
+    Args:
+        prediction: the model's time and energy.
+        time_low_s, time_high_s: the time interval.
+        energy_low_j, energy_high_j: the energy interval.
+        level: the intervals' nominal coverage (0.9).
+        extrapolation: why the step lies outside the calibration's range (empty inside it);
+            the intervals are then widened by :data:`EXTRAPOLATION_WIDENING` in log space.
+        basis: what the intervals rest on, in words.
+    """
+
+    prediction: StepPrediction
+    time_low_s: float
+    time_high_s: float
+    energy_low_j: float
+    energy_high_j: float
+    level: float
+    extrapolation: tuple[str, ...]
+    basis: str
+
+
+@dataclass(frozen=True)
+class PhysicalModel:
+    """Fitted parameters with the range of steps they were fitted on and measured intervals.
+
+    Args:
+        params: the parameters.
+        target: the hardware key the steps are counted for (``"h100-sxm"``).
+        time_log_halfwidth, energy_log_halfwidth: half widths of the ``level`` intervals in
+            log space, from cross-validated errors on held-out groups.
+        level: the intervals' nominal coverage.
+        basis: how the half widths were measured, in words.
+        formats: the (unit, format) keys with work in the calibrated steps (``"matrix/tf32"``).
+        flops_range: the smallest and largest FLOPs per calibrated step.
+        kernels_range: the fewest and most kernels per calibrated step.
+        source: the data the model was fitted on.
+    """
+
+    params: PhysicalParams
+    target: str
+    time_log_halfwidth: float
+    energy_log_halfwidth: float
+    level: float
+    basis: str
+    formats: tuple[str, ...]
+    flops_range: tuple[float, float]
+    kernels_range: tuple[float, float]
+    source: str = ""
+
+    def extrapolation(self, profile: StepProfile) -> tuple[str, ...]:
+        """Why ``profile`` lies outside the calibrated range (empty when it does not)."""
+        why: list[str] = []
+        used = sorted(
+            {
+                key_name((unit, fmt))
+                for cost, _ in profile.op_costs
+                for (_, fmt, unit), n in cost.ops.items()
+                if n > 0
+            }
+        )
+        unseen = [k for k in used if k not in self.formats]
+        if unseen:
+            why.append(f"formats no calibrated step ran: {unseen} (their rates are priors)")
+        lo, hi = self.flops_range
+        if profile.flops > _SIZE_MARGIN * hi or profile.flops * _SIZE_MARGIN < lo:
+            why.append(f"{profile.flops:.3g} FLOPs per step, calibrated on {lo:.3g} to {hi:.3g}")
+        klo, khi = self.kernels_range
+        if profile.kernels > _SIZE_MARGIN * khi or profile.kernels * _SIZE_MARGIN < klo:
+            why.append(
+                f"{profile.kernels:.0f} kernels per step, calibrated on {klo:.0f} to {khi:.0f}"
+            )
+        return tuple(why)
+
+    def plan(self, profile: StepProfile) -> PlannedStep:
+        """The step's prediction with its intervals (widened outside the calibrated range)."""
+        pred = predict_step(profile, self.params)
+        why = self.extrapolation(profile)
+        widen = EXTRAPOLATION_WIDENING if why else 1.0
+        qt, qe = widen * self.time_log_halfwidth, widen * self.energy_log_halfwidth
+        basis = self.basis + (
+            f"; extrapolation ({'; '.join(why)}): interval widened x{widen:g} in log space"
+            if why
+            else ""
+        )
+        return PlannedStep(
+            prediction=pred,
+            time_low_s=pred.time_s * math.exp(-qt),
+            time_high_s=pred.time_s * math.exp(qt),
+            energy_low_j=pred.energy_j * math.exp(-qe),
+            energy_high_j=pred.energy_j * math.exp(qe),
+            level=self.level,
+            extrapolation=why,
+            basis=basis,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (what a calibration file carries under ``"physical"``)."""
+        return {
+            "params": self.params.to_dict(),
+            "target": self.target,
+            "time_log_halfwidth": self.time_log_halfwidth,
+            "energy_log_halfwidth": self.energy_log_halfwidth,
+            "level": self.level,
+            "basis": self.basis,
+            "formats": list(self.formats),
+            "flops_range": list(self.flops_range),
+            "kernels_range": list(self.kernels_range),
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PhysicalModel:
+        """Read :meth:`to_dict`'s output back.
+
+        Raises:
+            ValueError: a field is missing or mistyped.
+        """
+        try:
+            return cls(
+                params=PhysicalParams.from_dict(d["params"]),
+                target=str(d["target"]),
+                time_log_halfwidth=float(d["time_log_halfwidth"]),
+                energy_log_halfwidth=float(d["energy_log_halfwidth"]),
+                level=float(d["level"]),
+                basis=str(d["basis"]),
+                formats=tuple(str(f) for f in d["formats"]),
+                flops_range=(float(d["flops_range"][0]), float(d["flops_range"][1])),
+                kernels_range=(float(d["kernels_range"][0]), float(d["kernels_range"][1])),
+                source=str(d.get("source", "")),
+            )
+        except (KeyError, TypeError, IndexError) as exc:
+            raise ValueError(
+                f"physical model: expected params, target, time_log_halfwidth, "
+                f"energy_log_halfwidth, level, basis, formats, flops_range, kernels_range; "
+                f"found a missing or mistyped field ({exc!r}); fix: write it with "
+                "PhysicalModel.to_dict() (lightning-to-energy fit --out)"
+            ) from None
+
+
+def calibrated_range(
+    samples: Sequence[Sample],
+) -> tuple[tuple[str, ...], tuple[float, float], tuple[float, float]]:
+    """The (unit, format) keys with work, and the FLOPs and kernel ranges, of ``samples``."""
+    formats = sorted(
+        {
+            key_name((unit, fmt))
+            for s in samples
+            for cost, _ in s.profile.op_costs
+            for (_, fmt, unit), n in cost.ops.items()
+            if n > 0
+        }
+    )
+    flops = [float(s.profile.flops) for s in samples]
+    kernels = [float(s.profile.kernels) for s in samples]
+    return tuple(formats), (min(flops), max(flops)), (min(kernels), max(kernels))
