@@ -18,7 +18,7 @@ import pytest
 from fakes.sim_gpu import SimGpu, truth_around
 from lightning_to_energy import cli
 from lightning_to_energy.calibrate import (
-    Calibration,
+    Calibrated,
     CalibrationError,
     all_workloads,
     calibrate,
@@ -35,20 +35,16 @@ from lightning_to_energy.roofline import find_hardware
 SPEC = find_hardware("h100-sxm")
 PINS = designed_pins(all_workloads())
 
-# Parameters whose windows carry 1 to 3 % of energy noise each, on a small share of their
-# joules: the design pins them to about +/-5 % (their reported interval), not 3 %.
-NOISE_LIMITED = {"busy_w": 0.06, "j_per_byte": 0.05}
-
 
 @functools.cache
-def _run(seed: int, without: str = "") -> tuple[PhysicalParams, Calibration]:
+def _run(seed: int, without: str = "") -> tuple[PhysicalParams, Calibrated]:
     prior = prior_for(SPEC)
     truth = truth_around(prior, random.Random(seed), PINS)
     workloads = [w for w in all_workloads() if w.group != without]
     return truth, calibrate(SimGpu(truth, SPEC, seed=seed), 150.0, workloads=workloads)
 
 
-def _compute_bound_efficiencies(cal: Calibration, truth: PhysicalParams, fmt: str) -> list[float]:
+def _compute_bound_efficiencies(cal: Calibrated, truth: PhysicalParams, fmt: str) -> list[float]:
     """Efficiency s / (s + half) of each window of ``fmt`` whose matrix work binds its time."""
     key = (Unit.MATRIX, NumberFormat(fmt))
     peak, half = truth.peak_flop_s[key], truth.flop_half[key]
@@ -86,9 +82,13 @@ def test_calibrate_recovers_the_simulated_devices_parameters(seed: int) -> None:
             assert status.reason.startswith("not identified"), status.reason
             continue
         assert status.source == "fitted", (name, status.reason)
-        error = abs(fitted[name] / true[name] - 1.0)
-        assert error <= NOISE_LIMITED.get(name, 0.03), (name, error)
         assert status.ci95 is not None and status.ci95[0] < fitted[name] < status.ci95[1]
+        error = abs(fitted[name] / true[name] - 1.0)
+        # within 3 %; a parameter its windows pin more loosely than that (busy_w is a third of
+        # three launch windows' joules, each off by up to 3 %: about +/-5 %) within the
+        # 95 % interval the calibration reports for it
+        width = status.ci95[1] / fitted[name] - 1.0
+        assert error <= max(0.03, width), (name, error, width)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -185,20 +185,30 @@ def test_formats_the_device_lacks_are_dropped_and_said_not_identified() -> None:
     assert "no sample exercises it" in cal.fit.status["peak_flop_s[matrix/fp8_e4m3]"].reason
 
 
-def test_the_calibration_file_round_trips_and_lists_every_window(tmp_path: Path) -> None:
+def test_the_calibration_file_plans_runs_and_its_record_lists_every_window(tmp_path: Path) -> None:
+    from lightning_to_energy.calibration import Calibration
+    from lightning_to_energy.counting import profile
+    from lightning_to_energy.planning import plan_run
+
     _, cal = _run(0)
     path = tmp_path / "cal.json"
-    write_calibration(cal, path)
-    params = load_params(path)
-    assert params.flat() == pytest.approx(cal.fit.params.flat())
-    data = json.loads(path.read_text())
-    section = data["calibration"]
-    assert section["kind"] == "lightning-to-energy/physical-calibration"
-    assert len(section["measured"]) == len(cal.measured) == 57
-    assert section["status"]["base_w"]["unit"] == "W"
-    # 57 windows, 3 of them energy-only (idle, host-wait... not fitted): 57 - 2 = 55 residuals
+    saved, details = write_calibration(cal, path)
+    assert (saved, details) == (path, tmp_path / "cal.calibrate.json")
+    assert load_params(path).flat() == pytest.approx(cal.fit.params.flat())
+    calibration = Calibration.from_dict(json.loads(path.read_text()))
+    assert calibration.physical is not None
+    import torch
+
+    step = profile(torch.nn.Linear(64, 64), torch.randn(32, 64), hardware="h100-sxm")
+    run = plan_run(step, 1000, calibration=calibration)
+    assert run.model == "physical" and run.energy_j > 0
+    record = json.loads(details.read_text())["calibration"]
+    assert record["kind"] == "lightning-to-energy/physical-calibration"
+    assert len(record["measured"]) == len(cal.measured) == 57
+    assert record["status"]["base_w"]["unit"] == "W"
+    # the energy-only windows (idle, host-wait) enter no fit: 57 - 2 = 55 residuals
     energy_only = sum(m.workload.energy_only for m in cal.measured)
-    assert len(section["residuals"]) == 57 - energy_only
+    assert energy_only == 2 and len(record["residuals"]) == 55
 
 
 # --- the command line --------------------------------------------------------------------------
@@ -229,13 +239,12 @@ def test_cli_refuses_a_cpu_without_rapl(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LTE_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
-    old = tmp_path / "c.json"
-    old.write_text("earlier calibration")
-    code, _, err = _main(["--device", "cpu", "--out", str(old)], capsys)
+    out = tmp_path / "c.json"
+    code, _, err = _main(["--device", "cpu", "--out", str(out)], capsys)
     assert code == 2
     assert "expected RAPL to measure this CPU's energy" in err
     assert "An estimate cannot calibrate" in err
-    assert old.read_text() == "earlier calibration"  # nothing overwritten
+    assert not out.exists()  # nothing written
 
 
 def test_cli_on_the_simulated_gpu_prints_units_and_writes_the_file(
@@ -246,14 +255,20 @@ def test_cli_on_the_simulated_gpu_prints_units_and_writes_the_file(
     truth = truth_around(prior_for(SPEC), random.Random(1), PINS)
     monkeypatch.setattr(_cli_calibrate, "_bench", lambda device: SimGpu(truth, SPEC, seed=1))
     out = tmp_path / "c.json"
-    out.write_text("earlier calibration")
+    code, text, _ = _main(["--out", str(out)], capsys)
+    assert code == 0
+    assert f"Wrote {out}" in text and "c.calibrate.json" in text
+    assert "base_w" in text and " W " in text and "J/FLOP" in text and "95 % interval" in text
+    assert "Fit residuals" in text
+    assert load_params(out).base_w > 0
+    before = out.read_bytes()
     code, _, err = _main(["--budget-s", "10", "--out", str(out)], capsys)
     assert code == 2  # 10 s cannot hold the essential windows: refused, file untouched
     assert "expected --budget-s of at least" in err
-    assert out.read_text() == "earlier calibration"
-    code, text, _ = _main(["--out", str(out)], capsys)
-    assert code == 0
-    assert f"Wrote {out}" in text
-    assert "base_w" in text and " W " in text and "J/FLOP" in text and "95 % interval" in text
-    assert "Fit residuals" in text
-    assert PhysicalParams.from_dict(json.loads(out.read_text())).base_w > 0
+    assert out.read_bytes() == before
+    junk = tmp_path / "notes.json"
+    junk.write_text("earlier notes")
+    code, _, err = _main(["--out", str(junk)], capsys)
+    assert code == 2  # not a calibration: refused before measuring, file untouched
+    assert "expected --out to be a new file or a calibration to update" in err
+    assert junk.read_text() == "earlier notes"

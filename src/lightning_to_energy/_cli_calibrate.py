@@ -74,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
         from lightning_to_energy.calibrate import render, write_calibration
 
         print(render(calibration))
-        write_calibration(calibration, args.out)
+        saved, details = write_calibration(calibration, args.out)
     except CalibrationError as exc:
         raise CliError(str(exc)) from None
-    print(f"\nWrote {args.out}")
+    print(f"\nWrote {saved} (use it with predict --calibration, plan_run, TOEnergy) and {details}")
     return 0
 
 

@@ -1,18 +1,18 @@
 """A simulated GPU for ``calibrate``: time and energy follow the physical step model.
 
-Each workload's iteration is counted on the ``meta`` device (no data, no arithmetic) exactly as
-a real bench counts it, and the simulated device takes ``predict_step(profile, truth)``'s time
-and energy for it: the contract's per-kernel model with known true parameters. The energy
-sensor behaves like NVML's counter: it changes only every ``period_s`` (100 ms), and each
-window's power is off by a random factor (``jitter`` of 1 to 3 %, drawn per window). The clock
-is a ``FakeClock`` (tests/fakes/clock.py) that running a workload advances, so a 150 s
-calibration takes well under a second of real time.
+Each workload's iteration is counted on the ``meta`` device (no data, no arithmetic) for the
+spec's CUDA target (``counting_for``: TF32 flags and CUDA's optimizer paths apply), as a real
+bench counts it on the device, and the simulated device takes
+``predict_step(profile, truth)``'s time and energy for it: the contract's per-kernel model
+with known true parameters. The energy sensor behaves like NVML's counter: it changes only
+every ``period_s`` (100 ms), and each window's power is off by a random factor (``jitter``
+of 1 to 3 %, drawn per window). The clock is a ``FakeClock`` (tests/fakes/clock.py) that
+running a workload advances, so a 150 s calibration takes well under a second of real time.
 """
 
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import math
 import random
 from collections.abc import Callable, Collection, Mapping
@@ -22,9 +22,10 @@ import torch
 from fakes.clock import FakeClock
 from lightning_to_energy.calibrate.bench import Prepared, as_graph, count_step, graph_repeat
 from lightning_to_energy.calibrate.workloads import Workload
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
+from lightning_to_energy.calibration import HardwareInfo
+from lightning_to_energy.cost_model import NumberFormat
 from lightning_to_energy.counting.profile import StepProfile
-from lightning_to_energy.counting.registry import OpCost
+from lightning_to_energy.counting.target import counting_for, resolve_target
 from lightning_to_energy.model.physical import PhysicalParams, energy_at, predict_step
 from lightning_to_energy.roofline import HardwareSpec
 from lightning_to_energy.sensors.base import SensorKind
@@ -51,26 +52,6 @@ def truth_around(
             drawn = value * (1.0 + rng.uniform(-spread, spread))
             values[name] = min(max(drawn, low * 1.02), high * 0.98)
     return prior.with_values(values)
-
-
-def _as_tf32(profile: StepProfile) -> StepProfile:
-    """The counter's view on CUDA with TF32 on: fp32 matrix work runs as TF32.
-
-    NB: on the meta device the counter never sees TF32 (it reads the flags only for CUDA
-    tensors), so the simulation relabels the fp32 matrix work of its TF32 workloads.
-    """
-
-    def relabel(cost: OpCost) -> OpCost:
-        ops: dict[tuple[AluOp, NumberFormat, Unit], float] = {}
-        for (op, fmt, unit), n in cost.ops.items():
-            if fmt is NumberFormat.FP32 and unit is Unit.MATRIX:
-                fmt = NumberFormat.TF32
-            ops[(op, fmt, unit)] = ops.get((op, fmt, unit), 0.0) + n
-        return dataclasses.replace(cost, ops=ops)
-
-    return dataclasses.replace(
-        profile, op_costs=tuple((relabel(c), n) for c, n in profile.op_costs)
-    )
 
 
 class SimCounter:
@@ -150,11 +131,10 @@ class SimGpu:
         self._advance(PREPARE_S, self.truth.base_w)
         profile = _COUNTED.get(workload.name)
         if profile is None:  # counting on meta is the slow part: once per test session
-            profile = _COUNTED[workload.name] = count_step(
-                workload.build(torch.device("meta")), workload
-            )
-        if workload.fmt is NumberFormat.TF32:
-            profile = _as_tf32(profile)
+            # counted as CUDA runs it (TF32 flags read, foreach optimizers) on meta tensors
+            with counting_for(resolve_target(self.spec.key)):
+                profile = count_step(workload.build(torch.device("meta")), workload)
+            _COUNTED[workload.name] = profile
         repeat = 1
         if workload.graph:
             repeat = graph_repeat(profile, self.spec)
@@ -174,6 +154,9 @@ class SimGpu:
             self._advance(n * time_s, power_w)
 
         return Prepared(workload, profile, run, repeat)
+
+    def hardware_info(self) -> HardwareInfo:
+        return HardwareInfo(gpus=(self.device_name,), driver_version="simulated")
 
     def close(self) -> None:
         return None

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from .bench import Bench, CalibrationError, CpuBench, CudaBench, Prepared
 from .fit import (
-    Calibration,
+    Calibrated,
     designed_pins,
     fit_measurements,
     load_params,
@@ -44,7 +44,7 @@ def calibrate(
     *,
     workloads: Sequence[Workload] | None = None,
     progress: Progress | None = None,
-) -> Calibration:
+) -> Calibrated:
     """Measure ``bench`` within ``budget_s`` seconds and fit the physical parameters.
 
     Args:
@@ -67,9 +67,10 @@ def calibrate(
     elapsed_s = bench.clock() - started
     pins = designed_pins(all_workloads())
     fit = fit_measurements(measured, prior_for(bench.spec), pins)
-    return Calibration(
+    return Calibrated(
         device_name=bench.device_name,
         hardware_key=bench.spec.key,
+        hardware=bench.hardware_info(),
         plan=dataclasses.replace(the_plan, dropped=the_plan.dropped + skipped),
         measured=measured,
         fit=fit,
@@ -82,7 +83,7 @@ __all__ = [
     "DEFAULT_BUDGET_S",
     "GROUPS",
     "Bench",
-    "Calibration",
+    "Calibrated",
     "CalibrationError",
     "CpuBench",
     "CudaBench",

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import torch
 
+from lightning_to_energy.calibration import HardwareInfo
 from lightning_to_energy.cost_model import NumberFormat
 from lightning_to_energy.counting import OpCounter
 from lightning_to_energy.counting.profile import StepProfile
@@ -75,6 +76,10 @@ class Bench(Protocol):
 
     def prepare(self, workload: Workload) -> Prepared:
         """Allocate, count and warm ``workload`` up."""
+        ...
+
+    def hardware_info(self) -> HardwareInfo:
+        """What the calibration file is specific to (its fingerprint)."""
         ...
 
     def close(self) -> None:
@@ -211,6 +216,9 @@ class CudaBench:
 
         return Prepared(workload, as_graph(profile, repeat), replay, repeat)
 
+    def hardware_info(self) -> HardwareInfo:
+        return HardwareInfo.detect()
+
     def close(self) -> None:
         self._discovery.close()
         torch.cuda.empty_cache()
@@ -301,6 +309,9 @@ class CpuBench:
                 step(_no_phase)
 
         return Prepared(workload, profile, eager)
+
+    def hardware_info(self) -> HardwareInfo:
+        return HardwareInfo.detect()
 
     def close(self) -> None:
         for sensor in self.sensors:

@@ -8,9 +8,10 @@ fits the parameters the workloads are designed to pin; every other parameter kee
 A parameter whose workloads are missing (a format the device lacks, a budget too short, a
 class of measurements removed) is reported as not identifiable, with its prior.
 
-The calibration file is the parameters' own JSON (``PhysicalParams.to_dict()``, so
-``PhysicalParams.from_dict(json.load(f))`` reads it) plus a ``calibration`` section: the
-device, the plan, every window measured, every parameter's status and the fit's residuals.
+The calibration file is in the calibration store's format with a ``physical`` section (a
+:class:`~lightning_to_energy.model.physical.PhysicalModel`), so ``predict --calibration``,
+``plan_run`` and ``TOEnergy(calibration=...)`` use it. Beside it, ``<name>.calibrate.json``
+records the plan, every window measured, every parameter's status and the fit's residuals.
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from lightning_to_energy._files import atomic_write_text
+from lightning_to_energy.calibration import HardwareInfo
 from lightning_to_energy.model.physical import (
     ENERGY_PREFIXES,
     TIME_PREFIXES,
     ParamStatus,
     PhysicalFit,
+    PhysicalModel,
     PhysicalParams,
     Sample,
     energy_at,
@@ -226,12 +230,13 @@ def starting_values(measured: Sequence[Measured], prior: PhysicalParams) -> dict
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """A finished calibration.
+class Calibrated:
+    """A finished microbenchmark calibration.
 
     Attributes:
         device_name: the device as torch names it.
-        hardware_key: the datasheet entry the priors came from.
+        hardware_key: the datasheet entry the priors came from (the model's count target).
+        hardware: what the calibration file is specific to (its fingerprint).
         plan: what was planned (window, dropped workloads).
         measured: every window.
         fit: the fitted parameters with their status and residuals.
@@ -241,6 +246,7 @@ class Calibration:
 
     device_name: str
     hardware_key: str
+    hardware: HardwareInfo
     plan: Plan
     measured: tuple[Measured, ...]
     fit: PhysicalFit
@@ -252,12 +258,13 @@ class Calibration:
         return sorted(n for n in self.pins if self.fit.status[n].source != "fitted")
 
     def to_dict(self) -> dict[str, Any]:
-        """The calibration file: the params' own dict plus a ``calibration`` section."""
+        """The record: the params' own dict plus a ``calibration`` section (the windows)."""
         d = self.fit.params.to_dict()
         d["calibration"] = {
             "kind": CALIBRATION_KIND,
             "device": self.device_name,
             "hardware": self.hardware_key,
+            "hardware_info": self.hardware.to_dict(),
             "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "elapsed_s": self.elapsed_s,
             "window_s": self.plan.window_s,
@@ -301,59 +308,147 @@ def check_writable(path: Path) -> None:
             f"expected to be able to write {path}, found it (or {parent}) read-only. Fix: "
             "pass an --out in a directory you can write."
         )
+    if path.exists():
+        from lightning_to_energy.calibration import Calibration
+
+        try:
+            Calibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise CalibrationError(
+                f"expected --out to be a new file or a calibration to update, found {path}, "
+                f"which is not a calibration ({exc}); it is left untouched. Fix: pass another "
+                "--out."
+            ) from None
 
 
-def write_calibration(calibration: Calibration, path: Path) -> None:
-    """Write the calibration file atomically (an earlier file stays whole until replaced)."""
-    from lightning_to_energy._files import atomic_write_text
+def physical_model(calibrated: Calibrated) -> PhysicalModel:
+    """The calibration as the physical model ``predict``, ``plan_run`` and ``TOEnergy`` use.
 
-    atomic_write_text(path, json.dumps(calibration.to_dict(), indent=1, allow_nan=False) + "\n")
+    Its intervals are split-conformal quantiles of the microbenchmark windows' own errors:
+    they say how well the model fits the windows it was fitted on, not yet how well it
+    predicts a training step (``benchmarks/apriori_check.py`` measures that).
+    """
+    from lightning_to_energy.model.physical import calibrated_range
+    from lightning_to_energy.physical_eval import LEVEL, conformal_halfwidth
+
+    fit = calibrated.fit
+    samples = samples_of(calibrated.measured)
+    formats, flops_range, kernels_range = calibrated_range(samples)
+    return PhysicalModel(
+        params=fit.params,
+        target=calibrated.hardware_key,
+        time_log_halfwidth=conformal_halfwidth([math.log1p(r) for r in fit.time_rel_residuals]),
+        energy_log_halfwidth=conformal_halfwidth([math.log1p(r) for r in fit.energy_rel_residuals]),
+        level=LEVEL,
+        basis=(
+            f"split conformal on the errors of {len(samples)} microbenchmark windows (fitted "
+            "on them; no training step fitted)"
+        ),
+        formats=formats,
+        flops_range=flops_range,
+        kernels_range=kernels_range,
+        source=f"lightning-to-energy calibrate on {calibrated.device_name}",
+    )
 
 
-def render(calibration: Calibration) -> str:
+def details_path(path: Path) -> Path:
+    """Where the windows and statuses behind the calibration file ``path`` are written."""
+    return path.with_name(path.stem + ".calibrate.json")
+
+
+def write_calibration(calibrated: Calibrated, path: Path) -> tuple[Path, Path]:
+    """Write the calibration file and, beside it, the record of every window.
+
+    ``path`` is a calibration in the store's format (``physical`` section: the fitted model),
+    which ``predict --calibration``, ``plan_run`` and ``TOEnergy(calibration=...)`` read; a
+    file already there for the same hardware keeps its regression windows. The record
+    (:func:`details_path`) holds the plan, every window, every parameter's status and the
+    fit's residuals.
+
+    Returns:
+        The two files written.
+
+    Raises:
+        CalibrationError: the store refused to write (it warned why).
+    """
+    from lightning_to_energy.calibration import (
+        Calibration,
+        CalibrationRun,
+        CalibrationStore,
+        hardware_fingerprint,
+    )
+
+    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    calibration = Calibration(
+        fingerprint=hardware_fingerprint(calibrated.hardware),
+        hardware=calibrated.hardware,
+        feature_names=(),
+        windows=(),
+        coefficients={},
+        n_runs=1,
+        updated=when,
+        runs=(CalibrationRun(f"calibrate-{when}", when, 0),),
+        physical=physical_model(calibrated).to_dict(),
+    )
+    saved = CalibrationStore.from_path(path).save(calibration)
+    if saved is None:
+        raise CalibrationError(
+            f"expected to write the calibration to {path}, found the store refusing it (see "
+            "the warning above). Fix: pass another --out."
+        )
+    record = calibrated.to_dict()
+    record["calibration"]["created"] = when
+    details = details_path(path)
+    atomic_write_text(details, json.dumps(record, indent=1, allow_nan=False) + "\n")
+    return saved, details
+
+
+def render(calibrated: Calibrated) -> str:
     """Every parameter with its unit, value, interval and source; then the residuals."""
-    fit = calibration.fit
+    fit = calibrated.fit
     lines = [
-        f"Calibration of {calibration.device_name} ({len(calibration.measured)} windows of "
-        f"{calibration.plan.window_s:.1f} s, {calibration.elapsed_s:.0f} s)",
+        f"Calibration of {calibrated.device_name} ({len(calibrated.measured)} windows of "
+        f"{calibrated.plan.window_s:.1f} s, {calibrated.elapsed_s:.0f} s)",
         "",
         f"  {'parameter':<30} {'value':>11} {'unit':<9} {'95 % interval':<25} source",
     ]
-    for name in sorted(
-        calibration.pins | {n for n, s in fit.status.items() if s.source != "prior"}
-    ):
+    for name in sorted(calibrated.pins | {n for n, s in fit.status.items() if s.source != "prior"}):
         s: ParamStatus = fit.status[name]
         interval = f"{s.ci95[0]:.4g} .. {s.ci95[1]:.4g}" if s.ci95 else "-"
         source = s.source if s.source != "prior" else f"prior: {s.reason}"
         lines.append(f"  {name:<30} {s.value:>11.4g} {s.unit:<9} {interval:<25} {source}")
-    held = len(fit.status) - len(calibration.pins)
+    held = len(fit.status) - len(calibrated.pins)
     lines.append(f"  ({held} other parameters keep their priors: no workload is designed for them)")
     lines += ["", "Fit residuals (predicted / measured - 1):"]
     for label, t, e in zip(
         fit.labels, fit.time_rel_residuals, fit.energy_rel_residuals, strict=True
     ):
         lines.append(f"  {label:<28} time {t:+7.2%}  energy {e:+7.2%}")
-    missing = calibration.not_identified()
+    missing = calibrated.not_identified()
     if missing:
         lines += ["", "Not identified (kept their priors): " + ", ".join(missing)]
-    if calibration.plan.dropped:
+    if calibrated.plan.dropped:
         lines += [
             "",
-            "Not measured: " + "; ".join(f"{n} ({r})" for n, r in calibration.plan.dropped),
+            "Not measured: " + "; ".join(f"{n} ({r})" for n, r in calibrated.plan.dropped),
         ]
     return "\n".join(lines)
 
 
 def load_params(path: str | os.PathLike[str]) -> PhysicalParams:
-    """The parameters of a calibration file written by :func:`write_calibration`.
+    """The physical parameters of a calibration file written by :func:`write_calibration`.
 
     Raises:
-        CalibrationError: the file is missing, not JSON, or not physical parameters.
+        CalibrationError: the file is missing, not a calibration, or has no physical model.
     """
+    from lightning_to_energy.calibration import Calibration
+
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-        return PhysicalParams.from_dict(data)
+        calibration = Calibration.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        if calibration.physical is None:
+            raise ValueError("it holds no physical step model (a regression-only calibration)")
+        return PhysicalModel.from_dict(calibration.physical).params
     except (OSError, ValueError) as exc:
         raise CalibrationError(
             f"expected a calibration file written by `lightning-to-energy calibrate`, found "
