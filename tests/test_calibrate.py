@@ -272,3 +272,51 @@ def test_cli_on_the_simulated_gpu_prints_units_and_writes_the_file(
     assert code == 2  # not a calibration: refused before measuring, file untouched
     assert "expected --out to be a new file or a calibration to update" in err
     assert junk.read_text() == "earlier notes"
+
+
+# --- the a-priori check (benchmarks/apriori_check.py) ------------------------------------------
+
+SHARED = next(
+    (
+        p
+        for p in (
+            Path(__file__).resolve().parents[2] / "shared" / "data" / "h100-training-steps.json",
+            Path("/work/shared/data/h100-training-steps.json"),
+        )
+        if p.is_file()
+    ),
+    None,
+)
+
+
+@pytest.mark.skipif(SHARED is None, reason="the shared data (../shared/data) is not here")
+def test_the_apriori_check_predicts_shared_steps_from_the_calibration_alone(tmp_path: Path) -> None:
+    import importlib.util
+
+    from lightning_to_energy.model.physical import predict_step
+    from lightning_to_energy.shared_data import count_step, load_shared_data
+
+    spec = importlib.util.spec_from_file_location(
+        "apriori_check", Path(__file__).resolve().parents[1] / "benchmarks" / "apriori_check.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    _, cal = _run(0)
+    path = tmp_path / "cal.json"
+    write_calibration(cal, path)
+    assert SHARED is not None
+    result = script.check(path, SHARED, only="^mlp-d2-s512-(relu|gelu)$")
+    assert result["configurations"] == 2 and result["same_gpu_kind"]
+    config = next(c for c in load_shared_data(SHARED).configs if c.id == "mlp-d2-s512-relu")
+    expected = predict_step(count_step(config), cal.fit.params)  # the calibration alone
+    row = next(r for r in result["per_config"] if r["id"] == config.id)
+    assert row["pred_energy_j"] == pytest.approx(expected.energy_j)
+    assert row["pred_time_s"] == pytest.approx(expected.time_s)
+    assert row["energy_j"] == config.energy_j
+    pred = [r["pred_energy_j"] for r in result["per_config"]]
+    meas = [r["energy_j"] for r in result["per_config"]]
+    # precision = 100 x (1 - mean |pred / meas - 1|)
+    mape = sum(abs(p / m - 1) for p, m in zip(pred, meas, strict=True)) / 2
+    assert result["a_priori"]["energy"]["precision_pct"] == pytest.approx(100 * (1 - mape))
+    assert script.main([str(path), "--data", str(SHARED), "--only", "zzz-none"]) == 2
