@@ -158,6 +158,22 @@ def test_windows_open_and_close_on_counter_updates() -> None:
         assert m.energy_j == pytest.approx(true_j, rel=0.012), m.workload.name
 
 
+def test_a_workload_that_fails_is_skipped_with_its_error() -> None:
+    from lightning_to_energy.calibrate import Workload
+
+    def broken(device: object) -> object:
+        raise RuntimeError("CUBLAS_STATUS_NOT_SUPPORTED")
+
+    extra = Workload("broken", "conv", ("launch_s",), broken, priority=1)  # type: ignore[arg-type]
+    truth = truth_around(prior_for(SPEC), random.Random(2), PINS)
+    kept = [w for w in all_workloads() if w.group != "conv"]  # room in the budget for it
+    cal = calibrate(SimGpu(truth, SPEC, seed=2), 150.0, workloads=[*kept, extra])
+    dropped = dict(cal.plan.dropped)
+    assert dropped["broken"] == "failed: RuntimeError: CUBLAS_STATUS_NOT_SUPPORTED"
+    assert "broken" not in {m.workload.name for m in cal.measured}
+    assert cal.fit.status["launch_s"].source == "fitted"  # the others were measured
+
+
 def test_a_budget_too_short_is_refused_with_the_smallest_that_works() -> None:
     essential = [w for w in all_workloads() if w.priority == 0]
     need = math.ceil(len(essential) * (MIN_WINDOW_S + PREP_S))
@@ -320,3 +336,28 @@ def test_the_apriori_check_predicts_shared_steps_from_the_calibration_alone(tmp_
     mape = sum(abs(p / m - 1) for p, m in zip(pred, meas, strict=True)) / 2
     assert result["a_priori"]["energy"]["precision_pct"] == pytest.approx(100 * (1 - mape))
     assert script.main([str(path), "--data", str(SHARED), "--only", "zzz-none"]) == 2
+
+
+def test_a_cpu_with_readable_rapl_is_measured_by_it_and_runs_what_a_cpu_can(
+    tmp_path: Path,
+) -> None:
+    from fakes.powercap import FakePowercap
+    from lightning_to_energy.calibrate import CpuBench, Workload, skip_reason
+    from lightning_to_energy.sensors.base import SensorKind
+
+    tree = FakePowercap(tmp_path)
+    tree.add_zone("intel-rapl:0", "package-0", energy_uj=1000)
+    bench = CpuBench(str(tree.root))
+    try:
+        assert [s.kind for s in bench.sensors] == [SensorKind.COUNTER]
+        by_name: dict[str, Workload] = {w.name: w for w in all_workloads()}
+        assert skip_reason(bench, by_name["matmul-fp8_e4m3-1024"]) == (
+            "this device does not run fp8_e4m3"
+        )
+        assert skip_reason(bench, by_name["launch"]) is not None  # CUDA graphs only
+        # 2 x 8192^3 = 1.1e12 FLOPs: seconds an iteration on a CPU, over the 0.5 s limit
+        assert skip_reason(bench, by_name["matmul-fp32-8192"]) is not None
+        assert skip_reason(bench, by_name["matmul-fp32-512"]) is None  # 2.7e8 FLOPs
+        assert skip_reason(bench, by_name["dispatch-forward-2"]) is None
+    finally:
+        bench.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -199,6 +200,31 @@ class CudaBench:
 
             return Prepared(workload, profile, eager)
         repeat = graph_repeat(profile, self.spec)
+        try:
+            graph = self._capture(step, repeat)
+        except RuntimeError as exc:
+            # a step CUDA graphs refuse here: measured eagerly, its kernels dispatched by the
+            # host and counted so (its device time may then hide behind the host's)
+            warnings.warn(
+                f"calibrate: {workload.name} could not be captured as a CUDA graph ({exc}); "
+                "measured eagerly instead.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+            def eager_steps(n: int) -> None:
+                for _ in range(n):
+                    step(_no_phase)
+
+            return Prepared(workload, profile, eager_steps)
+
+        def replay(n: int) -> None:
+            for _ in range(n):
+                graph.replay()
+
+        return Prepared(workload, as_graph(profile, repeat), replay, repeat)
+
+    def _capture(self, step: Step, repeat: int) -> torch.cuda.CUDAGraph:
         graph = torch.cuda.CUDAGraph()
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
@@ -209,12 +235,7 @@ class CudaBench:
         with torch.cuda.graph(graph):
             for _ in range(repeat):
                 step(_no_phase)
-
-        def replay(n: int) -> None:
-            for _ in range(n):
-                graph.replay()
-
-        return Prepared(workload, as_graph(profile, repeat), replay, repeat)
+        return graph
 
     def hardware_info(self) -> HardwareInfo:
         return HardwareInfo.detect()

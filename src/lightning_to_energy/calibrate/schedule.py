@@ -209,7 +209,9 @@ def run_plan(
     """Measure the workloads of ``the_plan`` on ``bench``, in order, within its estimate.
 
     An extra workload (priority 1) that would end past the plan's estimate is skipped: a
-    device slower to prepare than planned loses extra points, never the budget.
+    device slower to prepare than planned loses extra points, never the budget. A workload
+    that raises (a format or kernel this device or build refuses, memory) is skipped with the
+    error; its parameters are then reported as not identified.
 
     Returns:
         The windows measured, and the workloads skipped with the reason.
@@ -228,7 +230,12 @@ def run_plan(
         if workload.priority != 0 and bench.clock() + the_plan.window_s + PREP_S > deadline_s:
             skipped.append((workload.name, "the budget was spent (preparation took longer)"))
             continue
-        out.append(measure(bench, workload, the_plan.window_s))
+        try:
+            out.append(measure(bench, workload, the_plan.window_s))
+        except CalibrationError:
+            raise  # the sensors stopped answering: no later window would be better
+        except Exception as exc:  # one kernel the device refuses must not cost the others
+            skipped.append((workload.name, f"failed: {type(exc).__name__}: {exc}"[:300]))
     if progress is not None:
         progress("fitting", total, total)
     return tuple(out), tuple(skipped)
