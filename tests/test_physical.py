@@ -156,3 +156,24 @@ def test_bf16_without_bf16_data_keeps_the_microbenchmark_prior() -> None:
     # unchanged: (696.7 - 126 - 60) / 676.1e12
     assert fit.params.j_per_flop[BF16] == pytest.approx(510.7 / 676.1e12)
     assert math.isclose(fit.params.base_w, 130.0, rel_tol=1e-3)
+
+
+def test_ramp_energy_by_hand() -> None:
+    pred = predict_step(_profile(5e9, 8e6), _params(ramp_share=0.5))
+    # ramps: matmul 2 calls x 1 kernel x 1e9 FLOPs x 1e-12 J; add 3 x 1 x 1e6 x 1e-11 J;
+    # half of them: 0.5 * (2e-3 + 3e-5) = 1.015e-3 J on top of 0.04246 J
+    assert pred.work_j == pytest.approx(0.04246 + 1.015e-3)
+
+
+def test_a_rate_and_ramp_one_benchmark_cannot_separate_keep_the_ramp_prior() -> None:
+    prior = _params()
+    truth = _params(peak_flop_s={TF32: 2e12, VFP32: 1e13})
+    one = _profile(5e9, 8e6)
+    pred = predict_step(one, truth)
+    samples = [Sample(one, pred.energy_j, pred.time_s), Sample(one, pred.energy_j, pred.time_s)]
+    fit = fit_physical(samples, prior, free=["peak_flop_s[matrix/tf32]", "flop_half[matrix/tf32]"])
+    # one step size: time = (F + half) / peak fixes only their ratio, so the ramp keeps its prior
+    assert fit.status["flop_half[matrix/tf32]"].source == "prior"
+    assert fit.status["peak_flop_s[matrix/tf32]"].source == "fitted"
+    # 2 calls x (1e10 + 1e9) / peak + 2.7e-4 s (the adds) = the true time
+    assert fit.params.peak_flop_s[TF32] == pytest.approx(2e12, rel=1e-3)

@@ -40,6 +40,7 @@ VERSION = 1
 UNITS: Mapping[str, str] = {
     "base_w": "W",
     "busy_w": "W",
+    "ramp_share": "1",
     "peak_flop_s": "FLOP/s",
     "flop_half": "FLOP",
     "bandwidth_b_s": "B/s",
@@ -55,7 +56,7 @@ TIME_PREFIXES = frozenset(
     | {"dispatch_s"}
 )
 """Parameters of the time model (fitted on measured times)."""
-ENERGY_PREFIXES = frozenset({"base_w", "busy_w", "j_per_flop", "j_per_byte"})
+ENERGY_PREFIXES = frozenset({"base_w", "busy_w", "ramp_share", "j_per_flop", "j_per_byte"})
 """Parameters of the energy model (fitted on measured energies at measured times)."""
 
 _KEYED = ("peak_flop_s", "flop_half", "j_per_flop")
@@ -106,6 +107,9 @@ class PhysicalParams:
         j_per_flop: dynamic energy per FLOP above base power, per (unit, format), J.
         j_per_byte: dynamic energy per byte read or written, J.
         busy_w: extra draw while the device runs kernels (clocks, schedulers), W.
+        ramp_share: share of a unit's full-rate dynamic power drawn during a kernel's ramp
+            (the ``flop_half / peak`` seconds each kernel loses to waves and tails), 0..1:
+            the ramp's FLOP-equivalents cost ``ramp_share x j_per_flop`` each.
         ranges: physical range (low, high) per flat parameter name (see :meth:`flat`).
         notes: where each parameter's value comes from, per flat name.
 
@@ -125,6 +129,7 @@ class PhysicalParams:
     j_per_flop: Mapping[Key, float]
     j_per_byte: float
     busy_w: float = 0.0
+    ramp_share: float = 0.0
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict, compare=False)
     notes: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -157,6 +162,7 @@ class PhysicalParams:
         """Every scalar parameter by flat name (``"peak_flop_s[matrix/tf32]"``, ``"base_w"``)."""
         out: dict[str, float] = {name: float(getattr(self, name)) for name in _SCALARS}
         out["busy_w"] = float(self.busy_w)
+        out["ramp_share"] = float(self.ramp_share)
         for name in _KEYED:
             for key, value in getattr(self, name).items():
                 out[f"{name}[{key_name(key)}]"] = float(value)
@@ -207,6 +213,7 @@ class PhysicalParams:
         for name in _SCALARS:
             d[name] = getattr(self, name)
         d["busy_w"] = self.busy_w
+        d["ramp_share"] = self.ramp_share
         for name in _KEYED:
             d[name] = {key_name(k): v for k, v in getattr(self, name).items()}
         d["dispatch_s"] = dict(self.dispatch_s)
@@ -244,6 +251,7 @@ class PhysicalParams:
             kwargs[name] = {parse_key(k): float(v) for k, v in d[name].items()}
         kwargs["dispatch_s"] = {str(k): float(v) for k, v in d["dispatch_s"].items()}
         kwargs["busy_w"] = float(d.get("busy_w", 0.0))
+        kwargs["ramp_share"] = float(d.get("ramp_share", 0.0))
         kwargs["ranges"] = {
             str(n): (float(r[0]), float(r[1])) for n, r in d.get("ranges", {}).items()
         }
@@ -372,7 +380,7 @@ class _Design:
             "flop_half": self._table(p.flop_half, "flop_half"),
             "j_per_flop": self._table(p.j_per_flop, "j_per_flop"),
             "dispatch_s": np.array([p.dispatch_s[ph] for ph in PHASES]),
-            **{name: float(getattr(p, name)) for name in (*_SCALARS, "busy_w")},
+            **{name: float(getattr(p, name)) for name in (*_SCALARS, "busy_w", "ramp_share")},
         }
 
     def set(self, v: dict[str, Any], name: str, value: float) -> None:
@@ -404,7 +412,12 @@ class _Design:
     def work_j(self, p: PhysicalParams | dict[str, Any]) -> np.ndarray:
         """FLOPs x J/FLOP + bytes x J/B per profile."""
         v = self.vec(p) if isinstance(p, PhysicalParams) else p
-        return self.flops @ v["j_per_flop"] + self.step_bytes * v["j_per_byte"]
+        # each kernel's ramp: flop_half FLOP-equivalents per (unit, format) it runs
+        ramp = np.zeros_like(self.flops)
+        per_row = (self.row_flops > 0) * (self.kernels * self.calls)[:, None] * v["flop_half"]
+        np.add.at(ramp, self.sample, per_row)
+        flops = self.flops + v["ramp_share"] * ramp
+        return flops @ v["j_per_flop"] + self.step_bytes * v["j_per_byte"]
 
 
 def predict_step(profile: StepProfile, params: PhysicalParams) -> StepPrediction:
@@ -479,8 +492,10 @@ _BYTES_RAMP_S = 2e-6  # a kernel of bandwidth x 2 us bytes reaches half the band
 _BW_SHARE = 0.8  # achieved / datasheet bandwidth (STREAM-like copies on HBM reach 75 to 90 %)
 BUSY_W_PRIOR = 60.0
 """Prior extra draw while kernels run, W (see docs/physical-model.md)."""
-J_PER_BYTE_PRIOR = 60e-12
-"""Prior energy per DRAM byte, J: HBM3 about 3.9 pJ/bit (31 pJ/B) plus on-chip transport."""
+RAMP_SHARE_PRIOR = 0.5
+"""Prior share of full-rate dynamic power drawn during a kernel's ramp (see PhysicalParams)."""
+MEMORY_BOUND_W = 495.0
+"""Mean draw of memory-bound H100 training steps, W (issue 11: 460 to 530 W, prototype)."""
 
 
 def prior_for(spec: HardwareSpec, cost_model: CostModel | None = None) -> PhysicalParams:
@@ -520,6 +535,13 @@ def prior_for(spec: HardwareSpec, cost_model: CostModel | None = None) -> Physic
         cap_w - bare_w,
         "prior: host-bound H100 steps draw 145-170 W against 126 W base",
     )
+    put(
+        "ramp_share",
+        RAMP_SHARE_PRIOR,
+        0.01,
+        1.0,
+        "prior: SMs stay clocked and issuing through a kernel's partial waves",
+    )
     bw = _BW_SHARE * spec.memory_bw_bytes_s
     put(
         "bandwidth_b_s",
@@ -537,12 +559,16 @@ def prior_for(spec: HardwareSpec, cost_model: CostModel | None = None) -> Physic
     )
     put("launch_s", 3e-6, 0.5e-6, 20e-6, "prior: back-to-back small CUDA kernels take 2 to 4 us")
     put("host_step_s", 50e-6, 1e-6, 5e-3, "prior: fixed Python cost of a step (zero_grad, loss)")
+    # a memory-bound kernel streams at the achieved bandwidth and draws MEMORY_BOUND_W
+    j_per_byte = (MEMORY_BOUND_W - base_w - BUSY_W_PRIOR) / bw if h100 else 60e-12
     put(
         "j_per_byte",
-        J_PER_BYTE_PRIOR,
+        j_per_byte,
         20e-12,
         300e-12,
-        "prior: HBM3 ~3.9 pJ/bit plus on-chip transport",
+        f"({MEMORY_BOUND_W:g} W memory-bound H100 draw - base - busy) / bandwidth"
+        if h100
+        else "prior: HBM ~4 pJ/bit (31 pJ/B) plus on-chip transport",
     )
     dispatch: dict[str, float] = {}
     for phase in PHASES:
@@ -603,8 +629,9 @@ def prior_for(spec: HardwareSpec, cost_model: CostModel | None = None) -> Physic
         host_step_s=50e-6,
         dispatch_s=dispatch,
         j_per_flop=jpf,
-        j_per_byte=J_PER_BYTE_PRIOR,
+        j_per_byte=j_per_byte,
         busy_w=BUSY_W_PRIOR,
+        ramp_share=RAMP_SHARE_PRIOR,
         ranges=ranges,
         notes=notes,
     )
@@ -697,15 +724,16 @@ class PhysicalFit:
         return [n for n, s in self.status.items() if s.source == "fitted"]
 
 
-MEASURED = frozenset({"base_w"})
-"""Parameters measured directly (base power with a CUDA context attached), held at their
-prior by default: a fit over training steps trades them against busy power and J/byte."""
+MEASURED = frozenset({"base_w", "j_per_byte"})
+"""Parameters pinned by direct measurements, held at their prior by default: base power (a
+CUDA context attached, idle) and energy per byte (the draw of memory-bound steps). A fit over
+training steps alone trades them against busy power and energy per FLOP (issue 11)."""
 
 
 def exercised(samples: Iterable[Sample]) -> set[str]:
     """Flat names of the parameters some sample's step depends on."""
     design = _Design.build([s.profile for s in samples])
-    names = {"base_w", "busy_w", "host_step_s", "launch_s"}
+    names = {"base_w", "busy_w", "ramp_share", "host_step_s", "launch_s"}
     used = design.flops.sum(axis=0) > 0
     for key, u in zip(design.keys, used, strict=True):
         if u:
@@ -844,6 +872,13 @@ def _fit_stage(
         try:
             cov = np.linalg.pinv(jac.T @ jac) * s2
             sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+            # Directions the samples cannot see (a singular Jacobian, e.g. a rate and a ramp
+            # pinned by one benchmark): pinv hides them, so mark their parameters unpinned.
+            _, sv, vt = np.linalg.svd(jac, full_matrices=True)
+            sv = np.concatenate([sv, np.zeros(k - len(sv))])
+            null = vt[sv <= 1e-8 * max(float(sv.max()), 1e-300)]
+            if len(null):
+                sd[(null**2).sum(axis=0) > 1e-2] = np.inf
         except np.linalg.LinAlgError:
             sd = np.full(k, np.inf)
         drop: list[tuple[str, str, str]] = []
