@@ -72,14 +72,23 @@ def test_calibrate_recovers_the_simulated_devices_parameters(seed: int) -> None:
     assert len(cal.measured) == 57
     assert cal.plan.window_s == pytest.approx((150 - 57 * PREP_S) / 57)
     assert cal.elapsed_s <= 150.0
+    unseen = {
+        fmt
+        for fmt in ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3")
+        if not any(e < 0.85 for e in _compute_bound_efficiencies(cal, truth, fmt))
+    }
     for name in sorted(PINS):
         status = cal.fit.status[name]
-        fmt = name[name.find("/") + 1 : -1] if name.startswith("flop_half") else ""
-        if fmt and not any(e < 0.85 for e in _compute_bound_efficiencies(cal, truth, fmt)):
+        fmt = name[name.find("[") + 1 : -1].split("/")[-1]
+        if name.startswith("flop_half") and fmt in unseen:
             # no window of that format runs compute-bound below 85 % of its peak rate in this
             # truth (a memory-bound small matmul): its ramp cannot be seen, and must be said
             assert status.source == "prior", name
             assert status.reason.startswith("not identified"), status.reason
+            continue
+        if name.startswith("j_per_flop") and fmt in unseen:
+            # its ramp's joules are counted at the held (prior) half: biased by it, within 10 %
+            assert abs(fitted[name] / true[name] - 1.0) <= 0.10, name
             continue
         assert status.source == "fitted", (name, status.reason)
         assert status.ci95 is not None and status.ci95[0] < fitted[name] < status.ci95[1]
