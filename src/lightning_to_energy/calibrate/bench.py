@@ -160,7 +160,10 @@ class CudaBench:
         if spec is None:
             from lightning_to_energy.roofline import detect_hardware
 
-            spec = detect_hardware(self.device)
+            try:
+                spec = detect_hardware(self.device)
+            except ValueError as exc:  # a GPU the datasheet table does not list
+                raise CalibrationError(str(exc)) from None
         self.spec = spec
         from lightning_to_energy.sensors.discover import discover
 
