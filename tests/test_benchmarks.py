@@ -286,8 +286,9 @@ def test_the_study_is_not_started_without_time_for_one_configuration(
     assert done.returncode == 3
     assert calls == []
     log = (tmp_path / "out" / SLUG / "study.log").read_text()
-    assert "not started: 120 s left in this call (CALL_S=120 s)" in log
-    assert "== stage study: exit 3 after 0 s" in log
+    # a loaded machine may tick one second between the deadline's start and the stage
+    assert re.search(r"not started: (120|119) s left in this call \(CALL_S=120 s\)", log)
+    assert re.search(r"== stage study: exit 3 after [01] s", log)
 
 
 def test_a_stage_past_the_deadline_is_stopped_and_the_next_not_started(

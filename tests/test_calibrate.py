@@ -188,9 +188,11 @@ def test_a_budget_too_short_is_refused_with_the_smallest_that_works() -> None:
     need = math.ceil(len(essential) * (MIN_WINDOW_S + PREP_S))
     with pytest.raises(CalibrationError) as info:
         plan(all_workloads(), need - 1.0)
-    # e.g. 30 essential workloads x 2.6 s = 78 s
+    # 24 essential workloads x 2.6 s = 62.4 s -> 63 s
     assert f"expected --budget-s of at least {need} s" in str(info.value)
     assert f"Fix: pass --budget-s {need} or more" in str(info.value)
+    # all 58 workloads (a plan without a device check keeps fp8): 58 x 2.6 s = 150.8 -> 151 s
+    assert "(151 measures every workload)" in str(info.value)
     short = plan(all_workloads(), float(need))
     assert {w.name for w in short.workloads} == {w.name for w in essential}
     assert all(reason == "no time left in the budget" for _, reason in short.dropped)

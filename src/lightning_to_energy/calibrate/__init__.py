@@ -65,7 +65,7 @@ def calibrate(
     started = bench.clock()
     measured, skipped = run_plan(bench, the_plan, progress)
     elapsed_s = bench.clock() - started
-    pins = designed_pins(all_workloads())
+    pins = designed_pins(all_workloads()) | designed_pins(chosen)
     fit = fit_measurements(measured, prior_for(bench.spec), pins)
     return Calibrated(
         device_name=bench.device_name,

@@ -84,7 +84,8 @@ def plan(
             f"expected --budget-s of at least {math.ceil(need_s)} s (the {len(essential)} "
             f"measurements that pin the parameters, {min_window_s:g} s windows plus "
             f"{PREP_S:g} s of preparation each), found {budget_s:g} s. Fix: pass --budget-s "
-            f"{math.ceil(need_s)} or more (150 measures every workload)."
+            f"{math.ceil(need_s)} or more ({math.ceil(len(usable) * per_s)} measures every "
+            "workload)."
         )
     room = int((budget_s - need_s) // per_s)
     extras = [w for w in usable if w.priority != 0]
