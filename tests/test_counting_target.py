@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting import profile
 from lightning_to_energy.counting.target import (
     CountTarget,
+    MetaCountingError,
     active_target,
     counting_for,
     resolve_target,
@@ -210,3 +213,97 @@ def test_keyword_inputs_reach_the_model(hardware: str | None) -> None:
         - plain.counts.get((AluOp.MUL, FP32, Unit.VECTOR), 0)
         == 8
     )
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any], str]:
+    from lightning_to_energy import cli
+
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if code == 0 else {}), err
+
+
+def test_profile_target_counts_on_meta_as_the_gpu_runs_it(
+    capsys: pytest.CaptureFixture[str], default_tf32: None
+) -> None:
+    argv = ["profile", "_models:TinyCNN", "--input", "4x3x16x16", "--train", "--optimizer", "sgd"]
+    code, here, err = _cli(capsys, *argv, "--json")
+    assert (code, err) == (0, "")
+    code, h100, err = _cli(capsys, *argv, "--target", "h100-sxm", "--json")
+    assert (code, err) == (0, "")
+    assert (h100["device"], h100["counted_for"]) == ("meta", "h100-sxm")
+    assert (here["device"], here["counted_for"]) == ("cpu", None)
+    # same FLOPs; on the H100 the convolutions run in TF32 and the linear head in fp32
+    assert h100["flops"] == here["flops"]
+    assert h100["tos_matrix_tf32"] > 0 and here["tos_matrix_tf32"] == 0
+    assert any(op.startswith("aten._foreach") for op in h100["by_op"])
+
+
+def test_profile_target_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(capsys, "profile", "_models:TinyMLP", "--input", "8x16", "--target", "h900")
+    assert code == 2 and "h100-sxm" in err and "'h900'" in err
+    code, _, err = _cli(
+        capsys, "profile", "_models:TinyMLP", "--input", "8x16", "--target", "h100-sxm",
+        "--device", "cuda",
+    )  # fmt: skip
+    assert code == 2 and "found both" in err
+
+
+def test_named_inputs_on_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["profile", "test_counting_target:_Masked", "--input", "2x4", "--json"]
+    code, plain, err = _cli(capsys, *base)
+    assert (code, err) == (0, "")
+    code, masked, err = _cli(capsys, *base, "--input", "mask=2x4")
+    assert (code, err) == (0, "")
+    # the mask multiplies each of the 2 * 4 = 8 outputs once
+    assert masked["counts"]["mul:fp32:vector"] - plain["counts"].get("mul:fp32:vector", 0) == 8
+    code, _, err = _cli(capsys, *base, "--input", "2bad=2x4")
+    assert code == 2 and "NAME=SHAPE" in err
+
+
+# --- models that cannot run on meta -------------------------------------------------------------
+
+
+class _DataDependent(nn.Module):
+    """Keeps the positive activations only: an output size that depends on values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.proj(x)
+        return y[torch.nonzero(y > -1e9, as_tuple=True)].sum()
+
+
+def test_an_op_that_cannot_run_on_meta_is_named() -> None:
+    with pytest.raises(MetaCountingError, match=r"aten\.nonzero") as info:
+        profile(_DataDependent(), torch.randn(2, 4), train=True, hardware="h100-sxm")
+    assert info.value.op.startswith("aten.nonzero")
+    assert "fallback='cpu'" in str(info.value)
+
+
+def test_cpu_fallback_counts_with_the_targets_rules(default_tf32: None) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), _DataDependentHead())
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.warns(RuntimeWarning, match=r"aten\.nonzero.*on the CPU instead"):
+        p = profile(model, x, train=True, optimizer="sgd", hardware="h100-sxm", fallback="cpu")
+    # conv: 2 * 36 * 4 * 3 * 9 = 7776 FMA forward and 7776 for the weight gradient (the input
+    # needs none): 15552, in TF32 (the H100's default); SGD on the foreach path
+    assert p.counts[(FMA, TF32, MATRIX)] == 15552
+    assert "aten._foreach_add_" in p.by_op
+    assert all(t.grad is None for t in model.parameters())
+    with torch.device("meta"):
+        on_meta = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), _DataDependentHead())
+    with pytest.warns(RuntimeWarning, match="on the CPU instead"):
+        q = profile(on_meta, x, train=True, hardware="h100-sxm", fallback="cpu")
+    assert q.counts[(FMA, TF32, MATRIX)] == 15552
+    assert all(t.device.type == "meta" for t in on_meta.parameters())
+
+
+class _DataDependentHead(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[torch.nonzero(x > -1e9, as_tuple=True)].sum()

@@ -16,24 +16,24 @@ from lightning_to_energy.planning import plan_run
 from lightning_to_energy.roofline import find_hardware
 from lightning_to_energy.shared_data import SharedConfig, count_step
 
-TRUTH = {"busy_w": 150.0, "j_per_byte": 80e-12}
+TRUTH = {"host_step_s": 200e-6}
 
 
 def _shared_file(tmp_path: Path) -> Path:
     """A small data set in the shared format, measured by the model's own form (noise-free)."""
     truth = prior_for(find_hardware("h100-sxm")).with_values(TRUTH)
     configs = []
-    for width in (8, 32, 128, 512, 2048):
+    for depth, width in ((1, 8), (2, 32), (1, 128), (2, 512), (1, 2048)):
         for act in ("relu", "tanh"):
             c = SharedConfig(
-                f"mlp-d1-s{width}-{act}", "mlp", 1, width, act, (64, 1, 8, 8), 1.0, 1.0
+                f"mlp-d{depth}-s{width}-{act}", "mlp", depth, width, act, (64, 1, 8, 8), 1.0, 1.0
             )
             pred = predict_step(count_step(c), truth)
             configs.append(
                 {
                     "id": c.id,
                     "family": "mlp",
-                    "depth": 1,
+                    "depth": depth,
                     "width": width,
                     "activation": act,
                     "input_shape": [64, 1, 8, 8],
@@ -59,7 +59,9 @@ def test_fit_writes_a_physical_calibration_and_predict_uses_it(
     # the data were made by the model's own form: held-out shapes come back exactly
     assert result["accuracy"]["energy"]["precision_pct"] > 99.0
     assert result["accuracy"]["time"]["precision_pct"] > 99.0
-    assert result["parameters"]["busy_w"]["value"] == pytest.approx(150.0, rel=1e-2)
+    # these host-bound steps pin the fixed host cost per step (the prior said 50 us)
+    assert result["parameters"]["host_step_s"]["value"] == pytest.approx(200e-6, rel=1e-2)
+    assert result["parameters"]["host_step_s"]["source"] == "fitted"
     # bf16 was never run: its energy per FLOP is the microbenchmark prior, and says so
     saved = CalibrationStore.from_path(out).load()
     assert saved is not None and saved.physical is not None

@@ -12,7 +12,6 @@ measured ``duration_s`` (what ``TOEnergy`` saves) times a few uncounted steps he
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import statistics
@@ -51,17 +50,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--hardware",
-        default=None,
-        metavar="KEY",
-        help="hardware for the roofline estimate (default: the calibration's), e.g. h100-sxm",
-    )
-    parser.add_argument(
         "--target",
-        dest="count_for",
+        dest="hardware",
         default=None,
         metavar="KEY",
-        help="count the step as hardware KEY runs it (e.g. h100-sxm) and plan with the "
-        "calibration's physical step model (default: the physical model's own hardware)",
+        help=(
+            "hardware the run is for (default: the calibration's), e.g. h100-sxm: the step is "
+            "counted as it runs there, on meta tensors, and its roofline estimated there"
+        ),
     )
     parser.add_argument(
         "--top", type=int, default=5, help="modules listed by predicted joules (default 5)"
@@ -81,10 +77,9 @@ def run(args: argparse.Namespace) -> int:
     """Count, time if needed, load the calibration and print the prediction."""
     from lightning_to_energy._cli_profile import (
         _device,
-        _make_input,
         _precision,
-        load_module,
-        parse_input,
+        _resolve_target,
+        build_model_and_inputs,
     )
     from lightning_to_energy.calibration import CalibrationStore, HardwareInfo, hardware_fingerprint
     from lightning_to_energy.counting import profile
@@ -131,19 +126,11 @@ def run(args: argparse.Namespace) -> int:
         )
     names = calibration.feature_names
     same_machine = calibration.fingerprint == fingerprint
+    # A calibration carrying the physical step model plans with it, for its own hardware
+    # unless --target / --hardware names another: the step is counted as that hardware runs it.
     physical = calibration.physical is not None
-    if args.count_for and not physical:
-        raise CliError(
-            f"--target applies to calibrations that carry a physical step model; this one "
-            f"({calibration.hardware.label}) holds the regression only. Fix: fit one with "
-            "`lightning-to-energy fit ../shared/data/h100-training-steps.json --out FILE`, or "
-            "drop --target."
-        )
-    count_for = (
-        (args.count_for or str(calibration.physical["target"]))
-        if calibration.physical is not None
-        else None
-    )
+    if calibration.physical is not None and not args.hardware:
+        args.hardware = str(calibration.physical["target"])
     if "duration_s" in names and args.step_time is None and not same_machine:
         raise CliError(
             f"the calibration was made on {calibration.hardware.label} and its static-power term "
@@ -172,25 +159,23 @@ def run(args: argparse.Namespace) -> int:
             )
         except ValueError as exc:
             raise CliError(f"{exc} (or pass --hardware KEY)") from None
+    if args.hardware and "duration_s" in names and args.step_time is None:
+        raise CliError(
+            f"--hardware {args.hardware} counts the step on meta tensors, which cannot be timed, "
+            "and this calibration uses measured step time. Fix: pass --step-time S for that "
+            "hardware."
+        )
+    # --hardware / --target also decides what is counted: the step as that hardware runs it
+    count_for = _resolve_target(args.hardware)
     device = _device(args.device)
-    model = load_module(args.target).to(device)
-    inputs = [_make_input(s, d, h, device) for s, d, h in (parse_input(t) for t in args.input)]
-    if count_for is not None and args.dtype != "fp32":
-        # NB: counting for a target runs on meta tensors, which autocast leaves alone: the
-        # model is cast instead (norms and optimizer in the reduced format too)
-        import torch
-
-        dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
-        model.to(dtype)
-        inputs = [t.to(dtype) if t.is_floating_point() else t for t in inputs]
-        precision: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-        how = "cast (target counting ignores autocast)"
-    else:
-        precision, how = _precision(args.dtype, device, model, inputs)
+    model, inputs, kwargs = build_model_and_inputs(
+        args.target, args.input, device, hardware=args.hardware
+    )
+    precision, how = _precision(args.dtype, device, model, inputs)
     try:
         with precision:
             # a classifier's step: cross-entropy on random labels (else the summed output)
-            loss_fn, target = random_label_loss(model, *inputs)
+            loss_fn, target = random_label_loss(model, *inputs, kwargs=kwargs)
             step = profile(
                 model,
                 *inputs,
@@ -199,9 +184,11 @@ def run(args: argparse.Namespace) -> int:
                 loss_fn=loss_fn,
                 target=target,
                 hardware=count_for,
+                kwargs=kwargs,
+                fallback="cpu",  # an op without a meta kernel: count on the CPU, warning
             )
             step_s = args.step_time
-            if "duration_s" in names and step_s is None and not physical:
+            if "duration_s" in names and step_s is None:
                 step_s = _time_steps(model, inputs, args.optimizer, device, loss_fn, target)
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
         raise CliError(

@@ -221,7 +221,9 @@ def _group(row: SharedRow, split: str) -> str:
 def params_table(fit: PhysicalFit) -> dict[str, Any]:
     """Every parameter a step of the data uses, with its value, unit, range and source."""
     return {
-        name: status.to_dict() for name, status in fit.status.items() if "held" not in status.reason
+        name: status.to_dict()
+        for name, status in fit.status.items()
+        if not status.reason.startswith("held fixed")
     }
 
 

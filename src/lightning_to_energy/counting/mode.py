@@ -68,6 +68,10 @@ from lightning_to_energy.counting.registry import (
 )
 from lightning_to_energy.counting.target import CountTarget, MetaCountingError, active_target
 
+RECOMPUTE = " (recompute)"
+"""Suffix of the module names that forward ops recomputed in backward are charged to
+(activation checkpointing): ``"blocks.0.mlp (recompute)"``."""
+
 # Both exist in the torch releases this package supports; without them (a future rename)
 # backward ops keep the caller's phase and go to "(other)" rather than break counting.
 _current_node: Callable[[], Any] = getattr(torch._C, "_current_autograd_node", lambda: None)
@@ -226,6 +230,23 @@ def _run_on_meta(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dic
         raise MetaCountingError(str(func), _first_line(exc)) from exc
 
 
+class MetaErrors(TorchDispatchMode):
+    """A dispatch mode that only names the op an uncounted meta step fails on.
+
+    The warm-up step of a count for a target runs outside the counter; under this mode an op
+    without a meta kernel raises :class:`MetaCountingError` naming it, as in the counted step.
+    """
+
+    def __torch_dispatch__(
+        self,
+        func: torch._ops.OpOverload,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        return _run_on_meta(func, args, kwargs or {})
+
+
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
@@ -285,6 +306,11 @@ class _CountingMode(TorchDispatchMode):
         node = _current_node()
         if node is None:
             key = (counter._phase, counter._stack[-1], name, id(cost))
+        elif len(counter._stack) > 1:
+            # a module's forward running inside backward: activation checkpointing recomputing
+            # it. Charged to the module that runs it, as recompute (not to the module whose
+            # backward asked for it).
+            key = ("backward", counter._stack[-1] + RECOMPUTE, name, id(cost))
         else:
             # inside autograd's backward engine, whatever phase the caller declared
             key = ("backward", counter._module_of_node(node), name, id(cost))

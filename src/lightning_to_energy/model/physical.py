@@ -730,6 +730,10 @@ CUDA context attached, idle) and energy per byte (the draw of memory-bound steps
 training steps alone trades them against busy power and energy per FLOP (issue 11)."""
 
 
+def _vector_rates(names: Collection[str]) -> set[str]:
+    return {n for n in names if prefix_of(n) in ("peak_flop_s", "flop_half") and "[vector/" in n}
+
+
 def exercised(samples: Iterable[Sample]) -> set[str]:
     """Flat names of the parameters some sample's step depends on."""
     design = _Design.build([s.profile for s in samples])
@@ -765,7 +769,9 @@ def fit_physical(
         samples: the measured steps (at least 2).
         prior: starting values, ranges and notes (:func:`prior_for`).
         free: flat names to fit; default every parameter a sample exercises, except those
-            measured directly (:data:`MEASURED`).
+            measured directly (:data:`MEASURED`) and the vector units' rates and ramps
+            (element-wise work is memory-bound: a training step cannot pin them, and a fit
+            would use a rarely-run format's ramp as a per-step constant).
         keep_at_bound: keep a value that ran to its bound (status ``"at bound"``) instead of
             reverting it to its prior.
 
@@ -785,7 +791,7 @@ def fit_physical(
         )
     flat = prior.flat()
     used = exercised(samples)
-    wanted = set(used - MEASURED if free is None else free)
+    wanted = set(used - MEASURED - _vector_rates(used) if free is None else free)
     unknown = sorted(wanted - set(flat))
     if unknown:
         raise ValueError(
@@ -801,6 +807,8 @@ def fit_physical(
         reason = prior.notes.get(name, "stated prior")
         if name in wanted and name not in used:
             reason = f"no sample exercises it; {reason}"
+        elif name not in wanted and name in MEASURED and name in used:
+            reason = f"measured, held at its prior; {reason}"
         elif name not in wanted:
             reason = f"held fixed; {reason}"
         status[name] = ParamStatus(
