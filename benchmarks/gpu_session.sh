@@ -21,6 +21,7 @@
 # finished. Where the repository lives, the lead copies them into the committed data directory:
 #
 #   tar xzf <files_at>/results.tgz -C docs/data/     # -> docs/data/<gpu-slug>/...
+#   mkdir -p tests/data/cuda_traces; cp docs/data/<gpu-slug>/traces/*.json tests/data/cuda_traces/
 #   PYTHONPATH=src python benchmarks/apriori_check.py docs/data/<gpu-slug>/calibration.json
 #
 # (the a-priori check predicts the 54 shared H100 configurations from the microbenchmark
