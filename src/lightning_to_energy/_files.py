@@ -1,8 +1,11 @@
-"""Reading the small TOML or JSON files users hand the package (cost-model overrides, hardware)."""
+"""Small files the package reads (cost-model overrides, hardware) and writes atomically."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +44,30 @@ def load_toml_or_json(path: Path) -> Any:
     except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
         kind = path.suffix.lstrip(".").upper() or "TOML"
         raise ValueError(f"expected valid {kind}; found a syntax error ({exc})") from exc
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
+
+    Raises:
+        OSError: the folder cannot be created or written; no temporary file is left behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    # Make the rename itself durable; not every platform lets a folder be opened.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

@@ -21,7 +21,6 @@ import math
 import os
 import platform
 import re
-import tempfile
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_to_energy import notices
+from lightning_to_energy._files import atomic_write_text
 from lightning_to_energy.notices import EnergyWarning
 from lightning_to_energy.regression import (
     DEFAULT_HISTORY,
@@ -809,7 +809,7 @@ class CalibrationStore:
                         self.max_windows,
                     )
                 text = json.dumps(merged.to_dict(), indent=1, allow_nan=False) + "\n"
-                _atomic_write_text(path, text)
+                atomic_write_text(path, text)
         except OSError as exc:
             self._warn(
                 f"calibration not saved: writing {path} failed ({exc}); fix: make "
@@ -944,30 +944,3 @@ def _file_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
-
-    Raises:
-        OSError: the folder cannot be created or written; no temporary file is left behind.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # Make the rename itself durable; not every platform lets a folder be opened.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

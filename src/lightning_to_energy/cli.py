@@ -1,6 +1,7 @@
 """Command line: ``lightning-to-energy COMMAND``, one module per subcommand.
 
-Commands: ``sensors``, ``record``, ``profile``, ``report``, ``fit``, ``predict``, ``study``.
+Commands: ``sensors``, ``record``, ``profile``, ``report``, ``fit``, ``predict``, ``study``,
+``calibrate``.
 
 Each subcommand lives in its own ``_cli_<name>`` module exposing ``add_parser(subparsers)``,
 which registers its parser and sets ``func`` to a ``run(args) -> int``. Imports are lazy so that
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from lightning_to_energy import __version__
 
-_SUBCOMMANDS = ("sensors", "record", "profile", "report", "fit", "predict", "study")
+_SUBCOMMANDS = ("sensors", "record", "profile", "report", "fit", "predict", "study", "calibrate")
 
 
 class CliError(Exception):
