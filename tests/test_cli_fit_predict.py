@@ -1190,7 +1190,7 @@ def test_fit_out_that_cannot_be_written_is_one_error_with_the_stores_reason(
     def full_disk(path: Path, text: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cal_mod, "_atomic_write_text", full_disk)
+    monkeypatch.setattr(cal_mod, "atomic_write_text", full_disk)
     target = tmp_path / "cal.json"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
