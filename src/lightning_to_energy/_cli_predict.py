@@ -16,9 +16,11 @@ import json
 import math
 import statistics
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+from lightning_to_energy._files import parse_json
 from lightning_to_energy.cli import CliError
 
 _HELP = "predict a training run's energy from one counted step and this hardware's calibration"
@@ -96,13 +98,16 @@ def run(args: argparse.Namespace) -> int:
     hardware = HardwareInfo.detect()
     fingerprint = hardware_fingerprint(hardware)
     store = CalibrationStore.from_path(args.calibration) if args.calibration else CalibrationStore()
-    calibration = store.load(fingerprint)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        calibration = store.load(fingerprint)
     if calibration is None and args.calibration:
-        # An explicit file of any hardware is used as given: it is missing or unreadable (the
-        # store warned why), not "of another hardware".
+        # An explicit file of any hardware is used as given: it is missing or unreadable, not
+        # "of another hardware". The store's warning says why: it becomes the one error line.
         # (a directory was refused by _check_calibration_path already)
+        reasons = [str(w.message).rstrip(".") for w in caught]
         found = (
-            "a file it could not use (see the warning above)"
+            f"a file it could not use ({'; '.join(reasons) or 'unreadable'})"
             if Path(args.calibration).exists()
             else "nothing at that path"
         )
@@ -111,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
             "--calibration FILE written by `lightning-to-energy fit --out FILE` or saved by "
             "TOEnergy, or drop --calibration to use this hardware's own."
         )
+    for w in caught:  # a usable calibration's warnings (e.g. other hardware) are shown
+        warnings.warn(w.message, stacklevel=2)
     if calibration is None:
         where = store.path_for(fingerprint)
         raise CliError(
@@ -248,7 +255,7 @@ def _check_calibration_path(path: Path) -> None:
             "TOEnergy, or drop --calibration to use this hardware's own."
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return  # missing or unreadable: the store's own checks say so
     foreign = foreign_file(data, path)

@@ -14,7 +14,6 @@ Files written by :func:`save_report` (``stem`` defaults to ``energy_report``):
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import functools
@@ -23,7 +22,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +30,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning_to_energy._files import atomic_write, parse_json
 from lightning_to_energy.records import (
     FLAG_BOUNDARY,
     FLAG_ESTIMATE,
@@ -410,8 +409,10 @@ def load_report(path: str | os.PathLike[str]) -> EnergyReport:
         p = p / "energy_report.json"
     text = p.read_text(encoding="utf-8")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        data = parse_json(text)
+    except ValueError as exc:  # JSONDecodeError, or nesting too deep to parse
+        if not isinstance(exc, json.JSONDecodeError):
+            raise ReportFormatError(f"{p}: {exc}") from None
         if p.suffix.lower() == ".csv":
             # Not damaged: the per-window CSV written beside the JSON, which holds the rest.
             raise ReportFormatError(
@@ -429,20 +430,6 @@ def load_report(path: str | os.PathLike[str]) -> EnergyReport:
 # ----------------------------------------------------------------------------------------------
 # Files: JSON, CSV, PNG
 # ----------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, write: typing.Callable[[typing.IO[bytes]], object]) -> None:
-    """Write through a temporary file in the same directory, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _ordered_union(keys: Iterable[Iterable[str]], first: Sequence[str] = ()) -> list[str]:
@@ -516,7 +503,7 @@ def write_csv(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
     """
     p = Path(path)
     data = _csv_text(report).encode("utf-8")
-    _atomic_write(p, lambda fh: fh.write(data))
+    atomic_write(p, lambda fh: fh.write(data))
     return p
 
 
@@ -622,7 +609,7 @@ def save_plot(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
     def write(fh: typing.IO[bytes]) -> None:
         fig.savefig(fh, format="png", dpi=110)
 
-    _atomic_write(p, write)
+    atomic_write(p, write)
     return p
 
 
@@ -652,7 +639,7 @@ def save_report(
     out = Path(directory)
     json_path = out / f"{stem}.json"
     text = json.dumps(report_to_dict(report), indent=2, allow_nan=False) + "\n"
-    _atomic_write(json_path, lambda fh: fh.write(text.encode("utf-8")))
+    atomic_write(json_path, lambda fh: fh.write(text.encode("utf-8")))
     csv_path = write_csv(report, out / f"{stem}.csv")
     png_path: Path | None = None
     notes: list[str] = []

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_to_energy._files import parse_json
 from lightning_to_energy.regression import OnlineEnergyModel
 
 __all__ = [
@@ -361,7 +362,7 @@ def load_runs(paths: Iterable[str | os.PathLike[str]]) -> list[StudyRun]:
             continue
         seen.add(key)
         try:
-            data = json.loads(f.read_text(encoding="utf-8"))
+            data = parse_json(f.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(
                 f"{f}: expected a study run JSON ({RUN_FORMAT}), found unreadable JSON ({exc}); "
