@@ -24,7 +24,6 @@ Nothing here imports rich or matplotlib; rendering lives in :mod:`scaling_report
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -363,7 +362,7 @@ def load_runs(paths: Iterable[str | os.PathLike[str]]) -> list[StudyRun]:
         seen.add(key)
         try:
             data = parse_json(f.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except ValueError as exc:  # bad UTF-8, bad JSON, or nesting too deep to parse
             raise ValueError(
                 f"{f}: expected a study run JSON ({RUN_FORMAT}), found unreadable JSON ({exc}); "
                 "fix: rerun this configuration, or delete the file."
