@@ -13,9 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_calibration import RUN_A, calib
-from test_report import make_report
-from test_scaling import run_json
 
 from lightning_to_energy import cli
 from lightning_to_energy.calibration import CalibrationStore, CalibrationWarning
@@ -23,6 +20,9 @@ from lightning_to_energy.cost_model import CostModel
 from lightning_to_energy.report import load_report, report_to_dict, save_report, write_csv
 from lightning_to_energy.roofline import find_hardware, load_hardware
 from lightning_to_energy.scaling import load_runs
+from test_calibration import RUN_A, calib
+from test_report import make_report
+from test_scaling import run_json
 
 # Deeper than json's C scanner recurses (the interpreter's limit, 1000 by default).
 DEEP = 20_000
@@ -141,13 +141,11 @@ def test_malformed_files_exit_2_with_one_line(
         doc = calib(RUN_A, "run-a").to_dict()
         doc["hardware"] = [1, 2]
         path.write_text(json.dumps(doc))
+    predict = "predict _models:TinyMLP --input 8x16 --step-time 0.01 --steps 10 --calibration"
     argv = {
         "report": ["report", str(path)],
         "fit": ["fit", str(path), "--out", str(tmp_path / "out.json")],
-        "predict": [
-            "predict", "_models:TinyMLP", "--input", "8x16", "--step-time", "0.01",
-            "--steps", "10", "--calibration", str(path),
-        ],  # fmt: skip
+        "predict": [*predict.split(), str(path)],
     }[command]
     code, err = _cli(capsys, *argv)
     assert code == 2

@@ -16,6 +16,7 @@ FLAG_ESTIMATE = "estimate"  # some of the window's joules are an estimate, not a
 FLAG_UNMEASURED = "unmeasured"  # no joules at all for this window
 FLAG_BOUNDARY = "boundary"  # closed early at an epoch or loop boundary
 FLAG_OUTLIER = "not-fitted"  # measured, but not used to fit the model (short, faulty)
+FLAG_INTERRUPTED = "interrupted"  # open when the run ended by an exception: not fitted
 
 
 @dataclass(frozen=True)
@@ -146,3 +147,5 @@ class EnergyReport:
     # the calibration the model started from (None in older reports): the first windows'
     # "prior" predictions come from it
     prior: PriorRecord | None = None
+    # why the run ended early ("KeyboardInterrupt", "RuntimeError: ..."); None: it finished
+    interrupted: str | None = None

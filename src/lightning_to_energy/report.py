@@ -35,6 +35,7 @@ from lightning_to_energy.records import (
     FLAG_BOUNDARY,
     FLAG_ESTIMATE,
     FLAG_FAULT,
+    FLAG_INTERRUPTED,
     FLAG_OUTLIER,
     FLAG_SHORT,
     FLAG_UNMEASURED,
@@ -1098,6 +1099,7 @@ def _window_warnings(report: EnergyReport) -> list[str]:
         FLAG_UNMEASURED: "have no measured joules at all",
         FLAG_OUTLIER: "were measured but not used to fit the model",
         FLAG_BOUNDARY: "closed early at an epoch or loop boundary",
+        FLAG_INTERRUPTED: "were open when the run was interrupted (measured, not fitted)",
     }
     for flag, text in messages.items():
         if counts.get(flag):
