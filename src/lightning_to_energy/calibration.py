@@ -751,6 +751,13 @@ class CalibrationStore:
                 disk = self._read(path)
                 if disk is _CORRUPT:
                     return None
+                if isinstance(disk, Calibration) and disk.fingerprint != calibration.fingerprint:
+                    # An explicit file of other hardware (a store's own files always match:
+                    # see _read): its windows must never be filed under this machine.
+                    beside = self._beside(path, disk, calibration)
+                    if beside is None:
+                        return None
+                    path, disk = beside
                 if isinstance(disk, Calibration):
                     merged = merge(disk, calibration, self.max_windows)
                 else:
@@ -769,6 +776,34 @@ class CalibrationStore:
             )
             return None
         return path
+
+    def _beside(
+        self, path: Path, disk: Calibration, calibration: Calibration
+    ) -> tuple[Path, Calibration | None] | None:
+        """Where a run whose hardware differs from the explicit file's is saved instead: the
+        file beside it named after this hardware (``cal.<fingerprint>.json``), with what that
+        file holds; None (after a warning) when it is unusable. The explicit file is left as
+        it is, and a warning says so."""
+        other = path.with_name(f"{path.stem}.{calibration.fingerprint}{path.suffix or '.json'}")
+        found = self._read(other)
+        if found is _CORRUPT or (
+            isinstance(found, Calibration) and found.fingerprint != calibration.fingerprint
+        ):
+            self._warn(
+                f"calibration not saved: {path} holds another machine's calibration "
+                f"({disk.hardware.label}), and {other}, where this machine's would go, is not "
+                f"one of {calibration.hardware.label}. Both are left untouched; fix: pass "
+                "calibration=<a new file> for this machine.",
+                stacklevel=4,
+            )
+            return None
+        self._warn(
+            f"calibration {path} is another machine's ({disk.hardware.label}); this run on "
+            f"{calibration.hardware.label} is saved beside it, to {other}, and {path} is left "
+            "unchanged. Fix: pass calibration=<that file> to start from this machine's own.",
+            stacklevel=4,
+        )
+        return other, found if isinstance(found, Calibration) else None
 
     def _read(self, path: Path) -> Calibration | object | None:
         """The file's calibration; None if absent; ``_CORRUPT`` (after a warning) if unusable."""
