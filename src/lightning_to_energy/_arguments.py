@@ -92,10 +92,10 @@ def check_total_steps(total_steps: Any) -> None:
 
 
 def check_device(device: Any) -> torch.device | None:
-    """``device``: None, a :class:`torch.device` or a string torch understands."""
+    """``device``: None, a :class:`torch.device`, or a string or CUDA index torch understands."""
     if device is None or isinstance(device, torch.device):
         return device
-    if isinstance(device, str):
+    if isinstance(device, (str, int)) and not isinstance(device, bool):
         try:
             return torch.device(device)
         except RuntimeError as exc:
@@ -104,7 +104,7 @@ def check_device(device: Any) -> torch.device | None:
                 f"({exc}). Fix: pass the device the model trains on."
             ) from None
     raise ValueError(
-        f"device: expected None, a torch.device or a string such as 'cuda:0', found "
+        f"device: expected None, a torch.device, a string such as 'cuda:0' or an index, found "
         f"{device!r} ({type(device).__name__})."
     )
 
