@@ -784,6 +784,7 @@ class CalibrationStore:
         file beside it named after this hardware (``cal.<fingerprint>.json``), with what that
         file holds; None (after a warning) when it is unusable. The explicit file is left as
         it is, and a warning says so."""
+        # NB: beside it, so under the folder lock save() already holds (see _file_lock).
         other = path.with_name(f"{path.stem}.{calibration.fingerprint}{path.suffix or '.json'}")
         found = self._read(other)
         if found is _CORRUPT or (
