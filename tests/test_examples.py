@@ -227,7 +227,7 @@ def test_lightning_cli_parses_sensors_features_and_report_dir(tmp_path: Path) ->
         "--trainer.callbacks+=lightning_to_energy.TOEnergy",
         "--trainer.callbacks.init_args.sensors="
         "[{class_path: lightning_to_energy.FakeSensor, init_args: {power_w: 50.0}}]",
-        "--trainer.callbacks.init_args.window_s=0",
+        "--trainer.callbacks.init_args.window_s=1e-6",
         "--trainer.callbacks.init_args.features=[duration_s, tos]",
         "--trainer.callbacks.init_args.calibration=null",
         "--trainer.callbacks.init_args.report_dir=energy",
@@ -240,7 +240,7 @@ def test_lightning_cli_parses_sensors_features_and_report_dir(tmp_path: Path) ->
     report = load_report(tmp_path / "energy" / "energy_report.json")
     assert [s.kind for s in report.sensors] == ["fake"]
     assert report.loops["train"].steps == 3
-    # window_s=0: every step closes its window
+    # window_s=1e-6 s: every step closes its window
     assert len(report.windows) == 3
     # the model's two features, and the roofline column every window carries
     assert all(set(w.features) == {"duration_s", "tos", "roofline_s"} for w in report.windows)

@@ -146,3 +146,23 @@ def test_the_plain_tracker_closes_in_a_with_block_and_reports_the_interruption()
     # 3 steps of 0.5 s at 20 W = 30 J; the raising step took no time on the fake clock
     assert report.loops["train"].steps == 3
     assert report.measured_j == pytest.approx(30.0)
+
+
+def test_a_step_that_raises_in_a_fresh_window_keeps_its_joules() -> None:
+    clock = FakeClock()
+    sensor = FakeSensor("fake:0", power_w=20.0, clock=clock)
+    model = nn.Linear(4, 2)
+    tracker = EnergyTracker(model, sensors=[sensor], window_s=1.0, calibration=None, clock=clock)
+    with pytest.raises(RuntimeError, match="late"), tracker:
+        for i in range(3):
+            with tracker.step():
+                clock.t += 0.25
+                if i == 2:  # the first step of the second window: no step of it completed
+                    raise RuntimeError("late")
+                clock.t += 0.25
+    report = tracker.build_report()
+    # 2 steps of 0.5 s, then 0.25 s of the step that raised: 1.25 s x 20 W = 25 J
+    assert report.measured_j == pytest.approx(25.0)
+    last = report.windows[-1]
+    assert (last.steps, last.flags[-1:]) == (0, ("not-fitted",))
+    assert "interrupted" in last.flags

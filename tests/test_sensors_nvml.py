@@ -122,9 +122,11 @@ def test_background_counter_reads_never_go_backwards() -> None:
     try:
         clock.advance(1.0)
         extrapolated_j = sensor.read_j()  # the sample + 200 W x 1 s
-        gpu.power_w = 0.0  # the fake counter now shows its origin, as a lagging counter might
-        sensor.poll()  # a new sample: 200 J below that extrapolated read
-        # held at the earlier read (a meter would call a decrease a sensor fault)
+        # A lagging counter: its next sample has caught up only 100 J of those 200 J
+        # (the origin is 5_000_000 mJ; + 100 J = + 100_000 mJ).
+        gpu.counter_value_mj = 5_000_000 + 100_000
+        sensor.poll()  # a new sample: 100 J below that extrapolated read
+        # held at the earlier read (a meter would call a decrease a counter reset)
         assert sensor.read_j() == extrapolated_j
     finally:
         sensor.close()

@@ -726,10 +726,11 @@ def test_window_flags_say_what_was_measured_and_what_was_fitted() -> None:
 
     clock = Clock()
     model = nn.Linear(4, 3)
-    # Reads 2k and 2k + 1 are window k's edges: the GPU's read 3 (window 1's close) fails,
-    # and both sensors' read 5 (window 2's close) fail.
-    gpu = FakeSensor("gpu:0", power_w=4.0, clock=clock, kind=SensorKind.COUNTER, fail_at=[3, 5])
-    cpu = FakeSensor("cpu:0", power_w=1.0, clock=clock, kind=SensorKind.ESTIMATE, fail_at=[5])
+    # Windows tile time: read k closes window k - 1 and opens window k, and a domain that
+    # failed there is read once more to open window k. So the GPU's read 2 (window 1's close)
+    # fails, then both sensors' close of window 2: the GPU's read 4, the CPU's read 3.
+    gpu = FakeSensor("gpu:0", power_w=4.0, clock=clock, kind=SensorKind.COUNTER, fail_at=[2, 4])
+    cpu = FakeSensor("cpu:0", power_w=1.0, clock=clock, kind=SensorKind.ESTIMATE, fail_at=[3])
     tracker = EnergyTracker(
         model,
         torch.optim.SGD(model.parameters(), lr=0.1),

@@ -16,17 +16,19 @@ import torch
 
 
 def check_window_s(window_s: Any) -> None:
-    """``window_s``: None, or a finite number of seconds >= 0."""
+    """``window_s``: None, or a finite number of seconds > 0 (the sensors' update periods
+    are checked where the sensors are known: see ``tracker._check_window_s``)."""
     ok = window_s is None or (
         isinstance(window_s, (int, float))
         and not isinstance(window_s, bool)
         and math.isfinite(window_s)
-        and window_s >= 0
+        and window_s > 0
     )
     if not ok:
         raise ValueError(
-            f"window_s must be a finite number of seconds >= 0, found {window_s!r}; "
-            "pass e.g. window_s=2.0, or None for the sensors' minimum trustworthy window."
+            f"window_s must be a finite number of seconds > 0, found {window_s!r}: a "
+            "window of no length measures nothing (every reading would be noise); pass "
+            "e.g. window_s=2.0, or None for the sensors' minimum trustworthy window."
         )
 
 

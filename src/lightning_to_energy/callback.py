@@ -117,7 +117,8 @@ class TOEnergy(Callback):
             ``estimate``, ``fake``; a sequence of sensor objects; a callable ``(local_rank,
             device) -> sequence of sensors``; or ``None``.
         window_s: minimum window length in seconds (default: the sensors' minimum, at least
-            2 s).
+            2 s); > 0 and not below a hardware sensor's update period (ValueError), and
+            below a sensor's minimum trustworthy window (2 s on NVML) it warns.
         features: regression features (default ``regression.FEATURES``).
         calibration: ``"auto"`` (per-hardware store in the user cache directory), a JSON
             file path (a calibration saved by ``TOEnergy`` or written by

@@ -9,6 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from lightning_to_energy.sensors.base import (
+    ANOMALY_IMPLAUSIBLE,
+    ANOMALY_MULTI_WRAP,
+    ANOMALY_RESET,
+)
+
 # Window flags. A window can carry several.
 FLAG_SHORT = "short"  # shorter than a sensor's minimum trustworthy window
 FLAG_FAULT = "sensor-fault"  # a sensor failed during the window; its domain is missing
@@ -17,6 +23,10 @@ FLAG_UNMEASURED = "unmeasured"  # no joules at all for this window
 FLAG_BOUNDARY = "boundary"  # closed early at an epoch or loop boundary
 FLAG_OUTLIER = "not-fitted"  # measured, but not used to fit the model (short, faulty)
 FLAG_INTERRUPTED = "interrupted"  # open when the run ended by an exception: not fitted
+# A domain's reading could not be true; that domain is left out of the window's joules.
+FLAG_IMPLAUSIBLE = ANOMALY_IMPLAUSIBLE  # implied power above twice the device's limit
+FLAG_COUNTER_RESET = ANOMALY_RESET  # the counter went back: reset, not wrapped
+FLAG_MISSED_WRAPS = ANOMALY_MULTI_WRAP  # reads too far apart: RAPL wraps may be missing
 
 
 @dataclass(frozen=True)

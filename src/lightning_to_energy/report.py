@@ -33,9 +33,12 @@ from typing import TYPE_CHECKING, Any
 from lightning_to_energy._files import atomic_write, parse_json
 from lightning_to_energy.records import (
     FLAG_BOUNDARY,
+    FLAG_COUNTER_RESET,
     FLAG_ESTIMATE,
     FLAG_FAULT,
+    FLAG_IMPLAUSIBLE,
     FLAG_INTERRUPTED,
+    FLAG_MISSED_WRAPS,
     FLAG_OUTLIER,
     FLAG_SHORT,
     FLAG_UNMEASURED,
@@ -1095,6 +1098,9 @@ def _window_warnings(report: EnergyReport) -> list[str]:
     messages = {
         FLAG_SHORT: "shorter than a sensor's minimum trustworthy window (joules noisy)",
         FLAG_FAULT: "had a sensor fault (a domain is missing from their joules)",
+        FLAG_IMPLAUSIBLE: "had a reading that cannot be true (left out of their joules)",
+        FLAG_COUNTER_RESET: "saw a counter reset (that domain's joules are unknown, left out)",
+        FLAG_MISSED_WRAPS: "may have missed RAPL wraps (that domain's joules left out)",
         FLAG_ESTIMATE: "include estimated, not measured, joules",
         FLAG_UNMEASURED: "have no measured joules at all",
         FLAG_OUTLIER: "were measured but not used to fit the model",

@@ -15,9 +15,10 @@ plain PyTorch loop can drive it directly::
     report = tracker.finish()
 
 Steps are grouped into windows lasting at least ``window_s`` (by default the sensors' minimum
-trustworthy window, 2 s for an NVML counter). A step whose signature is new is counted once under
-the dispatch mode; every later step with that signature replays the cached profile at the cost of
-a dictionary look-up and a few additions.
+trustworthy window, 2 s for an NVML counter). Windows tile time: each opens at the edge where
+the last one closed, so the time between steps (loading the next batch) is in a window too.
+A step whose signature is new is counted once under the dispatch mode; every later step with that
+signature replays the cached profile at the cost of a dictionary look-up and a few additions.
 """
 
 from __future__ import annotations
@@ -90,7 +91,13 @@ from lightning_to_energy.regression import (
     warm_up_solver,
 )
 from lightning_to_energy.roofline import HardwareSpec, detect_hardware, roofline_s
-from lightning_to_energy.sensors.base import MEASURED_KINDS, Sensor, SensorKind, weakest_kind
+from lightning_to_energy.sensors.base import (
+    MEASURED_KINDS,
+    ImplausibleReadingWarning,
+    Sensor,
+    SensorKind,
+    weakest_kind,
+)
 from lightning_to_energy.sensors.spec import parse_sensors
 
 LOOPS = ("train", "validate", "test")
@@ -192,8 +199,10 @@ class EnergyTracker:
             :class:`~lightning_to_energy.sensors.base.Sensor` objects, or ``None`` to count only.
         cost_model: transistor costs: a :class:`CostModel`, a TOML/JSON cost file, or None
             for :meth:`CostModel.default`.
-        window_s: minimum window length in seconds; default: the sensors' ``min_window_s``
-            (2 s for an NVML counter), and never below ``DEFAULT_MIN_WINDOW_S`` (2 s).
+        window_s: minimum window length in seconds (> 0, and not below any sensor's
+            ``update_period_s``); default: the sensors' ``min_window_s`` (2 s for an NVML
+            counter), and never below ``DEFAULT_MIN_WINDOW_S`` (2 s). Below a sensor's
+            ``min_window_s`` it warns: such windows are flagged short and never fitted.
         features: regression features; names from ``FEATURES`` plus ``"tos"`` and ``"flops"``.
         calibration: ``"auto"`` (the per-hardware store in the user cache), a path to a
             calibration JSON file, or ``None`` for no prior and nothing saved.
@@ -209,7 +218,8 @@ class EnergyTracker:
 
     Raises:
         ValueError: an argument is out of range or of the wrong kind (every one is checked
-            here), or ``calibration`` is a directory.
+            here), ``calibration`` is a directory, or ``window_s`` is below a sensor's update
+            period (raised by :meth:`start` for sensors found there).
         SensorError: (from :meth:`start`) a backend named in ``sensors`` cannot work here.
 
     A ``with`` block starts the tracker and closes it at its end, releasing every sensor even
@@ -252,6 +262,8 @@ class EnergyTracker:
         check_positive_int("max_windows", max_windows, 20_000)
         if calibration is not None and calibration != "auto":
             CalibrationStore.from_path(calibration)  # a directory is refused now, not at the end
+        if window_s is not None and request.sensors:
+            _check_window_s(window_s, list(request.sensors))
         self.module = module
         self.optimizer = optimizer
         self.cost_model = as_cost_model(cost_model)
@@ -352,6 +364,16 @@ class EnergyTracker:
             self.sensors = [s for s in request.sensors if self.local_rank == 0 or not s.host_wide]
         self._weakest_kind = weakest_kind({s.kind.value for s in self.sensors})
         if self.sensors:
+            if self._requested_window_s is not None:
+                try:
+                    _check_window_s(self._requested_window_s, self.sensors)
+                except ValueError:
+                    self._started = False
+                    for sensor in self.sensors:
+                        with contextlib.suppress(Exception):
+                            sensor.close()
+                    raise
+                self._warn_short_windows()
             # The tracker warns once per failing domain itself (and records it for the report).
             self.meter = Meter(self.sensors, clock=self._clock, sync=self._sync, warn=False)
             if self._requested_window_s is None:
@@ -365,6 +387,20 @@ class EnergyTracker:
         # Pay for importing the regression's solver and for its first fit now, not in the
         # middle of the first window close.
         warm_up_solver()
+
+    def _warn_short_windows(self) -> None:
+        """Warn when ``window_s`` is below a sensor's minimum trustworthy window."""
+        slow = [s for s in self.sensors if self.window_s < s.min_window_s]
+        if slow:
+            names = ", ".join(f"{s.domain} ({s.min_window_s:g} s)" for s in slow)
+            self._warn_once(
+                "window-short",
+                f"window_s={self.window_s:g} s is below the minimum trustworthy window of "
+                f"{names}: windows that short are flagged 'short' and never fitted (an NVML "
+                "counter changes only every 100 ms, so its 0.25 s windows read 528 to 830 W "
+                "for a true 694 W). Fix: leave window_s unset, or pass window_s >= "
+                f"{max(s.min_window_s for s in slow):g}.",
+            )
 
     def _roofline_spec(self) -> HardwareSpec | None:
         # NB: best effort and quiet: a GPU missing from the hardware table only costs the
@@ -620,6 +656,12 @@ class EnergyTracker:
         self._slow.clear()  # a new window (a new epoch or loop) reads every key afresh
         window = _Window(loop=loop, first_step=self._steps.get(loop, 0))
         window.sums = [0.0] * (len(self._profile_features) + 3)
+        if self.meter is not None and self.meter.is_open:
+            # Windows tile time: the last window's closing edge opened this one.
+            window.meter_open = True
+            self._window = window
+            self._window_t0 = self.meter.opened_s
+            return window
         if self.meter is not None:
             try:
                 self.meter.open()
@@ -642,11 +684,12 @@ class EnergyTracker:
             self.abort_step()
         window = self._window
         self._window = None
-        if window is None or window.steps == 0:
-            if window is not None and window.meter_open and self.meter is not None:
-                self._safe_close_meter()
+        if window is None or (window.steps == 0 and self._interrupted is None):
+            # A window without steps keeps the meter running: its time goes to the next one.
+            # (An interrupted one is kept: the step that raised spent its joules in it.)
             return None
-        measurement = self._safe_close_meter() if window.meter_open else None
+        # Lapped, not closed: the next window opens at this edge, so no joule falls between.
+        measurement = self._safe_close_meter(lap=True) if window.meter_open else None
         if measurement is not None and window.lapped is not None:
             measurement = _join(window.lapped, measurement, self.meter)
         record, _ = self._record(window, measurement, boundary=boundary)
@@ -693,6 +736,16 @@ class EnergyTracker:
                 flags.append(FLAG_FAULT)
                 for domain, text in measurement.faults.items():
                     self._warn_once(f"fault:{domain}", f"sensor {domain} failed: {text}")
+            for domain, (kind, reason) in measurement.rejected.items():
+                if kind not in flags:
+                    flags.append(kind)
+                self._warn_once(
+                    f"rejected:{kind}",
+                    f"a reading of {domain} was rejected ({kind}): {reason}. That domain is "
+                    f"left out of the window (flagged '{kind}', never fitted), and its loss is "
+                    f"not guessed. Further '{kind}' rejections are flagged, not warned about.",
+                    ImplausibleReadingWarning,
+                )
             if any(
                 measurement.kinds[d].value == SensorKind.ESTIMATE.value
                 for d in energy
@@ -707,6 +760,7 @@ class EnergyTracker:
         fit_ok = measured is not None and measured > 0 and FLAG_SHORT not in flags
         fit_ok = fit_ok and FLAG_INTERRUPTED not in flags
         fit_ok = fit_ok and FLAG_FAULT not in flags
+        fit_ok = fit_ok and not (measurement is not None and measurement.rejected)
         prediction: Prediction | None
         try:
             if fit_ok:
@@ -794,10 +848,10 @@ class EnergyTracker:
             if ws:
                 self._archived[loop] = _add_totals(self._archived.get(loop), _sum_windows(loop, ws))
 
-    def _safe_close_meter(self) -> Measurement | None:
+    def _safe_close_meter(self, *, lap: bool = False) -> Measurement | None:
         assert self.meter is not None
         try:
-            return self.meter.close()
+            return self.meter.lap() if lap else self.meter.close()
         except Exception as exc:  # e.g. the CUDA sync at the edge failed
             self._warn_once("meter-close", f"energy meter failed to close a window: {exc}")
             # The failed close left its window open, and every later open() would be refused:
@@ -812,7 +866,7 @@ class EnergyTracker:
         self.warnings.extend(self._store.warnings[self._store_warnings_seen :])
         self._store_warnings_seen = len(self._store.warnings)
 
-    def _warn_once(self, key: str, message: str) -> None:
+    def _warn_once(self, key: str, message: str, category: type[Warning] = RuntimeWarning) -> None:
         if key in self._warned:
             return
         self._warned.add(key)
@@ -820,7 +874,7 @@ class EnergyTracker:
         # and the checkpoint keep each message once however often it recurs.
         if message not in self.warnings:
             self.warnings.append(message)
-        warnings.warn(f"lightning-to-energy: {message}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"lightning-to-energy: {message}", category, stacklevel=3)
 
     # --- live readout ---------------------------------------------------------------------
 
@@ -895,6 +949,8 @@ class EnergyTracker:
             if not self._started:
                 self.start()
             self.close_window(boundary=True)
+            if self.meter is not None and self.meter.is_open:
+                self._safe_close_meter()  # the time after the last step belongs to no window
             if save_calibration:
                 self.save_calibration()
         finally:
@@ -1375,10 +1431,11 @@ def _join(first: Measurement, then: Measurement, meter: Meter | None) -> Measure
     whole. ``short`` is judged on the joined duration.
     """
     faults = {**then.faults, **first.faults}
+    rejected = {**then.rejected, **first.rejected}
     energy = {
         d: first.energy_j[d] + then.energy_j[d]
         for d in first.energy_j
-        if d in then.energy_j and d not in faults
+        if d in then.energy_j and d not in faults and d not in rejected
     }
     duration_s = first.duration_s + then.duration_s
     min_window_s = meter.min_window_s if meter is not None else 0.0
@@ -1391,7 +1448,26 @@ def _join(first: Measurement, then: Measurement, meter: Meter | None) -> Measure
         sources=then.sources,
         short=duration_s < min_window_s,
         faults=faults,
+        rejected=rejected,
     )
+
+
+def _check_window_s(window_s: float, sensors: Sequence[Sensor]) -> None:
+    """Refuse a ``window_s`` shorter than a hardware sensor's update period, with the reason."""
+    # Hardware readings only: a replay interpolates between its samples, a fake is scripted.
+    slow = [
+        s
+        for s in sensors
+        if SensorKind(s.kind).value in MEASURED_KINDS and window_s < float(s.update_period_s)
+    ]
+    if slow:
+        names = ", ".join(f"{s.domain} ({float(s.update_period_s):g} s)" for s in slow)
+        raise ValueError(
+            f"window_s={window_s:g} s is shorter than the update period of {names}: such a "
+            "window would read 0 J or a whole update's joules, never its own. Fix: pass "
+            f"window_s >= {max(float(s.update_period_s) for s in slow):g} (2 s or more to fit "
+            "NVML windows), or leave it unset."
+        )
 
 
 def _window_to_dict(w: WindowRecord) -> dict[str, Any]:

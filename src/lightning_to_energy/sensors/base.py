@@ -47,6 +47,59 @@ class SensorError(RuntimeError):
     """A sensor could not produce a reading. Vendor errors are translated into this at the edge."""
 
 
+class ImplausibleReadingWarning(RuntimeWarning):
+    """A reading that cannot be true was left out of every total (warned once per kind).
+
+    A subclass of RuntimeWarning, so filters on sensor warnings keep working.
+    """
+
+
+#: Kinds of rejected readings: the flag a window carries when one of its domains was left out.
+ANOMALY_IMPLAUSIBLE = "implausible"  # implied power above what the device can draw
+ANOMALY_RESET = "counter-reset"  # the counter went back (a reset, not a wrap)
+ANOMALY_MULTI_WRAP = "missed-wraps"  # so long between reads that wraps may have been missed
+ANOMALY_KINDS = (ANOMALY_IMPLAUSIBLE, ANOMALY_RESET, ANOMALY_MULTI_WRAP)
+
+#: The power ceiling of a domain that states no power limit, watts.
+#: NB: above any one CPU package or GPU made today (server packages draw up to about 400 W,
+#: an H100 SXM is capped at 700 W), so only garbage exceeds it.
+DEFAULT_POWER_CEILING_W = 1000.0
+
+
+class ReadingAnomaly(SensorError):
+    """The energy since the previous reading cannot be known; a new baseline is given.
+
+    Raised by :meth:`Sensor.read_j` when the sensor can tell that the interval since its
+    previous read is lost (a counter reset, or so long a gap that wraps may have been
+    missed). The meter leaves the domain out of the window that ends at this reading, labels
+    that window with ``kind``, and starts the next window from ``value_j``: the loss is never
+    guessed, and it never spills into the next window.
+
+    Args:
+        kind: one of :data:`ANOMALY_KINDS`.
+        message: what was expected, what was found.
+        value_j: the sensor's cumulative joules now, the baseline for what follows.
+    """
+
+    def __init__(self, kind: str, message: str, value_j: float) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.value_j = value_j
+
+
+def power_ceiling_w(sensor: object) -> float:
+    """The most power a reading of ``sensor`` may imply before it is rejected, in watts.
+
+    Twice the device's stated power limit (attribute ``power_limit_w``: NVML's enforced
+    limit, a RAPL zone's stated maximum), else :data:`DEFAULT_POWER_CEILING_W`. Twice, because
+    a device may exceed its limit for milliseconds, never on average over a reading interval.
+    """
+    limit_w = getattr(sensor, "power_limit_w", None)
+    if isinstance(limit_w, (int, float)) and limit_w > 0 and limit_w < float("inf"):
+        return 2.0 * float(limit_w)
+    return DEFAULT_POWER_CEILING_W
+
+
 @runtime_checkable
 class Sensor(Protocol):
     """One energy domain.
@@ -59,6 +112,9 @@ class Sensor(Protocol):
         source: human-readable origin, e.g.
             ``"NVML nvmlDeviceGetTotalEnergyConsumption, NVIDIA H100"``.
         host_wide: True for sensors that measure the whole host (RAPL), read by local rank 0 only.
+
+    Optional: ``power_limit_w`` (float or None), the device's stated power limit, from which
+    :func:`power_ceiling_w` bounds every reading.
     """
 
     domain: str
@@ -72,6 +128,8 @@ class Sensor(Protocol):
         """Cumulative joules since an arbitrary origin; monotonic non-decreasing.
 
         Raises:
+            ReadingAnomaly: the interval since the previous read is lost (carries the new
+                baseline).
             SensorError: the reading failed.
         """
         ...

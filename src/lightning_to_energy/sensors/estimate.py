@@ -7,6 +7,7 @@ appear, and its use is announced once per process with an :class:`EnergyEstimate
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -35,6 +36,14 @@ def _announce_once(message: str) -> None:
             return
         _announced = True
     warnings.warn(message, EnergyEstimateWarning, stacklevel=3)
+
+
+def _usable_cores() -> int:
+    """The CPUs this process may run on (its affinity where the OS says, else all)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        return max(len(affinity(0)), 1)
+    return max(os.cpu_count() or 1, 1)
 
 
 def _process_cpu_s() -> float:
@@ -86,6 +95,9 @@ class CpuTimeEstimateSensor:
         self.domain = domain
         self.watts_per_core = float(watts_per_core)
         self.idle_w = float(idle_w)
+        # The most this model can say: every usable core busy. The meter's plausibility
+        # ceiling is twice it, so a big machine's estimate is never taken for garbage.
+        self.power_limit_w = self.watts_per_core * _usable_cores() + self.idle_w
         self._cpu_time = cpu_time
         self._clock = clock
         self._cpu0_s = cpu_time()

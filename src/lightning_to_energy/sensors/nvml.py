@@ -32,7 +32,14 @@ from types import ModuleType
 from typing import Any, Literal
 
 from lightning_to_energy.sensors._background import Sampler
-from lightning_to_energy.sensors.base import SensorError, SensorKind, SensorUnavailable
+from lightning_to_energy.sensors.base import (
+    ANOMALY_IMPLAUSIBLE,
+    ReadingAnomaly,
+    SensorError,
+    SensorKind,
+    SensorUnavailable,
+    power_ceiling_w,
+)
 
 NVIDIA_EXTRA_FIX = "pip install 'lightning-to-energy[nvidia]'"
 
@@ -293,6 +300,10 @@ class NvmlSensor:
         name = self._text(self._call("nvmlDeviceGetName", nvml.nvmlDeviceGetName, self._handle))
         uuid = self._text(self._call("nvmlDeviceGetUUID", nvml.nvmlDeviceGetUUID, self._handle))
         self.gpu_name, self.gpu_uuid = name, uuid
+        self.power_limit_w = self._enforced_power_limit_w()
+        # Power reads above this are garbage (an all-ones 0xFFFFFFFF mW is 4.3 MW): they are
+        # never integrated nor extrapolated.
+        self._ceiling_w = power_ceiling_w(self)
         problem: str | None = "the counter was not requested (method='power-integration')"
         if method != "power-integration":
             problem = self._probe_counter(probe_s, sleep)
@@ -325,6 +336,8 @@ class NvmlSensor:
         self._latest_j = 0.0
         self._counter_sample = (0.0, self._clock())  # (joules, when the counter was read)
         self._read_floor_j = -math.inf  # the last read_j(): reads never go backwards
+        self._floor_sample_j = -math.inf  # the counter sample that floor was extrapolated from
+        self._rejected: str | None = None  # a power sample rejected since the last read
         self._last_error: Exception | None = None  # the latest sample failed (counter mode)
         self._missed: Exception | None = None  # a sample failed since the last read (power)
         self._power_state: tuple[float, float, float] | None = None  # (t_s, power_w, energy_j)
@@ -424,6 +437,17 @@ class NvmlSensor:
                 return None
         return f"the total-energy counter did not change during a {probe_s:g} s probe"
 
+    def _enforced_power_limit_w(self) -> float | None:
+        """The GPU's enforced power limit in W, None where NVML does not say."""
+        fn = getattr(self._nvml, "nvmlDeviceGetEnforcedPowerLimit", None)
+        try:
+            milliwatts = self._optional(fn, self._handle)
+        except SensorError:  # a limit is a bound on readings, not needed to measure
+            return None
+        if not isinstance(milliwatts, (int, float)) or not milliwatts > 0:
+            return None
+        return float(milliwatts) / 1e3  # mW -> W
+
     def _instant_power_reader(self) -> Callable[[], float] | None:
         """A reader of instant power in W (field NVML_FI_DEV_POWER_INSTANT), None without it."""
         nvml = self._nvml
@@ -496,6 +520,15 @@ class NvmlSensor:
 
     def _poll_power(self) -> None:
         power_w = self._call("power read", self._power_w)
+        if not 0.0 <= power_w <= self._ceiling_w:
+            # Garbage: never integrated. The next good sample bridges the gap, and the next
+            # read reports the interval as implausible, so its window is left out.
+            self._rejected = (
+                f"{self.domain}: a power sample read {power_w:.6g} W, above the "
+                f"{self._ceiling_w:g} W ceiling (twice the {self.power_limit_w or 0:g} W power "
+                "limit, else 1 kW); the energy around it is unknown"
+            )
+            return
         t_s = self._clock()
         state = self._power_state
         energy_j = 0.0
@@ -518,6 +551,8 @@ class NvmlSensor:
         """Cumulative joules (counter: since driver load; integration: since creation).
 
         Raises:
+            ReadingAnomaly: a power sample since the previous read could not be true (it was
+                left out; the value returned with the anomaly is good to go on from).
             SensorError: the latest counter sample failed, or a power sample failed since the
                 previous read (the integral has a gap).
         """
@@ -536,9 +571,11 @@ class NvmlSensor:
                 f"{self.domain}: a power sample failed since the previous read ({missed}); "
                 "energy over that interval is unknown."
             ) from missed
-        if self._sampler is None:
-            return self._latest_j
-        return self._integral_to_now_j()
+        value_j = self._latest_j if self._sampler is None else self._integral_to_now_j()
+        rejected, self._rejected = self._rejected, None
+        if rejected is not None:
+            raise ReadingAnomaly(ANOMALY_IMPLAUSIBLE, rejected, value_j)
+        return value_j
 
     def _integral_to_now_j(self) -> float:
         """The background integral, brought forward from its last sample to now.
@@ -568,15 +605,22 @@ class NvmlSensor:
         update lag, as a direct read at the edge would, for a 2 us power read instead of a
         3 ms counter read. Without the instant-power field, or if the read fails, the sample
         is returned as it is. Reads never go backwards: a later sample below an earlier
-        extrapolation (power fell meanwhile) is held at that extrapolation.
+        extrapolation (power fell meanwhile) is held at that extrapolation; but a counter that
+        itself went back (a reset) is passed on as it is, so the meter sees and labels it
+        instead of every later window reading 0 J until the counter climbs back.
         """
         energy_j, sampled_s = self._counter_sample
+        if energy_j < self._floor_sample_j:
+            self._read_floor_j = -math.inf  # the counter went back: no floor survives a reset
+        self._floor_sample_j = energy_j
         if self._edge_power_w is not None:
             age_s = self._clock() - sampled_s
             # a failed power read leaves the sample alone: at most one period stale
             if age_s > 0:
                 with contextlib.suppress(self._nvml.NVMLError):
-                    energy_j += self._edge_power_w() * age_s  # J = W x s
+                    power_w = self._edge_power_w()
+                    if 0.0 <= power_w <= self._ceiling_w:  # garbage is never extrapolated
+                        energy_j += power_w * age_s  # J = W x s
         energy_j = max(energy_j, self._read_floor_j)
         self._read_floor_j = energy_j
         return energy_j
