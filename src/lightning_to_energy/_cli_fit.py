@@ -29,6 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning_to_energy._files import parse_json
 from lightning_to_energy.calibration import MIN_PRECISION_PCT
 from lightning_to_energy.cli import CliError
 from lightning_to_energy.records import FLAG_FAULT, FLAG_OUTLIER, FLAG_SHORT, EnergyReport
@@ -342,11 +343,14 @@ def _run_study(args: argparse.Namespace) -> int:
             raise ValueError(f"expected measured runs in {args.reports}, found none")
         model = fit_calibration_model(runs)
         results = evaluate(runs, models=["ours"], splits=("config", "family"), in_sample=False)
+        first = Path(str(runs[0].path))
+        data = parse_json(first.read_text(encoding="utf-8"))
+        # load_runs checked the file is an object with a 'hardware' object
         hardware = HardwareInfo.from_dict(
-            json.loads(Path(str(runs[0].path)).read_text())["hardware"]["fingerprint"]
+            data["hardware"].get("fingerprint"), where=f"{first}: hardware.fingerprint"
         )
         run_kinds = [(str(r.path), _study_run_kind(Path(str(r.path)))) for r in runs]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise CliError(f"cannot fit the study runs: {exc}") from None
     scores: dict[str, dict[str, Any]] = {
         s.split: {

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_to_energy._cli_profile import PRECISIONS, TRACEBACK_HINT, add_traceback_flag
+from lightning_to_energy._files import parse_json
 from lightning_to_energy.cli import CliError, count_arg
 
 _HELP = "predict a training run's energy from one counted step and this hardware's calibration"
@@ -432,7 +433,7 @@ def _check_calibration_path(path: Path) -> None:
             "TOEnergy, or drop --calibration to use this hardware's own."
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return  # missing or unreadable: the store's own checks say so
     foreign = foreign_file(data, path)

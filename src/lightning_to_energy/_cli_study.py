@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lightning_to_energy._files import atomic_write_text, parse_json
 from lightning_to_energy.cli import CliError, check_output_path, count_arg
 
 _HELP = "run the energy scaling study over a grid of models, or evaluate it"
@@ -192,9 +193,10 @@ def _machine(out_dir: Path, keys: set[str]) -> str:
     names: dict[str, None] = {}
     for path in sorted(out_dir.glob("*.run.json")):
         try:
-            hw = json.loads(path.read_text(encoding="utf-8")).get("hardware", {})
-        except (OSError, ValueError, AttributeError):
+            data = parse_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             continue
+        hw = data.get("hardware") if isinstance(data, dict) else None
         if isinstance(hw, dict) and hw.get("key") in keys:
             label = f"{hw.get('name') or hw.get('key')}"
             driver = (hw.get("fingerprint") or {}).get("driver_version")
@@ -216,10 +218,7 @@ def update_markdown(path: Path, key: str, section: str) -> None:
         text = text[:start] + block + text[stop:]
     else:
         text = text.rstrip("\n") + "\n\n" + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, text)
 
 
 def evaluate_dir(out_dir: Path, *, results_md: str | None = None, as_json: bool = False) -> int:

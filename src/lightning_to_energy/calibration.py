@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_to_energy import notices
-from lightning_to_energy._files import atomic_write_text
+from lightning_to_energy._files import atomic_write_text, parse_json
 from lightning_to_energy.notices import EnergyWarning
 from lightning_to_energy.regression import (
     DEFAULT_HISTORY,
@@ -124,12 +124,17 @@ class HardwareInfo:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> HardwareInfo:
-        """Inverse of :meth:`to_dict`.
+    def from_dict(cls, d: Mapping[str, Any], where: str = "hardware") -> HardwareInfo:
+        """Inverse of :meth:`to_dict`; ``where`` names the JSON path of ``d`` in errors.
 
         Raises:
             ValueError: a field has the wrong type.
         """
+        if not isinstance(d, Mapping):
+            raise ValueError(
+                f"{where}: expected a JSON object {{gpus, driver_version, cpu, cpu_count}}, "
+                f"found {_found(d)}"
+            )
         gpus = d.get("gpus", [])
         driver = d.get("driver_version")
         cpu = d.get("cpu", "unknown")
@@ -143,8 +148,8 @@ class HardwareInfo:
             or not isinstance(count, int)
         ):
             raise ValueError(
-                "hardware: expected {gpus: [str], driver_version: str|null, cpu: str, "
-                f"cpu_count: int}}, found {dict(d)!r}"
+                f"{where}: expected {{gpus: [str], driver_version: str|null, cpu: str, "
+                f"cpu_count: int}}, found {_found(dict(d))}"
             )
         return cls(gpus=tuple(gpus), driver_version=driver, cpu=cpu, cpu_count=count)
 
@@ -523,54 +528,59 @@ class Calibration:
                 f"expected schema_version {SCHEMA_VERSION}, found {version!r} (written by "
                 "another version of lightning-to-energy)"
             )
-        try:
-            windows = tuple(
+        # Every field checked where it is read, each error naming its JSON path.
+        windows = []
+        for i, w in enumerate(_list(d, "windows")):
+            where = f"windows[{i}]"
+            w = _object(w, where)
+            windows.append(
                 CalibrationWindow(
-                    features=_number_map(w["features"], "window features"),
-                    energy_j=_number(w["energy_j"], "window energy_j", positive=True),
-                    run_id=_string(w["run_id"], "window run_id"),
+                    features=_number_map(_field(w, "features", where), f"{where}.features"),
+                    energy_j=_number(
+                        _field(w, "energy_j", where), f"{where}.energy_j", positive=True
+                    ),
+                    run_id=_string(_field(w, "run_id", where), f"{where}.run_id"),
                 )
-                for w in d["windows"]
             )
-            runs = tuple(
+        runs = []
+        for i, r in enumerate(_list(d, "runs")):
+            where = f"runs[{i}]"
+            r = _object(r, where)
+            runs.append(
                 CalibrationRun(
-                    run_id=_string(r["run_id"], "run_id"),
-                    date=_string(r["date"], "run date"),
-                    windows=_count(r["windows"], "run windows"),
+                    run_id=_string(_field(r, "run_id", where), f"{where}.run_id"),
+                    date=_string(_field(r, "date", where), f"{where}.date"),
+                    windows=_count(_field(r, "windows", where), f"{where}.windows"),
                 )
-                for r in d["runs"]
             )
-            # Optional since they were added: a file of an earlier release loads with the
-            # kind "unknown" and no precision, and says so wherever it is used.
-            kind = _string(d.get("sensor_kind", UNKNOWN_KIND), "sensor_kind")
-            precision = d.get("precision_pct")
-            if precision is not None and (
-                isinstance(precision, bool)
-                or not isinstance(precision, (int, float))
-                or not math.isfinite(precision)
-            ):
-                raise ValueError(
-                    f"precision_pct: expected a finite number or null, found {precision!r}"
-                )
-            names = d["feature_names"]
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise ValueError(f"feature_names: expected a list of strings, found {names!r}")
-            return cls(
-                fingerprint=_string(d["fingerprint"], "fingerprint"),
-                hardware=HardwareInfo.from_dict(d["hardware"]),
-                feature_names=tuple(names),
-                windows=windows,
-                coefficients=_number_map(d["coefficients"], "coefficients"),
-                n_runs=_count(d["n_runs"], "n_runs"),
-                updated=_string(d["updated"], "updated"),
-                runs=runs,
-                sensor_kind=kind,
-                precision_pct=None if precision is None else float(precision),
-                validation=_string(d.get("validation", ""), "validation"),
-                physical=_physical(d.get("physical")),
+        names = _list(d, "feature_names")
+        for i, n in enumerate(names):
+            _string(n, f"feature_names[{i}]")
+        # Optional since they were added: a file of an earlier release loads with the kind
+        # "unknown" and no precision, and says so wherever it is used.
+        precision = d.get("precision_pct")
+        if precision is not None and (
+            isinstance(precision, bool)
+            or not isinstance(precision, (int, float))
+            or not math.isfinite(precision)
+        ):
+            raise ValueError(
+                f"precision_pct: expected a finite number or null, found {precision!r}"
             )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"missing or mistyped field: {exc!r}") from exc
+        return cls(
+            fingerprint=_string(_field(d, "fingerprint"), "fingerprint"),
+            hardware=HardwareInfo.from_dict(_object(_field(d, "hardware"), "hardware")),
+            feature_names=tuple(names),
+            windows=tuple(windows),
+            coefficients=_number_map(_field(d, "coefficients"), "coefficients"),
+            n_runs=_count(_field(d, "n_runs"), "n_runs"),
+            updated=_string(_field(d, "updated"), "updated"),
+            runs=tuple(runs),
+            sensor_kind=_string(d.get("sensor_kind", UNKNOWN_KIND), "sensor_kind"),
+            precision_pct=None if precision is None else float(precision),
+            validation=_string(d.get("validation", ""), "validation"),
+            physical=_physical(d.get("physical")),
+        )
 
 
 def _physical(value: Any) -> dict[str, Any] | None:
@@ -587,7 +597,7 @@ def _physical(value: Any) -> dict[str, Any] | None:
 
 def _number(value: Any, what: str, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what}: expected a number, found {value!r}")
+        raise ValueError(f"{what}: expected a number, found {_found(value)}")
     v = float(value)
     if not math.isfinite(v) or v < 0 or (positive and v == 0):
         raise ValueError(
@@ -598,19 +608,44 @@ def _number(value: Any, what: str, positive: bool = False) -> float:
 
 def _number_map(value: Any, what: str) -> dict[str, float]:
     if not isinstance(value, Mapping):
-        raise ValueError(f"{what}: expected an object, found {value!r}")
+        raise ValueError(f"{what}: expected a JSON object, found {_found(value)}")
     return {str(k): _number(v, f"{what}[{k!r}]") for k, v in value.items()}
+
+
+def _found(value: Any) -> str:
+    """A found value in an error: its type, and the value itself when it is short."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{type(value).__name__} {text[:57]}..."
+
+
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what}: expected a JSON object, found {_found(value)}")
+    return value
+
+
+def _field(d: Mapping[str, Any], key: str, where: str = "") -> Any:
+    if key not in d:
+        raise ValueError(f"{where + '.' if where else ''}{key}: expected a value, found none")
+    return d[key]
+
+
+def _list(d: Mapping[str, Any], key: str) -> list[Any]:
+    value = _field(d, key)
+    if not isinstance(value, list):
+        raise ValueError(f"{key}: expected a JSON list, found {_found(value)}")
+    return value
 
 
 def _string(value: Any, what: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{what}: expected a string, found {value!r}")
+        raise ValueError(f"{what}: expected a string, found {_found(value)}")
     return value
 
 
 def _count(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{what}: expected an int >= 0, found {value!r}")
+        raise ValueError(f"{what}: expected an int >= 0, found {_found(value)}")
     return value
 
 
@@ -800,6 +835,13 @@ class CalibrationStore:
                 disk = self._read(path)
                 if disk is _CORRUPT:
                     return None
+                if isinstance(disk, Calibration) and disk.fingerprint != calibration.fingerprint:
+                    # An explicit file of other hardware (a store's own files always match:
+                    # see _read): its windows must never be filed under this machine.
+                    beside = self._beside(path, disk, calibration)
+                    if beside is None:
+                        return None
+                    path, disk = beside
                 if isinstance(disk, Calibration):
                     merged = merge(disk, calibration, self.max_windows)
                 else:
@@ -809,7 +851,7 @@ class CalibrationStore:
                         self.max_windows,
                     )
                 text = json.dumps(merged.to_dict(), indent=1, allow_nan=False) + "\n"
-                atomic_write_text(path, text)
+                atomic_write_text(path, text, durable=True)
         except OSError as exc:
             self._warn(
                 f"calibration not saved: writing {path} failed ({exc}); fix: make "
@@ -818,6 +860,35 @@ class CalibrationStore:
             )
             return None
         return path
+
+    def _beside(
+        self, path: Path, disk: Calibration, calibration: Calibration
+    ) -> tuple[Path, Calibration | None] | None:
+        """Where a run whose hardware differs from the explicit file's is saved instead: the
+        file beside it named after this hardware (``cal.<fingerprint>.json``), with what that
+        file holds; None (after a warning) when it is unusable. The explicit file is left as
+        it is, and a warning says so."""
+        # NB: beside it, so under the folder lock save() already holds (see _file_lock).
+        other = path.with_name(f"{path.stem}.{calibration.fingerprint}{path.suffix or '.json'}")
+        found = self._read(other)
+        if found is _CORRUPT or (
+            isinstance(found, Calibration) and found.fingerprint != calibration.fingerprint
+        ):
+            self._warn(
+                f"calibration not saved: {path} holds another machine's calibration "
+                f"({disk.hardware.label}), and {other}, where this machine's would go, is not "
+                f"one of {calibration.hardware.label}. Both are left untouched; fix: pass "
+                "calibration=<a new file> for this machine.",
+                stacklevel=4,
+            )
+            return None
+        self._warn(
+            f"calibration {path} is another machine's ({disk.hardware.label}); this run on "
+            f"{calibration.hardware.label} is saved beside it, to {other}, and {path} is left "
+            "unchanged. Fix: pass calibration=<that file> to start from this machine's own.",
+            stacklevel=4,
+        )
+        return other, found if isinstance(found, Calibration) else None
 
     def _read(self, path: Path) -> Calibration | object | None:
         """The file's calibration; None if absent; ``_CORRUPT`` (after a warning) if unusable."""
@@ -831,12 +902,12 @@ class CalibrationStore:
             return self._mark_corrupt(path, f"unreadable: {exc}", self._fix_for(path, None))
         data: Any = None
         try:
-            data = json.loads(text)
+            data = parse_json(text)
             foreign = _foreign_file(data, path)
             if foreign is not None:
                 return self._mark_corrupt(path, *foreign)
             found = Calibration.from_dict(data)
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        except ValueError as exc:  # JSONDecodeError is a ValueError
             return self._mark_corrupt(path, str(exc), self._fix_for(path, data))
         if self._path is None and found.fingerprint != path.stem:
             # A file copied or renamed into the store: another machine's windows must never

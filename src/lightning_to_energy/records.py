@@ -23,6 +23,7 @@ FLAG_ESTIMATE = "estimate"  # some of the window's joules are an estimate, not a
 FLAG_UNMEASURED = "unmeasured"  # no joules at all for this window
 FLAG_BOUNDARY = "boundary"  # closed early at an epoch or loop boundary
 FLAG_OUTLIER = "not-fitted"  # measured, but not used to fit the model (short, faulty)
+FLAG_INTERRUPTED = "interrupted"  # open when the run ended by an exception: not fitted
 # A domain's reading could not be true; that domain is left out of the window's joules.
 FLAG_IMPLAUSIBLE = ANOMALY_IMPLAUSIBLE  # implied power above twice the device's limit
 FLAG_COUNTER_RESET = ANOMALY_RESET  # the counter went back: reset, not wrapped
@@ -175,3 +176,5 @@ class EnergyReport:
     prior: PriorRecord | None = None
     # why static energy is not attributed to the modules ("" when it is, or in older reports)
     static_note: str = ""
+    # why the run ended early ("KeyboardInterrupt", "RuntimeError: ..."); None: it finished
+    interrupted: str | None = None

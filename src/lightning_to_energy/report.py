@@ -14,7 +14,6 @@ Files written by :func:`save_report` (``stem`` defaults to ``energy_report``):
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import functools
@@ -23,7 +22,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,12 +30,14 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning_to_energy._files import atomic_write, parse_json
 from lightning_to_energy.records import (
     FLAG_BOUNDARY,
     FLAG_COUNTER_RESET,
     FLAG_ESTIMATE,
     FLAG_FAULT,
     FLAG_IMPLAUSIBLE,
+    FLAG_INTERRUPTED,
     FLAG_MISSED_WRAPS,
     FLAG_OUTLIER,
     FLAG_SHORT,
@@ -427,8 +427,10 @@ def load_report(path: str | os.PathLike[str]) -> EnergyReport:
         p = p / "energy_report.json"
     text = p.read_text(encoding="utf-8")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        data = parse_json(text)
+    except ValueError as exc:  # JSONDecodeError, or nesting too deep to parse
+        if not isinstance(exc, json.JSONDecodeError):
+            raise ReportFormatError(f"{p}: {exc}") from None
         if p.suffix.lower() == ".csv":
             # Not damaged: the per-window CSV written beside the JSON, which holds the rest.
             raise ReportFormatError(
@@ -446,20 +448,6 @@ def load_report(path: str | os.PathLike[str]) -> EnergyReport:
 # ----------------------------------------------------------------------------------------------
 # Files: JSON, CSV, PNG
 # ----------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, write: typing.Callable[[typing.IO[bytes]], object]) -> None:
-    """Write through a temporary file in the same directory, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _ordered_union(keys: Iterable[Iterable[str]], first: Sequence[str] = ()) -> list[str]:
@@ -533,7 +521,7 @@ def write_csv(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
     """
     p = Path(path)
     data = _csv_text(report).encode("utf-8")
-    _atomic_write(p, lambda fh: fh.write(data))
+    atomic_write(p, lambda fh: fh.write(data))
     return p
 
 
@@ -641,7 +629,7 @@ def save_plot(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
     def write(fh: typing.IO[bytes]) -> None:
         fig.savefig(fh, format="png", dpi=110)
 
-    _atomic_write(p, write)
+    atomic_write(p, write)
     return p
 
 
@@ -671,7 +659,7 @@ def save_report(
     out = Path(directory)
     json_path = out / f"{stem}.json"
     text = json.dumps(report_to_dict(report), indent=2, allow_nan=False) + "\n"
-    _atomic_write(json_path, lambda fh: fh.write(text.encode("utf-8")))
+    atomic_write(json_path, lambda fh: fh.write(text.encode("utf-8")))
     csv_path = write_csv(report, out / f"{stem}.csv")
     png_path: Path | None = None
     notes: list[str] = []
@@ -1155,6 +1143,7 @@ def _window_warnings(report: EnergyReport) -> list[str]:
         FLAG_UNMEASURED: "have no measured joules at all",
         FLAG_OUTLIER: "were measured but not used to fit the model",
         FLAG_BOUNDARY: "closed early at an epoch or loop boundary",
+        FLAG_INTERRUPTED: "were open when the run was interrupted (measured, not fitted)",
     }
     for flag, text in messages.items():
         if counts.get(flag):

@@ -24,7 +24,6 @@ Nothing here imports rich or matplotlib; rendering lives in :mod:`scaling_report
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from abc import ABC, abstractmethod
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from lightning_to_energy import notices
+from lightning_to_energy._files import parse_json
 from lightning_to_energy.regression import OnlineEnergyModel
 
 __all__ = [
@@ -360,8 +360,8 @@ def load_runs(paths: Iterable[str | os.PathLike[str]]) -> list[StudyRun]:
             continue
         seen.add(key)
         try:
-            data = json.loads(f.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = parse_json(f.read_text(encoding="utf-8"))
+        except ValueError as exc:  # bad UTF-8, bad JSON, or nesting too deep to parse
             raise ValueError(
                 f"{f}: expected a study run JSON ({RUN_FORMAT}), found unreadable JSON ({exc}); "
                 "fix: rerun this configuration, or delete the file."

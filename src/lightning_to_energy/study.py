@@ -43,6 +43,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from lightning_to_energy import notices
+from lightning_to_energy._files import atomic_write_text, parse_json
 from lightning_to_energy.records import (
     FLAG_FAULT,
     FLAG_OUTLIER,
@@ -864,13 +865,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 @contextlib.contextmanager
@@ -1063,7 +1058,7 @@ def _check_same_hardware(out: Path, key: str) -> None:
     others: dict[str, str] = {}
     for path in sorted(out.glob(f"*{RUN_SUFFIX}")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = parse_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # unreadable: is_complete() reruns it
         hw = data.get("hardware") if isinstance(data, dict) else None
@@ -1090,7 +1085,7 @@ def _release_memory() -> None:
 def is_complete(path: str | os.PathLike[str], config: StudyConfig) -> bool:
     """True if ``path`` is a readable run JSON of this very configuration with a measurement."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = parse_json(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return (

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,6 +37,19 @@ from typing import Any
 import torch
 
 from lightning_to_energy import notices
+from lightning_to_energy._arguments import (
+    check_calibration,
+    check_callable,
+    check_clock,
+    check_device,
+    check_features,
+    check_module,
+    check_optimizer,
+    check_positive_int,
+    check_rank,
+    check_total_steps,
+    check_window_s,
+)
 from lightning_to_energy.calibration import (
     Calibration,
     CalibrationStore,
@@ -59,6 +71,7 @@ from lightning_to_energy.records import (
     FLAG_BOUNDARY,
     FLAG_ESTIMATE,
     FLAG_FAULT,
+    FLAG_INTERRUPTED,
     FLAG_OUTLIER,
     FLAG_SHORT,
     FLAG_UNMEASURED,
@@ -90,6 +103,7 @@ from lightning_to_energy.sensors.base import (
     SensorKind,
     weakest_kind,
 )
+from lightning_to_energy.sensors.spec import parse_sensors
 
 LOOPS = ("train", "validate", "test")
 # Feature names the tracker knows how to compute from a step profile, besides duration_s.
@@ -184,7 +198,9 @@ class EnergyTracker:
     Args:
         module: the model whose steps are counted (attribution hooks go on its submodules).
         optimizer: the optimizer (its type is part of the step signature); optional.
-        sensors: ``"auto"`` (discover NVML, RAPL, then an estimate), a sequence of
+        sensors: ``"auto"`` (discover NVML, RAPL, then an estimate), backend names that must
+            work (``"nvml,estimate"``, ``["rapl"]``: see
+            :mod:`lightning_to_energy.sensors.spec`), a sequence of
             :class:`~lightning_to_energy.sensors.base.Sensor` objects, or ``None`` to count only.
         cost_model: transistor costs: a :class:`CostModel`, a TOML/JSON cost file, or None
             for :meth:`CostModel.default`.
@@ -206,9 +222,14 @@ class EnergyTracker:
             ones are folded into per-loop totals, so totals stay exact on runs of any length.
 
     Raises:
-        ValueError: an argument is out of range or of the wrong kind, ``calibration`` is a
-            directory, or ``window_s`` is below a sensor's update period (raised by
-            :meth:`start` for sensors found there).
+        ValueError: an argument is out of range or of the wrong kind (every one is checked
+            here), ``calibration`` is a directory, or ``window_s`` is below a sensor's update
+            period (raised by :meth:`start` for sensors found there).
+        SensorError: (from :meth:`start`) a backend named in ``sensors`` cannot work here.
+
+    A ``with`` block starts the tracker and closes it at its end, releasing every sensor even
+    when the block raises (Ctrl-C included); :meth:`build_report` then gives the partial
+    report, marked ``interrupted``.
     """
 
     def __init__(
@@ -216,7 +237,7 @@ class EnergyTracker:
         module: torch.nn.Module | None = None,
         optimizer: Any = None,
         *,
-        sensors: str | Sequence[Sensor] | None = "auto",
+        sensors: str | Sequence[str] | Sequence[Sensor] | None = "auto",
         cost_model: CostModel | str | Path | None = None,
         window_s: float | None = None,
         features: Sequence[str] = FEATURES,
@@ -230,55 +251,35 @@ class EnergyTracker:
         total_steps: int | None = None,
         max_windows: int = 20_000,
     ) -> None:
-        if window_s is not None and not (
-            isinstance(window_s, (int, float)) and window_s > 0 and math.isfinite(window_s)
-        ):
-            raise ValueError(
-                f"window_s must be a finite number of seconds > 0, found {window_s!r}: a "
-                "window of no length measures nothing (every reading would be noise); pass "
-                "e.g. window_s=2.0, or None for the sensors' minimum trustworthy window."
-            )
-        if not isinstance(max_windows, int) or max_windows < 1:
-            raise ValueError(
-                f"max_windows must be a positive int, found {max_windows!r}; "
-                "pass e.g. max_windows=20_000."
-            )
-        if not isinstance(recheck_every, int) or recheck_every < 1:
-            raise ValueError(
-                f"recheck_every must be a positive int, found {recheck_every!r}; "
-                "pass e.g. recheck_every=1000."
-            )
-        unknown = [f for f in features if f != "duration_s" and f not in PROFILE_FEATURES]
-        if unknown or "duration_s" not in features:
-            raise ValueError(
-                f"features must include 'duration_s' and names from {sorted(PROFILE_FEATURES)}; "
-                f"found {list(features)!r}. Fix the names or leave the default."
-            )
-        if not (sensors is None or sensors == "auto" or isinstance(sensors, Sequence)):
-            raise ValueError(
-                f"sensors must be 'auto', a sequence of Sensor objects or None; found {sensors!r}."
-            )
-        if not (calibration is None or isinstance(calibration, (str, os.PathLike))):
-            raise ValueError(
-                "calibration: expected 'auto', a calibration JSON file path or None; found "
-                f"{calibration!r}. Fix: pass calibration='auto' (this hardware's own), a path, "
-                "or None."
-            )
+        check_module(module)
+        check_optimizer(optimizer)
+        request = parse_sensors(sensors)
+        check_window_s(window_s)
+        features = check_features(features, tuple(PROFILE_FEATURES))
+        check_calibration(calibration)
+        check_positive_int("recheck_every", recheck_every, 1000)
+        check_clock(clock)
+        check_callable("sync", sync, optional=True, example="torch.cuda.synchronize")
+        device = check_device(device)
+        check_rank("local_rank", local_rank)
+        check_rank("rank", rank)
+        check_total_steps(total_steps)
+        check_positive_int("max_windows", max_windows, 20_000)
         if calibration is not None and calibration != "auto":
             CalibrationStore.from_path(calibration)  # a directory is refused now, not at the end
-        if window_s is not None and isinstance(sensors, Sequence) and not isinstance(sensors, str):
-            _check_window_s(window_s, [s for s in sensors if hasattr(s, "update_period_s")])
+        if window_s is not None and request.sensors:
+            _check_window_s(window_s, list(request.sensors))
         self.module = module
         self.optimizer = optimizer
         self.cost_model = as_cost_model(cost_model)
         self.features = tuple(features)
         self._profile_features = tuple(f for f in self.features if f != "duration_s")
-        self._requested_sensors = sensors
+        self._requested_sensors = request
         self._requested_window_s = window_s
         self._calibration_arg = calibration
         self._clock = clock
         self._sync = sync
-        self.device = torch.device(device) if device is not None else None
+        self.device = device
         self.local_rank = local_rank
         self.rank = rank
         self.total_steps = total_steps
@@ -342,6 +343,8 @@ class EnergyTracker:
         self._roofline_note: str | None = None
         self._started = False
         self._broken: str | None = None
+        # Why the run ended early (see close): marks the open window and the report.
+        self._interrupted: str | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -351,16 +354,20 @@ class EnergyTracker:
             return
         self._started = True
         self._t0 = self._clock()
-        if self._requested_sensors == "auto":
+        request = self._requested_sensors
+        if request.discovers:
             from lightning_to_energy.sensors.discover import discover
 
-            found = discover("auto", devices=self._cuda_devices(), local_rank=self.local_rank)
+            # Named backends must work: discover raises (SensorError) when one cannot.
+            found = discover(
+                "auto" if request.auto else list(request.backends),
+                devices=self._cuda_devices(),
+                local_rank=self.local_rank,
+            )
             self.sensors = list(found.sensors)
             self.skipped_sensors = dict(found.skipped)
-        elif not isinstance(self._requested_sensors, (str, type(None))):
-            self.sensors = [
-                s for s in self._requested_sensors if self.local_rank == 0 or not s.host_wide
-            ]
+        else:
+            self.sensors = [s for s in request.sensors if self.local_rank == 0 or not s.host_wide]
         self._weakest_kind = weakest_kind({s.kind.value for s in self.sensors})
         if self.sensors:
             if self._requested_window_s is not None:
@@ -683,8 +690,9 @@ class EnergyTracker:
             self.abort_step()
         window = self._window
         self._window = None
-        if window is None or window.steps == 0:
+        if window is None or (window.steps == 0 and self._interrupted is None):
             # A window without steps keeps the meter running: its time goes to the next one.
+            # (An interrupted one is kept: the step that raised spent its joules in it.)
             return None
         # Lapped, not closed: the next window opens at this edge, so no joule falls between.
         measurement = self._safe_close_meter(lap=True) if window.meter_open else None
@@ -752,7 +760,11 @@ class EnergyTracker:
                 flags.append(FLAG_ESTIMATE)
         if measured is None:
             flags.append(FLAG_UNMEASURED)
+        if self._interrupted is not None:
+            # Its joules were spent, but the step that raised left no operation count.
+            flags.append(FLAG_INTERRUPTED)
         fit_ok = measured is not None and measured > 0 and FLAG_SHORT not in flags
+        fit_ok = fit_ok and FLAG_INTERRUPTED not in flags
         fit_ok = fit_ok and FLAG_FAULT not in flags
         fit_ok = fit_ok and not (measurement is not None and measurement.rejected)
         prediction: Prediction | None
@@ -920,27 +932,59 @@ class EnergyTracker:
 
     # --- the end --------------------------------------------------------------------------
 
-    def finish(self, *, save_calibration: bool = True) -> EnergyReport:
+    def finish(
+        self, *, save_calibration: bool = True, interrupted: str | None = None
+    ) -> EnergyReport:
         """Close the last window, save the calibration and build the report of this process."""
-        self.close(save_calibration=save_calibration)
+        self.close(save_calibration=save_calibration, interrupted=interrupted)
         return self.build_report()
 
-    def close(self, *, save_calibration: bool = True) -> None:
+    def close(self, *, save_calibration: bool = True, interrupted: str | None = None) -> None:
         """Close the last window, save the calibration and release the sensors.
 
         :meth:`finish` does this and builds the report; a caller that reports over more than
         this process (the callback under DDP) calls this and then :meth:`build_report` once.
+        The sensors (and their sampler threads, and NVML) are released whatever fails first.
+
+        Args:
+            save_calibration: merge the fitted windows into the calibration store.
+            interrupted: why the run ended early (e.g. ``"KeyboardInterrupt"``); the open
+                window is kept, flagged ``interrupted`` and not fitted, and the report says so.
         """
-        if not self._started:
-            self.start()
-        self.close_window(boundary=True)
-        if self.meter is not None and self.meter.is_open:
-            self._safe_close_meter()  # the time after the last step belongs to no window
-        if save_calibration:
-            self.save_calibration()
-        for sensor in self.sensors:
-            with contextlib.suppress(Exception):  # closing is best effort; the run is over
-                sensor.close()
+        try:
+            if interrupted is not None:
+                self.interrupt(interrupted)
+            if not self._started:
+                self.start()
+            self.close_window(boundary=True)
+            if self.meter is not None and self.meter.is_open:
+                self._safe_close_meter()  # the time after the last step belongs to no window
+            if save_calibration:
+                self.save_calibration()
+        finally:
+            for sensor in self.sensors:
+                with contextlib.suppress(Exception):  # closing is best effort; the run is over
+                    sensor.close()
+
+    def interrupt(self, reason: str) -> None:
+        """Mark the run as ended early by ``reason`` (e.g. ``"KeyboardInterrupt"``): the step
+        under way is dropped, the open window, once closed, is flagged ``interrupted`` and not
+        fitted, and the report says so. :meth:`close` follows."""
+        self.abort_step()  # the step that raised: nothing of it is counted
+        self._interrupted = reason
+
+    def __enter__(self) -> EnergyTracker:
+        """Start; the ``with`` block's end closes the tracker even when the block raises."""
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        """:meth:`close`, or on an exception (Ctrl-C included) ``close(interrupted=...)``:
+        :meth:`build_report` then gives the partial report, marked ``interrupted``. The
+        exception goes on to the caller."""
+        self.close(interrupted=None if exc is None else interruption_reason(exc))
 
     def save_calibration(self) -> None:
         """Merge this run's measured windows into the calibration store (rank 0 only).
@@ -1047,9 +1091,11 @@ class EnergyTracker:
         world_size: int = 1,
         archived: Mapping[str, LoopTotals] | None = None,
         extra_warnings: Sequence[str] = (),
+        sensors: Sequence[SensorInfo] | None = None,
     ) -> EnergyReport:
         """The report over ``windows`` and the ``archived`` per-loop totals of windows folded
-        out of the list (default: this process's)."""
+        out of the list, measured by ``sensors`` (default: this process's; under DDP, every
+        rank's, so that each domain of the windows names its kind)."""
         windows = tuple(self.windows if windows is None else windows)
         archived = self._archived if archived is None else archived
         loops: dict[str, LoopTotals] = {}
@@ -1072,6 +1118,12 @@ class EnergyTracker:
             )
         if self._roofline_note is not None:
             notes.append(self._roofline_note)
+        if self._interrupted is not None:
+            notes.insert(
+                0,
+                f"interrupted ({self._interrupted}): a partial report of what was measured "
+                "until then; the window open at the interruption is kept but not fitted.",
+            )
         changed = len(self.cache.changed_signatures)
         if changed:
             notes.append(
@@ -1082,16 +1134,7 @@ class EnergyTracker:
         return EnergyReport(
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             hardware=self._hardware_dict(),
-            sensors=tuple(
-                SensorInfo(
-                    domain=s.domain,
-                    kind=s.kind.value,
-                    source=s.source,
-                    update_period_s=float(s.update_period_s),
-                    min_window_s=float(s.min_window_s),
-                )
-                for s in self.sensors
-            ),
+            sensors=tuple(self.sensor_infos() if sensors is None else sensors),
             skipped_sensors=dict(self.skipped_sensors),
             windows=windows,
             loops=loops,
@@ -1112,7 +1155,21 @@ class EnergyTracker:
             run_id=self._run_id,
             prior=self._prior,
             static_note=self._static_note,
+            interrupted=self._interrupted,
         )
+
+    def sensor_infos(self) -> list[SensorInfo]:
+        """This process's sensors as the report lists them."""
+        return [
+            SensorInfo(
+                domain=s.domain,
+                kind=s.kind.value,
+                source=s.source,
+                update_period_s=float(s.update_period_s),
+                min_window_s=float(s.min_window_s),
+            )
+            for s in self.sensors
+        ]
 
     def _hardware_dict(self) -> dict[str, str]:
         section = {} if self._hardware is None else hardware_section(self._hardware)
@@ -1338,6 +1395,13 @@ class EnergyTracker:
         if len(self.windows) > self.max_windows:  # saved by a tracker that kept more
             self._fold_oldest()
         self._refresh_totals()
+
+
+def interruption_reason(exc: BaseException) -> str:
+    """How a report names the exception that ended a run: ``"KeyboardInterrupt"``, or the
+    type and the first line of the message (``"RuntimeError: CUDA out of memory"``)."""
+    text = str(exc).strip().splitlines()
+    return type(exc).__name__ + (f": {text[0][:200]}" if text else "")
 
 
 def _key(k: Any) -> str:
