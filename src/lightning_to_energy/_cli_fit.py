@@ -414,7 +414,9 @@ def _run_study(args: argparse.Namespace) -> int:
 
 def _study_run_kind(path: Path) -> str:
     """The sensor kind a study run's measurement names (``"unknown"`` when it names none)."""
-    kind = json.loads(path.read_text(encoding="utf-8")).get("measured", {}).get("kind")
+    data = parse_json(path.read_text(encoding="utf-8"))
+    measured = data.get("measured") if isinstance(data, dict) else None
+    kind = measured.get("kind") if isinstance(measured, dict) else None
     return kind if isinstance(kind, str) and kind else UNKNOWN_KIND
 
 
@@ -481,7 +483,7 @@ def _check_out(path: str) -> None:
         )
     if out.exists():
         try:
-            Calibration.from_dict(json.loads(out.read_text(encoding="utf-8")))
+            Calibration.from_dict(parse_json(out.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, ValueError, RecursionError):
             raise CliError(
                 f"expected --out to name a new file or a calibration to merge into, found "
@@ -504,7 +506,7 @@ def _shared_data_file(paths: Sequence[str]) -> Path | None:
     if len(paths) != 1 or not str(paths[0]).endswith(".json") or not Path(paths[0]).is_file():
         return None
     try:
-        raw = json.loads(Path(paths[0]).read_text(encoding="utf-8"))
+        raw = parse_json(Path(paths[0]).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None  # not readable as JSON: the report path says why
     return Path(paths[0]) if is_shared_data(raw) else None
@@ -528,7 +530,7 @@ def _run_shared(args: argparse.Namespace, path: Path) -> int:
             "is the physical step model), found one. Fix: drop them."
         )
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = parse_json(path.read_text(encoding="utf-8"))
         shared = fit_shared(path)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CliError(f"cannot fit the shared data {path}: {exc}") from None
