@@ -17,8 +17,11 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 
 
 def _dry_run(directory: Path, target: str) -> list[str]:
+    # Under `make test` (CI) this make is nested: the parent's MAKEFLAGS / MAKELEVEL would add
+    # "make[1]: Entering directory" lines around the commands.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     done = subprocess.run(
-        ["make", "-n", target], cwd=directory, capture_output=True, text=True, check=True
+        ["make", "-n", target], cwd=directory, capture_output=True, text=True, check=True, env=env
     )
     return done.stdout.splitlines()
 
