@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from lightning_to_energy import calibration as cal_mod
-from lightning_to_energy.calibration import (
+from lightning_to_energy.calibration import store as cal_mod
+from lightning_to_energy.calibration.store import (
     Calibration,
     CalibrationStore,
     CalibrationWarning,
@@ -19,7 +19,7 @@ from lightning_to_energy.calibration import (
     default_directory,
     hardware_fingerprint,
 )
-from lightning_to_energy.regression import OnlineEnergyModel
+from lightning_to_energy.model.regression import OnlineEnergyModel
 
 NAMES = ("duration_s", "tos")
 H100 = HardwareInfo(("NVIDIA H100 80GB HBM3",), "580.159.04", "AMD EPYC 9454 48-Core Processor", 96)

@@ -22,12 +22,12 @@ from torch import nn
 
 from _models import TinyMLP
 from lightning_to_energy import EnergyTracker, FakeSensor
-from lightning_to_energy import regression as regression_module
-from lightning_to_energy import tracker as tracker_module
 from lightning_to_energy.counting import StepProfile
-from lightning_to_energy.records import EnergyReport, WindowRecord
-from lightning_to_energy.regression import OnlineEnergyModel
-from lightning_to_energy.report import load_report, save_report
+from lightning_to_energy.model import regression as regression_module
+from lightning_to_energy.model.regression import OnlineEnergyModel
+from lightning_to_energy.reporting.console import load_report, save_report
+from lightning_to_energy.reporting.records import EnergyReport, WindowRecord
+from lightning_to_energy.tracking import tracker as tracker_module
 
 STEP_S = 0.25
 POWER_W = {"train": 8.0, "validate": 4.0}

@@ -14,21 +14,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from lightning_to_energy import _cli_report
 from lightning_to_energy.cli import CliError
-from lightning_to_energy.records import (
-    FLAG_ESTIMATE,
-    FLAG_OUTLIER,
-    FLAG_SHORT,
-    EnergyReport,
-    Forecast,
-    LoopTotals,
-    ModuleEnergy,
-    PriorRecord,
-    SensorInfo,
-    WindowRecord,
-)
-from lightning_to_energy.report import (
+from lightning_to_energy.cli import report as _cli_report
+from lightning_to_energy.reporting.console import (
     CSV_BASE_COLUMNS,
     PLOT_INSTALL_HINT,
     MissingExtraError,
@@ -43,6 +31,18 @@ from lightning_to_energy.report import (
     roofline_share,
     save_plot,
     save_report,
+)
+from lightning_to_energy.reporting.records import (
+    FLAG_ESTIMATE,
+    FLAG_OUTLIER,
+    FLAG_SHORT,
+    EnergyReport,
+    Forecast,
+    LoopTotals,
+    ModuleEnergy,
+    PriorRecord,
+    SensorInfo,
+    WindowRecord,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -634,7 +634,7 @@ def test_roofline_line_compares_the_train_steps_with_the_hardware_peaks() -> Non
 
 
 def test_the_prior_is_said_beside_the_accuracy_and_older_reports_load_without_it() -> None:
-    from lightning_to_energy.records import PriorRecord
+    from lightning_to_energy.reporting.records import PriorRecord
 
     prior = PriorRecord(
         source="/cache/h100.json",
@@ -728,7 +728,7 @@ def test_a_bool_is_no_integer_in_a_report() -> None:
 
 
 def test_one_stored_run_is_said_in_the_singular() -> None:
-    from lightning_to_energy.report import prior_text
+    from lightning_to_energy.reporting.console import prior_text
 
     one = PriorRecord("/cache/cal.json", 3, 1, 3, 1, "cpu", False, "")
     # "1 run", not "1 runs"

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_to_energy import roofline
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting import StepProfile, profile
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.registry import OpCost
-from lightning_to_energy.roofline import (
+from lightning_to_energy.hardware import specs as roofline
+from lightning_to_energy.hardware.specs import (
     HardwareSpec,
     compute_time_s,
     cpu_from_cpuinfo,

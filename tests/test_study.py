@@ -22,10 +22,12 @@ from lightning.pytorch import Callback
 from torch.nn import functional as F
 
 from _records import bare_report
-from lightning_to_energy import FakeSensor, _cli_study, study
+from lightning_to_energy import FakeSensor
 from lightning_to_energy.cli import CliError
+from lightning_to_energy.cli import study as _cli_study
 from lightning_to_energy.counting import profile
-from lightning_to_energy.records import (
+from lightning_to_energy.hardware.specs import find_hardware, roofline_s
+from lightning_to_energy.reporting.records import (
     FLAG_BOUNDARY,
     FLAG_FAULT,
     FLAG_OUTLIER,
@@ -34,7 +36,7 @@ from lightning_to_energy.records import (
     SensorInfo,
     WindowRecord,
 )
-from lightning_to_energy.roofline import find_hardware, roofline_s
+from lightning_to_energy.study import runner as study
 
 STEP_S = 0.5
 POWER_W = 10.0

@@ -210,9 +210,9 @@ def test_forecast_adds_validation_energy_in_proportion_to_the_train_steps_left()
 
 
 def test_each_window_records_its_steps_roofline_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lightning_to_energy import tracker as tracker_module
-    from lightning_to_energy.cost_model import NumberFormat
-    from lightning_to_energy.roofline import HardwareSpec
+    from lightning_to_energy.counting.cost_model import NumberFormat
+    from lightning_to_energy.hardware.specs import HardwareSpec
+    from lightning_to_energy.tracking import tracker as tracker_module
 
     # Peaks so high that every op takes just its launch cost, 1 ms per kernel.
     launch_only = HardwareSpec(
@@ -245,7 +245,7 @@ def test_each_window_records_its_steps_roofline_time(monkeypatch: pytest.MonkeyP
 def test_a_device_missing_from_the_roofline_table_costs_only_the_column(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lightning_to_energy import tracker as tracker_module
+    from lightning_to_energy.tracking import tracker as tracker_module
 
     def unknown(device: object) -> None:
         raise ValueError("expected a GPU listed in the hardware table; found 'Mystery GPU'")
@@ -447,7 +447,7 @@ def test_live_readout_after_a_resume_leaves_out_folded_unmeasured_windows() -> N
 
 
 def test_finishing_twice_saves_the_run_to_the_calibration_once(tmp_path: Path) -> None:
-    from lightning_to_energy.calibration import CalibrationStore
+    from lightning_to_energy.calibration.store import CalibrationStore
 
     clock = Clock()
     model = nn.Linear(4, 3)
@@ -534,8 +534,8 @@ def test_a_checkpoint_saves_the_open_window_and_a_resume_loses_or_repeats_nothin
 def test_a_calibration_of_other_features_is_used_in_part_and_says_so_once(
     tmp_path: Path,
 ) -> None:
-    from lightning_to_energy.calibration import Calibration, CalibrationStore, HardwareInfo
-    from lightning_to_energy.regression import OnlineEnergyModel
+    from lightning_to_energy.calibration.store import Calibration, CalibrationStore, HardwareInfo
+    from lightning_to_energy.model.regression import OnlineEnergyModel
 
     stored = OnlineEnergyModel(("duration_s", "tos"))
     for d, t in [(2.0, 1e12), (3.0, 4e12), (4.0, 2e12)]:
@@ -578,8 +578,8 @@ def test_a_directory_or_a_non_path_as_calibration_is_refused_at_construction(
 
 
 def test_an_estimated_run_says_in_its_report_why_no_calibration_was_saved_and_where() -> None:
-    from lightning_to_energy.calibration import HardwareInfo, default_directory
-    from lightning_to_energy.calibration import hardware_fingerprint as fingerprint
+    from lightning_to_energy.calibration.store import HardwareInfo, default_directory
+    from lightning_to_energy.calibration.store import hardware_fingerprint as fingerprint
     from lightning_to_energy.sensors.base import SensorKind
 
     clock = Clock()
@@ -617,8 +617,8 @@ def test_a_run_records_where_its_calibration_was_saved(tmp_path: Path) -> None:
 def test_a_report_given_as_calibration_is_said_in_the_report_and_left_intact(
     tmp_path: Path,
 ) -> None:
-    from lightning_to_energy.calibration import CalibrationWarning
-    from lightning_to_energy.report import save_report
+    from lightning_to_energy.calibration.store import CalibrationWarning
+    from lightning_to_energy.reporting.console import save_report
 
     clock = Clock()
     model = nn.Linear(4, 3)
@@ -642,15 +642,15 @@ def test_a_report_given_as_calibration_is_said_in_the_report_and_left_intact(
 
 
 def test_the_report_says_which_calibration_seeded_the_model(tmp_path: Path) -> None:
-    from lightning_to_energy.calibration import HardwareInfo, default_directory
-    from lightning_to_energy.calibration import hardware_fingerprint as fingerprint
-    from lightning_to_energy.records import PriorRecord
-    from lightning_to_energy.report import (
+    from lightning_to_energy.calibration.store import HardwareInfo, default_directory
+    from lightning_to_energy.calibration.store import hardware_fingerprint as fingerprint
+    from lightning_to_energy.reporting.console import (
         prior_text,
         render_report,
         report_from_dict,
         report_to_dict,
     )
+    from lightning_to_energy.reporting.records import PriorRecord
 
     clock = Clock()
     model = nn.Linear(4, 3)
@@ -696,8 +696,8 @@ def test_the_report_says_which_calibration_seeded_the_model(tmp_path: Path) -> N
 
 
 def test_the_report_says_a_calibration_was_made_on_other_hardware(tmp_path: Path) -> None:
-    from lightning_to_energy.calibration import Calibration, CalibrationStore, HardwareInfo
-    from lightning_to_energy.regression import OnlineEnergyModel
+    from lightning_to_energy.calibration.store import Calibration, CalibrationStore, HardwareInfo
+    from lightning_to_energy.model.regression import OnlineEnergyModel
 
     h100 = HardwareInfo(gpus=("NVIDIA H100 80GB HBM3",), driver_version="1", cpu="x", cpu_count=2)
     stored = OnlineEnergyModel(("duration_s", "tos"))
@@ -967,14 +967,14 @@ def test_live_predicted_stays_none_after_a_resume_when_nothing_was_predicted() -
 def test_the_prior_counts_every_run_of_a_calibration_past_the_runs_listed(
     tmp_path: Path,
 ) -> None:
-    from lightning_to_energy.calibration import (
+    from lightning_to_energy.calibration.store import (
         MAX_RUNS_LISTED,
         Calibration,
         CalibrationStore,
         HardwareInfo,
         merge,
     )
-    from lightning_to_energy.regression import OnlineEnergyModel
+    from lightning_to_energy.model.regression import OnlineEnergyModel
 
     fitted = OnlineEnergyModel(("duration_s", "tos"))
     fitted.update({"duration_s": 2.0, "tos": 1e12}, 110.0)
@@ -1034,7 +1034,7 @@ def test_module_tos_per_step_count_the_steps_restored_from_a_checkpoint() -> Non
 
 
 def test_a_resumed_run_saves_to_the_calibration_as_the_same_run(tmp_path: Path) -> None:
-    from lightning_to_energy.calibration import CalibrationStore
+    from lightning_to_energy.calibration.store import CalibrationStore
 
     clock = Clock()
     model = nn.Linear(4, 3)

@@ -33,17 +33,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lightning_to_energy.calibration import Calibration, CalibrationWindow
+from lightning_to_energy.calibration.store import Calibration, CalibrationWindow
 from lightning_to_energy.counting.profile import StepProfile
-from lightning_to_energy.regression import (
+from lightning_to_energy.hardware.specs import HardwareSpec, cpu_spec, find_hardware, roofline_s
+from lightning_to_energy.model.regression import (
     DEFAULT_INTERVAL_FACTOR,
     MIN_WINDOWS_FOR_INTERVAL,
     SEED_WEIGHT,
     OnlineEnergyModel,
     log_interval_half_width,
 )
-from lightning_to_energy.roofline import HardwareSpec, cpu_spec, find_hardware, roofline_s
-from lightning_to_energy.tracker import PROFILE_FEATURES
+from lightning_to_energy.tracking.tracker import PROFILE_FEATURES
 
 _TIME_FEATURES = ("duration_s", "roofline_s")
 # Runs a calibration needs for a measured (leave-one-run-out) interval: as many held-out runs as
@@ -129,7 +129,7 @@ def calibration_hardware(calibration: Calibration, *, same_machine: bool) -> Har
     Raises:
         ValueError: a GPU the hardware table does not know (the message says how to add it).
     """
-    from lightning_to_energy.roofline import detect_hardware
+    from lightning_to_energy.hardware.specs import detect_hardware
 
     hw = calibration.hardware
     if hw.gpus:

@@ -41,8 +41,8 @@ from torch.optim.optimizer import (
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from lightning_to_energy.cost_model import AluOp, CostModel, Unit, as_cost_model
 from lightning_to_energy.counting import formulas as _formulas  # noqa: F401  (registers them)
+from lightning_to_energy.counting.cost_model import AluOp, CostModel, Unit, as_cost_model
 from lightning_to_energy.counting.formulas.zero import is_free
 from lightning_to_energy.counting.profile import (
     OTHER,

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import torch
 from torch.utils._pytree import tree_leaves
 
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit, as_cost_model
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit, as_cost_model
 from lightning_to_energy.counting.registry import OpCost, OpKey
 
 PHASES = ("forward", "backward", "optimizer", "other")
@@ -419,8 +419,8 @@ def profile(
         loss_fn: the loss, called as ``loss_fn(output, target)`` (or ``loss_fn(output)`` when
             ``target`` is None).
         target: the loss target.
-        cost_model: the :class:`~lightning_to_energy.cost_model.CostModel`, a TOML/JSON cost
-            file, or None for the default.
+        cost_model: the :class:`~lightning_to_energy.counting.cost_model.CostModel`, a TOML/JSON
+            cost file, or None for the default.
         warmup: run one uncounted step first, so that the counted one is a steady-state step
             (optimizer state and lazy modules initialised). Default: True with an optimizer.
 

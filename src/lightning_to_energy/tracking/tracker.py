@@ -1,8 +1,8 @@
 """The framework-free core: count steps, measure windows, predict before measuring.
 
 :class:`EnergyTracker` wires the counter, the meter and the online regression. It knows nothing
-of Lightning: :class:`~lightning_to_energy.callback.TOEnergy` only decides *when* to call it, and a
-plain PyTorch loop can drive it directly::
+of Lightning: :class:`~lightning_to_energy.callbacks.to_energy.TOEnergy` only decides *when* to
+call it, and a plain PyTorch loop can drive it directly::
 
     tracker = EnergyTracker(model, optimizer, sensors=[FakeSensor(power_w=50.0)])
     tracker.start()
@@ -37,14 +37,13 @@ from typing import Any
 
 import torch
 
-from lightning_to_energy.calibration import (
+from lightning_to_energy.calibration.store import (
     Calibration,
     CalibrationStore,
     HardwareInfo,
     hardware_fingerprint,
     hardware_section,
 )
-from lightning_to_energy.cost_model import CostModel, as_cost_model
 from lightning_to_energy.counting import (
     OpCounter,
     ProfileCache,
@@ -53,8 +52,16 @@ from lightning_to_energy.counting import (
     StepSignature,
 )
 from lightning_to_energy.counting.cache import SlowKeys
-from lightning_to_energy.meter import Measurement, Meter
-from lightning_to_energy.records import (
+from lightning_to_energy.counting.cost_model import CostModel, as_cost_model
+from lightning_to_energy.hardware.specs import HardwareSpec, detect_hardware, roofline_s
+from lightning_to_energy.model.regression import (
+    FEATURES,
+    Accuracy,
+    OnlineEnergyModel,
+    Prediction,
+    warm_up_solver,
+)
+from lightning_to_energy.reporting.records import (
     FLAG_BOUNDARY,
     FLAG_ESTIMATE,
     FLAG_FAULT,
@@ -69,15 +76,8 @@ from lightning_to_energy.records import (
     SensorInfo,
     WindowRecord,
 )
-from lightning_to_energy.regression import (
-    FEATURES,
-    Accuracy,
-    OnlineEnergyModel,
-    Prediction,
-    warm_up_solver,
-)
-from lightning_to_energy.roofline import HardwareSpec, detect_hardware, roofline_s
 from lightning_to_energy.sensors.base import MEASURED_KINDS, Sensor, SensorKind, weakest_kind
+from lightning_to_energy.sensors.meter import Measurement, Meter
 
 LOOPS = ("train", "validate", "test")
 # Feature names the tracker knows how to compute from a step profile, besides duration_s.

@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from lightning_to_energy._files import check_toml_or_json_path, load_toml_or_json
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit, format_from_str
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit, format_from_str
 from lightning_to_energy.counting.profile import StepProfile
 from lightning_to_energy.counting.registry import OpCost
 

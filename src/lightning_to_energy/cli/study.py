@@ -92,7 +92,7 @@ def select_configs(grid: str, only: str | None) -> list[Any]:
     Raises:
         CliError: an unknown grid, a malformed regex, or one that matches nothing.
     """
-    from lightning_to_energy.study import GRIDS, default_grid
+    from lightning_to_energy.study.runner import GRIDS, default_grid
 
     if grid not in GRIDS:
         raise CliError(
@@ -122,7 +122,7 @@ def select_configs(grid: str, only: str | None) -> list[Any]:
 def _device(name: str | None) -> Any:
     import torch
 
-    from lightning_to_energy.study import resolve_device
+    from lightning_to_energy.study.runner import resolve_device
 
     if name is None:
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -134,7 +134,7 @@ def _device(name: str | None) -> Any:
 
 def run_grid(args: argparse.Namespace) -> int:
     """``study run``: train the selected configurations; 1 when some failed or are left."""
-    from lightning_to_energy.study import DEFAULT_MIN_SECONDS, DEFAULT_WINDOWS, run_study
+    from lightning_to_energy.study.runner import DEFAULT_MIN_SECONDS, DEFAULT_WINDOWS, run_study
 
     configs = select_configs(args.grid, args.only)
     if args.list:
@@ -155,7 +155,7 @@ def run_grid(args: argparse.Namespace) -> int:
         )
     hardware = None
     if args.hardware is not None:
-        from lightning_to_energy.roofline import find_hardware
+        from lightning_to_energy.hardware.specs import find_hardware
 
         try:
             hardware = find_hardware(args.hardware)
@@ -226,8 +226,8 @@ def evaluate_dir(out_dir: Path, *, results_md: str | None = None, as_json: bool 
         CliError: a missing directory, one without run JSONs, malformed runs, or runs that
             cannot be evaluated together.
     """
-    from lightning_to_energy.scaling import evaluate, load_runs
-    from lightning_to_energy.scaling_report import render_results, results_markdown, save_results
+    from lightning_to_energy.study.evaluation import evaluate, load_runs
+    from lightning_to_energy.study.rendering import render_results, results_markdown, save_results
 
     if not out_dir.is_dir():
         raise CliError(

@@ -9,7 +9,7 @@ so a flaky counter never stops training.
 
 Example::
 
-    from lightning_to_energy.meter import Meter
+    from lightning_to_energy.sensors.meter import Meter
     from lightning_to_energy.sensors import FakeSensor
 
     meter = Meter([FakeSensor("gpu:0", power_w=300.0)])

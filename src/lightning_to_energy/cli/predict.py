@@ -70,14 +70,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Count, time if needed, load the calibration and print the prediction."""
-    from lightning_to_energy._cli_profile import (
+    from lightning_to_energy.calibration.store import (
+        CalibrationStore,
+        HardwareInfo,
+        hardware_fingerprint,
+    )
+    from lightning_to_energy.cli.profile import (
         _device,
         _make_input,
         _precision,
         load_module,
         parse_input,
     )
-    from lightning_to_energy.calibration import CalibrationStore, HardwareInfo, hardware_fingerprint
     from lightning_to_energy.counting import profile
     from lightning_to_energy.counting.profile import random_label_loss
     from lightning_to_energy.planning import calibration_hardware, plan_run
@@ -140,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         )
     spec = None
     if "roofline_s" in names:
-        from lightning_to_energy.roofline import find_hardware
+        from lightning_to_energy.hardware.specs import find_hardware
 
         try:
             spec = (
@@ -197,11 +201,11 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.json:
         # strict JSON: non-finite floats (an unbounded interval) as the report writes them
-        from lightning_to_energy.report import _encode
+        from lightning_to_energy.reporting.console import _encode
 
         print(json.dumps(_encode(result), indent=2, allow_nan=False))
         return 0
-    from lightning_to_energy.report import format_si
+    from lightning_to_energy.reporting.console import format_si
 
     if plan.step_time_s is not None:
         timing = f"{format_si(plan.step_time_s, 's')} per step on {hardware.label}"
@@ -239,7 +243,7 @@ def _check_calibration_path(path: Path) -> None:
     Raises:
         CliError: ``path`` is a directory, an energy report or a study run.
     """
-    from lightning_to_energy.calibration import foreign_file
+    from lightning_to_energy.calibration.store import foreign_file
 
     if path.is_dir():
         raise CliError(

@@ -15,14 +15,14 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from typing_extensions import override
 
-from lightning_to_energy.cost_model import CostModel, as_cost_model
-from lightning_to_energy.records import EnergyReport, WindowRecord
-from lightning_to_energy.regression import FEATURES
+from lightning_to_energy.counting.cost_model import CostModel, as_cost_model
+from lightning_to_energy.model.regression import FEATURES
+from lightning_to_energy.reporting.records import EnergyReport, WindowRecord
 from lightning_to_energy.sensors.base import Sensor
-from lightning_to_energy.tracker import EnergyTracker, merge_archives
+from lightning_to_energy.tracking.tracker import EnergyTracker, merge_archives
 
 if TYPE_CHECKING:
-    from lightning_to_energy.report import SavedReport
+    from lightning_to_energy.reporting.console import SavedReport
 
 # Progress-bar keys. The measured key names its kind when it is not a hardware measurement.
 PBAR_MEASURED = "energy_J"
@@ -78,14 +78,15 @@ class TOEnergy(Callback):
     ``energy_report.png`` in ``report_dir`` (default: the trainer's log directory), then
     prints one line naming the files written (why the PNG was not, e.g. matplotlib missing) and
     the calibration file saved. The report is kept in :attr:`report`, and the files written in
-    :attr:`report_files` (a :class:`~lightning_to_energy.report.SavedReport`; rank 0, None when
+    :attr:`report_files` (a
+    :class:`~lightning_to_energy.reporting.console.SavedReport`; rank 0, None when
     saving failed). The report's warnings say when no calibration was saved, and why (e.g.
     estimated joules are never saved to the automatic store).
 
     Under ``strategy="ddp_spawn"`` (and other launchers that run the fit in child processes)
     the callback runs in the workers: in the process that called ``fit``, :attr:`report` stays
     None. Read the report the workers saved instead: ``load_report(report_dir)``
-    (:func:`lightning_to_energy.report.load_report`), with ``report_dir`` set explicitly.
+    (:func:`lightning_to_energy.reporting.console.load_report`), with ``report_dir`` set explicitly.
 
     Checkpoints carry the windows, totals and model state (under DDP, every rank's, so each
     rank resumes its own); the open window is saved as it stands but not closed, so frequent
@@ -547,7 +548,7 @@ class TOEnergy(Callback):
 
     @rank_zero_only
     def _emit(self, trainer: Trainer, report: EnergyReport, calibration: Path | None) -> None:
-        from lightning_to_energy.report import render_report, save_report
+        from lightning_to_energy.reporting.console import render_report, save_report
 
         directory = self.report_dir or Path(trainer.log_dir or trainer.default_root_dir)
         self.report_files = None

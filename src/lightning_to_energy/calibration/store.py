@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lightning_to_energy.regression import (
+from lightning_to_energy.model.regression import (
     DEFAULT_HISTORY,
     DEFAULT_INTERVAL,
     SEED_WEIGHT,
@@ -803,8 +803,8 @@ def foreign_file(data: Any, path: Path) -> tuple[str, Path] | None:
     than a calibration: ``("an energy report" or "a study run", the path to fit a calibration
     on)``, else None."""
     # Imported here: the formats belong to the report and the study modules.
-    from lightning_to_energy.report import REPORT_FORMAT
-    from lightning_to_energy.scaling import RUN_FORMAT
+    from lightning_to_energy.reporting.console import REPORT_FORMAT
+    from lightning_to_energy.study.evaluation import RUN_FORMAT
 
     kind = data.get("format") if isinstance(data, Mapping) else None
     if kind == REPORT_FORMAT:

@@ -2,7 +2,7 @@
 
 Commands: ``sensors``, ``record``, ``profile``, ``report``, ``fit``, ``predict``, ``study``.
 
-Each subcommand lives in its own ``_cli_<name>`` module exposing ``add_parser(subparsers)``,
+Each subcommand lives in its own ``cli/<name>.py`` module exposing ``add_parser(subparsers)``,
 which registers its parser and sets ``func`` to a ``run(args) -> int``. Imports are lazy so that
 ``lightning-to-energy sensors`` never pays for importing torch's dispatch machinery or rich.
 """
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in _SUBCOMMANDS:
-        module = importlib.import_module(f"lightning_to_energy._cli_{name}")
+        module = importlib.import_module(f"lightning_to_energy.cli.{name}")
         module.add_parser(sub)
     return parser
 

@@ -6,7 +6,7 @@ are not available, so the default table is reconstructed here from gate-level bu
 cells from Weste & Harris, *CMOS VLSI Design* (4th ed., ch. 9 and 11), composed into adders,
 multipliers and shifters, then into floating-point units. Every formula, a worked example and
 the resulting table are in ``docs/cost-model.md`` (regenerate the table with
-``python -m lightning_to_energy.cost_model``).
+``python -m lightning_to_energy.counting.cost_model``).
 """
 
 from __future__ import annotations

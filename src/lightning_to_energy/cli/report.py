@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         CliError: the file is missing, unreadable, not an energy report, or a requested plot
             cannot be drawn; the message says what was expected, what was found and the fix.
     """
-    from lightning_to_energy import report as rep
+    from lightning_to_energy.reporting import console as rep
 
     path: Path = args.path
     if path.suffix.lower() == ".csv" and path.is_file():

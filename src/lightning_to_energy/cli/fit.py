@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_to_energy.cli import CliError
-from lightning_to_energy.records import FLAG_FAULT, FLAG_OUTLIER, FLAG_SHORT, EnergyReport
+from lightning_to_energy.reporting.records import FLAG_FAULT, FLAG_OUTLIER, FLAG_SHORT, EnergyReport
 
 if TYPE_CHECKING:
-    from lightning_to_energy.calibration import Calibration, HardwareInfo
-    from lightning_to_energy.regression import OnlineEnergyModel
+    from lightning_to_energy.calibration.store import Calibration, HardwareInfo
+    from lightning_to_energy.model.regression import OnlineEnergyModel
 
 _HELP = "fit the energy model on saved reports or study runs, scored on held-out runs"
 
@@ -93,7 +93,7 @@ def score(pairs: Sequence[tuple[float, float]]) -> dict[str, float]:
 
 def _is_study(paths: Sequence[str]) -> bool:
     """True if ``paths`` name study runs (every one), False for reports (every one)."""
-    from lightning_to_energy.scaling import RUN_SUFFIX
+    from lightning_to_energy.study.evaluation import RUN_SUFFIX
 
     def study_like(path: str) -> bool:
         p = Path(path)
@@ -117,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
     """Load, fit, score, print, and optionally write the calibration."""
     if _is_study(args.reports):
         return _run_study(args)
-    from lightning_to_energy.regression import OnlineEnergyModel
-    from lightning_to_energy.report import ReportFormatError, load_report
+    from lightning_to_energy.model.regression import OnlineEnergyModel
+    from lightning_to_energy.reporting.console import ReportFormatError, load_report
 
     runs: list[list[tuple[dict[str, float], float]]] = []
     reports: list[EnergyReport] = []
@@ -257,7 +257,7 @@ def reports_hardware(reports: Sequence[EnergyReport], paths: Sequence[str]) -> H
     A report that names no hardware (written by hand, or where detection failed) counts as
     this machine's.
     """
-    from lightning_to_energy.calibration import (
+    from lightning_to_energy.calibration.store import (
         HardwareInfo,
         hardware_fingerprint,
         hardware_from_section,
@@ -287,8 +287,8 @@ def reports_hardware(reports: Sequence[EnergyReport], paths: Sequence[str]) -> H
 
 def _run_study(args: argparse.Namespace) -> int:
     """``fit`` on study runs: the scaling model, scored on held-out configurations."""
-    from lightning_to_energy.calibration import HardwareInfo
-    from lightning_to_energy.scaling import evaluate, fit_calibration_model, load_runs
+    from lightning_to_energy.calibration.store import HardwareInfo
+    from lightning_to_energy.study.evaluation import evaluate, fit_calibration_model, load_runs
 
     if args.features:
         raise CliError(
@@ -401,7 +401,7 @@ def _by_run(
         hardware: the runs' hardware.
         run_ids: one id per window of the model's history, oldest first.
     """
-    from lightning_to_energy.calibration import (
+    from lightning_to_energy.calibration.store import (
         MAX_RUNS_LISTED,
         Calibration,
         CalibrationRun,
@@ -421,7 +421,7 @@ def _by_run(
 
 def _save(path: str, calibration: Any) -> str:
     """Write ``calibration`` to ``path``; a CliError when the store refused (it warned why)."""
-    from lightning_to_energy.calibration import CalibrationStore
+    from lightning_to_energy.calibration.store import CalibrationStore
 
     if Path(path).is_dir():
         # The store would warn that this "calibration file" is unusable and suggest deleting it.
@@ -436,7 +436,7 @@ def _save(path: str, calibration: Any) -> str:
 
 
 def _print_coefficients(model: Any) -> None:
-    from lightning_to_energy.report import format_si
+    from lightning_to_energy.reporting.console import format_si
 
     units = model.units()
     for name, value in model.coefficients.items():

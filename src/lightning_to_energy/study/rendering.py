@@ -1,8 +1,8 @@
 """Rendering of the scaling-law evaluation: a rich table, JSON, CSV, a PNG and Markdown.
 
-The data lives in :class:`~lightning_to_energy.scaling.StudyResults`; this module only writes and
-renders it. rich is imported when a table is printed, matplotlib (optional, extra ``plot``) when the
-PNG is drawn.
+The data lives in :class:`~lightning_to_energy.study.evaluation.StudyResults`; this module only
+writes and renders it. rich is imported when a table is printed, matplotlib (optional, extra
+``plot``) when the PNG is drawn.
 
 Files written by :func:`save_results`:
 
@@ -26,14 +26,21 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_to_energy.report import (
+from lightning_to_energy.reporting.console import (
     PLOT_INSTALL_HINT,
     MissingExtraError,
     _atomic_write,
     _import_matplotlib,
     report_console,
 )
-from lightning_to_energy.scaling import SPLITS, PredictionRow, Score, StudyResults, goals, verdict
+from lightning_to_energy.study.evaluation import (
+    SPLITS,
+    PredictionRow,
+    Score,
+    StudyResults,
+    goals,
+    verdict,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -94,8 +101,9 @@ def render_results(results: StudyResults, console: Console | None = None) -> Non
     """Print the results table, one verdict per split, and the goals.
 
     Args:
-        results: what :func:`~lightning_to_energy.scaling.evaluate` returned.
-        console: where to print (default: :func:`~lightning_to_energy.report.report_console`).
+        results: what :func:`~lightning_to_energy.study.evaluation.evaluate` returned.
+        console: where to print (default:
+            :func:`~lightning_to_energy.reporting.console.report_console`).
     """
     from rich.table import Table
 

@@ -1,8 +1,9 @@
 """The end-of-run energy report: JSON/CSV/PNG files and rich rendering.
 
-The data lives in :class:`~lightning_to_energy.records.EnergyReport` (plain numbers and strings);
-this module only writes, reads and renders it. It is the only module that imports ``rich`` and
-``matplotlib``; matplotlib is optional (extra ``plot``) and imported only when a plot is drawn.
+The data lives in :class:`~lightning_to_energy.reporting.records.EnergyReport` (plain numbers and
+strings); this module only writes, reads and renders it. It is the only module that imports
+``rich`` and ``matplotlib``; matplotlib is optional (extra ``plot``) and imported only when a
+plot is drawn.
 
 Files written by :func:`save_report` (``stem`` defaults to ``energy_report``):
 
@@ -32,7 +33,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_to_energy.records import (
+from lightning_to_energy.reporting.records import (
     FLAG_BOUNDARY,
     FLAG_ESTIMATE,
     FLAG_FAULT,

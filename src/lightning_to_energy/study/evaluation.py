@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_to_energy.regression import OnlineEnergyModel
+from lightning_to_energy.model.regression import OnlineEnergyModel
 
 __all__ = [
     "DESIGN_KNOBS",
@@ -530,7 +530,7 @@ class OursModel(ScalingModel):
     ``t`` is ``roofline_s`` (a prediction needing no measurement) or the measured ``duration_s``
     (the upper reference); ``f`` are TOs on matrix units in full (fp64/fp32) and reduced formats,
     TOs on vector units, bytes moved and kernels. The fit is the project's
-    :class:`~lightning_to_energy.regression.OnlineEnergyModel` (non-negative, relative-error
+    :class:`~lightning_to_energy.model.regression.OnlineEnergyModel` (non-negative, relative-error
     weighted, with its weak ridge prior), so the calibration it yields is the one ``predict``
     applies.
 

@@ -2,11 +2,11 @@
 
 Each configuration (a feed-forward network, a CNN or a stack of transformer blocks, on
 scikit-learn's bundled digits or on a synthetic CIFAR-shaped set, in fp32 or bf16 autocast) is
-trained with :class:`~lightning_to_energy.callback.TOEnergy` until it has several trustworthy
-energy windows. One training step of it is counted separately with
+trained with :class:`~lightning_to_energy.callbacks.to_energy.TOEnergy` until it has several
+trustworthy energy windows. One training step of it is counted separately with
 :func:`~lightning_to_energy.counting.profile` (TOs, FLOPs, bytes, kernels and a roofline time
 for the hardware), and both go into ``<id>.run.json`` (format in ``docs/dev/CONTRACTS.md``),
-which :mod:`lightning_to_energy.scaling` evaluates. :func:`run_study` is resumable: a
+which :mod:`lightning_to_energy.study.evaluation` evaluates. :func:`run_study` is resumable: a
 configuration whose run JSON already exists is skipped, and a failing configuration leaves an
 ``<id>.error.json`` and the study goes on.
 
@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
-from lightning_to_energy.records import (
+from lightning_to_energy.reporting.records import (
     FLAG_FAULT,
     FLAG_OUTLIER,
     FLAG_SHORT,
@@ -52,7 +52,7 @@ from lightning_to_energy.records import (
 from lightning_to_energy.sensors.base import MEASURED_KINDS, weakest_kind
 
 if TYPE_CHECKING:
-    from lightning_to_energy.roofline import HardwareSpec
+    from lightning_to_energy.hardware.specs import HardwareSpec
     from lightning_to_energy.sensors.base import Sensor
 
 FAMILIES = ("mlp", "cnn", "transformer")
@@ -635,7 +635,7 @@ def count_step(
         ``unmodelled_ops`` (aten op -> calls that had no formula).
     """
     from lightning_to_energy.counting import profile
-    from lightning_to_energy.roofline import roofline_s
+    from lightning_to_energy.hardware.specs import roofline_s
 
     x, y = batch
     work = copy.deepcopy(model).to(x.device)
@@ -811,7 +811,7 @@ def resolve_hardware(
     Raises:
         ValueError: ``hardware`` is a key or name the table does not know.
     """
-    from lightning_to_energy import roofline
+    from lightning_to_energy.hardware import specs as roofline
 
     if isinstance(hardware, str):
         return roofline.find_hardware(hardware)
@@ -947,9 +947,9 @@ def run_config(
     Raises:
         ValueError: a bad device or hardware key, or no fit-worthy window was measured.
     """
-    from lightning_to_energy.calibration import HardwareInfo, hardware_fingerprint
-    from lightning_to_energy.callback import TOEnergy
-    from lightning_to_energy.report import report_to_dict
+    from lightning_to_energy.calibration.store import HardwareInfo, hardware_fingerprint
+    from lightning_to_energy.callbacks.to_energy import TOEnergy
+    from lightning_to_energy.reporting.console import report_to_dict
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -1046,7 +1046,7 @@ def _hardware_key(spec: HardwareSpec | None, device: torch.device) -> str:
     """The ``hardware.key`` a run JSON measured on ``device`` with ``spec`` gets."""
     if spec is not None:
         return spec.key
-    from lightning_to_energy.calibration import HardwareInfo
+    from lightning_to_energy.calibration.store import HardwareInfo
 
     return _unknown_key(_device_name(device, HardwareInfo.detect()))
 

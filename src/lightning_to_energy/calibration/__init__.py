@@ -1,0 +1,44 @@
+"""Calibration: what the energy model learned on one machine, and its locked per-hardware store.
+
+``lightning_to_energy.calibration`` is a documented import path; it re-exports the names below.
+"""
+
+from __future__ import annotations
+
+from lightning_to_energy.calibration.store import (
+    APP_DIR,
+    DEFAULT_MAX_WINDOWS,
+    MAX_RUNS_LISTED,
+    SCHEMA_VERSION,
+    Calibration,
+    CalibrationRun,
+    CalibrationStore,
+    CalibrationWarning,
+    CalibrationWindow,
+    HardwareInfo,
+    default_directory,
+    foreign_file,
+    hardware_fingerprint,
+    hardware_from_section,
+    hardware_section,
+    merge,
+)
+
+__all__ = [
+    "APP_DIR",
+    "DEFAULT_MAX_WINDOWS",
+    "MAX_RUNS_LISTED",
+    "SCHEMA_VERSION",
+    "Calibration",
+    "CalibrationRun",
+    "CalibrationStore",
+    "CalibrationWarning",
+    "CalibrationWindow",
+    "HardwareInfo",
+    "default_directory",
+    "foreign_file",
+    "hardware_fingerprint",
+    "hardware_from_section",
+    "hardware_section",
+    "merge",
+]

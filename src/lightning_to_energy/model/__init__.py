@@ -1,0 +1,1 @@
+"""The energy model: operation features and their units, the online regression, scoring."""
