@@ -6,6 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "check_toml_or_json_path",
+    "load_toml_or_json",
+]
+
 
 def check_toml_or_json_path(path: Path, what: str) -> None:
     """Refuse a ``path`` that cannot be a ``what`` (e.g. ``"cost file"``) before reading it.

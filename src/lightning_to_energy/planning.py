@@ -45,6 +45,14 @@ from lightning_to_energy.model.regression import (
 )
 from lightning_to_energy.tracking.tracker import PROFILE_FEATURES
 
+__all__ = [
+    "MIN_RUNS_FOR_INTERVAL",
+    "ModulePlan",
+    "RunPlan",
+    "calibration_hardware",
+    "plan_run",
+]
+
 _TIME_FEATURES = ("duration_s", "roofline_s")
 # Runs a calibration needs for a measured (leave-one-run-out) interval: as many held-out runs as
 # the online model needs prequential errors before its own intervals stop being the default.

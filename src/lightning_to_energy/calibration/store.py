@@ -39,6 +39,25 @@ from lightning_to_energy.model.regression import (
     feature_unit,
 )
 
+__all__ = [
+    "APP_DIR",
+    "DEFAULT_MAX_WINDOWS",
+    "MAX_RUNS_LISTED",
+    "SCHEMA_VERSION",
+    "Calibration",
+    "CalibrationRun",
+    "CalibrationStore",
+    "CalibrationWarning",
+    "CalibrationWindow",
+    "HardwareInfo",
+    "default_directory",
+    "foreign_file",
+    "hardware_fingerprint",
+    "hardware_from_section",
+    "hardware_section",
+    "merge",
+]
+
 SCHEMA_VERSION = 1
 DEFAULT_MAX_WINDOWS = 2048  # windows kept per file, over all runs
 MAX_RUNS_LISTED = 200  # run entries kept per file (n_runs keeps counting past it)

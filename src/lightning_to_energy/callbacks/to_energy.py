@@ -24,6 +24,18 @@ from lightning_to_energy.tracking.tracker import EnergyTracker, merge_archives
 if TYPE_CHECKING:
     from lightning_to_energy.reporting.console import SavedReport
 
+__all__ = [
+    "FORECAST_KEYS",
+    "PBAR_ERROR",
+    "PBAR_ESTIMATED",
+    "PBAR_FORECAST",
+    "PBAR_MEASURED",
+    "PBAR_PREDICTED",
+    "TOTAL_KEYS",
+    "TOEnergy",
+    "window_metric_keys",
+]
+
 # Progress-bar keys. The measured key names its kind when it is not a hardware measurement.
 PBAR_MEASURED = "energy_J"
 PBAR_ESTIMATED = "energy_est_J"

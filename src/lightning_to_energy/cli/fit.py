@@ -35,6 +35,14 @@ if TYPE_CHECKING:
     from lightning_to_energy.calibration.store import Calibration, HardwareInfo
     from lightning_to_energy.model.regression import OnlineEnergyModel
 
+__all__ = [
+    "add_parser",
+    "fit_windows",
+    "reports_hardware",
+    "run",
+    "score",
+]
+
 _HELP = "fit the energy model on saved reports or study runs, scored on held-out runs"
 
 

@@ -21,6 +21,11 @@ from typing import Any
 
 from lightning_to_energy.cli import CliError
 
+__all__ = [
+    "add_parser",
+    "run",
+]
+
 _HELP = "predict a training run's energy from one counted step and this hardware's calibration"
 
 

@@ -23,6 +23,13 @@ from typing import Any
 
 from lightning_to_energy.cli import CliError
 
+__all__ = [
+    "add_parser",
+    "load_module",
+    "parse_input",
+    "run",
+]
+
 _HELP = "count the transistor operations, FLOPs, bytes and kernels of one step of a model"
 
 _DTYPES = {

@@ -17,6 +17,11 @@ from typing import Any
 
 from lightning_to_energy.cli import CliError
 
+__all__ = [
+    "add_parser",
+    "run",
+]
+
 _HELP = "sample the available energy sensors into a CSV trace (replayable with ReplaySensor)"
 
 

@@ -8,6 +8,11 @@ from typing import Any
 
 from lightning_to_energy.cli import CliError
 
+__all__ = [
+    "add_parser",
+    "run",
+]
+
 _HELP = "re-render a saved energy report (the energy_report.json a run wrote)"
 
 

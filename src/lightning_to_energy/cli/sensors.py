@@ -14,6 +14,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "add_parser",
+    "render",
+    "run",
+]
+
 _HELP = "list the energy sensors found on this machine, and why the others are not available"
 
 

@@ -17,6 +17,15 @@ from typing import Any
 
 from lightning_to_energy.cli import CliError
 
+__all__ = [
+    "add_parser",
+    "evaluate_dir",
+    "run",
+    "run_grid",
+    "select_configs",
+    "update_markdown",
+]
+
 _HELP = "run the energy scaling study over a grid of models, or evaluate it"
 _RUN_HELP = "train the grid's configurations and write one run JSON each (resumable)"
 _EVAL_HELP = "fit and score the scaling models on a study's run JSONs"

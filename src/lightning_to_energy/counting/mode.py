@@ -67,6 +67,12 @@ from lightning_to_energy.counting.registry import (
     tf32_allowed,
 )
 
+__all__ = [
+    "OpCounter",
+    "fallback_cost",
+    "uncompiled",
+]
+
 # Both exist in the torch releases this package supports; without them (a future rename)
 # backward ops keep the caller's phase and go to "(other)" rather than break counting.
 _current_node: Callable[[], Any] = getattr(torch._C, "_current_autograd_node", lambda: None)

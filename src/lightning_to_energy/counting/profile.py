@@ -22,6 +22,20 @@ from torch.utils._pytree import tree_leaves
 from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit, as_cost_model
 from lightning_to_energy.counting.registry import OpCost, OpKey
 
+__all__ = [
+    "OTHER",
+    "PHASES",
+    "ROOT",
+    "DefaultLossError",
+    "ModuleTotals",
+    "OpTotals",
+    "PhaseTotals",
+    "ProfileSum",
+    "StepProfile",
+    "profile",
+    "random_label_loss",
+]
+
 PHASES = ("forward", "backward", "optimizer", "other")
 """The phases a step is split into, in order."""
 

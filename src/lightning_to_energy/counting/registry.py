@@ -26,6 +26,29 @@ from torch.utils._pytree import tree_flatten
 
 from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 
+__all__ = [
+    "SPECIAL_FLOATS",
+    "DuplicateFormulaError",
+    "Formula",
+    "OpCall",
+    "OpCost",
+    "OpKey",
+    "dtype_format",
+    "formula_for",
+    "io_bytes",
+    "is_value_dependent",
+    "matmul_format",
+    "matrix_read_bytes",
+    "nbytes",
+    "read_bytes",
+    "register",
+    "registered_packets",
+    "registry_version",
+    "tensors_of",
+    "tf32_allowed",
+    "value_dependent",
+]
+
 OpKey = tuple[AluOp, NumberFormat, Unit]
 
 

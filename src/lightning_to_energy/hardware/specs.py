@@ -30,6 +30,29 @@ from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit, f
 from lightning_to_energy.counting.profile import StepProfile
 from lightning_to_energy.counting.registry import OpCost
 
+__all__ = [
+    "CPU_CHANNELS",
+    "CPU_CHANNEL_BW_BYTES_S",
+    "CPU_GHZ",
+    "CPU_LAUNCH_S",
+    "GPU_LAUNCH_S",
+    "OP_FLOPS",
+    "HardwareSpec",
+    "RooflineBreakdown",
+    "compute_time_s",
+    "cpu_from_cpuinfo",
+    "cpu_spec",
+    "detect_hardware",
+    "find_hardware",
+    "hardware_table",
+    "load_hardware",
+    "memory_time_s",
+    "op_time_s",
+    "register_hardware",
+    "roofline_breakdown",
+    "roofline_s",
+]
+
 _T = 1e12  # tera: datasheets quote TFLOPS / TOPS
 _G = 1e9
 

@@ -25,6 +25,29 @@ from typing import Any, Literal
 
 import numpy as np
 
+__all__ = [
+    "CONDITION_LIMIT",
+    "DEFAULT_HISTORY",
+    "DEFAULT_INTERVAL",
+    "DEFAULT_INTERVAL_FACTOR",
+    "DEFAULT_PRIOR_STRENGTH",
+    "FEATURES",
+    "INTERVAL_WINDOWS",
+    "MIN_WINDOWS_FOR_INTERVAL",
+    "RECORDS_KEPT",
+    "SEED_WEIGHT",
+    "STATE_VERSION",
+    "Accuracy",
+    "FitDiagnostics",
+    "OnlineEnergyModel",
+    "Prediction",
+    "PredictionSource",
+    "Prior",
+    "feature_unit",
+    "log_interval_half_width",
+    "warm_up_solver",
+]
+
 FEATURES: tuple[str, ...] = (
     "duration_s",
     "tos_matrix_full",

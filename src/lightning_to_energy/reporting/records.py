@@ -9,6 +9,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+__all__ = [
+    "FLAG_BOUNDARY",
+    "FLAG_ESTIMATE",
+    "FLAG_FAULT",
+    "FLAG_OUTLIER",
+    "FLAG_SHORT",
+    "FLAG_UNMEASURED",
+    "EnergyReport",
+    "Forecast",
+    "LoopTotals",
+    "ModuleEnergy",
+    "PriorRecord",
+    "SensorInfo",
+    "WindowRecord",
+]
+
 # Window flags. A window can carry several.
 FLAG_SHORT = "short"  # shorter than a sensor's minimum trustworthy window
 FLAG_FAULT = "sensor-fault"  # a sensor failed during the window; its domain is missing

@@ -10,6 +10,17 @@ from collections.abc import Iterable
 from enum import Enum
 from typing import Protocol, runtime_checkable
 
+__all__ = [
+    "MEASURED_KINDS",
+    "Peekable",
+    "Sensor",
+    "SensorError",
+    "SensorKind",
+    "SensorUnavailable",
+    "sensor_info",
+    "weakest_kind",
+]
+
 
 class SensorKind(str, Enum):
     """How a sensor's joules were obtained; shown next to every number it produces."""

@@ -29,6 +29,12 @@ from lightning_to_energy.sensors.nvml import (
 )
 from lightning_to_energy.sensors.rapl import find_rapl_zones, rapl_sensors
 
+__all__ = [
+    "BACKENDS",
+    "Discovery",
+    "discover",
+]
+
 #: Backend names accepted by :func:`discover`, in probing order.
 BACKENDS = ("nvml", "rapl", "estimate", "fake")
 

@@ -30,6 +30,11 @@ from types import MappingProxyType
 
 from lightning_to_energy.sensors.base import Sensor, SensorError, SensorKind
 
+__all__ = [
+    "Measurement",
+    "Meter",
+]
+
 
 @dataclass(frozen=True)
 class Measurement:

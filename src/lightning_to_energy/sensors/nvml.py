@@ -34,6 +34,22 @@ from typing import Any, Literal
 from lightning_to_energy.sensors._background import Sampler
 from lightning_to_energy.sensors.base import SensorError, SensorKind, SensorUnavailable
 
+__all__ = [
+    "COUNTER_UPDATE_PERIOD_S",
+    "DEFAULT_COUNTER_PERIOD_S",
+    "DEFAULT_MIN_WINDOW_S",
+    "DEFAULT_POWER_PERIOD_S",
+    "DEFAULT_PROBE_S",
+    "NVIDIA_EXTRA_FIX",
+    "GpuIdentity",
+    "Method",
+    "NvmlSensor",
+    "load_pynvml",
+    "parse_visible_devices",
+    "torch_gpu_identity",
+    "visible_gpu_count",
+]
+
 NVIDIA_EXTRA_FIX = "pip install 'lightning-to-energy[nvidia]'"
 
 #: How often the NVML energy counter changes (measured on an H100, 2026-11-25).

@@ -55,6 +55,50 @@ if TYPE_CHECKING:
     from lightning_to_energy.hardware.specs import HardwareSpec
     from lightning_to_energy.sensors.base import Sensor
 
+__all__ = [
+    "ACTIVATIONS",
+    "BATCHES_CYCLED",
+    "CIFAR_SYNTHETIC_SIZE",
+    "DATASETS",
+    "DEFAULT_MIN_SECONDS",
+    "DEFAULT_WINDOWS",
+    "DTYPES",
+    "ERROR_FORMAT",
+    "ERROR_SUFFIX",
+    "FAMILIES",
+    "GRIDS",
+    "LEARNING_RATE",
+    "NUM_CLASSES",
+    "REPORT_SUFFIX",
+    "RUN_FORMAT",
+    "RUN_SUFFIX",
+    "RUN_VERSION",
+    "SAMPLE_SHAPES",
+    "SEED",
+    "CyclingBatches",
+    "StudyConfig",
+    "StudyModel",
+    "Tokens",
+    "TransformerNet",
+    "build_model",
+    "build_net",
+    "config_id",
+    "count_step",
+    "dataset_tensors",
+    "default_grid",
+    "first_config_guess_s",
+    "fit_worthy_windows",
+    "is_complete",
+    "make_batches",
+    "make_config",
+    "measured_summary",
+    "resolve_device",
+    "resolve_hardware",
+    "run_config",
+    "run_path",
+    "run_study",
+]
+
 FAMILIES = ("mlp", "cnn", "transformer")
 DATASETS = ("digits", "cifar-synthetic")
 DTYPES = ("fp32", "bf16")

@@ -79,6 +79,16 @@ from lightning_to_energy.reporting.records import (
 from lightning_to_energy.sensors.base import MEASURED_KINDS, Sensor, SensorKind, weakest_kind
 from lightning_to_energy.sensors.meter import Measurement, Meter
 
+__all__ = [
+    "DEFAULT_MIN_WINDOW_S",
+    "LOOPS",
+    "PROFILE_FEATURES",
+    "SLOW_KEYS_EVERY",
+    "EnergyTracker",
+    "LiveReadout",
+    "merge_archives",
+]
+
 LOOPS = ("train", "validate", "test")
 # Feature names the tracker knows how to compute from a step profile, besides duration_s.
 PROFILE_FEATURES: dict[str, Callable[[StepProfile], float]] = {

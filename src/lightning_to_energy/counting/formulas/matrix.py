@@ -39,6 +39,29 @@ from lightning_to_energy.counting.registry import (
     value_dependent,
 )
 
+__all__ = [
+    "addmm",
+    "aten",
+    "attention_backward",
+    "attention_backward_ops",
+    "attention_forward",
+    "attention_forward_ops",
+    "baddbmm",
+    "bmm",
+    "convolution",
+    "convolution_backward",
+    "cudnn_rnn",
+    "cudnn_rnn_backward",
+    "kept_scores",
+    "matrix_vector",
+    "mkldnn_rnn_layer",
+    "mkldnn_rnn_layer_backward",
+    "mm",
+    "native_multi_head_attention",
+    "scaled_mm",
+    "transformer_encoder_layer",
+]
+
 aten = torch.ops.aten
 
 FMA, ADD, MUL, CMP, DIV, EXP = AluOp.FMA, AluOp.ADD, AluOp.MUL, AluOp.CMP, AluOp.DIV, AluOp.EXP
