@@ -10,15 +10,14 @@ from typing import Any
 
 import pytest
 
-from lightning_to_energy.calibration import store as cal_mod
+from lightning_to_energy.calibration import data as cal_mod
+from lightning_to_energy.calibration.data import Calibration
 from lightning_to_energy.calibration.store import (
-    Calibration,
     CalibrationStore,
     CalibrationWarning,
-    HardwareInfo,
     default_directory,
-    hardware_fingerprint,
 )
+from lightning_to_energy.hardware.identity import HardwareInfo, hardware_fingerprint
 from lightning_to_energy.model.regression import OnlineEnergyModel
 
 NAMES = ("duration_s", "tos")
@@ -162,7 +161,7 @@ def test_failed_write_keeps_the_old_file_and_no_temp(
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(cal_mod.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.warns(CalibrationWarning, match="disk full"):
         assert store.save(calib(RUN_B, "run-b")) is None
     assert path.read_bytes() == before

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_to_energy import TOEnergy
 from lightning_to_energy.callbacks.to_energy import FORECAST_KEYS, TOTAL_KEYS, window_metric_keys
-from lightning_to_energy.reporting.console import load_report
+from lightning_to_energy.reporting.codec import load_report
 from lightning_to_energy.sensors.fake import FakeSensor
 
 
@@ -347,12 +347,12 @@ def test_plot_false_saves_the_report_without_its_png(tmp_path: Path) -> None:
 def test_end_of_run_prints_the_files_written_why_the_png_was_not_and_the_calibration(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lightning_to_energy.reporting import console as report_mod
+    from lightning_to_energy.reporting import plot as report_mod
 
     def no_matplotlib() -> Any:
         raise report_mod.MissingExtraError("matplotlib is not installed")
 
-    monkeypatch.setattr(report_mod, "_import_matplotlib", no_matplotlib)
+    monkeypatch.setattr(report_mod, "import_matplotlib", no_matplotlib)
     clock = FakeClock()
     cal = tmp_path / "cal.json"
     out = tmp_path / "out"

@@ -19,17 +19,16 @@ import pytest
 
 from _records import bare_report
 from lightning_to_energy import cli
-from lightning_to_energy.calibration.store import (
-    Calibration,
-    CalibrationStore,
-    CalibrationWarning,
+from lightning_to_energy.calibration.data import Calibration
+from lightning_to_energy.calibration.store import CalibrationStore, CalibrationWarning
+from lightning_to_energy.counting.profile import StepProfile, random_label_loss
+from lightning_to_energy.hardware.identity import (
     HardwareInfo,
     hardware_fingerprint,
     hardware_section,
 )
-from lightning_to_energy.counting.profile import StepProfile, random_label_loss
 from lightning_to_energy.model.regression import OnlineEnergyModel
-from lightning_to_energy.reporting.console import save_report
+from lightning_to_energy.reporting.files import save_report
 from lightning_to_energy.reporting.records import FLAG_SHORT, EnergyReport, WindowRecord
 
 STATIC_W = 50.0
@@ -474,7 +473,8 @@ def test_predict_plans_an_h100_run_here_from_the_roofline_without_timing(
 ) -> None:
 
     from lightning_to_energy.cli import predict as _cli_predict
-    from lightning_to_energy.hardware.specs import find_hardware, roofline_s
+    from lightning_to_energy.hardware.roofline import roofline_s
+    from lightning_to_energy.hardware.specs import find_hardware
 
     def no_timing(*args: object) -> float:
         raise AssertionError("a roofline calibration must not time steps on this machine")
@@ -685,7 +685,8 @@ def test_fit_roofline_on_reports_makes_an_h100_calibration_that_predict_applies_
     # the reports' hardware, not the machine that ran fit
     assert calibration.fingerprint == hardware_fingerprint(H100)
 
-    from lightning_to_energy.hardware.specs import find_hardware, roofline_s
+    from lightning_to_energy.hardware.roofline import roofline_s
+    from lightning_to_energy.hardware.specs import find_hardware
 
     with pytest.warns(CalibrationWarning):
         code, text, _ = run(
@@ -822,7 +823,8 @@ def test_fit_on_study_runs_writes_a_roofline_calibration_that_predict_applies(
     assert fitted["coefficients"]["tos_matrix_full"] == pytest.approx(J_PER_FULL_TO, rel=0.01)
     assert fitted["accuracy"]["family"]["precision_pct"] > 99.0  # the law holds across families
 
-    from lightning_to_energy.hardware.specs import find_hardware, roofline_s
+    from lightning_to_energy.hardware.roofline import roofline_s
+    from lightning_to_energy.hardware.specs import find_hardware
 
     with pytest.warns(CalibrationWarning):  # made on an H100, used here
         code, text, _ = run(

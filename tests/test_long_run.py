@@ -25,7 +25,8 @@ from lightning_to_energy import EnergyTracker, FakeSensor
 from lightning_to_energy.counting import StepProfile
 from lightning_to_energy.model import regression as regression_module
 from lightning_to_energy.model.regression import OnlineEnergyModel
-from lightning_to_energy.reporting.console import load_report, save_report
+from lightning_to_energy.reporting.codec import load_report
+from lightning_to_energy.reporting.files import save_report
 from lightning_to_energy.reporting.records import EnergyReport, WindowRecord
 from lightning_to_energy.tracking import tracker as tracker_module
 

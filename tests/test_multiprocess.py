@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_to_energy.reporting.console import load_report
+from lightning_to_energy.reporting.codec import load_report
 
 SCRIPT = Path(__file__).parent / "scripts" / "tiny_run.py"
 

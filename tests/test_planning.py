@@ -9,8 +9,9 @@ import torch
 
 from _models import TinyMLP
 from lightning_to_energy import Calibration, RunPlan, StepProfile, plan_run, profile
-from lightning_to_energy.calibration.store import HardwareInfo
-from lightning_to_energy.hardware.specs import find_hardware, roofline_s
+from lightning_to_energy.hardware.identity import HardwareInfo
+from lightning_to_energy.hardware.roofline import roofline_s
+from lightning_to_energy.hardware.specs import find_hardware
 from lightning_to_energy.model.regression import OnlineEnergyModel
 
 H100 = HardwareInfo(gpus=("NVIDIA H100 80GB HBM3",), driver_version="1", cpu="x", cpu_count=2)
@@ -177,7 +178,7 @@ DEVIANT = 1.2  # the last run measures 1.2 x the law; every other run follows it
 
 def runs_calibration(n_runs: int, windows_per_run: int = 2) -> Calibration:
     """``n_runs`` runs (ids run-0 ...) of the law, the last one 1.2 x it, saved by run."""
-    from lightning_to_energy.calibration.store import CalibrationRun, CalibrationWindow
+    from lightning_to_energy.calibration.data import CalibrationRun, CalibrationWindow
 
     windows = []
     for r in range(n_runs):
@@ -257,7 +258,7 @@ def test_many_runs_are_held_out_in_groups(step: StepProfile) -> None:
 
 
 def test_the_calibration_windows_are_those_the_plan_was_fitted_on(step: StepProfile) -> None:
-    from lightning_to_energy.calibration.store import CalibrationWindow
+    from lightning_to_energy.calibration.data import CalibrationWindow
 
     # 4 runs of 130 windows (520), and 3 more recent windows without a "tos" feature.
     cal = runs_calibration(4, windows_per_run=130)

@@ -47,7 +47,7 @@ def test_all_is_sorted_and_pinned() -> None:
 def test_only_the_nvml_backend_imports_pynvml_and_only_the_report_matplotlib() -> None:
     # torch and Lightning may import either themselves, so check our own sources.
     package = Path(lightning_to_energy.__file__).parent
-    owners = {"pynvml": {"sensors/nvml.py"}, "matplotlib": {"reporting/console.py"}}
+    owners = {"pynvml": {"sensors/nvml.py"}, "matplotlib": {"reporting/plot.py"}}
     for path in package.rglob("*.py"):
         text = path.read_text()
         rel = path.relative_to(package).as_posix()

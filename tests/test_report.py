@@ -16,22 +16,16 @@ from rich.console import Console
 
 from lightning_to_energy.cli import CliError
 from lightning_to_energy.cli import report as _cli_report
-from lightning_to_energy.reporting.console import (
-    CSV_BASE_COLUMNS,
-    PLOT_INSTALL_HINT,
-    MissingExtraError,
+from lightning_to_energy.reporting.codec import (
     ReportFormatError,
-    format_duration,
-    format_si,
     load_report,
-    relative_error,
-    render_report,
     report_from_dict,
     report_to_dict,
-    roofline_share,
-    save_plot,
-    save_report,
 )
+from lightning_to_energy.reporting.console import render_report, roofline_share
+from lightning_to_energy.reporting.files import CSV_BASE_COLUMNS, save_report
+from lightning_to_energy.reporting.format import format_duration, format_si, relative_error
+from lightning_to_energy.reporting.plot import PLOT_INSTALL_HINT, MissingExtraError, save_plot
 from lightning_to_energy.reporting.records import (
     FLAG_ESTIMATE,
     FLAG_OUTLIER,

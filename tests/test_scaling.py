@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from lightning_to_energy.reporting.console import MissingExtraError
+from lightning_to_energy.reporting.plot import MissingExtraError
 from lightning_to_energy.study import rendering as scaling_report
 from lightning_to_energy.study.evaluation import (
     MODELS,
@@ -511,7 +511,7 @@ def test_save_results_without_matplotlib_warns_and_skips_the_png(
     def missing() -> None:
         raise MissingExtraError("matplotlib is not installed")
 
-    monkeypatch.setattr(scaling_report, "_import_matplotlib", missing)
+    monkeypatch.setattr(scaling_report, "import_matplotlib", missing)
     with pytest.warns(RuntimeWarning, match=r"predicted_vs_measured\.png not written"):
         paths = save_results(results, tmp_path)
     assert set(paths) == {"json", "csv"}

@@ -26,7 +26,8 @@ from lightning_to_energy import FakeSensor
 from lightning_to_energy.cli import CliError
 from lightning_to_energy.cli import study as _cli_study
 from lightning_to_energy.counting import profile
-from lightning_to_energy.hardware.specs import find_hardware, roofline_s
+from lightning_to_energy.hardware.roofline import roofline_s
+from lightning_to_energy.hardware.specs import find_hardware
 from lightning_to_energy.reporting.records import (
     FLAG_BOUNDARY,
     FLAG_FAULT,

@@ -534,7 +534,9 @@ def test_a_checkpoint_saves_the_open_window_and_a_resume_loses_or_repeats_nothin
 def test_a_calibration_of_other_features_is_used_in_part_and_says_so_once(
     tmp_path: Path,
 ) -> None:
-    from lightning_to_energy.calibration.store import Calibration, CalibrationStore, HardwareInfo
+    from lightning_to_energy.calibration.data import Calibration
+    from lightning_to_energy.calibration.store import CalibrationStore
+    from lightning_to_energy.hardware.identity import HardwareInfo
     from lightning_to_energy.model.regression import OnlineEnergyModel
 
     stored = OnlineEnergyModel(("duration_s", "tos"))
@@ -578,8 +580,9 @@ def test_a_directory_or_a_non_path_as_calibration_is_refused_at_construction(
 
 
 def test_an_estimated_run_says_in_its_report_why_no_calibration_was_saved_and_where() -> None:
-    from lightning_to_energy.calibration.store import HardwareInfo, default_directory
-    from lightning_to_energy.calibration.store import hardware_fingerprint as fingerprint
+    from lightning_to_energy.calibration.store import default_directory
+    from lightning_to_energy.hardware.identity import HardwareInfo
+    from lightning_to_energy.hardware.identity import hardware_fingerprint as fingerprint
     from lightning_to_energy.sensors.base import SensorKind
 
     clock = Clock()
@@ -618,7 +621,7 @@ def test_a_report_given_as_calibration_is_said_in_the_report_and_left_intact(
     tmp_path: Path,
 ) -> None:
     from lightning_to_energy.calibration.store import CalibrationWarning
-    from lightning_to_energy.reporting.console import save_report
+    from lightning_to_energy.reporting.files import save_report
 
     clock = Clock()
     model = nn.Linear(4, 3)
@@ -642,14 +645,11 @@ def test_a_report_given_as_calibration_is_said_in_the_report_and_left_intact(
 
 
 def test_the_report_says_which_calibration_seeded_the_model(tmp_path: Path) -> None:
-    from lightning_to_energy.calibration.store import HardwareInfo, default_directory
-    from lightning_to_energy.calibration.store import hardware_fingerprint as fingerprint
-    from lightning_to_energy.reporting.console import (
-        prior_text,
-        render_report,
-        report_from_dict,
-        report_to_dict,
-    )
+    from lightning_to_energy.calibration.store import default_directory
+    from lightning_to_energy.hardware.identity import HardwareInfo
+    from lightning_to_energy.hardware.identity import hardware_fingerprint as fingerprint
+    from lightning_to_energy.reporting.codec import report_from_dict, report_to_dict
+    from lightning_to_energy.reporting.console import prior_text, render_report
     from lightning_to_energy.reporting.records import PriorRecord
 
     clock = Clock()
@@ -696,7 +696,9 @@ def test_the_report_says_which_calibration_seeded_the_model(tmp_path: Path) -> N
 
 
 def test_the_report_says_a_calibration_was_made_on_other_hardware(tmp_path: Path) -> None:
-    from lightning_to_energy.calibration.store import Calibration, CalibrationStore, HardwareInfo
+    from lightning_to_energy.calibration.data import Calibration
+    from lightning_to_energy.calibration.store import CalibrationStore
+    from lightning_to_energy.hardware.identity import HardwareInfo
     from lightning_to_energy.model.regression import OnlineEnergyModel
 
     h100 = HardwareInfo(gpus=("NVIDIA H100 80GB HBM3",), driver_version="1", cpu="x", cpu_count=2)
@@ -967,13 +969,9 @@ def test_live_predicted_stays_none_after_a_resume_when_nothing_was_predicted() -
 def test_the_prior_counts_every_run_of_a_calibration_past_the_runs_listed(
     tmp_path: Path,
 ) -> None:
-    from lightning_to_energy.calibration.store import (
-        MAX_RUNS_LISTED,
-        Calibration,
-        CalibrationStore,
-        HardwareInfo,
-        merge,
-    )
+    from lightning_to_energy.calibration.data import MAX_RUNS_LISTED, Calibration, merge
+    from lightning_to_energy.calibration.store import CalibrationStore
+    from lightning_to_energy.hardware.identity import HardwareInfo
     from lightning_to_energy.model.regression import OnlineEnergyModel
 
     fitted = OnlineEnergyModel(("duration_s", "tos"))

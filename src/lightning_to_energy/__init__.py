@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 # must not pay for importing Lightning, and `import lightning_to_energy` stays cheap.
 _EXPORTS: dict[str, str] = {
     "AluOp": "lightning_to_energy.counting.cost_model",
-    "Calibration": "lightning_to_energy.calibration.store",
+    "Calibration": "lightning_to_energy.calibration.data",
     "CalibrationStore": "lightning_to_energy.calibration.store",
     "CostModel": "lightning_to_energy.counting.cost_model",
     "EnergyReport": "lightning_to_energy.reporting.records",
@@ -35,26 +35,26 @@ _EXPORTS: dict[str, str] = {
     "Unit": "lightning_to_energy.counting.cost_model",
     "WindowRecord": "lightning_to_energy.reporting.records",
     "discover": "lightning_to_energy.sensors.discover",
-    "hardware_fingerprint": "lightning_to_energy.calibration.store",
-    "load_report": "lightning_to_energy.reporting.console",
+    "hardware_fingerprint": "lightning_to_energy.hardware.identity",
+    "load_report": "lightning_to_energy.reporting.codec",
     "plan_run": "lightning_to_energy.planning",
     "profile": "lightning_to_energy.counting",
     "render_report": "lightning_to_energy.reporting.console",
-    "save_report": "lightning_to_energy.reporting.console",
+    "save_report": "lightning_to_energy.reporting.files",
 }
 
 if TYPE_CHECKING:
-    from lightning_to_energy.calibration.store import (
-        Calibration,
-        CalibrationStore,
-        hardware_fingerprint,
-    )
+    from lightning_to_energy.calibration.data import Calibration
+    from lightning_to_energy.calibration.store import CalibrationStore
     from lightning_to_energy.callbacks.to_energy import TOEnergy
     from lightning_to_energy.counting import OpCounter, StepProfile, profile
     from lightning_to_energy.counting.cost_model import AluOp, CostModel, NumberFormat, Unit
+    from lightning_to_energy.hardware.identity import hardware_fingerprint
     from lightning_to_energy.model.regression import FEATURES, OnlineEnergyModel
     from lightning_to_energy.planning import RunPlan, plan_run
-    from lightning_to_energy.reporting.console import load_report, render_report, save_report
+    from lightning_to_energy.reporting.codec import load_report
+    from lightning_to_energy.reporting.console import render_report
+    from lightning_to_energy.reporting.files import save_report
     from lightning_to_energy.reporting.records import EnergyReport, WindowRecord
     from lightning_to_energy.sensors.base import Sensor, SensorError, SensorKind
     from lightning_to_energy.sensors.discover import discover

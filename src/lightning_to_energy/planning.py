@@ -33,9 +33,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lightning_to_energy.calibration.store import Calibration, CalibrationWindow
+from lightning_to_energy.calibration.data import Calibration, CalibrationWindow
 from lightning_to_energy.counting.profile import StepProfile
-from lightning_to_energy.hardware.specs import HardwareSpec, cpu_spec, find_hardware, roofline_s
+from lightning_to_energy.hardware.roofline import roofline_s
+from lightning_to_energy.hardware.specs import HardwareSpec, cpu_spec, find_hardware
 from lightning_to_energy.model.regression import (
     DEFAULT_INTERVAL_FACTOR,
     MIN_WINDOWS_FOR_INTERVAL,
@@ -137,7 +138,7 @@ def calibration_hardware(calibration: Calibration, *, same_machine: bool) -> Har
     Raises:
         ValueError: a GPU the hardware table does not know (the message says how to add it).
     """
-    from lightning_to_energy.hardware.specs import detect_hardware
+    from lightning_to_energy.hardware.detect import detect_hardware
 
     hw = calibration.hardware
     if hw.gpus:

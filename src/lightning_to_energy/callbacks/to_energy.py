@@ -22,7 +22,7 @@ from lightning_to_energy.sensors.base import Sensor
 from lightning_to_energy.tracking.tracker import EnergyTracker, merge_archives
 
 if TYPE_CHECKING:
-    from lightning_to_energy.reporting.console import SavedReport
+    from lightning_to_energy.reporting.files import SavedReport
 
 __all__ = [
     "FORECAST_KEYS",
@@ -91,14 +91,14 @@ class TOEnergy(Callback):
     prints one line naming the files written (why the PNG was not, e.g. matplotlib missing) and
     the calibration file saved. The report is kept in :attr:`report`, and the files written in
     :attr:`report_files` (a
-    :class:`~lightning_to_energy.reporting.console.SavedReport`; rank 0, None when
+    :class:`~lightning_to_energy.reporting.files.SavedReport`; rank 0, None when
     saving failed). The report's warnings say when no calibration was saved, and why (e.g.
     estimated joules are never saved to the automatic store).
 
     Under ``strategy="ddp_spawn"`` (and other launchers that run the fit in child processes)
     the callback runs in the workers: in the process that called ``fit``, :attr:`report` stays
     None. Read the report the workers saved instead: ``load_report(report_dir)``
-    (:func:`lightning_to_energy.reporting.console.load_report`), with ``report_dir`` set explicitly.
+    (:func:`lightning_to_energy.reporting.codec.load_report`), with ``report_dir`` set explicitly.
 
     Checkpoints carry the windows, totals and model state (under DDP, every rank's, so each
     rank resumes its own); the open window is saved as it stands but not closed, so frequent
@@ -560,7 +560,8 @@ class TOEnergy(Callback):
 
     @rank_zero_only
     def _emit(self, trainer: Trainer, report: EnergyReport, calibration: Path | None) -> None:
-        from lightning_to_energy.reporting.console import render_report, save_report
+        from lightning_to_energy.reporting.console import render_report
+        from lightning_to_energy.reporting.files import save_report
 
         directory = self.report_dir or Path(trainer.log_dir or trainer.default_root_dir)
         self.report_files = None

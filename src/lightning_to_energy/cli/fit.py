@@ -32,7 +32,8 @@ from lightning_to_energy.cli import CliError
 from lightning_to_energy.reporting.records import FLAG_FAULT, FLAG_OUTLIER, FLAG_SHORT, EnergyReport
 
 if TYPE_CHECKING:
-    from lightning_to_energy.calibration.store import Calibration, HardwareInfo
+    from lightning_to_energy.calibration.data import Calibration
+    from lightning_to_energy.hardware.identity import HardwareInfo
     from lightning_to_energy.model.regression import OnlineEnergyModel
 
 __all__ = [
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     if _is_study(args.reports):
         return _run_study(args)
     from lightning_to_energy.model.regression import OnlineEnergyModel
-    from lightning_to_energy.reporting.console import ReportFormatError, load_report
+    from lightning_to_energy.reporting.codec import ReportFormatError, load_report
 
     runs: list[list[tuple[dict[str, float], float]]] = []
     reports: list[EnergyReport] = []
@@ -265,7 +266,7 @@ def reports_hardware(reports: Sequence[EnergyReport], paths: Sequence[str]) -> H
     A report that names no hardware (written by hand, or where detection failed) counts as
     this machine's.
     """
-    from lightning_to_energy.calibration.store import (
+    from lightning_to_energy.hardware.identity import (
         HardwareInfo,
         hardware_fingerprint,
         hardware_from_section,
@@ -295,7 +296,7 @@ def reports_hardware(reports: Sequence[EnergyReport], paths: Sequence[str]) -> H
 
 def _run_study(args: argparse.Namespace) -> int:
     """``fit`` on study runs: the scaling model, scored on held-out configurations."""
-    from lightning_to_energy.calibration.store import HardwareInfo
+    from lightning_to_energy.hardware.identity import HardwareInfo
     from lightning_to_energy.study.evaluation import evaluate, fit_calibration_model, load_runs
 
     if args.features:
@@ -409,7 +410,7 @@ def _by_run(
         hardware: the runs' hardware.
         run_ids: one id per window of the model's history, oldest first.
     """
-    from lightning_to_energy.calibration.store import (
+    from lightning_to_energy.calibration.data import (
         MAX_RUNS_LISTED,
         Calibration,
         CalibrationRun,
@@ -444,7 +445,7 @@ def _save(path: str, calibration: Any) -> str:
 
 
 def _print_coefficients(model: Any) -> None:
-    from lightning_to_energy.reporting.console import format_si
+    from lightning_to_energy.reporting.format import format_si
 
     units = model.units()
     for name, value in model.coefficients.items():

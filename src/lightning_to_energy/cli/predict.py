@@ -75,11 +75,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Count, time if needed, load the calibration and print the prediction."""
-    from lightning_to_energy.calibration.store import (
-        CalibrationStore,
-        HardwareInfo,
-        hardware_fingerprint,
-    )
+    from lightning_to_energy.calibration.store import CalibrationStore
     from lightning_to_energy.cli.profile import (
         _device,
         _make_input,
@@ -89,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from lightning_to_energy.counting import profile
     from lightning_to_energy.counting.profile import random_label_loss
+    from lightning_to_energy.hardware.identity import HardwareInfo, hardware_fingerprint
     from lightning_to_energy.planning import calibration_hardware, plan_run
 
     if args.steps < 1:
@@ -206,11 +203,11 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.json:
         # strict JSON: non-finite floats (an unbounded interval) as the report writes them
-        from lightning_to_energy.reporting.console import _encode
+        from lightning_to_energy.reporting.codec import to_json_value
 
-        print(json.dumps(_encode(result), indent=2, allow_nan=False))
+        print(json.dumps(to_json_value(result), indent=2, allow_nan=False))
         return 0
-    from lightning_to_energy.reporting.console import format_si
+    from lightning_to_energy.reporting.format import format_si
 
     if plan.step_time_s is not None:
         timing = f"{format_si(plan.step_time_s, 's')} per step on {hardware.label}"

@@ -62,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
         CliError: the file is missing, unreadable, not an energy report, or a requested plot
             cannot be drawn; the message says what was expected, what was found and the fix.
     """
-    from lightning_to_energy.reporting import console as rep
+    from lightning_to_energy.reporting.codec import ReportFormatError, load_report
+    from lightning_to_energy.reporting.console import render_report
+    from lightning_to_energy.reporting.files import write_csv
+    from lightning_to_energy.reporting.plot import MissingExtraError, save_plot
 
     path: Path = args.path
     if path.suffix.lower() == ".csv" and path.is_file():
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             f"{path.with_suffix('.json')}, written beside it."
         )
     try:
-        report = rep.load_report(path)
+        report = load_report(path)
     except (FileNotFoundError, IsADirectoryError):
         if path.is_dir():
             raise CliError(
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             f"expected a JSON energy report at {path}, found a binary file. Fix: pass the "
             "energy_report.json a run wrote (not the PNG or a checkpoint)."
         ) from None
-    except rep.ReportFormatError as exc:
+    except ReportFormatError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(
@@ -105,14 +108,14 @@ def run(args: argparse.Namespace) -> int:
                 f"expected {option} to name a file, found the directory {target}. Fix: name a "
                 f"file in it, e.g. {option} {target / example}."
             )
-    rep.render_report(report)
+    render_report(report)
     written: list[str] = []
     try:
         if args.csv is not None:
-            written.append(str(rep.write_csv(report, args.csv)))
+            written.append(str(write_csv(report, args.csv)))
         if args.plot is not None:
-            written.append(str(rep.save_plot(report, args.plot)))
-    except rep.MissingExtraError as exc:
+            written.append(str(save_plot(report, args.plot)))
+    except MissingExtraError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lightning_to_energy._files import atomic_write_text
 from lightning_to_energy.cli import CliError
 
 __all__ = [
@@ -222,10 +223,7 @@ def update_markdown(path: Path, key: str, section: str) -> None:
         text = text[:start] + block + text[stop:]
     else:
         text = text.rstrip("\n") + "\n\n" + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, text)
 
 
 def evaluate_dir(out_dir: Path, *, results_md: str | None = None, as_json: bool = False) -> int:

@@ -1,17 +1,10 @@
-"""Roofline duration estimate: how long a counted step takes at the hardware's peaks.
+"""Hardware specs: peak rates per device, the datasheet table and hardware files.
 
-Each distinct kernel of a :class:`~lightning_to_energy.counting.StepProfile` (its ``op_costs``)
-takes the largest of three times: its arithmetic at the peak rate of the unit and number format
-it runs in, its bytes at the peak memory bandwidth, and its kernel launches at a fixed cost
-each. The step's estimate is the sum over kernels. No measurement is needed, so the estimate
-can stand in for duration (static power x time) when predicting a run before it starts.
-
-Peaks come from a table of common GPUs (vendor datasheets, dense figures) and a CPU entry built
-from the machine; users add or override entries with :func:`register_hardware` or
-:func:`load_hardware`. Every figure and its source are in ``docs/roofline.md``.
-
-NB: dense peaks are rarely reached; the estimate is a feature for the energy regression (its
-coefficient absorbs the gap to real throughput), not a prediction of wall time by itself.
+:class:`HardwareSpec` holds one device's peaks (matrix and vector FLOP/s per number format,
+memory bandwidth, launch cost). The table of common GPUs comes from vendor datasheets (dense
+figures) and a CPU entry built from the machine; users add or override entries with
+:func:`register_hardware` or :func:`load_hardware`. Every figure and its source are in
+``docs/roofline.md``; the estimate itself is :mod:`lightning_to_energy.hardware.roofline`.
 """
 
 from __future__ import annotations
@@ -26,9 +19,8 @@ from types import MappingProxyType
 from typing import Any
 
 from lightning_to_energy._files import check_toml_or_json_path, load_toml_or_json
-from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit, format_from_str
-from lightning_to_energy.counting.profile import StepProfile
-from lightning_to_energy.counting.registry import OpCost
+from lightning_to_energy.counting.cost_model import NumberFormat, Unit, format_from_str
+from lightning_to_energy.hardware.cpuinfo import read_cpuinfo
 
 __all__ = [
     "CPU_CHANNELS",
@@ -36,21 +28,16 @@ __all__ = [
     "CPU_GHZ",
     "CPU_LAUNCH_S",
     "GPU_LAUNCH_S",
-    "OP_FLOPS",
+    "HOW_TO_ADD",
     "HardwareSpec",
-    "RooflineBreakdown",
-    "compute_time_s",
     "cpu_from_cpuinfo",
     "cpu_spec",
-    "detect_hardware",
     "find_hardware",
     "hardware_table",
+    "is_registered",
     "load_hardware",
-    "memory_time_s",
-    "op_time_s",
+    "match_hardware",
     "register_hardware",
-    "roofline_breakdown",
-    "roofline_s",
 ]
 
 _T = 1e12  # tera: datasheets quote TFLOPS / TOPS
@@ -73,30 +60,6 @@ CPU_CHANNEL_BW_BYTES_S = 19.2e9
 
 CPU_CHANNELS = 2
 """Default memory channels of a CPU (a desktop or laptop; servers have 6 to 12)."""
-
-OP_FLOPS: Mapping[AluOp, float] = MappingProxyType(
-    {
-        # One issue slot of the FMA pipe. Peak FLOP/s count an FMA as 2 FLOPs, so one slot is
-        # worth 2 FLOPs of peak time, and an add, a multiply or a compare, which take the same
-        # slot as an FMA (CUDA C++ Programming Guide, "Arithmetic Instructions": 32-bit float
-        # add, multiply and multiply-add all run at 128 results per SM per cycle on cc 9.0; on
-        # x86 add, mul and FMA share the same two ports), cost 2 as well.
-        AluOp.FMA: 2.0,
-        AluOp.ADD: 2.0,
-        AluOp.MUL: 2.0,
-        AluOp.CMP: 2.0,
-        # Special functions: 8 slots. The GPU's special-function units return 16 reciprocals,
-        # reciprocal square roots or exp2s per SM per cycle against 128 fp32 FMAs (same
-        # table), i.e. 8 FMA slots each, and IEEE division and square root (torch builds
-        # without fast math) add a Newton step of FMAs; exp adds range-reduction FMAs. On
-        # x86, vdivps / vsqrtps ymm issue once per 5 to 6 cycles against 2 FMAs per cycle
-        # (Agner Fog, instruction tables), and a vectorised exp is about 10 FMAs.
-        AluOp.DIV: 16.0,
-        AluOp.SQRT: 16.0,
-        AluOp.EXP: 16.0,
-    }
-)
-"""Peak-FLOP equivalents of one scalar operation of each class (an FMA is 2)."""
 
 # Where a (unit, format) missing from a spec takes its peak from, and the factor applied.
 # Every chain ends at (VECTOR, FP32), which every spec must list.
@@ -730,18 +693,8 @@ def cpu_from_cpuinfo(
             cores = len(os.sched_getaffinity(0))
         except AttributeError:  # not on Linux
             cores = os.cpu_count() or 1
-    model, flags = "", set[str]()
-    try:
-        text = Path(cpuinfo_path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        key = key.strip()
-        if sep and key == "model name" and not model:
-            model = value.strip()
-        elif sep and key in ("flags", "Features") and not flags:
-            flags = set(value.split())
+    info = read_cpuinfo(cpuinfo_path)
+    model, flags = info.model, info.flags
     found = _GHZ_IN_NAME.search(model)
     ghz = float(found.group(1)) if found else CPU_GHZ
     if "avx512f" in flags:
@@ -788,6 +741,12 @@ def hardware_table() -> dict[str, HardwareSpec]:
     return dict(_table())
 
 
+def is_registered(key: str) -> bool:
+    """Whether a user registered a spec under ``key`` (over the built-in table)."""
+    _table()
+    return key in _REGISTERED
+
+
 def register_hardware(spec: HardwareSpec) -> None:
     """Add ``spec`` to the process-wide table, replacing any spec with the same key.
 
@@ -807,8 +766,16 @@ def register_hardware(spec: HardwareSpec) -> None:
     _REGISTERED.add(spec.key)
 
 
-def _matches(name: str, kind: str | None = None) -> HardwareSpec | None:
-    """The spec whose ``match`` substring is the longest found in ``name`` as a whole token."""
+def match_hardware(name: str, kind: str | None = None) -> HardwareSpec | None:
+    """The spec whose ``match`` substring is the longest found in ``name`` as a whole token.
+
+    Args:
+        name: a device name, e.g. ``"NVIDIA H100 80GB HBM3"``.
+        kind: ``"gpu"`` or ``"cpu"`` to consider only specs of that kind; None for any.
+
+    Returns:
+        The best match (a registered spec wins ties), or None when no spec matches.
+    """
     low = name.lower()
     best: tuple[int, HardwareSpec] | None = None
     for spec in reversed(list(_table().values())):  # latest registered first: it wins ties
@@ -822,7 +789,7 @@ def _matches(name: str, kind: str | None = None) -> HardwareSpec | None:
     return best[1] if best else None
 
 
-_HOW_TO_ADD = (
+HOW_TO_ADD = (
     "fix: register one with lightning_to_energy.roofline.register_hardware(HardwareSpec(...)) "
     "or load_hardware(path) with a TOML file such as\n"
     "  [[hardware]]\n"
@@ -851,50 +818,13 @@ def find_hardware(name_or_key: str) -> HardwareSpec:
     key = str(name_or_key).strip().lower()
     if key in table:
         return table[key]
-    found = _matches(key)
+    found = match_hardware(key)
     if found is not None:
         return found
     raise ValueError(
         f"expected a known hardware key or device name ({', '.join(sorted(table))}); found "
-        f"{name_or_key!r}; {_HOW_TO_ADD}"
+        f"{name_or_key!r}; {HOW_TO_ADD}"
     )
-
-
-def detect_hardware(
-    device: Any = None, *, cpuinfo_path: str | os.PathLike[str] = "/proc/cpuinfo"
-) -> HardwareSpec:
-    """The spec of ``device``: a CUDA device by its name, or this machine's CPU.
-
-    Args:
-        device: a ``torch.device``, ``"cuda:0"``, ``"cpu"``, a CUDA index, or None for the
-            current CUDA device when CUDA is available, else the CPU.
-        cpuinfo_path: where to read the CPU model and flags (Linux).
-
-    Returns:
-        The matching spec; for the CPU, the registered ``"cpu"`` spec if one was registered,
-        else one built from this machine (:func:`cpu_from_cpuinfo`).
-
-    Raises:
-        ValueError: a CUDA device whose name matches no spec (the message shows how to add
-            one).
-    """
-    import torch
-
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
-    if dev.type != "cuda":
-        if "cpu" in _REGISTERED:
-            return _table()["cpu"]
-        return cpu_from_cpuinfo(cpuinfo_path)
-    name = torch.cuda.get_device_name(dev)
-    found = _matches(name, kind="gpu")
-    if found is None:
-        raise ValueError(
-            f"expected a GPU listed in the hardware table ({', '.join(sorted(_table()))}); "
-            f"found {name!r}, which matches none; {_HOW_TO_ADD}"
-        )
-    return found
 
 
 # --- hardware files ----------------------------------------------------------------------------
@@ -930,7 +860,7 @@ def load_hardware(path: str | os.PathLike[str], *, register: bool = True) -> lis
             )
         specs = [_entry(i, e) for i, e in enumerate(entries)]
     except ValueError as exc:
-        fix = "" if "fix:" in str(exc) else "; fix: " + _HOW_TO_ADD.removeprefix("fix: ")
+        fix = "" if "fix:" in str(exc) else "; fix: " + HOW_TO_ADD.removeprefix("fix: ")
         raise ValueError(f"hardware file {str(path)!r}: {exc}{fix}") from exc
     if register:
         for spec in specs:
@@ -968,90 +898,3 @@ def _entry(i: int, entry: Any) -> HardwareSpec:
         match=tuple(match),
         source=str(entry.get("source", "")),
     )
-
-
-# --- the estimate ------------------------------------------------------------------------------
-
-
-def compute_time_s(cost: OpCost, spec: HardwareSpec) -> float:
-    """Seconds of ``cost``'s arithmetic at peak: sum of count x OP_FLOPS / peak(unit, format)."""
-    return math.fsum(
-        n * OP_FLOPS[op] / spec.peak_flops(unit, fmt) for (op, fmt, unit), n in cost.ops.items()
-    )
-
-
-def memory_time_s(cost: OpCost, spec: HardwareSpec) -> float:
-    """Seconds of ``cost``'s bytes at peak bandwidth: (read + written) / bandwidth."""
-    return (cost.bytes_read + cost.bytes_written) / spec.memory_bw_bytes_s
-
-
-def op_time_s(cost: OpCost, spec: HardwareSpec) -> float:
-    """Roofline seconds of one call: max(compute time, memory time, kernels x launch_s)."""
-    return max(compute_time_s(cost, spec), memory_time_s(cost, spec), cost.kernels * spec.launch_s)
-
-
-@dataclass(frozen=True)
-class RooflineBreakdown:
-    """A step's roofline time split by what bounds each op.
-
-    Args:
-        total_s: the roofline estimate (sum over ops of the largest of the three times).
-        compute_bound_s: seconds of ops whose arithmetic takes longest.
-        memory_bound_s: seconds of ops whose bytes take longest.
-        launch_bound_s: seconds of ops whose launches take longest (ties go to compute, then
-            memory).
-    """
-
-    total_s: float
-    compute_bound_s: float
-    memory_bound_s: float
-    launch_bound_s: float
-
-
-def _check_profile(profile: StepProfile) -> None:
-    if not profile.op_costs and (profile.kernels or profile.bytes or profile.counts):
-        raise ValueError(
-            "roofline: expected a profile with op_costs (per-kernel costs, filled by the "
-            "counter); found one with work but no op_costs (built by hand or by an older "
-            "version); fix: count the step with lightning_to_energy.counting.profile(...) or "
-            "OpCounter"
-        )
-
-
-def roofline_breakdown(profile: StepProfile, spec: HardwareSpec) -> RooflineBreakdown:
-    """The roofline time of ``profile`` on ``spec``, split by bound (see RooflineBreakdown).
-
-    Raises:
-        ValueError: the profile has work but no ``op_costs``.
-    """
-    _check_profile(profile)
-    compute, memory, launch = [], [], []
-    for cost, calls in profile.op_costs:
-        c, m, k = (
-            compute_time_s(cost, spec),
-            memory_time_s(cost, spec),
-            cost.kernels * spec.launch_s,
-        )
-        if c >= m and c >= k:
-            compute.append(c * calls)
-        elif m >= k:
-            memory.append(m * calls)
-        else:
-            launch.append(k * calls)
-    c_s, m_s, k_s = math.fsum(compute), math.fsum(memory), math.fsum(launch)
-    return RooflineBreakdown(
-        total_s=math.fsum(compute + memory + launch),
-        compute_bound_s=c_s,
-        memory_bound_s=m_s,
-        launch_bound_s=k_s,
-    )
-
-
-def roofline_s(profile: StepProfile, spec: HardwareSpec) -> float:
-    """Roofline seconds of ``profile`` on ``spec``: sum of op_time_s x calls over op_costs.
-
-    Raises:
-        ValueError: the profile has work but no ``op_costs``.
-    """
-    _check_profile(profile)
-    return math.fsum(op_time_s(cost, spec) * calls for cost, calls in profile.op_costs)

@@ -45,6 +45,8 @@ __all__ = [
     "Method",
     "NvmlSensor",
     "load_pynvml",
+    "nvml_devices",
+    "nvml_text",
     "parse_visible_devices",
     "torch_gpu_identity",
     "visible_gpu_count",
@@ -306,8 +308,8 @@ class NvmlSensor:
             visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
         self._handle, how = self._resolve(identity, visible_devices)
         self._refuse_mig(how)
-        name = self._text(self._call("nvmlDeviceGetName", nvml.nvmlDeviceGetName, self._handle))
-        uuid = self._text(self._call("nvmlDeviceGetUUID", nvml.nvmlDeviceGetUUID, self._handle))
+        name = nvml_text(self._call("nvmlDeviceGetName", nvml.nvmlDeviceGetName, self._handle))
+        uuid = nvml_text(self._call("nvmlDeviceGetUUID", nvml.nvmlDeviceGetUUID, self._handle))
         self.gpu_name, self.gpu_uuid = name, uuid
         problem: str | None = "the counter was not requested (method='power-integration')"
         if method != "power-integration":
@@ -397,7 +399,7 @@ class NvmlSensor:
         matches = []
         for i in range(count):
             handle = self._call("nvmlDeviceGetHandleByIndex", nvml.nvmlDeviceGetHandleByIndex, i)
-            uuid = self._text(self._call("nvmlDeviceGetUUID", nvml.nvmlDeviceGetUUID, handle))
+            uuid = nvml_text(self._call("nvmlDeviceGetUUID", nvml.nvmlDeviceGetUUID, handle))
             if uuid.startswith(entry):  # CUDA accepts any unique prefix of the UUID
                 matches.append(handle)
         if len(matches) != 1:
@@ -634,10 +636,6 @@ class NvmlSensor:
                 return None
             raise _translate(nvml, exc, getattr(fn, "__name__", "query"), self.domain) from exc
 
-    @staticmethod
-    def _text(value: Any) -> str:
-        return value.decode() if isinstance(value, bytes) else str(value)
-
 
 def visible_gpu_count(nvml: ModuleType | None = None, visible_devices: str | None = None) -> int:
     """How many CUDA devices this process can see, without importing torch.
@@ -671,3 +669,40 @@ def visible_gpu_count(nvml: ModuleType | None = None, visible_devices: str | Non
         if isinstance(entry, int) and entry >= count:
             return position  # CUDA stops at the first index that names no GPU
     return min(count, len(entries))
+
+
+def nvml_devices(nvml: Any = None) -> tuple[tuple[str, ...], str | None]:
+    """GPU names and the driver version through NVML; ``((), None)`` when unavailable.
+
+    Args:
+        nvml: a module with pynvml's API (for tests); None imports it with :func:`load_pynvml`.
+
+    Never raises: a machine without NVML, without a driver, or with a half-working one has
+    no GPUs to name.
+    """
+    if nvml is None:
+        try:
+            nvml = load_pynvml()
+        except SensorError:
+            return (), None
+    try:
+        nvml.nvmlInit()
+    except Exception:  # NVML missing or no driver: no GPUs to fingerprint
+        return (), None
+    try:
+        driver = nvml_text(nvml.nvmlSystemGetDriverVersion())
+        names = tuple(
+            nvml_text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(i)))
+            for i in range(int(nvml.nvmlDeviceGetCount()))
+        )
+        return names, driver
+    except Exception:  # a half-working driver: fingerprint the CPU only
+        return (), None
+    finally:
+        with contextlib.suppress(Exception):
+            nvml.nvmlShutdown()
+
+
+def nvml_text(value: Any) -> str:
+    """An NVML string: older pynvml releases return bytes, newer ones str."""
+    return value.decode() if isinstance(value, bytes) else str(value)

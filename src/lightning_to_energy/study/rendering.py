@@ -26,12 +26,12 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_to_energy.reporting.console import (
+from lightning_to_energy._files import atomic_write
+from lightning_to_energy.reporting.console import report_console
+from lightning_to_energy.reporting.plot import (
     PLOT_INSTALL_HINT,
     MissingExtraError,
-    _atomic_write,
-    _import_matplotlib,
-    report_console,
+    import_matplotlib,
 )
 from lightning_to_energy.study.evaluation import (
     SPLITS,
@@ -200,7 +200,7 @@ def save_plot(results: StudyResults, path: str | os.PathLike[str]) -> Path:
     Raises:
         MissingExtraError: matplotlib is not installed (the message names the pip command).
     """
-    figure_cls, canvas_cls = _import_matplotlib()
+    figure_cls, canvas_cls = import_matplotlib()
     splits = list(results.splits)
     cols = min(2, max(1, len(splits)))
     rows = max(1, math.ceil(len(splits) / cols))
@@ -263,7 +263,7 @@ def save_plot(results: StudyResults, path: str | os.PathLike[str]) -> Path:
         fig.savefig(fh, format="png", dpi=100)
 
     out = Path(path)
-    _atomic_write(out, write)
+    atomic_write(out, write)
     return out
 
 
@@ -283,10 +283,10 @@ def save_results(results: StudyResults, out_dir: str | os.PathLike[str]) -> dict
     paths: dict[str, Path] = {}
     data = (json.dumps(results.to_dict(), indent=2, allow_nan=False) + "\n").encode("utf-8")
     paths["json"] = d / "results.json"
-    _atomic_write(paths["json"], lambda fh: fh.write(data))
+    atomic_write(paths["json"], lambda fh: fh.write(data))
     text = _csv_text(results).encode("utf-8")
     paths["csv"] = d / "predictions.csv"
-    _atomic_write(paths["csv"], lambda fh: fh.write(text))
+    atomic_write(paths["csv"], lambda fh: fh.write(text))
     try:
         paths["png"] = save_plot(results, d / "predicted_vs_measured.png")
     except MissingExtraError as exc:

@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
+from lightning_to_energy._files import atomic_write_text
 from lightning_to_energy.reporting.records import (
     FLAG_FAULT,
     FLAG_OUTLIER,
@@ -679,7 +680,7 @@ def count_step(
         ``unmodelled_ops`` (aten op -> calls that had no formula).
     """
     from lightning_to_energy.counting import profile
-    from lightning_to_energy.hardware.specs import roofline_s
+    from lightning_to_energy.hardware.roofline import roofline_s
 
     x, y = batch
     work = copy.deepcopy(model).to(x.device)
@@ -855,14 +856,15 @@ def resolve_hardware(
     Raises:
         ValueError: ``hardware`` is a key or name the table does not know.
     """
-    from lightning_to_energy.hardware import specs as roofline
+    from lightning_to_energy.hardware.detect import detect_hardware
+    from lightning_to_energy.hardware.specs import find_hardware
 
     if isinstance(hardware, str):
-        return roofline.find_hardware(hardware)
+        return find_hardware(hardware)
     if hardware is not None:
         return hardware
     try:
-        return roofline.detect_hardware(device)
+        return detect_hardware(device)
     except ValueError as exc:
         warnings.warn(
             f"lightning-to-energy study: no roofline for this device ({exc}); roofline_s will "
@@ -908,13 +910,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 @contextlib.contextmanager
@@ -991,9 +987,9 @@ def run_config(
     Raises:
         ValueError: a bad device or hardware key, or no fit-worthy window was measured.
     """
-    from lightning_to_energy.calibration.store import HardwareInfo, hardware_fingerprint
     from lightning_to_energy.callbacks.to_energy import TOEnergy
-    from lightning_to_energy.reporting.console import report_to_dict
+    from lightning_to_energy.hardware.identity import HardwareInfo, hardware_fingerprint
+    from lightning_to_energy.reporting.codec import report_to_dict
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -1090,7 +1086,7 @@ def _hardware_key(spec: HardwareSpec | None, device: torch.device) -> str:
     """The ``hardware.key`` a run JSON measured on ``device`` with ``spec`` gets."""
     if spec is not None:
         return spec.key
-    from lightning_to_energy.calibration.store import HardwareInfo
+    from lightning_to_energy.hardware.identity import HardwareInfo
 
     return _unknown_key(_device_name(device, HardwareInfo.detect()))
 

@@ -37,13 +37,8 @@ from typing import Any
 
 import torch
 
-from lightning_to_energy.calibration.store import (
-    Calibration,
-    CalibrationStore,
-    HardwareInfo,
-    hardware_fingerprint,
-    hardware_section,
-)
+from lightning_to_energy.calibration.data import Calibration
+from lightning_to_energy.calibration.store import CalibrationStore
 from lightning_to_energy.counting import (
     OpCounter,
     ProfileCache,
@@ -53,7 +48,14 @@ from lightning_to_energy.counting import (
 )
 from lightning_to_energy.counting.cache import SlowKeys
 from lightning_to_energy.counting.cost_model import CostModel, as_cost_model
-from lightning_to_energy.hardware.specs import HardwareSpec, detect_hardware, roofline_s
+from lightning_to_energy.hardware.detect import detect_hardware
+from lightning_to_energy.hardware.identity import (
+    HardwareInfo,
+    hardware_fingerprint,
+    hardware_section,
+)
+from lightning_to_energy.hardware.roofline import roofline_s
+from lightning_to_energy.hardware.specs import HardwareSpec
 from lightning_to_energy.model.regression import (
     FEATURES,
     Accuracy,
