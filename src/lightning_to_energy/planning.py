@@ -44,7 +44,7 @@ from lightning_to_energy.model.regression import (
     OnlineEnergyModel,
     log_interval_half_width,
 )
-from lightning_to_energy.tracking.tracker import PROFILE_FEATURES
+from lightning_to_energy.tracking.steps import PROFILE_FEATURES
 
 __all__ = [
     "MIN_RUNS_FOR_INTERVAL",

@@ -19,7 +19,8 @@ from lightning_to_energy.counting.cost_model import CostModel, as_cost_model
 from lightning_to_energy.model.regression import FEATURES
 from lightning_to_energy.reporting.records import EnergyReport, WindowRecord
 from lightning_to_energy.sensors.base import Sensor
-from lightning_to_energy.tracking.tracker import EnergyTracker, merge_archives
+from lightning_to_energy.tracking.ledger import merge_archives
+from lightning_to_energy.tracking.tracker import EnergyTracker
 
 if TYPE_CHECKING:
     from lightning_to_energy.reporting.files import SavedReport
