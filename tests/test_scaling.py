@@ -20,23 +20,23 @@ from rich.console import Console
 
 from lightning_to_energy.reporting.plot import MissingExtraError
 from lightning_to_energy.study import rendering as scaling_report
-from lightning_to_energy.study.evaluation import (
+from lightning_to_energy.study.baselines import (
     MODELS,
     OURS_FEATURES,
-    RUN_FORMAT,
-    ModelInfo,
     OursModel,
+    fit_calibration_model,
+)
+from lightning_to_energy.study.evaluation import (
+    ModelInfo,
     RunInfo,
     Score,
     StudyResults,
-    StudyRun,
     evaluate,
-    fit_calibration_model,
     goals,
-    load_runs,
     verdict,
 )
 from lightning_to_energy.study.rendering import render_results, results_markdown, save_results
+from lightning_to_energy.study.runs import RUN_FORMAT, StudyRun, load_runs
 
 # The known law: E = 300 W * roofline_s + sum_k c_k * f_k (joules per step).
 LAW: dict[str, float] = {
@@ -701,7 +701,7 @@ def test_linear_model_minimises_the_relative_not_the_absolute_error() -> None:
 
 
 def test_loglog_needs_distinct_positive_features() -> None:
-    from lightning_to_energy.study.evaluation import NotFittableError
+    from lightning_to_energy.study.baselines import NotFittableError
 
     model = MODELS["tos-loglog"]()
     zero = make_run("z", "mlp", ours_features(0.0), 1.0)

@@ -291,7 +291,7 @@ def foreign_file(data: Any, path: Path) -> tuple[str, Path] | None:
     on)``, else None."""
     # Imported here: the formats belong to the report and the study modules.
     from lightning_to_energy.reporting.codec import REPORT_FORMAT
-    from lightning_to_energy.study.evaluation import RUN_FORMAT
+    from lightning_to_energy.study.runs import RUN_FORMAT
 
     kind = data.get("format") if isinstance(data, Mapping) else None
     if kind == REPORT_FORMAT:

@@ -102,7 +102,7 @@ def score(pairs: Sequence[tuple[float, float]]) -> dict[str, float]:
 
 def _is_study(paths: Sequence[str]) -> bool:
     """True if ``paths`` name study runs (every one), False for reports (every one)."""
-    from lightning_to_energy.study.evaluation import RUN_SUFFIX
+    from lightning_to_energy.study.runs import RUN_SUFFIX
 
     def study_like(path: str) -> bool:
         p = Path(path)
@@ -297,7 +297,9 @@ def reports_hardware(reports: Sequence[EnergyReport], paths: Sequence[str]) -> H
 def _run_study(args: argparse.Namespace) -> int:
     """``fit`` on study runs: the scaling model, scored on held-out configurations."""
     from lightning_to_energy.hardware.identity import HardwareInfo
-    from lightning_to_energy.study.evaluation import evaluate, fit_calibration_model, load_runs
+    from lightning_to_energy.study.baselines import fit_calibration_model
+    from lightning_to_energy.study.evaluation import evaluate
+    from lightning_to_energy.study.runs import load_runs
 
     if args.features:
         raise CliError(

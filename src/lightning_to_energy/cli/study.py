@@ -102,7 +102,7 @@ def select_configs(grid: str, only: str | None) -> list[Any]:
     Raises:
         CliError: an unknown grid, a malformed regex, or one that matches nothing.
     """
-    from lightning_to_energy.study.runner import GRIDS, default_grid
+    from lightning_to_energy.study.grid import GRIDS, default_grid
 
     if grid not in GRIDS:
         raise CliError(
@@ -233,8 +233,9 @@ def evaluate_dir(out_dir: Path, *, results_md: str | None = None, as_json: bool 
         CliError: a missing directory, one without run JSONs, malformed runs, or runs that
             cannot be evaluated together.
     """
-    from lightning_to_energy.study.evaluation import evaluate, load_runs
+    from lightning_to_energy.study.evaluation import evaluate
     from lightning_to_energy.study.rendering import render_results, results_markdown, save_results
+    from lightning_to_energy.study.runs import load_runs
 
     if not out_dir.is_dir():
         raise CliError(

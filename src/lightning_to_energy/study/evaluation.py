@@ -1,115 +1,51 @@
 """The energy scaling-law evaluation: which per-step features predict a training step's joules.
 
-Reads the study's run JSONs (one per configuration, written by ``study.py``; format in
-``docs/dev/CONTRACTS.md``), fits competing models of joules per step and scores them on held-out
-configurations:
-
-- ``tos-linear`` / ``flops-linear``: ``E = a * x + b`` with ``a, b >= 0`` (the paper's form);
-- ``tos-loglog`` / ``flops-loglog``: ``log E = alpha + beta * log x`` (least squares in logs);
-- ``ours``: ``E = P * roofline_s + sum_k c_k * f_k`` over TOs by unit and format, bytes moved and
-  kernels, every coefficient >= 0; needs no measurement of the run it predicts;
-- ``ours-measured-time``: the same with the measured step duration instead of the roofline
-  estimate (needs a measurement: the upper reference).
-
-Every linear model is fitted by minimising the squared *relative* error, so the comparison is about
-features, not loss. "Precision" is ``100 * (1 - mean relative error)`` (the paper does not define
-it; this project reports this and says so), next to R^2 and the median and worst relative error.
+Fits the competing models of :mod:`lightning_to_energy.study.baselines` on the study's runs
+(:mod:`lightning_to_energy.study.runs`) and scores them on held-out configurations.
+"Precision" is ``100 * (1 - mean relative error)`` (the paper does not define it; this project
+reports this and says so), next to R^2 and the median and worst relative error.
 
 Splits: ``within-family`` (leave one configuration out, train on the rest of its family),
 ``config`` (leave one configuration out, train on every other run), ``family`` (leave one family
 out, train on the others) and ``in-sample`` (fit on everything: a reference, not a prediction).
 
-Nothing here imports rich or matplotlib; rendering lives in :mod:`scaling_report`.
+Nothing here imports rich or matplotlib; rendering lives in
+:mod:`lightning_to_energy.study.rendering`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import warnings
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lightning_to_energy.model.regression import OnlineEnergyModel
+from lightning_to_energy.study.baselines import MODELS, NotFittableError, ScalingModel
+from lightning_to_energy.study.runs import StudyRun, check_one_hardware, field_error
 
 __all__ = [
     "DESIGN_KNOBS",
-    "MODELS",
-    "OURS_FEATURES",
-    "OURS_MEASURED_FEATURES",
-    "PER_STEP_KEYS",
     "RESULTS_FORMAT",
     "RESULTS_VERSION",
-    "RUN_FORMAT",
-    "RUN_SUFFIX",
-    "RUN_VERSION",
     "SPLITS",
     "DesignEffect",
     "Goal",
-    "LinearModel",
-    "LogLogModel",
     "ModelInfo",
-    "NotFittableError",
-    "OursModel",
     "PredictionRow",
     "RunInfo",
-    "ScalingModel",
     "Score",
     "StudyResults",
-    "StudyRun",
     "Verdict",
     "design_effects",
     "evaluate",
-    "fit_calibration_model",
     "goals",
-    "load_runs",
     "score_pairs",
     "verdict",
 ]
-
-RUN_FORMAT = "lightning-to-energy/study-run"
-RUN_VERSION = 1
-RUN_SUFFIX = ".run.json"
 RESULTS_FORMAT = "lightning-to-energy/scaling-results"
 RESULTS_VERSION = 1
-
-# The per-step scalars every run JSON carries (CONTRACTS.md, "Study run JSON").
-PER_STEP_KEYS: tuple[str, ...] = (
-    "tos",
-    "flops",
-    "tos_matrix_full",
-    "tos_matrix_reduced",
-    "tos_vector",
-    "bytes",
-    "kernels",
-    "roofline_s",
-)
-# roofline_s may be null: the study ran on hardware the roofline table does not know.
-_NULLABLE_PER_STEP = frozenset({"roofline_s"})
-
-OURS_FEATURES: tuple[str, ...] = (
-    "roofline_s",
-    # One coefficient per matrix format group: on an H100 a TF32 FLOP cost about twice a bf16
-    # one (2.0 vs 1.03 pJ) where the transistor counts give about 1.5x (DESIGN.md), so TF32 and
-    # 16-bit TOs need their own joules per TO.
-    "tos_matrix_full",
-    "tos_matrix_tf32",
-    "tos_matrix_low",
-    "tos_vector",
-    "bytes",
-    "kernels",
-    # NB: a fixed cost per step ("steps", J/step: host framework work no roofline sees) was
-    # tried: on the CPU small grid (2026-11-25) it lowered held-out precision (leave one
-    # configuration out 76.9 -> 72.0 %, leave one family out 76.4 -> 68.3 %), so it is not
-    # in the default model; `fit --features` can still use it on reports.
-)
-OURS_MEASURED_FEATURES: tuple[str, ...] = ("duration_s", *OURS_FEATURES[1:])
 
 SPLIT_WITHIN_FAMILY = "within-family"
 SPLIT_CONFIG = "config"
@@ -126,499 +62,6 @@ DEFAULT_SPLITS: tuple[str, ...] = (SPLIT_WITHIN_FAMILY, SPLIT_CONFIG, SPLIT_FAMI
 # The project's goals for "ours" on held-out configurations (issue 5).
 GOAL_WITHIN_FAMILY_PCT = 99.0
 GOAL_ACROSS_FAMILIES_PCT = 95.0
-
-
-# ----------------------------------------------------------------------------------------------
-# Runs
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StudyRun:
-    """One measured configuration of the study, per training step.
-
-    Attributes:
-        id: the configuration id, e.g. ``"mlp-digits-w256-d4-relu-fp32"``.
-        family: ``"mlp"``, ``"cnn"``, ``"transformer"``, ...
-        dataset: the data set the configuration trained on.
-        dtype: ``"fp32"`` or ``"bf16"`` (autocast).
-        config: the whole ``config`` object of the run JSON (the family's knobs).
-        features: the numeric ``per_step`` scalars (tos, flops, tos_matrix_full, ..., roofline_s);
-            a null ``roofline_s`` is left out.
-        energy_j: measured joules per training step (> 0).
-        duration_s: measured seconds per training step (> 0).
-        hardware: the hardware key, e.g. ``"h100-sxm"``.
-        path: the file the run was read from (None for runs built in memory).
-        kind: the weakest sensor kind behind ``energy_j`` (``"counter"``,
-            ``"power-integration"``, ``"estimate"``, ...; ``"unknown"`` when not recorded).
-    """
-
-    id: str
-    family: str
-    dataset: str
-    dtype: str
-    config: Mapping[str, Any]
-    features: Mapping[str, float]
-    energy_j: float
-    duration_s: float
-    hardware: str
-    path: Path | None = None
-    kind: str = "unknown"
-
-    def __post_init__(self) -> None:
-        for name in ("energy_j", "duration_s"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise _fail(
-                    f"study run {self.id!r}: {name}",
-                    "a finite number > 0 (per training step)",
-                    value,
-                    "leave unmeasured runs out (load_runs skips them)",
-                )
-
-    def feature(self, name: str) -> float | None:
-        """A model input by name: ``duration_s`` is the measured step time, anything else a
-        ``per_step`` scalar; None when the run lacks it."""
-        if name == "duration_s":
-            return self.duration_s
-        if name == "steps":
-            return 1.0  # every figure of a run is per step
-        return self.features.get(name)
-
-
-def _fail(where: str, expected: str, found: Any, fix: str) -> ValueError:
-    return ValueError(f"{where}: expected {expected}, found {found!r}; fix: {fix}.")
-
-
-def _as_number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    v = float(value)
-    return v if math.isfinite(v) else None
-
-
-def _section(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
-    value = data.get(key)
-    if not isinstance(value, Mapping):
-        raise _fail(
-            f"{where}: field {key!r}",
-            "a JSON object",
-            value if key in data else "<missing>",
-            f"rewrite the run with `lightning-to-energy study` ({RUN_FORMAT} v{RUN_VERSION})",
-        )
-    return value
-
-
-def _text_field(data: Mapping[str, Any], key: str, where: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise _fail(
-            f"{where}: field {key!r}",
-            "a non-empty string",
-            value if key in data else "<missing>",
-            "rewrite the run with `lightning-to-energy study`",
-        )
-    return value
-
-
-def _parse_run(data: Any, where: str, path: Path | None) -> StudyRun | None:
-    """One run JSON object -> StudyRun; None (with a warning) when it holds no measurement."""
-    if not isinstance(data, Mapping):
-        raise _fail(where, "a JSON object", type(data).__name__, "pass a *.run.json file")
-    if data.get("format") != RUN_FORMAT:
-        raise _fail(
-            f"{where}: field 'format'",
-            repr(RUN_FORMAT),
-            data.get("format", "<missing>"),
-            "pass a study run JSON written by `lightning-to-energy study`",
-        )
-    if data.get("version") != RUN_VERSION:
-        raise _fail(
-            f"{where}: field 'version'",
-            f"{RUN_VERSION}",
-            data.get("version", "<missing>"),
-            "rerun the study with this version of lightning-to-energy, or read the run with the "
-            "version that wrote it",
-        )
-    config = _section(data, "config", where)
-    run_id = _text_field(config, "id", f"{where}: config")
-    family = _text_field(config, "family", f"{where}: config")
-    dataset = _text_field(config, "dataset", f"{where}: config")
-    dtype = _text_field(config, "dtype", f"{where}: config")
-    hardware = _text_field(_section(data, "hardware", where), "key", f"{where}: hardware")
-
-    per_step = _section(data, "per_step", where)
-    features: dict[str, float] = {}
-    for key in PER_STEP_KEYS:
-        raw = per_step.get(key)
-        if raw is None and key in _NULLABLE_PER_STEP and key in per_step:
-            continue
-        value = _as_number(raw)
-        if value is None or value < 0:
-            raise _fail(
-                f"{where}: per_step.{key}",
-                "a finite number >= 0" + (" (or null)" if key in _NULLABLE_PER_STEP else ""),
-                raw if key in per_step else "<missing>",
-                "rerun this configuration with `lightning-to-energy study` (it counts one step)",
-            )
-        features[key] = value
-    # Extra numeric scalars (a later study may add features) ride along; mappings do not.
-    for key, raw in per_step.items():
-        value = _as_number(raw)
-        if key not in features and value is not None:
-            features[str(key)] = value
-
-    measured = _section(data, "measured", where)
-    raw_energy = measured.get("energy_per_step_j")
-    if raw_energy is None:
-        warnings.warn(
-            f"{where}: skipped: measured.energy_per_step_j is "
-            f"{'null' if 'energy_per_step_j' in measured else 'missing'} (no fit-worthy window "
-            "was measured). Fix: rerun this configuration longer, or with a readable sensor.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
-    energy = _as_number(raw_energy)
-    if energy is None or energy <= 0:
-        raise _fail(
-            f"{where}: measured.energy_per_step_j",
-            "a finite number of joules > 0",
-            raw_energy,
-            "rerun this configuration (a zero or negative reading means a sensor fault), or "
-            "delete the file",
-        )
-    duration = _as_number(measured.get("duration_per_step_s"))
-    if duration is None:
-        total_s = _as_number(measured.get("duration_s"))
-        steps = _as_number(measured.get("steps"))
-        if total_s is not None and steps is not None and steps > 0:
-            duration = total_s / steps
-    if duration is None or duration <= 0:
-        raise _fail(
-            f"{where}: measured.duration_per_step_s",
-            "a finite number of seconds > 0 (or measured.duration_s and measured.steps)",
-            measured.get("duration_per_step_s", "<missing>"),
-            "rerun this configuration with `lightning-to-energy study`",
-        )
-    return StudyRun(
-        id=run_id,
-        family=family,
-        dataset=dataset,
-        dtype=dtype,
-        config=dict(config),
-        features=features,
-        energy_j=energy,
-        duration_s=duration,
-        hardware=hardware,
-        path=path,
-        kind=str(measured.get("kind") or "unknown"),
-    )
-
-
-def load_runs(paths: Iterable[str | os.PathLike[str]]) -> list[StudyRun]:
-    """Read study run JSONs from files and directories.
-
-    A directory contributes every ``*.run.json`` directly inside it, sorted by name. A file given
-    twice (or also inside a given directory) is read once. Runs without a measurement
-    (``measured.energy_per_step_j`` missing or null) are skipped with a ``RuntimeWarning``.
-
-    Args:
-        paths: run files and/or directories.
-
-    Returns:
-        The runs, in the order given (directories expanded in sorted order).
-
-    Raises:
-        FileNotFoundError: a path does not exist.
-        ValueError: a directory holds no run JSON, a file is not JSON, has another format or
-            version, lacks a field, or holds a non-positive energy (the message names the file,
-            what was expected, what was found and the fix).
-    """
-    files: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            found = sorted(q for q in p.glob(f"*{RUN_SUFFIX}") if q.is_file())
-            if not found:
-                raise ValueError(
-                    f"{p}: expected a directory holding *{RUN_SUFFIX} files, found none; fix: "
-                    "point at the study's output directory, or run `lightning-to-energy study`."
-                )
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FileNotFoundError(
-                f"{p}: expected a run file or a directory of *{RUN_SUFFIX} files, found nothing "
-                "at that path; fix: check the path."
-            )
-    runs: list[StudyRun] = []
-    seen: set[Path] = set()
-    for f in files:
-        key = f.resolve()
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            data = json.loads(f.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(
-                f"{f}: expected a study run JSON ({RUN_FORMAT}), found unreadable JSON ({exc}); "
-                "fix: rerun this configuration, or delete the file."
-            ) from None
-        run = _parse_run(data, str(f), f)
-        if run is not None:
-            runs.append(run)
-    return runs
-
-
-# ----------------------------------------------------------------------------------------------
-# Models
-# ----------------------------------------------------------------------------------------------
-
-
-class NotFittableError(ValueError):
-    """A model cannot be fitted on the given training runs (the message says why)."""
-
-
-class ScalingModel(ABC):
-    """A model of joules per training step from a run's per-step features.
-
-    Attributes:
-        name: the model's key in :data:`MODELS`.
-        formula: one line for the results table.
-        inputs: the run features it reads (see :meth:`StudyRun.feature`).
-        n_params: free parameters; fitting needs at least ``n_params + 1`` runs.
-        needs_measurement: it reads a measured quantity of the run it predicts.
-    """
-
-    name: str
-    formula: str
-    inputs: tuple[str, ...]
-    n_params: int
-    needs_measurement: bool = False
-
-    def unusable(self, run: StudyRun) -> str | None:
-        """Why this model cannot read ``run`` (None when it can)."""
-        missing = [f for f in self.inputs if run.feature(f) is None]
-        if missing:
-            return f"run {run.id} lacks {', '.join(missing)}"
-        return None
-
-    def _check_training(self, runs: Sequence[StudyRun]) -> None:
-        if len(runs) < self.n_params + 1:
-            raise NotFittableError(
-                f"{len(runs)} training run(s), {self.name} needs at least {self.n_params + 1} "
-                f"({self.n_params} parameters + 1)"
-            )
-        for run in runs:
-            reason = self.unusable(run)
-            if reason:
-                raise NotFittableError(reason)
-
-    @abstractmethod
-    def fit(self, runs: Sequence[StudyRun]) -> None:
-        """Fit on ``runs``.
-
-        Raises:
-            NotFittableError: too few runs, or runs the model cannot read.
-        """
-
-    @abstractmethod
-    def predict(self, run: StudyRun) -> float:
-        """Predicted joules per training step of ``run``.
-
-        Raises:
-            RuntimeError: called before :meth:`fit`.
-        """
-
-
-class LinearModel(ScalingModel):
-    """``E = a * x + b`` with ``a, b >= 0``, fitted by minimising sum ((pred - E) / E)^2.
-
-    Args:
-        feature: the run feature ``x`` (``"tos"``, ``"flops"``, ...).
-        name: the model's name.
-        label: how ``x`` reads in the formula (``"TOs"``).
-    """
-
-    n_params = 2
-
-    def __init__(self, feature: str, name: str, label: str) -> None:
-        self.name = name
-        self.inputs = (feature,)
-        self.formula = f"E = a·{label} + b (a, b ≥ 0; relative-error fit)"
-        self.coefficients: tuple[float, float] | None = None  # (a in J/unit, b in J)
-
-    def fit(self, runs: Sequence[StudyRun]) -> None:
-        """Non-negative least squares on the relative error (sample weights 1 / E^2)."""
-        self._check_training(runs)
-        from sklearn.linear_model import LinearRegression  # slow import: only when fitting
-
-        x = np.array([float(r.feature(self.inputs[0]) or 0.0) for r in runs])  # (n,)
-        y = np.array([r.energy_j for r in runs])  # (n,)
-        X = np.column_stack([x, np.ones_like(x)])  # (n, 2): slope and intercept columns
-        # Columns of ~1e15 TOs next to ones: scale each to max 1 so NNLS is well conditioned.
-        scale = np.max(np.abs(X), axis=0)  # (2,)
-        scale = np.where(scale > 0, scale, 1.0)
-        reg = LinearRegression(positive=True, fit_intercept=False)
-        # Weight 1 / E^2 turns (a x + b - E)^2 into ((a x + b - E) / E)^2.
-        reg.fit(X / scale, y, sample_weight=1.0 / y**2)
-        a, b = (np.asarray(reg.coef_, dtype=float) / scale).tolist()
-        self.coefficients = (float(a), float(b))
-
-    def predict(self, run: StudyRun) -> float:
-        """``a * x + b``."""
-        if self.coefficients is None:
-            raise RuntimeError(f"{self.name}: expected fit() before predict(); fix: fit it first.")
-        a, b = self.coefficients
-        return a * float(run.feature(self.inputs[0]) or 0.0) + b
-
-
-class LogLogModel(ScalingModel):
-    """``log E = alpha + beta * log x`` by ordinary least squares in logs (a power law).
-
-    NB: the back-transformed prediction ``exp(alpha) * x ** beta`` is the geometric mean (the
-    median under log-normal errors), with no smearing correction (Duan 1983): that would scale
-    every prediction up by the mean of ``exp(residual)``, which for residuals symmetric in logs
-    raises the mean relative error that "precision" is made of.
-
-    Args:
-        feature: the run feature ``x``; it must be > 0.
-        name: the model's name.
-        label: how ``x`` reads in the formula.
-    """
-
-    n_params = 2
-
-    def __init__(self, feature: str, name: str, label: str) -> None:
-        self.name = name
-        self.inputs = (feature,)
-        self.formula = f"log E = α + β·log {label} (least squares in logs)"
-        self.coefficients: tuple[float, float] | None = None  # (alpha, beta)
-
-    def unusable(self, run: StudyRun) -> str | None:
-        """Also unusable when the feature is 0 (its log is undefined)."""
-        reason = super().unusable(run)
-        if reason is None and not (run.feature(self.inputs[0]) or 0.0) > 0:
-            return f"run {run.id} has {self.inputs[0]} = 0 (log undefined)"
-        return reason
-
-    def fit(self, runs: Sequence[StudyRun]) -> None:
-        """Least squares of ``log E`` on ``[1, log x]``."""
-        self._check_training(runs)
-        lx = np.log([float(r.feature(self.inputs[0]) or 0.0) for r in runs])  # (n,)
-        ly = np.log([r.energy_j for r in runs])  # (n,)
-        if float(np.ptp(lx)) == 0.0:
-            raise NotFittableError(f"every training run has the same {self.inputs[0]}")
-        A = np.column_stack([np.ones_like(lx), lx])  # (n, 2)
-        (alpha, beta), *_ = np.linalg.lstsq(A, ly, rcond=None)
-        self.coefficients = (float(alpha), float(beta))
-
-    def predict(self, run: StudyRun) -> float:
-        """``exp(alpha) * x ** beta``."""
-        if self.coefficients is None:
-            raise RuntimeError(f"{self.name}: expected fit() before predict(); fix: fit it first.")
-        alpha, beta = self.coefficients
-        return math.exp(alpha + beta * math.log(float(run.feature(self.inputs[0]) or 0.0)))
-
-
-class OursModel(ScalingModel):
-    """``E = P * t + sum_k c_k * f_k``, every coefficient >= 0, relative-error weighted.
-
-    ``t`` is ``roofline_s`` (a prediction needing no measurement) or the measured ``duration_s``
-    (the upper reference); ``f`` are TOs on matrix units in full (fp64/fp32) and reduced formats,
-    TOs on vector units, bytes moved and kernels. The fit is the project's
-    :class:`~lightning_to_energy.model.regression.OnlineEnergyModel` (non-negative, relative-error
-    weighted, with its weak ridge prior), so the calibration it yields is the one ``predict``
-    applies.
-
-    Args:
-        measured_time: use the measured step duration instead of the roofline estimate.
-    """
-
-    n_params = len(OURS_FEATURES)
-
-    def __init__(self, measured_time: bool = False) -> None:
-        self.needs_measurement = measured_time
-        self.inputs = OURS_MEASURED_FEATURES if measured_time else OURS_FEATURES
-        self.name = "ours-measured-time" if measured_time else "ours"
-        t = "duration_s (measured)" if measured_time else "roofline_s"
-        self.formula = (
-            f"E = P·{t} + Σ c_k·f_k, f: TOs matrix fp32/tf32/16-bit, TOs vector, bytes, "
-            "kernels (all ≥ 0; relative-error fit)"
-        )
-        self.energy_model: OnlineEnergyModel | None = None
-
-    def features_of(self, run: StudyRun) -> dict[str, float]:
-        """The model's input vector for ``run``, by feature name."""
-        return {f: float(run.feature(f) or 0.0) for f in self.inputs}
-
-    def fit(self, runs: Sequence[StudyRun], *, prequential: bool = False) -> None:
-        """Fit an :class:`OnlineEnergyModel` on ``runs``.
-
-        Args:
-            runs: the training runs.
-            prequential: feed them with ``update()`` one by one (the model then keeps them as
-                its own windows, as a calibration needs; one refit per run) instead of one
-                ``seed()`` at full weight (one refit; the same coefficients).
-        """
-        self._check_training(runs)
-        model = OnlineEnergyModel(self.inputs, history=len(runs))
-        rows = [(self.features_of(r), r.energy_j) for r in runs]
-        if prequential:
-            for x, e in rows:
-                model.update(x, e)
-        else:
-            # weight 1.0: the same weighted problem as update() gives, solved once, not n times.
-            model.seed(rows, weight=1.0)
-        self.energy_model = model
-
-    def predict(self, run: StudyRun) -> float:
-        """The fitted model's prediction for ``run``'s features."""
-        if self.energy_model is None:
-            raise RuntimeError(f"{self.name}: expected fit() before predict(); fix: fit it first.")
-        energy = self.energy_model.predict(self.features_of(run)).energy_j
-        if energy is None:  # pragma: no cover - a fitted model always predicts
-            raise RuntimeError(f"{self.name}: the fitted model gave no prediction")
-        return float(energy)
-
-
-MODELS: dict[str, Callable[[], ScalingModel]] = {
-    "tos-linear": lambda: LinearModel("tos", "tos-linear", "TOs"),
-    "tos-loglog": lambda: LogLogModel("tos", "tos-loglog", "TOs"),
-    "flops-linear": lambda: LinearModel("flops", "flops-linear", "FLOPs"),
-    "flops-loglog": lambda: LogLogModel("flops", "flops-loglog", "FLOPs"),
-    "ours": lambda: OursModel(measured_time=False),
-    "ours-measured-time": lambda: OursModel(measured_time=True),
-}
-
-
-def fit_calibration_model(runs: Sequence[StudyRun]) -> OnlineEnergyModel:
-    """The ``ours`` model fitted on every run: the calibration ``fit`` writes, ``predict`` applies.
-
-    The runs are fed with ``update()`` in order, so the model holds them as its own windows
-    (what :meth:`Calibration.from_model` stores) and its prequential accuracy covers them.
-
-    Args:
-        runs: measured study runs (one hardware).
-
-    Raises:
-        ValueError: no runs, runs from several hardware keys, or too few runs to fit the
-            model's parameters (the message says how many are needed).
-    """
-    _check_one_hardware(runs)
-    model = OursModel()
-    try:
-        model.fit(runs, prequential=True)
-    except NotFittableError as exc:
-        raise ValueError(
-            f"calibration: expected runs the 'ours' model can be fitted on, found {exc}; fix: "
-            "run more study configurations (or ones with a roofline_s)."
-        ) from None
-    assert model.energy_model is not None
-    return model.energy_model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -859,7 +302,7 @@ class StudyResults:
             ValueError: another format or version, or a malformed entry.
         """
         if data.get("format") != RESULTS_FORMAT or data.get("version") != RESULTS_VERSION:
-            raise _fail(
+            raise field_error(
                 "scaling results",
                 f"format {RESULTS_FORMAT!r} version {RESULTS_VERSION}",
                 (data.get("format"), data.get("version")),
@@ -876,7 +319,7 @@ class StudyResults:
                 effects=tuple(DesignEffect(**e) for e in data.get("effects", [])),
             )
         except (KeyError, TypeError) as exc:
-            raise _fail(
+            raise field_error(
                 "scaling results",
                 "the fields written by StudyResults.to_dict()",
                 f"a malformed entry ({exc})",
@@ -890,21 +333,6 @@ class StudyResults:
 
 # A fold: (label, held-out runs, training runs).
 _Fold = tuple[str, list[StudyRun], list[StudyRun]]
-
-
-def _check_one_hardware(runs: Sequence[StudyRun]) -> str:
-    if not runs:
-        raise ValueError(
-            "expected at least one measured study run, found none; fix: run "
-            "`lightning-to-energy study` (runs without a measurement are skipped)."
-        )
-    keys = sorted({r.hardware for r in runs})
-    if len(keys) > 1:
-        raise ValueError(
-            f"expected runs from one hardware (one energy law per machine), found {keys}; fix: "
-            "evaluate each hardware's runs separately."
-        )
-    return keys[0]
 
 
 def _folds(runs: Sequence[StudyRun], split: str) -> list[_Fold] | str:
@@ -1025,17 +453,19 @@ def evaluate(
     Raises:
         ValueError: no runs, runs from several hardware keys, or an unknown model or split.
     """
-    hardware = _check_one_hardware(runs)
+    hardware = check_one_hardware(runs)
     names = list(MODELS) if models is None else list(models)
     unknown = [m for m in names if m not in MODELS]
     if unknown or not names:
-        raise _fail("evaluate: models", f"names among {list(MODELS)}", names, "pick from those")
+        raise field_error(
+            "evaluate: models", f"names among {list(MODELS)}", names, "pick from those"
+        )
     split_list = list(dict.fromkeys(splits))
     if in_sample and SPLIT_IN_SAMPLE not in split_list:
         split_list.append(SPLIT_IN_SAMPLE)
     bad = [s for s in split_list if s not in SPLITS]
     if bad or not split_list:
-        raise _fail(
+        raise field_error(
             "evaluate: splits", f"names among {list(SPLITS)}", split_list, "pick from those"
         )
     scores: list[Score] = []

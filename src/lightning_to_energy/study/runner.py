@@ -1,26 +1,20 @@
-"""The energy scaling study: train a grid of configurations and write one run JSON per config.
+"""The energy scaling study's runner: train each configuration and write one run JSON per config.
 
-Each configuration (a feed-forward network, a CNN or a stack of transformer blocks, on
-scikit-learn's bundled digits or on a synthetic CIFAR-shaped set, in fp32 or bf16 autocast) is
-trained with :class:`~lightning_to_energy.callbacks.to_energy.TOEnergy` until it has several
-trustworthy energy windows. One training step of it is counted separately with
+Each configuration (:mod:`lightning_to_energy.study.grid`) is trained with
+:class:`~lightning_to_energy.callbacks.to_energy.TOEnergy` until it has several trustworthy
+energy windows. One training step of it is counted separately with
 :func:`~lightning_to_energy.counting.profile` (TOs, FLOPs, bytes, kernels and a roofline time
 for the hardware), and both go into ``<id>.run.json`` (format in ``docs/dev/CONTRACTS.md``),
 which :mod:`lightning_to_energy.study.evaluation` evaluates. :func:`run_study` is resumable: a
 configuration whose run JSON already exists is skipped, and a failing configuration leaves an
 ``<id>.error.json`` and the study goes on.
-
-Everything is offline: the digits ship with scikit-learn and the CIFAR-shaped set is drawn from
-a seeded generator (the study measures energy, not accuracy).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime as _dt
 import gc
-import itertools
 import json
 import logging
 import math
@@ -31,16 +25,13 @@ import tempfile
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from torch import nn
-from torch.nn import functional as F
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from lightning_to_energy._files import atomic_write_text
 from lightning_to_energy.reporting.records import (
@@ -55,43 +46,25 @@ from lightning_to_energy.sensors.base import MEASURED_KINDS, weakest_kind
 if TYPE_CHECKING:
     from lightning_to_energy.hardware.specs import HardwareSpec
     from lightning_to_energy.sensors.base import Sensor
+from lightning_to_energy.study.grid import StudyConfig
+from lightning_to_energy.study.runs import RUN_FORMAT, RUN_SUFFIX, RUN_VERSION
+from lightning_to_energy.study.workload import (
+    SEED,
+    CyclingBatches,
+    build_model,
+    count_step,
+    make_batches,
+)
 
 __all__ = [
-    "ACTIVATIONS",
-    "BATCHES_CYCLED",
-    "CIFAR_SYNTHETIC_SIZE",
-    "DATASETS",
     "DEFAULT_MIN_SECONDS",
     "DEFAULT_WINDOWS",
-    "DTYPES",
     "ERROR_FORMAT",
     "ERROR_SUFFIX",
-    "FAMILIES",
-    "GRIDS",
-    "LEARNING_RATE",
-    "NUM_CLASSES",
     "REPORT_SUFFIX",
-    "RUN_FORMAT",
-    "RUN_SUFFIX",
-    "RUN_VERSION",
-    "SAMPLE_SHAPES",
-    "SEED",
-    "CyclingBatches",
-    "StudyConfig",
-    "StudyModel",
-    "Tokens",
-    "TransformerNet",
-    "build_model",
-    "build_net",
-    "config_id",
-    "count_step",
-    "dataset_tensors",
-    "default_grid",
     "first_config_guess_s",
     "fit_worthy_windows",
     "is_complete",
-    "make_batches",
-    "make_config",
     "measured_summary",
     "resolve_device",
     "resolve_hardware",
@@ -100,611 +73,15 @@ __all__ = [
     "run_study",
 ]
 
-FAMILIES = ("mlp", "cnn", "transformer")
-DATASETS = ("digits", "cifar-synthetic")
-DTYPES = ("fp32", "bf16")
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu")
-GRIDS = ("full", "small", "tiny")
-
-RUN_FORMAT = "lightning-to-energy/study-run"
 ERROR_FORMAT = "lightning-to-energy/study-error"
-RUN_VERSION = 1
-RUN_SUFFIX = ".run.json"
 REPORT_SUFFIX = ".report.json"
 ERROR_SUFFIX = ".error.json"
-
-SEED = 0
-LEARNING_RATE = 1e-3
-NUM_CLASSES = 10
-SAMPLE_SHAPES: Mapping[str, tuple[int, int, int]] = {
-    "digits": (1, 8, 8),
-    "cifar-synthetic": (3, 32, 32),
-}
-CIFAR_SYNTHETIC_SIZE = 2048
 """Samples in the synthetic CIFAR-shaped set."""
-BATCHES_CYCLED = 8
 """Distinct batches placed on the device and cycled through (no loading cost during training)."""
 
 DEFAULT_MIN_SECONDS = 8.0
 DEFAULT_WINDOWS = 3
 _MAX_STEPS = 10_000_000  # "until stopped": the data loader cycles forever
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
-
-# Sequence lengths a transformer may use on each data set: digits rows are the 8 tokens of 8
-# pixels; CIFAR-shaped images are cut into square patches (16 -> 8x8, 64 -> 4x4, 256 -> 2x2).
-_SEQ_LENS: Mapping[str, tuple[int, ...]] = {"digits": (8,), "cifar-synthetic": (16, 64, 256)}
-
-
-# ----------------------------------------------------------------------------------------------
-# Configurations and grids
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """One configuration of the study.
-
-    Args:
-        id: a stable, file-name-safe identifier (``config_id`` builds the usual one).
-        family: ``"mlp"``, ``"cnn"`` or ``"transformer"``.
-        dataset: ``"digits"`` (8x8 grey-scale) or ``"cifar-synthetic"`` (3x32x32).
-        dtype: ``"fp32"`` or ``"bf16"`` (bf16 autocast, Lightning's ``"bf16-mixed"``).
-        width: hidden units (MLP), channels (CNN) or model dimension (transformer).
-        depth: hidden layers (MLP), convolutions (CNN) or transformer blocks.
-        activation: ``"relu"``, ``"sigmoid"``, ``"tanh"`` or ``"gelu"``.
-        batch_size: samples per training step.
-        heads: attention heads (transformers only; must divide ``width``).
-        seq_len: tokens per sample (transformers only): 8 on digits (one per row), 16, 64 or
-            256 on cifar-synthetic (square patches).
-
-    Raises:
-        ValueError: a field is outside its allowed values.
-    """
-
-    id: str
-    family: str
-    dataset: str
-    dtype: str
-    width: int
-    depth: int
-    activation: str = "relu"
-    batch_size: int = 64
-    heads: int | None = None
-    seq_len: int | None = None
-
-    def __post_init__(self) -> None:
-        def bad(name: str, allowed: str) -> ValueError:
-            return ValueError(
-                f"StudyConfig {self.id!r}: expected {name} {allowed}, found "
-                f"{getattr(self, name)!r}. Fix the configuration."
-            )
-
-        if not isinstance(self.id, str) or not _ID_RE.match(self.id):
-            raise bad("id", "of lower-case letters, digits, '.' and '-'")
-        for name, allowed in (
-            ("family", FAMILIES),
-            ("dataset", DATASETS),
-            ("dtype", DTYPES),
-            ("activation", ACTIVATIONS),
-        ):
-            if getattr(self, name) not in allowed:
-                raise bad(name, f"in {allowed}")
-        for name in ("width", "depth", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise bad(name, "a positive int")
-        if self.family == "transformer":
-            if not isinstance(self.heads, int) or self.heads < 1 or self.width % self.heads:
-                raise bad("heads", f"a positive int dividing width {self.width}")
-            if self.seq_len not in _SEQ_LENS[self.dataset]:
-                raise bad("seq_len", f"in {_SEQ_LENS[self.dataset]} for {self.dataset}")
-        elif self.heads is not None or self.seq_len is not None:
-            raise bad("heads", f"None with seq_len None for family {self.family}")
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """The shape of one input batch: ``(batch_size, channels, height, width)``."""
-        return (self.batch_size, *SAMPLE_SHAPES[self.dataset])
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form: every field, ``heads`` and ``seq_len`` only for transformers."""
-        d = asdict(self)
-        if self.family != "transformer":
-            d.pop("heads")
-            d.pop("seq_len")
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StudyConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are ignored.
-
-        Raises:
-            ValueError: a field is missing or invalid.
-        """
-        names = {f.name for f in fields(cls)}
-        missing = {"id", "family", "dataset", "dtype", "width", "depth"} - set(data)
-        if missing:
-            raise ValueError(
-                f"study config: expected the keys {sorted(missing)}, found only {sorted(data)}."
-            )
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def config_id(
-    family: str,
-    dataset: str,
-    dtype: str,
-    *,
-    width: int,
-    depth: int,
-    activation: str,
-    batch_size: int,
-    heads: int | None = None,
-    seq_len: int | None = None,
-) -> str:
-    """The usual id: ``mlp-digits-w256-d4-relu-fp32-b512``; transformers add ``-h8-s64``."""
-    attention = f"-h{heads}-s{seq_len}" if family == "transformer" else ""
-    return f"{family}-{dataset}-w{width}-d{depth}{attention}-{activation}-{dtype}-b{batch_size}"
-
-
-def make_config(
-    family: str,
-    dataset: str,
-    dtype: str,
-    *,
-    width: int,
-    depth: int,
-    activation: str = "relu",
-    batch_size: int = 64,
-    heads: int | None = None,
-    seq_len: int | None = None,
-) -> StudyConfig:
-    """A :class:`StudyConfig` with its usual id; transformers default to 64-wide heads and to
-    8 tokens on digits, 64 on cifar-synthetic."""
-    if family == "transformer":
-        heads = heads if heads is not None else max(width // 64, 1)
-        if seq_len is None:
-            seq_len = 8 if dataset == "digits" else 64
-    knobs: dict[str, Any] = {
-        "width": width,
-        "depth": depth,
-        "activation": activation,
-        "batch_size": batch_size,
-        "heads": heads,
-        "seq_len": seq_len,
-    }
-    return StudyConfig(
-        id=config_id(family, dataset, dtype, **knobs),
-        family=family,
-        dataset=dataset,
-        dtype=dtype,
-        **knobs,
-    )
-
-
-def default_grid(scale: str = "full") -> list[StudyConfig]:
-    """The study's configurations.
-
-    Args:
-        scale: ``"full"``: the paper-like grid for a GPU (86 configurations: MLPs and CNNs
-            varying width, depth and activation, transformer blocks varying width, depth and
-            activation, each on both data sets in fp32 and bf16, sized so that one H100 step
-            takes about 1 to 50 ms). ``"small"``: 13 small configurations for a CPU.
-            ``"tiny"``: 4 configurations (one per family, both data sets, both dtypes) for tests.
-
-    Raises:
-        ValueError: an unknown scale.
-    """
-    if scale == "full":
-        return _full_grid()
-    if scale == "small":
-        return _small_grid()
-    if scale == "tiny":
-        return [
-            make_config("mlp", "digits", "fp32", width=16, depth=1, batch_size=16),
-            make_config("cnn", "cifar-synthetic", "fp32", width=4, depth=1, batch_size=4),
-            make_config(
-                "transformer",
-                "digits",
-                "fp32",
-                width=16,
-                depth=1,
-                heads=2,
-                activation="gelu",
-                batch_size=8,
-            ),
-            make_config(
-                "mlp",
-                "cifar-synthetic",
-                "bf16",
-                width=16,
-                depth=1,
-                activation="tanh",
-                batch_size=8,
-            ),
-        ]
-    raise ValueError(f"expected a grid scale in {GRIDS}, found {scale!r}. Fix: use one of those.")
-
-
-def _full_grid() -> list[StudyConfig]:
-    grid: list[StudyConfig] = []
-    for dataset in DATASETS:
-        cifar = dataset == "cifar-synthetic"
-        for dtype in DTYPES:
-            mlp_batch = 512
-            for width, depth in itertools.product((512, 2048, 4096), (2, 6)):
-                grid.append(
-                    make_config(
-                        "mlp", dataset, dtype, width=width, depth=depth, batch_size=mlp_batch
-                    )
-                )
-            for act in ("sigmoid", "tanh", "gelu"):
-                grid.append(
-                    make_config(
-                        "mlp",
-                        dataset,
-                        dtype,
-                        width=4096,
-                        depth=6,
-                        activation=act,
-                        batch_size=mlp_batch,
-                    )
-                )
-            cnn_batch = 128 if cifar else 256
-            for width, depth in itertools.product((64, 256), (2, 6)):
-                grid.append(
-                    make_config(
-                        "cnn", dataset, dtype, width=width, depth=depth, batch_size=cnn_batch
-                    )
-                )
-            for act in ("sigmoid", "tanh", "gelu"):
-                grid.append(
-                    make_config(
-                        "cnn",
-                        dataset,
-                        dtype,
-                        width=256,
-                        depth=6,
-                        activation=act,
-                        batch_size=cnn_batch,
-                    )
-                )
-            tfm_batch = 64 if cifar else 256
-            for width, depth in itertools.product((256, 512), (2, 6)):
-                grid.append(
-                    make_config(
-                        "transformer",
-                        dataset,
-                        dtype,
-                        width=width,
-                        depth=depth,
-                        activation="gelu",
-                        batch_size=tfm_batch,
-                    )
-                )
-            grid.append(
-                make_config(
-                    "transformer",
-                    dataset,
-                    dtype,
-                    width=512,
-                    depth=6,
-                    activation="relu",
-                    batch_size=tfm_batch,
-                )
-            )
-            if cifar:
-                grid.append(
-                    make_config(
-                        "transformer",
-                        dataset,
-                        dtype,
-                        width=256,
-                        depth=4,
-                        activation="gelu",
-                        seq_len=256,
-                        batch_size=tfm_batch,
-                    )
-                )
-    return grid
-
-
-def _small_grid() -> list[StudyConfig]:
-    return [
-        make_config("mlp", "digits", "fp32", width=64, depth=2, batch_size=64),
-        make_config("mlp", "digits", "fp32", width=256, depth=2, batch_size=64),
-        make_config("mlp", "digits", "fp32", width=256, depth=4, activation="gelu", batch_size=64),
-        make_config(
-            "mlp", "digits", "fp32", width=256, depth=4, activation="sigmoid", batch_size=64
-        ),
-        make_config("mlp", "digits", "bf16", width=256, depth=4, batch_size=64),
-        make_config("cnn", "digits", "fp32", width=16, depth=2, batch_size=64),
-        make_config("cnn", "digits", "fp32", width=32, depth=3, activation="tanh", batch_size=64),
-        make_config("cnn", "digits", "bf16", width=32, depth=3, batch_size=64),
-        make_config(
-            "transformer", "digits", "fp32", width=64, depth=2, activation="gelu", batch_size=64
-        ),
-        make_config("transformer", "digits", "bf16", width=64, depth=2, batch_size=64),
-        make_config("mlp", "cifar-synthetic", "fp32", width=128, depth=2, batch_size=64),
-        make_config("cnn", "cifar-synthetic", "fp32", width=8, depth=2, batch_size=16),
-        make_config(
-            "transformer",
-            "cifar-synthetic",
-            "fp32",
-            width=64,
-            depth=1,
-            seq_len=16,
-            activation="gelu",
-            batch_size=16,
-        ),
-    ]
-
-
-# ----------------------------------------------------------------------------------------------
-# Data
-# ----------------------------------------------------------------------------------------------
-
-
-def dataset_tensors(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole data set as float32 images ``[N, C, H, W]`` and int64 labels ``[N]``.
-
-    ``"digits"``: scikit-learn's 1,797 bundled 8x8 digits scaled to [0, 1].
-    ``"cifar-synthetic"``: 2,048 3x32x32 images, a class prototype plus noise, drawn from a
-    generator seeded with :data:`SEED` (the same tensors on every call and machine).
-
-    Raises:
-        ValueError: an unknown data set.
-    """
-    if name == "digits":
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-        return x, torch.tensor(digits.target, dtype=torch.long)
-    if name == "cifar-synthetic":
-        g = torch.Generator().manual_seed(SEED)
-        prototypes = torch.randn(NUM_CLASSES, *SAMPLE_SHAPES[name], generator=g)
-        y = torch.randint(0, NUM_CLASSES, (CIFAR_SYNTHETIC_SIZE,), generator=g)
-        noise = torch.randn(CIFAR_SYNTHETIC_SIZE, *SAMPLE_SHAPES[name], generator=g)
-        return prototypes[y] + noise, y
-    raise ValueError(f"expected a data set in {DATASETS}, found {name!r}.")
-
-
-def make_batches(
-    config: StudyConfig,
-    device: torch.device | str = "cpu",
-    *,
-    n_batches: int = BATCHES_CYCLED,
-    seed: int = SEED,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``n_batches`` distinct ``(x, y)`` batches of ``config``'s shape, already on ``device``.
-
-    Samples are drawn with replacement by a seeded generator, so any batch size works.
-    """
-    x, y = dataset_tensors(config.dataset)
-    g = torch.Generator().manual_seed(seed)
-    index = torch.randint(0, x.shape[0], (n_batches, config.batch_size), generator=g)
-    return [(x[i].to(device), y[i].to(device)) for i in index]
-
-
-class CyclingBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
-    """An endless stream over a few fixed batches (the study measures steps, not epochs)."""
-
-    def __init__(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        super().__init__()
-        self.batches = list(batches)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return itertools.cycle(self.batches)
-
-
-# ----------------------------------------------------------------------------------------------
-# Models
-# ----------------------------------------------------------------------------------------------
-
-_ACTIVATION_MODULES: Mapping[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "gelu": nn.GELU,
-}
-_ACTIVATION_FNS: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": F.relu,
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "gelu": F.gelu,
-}
-
-
-class Tokens(nn.Module):
-    """Images ``[B, C, H, W]`` to token sequences ``[B, seq_len, C * H * W / seq_len]``.
-
-    One channel: one token per row when ``seq_len == H`` (digits). Otherwise square patches of
-    side ``p = H / sqrt(seq_len)``: ``[B, C, H/p, p, W/p, p] -> [B, (H/p)(W/p), C p p]``.
-    """
-
-    def __init__(self, shape: tuple[int, int, int], seq_len: int) -> None:
-        super().__init__()
-        channels, height, width = shape
-        self.rows = channels == 1 and seq_len == height
-        side = math.isqrt(seq_len)
-        if not self.rows and (side * side != seq_len or height % side or width % side):
-            raise ValueError(
-                f"expected seq_len a square number of patches dividing {height}x{width}, "
-                f"found {seq_len}."
-            )
-        self.patch = height // side if not self.rows else 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        if self.rows:
-            return x.reshape(b, h, w)
-        p = self.patch
-        x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
-        return x.reshape(b, (h // p) * (w // p), c * p * p)
-
-
-class TransformerNet(nn.Module):
-    """Token embedding, learned positions, pre-norm transformer blocks, mean pool, classifier."""
-
-    def __init__(self, config: StudyConfig) -> None:
-        super().__init__()
-        assert config.seq_len is not None and config.heads is not None
-        shape = SAMPLE_SHAPES[config.dataset]
-        features = shape[0] * shape[1] * shape[2] // config.seq_len
-        self.tokens = Tokens(shape, config.seq_len)
-        self.embed = nn.Linear(features, config.width)
-        self.position = nn.Parameter(torch.zeros(1, config.seq_len, config.width))
-        nn.init.normal_(self.position, std=0.02)
-        self.blocks = nn.Sequential(
-            *(
-                nn.TransformerEncoderLayer(
-                    config.width,
-                    config.heads,
-                    dim_feedforward=4 * config.width,
-                    dropout=0.0,
-                    activation=_ACTIVATION_FNS[config.activation],
-                    batch_first=True,
-                    norm_first=True,
-                )
-                for _ in range(config.depth)
-            )
-        )
-        self.norm = nn.LayerNorm(config.width)
-        self.head = nn.Linear(config.width, NUM_CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.embed(self.tokens(x)) + self.position
-        h = self.norm(self.blocks(h))
-        return self.head(h.mean(dim=1))
-
-
-def build_net(config: StudyConfig) -> nn.Module:
-    """The plain ``nn.Module`` of ``config`` (logits ``[B, 10]`` from images ``[B, C, H, W]``).
-
-    MLP: flatten, ``depth`` hidden ``Linear(width) + activation`` layers, a classifier.
-    CNN: ``depth`` 3x3 convolutions with ``width`` channels (padding 1, full resolution), each
-    followed by the activation, global average pooling, a classifier.
-    Transformer: see :class:`TransformerNet`. No dropout anywhere, no normalisation in the MLP
-    and CNN (the paper's plain networks).
-    """
-    act = _ACTIVATION_MODULES[config.activation]
-    channels, height, width = SAMPLE_SHAPES[config.dataset]
-    if config.family == "mlp":
-        layers: list[nn.Module] = [nn.Flatten()]
-        fan_in = channels * height * width
-        for _ in range(config.depth):
-            layers += [nn.Linear(fan_in, config.width), act()]
-            fan_in = config.width
-        layers.append(nn.Linear(fan_in, NUM_CLASSES))
-        return nn.Sequential(*layers)
-    if config.family == "cnn":
-        layers = []
-        fan_in = channels
-        for _ in range(config.depth):
-            layers += [nn.Conv2d(fan_in, config.width, 3, padding=1), act()]
-            fan_in = config.width
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(fan_in, NUM_CLASSES)]
-        return nn.Sequential(*layers)
-    return TransformerNet(config)
-
-
-class StudyModel(LightningModule):
-    """A study network trained with cross-entropy and AdamW (lr :data:`LEARNING_RATE`)."""
-
-    def __init__(self, net: nn.Module, lr: float = LEARNING_RATE) -> None:
-        super().__init__()
-        self.net = net
-        self.lr = lr
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(self(x), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.lr)
-
-
-def build_model(config: StudyConfig, *, seed: int = SEED) -> StudyModel:
-    """``config``'s LightningModule, its weights drawn after seeding torch with ``seed``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return StudyModel(build_net(config))
-
-
-# ----------------------------------------------------------------------------------------------
-# One counted step
-# ----------------------------------------------------------------------------------------------
-
-
-class _TrainStep(nn.Module):
-    """The Lightning training step as a module: forward and loss, autocast as the Trainer does."""
-
-    def __init__(self, model: StudyModel, autocast: torch.dtype | None) -> None:
-        super().__init__()
-        self.model = model
-        self.autocast = autocast
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.autocast is None:
-            return self.model.training_step((x, y), 0)
-        with torch.autocast(x.device.type, dtype=self.autocast):
-            return self.model.training_step((x, y), 0)
-
-
-def _the_loss(loss: torch.Tensor) -> torch.Tensor:
-    return loss
-
-
-def count_step(
-    config: StudyConfig,
-    model: StudyModel,
-    batch: tuple[torch.Tensor, torch.Tensor],
-    spec: HardwareSpec | None,
-) -> dict[str, Any]:
-    """Count one training step of ``model`` on ``batch``: the run JSON's ``per_step``.
-
-    The step is the Trainer's: forward and cross-entropy (under bf16 autocast for ``bf16``),
-    backward, AdamW step, on a copy of ``model`` on the batch's device (the model is untouched).
-
-    Returns:
-        ``tos``, ``flops``, ``tos_matrix_full``, ``tos_matrix_reduced`` (split into
-        ``tos_matrix_tf32`` and ``tos_matrix_low``), ``tos_vector``, ``bytes``, ``bytes_read``,
-        ``bytes_written``, ``kernels``, ``roofline_s`` (the step's roofline time on ``spec``;
-        None without a spec), ``tos_by_class``, ``tos_by_format``, ``tos_by_unit`` and
-        ``unmodelled_ops`` (aten op -> calls that had no formula).
-    """
-    from lightning_to_energy.counting import profile
-    from lightning_to_energy.hardware.roofline import roofline_s
-
-    x, y = batch
-    work = copy.deepcopy(model).to(x.device)
-    step = _TrainStep(work, torch.bfloat16 if config.dtype == "bf16" else None)
-    optimizer = work.configure_optimizers()
-    prof = profile(step, x, y, train=True, optimizer=optimizer, loss_fn=_the_loss)
-    return {
-        "tos": float(prof.tos),
-        "flops": float(prof.flops),
-        "tos_matrix_full": float(prof.tos_matrix_full),
-        "tos_matrix_reduced": float(prof.tos_matrix_reduced),
-        "tos_matrix_tf32": float(prof.tos_matrix_tf32),
-        "tos_matrix_low": float(prof.tos_matrix_low),
-        "tos_vector": float(prof.tos_vector),
-        "bytes": float(prof.bytes),
-        "bytes_read": float(prof.bytes_read),
-        "bytes_written": float(prof.bytes_written),
-        "kernels": float(prof.kernels),
-        "roofline_s": float(roofline_s(prof, spec)) if spec is not None else None,
-        "tos_by_class": {k.value: float(v) for k, v in prof.tos_by_class.items()},
-        "tos_by_format": {k.value: float(v) for k, v in prof.tos_by_format.items()},
-        "tos_by_unit": {k.value: float(v) for k, v in prof.tos_by_unit.items()},
-        "unmodelled_ops": dict(prof.unmodelled_ops),
-    }
 
 
 # ----------------------------------------------------------------------------------------------
