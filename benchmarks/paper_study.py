@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from lightning_to_energy.cli import CliError
-from lightning_to_energy.cli.study import _device, evaluate_dir, select_configs
+from lightning_to_energy.cli import CliError, cli_device
+from lightning_to_energy.cli.study import evaluate_dir, select_configs
 from lightning_to_energy.study.runner import (
     DEFAULT_MIN_SECONDS,
     DEFAULT_WINDOWS,
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         configs = select_configs(args.grid, args.only)
-        device = _device(args.device)
+        device = cli_device(args.device)
         hardware = None
         if args.hardware is not None:
             from lightning_to_energy.hardware.specs import find_hardware

@@ -664,7 +664,7 @@ def test_design_effects_compare_runs_that_differ_in_one_choice_only() -> None:
 
 
 def test_score_pairs_by_hand() -> None:
-    from lightning_to_energy.study.evaluation import score_pairs
+    from lightning_to_energy.model.scoring import score_pairs
 
     figures = score_pairs([(110.0, 100.0), (180.0, 200.0), (300.0, 300.0), (500.0, 400.0)])
     # relative errors |p - m| / m: 10/100 = 0.1, 20/200 = 0.1, 0, 100/400 = 0.25

@@ -35,8 +35,9 @@ from typing import Any
 
 from lightning_to_energy.calibration.data import Calibration, CalibrationWindow
 from lightning_to_energy.counting.profile import StepProfile
+from lightning_to_energy.hardware.detect import spec_for
 from lightning_to_energy.hardware.roofline import roofline_s
-from lightning_to_energy.hardware.specs import HardwareSpec, cpu_spec, find_hardware
+from lightning_to_energy.hardware.specs import HardwareSpec
 from lightning_to_energy.model.regression import (
     DEFAULT_INTERVAL_FACTOR,
     MIN_WINDOWS_FOR_INTERVAL,
@@ -138,15 +139,7 @@ def calibration_hardware(calibration: Calibration, *, same_machine: bool) -> Har
     Raises:
         ValueError: a GPU the hardware table does not know (the message says how to add it).
     """
-    from lightning_to_energy.hardware.detect import detect_hardware
-
-    hw = calibration.hardware
-    if hw.gpus:
-        return find_hardware(hw.gpus[0])
-    if same_machine:
-        return detect_hardware("cpu")
-    # NB: another machine's CPU, known by name and core count only: default clock and SIMD width.
-    return cpu_spec(max(int(hw.cpu_count), 1), name=hw.cpu)
+    return spec_for(calibration.hardware, same_machine=same_machine)
 
 
 def plan_run(

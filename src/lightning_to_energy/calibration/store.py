@@ -29,6 +29,7 @@ from lightning_to_energy.calibration.data import (
     Calibration,
     merge,
 )
+from lightning_to_energy.formats import REPORT_FORMAT, RUN_FORMAT
 from lightning_to_energy.hardware.identity import hardware_fingerprint
 
 __all__ = [
@@ -289,10 +290,6 @@ def foreign_file(data: Any, path: Path) -> tuple[str, Path] | None:
     """What a parsed JSON file at ``path`` is when it is another file of this package rather
     than a calibration: ``("an energy report" or "a study run", the path to fit a calibration
     on)``, else None."""
-    # Imported here: the formats belong to the report and the study modules.
-    from lightning_to_energy.reporting.codec import REPORT_FORMAT
-    from lightning_to_energy.study.runs import RUN_FORMAT
-
     kind = data.get("format") if isinstance(data, Mapping) else None
     if kind == REPORT_FORMAT:
         return "an energy report", path

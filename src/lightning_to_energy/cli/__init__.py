@@ -16,11 +16,11 @@ import os
 import sys
 from collections.abc import Sequence
 
+from lightning_to_energy.cli._common import CliError, cli_device
+
+__all__ = ["CliError", "build_parser", "cli_device", "main"]
+
 _SUBCOMMANDS = ("sensors", "record", "profile", "report", "fit", "predict", "study")
-
-
-class CliError(Exception):
-    """A user error the CLI reports in one line (what was expected, what was found, the fix)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,15 +21,15 @@ import argparse
 import hashlib
 import json
 import math
-import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_to_energy.cli import CliError
-from lightning_to_energy.reporting.records import FLAG_FAULT, FLAG_OUTLIER, FLAG_SHORT, EnergyReport
+from lightning_to_energy.cli._common import CliError
+from lightning_to_energy.model.scoring import score_pairs
+from lightning_to_energy.reporting.records import EnergyReport, fit_worthy
 
 if TYPE_CHECKING:
     from lightning_to_energy.calibration.data import Calibration
@@ -41,7 +41,6 @@ __all__ = [
     "fit_windows",
     "reports_hardware",
     "run",
-    "score",
 ]
 
 _HELP = "fit the energy model on saved reports or study runs, scored on held-out runs"
@@ -76,28 +75,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def fit_windows(report: EnergyReport) -> list[tuple[dict[str, float], float]]:
     """The windows of ``report`` fit for training: measured, long enough, no fault."""
-    bad = {FLAG_SHORT, FLAG_FAULT, FLAG_OUTLIER}
     return [
         (dict(w.features), float(w.measured_j))
         for w in report.windows
-        if w.measured_j is not None and w.measured_j > 0 and not bad & set(w.flags)
+        if w.measured_j is not None and fit_worthy(w.measured_j, w.flags)
     ]
-
-
-def score(pairs: Sequence[tuple[float, float]]) -> dict[str, float]:
-    """precision % = 100 x (1 - MAPE), R^2, median and worst relative error of (pred, meas)."""
-    rel = [abs(p / m - 1.0) for p, m in pairs]
-    measured = [m for _, m in pairs]
-    mean = statistics.fmean(measured)
-    ss_tot = sum((m - mean) ** 2 for m in measured)
-    ss_res = sum((p - m) ** 2 for p, m in pairs)
-    return {
-        "n": float(len(pairs)),
-        "precision_pct": 100.0 * (1.0 - statistics.fmean(rel)),
-        "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan,
-        "median_rel_err": statistics.median(rel),
-        "worst_rel_err": max(rel),
-    }
 
 
 def _is_study(paths: Sequence[str]) -> bool:
@@ -180,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
                 pred = others.predict(features).energy_j
                 if pred is not None:
                     pairs.append((pred, energy))
-        scores = score(pairs)
+        scores: Mapping[str, float | int | None] = score_pairs(pairs)
     else:
         method = "prequential"
         acc = model.accuracy()
@@ -206,11 +188,17 @@ def run(args: argparse.Namespace) -> int:
     _print_coefficients(model)
     if not model.identifiable:
         print("  (coefficients not separately identifiable from these windows; predictions are)")
-    precision = scores.get("precision_pct", math.nan)
+
+    def figure(key: str) -> float:
+        value = scores.get(key)
+        return math.nan if value is None else float(value)
+
+    r2 = figure("r2")
     print(
-        f"precision ({method}): {precision:.2f} %  R^2 {scores.get('r2', math.nan):.4f}  "
-        f"median error {100 * scores.get('median_rel_err', math.nan):.2f} %  "
-        f"worst {100 * scores.get('worst_rel_err', math.nan):.2f} %"
+        f"precision ({method}): {figure('precision_pct'):.2f} %  "
+        f"R^2 {'n/a' if math.isnan(r2) else f'{r2:.4f}'}  "
+        f"median error {100 * figure('median_rel_err'):.2f} %  "
+        f"worst {100 * figure('worst_rel_err'):.2f} %"
     )
     if args.out:
         print(f"calibration written to {result['calibration']}")

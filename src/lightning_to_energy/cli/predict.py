@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lightning_to_energy.cli import CliError
+from lightning_to_energy.cli._common import CliError
 
 __all__ = [
     "add_parser",
@@ -76,13 +76,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Count, time if needed, load the calibration and print the prediction."""
     from lightning_to_energy.calibration.store import CalibrationStore
-    from lightning_to_energy.cli.profile import (
-        _device,
-        _make_input,
-        _precision,
-        load_module,
-        parse_input,
-    )
+    from lightning_to_energy.cli._common import cli_device, make_input, precision_context
+    from lightning_to_energy.cli.profile import load_module, parse_input
     from lightning_to_energy.counting import profile
     from lightning_to_energy.counting.profile import random_label_loss
     from lightning_to_energy.hardware.identity import HardwareInfo, hardware_fingerprint
@@ -156,10 +151,10 @@ def run(args: argparse.Namespace) -> int:
             )
         except ValueError as exc:
             raise CliError(f"{exc} (or pass --hardware KEY)") from None
-    device = _device(args.device)
+    device = cli_device(args.device, any_type=True)
     model = load_module(args.target).to(device)
-    inputs = [_make_input(s, d, h, device) for s, d, h in (parse_input(t) for t in args.input)]
-    precision, how = _precision(args.dtype, device, model, inputs)
+    inputs = [make_input(s, d, h, device) for s, d, h in (parse_input(t) for t in args.input)]
+    precision, how = precision_context(args.dtype, device, model, inputs)
     try:
         with precision:
             # a classifier's step: cross-entropy on random labels (else the summed output)
@@ -280,13 +275,13 @@ def _time_steps(
     import torch
 
     # The same optimizer and loss as the counted step in ``profile()``.
-    from lightning_to_energy.counting.profile import _loss, _make_optimizer
+    from lightning_to_energy.counting.profile import make_optimizer, step_loss
 
-    opt = _make_optimizer(optimizer, model)
+    opt = make_optimizer(optimizer, model)
     times = []
     for i in range(n + 1):
         start = time.perf_counter()
-        _loss(model(*inputs), loss_fn, target).backward()
+        step_loss(model(*inputs), loss_fn, target).backward()
         opt.step()
         opt.zero_grad()
         if device.type == "cuda":

@@ -13,15 +13,13 @@ embedding); bool inputs are random.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import os
 import sys
-import warnings
 from typing import Any
 
-from lightning_to_energy.cli import CliError
+from lightning_to_energy.cli._common import CliError, cli_device, make_input, precision_context
 
 __all__ = [
     "add_parser",
@@ -134,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(
             f"expected --top as a number of modules >= 0, found {args.top}. Fix: e.g. --top 10."
         )
-    device = _device(args.device)
+    device = cli_device(args.device, any_type=True)
     specs = [parse_input(text) for text in args.input]
     model = load_module(args.target)
     if args.train and not any(p.requires_grad for p in model.parameters()):
@@ -144,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         )
     try:
         model.to(device)
-        inputs = [_make_input(shape, dtype, high, device) for shape, dtype, high in specs]
+        inputs = [make_input(shape, dtype, high, device) for shape, dtype, high in specs]
     except RuntimeError as exc:
         raise CliError(
             f"expected --device {args.device} to be usable, found {type(exc).__name__}: "
@@ -152,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     # Forward only counts inference: dropout off, batch norm on its running statistics.
     model.train(args.train)
-    precision, how = _precision(args.dtype, device, model, inputs)
+    precision, how = precision_context(args.dtype, device, model, inputs)
     try:
         with precision:
             loss_fn, target = random_label_loss(model, *inputs) if args.train else (None, None)
@@ -319,62 +317,6 @@ def load_module(target: str) -> Any:
             "Fix: point at a factory that returns the model."
         )
     return built
-
-
-def _device(name: str) -> Any:
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CliError(
-            f"expected a torch device such as cpu or cuda:0, found {name!r}. Fix: --device cpu."
-        ) from None
-    if device.type == "cuda":
-        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (device.index or 0) >= available:
-            raise CliError(
-                f"expected a CUDA device for --device {name}, found {available} available. "
-                "Fix: run on a machine with that GPU, or use --device cpu."
-            )
-    return device
-
-
-def _make_input(shape: tuple[int, ...], dtype: str, high: int, device: Any) -> Any:
-    import torch
-
-    torch_dtype = getattr(torch, dtype)
-    if torch_dtype == torch.bool:
-        return torch.randint(0, 2, shape, device=device).bool()
-    if torch_dtype.is_floating_point:
-        return torch.randn(shape, dtype=torch_dtype, device=device)
-    return torch.randint(0, high, shape, dtype=torch_dtype, device=device)
-
-
-def _precision(
-    name: str, device: Any, model: Any, inputs: list[Any]
-) -> tuple[contextlib.AbstractContextManager[Any], str]:
-    """A context that runs the step in ``name``, and how: "fp32", "autocast" or "cast"."""
-    import torch
-
-    if name == "fp32":
-        return contextlib.nullcontext(), "fp32"
-    dtype = torch.bfloat16 if name == "bf16" else torch.float16
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            ctx = torch.autocast(device.type, dtype=dtype)
-            supported = not any("autocast" in str(w.message).lower() for w in caught)
-        except RuntimeError:
-            supported = False
-    if supported:
-        return ctx, "autocast"
-    # NB: without autocast the whole model runs in the reduced format (norms included).
-    model.to(dtype)
-    for i, t in enumerate(inputs):
-        if t.is_floating_point():
-            inputs[i] = t.to(dtype)
-    return contextlib.nullcontext(), "cast"
 
 
 # --- rendering ------------------------------------------------------------------------------

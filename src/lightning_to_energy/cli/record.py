@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lightning_to_energy.cli import CliError
+from lightning_to_energy.cli._common import CliError
 
 __all__ = [
     "add_parser",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_to_energy._files import atomic_write_text
-from lightning_to_energy.cli import CliError
+from lightning_to_energy.cli._common import CliError, cli_device
 
 __all__ = [
     "add_parser",
@@ -129,19 +129,6 @@ def select_configs(grid: str, only: str | None) -> list[Any]:
     return chosen
 
 
-def _device(name: str | None) -> Any:
-    import torch
-
-    from lightning_to_energy.study.runner import resolve_device
-
-    if name is None:
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        return resolve_device(name)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-
-
 def run_grid(args: argparse.Namespace) -> int:
     """``study run``: train the selected configurations; 1 when some failed or are left."""
     from lightning_to_energy.study.runner import DEFAULT_MIN_SECONDS, DEFAULT_WINDOWS, run_study
@@ -156,7 +143,7 @@ def run_grid(args: argparse.Namespace) -> int:
         raise CliError(
             f"expected OUT_DIR to be a directory, found a file at {out}. Fix: pick another path."
         )
-    device = _device(args.device)
+    device = cli_device(args.device)
     min_seconds = DEFAULT_MIN_SECONDS if args.min_seconds is None else args.min_seconds
     windows = DEFAULT_WINDOWS if args.windows is None else args.windows
     if not min_seconds >= 0 or windows < 1:

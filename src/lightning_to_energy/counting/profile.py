@@ -32,8 +32,10 @@ __all__ = [
     "PhaseTotals",
     "ProfileSum",
     "StepProfile",
+    "make_optimizer",
     "profile",
     "random_label_loss",
+    "step_loss",
 ]
 
 PHASES = ("forward", "backward", "optimizer", "other")
@@ -457,7 +459,7 @@ def profile(
             f"profile(): an optimizer ({optimizer!r}) only runs in a training step; found "
             "train=False. Pass train=True or drop the optimizer."
         )
-    opt = _make_optimizer(optimizer, module)
+    opt = make_optimizer(optimizer, module)
     warmup = opt is not None if warmup is None else warmup
 
     def step(counter: OpCounter | None) -> None:
@@ -465,7 +467,7 @@ def profile(
             out = fn(*inputs)
             if not train:
                 return
-            loss = _loss(out, loss_fn, target)
+            loss = step_loss(out, loss_fn, target)
         if counter is not None:
             counter.set_phase("backward")
         loss.backward()
@@ -509,7 +511,13 @@ def _clear_grads(module: Any, leaves: list[torch.Tensor]) -> None:
             p.grad = None
 
 
-def _make_optimizer(optimizer: Any, module: Any) -> Any:
+def make_optimizer(optimizer: Any, module: Any) -> Any:
+    """``optimizer`` as an optimizer over ``module``'s trainable parameters: itself, None, or
+    one built from a name (``"sgd"``, ``"adam"``, ``"adamw"``; learning rate 1e-3).
+
+    Raises:
+        ValueError: another value, or a name with no trainable parameters to optimise.
+    """
     if optimizer is None or isinstance(optimizer, torch.optim.Optimizer):
         return optimizer
     if not isinstance(optimizer, str) or optimizer.lower() not in _OPTIMIZERS:
@@ -569,7 +577,13 @@ def _flat_cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), target)
 
 
-def _loss(out: Any, loss_fn: Any, target: Any) -> Any:
+def step_loss(out: Any, loss_fn: Any, target: Any) -> Any:
+    """The loss of a step's output: ``loss_fn(out[, target])``, or the sum of its floating-point
+    tensors that require grad without a ``loss_fn``.
+
+    Raises:
+        DefaultLossError: no ``loss_fn`` and no such tensor in ``out``.
+    """
     if loss_fn is not None:
         return loss_fn(out) if target is None else loss_fn(out, target)
     parts = [

@@ -20,6 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning_to_energy.formats import REPORT_FORMAT
 from lightning_to_energy.reporting.records import (
     EnergyReport,
 )
@@ -37,7 +38,6 @@ __all__ = [
     "to_json_value",
 ]
 
-REPORT_FORMAT = "lightning-to-energy/energy-report"
 
 SCHEMA_VERSION = "1"
 

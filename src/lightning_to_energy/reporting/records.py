@@ -6,7 +6,7 @@ re-rendered without the objects that produced it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "FLAG_OUTLIER",
     "FLAG_SHORT",
     "FLAG_UNMEASURED",
+    "NOT_FIT_FLAGS",
     "EnergyReport",
     "Forecast",
     "LoopTotals",
@@ -23,6 +24,7 @@ __all__ = [
     "PriorRecord",
     "SensorInfo",
     "WindowRecord",
+    "fit_worthy",
 ]
 
 # Window flags. A window can carry several.
@@ -32,6 +34,8 @@ FLAG_ESTIMATE = "estimate"  # some of the window's joules are an estimate, not a
 FLAG_UNMEASURED = "unmeasured"  # no joules at all for this window
 FLAG_BOUNDARY = "boundary"  # closed early at an epoch or loop boundary
 FLAG_OUTLIER = "not-fitted"  # measured, but not used to fit the model (short, faulty)
+# Flags that keep a window's joules out of any fit (the model's, a calibration's, a study's).
+NOT_FIT_FLAGS = frozenset({FLAG_SHORT, FLAG_FAULT, FLAG_OUTLIER})
 
 
 @dataclass(frozen=True)
@@ -162,3 +166,9 @@ class EnergyReport:
     # the calibration the model started from (None in older reports): the first windows'
     # "prior" predictions come from it
     prior: PriorRecord | None = None
+
+
+def fit_worthy(measured_j: float | None, flags: Iterable[str]) -> bool:
+    """Whether a window's joules may fit an energy model: measured (> 0 J), and none of
+    :data:`NOT_FIT_FLAGS` (not short, no sensor fault, not left out of the fit)."""
+    return measured_j is not None and measured_j > 0 and NOT_FIT_FLAGS.isdisjoint(flags)

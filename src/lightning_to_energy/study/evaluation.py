@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_to_energy.model.scoring import score_pairs
 from lightning_to_energy.study.baselines import MODELS, NotFittableError, ScalingModel
 from lightning_to_energy.study.runs import StudyRun, check_one_hardware, field_error
 
@@ -41,7 +42,6 @@ __all__ = [
     "design_effects",
     "evaluate",
     "goals",
-    "score_pairs",
     "verdict",
 ]
 RESULTS_FORMAT = "lightning-to-energy/scaling-results"
@@ -140,32 +140,6 @@ class Score:
     median_rel_err: float | None
     worst_rel_err: float | None
     note: str | None = None
-
-
-def score_pairs(pairs: Sequence[tuple[float, float]]) -> dict[str, float | int | None]:
-    """Figures of ``(predicted, measured)`` pairs: n, precision_pct, mape, r2, median and worst.
-
-    Raises:
-        ValueError: no pairs, or a measurement <= 0.
-    """
-    if not pairs:
-        raise ValueError("score: expected at least one (predicted, measured) pair, found none.")
-    p = np.array([a for a, _ in pairs], dtype=float)  # (n,)
-    m = np.array([b for _, b in pairs], dtype=float)  # (n,)
-    if not bool(np.all(m > 0)):
-        raise ValueError(f"score: expected measurements > 0, found {m.min()!r}.")
-    rel = np.abs(p - m) / m  # (n,)
-    ss_tot = float(np.sum((m - m.mean()) ** 2))
-    r2 = 1.0 - float(np.sum((m - p) ** 2)) / ss_tot if len(m) >= 2 and ss_tot > 0 else None
-    mape = float(rel.mean())
-    return {
-        "n": len(pairs),
-        "precision_pct": 100.0 * (1.0 - mape),
-        "mape": mape,
-        "r2": r2,
-        "median_rel_err": float(np.median(rel)),
-        "worst_rel_err": float(rel.max()),
-    }
 
 
 @dataclass(frozen=True)

@@ -35,17 +35,16 @@ from torch.utils.data import DataLoader
 
 from lightning_to_energy._files import atomic_write_text
 from lightning_to_energy.reporting.records import (
-    FLAG_FAULT,
-    FLAG_OUTLIER,
-    FLAG_SHORT,
     EnergyReport,
     WindowRecord,
+    fit_worthy,
 )
 from lightning_to_energy.sensors.base import MEASURED_KINDS, weakest_kind
 
 if TYPE_CHECKING:
     from lightning_to_energy.hardware.specs import HardwareSpec
     from lightning_to_energy.sensors.base import Sensor
+from lightning_to_energy.hardware.detect import resolve_device, resolve_spec
 from lightning_to_energy.study.grid import StudyConfig
 from lightning_to_energy.study.runs import RUN_FORMAT, RUN_SUFFIX, RUN_VERSION
 from lightning_to_energy.study.workload import (
@@ -66,8 +65,6 @@ __all__ = [
     "fit_worthy_windows",
     "is_complete",
     "measured_summary",
-    "resolve_device",
-    "resolve_hardware",
     "run_config",
     "run_path",
     "run_study",
@@ -88,18 +85,12 @@ _MAX_STEPS = 10_000_000  # "until stopped": the data loader cycles forever
 # Measured windows
 # ----------------------------------------------------------------------------------------------
 
-_NOT_FIT = frozenset({FLAG_SHORT, FLAG_FAULT, FLAG_OUTLIER})
-
 
 def fit_worthy_windows(windows: Sequence[WindowRecord]) -> list[WindowRecord]:
     """The train windows a study sums: measured (> 0 J), not short, no fault, not flagged
     ``not-fitted``, and not the first train window (it holds the counted step and warm-up)."""
     train = sorted((w for w in windows if w.loop == "train"), key=lambda w: w.index)
-    return [
-        w
-        for w in train[1:]
-        if w.measured_j is not None and w.measured_j > 0 and not _NOT_FIT & set(w.flags)
-    ]
+    return [w for w in train[1:] if fit_worthy(w.measured_j, w.flags)]
 
 
 def measured_summary(report: EnergyReport) -> dict[str, Any]:
@@ -192,65 +183,6 @@ class _StopWhenMeasured(Callback):
 # ----------------------------------------------------------------------------------------------
 # One configuration
 # ----------------------------------------------------------------------------------------------
-
-
-def resolve_device(device: torch.device | str) -> torch.device:
-    """``device`` as a torch device, checked to exist.
-
-    Raises:
-        ValueError: not a device name, or a CUDA device that this machine lacks.
-    """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"expected a device such as 'cpu', 'cuda' or 'cuda:1', found {device!r}."
-        ) from None
-    if dev.type == "cuda":
-        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (dev.index or 0) >= available:
-            raise ValueError(
-                f"expected CUDA device {dev.index or 0}, found {available} CUDA device(s). "
-                "Fix: run on a machine with an NVIDIA GPU and a CUDA build of torch, or use "
-                "device 'cpu'."
-            )
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-    elif dev.type != "cpu":
-        raise ValueError(f"expected a 'cpu' or 'cuda' device, found {device!r}.")
-    return dev
-
-
-def resolve_hardware(
-    hardware: HardwareSpec | str | None, device: torch.device
-) -> HardwareSpec | None:
-    """A hardware spec from a spec, a table key (``"h100-sxm"``) or, with None, the device.
-
-    Detection is best effort: a device the table does not know gives None (the run JSON's
-    ``roofline_s`` is then null, with a warning saying how to add the hardware); an explicit
-    key that the table does not know is an error.
-
-    Raises:
-        ValueError: ``hardware`` is a key or name the table does not know.
-    """
-    from lightning_to_energy.hardware.detect import detect_hardware
-    from lightning_to_energy.hardware.specs import find_hardware
-
-    if isinstance(hardware, str):
-        return find_hardware(hardware)
-    if hardware is not None:
-        return hardware
-    try:
-        return detect_hardware(device)
-    except ValueError as exc:
-        warnings.warn(
-            f"lightning-to-energy study: no roofline for this device ({exc}); roofline_s will "
-            "be null, so the 'ours' model cannot use these runs. Fix: pass hardware=KEY "
-            "(--hardware KEY), or register the device with roofline.load_hardware().",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return None
 
 
 def _device_name(device: torch.device, info: Any) -> str:
@@ -371,7 +303,7 @@ def run_config(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
-    spec = resolve_hardware(hardware, dev)
+    spec = resolve_spec(hardware, dev)
     clock = clock or time.perf_counter
     if steps is not None and steps < 1:
         raise ValueError(f"expected steps >= 1 or None, found {steps!r}.")
@@ -618,7 +550,7 @@ def run_study(
             f"expected out_dir to be a directory, found a file at {out}. Fix: pick another path."
         )
     dev = resolve_device(device)
-    spec = resolve_hardware(hardware, dev)
+    spec = resolve_spec(hardware, dev)
     _check_same_hardware(out, _hardware_key(spec, dev))
     out.mkdir(parents=True, exist_ok=True)
     run_one = runner or run_config

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning_to_energy.formats import RUN_FORMAT
+
 __all__ = [
     "PER_STEP_KEYS",
     "RUN_FORMAT",
@@ -25,7 +27,6 @@ __all__ = [
     "load_runs",
 ]
 
-RUN_FORMAT = "lightning-to-energy/study-run"
 RUN_VERSION = 1
 RUN_SUFFIX = ".run.json"
 

@@ -13,6 +13,7 @@ from lightning_to_energy.reporting.records import (
     FLAG_SHORT,
     FLAG_UNMEASURED,
     WindowRecord,
+    fit_worthy,
 )
 from lightning_to_energy.sensors.base import SensorKind
 from lightning_to_energy.sensors.meter import Measurement
@@ -81,8 +82,7 @@ def record_window(
             flags.append(FLAG_ESTIMATE)
     if measured is None:
         flags.append(FLAG_UNMEASURED)
-    fit_ok = measured is not None and measured > 0 and FLAG_SHORT not in flags
-    fit_ok = fit_ok and FLAG_FAULT not in flags
+    fit_ok = fit_worthy(measured, flags)
     prediction: Prediction | None
     try:
         if fit_ok:
