@@ -17,13 +17,23 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
+from lightning_to_energy.model.accuracy import Accuracy, Aggregates, prequential_accuracy
+from lightning_to_energy.model.features import FEATURES, feature_unit, feature_vector
+from lightning_to_energy.model.solver import (
+    CONDITION_LIMIT,
+    FitDiagnostics,
+    diagnose,
+    scaled_design,
+    solve,
+    warm_up_solver,
+)
 
 __all__ = [
     "CONDITION_LIMIT",
@@ -48,15 +58,6 @@ __all__ = [
     "warm_up_solver",
 ]
 
-FEATURES: tuple[str, ...] = (
-    "duration_s",
-    "tos_matrix_full",
-    "tos_matrix_reduced",
-    "tos_vector",
-    "bytes",
-    "kernels",
-)
-
 PredictionSource = Literal["fit", "prior", "none"]
 
 DEFAULT_HISTORY = 512
@@ -70,32 +71,7 @@ DEFAULT_INTERVAL_FACTOR = 1.5  # [p / 1.5, p * 1.5] until enough errors are in
 INTERVAL_WINDOWS = 100  # the most recent prequential errors the interval is drawn from
 # Prequential (predicted, measured) pairs kept for the median and the recent figures.
 RECORDS_KEPT = 1024
-# Belsley, Kuh & Welsch (1980): a scaled condition index above 30 marks strong collinearity.
-CONDITION_LIMIT = 30.0
 STATE_VERSION = 1
-
-_UNIT_BY_PREFIX = (
-    ("duration", "W"),
-    ("roofline", "W"),  # a duration too: the roofline estimate of the step's time
-    ("tos", "J/TO"),
-    ("flops", "J/FLOP"),
-    ("bytes", "J/B"),
-    ("kernels", "J/kernel"),
-    ("steps", "J/step"),
-)
-
-
-def feature_unit(name: str) -> str:
-    """The physical unit of the coefficient of feature ``name``.
-
-    ``duration_s`` and ``roofline_s`` -> ``"W"`` (static power), ``tos*`` -> ``"J/TO"``,
-    ``bytes*`` -> ``"J/B"``, ``kernels*`` -> ``"J/kernel"``, ``flops*`` -> ``"J/FLOP"``,
-    anything else -> ``"J/<name>"``.
-    """
-    for prefix, unit in _UNIT_BY_PREFIX:
-        if name.startswith(prefix):
-            return unit
-    return f"J/{name}"
 
 
 @dataclass(frozen=True)
@@ -121,82 +97,6 @@ class Prediction:
     def available(self) -> bool:
         """True when the prediction carries a number."""
         return self.energy_j is not None
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    """Prequential accuracy: each window's prediction was made before its measurement was seen.
-
-    Relative error of a window: ``|predicted - measured| / measured``.
-
-    Attributes:
-        n: windows that had a prediction.
-        precision_pct: ``100 * (1 - mape)`` (the paper's "precision"; it does not define it, so
-            this project reports this and says so). NaN when ``n == 0``.
-        mape: mean relative error (a fraction, not percent).
-        r2: coefficient of determination of measured joules by predicted joules,
-            ``1 - sum (m - p)^2 / sum (m - mean m)^2``; NaN with fewer than 2 windows or
-            constant measurements.
-        median_rel_err: median relative error (over the last ``RECORDS_KEPT`` windows).
-        worst_rel_err: largest relative error.
-        predicted_j: sum of the predictions.
-        measured_j: sum of the measurements of the same windows.
-        recent: the same figures over the last few windows (None on the ``recent`` object).
-    """
-
-    n: int
-    precision_pct: float
-    mape: float
-    r2: float
-    median_rel_err: float
-    worst_rel_err: float
-    predicted_j: float
-    measured_j: float
-    recent: Accuracy | None = None
-
-    def to_dict(self) -> dict[str, float | int | None]:
-        """The whole-run figures as a JSON-able dict (NaN becomes None); ``recent`` is left out."""
-        out: dict[str, float | int | None] = {"n": self.n}
-        for key in (
-            "precision_pct",
-            "mape",
-            "r2",
-            "median_rel_err",
-            "worst_rel_err",
-            "predicted_j",
-            "measured_j",
-        ):
-            value = float(getattr(self, key))
-            out[key] = None if math.isnan(value) else value
-        return out
-
-
-@dataclass(frozen=True)
-class FitDiagnostics:
-    """Whether the data determine each coefficient separately.
-
-    Computed on the relative-error-weighted design with unit-scaled columns (Belsley's scaled
-    condition indices). Predictions along the data's own directions stay accurate even when the
-    coefficients are not identifiable; only the split between collinear features is then set by
-    the prior.
-
-    Attributes:
-        n_windows: windows in the fit.
-        effective_rank: singular values whose condition index is at most ``CONDITION_LIMIT``.
-        condition_number: largest over smallest singular value of the used columns (inf when
-            rank deficient, NaN with no data).
-        identifiable: every used coefficient is separately determined by the data.
-        undetermined: features whose coefficient variance sits mostly (> 50 %) on weak
-            directions: their split is set by the prior, not the data.
-        unused: features that were zero in every window (their coefficient is the prior's).
-    """
-
-    n_windows: int
-    effective_rank: int
-    condition_number: float
-    identifiable: bool
-    undetermined: tuple[str, ...]
-    unused: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -367,7 +267,7 @@ class OnlineEnergyModel:
         self._rec_p: deque[float] = deque(maxlen=RECORDS_KEPT)
         self._rec_m: deque[float] = deque(maxlen=RECORDS_KEPT)
         # ... and exact running aggregates over the whole run.
-        self._agg = _Aggregates()
+        self._agg = Aggregates()
         self._n_updates = 0
 
     # ---- properties ---------------------------------------------------------------------------
@@ -566,29 +466,7 @@ class OnlineEnergyModel:
         Args:
             recent: how many of the latest predicted windows the ``recent`` figures cover.
         """
-        if recent < 1:
-            raise ValueError(f"recent: expected an int >= 1, found {recent!r}; fix: use e.g. 10.")
-        rel = [abs(p - m) / m for p, m in zip(self._rec_p, self._rec_m, strict=True)]
-        a = self._agg
-        median = float(np.median(rel)) if rel else math.nan
-        whole = a.accuracy(median)
-        tail_p = list(self._rec_p)[-recent:]
-        tail_m = list(self._rec_m)[-recent:]
-        tail = _Aggregates()
-        for p, m in zip(tail_p, tail_m, strict=True):
-            tail.add(p, m)
-        tail_median = float(np.median(rel[-recent:])) if rel else math.nan
-        return Accuracy(
-            n=whole.n,
-            precision_pct=whole.precision_pct,
-            mape=whole.mape,
-            r2=whole.r2,
-            median_rel_err=whole.median_rel_err,
-            worst_rel_err=whole.worst_rel_err,
-            predicted_j=whole.predicted_j,
-            measured_j=whole.measured_j,
-            recent=tail.accuracy(tail_median),
-        )
+        return prequential_accuracy(self._rec_p, self._rec_m, self._agg, recent)
 
     # ---- state --------------------------------------------------------------------------------
 
@@ -647,7 +525,7 @@ class OnlineEnergyModel:
         fresh._diag = None
         fresh._rec_p.extend(float(v) for v in state["records"]["predicted_j"])
         fresh._rec_m.extend(float(v) for v in state["records"]["measured_j"])
-        fresh._agg = _Aggregates.from_dict(state["aggregates"])
+        fresh._agg = Aggregates.from_dict(state["aggregates"])
         fresh._n_updates = int(state["n_updates"])
         self.__dict__.update(fresh.__dict__)
 
@@ -661,40 +539,7 @@ class OnlineEnergyModel:
     # ---- internals ----------------------------------------------------------------------------
 
     def _vector(self, x: Mapping[str, float] | Sequence[float] | np.ndarray) -> np.ndarray:
-        if isinstance(x, Mapping):
-            missing = [n for n in self._names if n not in x]
-            if missing:
-                raise ValueError(
-                    f"features: expected keys {list(self._names)}, found {sorted(map(str, x))} "
-                    f"(missing {missing}); fix: pass every feature the model was built with."
-                )
-            raw = [x[n] for n in self._names]
-        elif isinstance(x, (str, bytes)):
-            raise ValueError(
-                f"features: expected a mapping or a sequence of numbers, found {x!r}; "
-                f"fix: pass a dict keyed by {list(self._names)}."
-            )
-        else:
-            raw = list(x)
-            if len(raw) != len(self._names):
-                raise ValueError(
-                    f"features: expected {len(self._names)} values in the order "
-                    f"{list(self._names)}, found {len(raw)}; fix: pass one value per feature, "
-                    "or a dict keyed by feature name."
-                )
-        out = np.empty(len(raw))
-        for i, (name, value) in enumerate(zip(self._names, raw, strict=True)):
-            try:
-                v = float(value)
-            except (TypeError, ValueError):
-                v = math.nan
-            if not math.isfinite(v) or v < 0:
-                raise ValueError(
-                    f"feature {name!r}: expected a finite number >= 0, found {value!r}; fix: "
-                    "skip or mark this window (features count seconds, operations, bytes)."
-                )
-            out[i] = v
-        return out
+        return feature_vector(self._names, x)
 
     def _append(self, vec: np.ndarray, y: float, weight: float, seeded: bool) -> None:
         self._x.append(tuple(float(v) for v in vec))
@@ -703,95 +548,22 @@ class OnlineEnergyModel:
         self._seeded.append(seeded)
 
     def _scaled_design(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Relative-error design with unit-RMS columns.
-
-        Returns:
-            B (n, p): x_ij / y_i / s_j; w (n,): window weights; s (p,): column scales (1 for
-            unused columns); used (p,): columns non-zero in some window.
-        """
-        X = np.array(self._x, dtype=float).reshape(len(self._y), len(self._names))  # (n, p)
-        y = np.array(self._y, dtype=float)  # (n,)
-        w = np.array(self._w, dtype=float)  # (n,)
-        # Dividing row i by y_i turns squared error into squared relative error: (x_i.c - y_i)/y_i.
-        A = X / y[:, None]  # (n, p)
-        wsum = float(w.sum()) if len(w) else 1.0
-        # s_j = sqrt(sum_i w_i A_ij^2 / sum_i w_i): a unit-RMS column for every used feature, so
-        # the scaled coefficient z_j = c_j * s_j is roughly feature j's share of the energy.
-        s = np.sqrt((w[:, None] * A**2).sum(axis=0) / wsum)  # (p,)
-        used = s > 0
-        s = np.where(used, s, 1.0)
-        return A / s, w, s, used
+        """Relative-error design with unit-RMS columns (see :func:`scaled_design`)."""
+        return scaled_design(self._x, self._y, self._w, len(self._names))
 
     def _refit(self) -> None:
         B, w, s, _ = self._scaled_design()
-        p = len(self._names)
-        z0 = self._prior_vec * s  # prior in scaled units, (p,)
-        # Ridge toward the prior as p extra rows: sqrt(lam) * (z - z0) = 0. The rows keep the
-        # problem a non-negative least squares, so positive=True still applies.
-        design = np.vstack([B, np.eye(p)])  # (n + p, p)
-        target = np.concatenate([np.ones(len(w)), z0])  # (n + p,)
-        weight = np.concatenate([w, np.full(p, self._strength)])  # (n + p,)
-        # The non-negative least squares scikit-learn's LinearRegression(positive=True,
-        # fit_intercept=False) solves with sample weights, solved as it does: rows scaled by
-        # sqrt(weight), then SciPy's Lawson-Hanson NNLS. Called directly, it takes 16 to 33 us
-        # against 0.6 to 0.9 ms through scikit-learn's input checks, on every window close;
-        # tests check the coefficients against scikit-learn's on the same problem.
-        from scipy.optimize import nnls
-
-        root_w = np.sqrt(weight)
-        try:
-            coef, _ = nnls(design * root_w[:, None], target * root_w)
-        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
-            # NB: NNLS can stop at its iteration limit on pathological data; keeping the
-            # previous coefficients is better than stopping a training run over it.
-            warnings.warn(
-                f"energy model: the refit on {len(w)} windows failed ({exc}); expected a "
-                "solvable non-negative least squares, keeping the previous coefficients. Fix: "
-                "report this with the model's state_dict().",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            self._diag = None
-            return
-        self._coef = np.asarray(coef, dtype=float) / s  # back to physical units
+        coef = solve(B, w, s, self._prior_vec, self._strength)
+        if coef is not None:
+            self._coef = coef
         self._diag = None
 
     def _diagnose(self) -> FitDiagnostics:
         n = len(self._y)
-        names = self._names
-        if n == 0:
-            return FitDiagnostics(0, 0, math.nan, False, names, ())
-        B, w, _, used = self._scaled_design()
-        unused = tuple(nm for nm, u in zip(names, used, strict=True) if not u)
-        used_names = [nm for nm, u in zip(names, used, strict=True) if u]
-        k = len(used_names)
-        if k == 0:
-            return FitDiagnostics(n, 0, math.nan, False, (), unused)
-        D = np.sqrt(w)[:, None] * B[:, used]  # (n, k)
-        if n < k:
-            # Zero rows change neither singular values nor V, and give V all k directions.
-            D = np.vstack([D, np.zeros((k - n, k))])  # (k, k)
-        _, sv, vt = np.linalg.svd(D, full_matrices=False)  # sv (k,), vt (k, k)
-        smax = float(sv[0])
-        cond = smax / float(sv[-1]) if sv[-1] > 0 else math.inf
-        weak = sv < smax / CONDITION_LIMIT  # (k,)
-        # Belsley variance-decomposition proportions: var(z_j) ~ sum_m V_jm^2 / sv_m^2.
-        sv_clip = np.maximum(sv, smax * 1e-12)
-        phi = vt.T**2 / sv_clip[None, :] ** 2  # (k features, k directions)
-        share_weak = phi[:, weak].sum(axis=1) / phi.sum(axis=1)  # (k,)
-        undetermined = tuple(nm for nm, sh in zip(used_names, share_weak, strict=True) if sh > 0.5)
-        identifiable = n >= max(2, k) and not bool(weak.any())
-        return FitDiagnostics(n, int((~weak).sum()), cond, identifiable, undetermined, unused)
+        return diagnose(self._names, n, self._scaled_design() if n else _NO_DESIGN)
 
 
-def warm_up_solver() -> None:
-    """Import the solver and run one tiny fit, so that the first real refit is not slow.
-
-    A tracker calls this when it starts, not in the middle of its first window close.
-    """
-    from scipy.optimize import nnls
-
-    nnls(np.ones((2, 1)), np.ones(2))
+_NO_DESIGN = (np.empty((0, 0)), np.empty(0), np.empty(0), np.empty(0, dtype=bool))
 
 
 def _check_energy(energy_j: float) -> float:
@@ -813,56 +585,3 @@ def _log_score(predicted: float, measured: float) -> float:
     if predicted <= 0:
         return math.inf
     return abs(math.log(measured / predicted))
-
-
-class _Aggregates:
-    """Exact running sums of the prequential errors over the whole run."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.sum_rel = 0.0
-        self.worst_rel = 0.0
-        self.sum_sq_res = 0.0
-        self.mean_m = 0.0  # Welford running mean and M2 of the measurements
-        self.m2_m = 0.0
-        self.sum_p = 0.0
-        self.sum_m = 0.0
-
-    def add(self, p: float, m: float) -> None:
-        rel = abs(p - m) / m
-        self.n += 1
-        self.sum_rel += rel
-        self.worst_rel = max(self.worst_rel, rel)
-        self.sum_sq_res += (m - p) ** 2
-        delta = m - self.mean_m
-        self.mean_m += delta / self.n
-        self.m2_m += delta * (m - self.mean_m)
-        self.sum_p += p
-        self.sum_m += m
-
-    def accuracy(self, median: float) -> Accuracy:
-        if self.n == 0:
-            nan = math.nan
-            return Accuracy(0, nan, nan, nan, nan, nan, 0.0, 0.0)
-        mape = self.sum_rel / self.n
-        r2 = 1.0 - self.sum_sq_res / self.m2_m if self.n >= 2 and self.m2_m > 0 else math.nan
-        return Accuracy(
-            n=self.n,
-            precision_pct=100.0 * (1.0 - mape),
-            mape=mape,
-            r2=r2,
-            median_rel_err=median,
-            worst_rel_err=self.worst_rel,
-            predicted_j=self.sum_p,
-            measured_j=self.sum_m,
-        )
-
-    def to_dict(self) -> dict[str, float | int]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> _Aggregates:
-        agg = cls()
-        for key in agg.__dict__:
-            setattr(agg, key, int(d[key]) if key == "n" else float(d[key]))
-        return agg
