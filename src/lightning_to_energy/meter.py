@@ -4,12 +4,7 @@
 
 from __future__ import annotations
 
-from lightning_to_energy.sensors.meter import (
-    Measurement,
-    Meter,
-)
+from lightning_to_energy.sensors import meter as _meter
+from lightning_to_energy.sensors.meter import *  # noqa: F403
 
-__all__ = [
-    "Measurement",
-    "Meter",
-]
+__all__ = [*_meter.__all__]

@@ -4,38 +4,7 @@
 
 from __future__ import annotations
 
-from lightning_to_energy.reporting.records import (
-    FLAG_BOUNDARY,
-    FLAG_ESTIMATE,
-    FLAG_FAULT,
-    FLAG_OUTLIER,
-    FLAG_SHORT,
-    FLAG_UNMEASURED,
-    NOT_FIT_FLAGS,
-    EnergyReport,
-    Forecast,
-    LoopTotals,
-    ModuleEnergy,
-    PriorRecord,
-    SensorInfo,
-    WindowRecord,
-    fit_worthy,
-)
+from lightning_to_energy.reporting import records as _records
+from lightning_to_energy.reporting.records import *  # noqa: F403
 
-__all__ = [
-    "FLAG_BOUNDARY",
-    "FLAG_ESTIMATE",
-    "FLAG_FAULT",
-    "FLAG_OUTLIER",
-    "FLAG_SHORT",
-    "FLAG_UNMEASURED",
-    "NOT_FIT_FLAGS",
-    "EnergyReport",
-    "Forecast",
-    "LoopTotals",
-    "ModuleEnergy",
-    "PriorRecord",
-    "SensorInfo",
-    "WindowRecord",
-    "fit_worthy",
-]
+__all__ = [*_records.__all__]

@@ -6,60 +6,15 @@ rendering live in :mod:`lightning_to_energy.reporting.codec`,
 
 from __future__ import annotations
 
-from lightning_to_energy.reporting.codec import (
-    REPORT_FORMAT,
-    SCHEMA_VERSION,
-    ReportFormatError,
-    load_report,
-    report_from_dict,
-    report_to_dict,
-    to_json_value,
-)
-from lightning_to_energy.reporting.console import (
-    prior_text,
-    render_report,
-    report_sections,
-)
-from lightning_to_energy.reporting.files import (
-    CSV_BASE_COLUMNS,
-    SavedReport,
-    csv_columns,
-    save_report,
-    write_csv,
-)
-from lightning_to_energy.reporting.format import (
-    format_duration,
-    format_si,
-    ordered_union,
-    relative_error,
-)
-from lightning_to_energy.reporting.plot import (
-    MissingExtraError,
-    import_matplotlib,
-    save_plot,
-)
+from lightning_to_energy.reporting import codec as _codec
+from lightning_to_energy.reporting import console as _console
+from lightning_to_energy.reporting import files as _files
+from lightning_to_energy.reporting import format as _format
+from lightning_to_energy.reporting import plot as _plot
+from lightning_to_energy.reporting.codec import *  # noqa: F403
+from lightning_to_energy.reporting.console import *  # noqa: F403
+from lightning_to_energy.reporting.files import *  # noqa: F403
+from lightning_to_energy.reporting.format import *  # noqa: F403
+from lightning_to_energy.reporting.plot import *  # noqa: F403
 
-__all__ = [
-    "CSV_BASE_COLUMNS",
-    "REPORT_FORMAT",
-    "SCHEMA_VERSION",
-    "MissingExtraError",
-    "ReportFormatError",
-    "SavedReport",
-    "csv_columns",
-    "format_duration",
-    "format_si",
-    "import_matplotlib",
-    "load_report",
-    "ordered_union",
-    "prior_text",
-    "relative_error",
-    "render_report",
-    "report_from_dict",
-    "report_sections",
-    "report_to_dict",
-    "save_plot",
-    "save_report",
-    "to_json_value",
-    "write_csv",
-]
+__all__ = [*_codec.__all__, *_files.__all__, *_plot.__all__, *_format.__all__, *_console.__all__]
