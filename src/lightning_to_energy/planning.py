@@ -131,13 +131,11 @@ class RunPlan:
 
 
 def calibration_hardware(calibration: Calibration, *, same_machine: bool) -> HardwareSpec:
-    """The roofline spec of the hardware ``calibration`` was made on.
-
-    A GPU is found by its NVML name in the hardware table; a CPU is this machine's when
-    ``same_machine``, else a rough spec from its name and core count.
+    """The roofline spec of the hardware ``calibration`` was made on (see
+    :func:`~lightning_to_energy.hardware.detect.spec_for`).
 
     Raises:
-        ValueError: a GPU the hardware table does not know (the message says how to add it).
+        ValueError: a GPU the hardware table does not know.
     """
     return spec_for(calibration.hardware, same_machine=same_machine)
 
