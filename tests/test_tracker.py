@@ -212,7 +212,7 @@ def test_forecast_adds_validation_energy_in_proportion_to_the_train_steps_left()
 def test_each_window_records_its_steps_roofline_time(monkeypatch: pytest.MonkeyPatch) -> None:
     from lightning_to_energy.counting.cost_model import NumberFormat
     from lightning_to_energy.hardware.specs import HardwareSpec
-    from lightning_to_energy.tracking import tracker as tracker_module
+    from lightning_to_energy.tracking import machine as machine_module
 
     # Peaks so high that every op takes just its launch cost, 1 ms per kernel.
     launch_only = HardwareSpec(
@@ -224,7 +224,7 @@ def test_each_window_records_its_steps_roofline_time(monkeypatch: pytest.MonkeyP
         memory_bw_bytes_s=1e30,
         launch_s=1e-3,
     )
-    monkeypatch.setattr(tracker_module, "detect_hardware", lambda device: launch_only)
+    monkeypatch.setattr(machine_module, "detect_hardware", lambda device: launch_only)
     clock = Clock()
     model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3))
     tracker = _sgd_tracker(model, clock, power_w=5.0)
@@ -245,12 +245,12 @@ def test_each_window_records_its_steps_roofline_time(monkeypatch: pytest.MonkeyP
 def test_a_device_missing_from_the_roofline_table_costs_only_the_column(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lightning_to_energy.tracking import tracker as tracker_module
+    from lightning_to_energy.tracking import machine as machine_module
 
     def unknown(device: object) -> None:
         raise ValueError("expected a GPU listed in the hardware table; found 'Mystery GPU'")
 
-    monkeypatch.setattr(tracker_module, "detect_hardware", unknown)
+    monkeypatch.setattr(machine_module, "detect_hardware", unknown)
     clock = Clock()
     model = nn.Linear(4, 3)
     with warnings.catch_warnings():

@@ -6,19 +6,20 @@ field is parsed before the tracker takes any of it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lightning_to_energy.model.regression import OnlineEnergyModel
 from lightning_to_energy.reporting.records import LoopTotals, PriorRecord, WindowRecord
-from lightning_to_energy.tracking.ledger import LOOPS
+from lightning_to_energy.tracking.ledger import LOOPS, WindowLedger
 
 __all__ = [
     "STATE_VERSION",
     "RestoredState",
     "parse_state",
     "totals_to_dict",
+    "tracker_state",
     "window_from_dict",
     "window_to_dict",
 ]
@@ -113,3 +114,38 @@ def window_from_dict(d: Mapping[str, Any]) -> dict[str, Any]:
     out["features"] = dict(d["features"])
     out["flags"] = tuple(d["flags"])
     return out
+
+
+def tracker_state(
+    *,
+    windows: Sequence[WindowRecord],
+    n_windows: int,
+    ledger: WindowLedger,
+    steps: Mapping[str, int],
+    elapsed_s: float,
+    model: OnlineEnergyModel,
+    warnings: Sequence[str],
+    breakdown: Mapping[str, Any],
+    run_id: str,
+    prior: PriorRecord | None,
+) -> dict[str, Any]:
+    """The tracker's state as plain JSON-able values (read back by :func:`parse_state`).
+
+    ``windows`` and ``n_windows`` are the ledger's with the open window's snapshot, when the
+    tracker took one; ``model`` the model after it.
+    """
+    return {
+        "version": STATE_VERSION,
+        "windows": [window_to_dict(w) for w in windows],
+        "n_windows": n_windows,
+        "archived": {loop: totals_to_dict(t) for loop, t in ledger.archived.items()},
+        "archived_unpredicted_j": ledger.archived_unpredicted_j,
+        "archived_unmeasured_predicted_j": ledger.archived_unmeasured_predicted_j,
+        "steps": dict(steps),
+        "elapsed_s": elapsed_s,
+        "model": model.state_dict(),
+        "warnings": list(warnings),
+        "breakdown": breakdown,
+        "run_id": run_id,
+        "prior": None if prior is None else dict(prior.__dict__),
+    }

@@ -7,13 +7,14 @@ by a fresh one over the same sensors, so that the next windows are measured agai
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from lightning_to_energy.sensors.base import Sensor
 from lightning_to_energy.sensors.meter import Measurement, Meter
 from lightning_to_energy.tracking.ledger import OpenWindow, join_measurements
 from lightning_to_energy.tracking.notes import Notes
 
-__all__ = ["WindowMeter"]
+__all__ = ["WindowMeter", "select_sensors"]
 
 
 class WindowMeter:
@@ -103,3 +104,22 @@ class WindowMeter:
             # a fresh meter over the same sensors lets the next windows be measured again.
             self.meter = self._fresh()
             return None
+
+
+def select_sensors(
+    requested: Any, cuda_devices: list[int], local_rank: int
+) -> tuple[list[Sensor], dict[str, str]]:
+    """The sensors this process reads, and those discovery skipped (name -> why).
+
+    ``"auto"`` discovers NVML for ``cuda_devices``, RAPL, then an estimate; a sequence is taken
+    as given, less the host-wide sensors on a local rank other than 0 (rank 0 reads them for
+    the host); None reads none.
+    """
+    if requested == "auto":
+        from lightning_to_energy.sensors.discover import discover
+
+        found = discover("auto", devices=cuda_devices, local_rank=local_rank)
+        return list(found.sensors), dict(found.skipped)
+    if isinstance(requested, (str, type(None))):
+        return [], {}
+    return [s for s in requested if local_rank == 0 or not s.host_wide], {}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,13 +34,7 @@ from typing import Any
 
 import torch
 
-from lightning_to_energy.calibration.store import CalibrationStore
-from lightning_to_energy.counting import StepProfile
 from lightning_to_energy.counting.cost_model import CostModel, as_cost_model
-from lightning_to_energy.hardware.detect import detect_hardware
-from lightning_to_energy.hardware.identity import HardwareInfo, hardware_section
-from lightning_to_energy.hardware.roofline import roofline_s
-from lightning_to_energy.hardware.specs import HardwareSpec
 from lightning_to_energy.model.regression import (
     FEATURES,
     OnlineEnergyModel,
@@ -61,21 +54,18 @@ from lightning_to_energy.tracking.assembly import (
     step_breakdown,
 )
 from lightning_to_energy.tracking.calibration_link import CalibrationLink
-from lightning_to_energy.tracking.checkpoint import (
-    STATE_VERSION,
-    parse_state,
-    totals_to_dict,
-    window_to_dict,
-)
+from lightning_to_energy.tracking.checkpoint import parse_state, tracker_state
+from lightning_to_energy.tracking.config import check_arguments
 from lightning_to_energy.tracking.forecast import forecast_run
 from lightning_to_energy.tracking.ledger import (
     OpenWindow,
     WindowLedger,
 )
-from lightning_to_energy.tracking.metering import WindowMeter
+from lightning_to_energy.tracking.machine import Machine
+from lightning_to_energy.tracking.metering import WindowMeter, select_sensors
 from lightning_to_energy.tracking.notes import Notes
 from lightning_to_energy.tracking.record import record_window
-from lightning_to_energy.tracking.steps import PROFILE_FEATURES, StepAccounting
+from lightning_to_energy.tracking.steps import StepAccounting
 
 __all__ = [
     "DEFAULT_MIN_WINDOW_S",
@@ -100,55 +90,6 @@ class LiveReadout:
     kind: str  # the weakest kind behind measured_j: "counter", "estimate", ...
     windows: int
     forecast: Forecast | None = None  # the whole run's energy, once windows are in
-
-
-def check_arguments(
-    *,
-    sensors: Any,
-    window_s: float | None,
-    features: Sequence[str],
-    calibration: Any,
-    recheck_every: Any,
-    max_windows: Any,
-) -> None:
-    """Refuse out-of-range or ill-typed tracker arguments before anything starts.
-
-    Raises:
-        ValueError: the message names the argument, what was found and the fix.
-    """
-    if window_s is not None and not (window_s >= 0 and math.isfinite(window_s)):
-        raise ValueError(
-            f"window_s must be a finite number of seconds >= 0, found {window_s!r}; "
-            "pass e.g. window_s=2.0, or None for the sensors' minimum trustworthy window."
-        )
-    if not isinstance(max_windows, int) or max_windows < 1:
-        raise ValueError(
-            f"max_windows must be a positive int, found {max_windows!r}; "
-            "pass e.g. max_windows=20_000."
-        )
-    if not isinstance(recheck_every, int) or recheck_every < 1:
-        raise ValueError(
-            f"recheck_every must be a positive int, found {recheck_every!r}; "
-            "pass e.g. recheck_every=1000."
-        )
-    unknown = [f for f in features if f != "duration_s" and f not in PROFILE_FEATURES]
-    if unknown or "duration_s" not in features:
-        raise ValueError(
-            f"features must include 'duration_s' and names from {sorted(PROFILE_FEATURES)}; "
-            f"found {list(features)!r}. Fix the names or leave the default."
-        )
-    if not (sensors is None or sensors == "auto" or isinstance(sensors, Sequence)):
-        raise ValueError(
-            f"sensors must be 'auto', a sequence of Sensor objects or None; found {sensors!r}."
-        )
-    if not (calibration is None or isinstance(calibration, (str, os.PathLike))):
-        raise ValueError(
-            "calibration: expected 'auto', a calibration JSON file path or None; found "
-            f"{calibration!r}. Fix: pass calibration='auto' (this hardware's own), a path, "
-            "or None."
-        )
-    if calibration is not None and calibration != "auto":
-        CalibrationStore.from_path(calibration)  # a directory is refused now, not at the end
 
 
 class EnergyTracker:
@@ -224,13 +165,17 @@ class EnergyTracker:
 
         # The parts: steps, windows, calibration, notes; this class wires them to the meter.
         self._notes = Notes()
+        # The roofline's hardware (peaks per format, bandwidth, launch cost): each window
+        # records its steps' roofline seconds, so a run's windows can fit a calibration that
+        # needs no timing to predict (``lightning-to-energy fit REPORT --roofline``).
+        self._machine = Machine(self.device, self._notes)
         self._acct = StepAccounting(
             module,
             optimizer,
             self.cost_model,
             self._profile_features,
             recheck_every,
-            self._step_roofline_s,
+            self._machine.roofline_s,
         )
         self._ledger = WindowLedger(max_windows)
         self._calibration = CalibrationLink(calibration, self._notes)
@@ -251,12 +196,6 @@ class EnergyTracker:
         self._forecast: Forecast | None = None
         self._t0 = 0.0
         self._elapsed_before_s = 0.0  # run time restored from a checkpoint
-        self._hardware: HardwareInfo | None = None
-        # The roofline's hardware (peaks per format, bandwidth, launch cost): each window
-        # records its steps' roofline seconds, so a run's windows can fit a calibration that
-        # needs no timing to predict (``lightning-to-energy fit REPORT --roofline``).
-        self._roofline: HardwareSpec | None = None
-        self._roofline_note: str | None = None
         self._started = False
         self._broken: str | None = None
 
@@ -315,44 +254,19 @@ class EnergyTracker:
             return
         self._started = True
         self._t0 = self._clock()
-        if self._requested_sensors == "auto":
-            from lightning_to_energy.sensors.discover import discover
-
-            found = discover("auto", devices=self._cuda_devices(), local_rank=self.local_rank)
-            self.sensors = list(found.sensors)
-            self.skipped_sensors = dict(found.skipped)
-        elif not isinstance(self._requested_sensors, (str, type(None))):
-            self.sensors = [
-                s for s in self._requested_sensors if self.local_rank == 0 or not s.host_wide
-            ]
+        self.sensors, self.skipped_sensors = select_sensors(
+            self._requested_sensors, self._machine.cuda_devices(), self.local_rank
+        )
         self._weakest_kind = weakest_kind({s.kind.value for s in self.sensors})
         if self.sensors:
             self._meter = WindowMeter(self.sensors, self._clock, self._sync, self._notes)
             if self._requested_window_s is None:
                 self.window_s = max(self._meter.min_window_s, DEFAULT_MIN_WINDOW_S)
-        try:
-            self._hardware = HardwareInfo.detect()
-        except Exception as exc:  # detection is best effort; it only names the report
-            self._notes.warn_once("hardware", f"hardware not identified: {exc}")
-        self.model = self._calibration.load(self._hardware, self.model, self.features)
-        self._roofline = self._roofline_spec()
+        self._machine.detect()
+        self.model = self._calibration.load(self._machine.hardware, self.model, self.features)
         # Pay for importing the regression's solver and for its first fit now, not in the
         # middle of the first window close.
         warm_up_solver()
-
-    def _roofline_spec(self) -> HardwareSpec | None:
-        # NB: best effort and quiet: a GPU missing from the hardware table only costs the
-        # windows their roofline_s column (the report says so), never a warning per run.
-        try:
-            return detect_hardware(self.device if self.device is not None else "cpu")
-        except Exception as exc:
-            self._roofline_note = f"roofline time not recorded: {exc}"
-            return None
-
-    def _cuda_devices(self) -> list[int]:
-        if self.device is not None and self.device.type == "cuda":
-            return [self.device.index if self.device.index is not None else 0]
-        return []
 
     # --- steps ----------------------------------------------------------------------------
 
@@ -455,15 +369,6 @@ class EnergyTracker:
         if self._meter is not None and self._clock() - self._window_t0 >= self.window_s:
             return self.close_window()
         return None
-
-    def _step_roofline_s(self, profile: StepProfile) -> float:
-        """The step's roofline seconds on this device, NaN without a roofline."""
-        if self._roofline is None:
-            return math.nan
-        try:
-            return roofline_s(profile, self._roofline)
-        except ValueError:  # a profile without op_costs (made by hand): no roofline
-            return math.nan
 
     def _open_window(self, loop: str) -> OpenWindow:
         self._acct.new_window()
@@ -612,7 +517,7 @@ class EnergyTracker:
         """
         self._calibration.save(
             self.model,
-            self._hardware,
+            self._machine.hardware,
             self.sensors,
             rank=self.rank,
             run_id=self._run_id,
@@ -637,9 +542,9 @@ class EnergyTracker:
             world_size=world_size,
             warnings=[*self.warnings, *extra_warnings],
             max_windows=self.max_windows,
-            roofline_note=self._roofline_note,
+            roofline_note=self._machine.roofline_note,
             changed_signatures=len(self.cache.changed_signatures),
-            hardware=self._hardware_dict(),
+            hardware=self._machine.section(),
             sensors=self.sensors,
             skipped_sensors=self.skipped_sensors,
             model=self.model,
@@ -658,12 +563,6 @@ class EnergyTracker:
             return None
         pred = self.model.predict({"duration_s": 0.0, **features})
         return pred.energy_j if pred.source != "none" else None
-
-    def _hardware_dict(self) -> dict[str, str]:
-        section = {} if self._hardware is None else hardware_section(self._hardware)
-        if self._roofline is not None:  # what the windows' roofline_s is measured against
-            section["roofline"] = f"{self._roofline.name} ({self._roofline.key})"
-        return section
 
     # --- checkpoint state -----------------------------------------------------------------
 
@@ -695,23 +594,18 @@ class EnergyTracker:
             record, model = snapshot
             windows = [*windows, record]
             n_windows += 1
-        prior = self._calibration.prior
-        return {
-            "version": STATE_VERSION,
-            "windows": [window_to_dict(w) for w in windows],
-            "n_windows": n_windows,
-            "archived": {loop: totals_to_dict(t) for loop, t in ledger.archived.items()},
-            "archived_unpredicted_j": ledger.archived_unpredicted_j,
-            "archived_unmeasured_predicted_j": ledger.archived_unmeasured_predicted_j,
-            "steps": dict(self._acct.steps),
-            "elapsed_s": self._elapsed_before_s
-            + (self._clock() - self._t0 if self._started else 0.0),
-            "model": model.state_dict(),
-            "warnings": list(self.warnings),
-            "breakdown": breakdown_sums(self._acct.run_steps, self._restored_breakdown),
-            "run_id": self._run_id,
-            "prior": None if prior is None else dict(prior.__dict__),
-        }
+        return tracker_state(
+            windows=windows,
+            n_windows=n_windows,
+            ledger=ledger,
+            steps=self._acct.steps,
+            elapsed_s=self._elapsed_before_s + (self._clock() - self._t0 if self._started else 0.0),
+            model=model,
+            warnings=self.warnings,
+            breakdown=breakdown_sums(self._acct.run_steps, self._restored_breakdown),
+            run_id=self._run_id,
+            prior=self._calibration.prior,
+        )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved; windows after the checkpoint are not in it.
