@@ -8,6 +8,7 @@ back. The one place that says which machine this is; peak rates are in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lightning_to_energy.hardware.cpuinfo import CPUINFO_PATH, read_cpuinfo
-from lightning_to_energy.sensors.nvml import nvml_devices
+from lightning_to_energy.sensors.base import SensorError
+from lightning_to_energy.sensors.nvml import load_pynvml, nvml_text
 
 __all__ = [
     "HardwareInfo",
@@ -55,7 +57,7 @@ class HardwareInfo:
                 ``nvidia-ml-py`` package) if it is installed, and skips GPUs otherwise.
             cpuinfo_path: where to read the CPU ``model name`` (Linux).
         """
-        gpus, driver = nvml_devices(nvml)
+        gpus, driver = _nvml_devices(nvml)
         return cls(
             gpus=gpus,
             driver_version=driver,
@@ -178,3 +180,36 @@ def hardware_fingerprint(devices_info: HardwareInfo | Mapping[str, Any] | None =
     if info.gpus:
         slug += f"-x{len(info.gpus)}"
     return f"{slug}-{digest}"
+
+
+def _nvml_devices(nvml: Any = None) -> tuple[tuple[str, ...], str | None]:
+    """GPU names and the driver version through NVML; ``((), None)`` when unavailable.
+
+    Args:
+        nvml: a module with pynvml's API (for tests); None imports it with
+            :func:`~lightning_to_energy.sensors.nvml.load_pynvml`.
+
+    Never raises: a machine without NVML, without a driver, or with a half-working one has
+    no GPUs to name.
+    """
+    if nvml is None:
+        try:
+            nvml = load_pynvml()
+        except SensorError:
+            return (), None
+    try:
+        nvml.nvmlInit()
+    except Exception:  # NVML missing or no driver: no GPUs to fingerprint
+        return (), None
+    try:
+        driver = nvml_text(nvml.nvmlSystemGetDriverVersion())
+        names = tuple(
+            nvml_text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(i)))
+            for i in range(int(nvml.nvmlDeviceGetCount()))
+        )
+        return names, driver
+    except Exception:  # a half-working driver: fingerprint the CPU only
+        return (), None
+    finally:
+        with contextlib.suppress(Exception):
+            nvml.nvmlShutdown()

@@ -45,7 +45,6 @@ __all__ = [
     "Method",
     "NvmlSensor",
     "load_pynvml",
-    "nvml_devices",
     "nvml_text",
     "parse_visible_devices",
     "torch_gpu_identity",
@@ -669,38 +668,6 @@ def visible_gpu_count(nvml: ModuleType | None = None, visible_devices: str | Non
         if isinstance(entry, int) and entry >= count:
             return position  # CUDA stops at the first index that names no GPU
     return min(count, len(entries))
-
-
-def nvml_devices(nvml: Any = None) -> tuple[tuple[str, ...], str | None]:
-    """GPU names and the driver version through NVML; ``((), None)`` when unavailable.
-
-    Args:
-        nvml: a module with pynvml's API (for tests); None imports it with :func:`load_pynvml`.
-
-    Never raises: a machine without NVML, without a driver, or with a half-working one has
-    no GPUs to name.
-    """
-    if nvml is None:
-        try:
-            nvml = load_pynvml()
-        except SensorError:
-            return (), None
-    try:
-        nvml.nvmlInit()
-    except Exception:  # NVML missing or no driver: no GPUs to fingerprint
-        return (), None
-    try:
-        driver = nvml_text(nvml.nvmlSystemGetDriverVersion())
-        names = tuple(
-            nvml_text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(i)))
-            for i in range(int(nvml.nvmlDeviceGetCount()))
-        )
-        return names, driver
-    except Exception:  # a half-working driver: fingerprint the CPU only
-        return (), None
-    finally:
-        with contextlib.suppress(Exception):
-            nvml.nvmlShutdown()
 
 
 def nvml_text(value: Any) -> str:
