@@ -47,6 +47,7 @@ __all__ = [
     "load_pynvml",
     "nvml_text",
     "parse_visible_devices",
+    "resolve_handle",
     "torch_gpu_identity",
     "visible_gpu_count",
 ]
@@ -196,6 +197,84 @@ def _mig_refusal(domain: str, what: str) -> SensorUnavailable:
     )
 
 
+def resolve_handle(
+    nvml: Any, domain: str, device_index: int, identity: GpuIdentity | None, visible: str | None
+) -> tuple[Any, str]:
+    """The NVML handle of CUDA device ``device_index``, and how it was found.
+
+    By torch's UUID or PCI bus id when known, else through ``CUDA_VISIBLE_DEVICES``
+    (``visible``) and NVML's order.
+
+    Raises:
+        SensorUnavailable: no such device, a MIG device, or an ambiguous UUID prefix.
+        SensorError: another NVML failure.
+    """
+
+    def call(what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        return _nvml_call(nvml, domain, what, fn, *args)
+
+    entries = parse_visible_devices(visible)
+    entry: int | str = device_index
+    if entries is not None:
+        if not 0 <= device_index < len(entries):
+            raise SensorUnavailable(
+                f"{domain}: no such CUDA device: CUDA_VISIBLE_DEVICES={visible!r} "
+                f"makes {len(entries)} device(s) visible.",
+                f"use a device index below {len(entries)}, or change CUDA_VISIBLE_DEVICES.",
+            )
+        entry = entries[device_index]
+        if isinstance(entry, str) and entry.startswith("MIG-"):
+            raise _mig_refusal(domain, f"CUDA_VISIBLE_DEVICES entry {entry}")
+    if identity is not None and identity.uuid:
+        bare = re.sub(r"^(GPU-|MIG-)", "", identity.uuid)
+        for prefix in ("GPU-", "MIG-"):
+            try:
+                handle = nvml.nvmlDeviceGetHandleByUUID(prefix + bare)
+            except nvml.NVMLError as exc:
+                if _is_code(nvml, exc, "NVML_ERROR_NOT_FOUND", "NVML_ERROR_INVALID_ARGUMENT"):
+                    continue
+                raise _translate(nvml, exc, "nvmlDeviceGetHandleByUUID", domain) from exc
+            return handle, f"UUID {prefix}{bare}"
+        raise SensorUnavailable(
+            f"{domain}: NVML knows no GPU with the UUID {bare} that torch reported.",
+            "check that the NVML driver and the CUDA runtime see the same GPUs (nvidia-smi -L).",
+        )
+    if identity is not None and identity.pci_bus_id:
+        handle = call(
+            "nvmlDeviceGetHandleByPciBusId",
+            nvml.nvmlDeviceGetHandleByPciBusId,
+            identity.pci_bus_id,
+        )
+        return handle, f"PCI bus id {identity.pci_bus_id}"
+    if isinstance(entry, int):
+        # NB: CUDA orders devices fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID, NVML by
+        # PCI bus id; without torch's UUID the two orders are assumed to agree.
+        handle = call("nvmlDeviceGetHandleByIndex", nvml.nvmlDeviceGetHandleByIndex, entry)
+        return handle, f"NVML index {entry}"
+    count = call("nvmlDeviceGetCount", nvml.nvmlDeviceGetCount)
+    matches = []
+    for i in range(count):
+        handle = call("nvmlDeviceGetHandleByIndex", nvml.nvmlDeviceGetHandleByIndex, i)
+        uuid = nvml_text(call("nvmlDeviceGetUUID", nvml.nvmlDeviceGetUUID, handle))
+        if uuid.startswith(entry):  # CUDA accepts any unique prefix of the UUID
+            matches.append(handle)
+    if len(matches) != 1:
+        raise SensorUnavailable(
+            f"{domain}: CUDA_VISIBLE_DEVICES entry {entry} matches {len(matches)} of "
+            f"the {count} GPUs NVML sees; expected exactly one.",
+            "use full GPU UUIDs from `nvidia-smi -L` in CUDA_VISIBLE_DEVICES.",
+        )
+    return matches[0], f"CUDA_VISIBLE_DEVICES entry {entry}"
+
+
+def _nvml_call(nvml: Any, domain: str, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, an NVML error translated into a :class:`SensorError` of ``domain``."""
+    try:
+        return fn(*args)
+    except nvml.NVMLError as exc:
+        raise _translate(nvml, exc, what, domain) from exc
+
+
 class NvmlSensor:
     """Energy of one NVIDIA GPU.
 
@@ -305,7 +384,9 @@ class NvmlSensor:
             identity = torch_gpu_identity(self.device_index)
         if visible_devices is None:
             visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
-        self._handle, how = self._resolve(identity, visible_devices)
+        self._handle, how = resolve_handle(
+            self._nvml, self.domain, self.device_index, identity, visible_devices
+        )
         self._refuse_mig(how)
         name = nvml_text(self._call("nvmlDeviceGetName", nvml.nvmlDeviceGetName, self._handle))
         uuid = nvml_text(self._call("nvmlDeviceGetUUID", nvml.nvmlDeviceGetUUID, self._handle))
@@ -349,65 +430,6 @@ class NvmlSensor:
         if background:
             self._sampler = Sampler(self.poll, period_s, f"lte-nvml-{self.domain}", self._on_error)
             self._sampler.start()
-
-    def _resolve(self, identity: GpuIdentity | None, visible: str | None) -> tuple[Any, str]:
-        """Map the torch device index to an NVML handle; return it and a description."""
-        nvml = self._nvml
-        entries = parse_visible_devices(visible)
-        entry: int | str = self.device_index
-        if entries is not None:
-            if not 0 <= self.device_index < len(entries):
-                raise SensorUnavailable(
-                    f"{self.domain}: no such CUDA device: CUDA_VISIBLE_DEVICES={visible!r} "
-                    f"makes {len(entries)} device(s) visible.",
-                    f"use a device index below {len(entries)}, or change CUDA_VISIBLE_DEVICES.",
-                )
-            entry = entries[self.device_index]
-            if isinstance(entry, str) and entry.startswith("MIG-"):
-                raise _mig_refusal(self.domain, f"CUDA_VISIBLE_DEVICES entry {entry}")
-        if identity is not None and identity.uuid:
-            bare = re.sub(r"^(GPU-|MIG-)", "", identity.uuid)
-            for prefix in ("GPU-", "MIG-"):
-                try:
-                    handle = nvml.nvmlDeviceGetHandleByUUID(prefix + bare)
-                except nvml.NVMLError as exc:
-                    if _is_code(nvml, exc, "NVML_ERROR_NOT_FOUND", "NVML_ERROR_INVALID_ARGUMENT"):
-                        continue
-                    raise _translate(nvml, exc, "nvmlDeviceGetHandleByUUID", self.domain) from exc
-                return handle, f"UUID {prefix}{bare}"
-            raise SensorUnavailable(
-                f"{self.domain}: NVML knows no GPU with the UUID {bare} that torch reported.",
-                "check that the NVML driver and the CUDA runtime see the same GPUs "
-                "(nvidia-smi -L).",
-            )
-        if identity is not None and identity.pci_bus_id:
-            handle = self._call(
-                "nvmlDeviceGetHandleByPciBusId",
-                nvml.nvmlDeviceGetHandleByPciBusId,
-                identity.pci_bus_id,
-            )
-            return handle, f"PCI bus id {identity.pci_bus_id}"
-        if isinstance(entry, int):
-            # NB: CUDA orders devices fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID, NVML by
-            # PCI bus id; without torch's UUID the two orders are assumed to agree.
-            handle = self._call(
-                "nvmlDeviceGetHandleByIndex", nvml.nvmlDeviceGetHandleByIndex, entry
-            )
-            return handle, f"NVML index {entry}"
-        count = self._call("nvmlDeviceGetCount", nvml.nvmlDeviceGetCount)
-        matches = []
-        for i in range(count):
-            handle = self._call("nvmlDeviceGetHandleByIndex", nvml.nvmlDeviceGetHandleByIndex, i)
-            uuid = nvml_text(self._call("nvmlDeviceGetUUID", nvml.nvmlDeviceGetUUID, handle))
-            if uuid.startswith(entry):  # CUDA accepts any unique prefix of the UUID
-                matches.append(handle)
-        if len(matches) != 1:
-            raise SensorUnavailable(
-                f"{self.domain}: CUDA_VISIBLE_DEVICES entry {entry} matches {len(matches)} of "
-                f"the {count} GPUs NVML sees; expected exactly one.",
-                "use full GPU UUIDs from `nvidia-smi -L` in CUDA_VISIBLE_DEVICES.",
-            )
-        return matches[0], f"CUDA_VISIBLE_DEVICES entry {entry}"
 
     def _refuse_mig(self, how: str) -> None:
         nvml = self._nvml
@@ -618,10 +640,7 @@ class NvmlSensor:
     # --- helpers --------------------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except self._nvml.NVMLError as exc:
-            raise _translate(self._nvml, exc, what, self.domain) from exc
+        return _nvml_call(self._nvml, self.domain, what, fn, *args)
 
     def _optional(self, fn: Callable[..., Any] | None, *args: Any) -> Any:
         """Call an NVML query that older drivers or GPUs may lack; None when they do."""
