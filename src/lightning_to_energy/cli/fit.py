@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_to_energy.cli._common import CliError
-from lightning_to_energy.model.scoring import score_pairs
 from lightning_to_energy.reporting.records import EnergyReport, fit_worthy
 
 if TYPE_CHECKING:
@@ -162,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
                 pred = others.predict(features).energy_j
                 if pred is not None:
                     pairs.append((pred, energy))
+        from lightning_to_energy.model.scoring import score_pairs  # numpy: not for --help
+
         scores: Mapping[str, float | int | None] = score_pairs(pairs)
     else:
         method = "prequential"
