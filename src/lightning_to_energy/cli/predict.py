@@ -55,9 +55,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--hardware",
+        "--target",
+        dest="hardware",
         default=None,
         metavar="KEY",
-        help="hardware for the roofline estimate (default: the calibration's), e.g. h100-sxm",
+        help=(
+            "hardware the run is for (default: the calibration's), e.g. h100-sxm: the step is "
+            "counted as it runs there, on meta tensors, and its roofline estimated there"
+        ),
     )
     parser.add_argument(
         "--top", type=int, default=5, help="modules listed by predicted joules (default 5)"
@@ -76,8 +81,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Count, time if needed, load the calibration and print the prediction."""
     from lightning_to_energy.calibration.store import CalibrationStore
-    from lightning_to_energy.cli._common import cli_device, make_input, precision_context
-    from lightning_to_energy.cli.profile import load_module, parse_input
+    from lightning_to_energy.cli._common import cli_device, precision_context
+    from lightning_to_energy.cli.profile import build_model_and_inputs, resolve_target_arg
     from lightning_to_energy.counting import profile
     from lightning_to_energy.counting.profile import random_label_loss
     from lightning_to_energy.hardware.identity import HardwareInfo, hardware_fingerprint
@@ -151,14 +156,23 @@ def run(args: argparse.Namespace) -> int:
             )
         except ValueError as exc:
             raise CliError(f"{exc} (or pass --hardware KEY)") from None
+    if args.hardware and "duration_s" in names and args.step_time is None:
+        raise CliError(
+            f"--hardware {args.hardware} counts the step on meta tensors, which cannot be timed, "
+            "and this calibration uses measured step time. Fix: pass --step-time S for that "
+            "hardware."
+        )
+    # --hardware / --target also decides what is counted: the step as that hardware runs it
+    count_for = resolve_target_arg(args.hardware)
     device = cli_device(args.device, any_type=True)
-    model = load_module(args.target).to(device)
-    inputs = [make_input(s, d, h, device) for s, d, h in (parse_input(t) for t in args.input)]
+    model, inputs, kwargs = build_model_and_inputs(
+        args.target, args.input, device, hardware=args.hardware
+    )
     precision, how = precision_context(args.dtype, device, model, inputs)
     try:
         with precision:
             # a classifier's step: cross-entropy on random labels (else the summed output)
-            loss_fn, target = random_label_loss(model, *inputs)
+            loss_fn, target = random_label_loss(model, *inputs, kwargs=kwargs)
             step = profile(
                 model,
                 *inputs,
@@ -166,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
                 optimizer=args.optimizer,
                 loss_fn=loss_fn,
                 target=target,
+                hardware=count_for,
+                kwargs=kwargs,
+                fallback="cpu",  # an op without a meta kernel: count on the CPU, warning
             )
             step_s = args.step_time
             if "duration_s" in names and step_s is None:

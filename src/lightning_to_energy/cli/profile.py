@@ -5,9 +5,13 @@ arguments) or a zero-argument factory returning a module, e.g. ``torchvision.mod
 or ``mypkg.nets:Net``. The current directory is importable, as with ``python -m``.
 
 Each ``--input`` is one positional input of ``forward``: ``SHAPE[:DTYPE[:HIGH]]`` with SHAPE
-like ``8x3x32x32``. Floating inputs are standard normal; integer inputs (``8x128:int64`` for
-token ids) are uniform in ``[0, HIGH)``, HIGH defaulting to 2 (valid indices for any
-embedding); bool inputs are random.
+like ``8x3x32x32``, or a keyword input ``NAME=SHAPE[:DTYPE[:HIGH]]`` (``labels=8x64:int64:1000``).
+Floating inputs are standard normal; integer inputs (``8x128:int64`` for token ids) are uniform
+in ``[0, HIGH)``, HIGH defaulting to 2 (valid indices for any embedding); bool inputs are random.
+
+``--target KEY`` counts the step as that hardware runs it, without running it: the model is
+built under ``torch.device("meta")`` and counted on meta tensors with the target's dispatch
+rules (``profile(hardware=...)``).
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from lightning_to_energy.cli._common import CliError, cli_device, make_input, pr
 
 __all__ = [
     "add_parser",
+    "build_model_and_inputs",
     "load_module",
     "parse_input",
+    "resolve_target_arg",
     "run",
 ]
 
@@ -81,10 +87,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--input",
         action="append",
         default=[],
-        metavar="SHAPE[:DTYPE[:HIGH]]",
+        metavar="[NAME=]SHAPE[:DTYPE[:HIGH]]",
         help=(
             "one forward input, e.g. 8x3x32x32 or 8x128:int64 (token ids in [0, HIGH), "
-            "HIGH default 2); repeat for several inputs"
+            "HIGH default 2); NAME= makes it a keyword input (labels=8x64:int64:1000); "
+            "repeat for several inputs"
         ),
     )
     parser.add_argument(
@@ -100,6 +107,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="with --train: also count this optimizer's step",
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument(
+        "--target",
+        dest="hardware",
+        default=None,
+        metavar="KEY",
+        help=(
+            "count the step as this hardware runs it, without running it (e.g. h100-sxm; "
+            "'cuda' for the local GPU): the model is built on the meta device"
+        ),
+    )
     parser.add_argument("--top", type=int, default=10, help="modules to list (default: 10)")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead")
     parser.set_defaults(func=run)
@@ -132,28 +149,30 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(
             f"expected --top as a number of modules >= 0, found {args.top}. Fix: e.g. --top 10."
         )
+    if args.hardware is not None and args.device != "cpu":
+        raise CliError(
+            f"expected either --target (count for that hardware, on meta tensors) or --device "
+            f"(run here), found both (--target {args.hardware} --device {args.device}). Fix: "
+            "drop one of them."
+        )
+    hardware = resolve_target_arg(args.hardware)
     device = cli_device(args.device, any_type=True)
-    specs = [parse_input(text) for text in args.input]
-    model = load_module(args.target)
+    model, inputs, kwargs = build_model_and_inputs(
+        args.target, args.input, device, hardware=args.hardware
+    )
     if args.train and not any(p.requires_grad for p in model.parameters()):
         raise CliError(
             f"expected {args.target} to have trainable parameters for --train, found none. "
             "Fix: drop --train to count a forward pass."
         )
-    try:
-        model.to(device)
-        inputs = [make_input(shape, dtype, high, device) for shape, dtype, high in specs]
-    except RuntimeError as exc:
-        raise CliError(
-            f"expected --device {args.device} to be usable, found {type(exc).__name__}: "
-            f"{_first_line(exc)}. Fix: use --device cpu, or a device this PyTorch build has."
-        ) from None
     # Forward only counts inference: dropout off, batch norm on its running statistics.
     model.train(args.train)
     precision, how = precision_context(args.dtype, device, model, inputs)
     try:
         with precision:
-            loss_fn, target = random_label_loss(model, *inputs) if args.train else (None, None)
+            loss_fn, target = (
+                random_label_loss(model, *inputs, kwargs=kwargs) if args.train else (None, None)
+            )
             result = profile(
                 model,
                 *inputs,
@@ -161,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
                 optimizer=args.optimizer,
                 loss_fn=loss_fn,
                 target=target,
+                hardware=hardware,
+                kwargs=kwargs,
+                fallback="cpu",  # an op without a meta kernel: count on the CPU, warning
             )
     except DefaultLossError:
         raise CliError(
@@ -182,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
         "precision": how,
         "train": args.train,
         "optimizer": args.optimizer,
-        "device": str(device),
+        "device": str(device) if hardware is None else "meta",
+        "counted_for": args.hardware,
     }
     if args.json:
         print(json.dumps({**meta, **result.to_dict()}, indent=2))
@@ -195,6 +218,72 @@ def _first_line(exc: BaseException) -> str:
     """The first line of ``exc``'s message without a closing period, or its type's name."""
     text = str(exc).strip()
     return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+
+
+def resolve_target_arg(key: str | None) -> Any:
+    """The count target of ``--target KEY``, checked against the hardware table.
+
+    Raises:
+        CliError: an unknown key (the message lists the known keys).
+    """
+    from lightning_to_energy.counting.target import resolve_target
+
+    try:
+        return resolve_target(key)
+    except ValueError as exc:
+        raise CliError(f"--target: {_first_line(exc)}.") from None
+
+
+def build_model_and_inputs(
+    target: str, texts: list[str], device: Any, *, hardware: str | None = None
+) -> tuple[Any, list[Any], dict[str, Any]]:
+    """The model of ``MODULE:ATTR`` and random inputs for ``--input`` texts.
+
+    With ``hardware`` (a ``--target``) the model is built under ``torch.device("meta")`` and
+    the inputs are meta tensors: nothing is allocated, whatever the model's size (an instance
+    that already exists at import time stays where it is; ``profile`` counts it on meta
+    stand-ins). Without it, the model is moved to ``device`` and the inputs made there.
+
+    Returns:
+        ``(model, positional inputs, keyword inputs)``.
+
+    Raises:
+        CliError: a bad target, input or unusable device.
+    """
+    import torch
+
+    named: dict[str, tuple[tuple[int, ...], str, int]] = {}
+    specs = []
+    for text in texts:
+        name, sep, rest = text.partition("=")
+        if not sep:
+            specs.append(parse_input(text))
+        elif not name.isidentifier() or name in named:
+            raise CliError(
+                f"expected --input NAME=SHAPE with NAME a new Python identifier, found "
+                f"{text!r}. Fix: e.g. --input labels=8x64:int64:1000, once per name."
+            )
+        else:
+            named[name] = parse_input(rest)
+    if hardware is not None:
+        with torch.device("meta"):
+            model = load_module(target)
+        device = torch.device("meta")
+    else:
+        model = load_module(target)
+    try:
+        if hardware is None:
+            model.to(device)
+        inputs = [make_input(shape, dtype, high, device) for shape, dtype, high in specs]
+        kwargs = {
+            k: make_input(shape, dtype, high, device) for k, (shape, dtype, high) in named.items()
+        }
+    except RuntimeError as exc:
+        raise CliError(
+            f"expected --device {device} to be usable, found {type(exc).__name__}: "
+            f"{_first_line(exc)}. Fix: use --device cpu, or a device this PyTorch build has."
+        ) from None
+    return model, inputs, kwargs
 
 
 # --- parsing --------------------------------------------------------------------------------

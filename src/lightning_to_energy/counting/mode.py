@@ -66,8 +66,15 @@ from lightning_to_energy.counting.registry import (
     tensors_of,
     tf32_allowed,
 )
+from lightning_to_energy.counting.target import CountTarget, MetaCountingError, active_target
+
+RECOMPUTE = " (recompute)"
+"""Suffix of the module names that forward ops recomputed in backward are charged to
+(activation checkpointing): ``"blocks.0.mlp (recompute)"``."""
 
 __all__ = [
+    "RECOMPUTE",
+    "MetaErrors",
     "OpCounter",
     "fallback_cost",
     "uncompiled",
@@ -87,7 +94,8 @@ _SKIP, _DECOMPOSE, _COUNT, _COUNT_FRESH = 0, 1, 2, 3
 _Plan = tuple[int, Callable[[OpCall], OpCost], str, dict[tuple[Any, ...], OpCost]]
 
 # Plans by id(OpOverload), and through them memoised formula results, per state of the TF32
-# flags (formulas may read them) and of the registry (formulas may be added at any time).
+# flags (formulas may read them), of the count target (formulas ask registry.on_cuda) and of
+# the registry (formulas may be added at any time).
 _PLANS: dict[tuple[Any, ...], dict[int, _Plan]] = {}
 _MEMO_CALLS = 10_000  # distinct calls remembered per overload before starting afresh
 
@@ -111,6 +119,7 @@ def _kwargs_meta(kwargs: dict[str, Any]) -> tuple[Any, ...]:
 def _plan_table() -> dict[int, _Plan]:
     state = (
         registry_version(),
+        active_target(),
         tf32_allowed(conv=False),
         tf32_allowed(conv=True),
         tf32_allowed(conv=False, rnn=True),
@@ -207,6 +216,50 @@ def _has_decomposition(func: torch._ops.OpOverload) -> bool:
         return False
 
 
+def _run_on_meta(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``func(*args, **kwargs)`` while counting for a target, on meta tensors.
+
+    An in-place op that returns nothing and has no meta kernel (the fused optimizer kernels
+    ``_fused_adamw_``, ``_fused_sgd_``...) is skipped: on meta there is nothing to compute,
+    and its formula reads only its arguments. Any other op that cannot run on meta (a
+    data-dependent shape, ``.item()``, a custom op without a meta kernel) raises
+    :class:`MetaCountingError` naming it.
+    """
+    try:
+        return func(*args, **kwargs)
+    except NotImplementedError as exc:
+        if not func._schema.returns and func._schema.is_mutable:
+            return None
+        raise MetaCountingError(str(func), _first_line(exc)) from exc
+    except RuntimeError as exc:
+        text = str(exc)
+        if "meta" not in text.lower() and "data-dependent" not in text.lower():
+            raise  # an error of the model itself (a shape mismatch): the user's to see
+        raise MetaCountingError(str(func), _first_line(exc)) from exc
+
+
+class MetaErrors(TorchDispatchMode):
+    """A dispatch mode that only names the op an uncounted meta step fails on.
+
+    The warm-up step of a count for a target runs outside the counter; under this mode an op
+    without a meta kernel raises :class:`MetaCountingError` naming it, as in the counted step.
+    """
+
+    def __torch_dispatch__(
+        self,
+        func: torch._ops.OpOverload,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        return _run_on_meta(func, args, kwargs or {})
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 class _CountingMode(TorchDispatchMode):
     """The dispatch mode proper; all state lives in its :class:`OpCounter`.
 
@@ -235,6 +288,8 @@ class _CountingMode(TorchDispatchMode):
             plan = counter._plan(func)
         kind, formula, name, memo = plan
         if kind == _SKIP:
+            if counter._target is not None:
+                return _run_on_meta(func, args, kwargs)
             return func(*args, **kwargs)
         if kind == _DECOMPOSE:
             with self:
@@ -242,7 +297,8 @@ class _CountingMode(TorchDispatchMode):
             if out is not NotImplemented:
                 return out
             kind, formula, name, memo = counter._plans[id(func)] = counter._fallback_plan(func)
-        out = func(*args, **kwargs)
+        target = counter._target
+        out = func(*args, **kwargs) if target is None else _run_on_meta(func, args, kwargs)
         if kind == _COUNT:
             # formulas are pure functions of the call's metadata: memoise them by it
             try:
@@ -258,6 +314,11 @@ class _CountingMode(TorchDispatchMode):
         node = _current_node()
         if node is None:
             key = (counter._phase, counter._stack[-1], name, id(cost))
+        elif len(counter._stack) > 1:
+            # a module's forward running inside backward: activation checkpointing recomputing
+            # it. Charged to the module that runs it, as recompute (not to the module whose
+            # backward asked for it).
+            key = ("backward", counter._stack[-1] + RECOMPUTE, name, id(cost))
         else:
             # inside autograd's backward engine, whatever phase the caller declared
             key = ("backward", counter._module_of_node(node), name, id(cost))
@@ -308,6 +369,7 @@ class OpCounter:
         self._tally: dict[tuple[str, str, str, int], list[Any]] = {}  # -> [OpCost, calls]
         self._phase = "forward"
         self._phase_before_step = "forward"
+        self._target: CountTarget | None = None
         self._stack: list[str] = [OTHER]
         # module boundaries in forward: autograd sequence number -> innermost module from there
         self._seq_marks: list[int] = []
@@ -332,6 +394,7 @@ class OpCounter:
                 "Call stop() first or use a new OpCounter."
             )
         self._tally = {}
+        self._target = active_target()
         self._plans = _plan_table()
         for plan in self._plans.values():
             if len(plan[3]) > _MEMO_CALLS:  # e.g. a new sequence length every step

@@ -25,6 +25,7 @@ import torch
 from torch.utils._pytree import tree_flatten
 
 from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
+from lightning_to_energy.counting.target import active_target
 
 __all__ = [
     "SPECIAL_FLOATS",
@@ -40,6 +41,7 @@ __all__ = [
     "matmul_format",
     "matrix_read_bytes",
     "nbytes",
+    "on_cuda",
     "read_bytes",
     "register",
     "registered_packets",
@@ -254,6 +256,18 @@ def matmul_format(
     if fmt is not NumberFormat.FP32 or not on_cuda:
         return fmt
     return NumberFormat.TF32 if tf32_allowed(conv=conv, rnn=rnn) else fmt
+
+
+def on_cuda(t: torch.Tensor) -> bool:
+    """Whether the kernel for ``t`` runs on CUDA: ``t.is_cuda``, or a CUDA count target.
+
+    Counting for a target (``profile(hardware="h100-sxm")``) runs on meta tensors; formulas
+    ask this instead of ``t.is_cuda`` so that CUDA's choices (TF32, cuDNN's bias kernel) apply.
+    """
+    if t.is_cuda:
+        return True
+    target = active_target()
+    return target is not None and target.cuda
 
 
 def nbytes(t: torch.Tensor) -> int:

@@ -119,6 +119,10 @@ class HardwareSpec:
         tdp_w: board power limit, watts (None if unknown).
         match: lower-case substrings of device names that identify this device.
         source: where the figures come from.
+        compute_capability: CUDA compute capability ``(major, minor)`` of an NVIDIA GPU
+            (``(9, 0)`` for Hopper), from NVIDIA's CUDA GPUs table; None for other devices.
+            Counting for a target reads it where PyTorch's dispatch depends on it (which fused
+            attention kernel runs).
 
     A (unit, format) missing from the spec takes a documented neighbour's rate (see
     :meth:`peak_flops`), never zero.
@@ -138,6 +142,7 @@ class HardwareSpec:
     tdp_w: float | None = None
     match: tuple[str, ...] = ()
     source: str = ""
+    compute_capability: tuple[int, int] | None = None
     _peaks: dict[tuple[Unit, NumberFormat], float] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -171,6 +176,19 @@ class HardwareSpec:
                 'fix: write match = ["h100 pcie"]'
             )
         object.__setattr__(self, "match", tuple(m.strip().lower() for m in self.match if m))
+        cc = self.compute_capability
+        if cc is not None:
+            ok = (
+                isinstance(cc, (tuple, list))
+                and len(cc) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in cc)
+            )
+            if not ok:
+                raise ValueError(
+                    f"{where}: expected compute_capability as two non-negative integers "
+                    f"(major, minor); found {cc!r}; fix: write compute_capability = [9, 0]"
+                )
+            object.__setattr__(self, "compute_capability", (int(cc[0]), int(cc[1])))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # The rate tables are read-only views (MappingProxyType), which pickle and deepcopy
@@ -190,6 +208,7 @@ class HardwareSpec:
                 self.tdp_w,
                 self.match,
                 self.source,
+                self.compute_capability,
             ),
         )
 
@@ -233,6 +252,8 @@ class HardwareSpec:
         for name in ("idle_power_w", "tdp_w"):
             if getattr(self, name) is not None:
                 d[name] = getattr(self, name)
+        if self.compute_capability is not None:
+            d["compute_capability"] = list(self.compute_capability)
         return d
 
 
@@ -281,6 +302,7 @@ def _gpu(
     match: tuple[str, ...],
     source: str,
     idle_power_w: float | None = None,
+    compute_capability: tuple[int, int] | None = None,
 ) -> HardwareSpec:
     """A GPU spec from datasheet figures in TFLOPS (dense) and GB/s."""
     vector = {
@@ -304,6 +326,7 @@ def _gpu(
         tdp_w=tdp_w,
         match=match,
         source=source,
+        compute_capability=compute_capability,
     )
 
 
@@ -358,6 +381,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "h100-sxm",
             "NVIDIA H100 SXM5 80GB",
+            compute_capability=(9, 0),
             **_hopper(fp64=34, fp64_tc=67, fp32=67, tf32=494.5, bf16=989.5, fp8=1979),
             bw_gb_s=3350,
             tdp_w=700,
@@ -369,6 +393,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "h100-pcie",
             "NVIDIA H100 PCIe 80GB",
+            compute_capability=(9, 0),
             **_hopper(fp64=26, fp64_tc=51, fp32=51, tf32=378, bf16=756.5, fp8=1513),
             bw_gb_s=2000,
             tdp_w=350,
@@ -378,6 +403,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "h100-nvl",
             "NVIDIA H100 NVL 94GB",
+            compute_capability=(9, 0),
             **_hopper(fp64=30, fp64_tc=60, fp32=60, tf32=417.5, bf16=835.5, fp8=1670.5),
             bw_gb_s=3900,
             tdp_w=400,
@@ -387,6 +413,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "h200",
             "NVIDIA H200 SXM 141GB",
+            compute_capability=(9, 0),
             **_hopper(fp64=34, fp64_tc=67, fp32=67, tf32=494.5, bf16=989.5, fp8=1979),
             bw_gb_s=4800,
             tdp_w=700,
@@ -396,6 +423,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "h200-nvl",
             "NVIDIA H200 NVL 141GB",
+            compute_capability=(9, 0),
             **_hopper(fp64=30, fp64_tc=60, fp32=60, tf32=417.5, bf16=835.5, fp8=1670.5),
             bw_gb_s=4800,
             tdp_w=600,
@@ -405,6 +433,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "a100-sxm-80gb",
             "NVIDIA A100 SXM4 80GB",
+            compute_capability=(8, 0),
             **_a100(bw_gb_s=2039, tdp_w=400),
             match=("a100-sxm4-80gb", "a100 sxm4 80gb", "a100-sxm-80gb", "a100"),
             source=_A100_SRC,
@@ -412,6 +441,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "a100-sxm-40gb",
             "NVIDIA A100 SXM4 40GB",
+            compute_capability=(8, 0),
             **_a100(bw_gb_s=1555, tdp_w=400),
             match=("a100-sxm4-40gb", "a100 sxm4 40gb", "a100-sxm-40gb"),
             source=_A100_SRC,
@@ -419,6 +449,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "a100-pcie-80gb",
             "NVIDIA A100 PCIe 80GB",
+            compute_capability=(8, 0),
             **_a100(bw_gb_s=1935, tdp_w=300),
             match=("a100 80gb pcie", "a100-pcie-80gb", "a100 pcie 80gb"),
             source=_A100_SRC,
@@ -426,6 +457,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "a100-pcie-40gb",
             "NVIDIA A100 PCIe 40GB",
+            compute_capability=(8, 0),
             **_a100(bw_gb_s=1555, tdp_w=250),
             match=("a100-pcie-40gb", "a100 pcie 40gb", "a100-pcie", "a100 pcie"),
             source=_A100_SRC,
@@ -433,6 +465,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "v100-sxm2",
             "NVIDIA Tesla V100 SXM2",
+            compute_capability=(7, 0),
             fp32=15.7,
             fp64=7.8,
             fp16=31.4,
@@ -447,6 +480,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "v100-pcie",
             "NVIDIA Tesla V100 PCIe",
+            compute_capability=(7, 0),
             fp32=14.0,
             fp64=7.0,
             fp16=28.0,
@@ -461,6 +495,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "v100s-pcie",
             "NVIDIA Tesla V100S PCIe",
+            compute_capability=(7, 0),
             fp32=16.4,
             fp64=8.2,
             fp16=32.8,
@@ -475,6 +510,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "t4",
             "NVIDIA T4",
+            compute_capability=(7, 5),
             fp32=8.1,
             fp64=8.1 / 32,  # TU104: fp64 at 1/32 of fp32
             fp16=16.2,
@@ -489,6 +525,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "l4",
             "NVIDIA L4",
+            compute_capability=(8, 9),
             fp32=30.3,
             fp64=30.3 / 64,  # Ada: fp64 at 1/64 of fp32
             fp16=30.3,  # Ada: non-tensor fp16 at the fp32 rate
@@ -510,6 +547,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "l40s",
             "NVIDIA L40S",
+            compute_capability=(8, 9),
             fp32=91.6,
             fp64=91.6 / 64,
             fp16=91.6,
@@ -531,6 +569,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "l40",
             "NVIDIA L40",
+            compute_capability=(8, 9),
             fp32=90.5,
             fp64=90.5 / 64,
             fp16=90.5,
@@ -552,6 +591,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "a10",
             "NVIDIA A10",
+            compute_capability=(8, 6),
             fp32=31.2,
             fp64=31.2 / 64,  # GA102: fp64 at 1/64 of fp32
             fp16=31.2,  # GA102: non-tensor fp16 at the fp32 rate
@@ -566,6 +606,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "rtx-4090",
             "NVIDIA GeForce RTX 4090",
+            compute_capability=(8, 9),
             fp32=82.6,
             fp64=82.6 / 64,
             fp16=82.6,
@@ -589,6 +630,7 @@ def _builtin_specs() -> list[HardwareSpec]:
         _gpu(
             "rtx-3090",
             "NVIDIA GeForce RTX 3090",
+            compute_capability=(8, 6),
             fp32=35.6,
             fp64=35.6 / 64,
             fp16=35.6,
@@ -830,7 +872,7 @@ def find_hardware(name_or_key: str) -> HardwareSpec:
 # --- hardware files ----------------------------------------------------------------------------
 
 _REQUIRED = ("key", "name", "kind", "matrix_flops", "vector_flops", "memory_bw_bytes_s")
-_OPTIONAL = ("launch_s", "idle_power_w", "tdp_w", "match", "source")
+_OPTIONAL = ("launch_s", "idle_power_w", "tdp_w", "match", "source", "compute_capability")
 
 
 def load_hardware(path: str | os.PathLike[str], *, register: bool = True) -> list[HardwareSpec]:
@@ -840,7 +882,8 @@ def load_hardware(path: str | os.PathLike[str], *, register: bool = True) -> lis
     Each entry has the fields of :class:`HardwareSpec` (``key``, ``name``, ``kind``,
     ``matrix_flops`` and ``vector_flops`` as tables of format name -> FLOP/s,
     ``memory_bw_bytes_s``; optional ``launch_s`` (default by kind), ``idle_power_w``,
-    ``tdp_w``, ``match``, ``source``). :meth:`HardwareSpec.to_dict` writes one entry.
+    ``tdp_w``, ``match``, ``source``, ``compute_capability`` as ``[major, minor]``).
+    :meth:`HardwareSpec.to_dict` writes one entry.
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -897,4 +940,5 @@ def _entry(i: int, entry: Any) -> HardwareSpec:
         tdp_w=entry.get("tdp_w"),
         match=tuple(match),
         source=str(entry.get("source", "")),
+        compute_capability=entry.get("compute_capability"),
     )

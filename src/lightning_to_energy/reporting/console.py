@@ -27,9 +27,12 @@ if TYPE_CHECKING:
 from lightning_to_energy.reporting.format import format_duration, format_si, ordered_union
 
 __all__ = [
+    "REPORT_WIDTH",
     "prior_text",
     "render_report",
+    "report_console",
     "report_sections",
+    "roofline_share",
 ]
 """Value of the ``format`` key that marks a JSON file as an energy report."""
 """The report schema this module writes and reads (``EnergyReport.version``)."""

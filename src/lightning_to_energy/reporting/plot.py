@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     pass
 
 __all__ = [
+    "PLOT_INSTALL_HINT",
     "MissingExtraError",
     "import_matplotlib",
     "save_plot",

@@ -27,10 +27,17 @@ from lightning_to_energy.study.baselines import MODELS, NotFittableError, Scalin
 from lightning_to_energy.study.runs import StudyRun, check_one_hardware, field_error
 
 __all__ = [
+    "DEFAULT_SPLITS",
     "DESIGN_KNOBS",
+    "GOAL_ACROSS_FAMILIES_PCT",
+    "GOAL_WITHIN_FAMILY_PCT",
     "RESULTS_FORMAT",
     "RESULTS_VERSION",
     "SPLITS",
+    "SPLIT_CONFIG",
+    "SPLIT_FAMILY",
+    "SPLIT_IN_SAMPLE",
+    "SPLIT_WITHIN_FAMILY",
     "DesignEffect",
     "Goal",
     "ModelInfo",

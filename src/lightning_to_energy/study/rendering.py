@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CSV_COLUMNS",
+    "energy_caveat",
     "render_results",
     "results_markdown",
     "save_plot",

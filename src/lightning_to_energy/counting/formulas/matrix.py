@@ -35,6 +35,7 @@ from lightning_to_energy.counting.registry import (
     io_bytes,
     matmul_format,
     nbytes,
+    on_cuda,
     register,
     value_dependent,
 )
@@ -94,7 +95,7 @@ def mm(call: OpCall) -> OpCost:
     n = b.shape[1]
     fma = m * n * k
     read, written = io_bytes(call, matrix=True)
-    fmt = matmul_format(a.dtype, on_cuda=a.is_cuda)
+    fmt = matmul_format(a.dtype, on_cuda=on_cuda(a))
     return OpCost({(FMA, fmt, MATRIX): fma}, read, written, 1, 2 * fma)
 
 
@@ -105,7 +106,7 @@ def addmm(call: OpCall) -> OpCost:
     m, k = a.shape
     n = b.shape[1]
     fma = m * n * k
-    ops: dict[OpKey, float] = {(FMA, matmul_format(a.dtype, on_cuda=a.is_cuda), MATRIX): fma}
+    ops: dict[OpKey, float] = {(FMA, matmul_format(a.dtype, on_cuda=on_cuda(a)), MATRIX): fma}
     beta, alpha = call.kwargs.get("beta", 1), call.kwargs.get("alpha", 1)
     _scaling(ops, m * n, dtype_format(call.out.dtype), alpha, beta)
     read, written = io_bytes(call, matrix=True)
@@ -120,7 +121,7 @@ def bmm(call: OpCall) -> OpCost:
     n = c.shape[2]
     fma = bs * m * n * k
     read, written = io_bytes(call, matrix=True)
-    fmt = matmul_format(a.dtype, on_cuda=a.is_cuda)
+    fmt = matmul_format(a.dtype, on_cuda=on_cuda(a))
     return OpCost({(FMA, fmt, MATRIX): fma}, read, written, 1, 2 * fma)
 
 
@@ -131,7 +132,7 @@ def baddbmm(call: OpCall) -> OpCost:
     bs, m, k = a.shape
     n = c.shape[2]
     fma = bs * m * n * k
-    ops: dict[OpKey, float] = {(FMA, matmul_format(a.dtype, on_cuda=a.is_cuda), MATRIX): fma}
+    ops: dict[OpKey, float] = {(FMA, matmul_format(a.dtype, on_cuda=on_cuda(a)), MATRIX): fma}
     beta, alpha = call.kwargs.get("beta", 1), call.kwargs.get("alpha", 1)
     _scaling(ops, bs * m * n, dtype_format(call.out.dtype), alpha, beta)
     read, written = io_bytes(call, matrix=True)
@@ -194,14 +195,14 @@ def convolution(call: OpCall) -> OpCost:
     out = call.out
     fma = _conv_fma(x.shape, w.shape, out.shape, bool(call.args[6]))
     ops: dict[OpKey, float] = {
-        (FMA, matmul_format(x.dtype, conv=True, on_cuda=x.is_cuda), MATRIX): fma
+        (FMA, matmul_format(x.dtype, conv=True, on_cuda=on_cuda(x)), MATRIX): fma
     }
     if bias is not None:
         # one add per output element: N * C_out * prod(o)
         _add(ops, (ADD, dtype_format(out.dtype), VECTOR), out.numel())
     read, written = io_bytes(call, matrix=True)
     kernels = 1
-    if bias is not None and x.is_cuda:
+    if bias is not None and on_cuda(x):
         # cuDNN convolves without the bias; PyTorch then adds it in a second kernel
         # (output.add_(bias) in ATen's _convolution), reading and writing the output again.
         # NB: the native depthwise kernels fuse it; counted like cuDNN. oneDNN (CPU) fuses it.
@@ -221,7 +222,7 @@ def convolution_backward(call: OpCall) -> OpCost:
     # grad_input is a transposed convolution of grad_output with the weight, and grad_weight
     # a convolution of the input with grad_output: each does the forward's multiply-accumulates.
     fma_fwd = _conv_fma(x.shape, w.shape, grad_out.shape, transposed)
-    mat_fmt = matmul_format(grad_out.dtype, conv=True, on_cuda=grad_out.is_cuda)
+    mat_fmt = matmul_format(grad_out.dtype, conv=True, on_cuda=on_cuda(grad_out))
     g_bytes = nbytes(grad_out)
     ops: dict[OpKey, float] = {}
     read = written = kernels = flops = 0
@@ -357,7 +358,7 @@ def _formats(q: torch.Tensor) -> tuple[NumberFormat, NumberFormat]:
     # NB: fused kernels keep scores and softmax in fp32 (fp64 for fp64 inputs) whatever the
     # input format; the two inner products run in the matrix units' format.
     vec = NumberFormat.FP64 if q.dtype == torch.float64 else NumberFormat.FP32
-    return matmul_format(q.dtype, on_cuda=q.is_cuda), vec
+    return matmul_format(q.dtype, on_cuda=on_cuda(q)), vec
 
 
 def _fcm_flops(call: OpCall) -> int:
@@ -496,7 +497,7 @@ def _mha_ops(
     ``heads`` heads of width e / heads (:func:`attention_forward_ops`, a mask as a bias).
     Out-projection: [b*lq, e] @ [e, e] plus its bias.
     """
-    mat, vec = matmul_format(x.dtype, on_cuda=x.is_cuda), dtype_format(x.dtype)
+    mat, vec = matmul_format(x.dtype, on_cuda=on_cuda(x)), dtype_format(x.dtype)
     projected = 3 * b * lq * e if self_attention else b * lq * e + 2 * b * lk * e
     ops = attention_forward_ops(
         [_Heads(b * heads, lq, lk, e // heads, e // heads)],
@@ -547,7 +548,7 @@ def _encoder_layer_ops(call: OpCall, src: torch.Tensor, b: int, length: int) -> 
     # (norm_first), or LN after each residual add (post-norm): the same work.
     e = src.size(-1)
     f = call.arg("ffn_weight_1").shape[0]
-    mat, vec = matmul_format(src.dtype, on_cuda=src.is_cuda), dtype_format(src.dtype)
+    mat, vec = matmul_format(src.dtype, on_cuda=on_cuda(src)), dtype_format(src.dtype)
     x = _meta_like((b, length, e), src)
     rows = _meta_like((b, length, 1), src)
     w = _meta_like((e,), src)
@@ -627,7 +628,7 @@ def _rnn_ops(
     """
     # cuDNN (and MIOpen) RNNs take their TF32 flag from cuDNN, not from the matmul flag: fp32
     # LSTMs on CUDA run in TF32 by default. oneDNN's CPU tensors are never TF32.
-    mat = matmul_format(x.dtype, on_cuda=x.is_cuda, rnn=True)
+    mat = matmul_format(x.dtype, on_cuda=on_cuda(x), rnn=True)
     vec = dtype_format(x.dtype)
     gates = _RNN_GATES.get(mode, _RNN_GATES[1])
     ops: dict[OpKey, float] = {}

@@ -942,6 +942,35 @@ def fused_rms_norm(call: OpCall) -> OpCost:
     return _cost(call, ops)
 
 
+# _weight_norm_interface(v, g, dim) -> (w, norms): w = v * (g / ||v||), one norm per slice of v
+# along ``dim`` (g holds one value per norm): per element of v 1 mul (square), 1 add (sum),
+# 1 mul (scale); per norm 1 sqrt and 1 div (g / norm).
+@register(*aten_packets("_weight_norm_interface"))
+def weight_norm(call: OpCall) -> OpCost:
+    v, g = call_arg(call, "v"), call_arg(call, "g")
+    fmt = _fmt(v)
+    ops = merge_ops(
+        count_ops(fmt, {MUL: 2, ADD: 1}, v.numel()),
+        count_ops(fmt, {SQRT: 1, DIV: 1}, g.numel()),
+    )
+    return _cost(call, ops)
+
+
+# _weight_norm_interface_backward(grad_w, v, g, norms, dim) -> (grad_v, grad_g):
+# grad_g = sum(grad_w * v) / norm: per element 1 mul, 1 add; per norm 1 div.
+# grad_v = (g / norm) * (grad_w - v * grad_g / norm): per element 2 mul, 1 add (subtract);
+# per norm 2 div (grad_g / norm, g / norm).
+@register(*aten_packets("_weight_norm_interface_backward"))
+def weight_norm_backward(call: OpCall) -> OpCost:
+    v, g = call_arg(call, "saved_v"), call_arg(call, "saved_g")
+    fmt = _fmt(v)
+    ops = merge_ops(
+        count_ops(fmt, {MUL: 3, ADD: 2}, v.numel()),
+        count_ops(fmt, {DIV: 3}, g.numel()),
+    )
+    return _cost(call, ops)
+
+
 # _fused_rms_norm_backward(g, x, shape, rstd, w, mask) -> (dx, dw): xhat = x*rstd (1 mul),
 # gw = g*w (1 mul with a weight), sum gw*xhat (1 mul, 1 add), dx = rstd*(gw - xhat*c)
 # (2 mul, 1 add) per element; per row 1 mul (1/N); dw = sum g*xhat (1 mul, 1 add).
