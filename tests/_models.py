@@ -126,3 +126,14 @@ class ArgmaxMLP(TinyMLP):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x).argmax(-1)
+
+
+def _reject(x: torch.Tensor) -> torch.Tensor:
+    raise RuntimeError("user code says no")
+
+
+class RaisingMLP(TinyMLP):
+    """TinyMLP whose forward raises from a helper: the user's own code fails."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _reject(super().forward(x))

@@ -494,3 +494,61 @@ def test_a_seeded_run_saves_only_its_own_windows_and_a_new_file_is_bounded(
     loaded = store.load(hardware_fingerprint(H100))
     assert loaded is not None
     assert [w.features["duration_s"] for w in loaded.windows] == [4.0, 3.0]
+
+
+# --- the sensor kind and the precision a calibration carries (issue 14) ----------------------
+
+
+def test_the_sensor_kind_and_precision_round_trip_and_old_files_load_as_unknown(
+    tmp_path: Path,
+) -> None:
+    import dataclasses
+
+    path = tmp_path / "cal.json"
+    made = dataclasses.replace(
+        Calibration.from_model(RUN_A, H100, run_id="a", sensor_kind="estimate"),
+        precision_pct=81.5,
+        validation="leave-one-run-out",
+    )
+    assert CalibrationStore.from_path(path).save(made) == path
+    loaded = CalibrationStore.from_path(path).load(hardware_fingerprint(H100))
+    assert loaded is not None
+    assert (loaded.sensor_kind, loaded.precision_pct, loaded.validation) == (
+        "estimate",
+        81.5,
+        "leave-one-run-out",
+    )
+    assert (loaded.measured, loaded.energy_label) == (False, "estimated (estimate, not measured)")
+    # a file of an earlier release has none of the three keys: it loads, and says it is unknown
+    data = json.loads(path.read_text())
+    for key in ("sensor_kind", "precision_pct", "validation"):
+        del data[key]
+    old = Calibration.from_dict(data)
+    assert (old.sensor_kind, old.precision_pct, old.validation, old.measured) == (
+        "unknown",
+        None,
+        "",
+        False,
+    )
+    assert old.energy_label.startswith("unverified (sensor kind not recorded")
+    data["precision_pct"] = "high"
+    with pytest.raises(ValueError, match="precision_pct: expected a finite number or null"):
+        Calibration.from_dict(data)
+
+
+def test_one_estimated_run_makes_the_merged_file_estimated(tmp_path: Path) -> None:
+    store = CalibrationStore(tmp_path)
+    fp = hardware_fingerprint(H100)
+    store.save(Calibration.from_model(RUN_A, H100, run_id="a", sensor_kind="counter"))
+    loaded = store.load(fp)
+    assert loaded is not None and (loaded.sensor_kind, loaded.measured) == ("counter", True)
+    assert loaded.energy_label == "measured (counter)"
+    store.save(Calibration.from_model(RUN_B, H100, run_id="b", sensor_kind="estimate"))
+    merged = store.load(fp)
+    # counter + estimate: the weaker kind labels the file's joules
+    assert merged is not None and merged.sensor_kind == "estimate"
+    # NB: the kind is the file's, not each run's: once estimated, a file stays labelled so
+    # (conservative) even when the estimated run is saved again as measured
+    store.save(Calibration.from_model(RUN_B, H100, run_id="b", sensor_kind="counter"))
+    again = store.load(fp)
+    assert again is not None and again.sensor_kind == "estimate"

@@ -18,7 +18,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_to_energy import TOEnergy
-from lightning_to_energy.callbacks.to_energy import FORECAST_KEYS, TOTAL_KEYS, window_metric_keys
+from lightning_to_energy.callbacks.to_energy import (
+    FORECAST_KEYS,
+    TOTAL_KEYS,
+    bar_items,
+    bar_number,
+    bar_unit,
+    window_metric_keys,
+)
 from lightning_to_energy.reporting.codec import load_report
 from lightning_to_energy.sensors.fake import FakeSensor
 
@@ -226,26 +233,52 @@ def test_logged_keys_are_exactly_the_documented_ones(tmp_path: Path) -> None:
     assert train_measured and all(v == pytest.approx(20.0) for v in train_measured)
 
 
+class LoggingTiny(Tiny):
+    """Tiny, logging its loss to the bar as most training scripts do."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        self.log("loss", loss, prog_bar=True)
+        return loss
+
+
+class BarIsUntouched(Callback):
+    """Records whether anything replaced the bar's get_metrics on the instance."""
+
+    def __init__(self, bar: Callback) -> None:
+        self.bar = bar
+        self.patched: list[bool] = []
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.patched.append("get_metrics" in vars(self.bar))
+
+
 @pytest.mark.parametrize("bar", [TQDMProgressBar, RichProgressBar])
-def test_progress_bar_shows_measured_predicted_and_error(tmp_path: Path, bar: type) -> None:
+def test_progress_bar_shows_three_rounded_items_through_self_log(tmp_path: Path, bar: type) -> None:
     clock = FakeClock()
     energy = _fake_energy(clock, power_w=25.0)
     progress = bar()
     read = ReadBar(progress)
+    untouched = BarIsUntouched(progress)
     trainer = _trainer(
         tmp_path,
-        [AdvanceClock(clock, low=0.5, high=0.5), energy, progress, read],
+        [AdvanceClock(clock, low=0.5, high=0.5), energy, progress, read, untouched],
         enable_progress_bar=True,
     )
-    trainer.fit(Tiny(), DataLoader(Rows(512), batch_size=16))
-    shown = read.shown
-    # 32 steps x 0.5 s x 25 W = 400 J measured, all in closed 1 s windows.
-    assert shown["energy_J"] == pytest.approx(400.0)
-    assert "energy_pred_J" in shown and "energy_err_%" in shown
-    # At the last step the forecast of the whole run is what was measured: 400 J.
-    assert shown["energy_run_J"] == pytest.approx(400.0)
+    trainer.fit(LoggingTiny(), DataLoader(Rows(512), batch_size=16))
+    shown = {k: v for k, v in read.shown.items() if k != "loss"}
+    # 32 steps x 0.5 s x 25 W = 400 J in all: a run of 400 J is shown in kJ (0.1 to 100 units).
+    assert set(shown) == {"energy_kJ", "pred_err_%", "run_kJ"}
+    # The last window closed at the last step: 400 J = 0.4 kJ measured and forecast.
+    assert shown["energy_kJ"] == 0.4
+    assert shown["run_kJ"] == 0.4
     # Constant power and constant step time: the model predicts it nearly exactly.
-    assert float(shown["energy_err_%"]) < 1.0
+    assert 0.0 <= shown["pred_err_%"] < 1.0
+    # 3 significant digits, at most 3 decimals: rounding it again changes nothing.
+    assert all(bar_number(v) == v for v in shown.values())
+    # Given through pl_module.log(logger=False): the bar's method is Lightning's own.
+    assert untouched.patched and not any(untouched.patched)
+    assert "energy_kJ" not in trainer.logged_metrics
 
 
 def test_estimate_is_labelled_in_the_progress_bar(tmp_path: Path) -> None:
@@ -268,9 +301,105 @@ def test_estimate_is_labelled_in_the_progress_bar(tmp_path: Path) -> None:
     )
     trainer.fit(Tiny(), DataLoader(Rows(128), batch_size=16))
     metrics = read.shown
-    assert "energy_est_J" in metrics and "energy_J" not in metrics
+    # 8 steps x 0.5 s x 5 W = 20 J: shown in J (20 is within 0.1 to 100).
+    assert metrics["energy_est_J"] == 20.0 and "energy_J" not in metrics
     assert energy.report is not None
     assert all("estimate" in w.flags for w in energy.report.windows)
+
+
+def test_bar_numbers_have_three_significant_digits_and_at_most_three_decimals() -> None:
+    # 12.345 -> 3 significant digits: 12.3 (1 decimal); 0.99949 -> 0.999; 0.0123 -> at most
+    # 3 decimals: 0.012; 1234.5 -> 1230; 0.0004 -> 0.0
+    assert [bar_number(v) for v in (12.345, 0.99949, 0.0123, 1234.5, 0.0004, 0.0)] == [
+        12.3,
+        0.999,
+        0.012,
+        1230.0,
+        0.0,
+        0.0,
+    ]
+
+
+def test_bar_unit_puts_the_run_between_a_tenth_and_a_hundred_units() -> None:
+    # 997 J -> 0.997 kJ; 99.9 J -> 99.9 J; 2.5e7 J -> 25 MJ; 0.05 J -> 50 mJ
+    assert [bar_unit(j).symbol for j in (997.0, 99.9, 2.5e7, 0.05)] == ["kJ", "J", "MJ", "mJ"]
+    unit = bar_unit(997.0, estimate=True)
+    assert (unit.energy_key, unit.forecast_key, unit.joules) == ("energy_est_kJ", "run_kJ", 1e3)
+
+
+def test_forecast_joins_the_bar_only_within_25_percent() -> None:
+    from lightning_to_energy.reporting.records import Forecast
+    from lightning_to_energy.tracking.tracker import LiveReadout
+
+    unit = bar_unit(1000.0)
+
+    def live(low: float, high: float) -> LiveReadout:
+        fc = Forecast(total_j=1000.0, low_j=low, high_j=high, steps_total=10, steps_done=2)
+        return LiveReadout(250.0, 240.0, 4.0, 1e9, "counter", 2, forecast=fc)
+
+    # 1000 J within 760..1240 J: ±24 % -> shown; 700..1100 J: -30 % -> not yet.
+    assert bar_items(live(760.0, 1240.0), unit) == {
+        "energy_kJ": 0.25,
+        "pred_err_%": 4.0,
+        "run_kJ": 1.0,
+    }
+    assert "run_kJ" not in bar_items(live(700.0, 1100.0), unit)
+
+
+@pytest.mark.parametrize("bar", ["tqdm", "rich"])
+def test_bar_fits_120_columns_and_the_summary_prints_once_after_it(
+    tmp_path: Path,
+    bar: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=25.0, print_report=True, report_dir=tmp_path, plot=False)
+    progress = (
+        TQDMProgressBar() if bar == "tqdm" else RichProgressBar(console_kwargs={"width": 120})
+    )
+    trainer = _trainer(
+        tmp_path,
+        [AdvanceClock(clock, low=0.5, high=0.5), energy, progress],
+        enable_progress_bar=True,
+    )
+    trainer.fit(LoggingTiny(), DataLoader(Rows(512), batch_size=16))
+    out = capsys.readouterr().out
+    lines = [line.rstrip() for part in out.split("\n") for line in part.split("\r")]
+    bar_lines = [i for i, line in enumerate(lines) if "energy_kJ" in line]
+    assert bar_lines, out
+    if bar == "tqdm":
+        # All three items on the bar's one line, whole, within 120 columns.
+        shown = lines[bar_lines[-1]]
+    else:
+        # NB: Rich's columns before the metrics (a 40-column bar, counts, times, speed) take
+        # about 82 of the 120: Lightning wraps its metrics column, ours and the user's alike,
+        # so the items are read from the bar's last render, lines joined.
+        shown = " ".join(lines[bar_lines[-1] : bar_lines[-1] + 3]).replace(":", "=")
+        shown = " ".join(shown.split()).replace("= ", "=")
+    assert all(len(lines[i]) <= 120 for i in bar_lines)
+    # 0.4 kJ reads the same in both bars (TQDM pads 0.4 to five characters, Rich prints 3
+    # decimals): 400 J = 0.400 kJ measured and forecast.
+    assert "energy_kJ=0.400" in shown and "run_kJ=0.400" in shown and "pred_err_%=0.0" in shown
+    heads = [i for i, line in enumerate(lines) if line.startswith("lightning-to-energy: ")]
+    assert len(heads) == 1, out
+    assert heads[0] > bar_lines[-1]  # after the bar, never under a redrawn one
+    summary = [line for line in lines[heads[0] :] if line.strip()]
+    assert len(summary) <= 15
+    assert f"full report: lightning-to-energy report {tmp_path / 'energy_report.json'}" in out
+
+
+def test_verbose_prints_the_full_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clock = FakeClock()
+    energy = _fake_energy(
+        clock, power_w=10.0, print_report=True, verbose=True, report_dir=tmp_path, plot=False
+    )
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
+    trainer.fit(Tiny(), DataLoader(Rows(64), batch_size=16))
+    out = capsys.readouterr().out
+    assert "Totals per loop" in out and "Prediction accuracy" in out
+    assert out.count("full report: lightning-to-energy report") == 1
 
 
 def test_sensor_failure_mid_run_warns_once_marks_windows_and_training_goes_on(
@@ -360,12 +489,12 @@ def test_end_of_run_prints_the_files_written_why_the_png_was_not_and_the_calibra
     trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
     trainer.fit(Tiny(), DataLoader(Rows(128), batch_size=16))
     # Before: the paths and the skipped PNG's reason were dropped; the user never learnt them.
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last == (
-        f"lightning-to-energy: energy report saved: {out / 'energy_report.json'}, "
-        f"{out / 'energy_report.csv'}; PNG not written: matplotlib is not installed "
-        f"(pip install 'lightning-to-energy[plot]'); calibration saved: {cal}."
-    )
+    last = capsys.readouterr().out.strip().splitlines()[-3:]
+    assert last == [
+        f"  full report: lightning-to-energy report {out / 'energy_report.json'} (also .csv)",
+        "  PNG not written: matplotlib is not installed (pip install 'lightning-to-energy[plot]')",
+        f"  calibration saved: {cal}",
+    ]
     files = energy.report_files
     assert files is not None and files.json_path == out / "energy_report.json"
     assert files.png_path is None and cal.exists()

@@ -7,6 +7,7 @@ out by hand.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -29,7 +30,7 @@ from lightning_to_energy.hardware.identity import (
 )
 from lightning_to_energy.model.regression import OnlineEnergyModel
 from lightning_to_energy.reporting.files import save_report
-from lightning_to_energy.reporting.records import FLAG_SHORT, EnergyReport, WindowRecord
+from lightning_to_energy.reporting.records import FLAG_SHORT, EnergyReport, SensorInfo, WindowRecord
 
 STATIC_W = 50.0
 J_PER_TO = 1e-9
@@ -52,12 +53,13 @@ def make_report(
     measured: bool = True,
     hardware: HardwareInfo | None = None,
     scale: float = 1.0,
+    kind: str = "counter",
 ) -> EnergyReport:
     """A report whose train windows follow :func:`law_j`, with features (duration_s, tos).
 
     With ``hardware``, the report names it, and each window also carries a ``roofline_s``
     column of a quarter of its duration (as if the steps ran at 25 % of the roofline). With
-    ``scale``, every window measures ``scale`` times the law.
+    ``scale``, every window measures ``scale`` times the law. ``kind`` is its sensor's kind.
     """
     windows = []
     for i, (duration_s, tos) in enumerate(rows):
@@ -89,6 +91,7 @@ def make_report(
         windows=tuple(windows),
         measured_j=sum(w.measured_j or 0.0 for w in windows),
         hardware={} if hardware is None else hardware_section(hardware),
+        sensors=(SensorInfo("gpu:0", kind, "test", 0.1, 2.0),),
     )
 
 
@@ -150,7 +153,9 @@ def test_fit_prints_coefficients_with_units_and_the_precision(
 ) -> None:
     code, out, err = run(capsys, "fit", *two_runs)
     assert (code, err) == (0, "")
-    assert out.splitlines()[0] == "fitted 10 windows from 2 report(s) on ['duration_s', 'tos']"
+    assert out.splitlines()[0] == (
+        "fitted 10 windows of measured (counter) joules from 2 report(s) on ['duration_s', 'tos']"
+    )
     watts = re.search(r"duration_s: ([0-9.]+) W$", out, re.M)
     nj_per_to = re.search(r"tos: ([0-9.]+) nJ/TO$", out, re.M)
     assert watts is not None and nj_per_to is not None, out
@@ -387,9 +392,11 @@ def test_predict_text_output(capsys: pytest.CaptureFixture[str], calibration_fil
         str(calibration_file), "--step-time", "0.01", "--steps", "100",
     )  # fmt: skip
     assert code == 0
-    first, second, heading, *modules = out.splitlines()
+    first, timing, second, heading, *modules = out.splitlines()
     assert first.startswith("_models:TinyMLP: 100 steps x ")
     assert "10.0 ms per step on " + HardwareInfo.detect().label in first
+    # where the step time came from, always said
+    assert timing == "step time: --step-time 0.01 s"
     # two reports: two runs, too few to measure the interval; no coverage is claimed
     assert re.match(
         r"predicted energy: [0-9.]+ k?J \(range [0-9.]+ k?J \.\. [0-9.]+ k?J: default factor "
@@ -397,6 +404,8 @@ def test_predict_text_output(capsys: pytest.CaptureFixture[str], calibration_fil
         r"needs 5\), from 10 calibration",
         second,
     )
+    # fit wrote it from the reports' counter: measured joules, and its held-out precision
+    assert "; joules measured (counter), held-out precision " in second
     assert "% interval" not in out
     assert heading.startswith("top modules by predicted joules")
     # TinyMLP's TOs lie in fc1, fc2, act and the loss outside any module: every one listed
@@ -497,10 +506,53 @@ def test_predict_plans_an_h100_run_here_from_the_roofline_without_timing(
     assert result["energy_j"] == pytest.approx(by_law, rel=0.02)
 
 
-def test_predict_refuses_to_time_here_for_another_machines_measured_time_calibration(
+def test_predict_takes_another_gpus_step_time_from_its_step_model_plus_lightnings_overhead(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_to_energy.cli import predict as _cli_predict
+    from lightning_to_energy.hardware.roofline import roofline_s
+    from lightning_to_energy.hardware.specs import find_hardware
+    from lightning_to_energy.planning import DEFAULT_LIGHTNING_OVERHEAD_S
+
+    def no_timing(*args: object) -> float:
+        raise AssertionError("another machine's calibration must not time steps here")
+
+    monkeypatch.setattr(_cli_predict, "_time_steps", no_timing)
+    path = _h100_calibration(tmp_path, ("duration_s", "tos"))
+    with pytest.warns(CalibrationWarning):
+        code, out, err = run(
+            capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(path),
+            "--steps", "10", "--json",
+        )  # fmt: skip
+    assert (code, err) == (0, "")
+    result = json.loads(out)
+    # no run of TinyMLP in it: the H100's roofline step plus the stated Lightning overhead
+    expected = (
+        roofline_s(predicted_step(), find_hardware("h100-sxm")) + DEFAULT_LIGHTNING_OVERHEAD_S
+    )
+    assert result["step_time_source"] == "step-model"
+    assert result["step_time_s"] == pytest.approx(expected)
+    assert "stated default" in result["step_time_detail"]
+    # --step-overhead replaces the default: roofline + 0.25 s
+    with pytest.warns(CalibrationWarning):
+        code, out, _ = run(
+            capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(path),
+            "--steps", "10", "--json", "--step-overhead", "0.25",
+        )  # fmt: skip
+    assert json.loads(out)["step_time_s"] == pytest.approx(
+        expected - DEFAULT_LIGHTNING_OVERHEAD_S + 0.25
+    )
+
+
+def test_predict_refuses_to_time_here_for_another_cpus_measured_time_calibration(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    path = _h100_calibration(tmp_path, ("duration_s", "tos"))
+    model = OnlineEnergyModel(("duration_s", "tos"), history=10)
+    for duration_s, tos in RUN_A + RUN_B:
+        model.update({"duration_s": duration_s, "tos": tos}, law_j(duration_s, tos))
+    other = HardwareInfo(cpu="Some Other CPU", cpu_count=96)
+    path = tmp_path / "xeon.json"
+    assert CalibrationStore.from_path(path).save(Calibration.from_model(model, other)) == path
     with pytest.warns(CalibrationWarning):
         code, out, err = run(
             capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(path),
@@ -895,8 +947,9 @@ def test_a_tracker_runs_report_fits_on_its_roofline_column_end_to_end(
     roofline_per_step = per_step.pop()
     out = tmp_path / "cal.json"
     code, text, err = run(
-        capsys, "fit", path, "--roofline", "--features", "roofline_s", "--out", str(out), "--json"
-    )
+        capsys, "fit", path, "--roofline", "--features", "roofline_s", "--out", str(out), "--json",
+        "--allow-estimates",  # its sensor is a FakeSensor
+    )  # fmt: skip
     assert (code, err) == (0, "")
     fitted = json.loads(text)
     # 200 W x 0.1 s = 20 J a step, over roofline_per_step seconds of roofline a step. NB: the
@@ -924,7 +977,8 @@ def test_fit_into_the_calibration_a_run_saved_replaces_that_runs_windows(
     assert saved is not None and len(saved.runs) == 1
     assert report.run_id == saved.runs[0].run_id
     path = write(report, tmp_path / "run")
-    code, _, err = run(capsys, "fit", path, "--out", str(calibration))
+    # --allow-estimates: the run's sensor is a FakeSensor
+    code, _, err = run(capsys, "fit", path, "--out", str(calibration), "--allow-estimates")
     assert (code, err) == (0, "")
     merged = CalibrationStore.from_path(calibration).load()
     assert merged is not None
@@ -967,3 +1021,185 @@ def test_fit_refuses_two_copies_of_one_run(
     assert (code, out) == (2, "") and err.count("\n") == 1
     assert f"expected reports of distinct runs, found {a} and {copy} of the same run" in err
     assert "Fix: pass one of them" in err
+
+
+# --- issue 14: sensor kind, precision floor, other hardware, CLI paper cuts ------------------
+
+
+def test_fit_out_refuses_estimated_joules_unless_allowed_and_predict_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    a = write(make_report(RUN_A, kind="estimate"), tmp_path / "a")
+    b = write(make_report(RUN_B, kind="estimate"), tmp_path / "b")
+    target = tmp_path / "cal.json"
+    code, out, err = run(capsys, "fit", a, b, "--out", str(target))
+    # one message, before anything is written
+    assert (code, out, len(err.splitlines())) == (2, "", 1)
+    assert f"found joules that are not measured: {a} (estimate), {b} (estimate)" in err
+    assert "--allow-estimates" in err and not target.exists()
+    code, out, err = run(capsys, "fit", a, b, "--out", str(target), "--allow-estimates", "--json")
+    assert (code, err) == (0, "")
+    fitted = json.loads(out)
+    assert (fitted["sensor_kind"], fitted["joules"]) == (
+        "estimate",
+        "estimated (estimate, not measured)",
+    )
+    saved = CalibrationStore.from_path(target).load()
+    assert saved is not None and saved.sensor_kind == "estimate"
+    # the law fits exactly: leave-one-run-out precision 100 %, stored with the calibration
+    assert saved.precision_pct == pytest.approx(100.0, abs=0.5)
+    assert saved.validation == "leave-one-run-out"
+    code, out, _ = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(target),
+        "--step-time", "0.01", "--steps", "100",
+    )  # fmt: skip
+    assert code == 0
+    assert "joules estimated (estimate, not measured)" in out
+    assert "note: the calibration's joules are estimated (estimate, not measured)" in out
+
+
+def test_fit_out_refuses_a_calibration_below_70_percent_unless_allowed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # run B measures 3 x the law: fitted on A, B is predicted at 1/3 (error 2/3); fitted on
+    # B, A is predicted at 3 x (error 2): precision 100 x (1 - (2/3 + 2) / 2) = -33.3 %
+    a = write(make_report(RUN_A), tmp_path / "a")
+    b = write(make_report(RUN_B, scale=3.0), tmp_path / "b")
+    target = tmp_path / "cal.json"
+    code, out, err = run(capsys, "fit", a, b, "--out", str(target))
+    assert (code, out) == (2, "")
+    assert "held-out precision is at least 70 %, found -33.3 % (leave-one-run-out" in err
+    assert "--allow-imprecise" in err and not target.exists()
+    code, _, err = run(capsys, "fit", a, b, "--out", str(target), "--allow-imprecise")
+    assert (code, err) == (0, "")
+    code, out, _ = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(target),
+        "--step-time", "0.01", "--steps", "100", "--json",
+    )  # fmt: skip
+    plan = json.loads(out)
+    assert plan["calibration_precision_pct"] == pytest.approx(-33.3, abs=0.1)
+    assert any("held-out precision is -33.3 %" in n and "below 70 %" in n for n in plan["notes"])
+
+
+def test_fit_out_never_overwrites_a_file_that_is_not_a_calibration(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str], tmp_path: Path
+) -> None:
+    precious = tmp_path / "precious.py"
+    precious.write_text("print('mine')\n")
+    code, out, err = run(capsys, "fit", *two_runs, "--out", str(precious))
+    assert (code, out) == (2, "")
+    assert f"found {precious}, which is not a calibration: it would be overwritten" in err
+    assert precious.read_text() == "print('mine')\n"
+
+
+def test_predict_for_other_hardware_than_the_calibrations_says_only_the_roofline_moves(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    a = write(make_report(RUN_A, hardware=HardwareInfo.detect()), tmp_path / "a")
+    b = write(make_report(RUN_B, hardware=HardwareInfo.detect()), tmp_path / "b")
+    target = tmp_path / "cpu.json"
+    assert run(capsys, "fit", a, b, "--roofline", "--out", str(target))[0] == 0
+    code, out, err = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(target),
+        "--steps", "100", "--hardware", "h100-sxm",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    here = HardwareInfo.detect().label
+    assert f"note: --hardware h100-sxm: the calibration was measured on {here}" in out
+    assert "only its roofline time term changes" in out
+    # on its own hardware there is nothing to say
+    code, out, _ = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(target),
+        "--steps", "100",
+    )  # fmt: skip
+    assert code == 0 and "note:" not in out
+
+
+def test_predict_on_an_unusable_calibration_gives_one_message_not_a_warning_too(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"schema_version": 1}')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run(
+            capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration",
+            str(broken), "--steps", "10",
+        )  # fmt: skip
+    assert (code, out, len(err.splitlines())) == (2, "", 1)
+    assert [w for w in caught if issubclass(w.category, CalibrationWarning)] == []
+    assert "found a file it could not use: calibration file" in err
+
+
+def test_a_models_own_error_gets_a_traceback_on_request(
+    capsys: pytest.CaptureFixture[str], calibration_file: Path
+) -> None:
+    argv = ["_models:RaisingMLP", "--input", "8x16"]
+    for command in (["profile", *argv, "--train"], ["predict", *argv, "--steps", "10",
+                    "--calibration", str(calibration_file), "--step-time", "0.01"]):  # fmt: skip
+        code, _, err = run(capsys, *command)
+        assert code == 2 and "Traceback" not in err
+        assert "RuntimeError: user code says no" in err
+        assert "(--traceback shows where it failed)" in err
+        code, _, err = run(capsys, *command, "--traceback")
+        # the traceback reaches into the user's module, then the one-line error
+        assert code == 2 and err.startswith("Traceback (most recent call last):")
+        assert "in _reject" in err and err.splitlines()[-1].startswith(
+            f"lightning-to-energy {command[0]}: error: expected _models:RaisingMLP"
+        )
+
+
+def test_counts_accept_scientific_notation_and_the_version_is_printed(
+    capsys: pytest.CaptureFixture[str], calibration_file: Path
+) -> None:
+    from lightning_to_energy import __version__
+    from lightning_to_energy.cli import count_arg
+
+    # 1e3 = 1000, 10_000 = 10000; the sign is the command's to check; 1.5 and 1e-3 are not whole
+    assert (count_arg("1e3"), count_arg("10_000"), count_arg("-1")) == (1000, 10_000, -1)
+    for bad in ("1.5", "1e-3", "many", "inf"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            count_arg(bad)
+    code, out, _ = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration",
+        str(calibration_file), "--step-time", "0.01", "--steps", "1e3", "--json",
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["steps"] == 1000
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"lightning-to-energy {__version__}\n"
+
+
+def test_dtype_tf32_is_accepted_and_is_fp32_off_cuda(
+    capsys: pytest.CaptureFixture[str], calibration_file: Path
+) -> None:
+    code, out, _ = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration",
+        str(calibration_file), "--step-time", "0.01", "--steps", "10", "--dtype", "tf32", "--json",
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads(out)["precision"] == "fp32 (tf32 applies to CUDA matmuls only)"
+
+
+def test_fit_out_that_cannot_be_written_is_one_error_with_the_stores_reason(
+    capsys: pytest.CaptureFixture[str],
+    two_runs: tuple[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lightning_to_energy.calibration import store as cal_mod
+
+    def full_disk(path: Path, text: str, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cal_mod, "atomic_write_text", full_disk)
+    target = tmp_path / "cal.json"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run(capsys, "fit", *two_runs, "--out", str(target))
+    # no CalibrationWarning on top of the error: one message, naming the store's reason
+    assert [w for w in caught if issubclass(w.category, CalibrationWarning)] == []
+    assert (code, out, len(err.splitlines())) == (2, "", 1)
+    assert f"calibration not written to {target}: calibration not saved: writing" in err
+    assert "No space left on device" in err

@@ -94,8 +94,15 @@ def test_plain_pytorch_prints_loop_totals_and_writes_the_report(tmp_path: Path) 
 def test_digits_demo_trains_one_epoch_and_writes_its_report(tmp_path: Path) -> None:
     done = run_example("digits_demo.py", "--epochs", "1", "--out", "rep", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    # the callback's closing line names the files it wrote
-    assert "energy report saved: rep/energy_report.json, rep/energy_report.csv" in done.stdout
+    # the callback's closing summary names the files it wrote and the command for the rest
+    assert "full report: lightning-to-energy report rep/energy_report.json (also .csv" in (
+        done.stdout
+    )
+    head = [i for i, line in enumerate(done.stdout.splitlines()) if line.startswith("lightning-")]
+    assert len(head) == 1 and len(done.stdout.splitlines()[head[0] :]) <= 15, done.stdout
+    # a clean end: no warning printed with a source path, no Lightning start-up chatter
+    assert ".py:" not in done.stderr, done.stderr[-3000:]
+    assert "GPU available" not in done.stdout + done.stderr
     report = load_report(tmp_path / "rep" / "energy_report.json")
     # 1,797 digits x 0.85 = 1,527.45: random_split gives the training split 1,528 rows;
     # batches of 64 with the last partial one dropped: 1528 // 64 = 23 steps
@@ -227,7 +234,7 @@ def test_lightning_cli_parses_sensors_features_and_report_dir(tmp_path: Path) ->
         "--trainer.callbacks+=lightning_to_energy.TOEnergy",
         "--trainer.callbacks.init_args.sensors="
         "[{class_path: lightning_to_energy.FakeSensor, init_args: {power_w: 50.0}}]",
-        "--trainer.callbacks.init_args.window_s=0",
+        "--trainer.callbacks.init_args.window_s=1e-6",
         "--trainer.callbacks.init_args.features=[duration_s, tos]",
         "--trainer.callbacks.init_args.calibration=null",
         "--trainer.callbacks.init_args.report_dir=energy",
@@ -240,7 +247,7 @@ def test_lightning_cli_parses_sensors_features_and_report_dir(tmp_path: Path) ->
     report = load_report(tmp_path / "energy" / "energy_report.json")
     assert [s.kind for s in report.sensors] == ["fake"]
     assert report.loops["train"].steps == 3
-    # window_s=0: every step closes its window
+    # window_s=1e-6 s: every step closes its window
     assert len(report.windows) == 3
     # the model's two features, and the roofline column every window carries
     assert all(set(w.features) == {"duration_s", "tos", "roofline_s"} for w in report.windows)

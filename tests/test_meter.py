@@ -80,8 +80,10 @@ def test_fault_mid_run_leaves_the_domain_out_warns_once_and_carries_on() -> None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a second warning for gpu:0 would raise here
         meter.open()
+        clock.advance(2.0)
         second = meter.close()
         meter.open()
+        clock.advance(2.0)
         third = meter.close()
     assert "gpu:0" in second.faults
     # 70 J - 40 J = 30 J
@@ -112,7 +114,10 @@ def test_non_sensor_exceptions_and_backwards_energy_are_faults_not_crashes() -> 
         meter.open()
         m = meter.close()
     assert m.faults["gpu:1"] == "at window open: ZeroDivisionError: division by zero"
-    assert m.faults["gpu:0"].startswith("energy went backwards: 50 J at open, 20 J at close")
+    # 20 J - 50 J = -30 J: a counter that went back was reset; the window's joules are unknown
+    assert "gpu:0" not in m.energy_j and "gpu:0" not in m.faults
+    assert m.rejected["gpu:0"][0] == "counter-reset"
+    assert m.rejected["gpu:0"][1].startswith("the counter went back by 30 J")
 
 
 def test_lap_closes_and_opens_at_one_edge() -> None:
@@ -186,6 +191,7 @@ def test_measurement_is_frozen_and_serialisable() -> None:
         "sources": {"cpu:estimate": "fake: constant 20 W"},
         "short": False,
         "faults": {},
+        "rejected": {},
     }
     assert isinstance(m, Measurement)
 
@@ -210,7 +216,7 @@ def test_warnings_can_be_left_to_the_caller() -> None:
     assert m.faults == {"gpu:0": "gpu:0: scripted failure at read 1 (fail_at)."}
 
 
-def test_a_counter_a_hair_lower_at_close_is_a_fault_not_negative_joules() -> None:
+def test_a_counter_a_hair_lower_at_close_is_rejected_not_negative_joules() -> None:
     clock = FakeClock()
     sensor = FakeSensor("gpu:0", readings=[100.0, 99.9])
     meter = Meter([sensor], clock=clock, warn=False)
@@ -219,7 +225,8 @@ def test_a_counter_a_hair_lower_at_close_is_a_fault_not_negative_joules() -> Non
     m = meter.close()
     # 99.9 J - 100.0 J = -0.1 J: any decrease is a reset, never a (negative) window energy
     assert m.energy_j == {} and m.total_j == 0.0
-    assert m.faults["gpu:0"].startswith("energy went backwards: 100 J at open, 99.9 J at close")
+    assert m.rejected["gpu:0"][0] == "counter-reset"
+    assert m.rejected["gpu:0"][1].startswith("the counter went back by 0.1 J in 2 s")
 
 
 @pytest.mark.parametrize("bad", [float("inf"), float("nan")])

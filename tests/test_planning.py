@@ -270,3 +270,118 @@ def test_the_calibration_windows_are_those_the_plan_was_fitted_on(step: StepProf
     # run 0 (the 8 oldest dropped). Before: 523, every window stored.
     assert (plan.calibration_windows, plan.calibration_runs) == (512, 4)
     assert plan.to_dict()["calibration_runs"] == 4
+
+
+# --- the step time a plan uses, and where it comes from (issue 14) ---------------------------
+
+PROFILE = ("tos_matrix_full", "tos_matrix_reduced", "tos_vector", "bytes", "kernels")
+
+
+def _windows_of(step: StepProfile, rows: list[tuple[float, float, str]], *, kernels: float = 1.0):
+    """Windows of ``n`` steps like ``step`` lasting ``duration_s``: ``(n, duration_s, run)``.
+
+    ``kernels`` scales the windows' kernel count (another model or batch when not 1).
+    """
+    from lightning_to_energy.calibration import CalibrationWindow
+    from lightning_to_energy.tracking.steps import PROFILE_FEATURES
+
+    per_step = {f: PROFILE_FEATURES[f](step) for f in PROFILE}
+    per_step["kernels"] *= kernels
+    return tuple(
+        CalibrationWindow({"duration_s": d, **{f: n * v for f, v in per_step.items()}}, 1.0, run)
+        for n, d, run in rows
+    )
+
+
+def _measured_time_calibration(step: StepProfile, windows: tuple) -> Calibration:
+    import dataclasses
+
+    base = calibration("duration_s")
+    return dataclasses.replace(base, windows=windows, feature_names=("duration_s", *PROFILE))
+
+
+def test_the_calibrations_own_runs_of_this_step_give_its_seconds_per_step(
+    step: StepProfile,
+) -> None:
+    from lightning_to_energy.planning import (
+        STEP_TIME_CALIBRATION,
+        calibration_step_time,
+        choose_step_time,
+    )
+
+    # newest first: run a's oldest window (2 s: warm-up and counted steps) is left out
+    windows = _windows_of(step, [(10, 0.5, "a"), (20, 1.1, "b"), (10, 2.0, "a")])
+    # a window of another step (three times the kernels per step) is not this step's
+    other = _windows_of(step, [(10, 9.0, "c")], kernels=3.0)
+    cal = _measured_time_calibration(step, windows + other)
+    found = calibration_step_time(step, cal)
+    assert found is not None
+    seconds, n_windows, n_runs = found
+    # (0.5 + 1.1) s / (10 + 20) steps = 0.05333 s; run a's first window and the 9 s window of
+    # run c (another step) are left out
+    assert seconds == pytest.approx(1.6 / 30)
+    assert (n_windows, n_runs) == (2, 2)
+    chosen = choose_step_time(step, cal, spec=find_hardware("h100-sxm"), time_bare_step=None)
+    assert (chosen.source, chosen.warning) == (STEP_TIME_CALIBRATION, None)
+    assert chosen.seconds == pytest.approx(1.6 / 30)
+    assert "2 runs of this model and batch (2 windows" in chosen.detail
+
+
+def test_without_its_runs_the_step_model_plus_lightnings_overhead_is_used(
+    step: StepProfile,
+) -> None:
+    from lightning_to_energy.planning import (
+        DEFAULT_LIGHTNING_OVERHEAD_S,
+        STEP_TIME_MODEL,
+        choose_step_time,
+        model_step_time_s,
+    )
+
+    cal = _measured_time_calibration(step, _windows_of(step, [(10, 9.0, "c")], kernels=3.0))
+    h100 = find_hardware("h100-sxm")
+
+    def no_timer() -> float:
+        raise AssertionError("a step model is there: nothing is timed")
+
+    chosen = choose_step_time(step, cal, spec=h100, time_bare_step=no_timer)
+    # the one step model (today the roofline) plus the stated default overhead
+    assert model_step_time_s(step, h100) == roofline_s(step, h100)
+    assert chosen.source == STEP_TIME_MODEL
+    assert chosen.seconds == pytest.approx(roofline_s(step, h100) + DEFAULT_LIGHTNING_OVERHEAD_S)
+    assert "stated default" in chosen.detail and chosen.warning is None
+    # an overhead measured by the caller replaces the default: roofline + 0.02 s
+    given = choose_step_time(step, cal, spec=h100, overhead_s=0.02)
+    assert given.seconds == pytest.approx(roofline_s(step, h100) + 0.02)
+
+
+def test_a_bare_step_is_the_last_resort_and_warns(step: StepProfile) -> None:
+    from lightning_to_energy.planning import STEP_TIME_BARE, choose_step_time
+
+    cal = _measured_time_calibration(step, _windows_of(step, [(10, 9.0, "c")], kernels=3.0))
+    chosen = choose_step_time(step, cal, spec=None, time_bare_step=lambda: 0.007)
+    assert (chosen.source, chosen.seconds) == (STEP_TIME_BARE, 0.007)
+    assert chosen.warning is not None and "Lightning's loop" in chosen.warning
+    with pytest.raises(ValueError, match="none of its runs is of this model and batch"):
+        choose_step_time(step, cal, spec=None, time_bare_step=None)
+
+
+def test_the_plan_names_its_step_time_and_the_calibrations_sensor_kind(step: StepProfile) -> None:
+    import dataclasses
+
+    from lightning_to_energy.planning import STEP_TIME_GIVEN, StepTime
+
+    cal = dataclasses.replace(calibration("duration_s"), sensor_kind="estimate")
+    plan = plan_run(step, 100, cal, step_time_s=StepTime(0.05, STEP_TIME_GIVEN, "as given"))
+    assert (plan.step_time_s, plan.step_time_source, plan.step_time_detail) == (
+        0.05,
+        STEP_TIME_GIVEN,
+        "as given",
+    )
+    assert (plan.sensor_kind, plan.energy_label) == (
+        "estimate",
+        "estimated (estimate, not measured)",
+    )
+    # a roofline calibration's time is the roofline of its hardware, and says so
+    roof = plan_run(step, 100, calibration("roofline_s"))
+    assert roof.step_time_source == "roofline"
+    assert roof.step_time_detail == "roofline estimate on " + find_hardware("h100-sxm").name

@@ -17,6 +17,7 @@ def test_all_is_sorted_and_pinned() -> None:
         "CostModel",
         "EnergyReport",
         "EnergyTracker",
+        "EnergyWarning",
         "FakeSensor",
         "Measurement",
         "Meter",

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -760,3 +761,96 @@ def test_accuracy_counts_windows_by_source_and_warnings_list_unknown_flags() -> 
     assert "2 (fit 2)" in text
     # a flag this release has no message for is still counted, by name: 1 of the 3 windows
     assert "1 of 3 windows flagged 'custom'" in text
+
+
+def test_summary_is_short_names_the_joules_kind_and_leaves_the_identifiability_note_out() -> None:
+    from lightning_to_energy.reporting.console import SUMMARY_MAX_LINES, summary_lines
+
+    report = make_report()
+    lines = summary_lines(report)
+    # head, 2 loops, accuracy, per step, notices: 6 lines (no roofline in these windows)
+    assert len(lines) == 6 <= SUMMARY_MAX_LINES
+    # 350 J over 4 s + 1 s = 5 s: 70 W; the CPU domain is an estimate.
+    assert lines[0] == (
+        "lightning-to-energy: 350 J estimated, not measured (cpu:0) in 5.00 s (70.0 W average)"
+    )
+    assert lines[1] == "  train          20 steps in     4.00 s: 300 J, predicted 300 J"
+    assert lines[2] == "  validate        5 steps in     1.00 s: 50.0 J"
+    assert (
+        lines[3]
+        == "  predicted before measuring: precision 92.5 %, median error 7.5 % over 2 windows"
+    )
+    # 300 J / 20 steps = 15 J; 3e12 TO / 20 = 150 GTO; the top module holds 50 % of the TOs
+    assert (
+        lines[4] == "  per train step: 15.0 J, 150 GTO; most TOs: encoder.layers[0] 50 %, head 25 %"
+    )
+    # window flags: short, estimate, not-fitted (3) + 1 warning + unmodelled ops (1) = 5
+    assert lines[5] == "  5 notice(s) in the full report (window flags, calibration, ops)"
+    # the report is not identifiable, which the full report says under its coefficients once
+    assert not any("identifiable" in line for line in lines)
+    assert render_text(report).count("not separately identifiable") == 1
+
+
+# --- issue 14: report --json, outputs of their own kind, "measured" only when measured -------
+
+
+def test_cli_report_json_prints_the_report_and_keeps_stdout_one_document(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lightning_to_energy.reporting.codec import report_to_dict
+
+    report = make_report()
+    saved = save_report(report, tmp_path / "run", plot=False)
+    out_csv = tmp_path / "again.csv"
+    args = _parse(["report", str(saved.json_path), "--json", "--csv", str(out_csv)])
+    assert args.func(args) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == json.loads(json.dumps(report_to_dict(report)))
+    assert err == f"wrote {out_csv}\n"
+
+
+def test_cli_report_never_overwrites_a_file_of_another_kind_and_checks_before_printing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_to_energy import cli as cli_mod
+
+    saved = save_report(make_report(), tmp_path / "run", plot=False)
+    precious = tmp_path / "precious.py"
+    precious.write_text("print('mine')\n")
+    args = _parse(["report", str(saved.json_path), "--csv", str(precious)])
+    with pytest.raises(CliError) as caught:
+        args.func(args)
+    assert str(caught.value) == (
+        f"expected --csv to name a .csv file, found {precious} (an existing file that it would "
+        f"overwrite). Fix: e.g. --csv {tmp_path / 'precious.csv'}."
+    )
+    assert precious.read_text() == "print('mine')\n" and capsys.readouterr().out == ""
+    args = _parse(["report", str(saved.json_path), "--plot", str(tmp_path / "new.csv")])
+    with pytest.raises(CliError, match=r"expected --plot to name a \.png file"):
+        args.func(args)
+    args = _parse(["report", str(saved.json_path), "--csv", str(tmp_path / "no" / "x.csv")])
+    with pytest.raises(CliError, match=r"found no folder .*no\. Fix:"):
+        args.func(args)
+    # an unwritable folder is named before the report is printed (not a temporary file after)
+    monkeypatch.setattr(cli_mod.os, "access", lambda path, mode: False)
+    args = _parse(["report", str(saved.json_path), "--csv", str(tmp_path / "x.csv")])
+    with pytest.raises(CliError, match=f"found {re.escape(str(tmp_path))} not writable"):
+        args.func(args)
+    assert capsys.readouterr().out == ""
+
+
+def test_the_totals_table_says_measured_only_when_every_sensor_measured() -> None:
+    import dataclasses
+
+    from lightning_to_energy.reporting.console import report_kind
+
+    mixed = make_report()  # an NVML counter and a CPU-time estimate: estimated in part
+    assert report_kind(mixed) == "estimate"
+    text = render_text(mixed)
+    header = next(line for line in text.splitlines() if "┃ loop" in line)
+    assert "estimated" in header and "measured" not in header
+    assert "estimated = sum over domains: gpu:0, cpu:0 (estimate)" in text
+    counted = dataclasses.replace(mixed, sensors=mixed.sensors[:1])
+    assert report_kind(counted) == "counter"
+    header = next(line for line in render_text(counted).splitlines() if "┃ loop" in line)
+    assert "measured" in header

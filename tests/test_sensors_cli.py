@@ -28,8 +28,11 @@ def _only_sensor_commands(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def bare_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No pynvml and no powercap tree: nothing can be measured."""
+    """No pynvml and no powercap tree: nothing can be measured (a GPU without its package)."""
+    from lightning_to_energy.sensors import nvml as nvml_mod
+
     monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setattr(nvml_mod, "nvidia_gpu_present", lambda: True)
     monkeypatch.setenv("LTE_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
 
 
@@ -41,6 +44,19 @@ def test_sensors_on_a_bare_machine_prints_both_reasons(capsys: pytest.CaptureFix
     assert "  nvml:\n" in out and "pip install 'lightning-to-energy[nvidia]'" in out
     assert "  rapl:\n" in out and "no powercap tree" in out
     assert "cpu:estimate  estimate" in out  # the fallback is listed with its kind
+
+
+@pytest.mark.usefixtures("bare_machine")
+def test_sensors_without_any_nvidia_gpu_says_so_instead_of_the_extra(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_to_energy.sensors import nvml as nvml_mod
+
+    monkeypatch.setattr(nvml_mod, "nvidia_gpu_present", lambda: False)
+    assert cli.main(["sensors"]) == 0
+    out = capsys.readouterr().out
+    assert "GPU energy not measured: no NVIDIA GPU found" in out
+    assert "lightning-to-energy[nvidia]" not in out
 
 
 def test_sensors_with_rapl_denied_prints_the_permission_fix(
@@ -167,3 +183,15 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(
     # 128 + SIGPIPE (13) = 141, as a shell reports it; no traceback, nothing on stderr
     assert cli.main(["sensors"]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_record_never_overwrites_a_file_of_another_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    precious = tmp_path / "notes.txt"
+    precious.write_text("mine\n")
+    argv = ["record", "--seconds", "0.1", "--sensors", "fake", "--out", str(precious)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"expected --out to name a .csv file, found {precious} (an existing file" in err
+    assert precious.read_text() == "mine\n"

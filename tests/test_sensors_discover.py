@@ -20,6 +20,7 @@ from lightning_to_energy.sensors import (
     discover,
 )
 from lightning_to_energy.sensors import estimate as estimate_mod
+from lightning_to_energy.sensors import nvml as nvml_mod
 
 GPU_A = FakeGpu(uuid="GPU-aaaaaaaa-0000-0000-0000-000000000000", pci_bus_id="00000000:17:00.0")
 GPU_B = FakeGpu(uuid="GPU-bbbbbbbb-0000-0000-0000-000000000000", pci_bus_id="00000000:18:00.0")
@@ -55,6 +56,8 @@ def test_auto_on_a_bare_machine_records_both_reasons_and_estimates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)
+    # a GPU whose package is missing (without any GPU there is nothing to install)
+    monkeypatch.setattr(nvml_mod, "nvidia_gpu_present", lambda: True)
     monkeypatch.setattr(estimate_mod, "_announced", False)
     with pytest.warns(EnergyEstimateWarning):
         found = discover(powercap_root=tmp_path / "absent")
@@ -155,6 +158,8 @@ def test_explicit_backend_that_cannot_work_raises(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)
+    # a GPU whose package is missing (without any GPU there is nothing to install)
+    monkeypatch.setattr(nvml_mod, "nvidia_gpu_present", lambda: True)
     with pytest.raises(SensorUnavailable) as info:
         discover(["nvml"])
     assert str(info.value).startswith("sensor backend 'nvml' was requested but cannot work")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -122,9 +123,11 @@ def test_background_counter_reads_never_go_backwards() -> None:
     try:
         clock.advance(1.0)
         extrapolated_j = sensor.read_j()  # the sample + 200 W x 1 s
-        gpu.power_w = 0.0  # the fake counter now shows its origin, as a lagging counter might
-        sensor.poll()  # a new sample: 200 J below that extrapolated read
-        # held at the earlier read (a meter would call a decrease a sensor fault)
+        # A lagging counter: its next sample has caught up only 100 J of those 200 J
+        # (the origin is 5_000_000 mJ; + 100 J = + 100_000 mJ).
+        gpu.counter_value_mj = 5_000_000 + 100_000
+        sensor.poll()  # a new sample: 100 J below that extrapolated read
+        # held at the earlier read (a meter would call a decrease a counter reset)
         assert sensor.read_j() == extrapolated_j
     finally:
         sensor.close()
@@ -384,11 +387,46 @@ def test_visible_gpu_count_stops_at_the_first_index_that_names_no_gpu(
 
 
 def test_missing_pynvml_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_to_energy.sensors import nvml as nvml_mod
+
     monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` fail
+    monkeypatch.setattr(nvml_mod, "nvidia_gpu_present", lambda: True)
     with pytest.raises(SensorUnavailable) as info:
         NvmlSensor(0)
     assert info.value.fix == "pip install 'lightning-to-energy[nvidia]'"
     assert "nvidia-ml-py" in info.value.reason
+
+
+def test_missing_pynvml_on_a_machine_without_an_nvidia_gpu_says_so_without_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lightning_to_energy.sensors import nvml as nvml_mod
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setattr(nvml_mod, "nvidia_gpu_present", lambda: False)
+    with pytest.raises(SensorUnavailable) as info:
+        NvmlSensor(0)
+    # nothing to install: the machine has no NVIDIA GPU
+    assert (info.value.fix, "no NVIDIA GPU found" in info.value.reason) == ("", True)
+    assert "pip install" not in str(info.value)
+
+
+def test_nvidia_gpu_present_reads_the_driver_entry_or_a_device_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from lightning_to_energy.sensors.nvml import nvidia_gpu_present
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no nvidia-smi either
+    proc, dev = tmp_path / "proc-nvidia", tmp_path / "dev"
+    dev.mkdir()
+    assert not nvidia_gpu_present(str(proc), str(dev))
+    (dev / "nvidia0").touch()
+    assert nvidia_gpu_present(str(proc), str(dev))
+    (dev / "nvidia0").unlink()
+    proc.mkdir()
+    assert nvidia_gpu_present(str(proc), str(dev))
 
 
 def test_missing_driver_library_is_explained() -> None:

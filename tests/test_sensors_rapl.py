@@ -32,6 +32,8 @@ def _wait_for_polls(sensor: RaplSensor, count: int, timeout_s: float = 5.0) -> N
 
 
 def _one_zone_tree(tmp_path: Path, max_uj: int, start_uj: int) -> FakePowercap:
+    # NB: sensors over a 1 J range take a frozen FakeClock: at the 1 kW ceiling such a range
+    # wraps every 1 ms, so real gaps between reads would be (rightly) called missed wraps.
     tree = FakePowercap(tmp_path)
     tree.add_zone("intel-rapl:0", "package-0", energy_uj=start_uj, max_energy_range_uj=max_uj)
     return tree
@@ -122,7 +124,7 @@ def test_partly_denied_tree_keeps_the_readable_zones(
 def test_reads_are_joules_and_a_wrap_is_undone(tmp_path: Path) -> None:
     tree = _one_zone_tree(tmp_path, max_uj=1_000_000, start_uj=900_000)
     (zone,) = find_rapl_zones(tree.root).zones
-    sensor = RaplSensor(zone, background=False)
+    sensor = RaplSensor(zone, background=False, clock=FakeClock())
     assert sensor.kind is SensorKind.COUNTER and sensor.host_wide
     assert sensor.read_j() == 0.0
     tree.set_energy("intel-rapl:0", 950_000)
@@ -141,13 +143,13 @@ def test_two_wraps_in_one_gap_need_the_background_reads(tmp_path: Path) -> None:
 
     # Without intermediate reads only one wrap can be seen:
     # (200_000 - 900_000) mod 1_000_000 µJ = 300_000 µJ = 0.3 J instead of 2.3 J.
-    lone = RaplSensor(zone, background=False)
+    lone = RaplSensor(zone, background=False, clock=FakeClock())
     tree.set_energy("intel-rapl:0", raw_steps[-1])
     assert lone.read_j() == pytest.approx(0.3)
 
     # With a read inside every wrap period (what the background reader does), nothing is lost.
     tree.set_energy("intel-rapl:0", 900_000)
-    polled = RaplSensor(zone, background=False)
+    polled = RaplSensor(zone, background=False, clock=FakeClock())
     for raw in raw_steps:
         tree.set_energy("intel-rapl:0", raw)
         polled.poll()
@@ -158,7 +160,7 @@ def test_two_wraps_in_one_gap_need_the_background_reads(tmp_path: Path) -> None:
 def test_background_thread_catches_wraps_while_the_caller_sleeps(tmp_path: Path) -> None:
     tree = _one_zone_tree(tmp_path, max_uj=1_000_000, start_uj=900_000)
     (zone,) = find_rapl_zones(tree.root).zones
-    sensor = RaplSensor(zone, poll_period_s=0.002)
+    sensor = RaplSensor(zone, poll_period_s=0.002, clock=FakeClock())
     try:
         for raw in (700_000, 500_000, 200_000):
             tree.set_energy("intel-rapl:0", raw)
@@ -188,7 +190,7 @@ def test_failed_background_read_fails_the_next_read_once(
 ) -> None:
     tree = _one_zone_tree(tmp_path, max_uj=1_000_000, start_uj=0)
     (zone,) = find_rapl_zones(tree.root).zones
-    sensor = RaplSensor(zone, poll_period_s=0.002)
+    sensor = RaplSensor(zone, poll_period_s=0.002, clock=FakeClock())
     real_read = rapl._read_file
     try:
 

@@ -533,6 +533,19 @@ def test_cli_eval_writes_results_and_replaces_its_markdown_section(
     assert second.startswith("# Results\n\nKept before.\n") and second.endswith("Kept after.\n")
 
 
+def test_cli_eval_never_writes_its_section_into_a_file_of_another_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    precious = tmp_path / "precious.py"
+    precious.write_text("print('mine')\n")
+    from lightning_to_energy.cli import CliError
+
+    # refused before the study directory is even read
+    with pytest.raises(CliError, match=r"expected --results-md to name a \.md file"):
+        run_cli(["eval", str(tmp_path / "absent"), "--results-md", str(precious)])
+    assert precious.read_text() == "print('mine')\n"
+
+
 def test_cli_eval_json_still_says_which_runs_it_skipped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

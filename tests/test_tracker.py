@@ -728,10 +728,11 @@ def test_window_flags_say_what_was_measured_and_what_was_fitted() -> None:
 
     clock = Clock()
     model = nn.Linear(4, 3)
-    # Reads 2k and 2k + 1 are window k's edges: the GPU's read 3 (window 1's close) fails,
-    # and both sensors' read 5 (window 2's close) fail.
-    gpu = FakeSensor("gpu:0", power_w=4.0, clock=clock, kind=SensorKind.COUNTER, fail_at=[3, 5])
-    cpu = FakeSensor("cpu:0", power_w=1.0, clock=clock, kind=SensorKind.ESTIMATE, fail_at=[5])
+    # Windows tile time: read k closes window k - 1 and opens window k, and a domain that
+    # failed there is read once more to open window k. So the GPU's read 2 (window 1's close)
+    # fails, then both sensors' close of window 2: the GPU's read 4, the CPU's read 3.
+    gpu = FakeSensor("gpu:0", power_w=4.0, clock=clock, kind=SensorKind.COUNTER, fail_at=[2, 4])
+    cpu = FakeSensor("cpu:0", power_w=1.0, clock=clock, kind=SensorKind.ESTIMATE, fail_at=[3])
     tracker = EnergyTracker(
         model,
         torch.optim.SGD(model.parameters(), lr=0.1),
@@ -1074,3 +1075,69 @@ def test_a_run_partly_estimated_is_not_saved_to_the_automatic_store() -> None:
     # a measured GPU does not make the estimated CPU's joules a measurement
     assert tracker.calibration_path is None
     assert any("no calibration saved" in w and "(cpu (estimate))" in w for w in report.warnings)
+
+
+def _launch_only_spec() -> Any:
+    from lightning_to_energy.counting.cost_model import NumberFormat
+    from lightning_to_energy.hardware.specs import HardwareSpec
+
+    # Peaks so high that every op takes just its launch cost, 1 ms per kernel.
+    return HardwareSpec(
+        key="launch-only",
+        name="test device",
+        kind="cpu",
+        matrix_flops={NumberFormat.FP32: 1e30},
+        vector_flops={NumberFormat.FP32: 1e30},
+        memory_bw_bytes_s=1e30,
+        launch_s=1e-3,
+    )
+
+
+def _static_only_run(monkeypatch: pytest.MonkeyPatch, spec: Any) -> Any:
+    """32 steps at a constant 5 W, alternating 0.25 s and 0.5 s steps by blocks of 8, so that
+    windows of equal length hold 4 or 2 steps: the fit puts every joule in static power."""
+    from lightning_to_energy.tracking import machine as machine_module
+
+    def detect(device: object) -> Any:
+        if spec is None:
+            raise ValueError("no roofline for 'Mystery CPU'")
+        return spec
+
+    monkeypatch.setattr(machine_module, "detect_hardware", detect)
+    clock = Clock()
+    model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3))
+    tracker = _sgd_tracker(model, clock, power_w=5.0)
+    for dt in (0.25, 0.5, 0.25, 0.5):
+        _loop(tracker, model, clock, steps=8, dt=dt)
+    return tracker.finish(save_calibration=False)
+
+
+def test_static_energy_is_attributed_to_layers_by_roofline_time_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    report = _static_only_run(monkeypatch, _launch_only_spec())
+    assert report.coefficients["duration_s"] == pytest.approx(5.0, rel=1e-3)
+    modules = report.top_modules
+    # Every module of this small model is listed: the time shares cover the step.
+    assert sum(m.time_share for m in modules) == pytest.approx(1.0)
+    # A step lasts (8 x 0.25 + 8 x 0.5) x 2 / 32 = 0.375 s; at 5 W static: 1.875 J a step,
+    # shared out by time (here by kernels: every op costs its launch only).
+    assert sum(m.static_j for m in modules) == pytest.approx(1.875, rel=1e-3)
+    for m in modules:
+        assert m.static_j == pytest.approx(1.875 * m.time_share, rel=1e-3)
+        assert m.predicted_j == pytest.approx(0.0, abs=1e-3)  # no dynamic energy to share
+    assert report.static_note == ""
+
+
+def test_without_a_roofline_the_module_table_says_why_static_is_not_attributed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lightning_to_energy.reporting.console import render_report
+
+    report = _static_only_run(monkeypatch, None)
+    assert all(m.static_j is None and m.time_share is None for m in report.top_modules)
+    assert report.static_note.startswith("no roofline for this hardware")
+    console = Console(record=True, width=200)
+    render_report(report, console)
+    text = " ".join(console.export_text().split())
+    assert "static energy is not attributed to layers: no roofline for this hardware" in text

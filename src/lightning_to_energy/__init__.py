@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "CostModel": "lightning_to_energy.counting.cost_model",
     "EnergyReport": "lightning_to_energy.reporting.records",
     "EnergyTracker": "lightning_to_energy.tracking.tracker",
+    "EnergyWarning": "lightning_to_energy.notices",
     "FEATURES": "lightning_to_energy.model.regression",
     "FakeSensor": "lightning_to_energy.sensors.fake",
     "Measurement": "lightning_to_energy.sensors.meter",
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from lightning_to_energy.counting.cost_model import AluOp, CostModel, NumberFormat, Unit
     from lightning_to_energy.hardware.identity import hardware_fingerprint
     from lightning_to_energy.model.regression import FEATURES, OnlineEnergyModel
+    from lightning_to_energy.notices import EnergyWarning
     from lightning_to_energy.planning import RunPlan, plan_run
     from lightning_to_energy.reporting.codec import load_report
     from lightning_to_energy.reporting.console import render_report
@@ -72,6 +74,7 @@ __all__ = [
     "CostModel",
     "EnergyReport",
     "EnergyTracker",
+    "EnergyWarning",
     "FakeSensor",
     "Measurement",
     "Meter",

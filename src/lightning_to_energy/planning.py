@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,10 +49,21 @@ from lightning_to_energy.model.regression import (
 from lightning_to_energy.tracking.steps import PROFILE_FEATURES
 
 __all__ = [
+    "DEFAULT_LIGHTNING_OVERHEAD_S",
     "MIN_RUNS_FOR_INTERVAL",
+    "SAME_STEP_TOLERANCE",
+    "STEP_TIME_BARE",
+    "STEP_TIME_CALIBRATION",
+    "STEP_TIME_GIVEN",
+    "STEP_TIME_MODEL",
+    "STEP_TIME_ROOFLINE",
     "ModulePlan",
     "RunPlan",
+    "StepTime",
     "calibration_hardware",
+    "calibration_step_time",
+    "choose_step_time",
+    "model_step_time_s",
     "plan_run",
 ]
 
@@ -61,6 +73,184 @@ _TIME_FEATURES = ("duration_s", "roofline_s")
 MIN_RUNS_FOR_INTERVAL = MIN_WINDOWS_FOR_INTERVAL
 # Window fits the held-out runs may cost (folds x windows each refits on), about 0.2 s.
 _HELD_OUT_WORK = 25_000
+# Lightning's own time per training step on top of the model's (its loop, hooks, logging,
+# progress bar, the data loader's collation; here with TOEnergy too). NB: a stated default, not
+# a measurement of the user's machine: on the project's 2-core VM, heavily shared, a small MLP's
+# Lightning step took 15 to 24 ms more than its bare step (benchmarks/predict_step_time.py,
+# 2026-12-07, docs/benchmarks.md); a quiet or faster host spends less. `predict --step-overhead
+# S` gives the user's own.
+DEFAULT_LIGHTNING_OVERHEAD_S = 0.015
+# How far a stored window's features may stray from a whole number of the planned step's
+# (relative) and still count as steps of the same model and batch: the tracker counts the
+# user's own loss and batch, predict a cross-entropy on random labels.
+SAME_STEP_TOLERANCE = 0.1
+
+# Where a plan's step time came from, best first (RunPlan.step_time_source, predict --json).
+STEP_TIME_CALIBRATION = "calibration-runs"  # the calibration's measured runs of this step
+STEP_TIME_MODEL = "step-model"  # the hardware model's step time plus Lightning's overhead
+STEP_TIME_BARE = "bare-step"  # a few bare steps timed here, without Lightning's loop
+STEP_TIME_GIVEN = "given"  # the caller's own figure (predict --step-time)
+STEP_TIME_ROOFLINE = "roofline"  # a roofline calibration: its time term is roofline seconds
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """The seconds per training step a plan uses, and where they come from.
+
+    Attributes:
+        seconds: seconds per step.
+        source: one of ``STEP_TIME_CALIBRATION``, ``STEP_TIME_MODEL``, ``STEP_TIME_BARE``,
+            ``STEP_TIME_GIVEN``, ``STEP_TIME_ROOFLINE``.
+        detail: where the figure comes from, in words (runs and windows, hardware, overhead).
+        warning: a caveat the user must see (a bare step leaves Lightning's loop out), or None.
+    """
+
+    seconds: float
+    source: str
+    detail: str
+    warning: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        return dict(self.__dict__)
+
+
+def model_step_time_s(step: StepProfile, spec: HardwareSpec) -> float:
+    """The hardware model's seconds for one training ``step`` on ``spec``, Lightning excluded.
+
+    The one place the physical step model plugs in: today the roofline estimate
+    (:func:`roofline_s`: each kernel's slowest of compute, memory and launch time).
+
+    Raises:
+        ValueError: a profile without per-kernel costs (made by hand).
+    """
+    return roofline_s(step, spec)
+
+
+def calibration_step_time(
+    step: StepProfile, calibration: Calibration, tolerance: float = SAME_STEP_TOLERANCE
+) -> tuple[float, int, int] | None:
+    """Seconds per step measured by the calibration's own runs of the same model and batch.
+
+    A stored window of ``n`` steps like ``step`` carries ``n`` times each of the step's
+    profile features (TOs by unit, bytes, kernels); kernels per step do not grow with the
+    batch, so another batch size of the same model does not match (windows without a
+    ``kernels`` feature and another one never match). Its ``duration_s`` is the wall time of
+    those steps with the training loop included. A run's first window (warm-up, counted
+    steps) is left out when the run has later matching ones.
+
+    Args:
+        step: the planned step.
+        calibration: the calibration whose windows are searched.
+        tolerance: the relative spread allowed between a window's features and a whole
+            number of the step's (see ``SAME_STEP_TOLERANCE``).
+
+    Returns:
+        ``(seconds per step, windows, runs)`` over the matching windows, or None when no
+        stored window is of this step (or they carry no ``duration_s``).
+    """
+    per_step = {f: get(step) for f, get in PROFILE_FEATURES.items() if f != "steps"}
+    matched: dict[str, list[tuple[float, float]]] = {}  # run -> (seconds, steps), newest first
+    for w in calibration.windows:
+        shared = [f for f in per_step if f in w.features]
+        # Kernels tell the model and batch apart (they do not grow with the batch); without
+        # them and another feature to compare, any window would look like this step's.
+        if "duration_s" not in w.features or "kernels" not in shared or len(shared) < 2:
+            continue
+        if any((per_step[f] == 0) != (w.features[f] == 0) for f in shared):
+            continue
+        ratios = [w.features[f] / per_step[f] for f in shared if per_step[f] > 0]
+        if not ratios:
+            continue
+        n = statistics.median(ratios)
+        if n < 0.5 or any(abs(r / n - 1.0) > tolerance for r in ratios):
+            continue
+        matched.setdefault(w.run_id, []).append((w.features["duration_s"], n))
+    # A run's first window holds its warm-up and its counted steps (each about twice a plain
+    # step): left out where the run has later ones, as the study's measurements leave it out.
+    kept = [row for rows in matched.values() for row in (rows[:-1] if len(rows) > 1 else rows)]
+    total_s = math.fsum(d for d, _ in kept)
+    total_steps = math.fsum(n for _, n in kept)
+    windows = len(kept)
+    runs = matched
+    if not windows or total_s <= 0:
+        return None
+    return total_s / total_steps, windows, len(runs)
+
+
+def choose_step_time(
+    step: StepProfile,
+    calibration: Calibration,
+    *,
+    spec: HardwareSpec | None,
+    overhead_s: float | None = None,
+    time_bare_step: Callable[[], float] | None = None,
+) -> StepTime:
+    """The step time a plan on a measured-time calibration uses, best source first.
+
+    1. the calibration's own measured runs of the same model and batch
+       (:func:`calibration_step_time`: Lightning's loop included);
+    2. the hardware model's step time on ``spec`` (:func:`model_step_time_s`) plus
+       Lightning's per-step overhead (``overhead_s``, else ``DEFAULT_LIGHTNING_OVERHEAD_S``);
+    3. ``time_bare_step()``: bare steps timed here, with a warning (no Lightning loop).
+
+    Args:
+        step: the planned step.
+        calibration: the calibration the plan applies.
+        spec: the hardware the run is planned for (None: no step model).
+        overhead_s: Lightning's seconds per step measured by the caller, or None.
+        time_bare_step: times bare steps on the planned hardware (None: not possible).
+
+    Raises:
+        ValueError: no source is available (the message says the fix).
+    """
+    found = calibration_step_time(step, calibration)
+    if found is not None:
+        seconds, windows, runs = found
+        return StepTime(
+            seconds,
+            STEP_TIME_CALIBRATION,
+            f"measured by the calibration's {runs} run{'' if runs == 1 else 's'} of this model "
+            f"and batch ({windows} window{'' if windows == 1 else 's'}, training loop "
+            f"included) on {calibration.hardware.label}",
+        )
+    if spec is not None:
+        try:
+            model_s = model_step_time_s(step, spec)
+        except ValueError:
+            model_s = math.nan
+        if math.isfinite(model_s) and model_s > 0:
+            extra = DEFAULT_LIGHTNING_OVERHEAD_S if overhead_s is None else overhead_s
+            how = (
+                f"a stated default of {extra * 1e3:g} ms (--step-overhead S to give yours)"
+                if overhead_s is None
+                else f"{extra * 1e3:g} ms as given"
+            )
+            return StepTime(
+                model_s + extra,
+                STEP_TIME_MODEL,
+                f"the roofline step time on {spec.name} ({model_s * 1e3:.3g} ms; the "
+                f"calibration holds no run of this model and batch) plus Lightning's "
+                f"per-step overhead, {how}",
+            )
+    if time_bare_step is not None:
+        seconds = time_bare_step()
+        return StepTime(
+            seconds,
+            STEP_TIME_BARE,
+            "bare training steps timed here (forward, backward, optimizer; no Lightning loop)",
+            warning=(
+                "the step time is a bare step timed here: Lightning's loop, logging and data "
+                "loading are left out, so a real run may take longer and use more energy. "
+                "Fix: train this model once with TOEnergy(calibration=FILE) and predict with "
+                "--calibration FILE, or pass --step-time S."
+            ),
+        )
+    raise ValueError(
+        f"step time: the calibration ({calibration.hardware.label}) uses measured step time, "
+        "and none of its runs is of this model and batch, no step model knows the hardware, "
+        "and no step can be timed. Fix: pass the target machine's seconds per step."
+    )
 
 
 @dataclass(frozen=True)
@@ -105,6 +295,13 @@ class RunPlan:
         interval_basis: what the interval rests on, in words: ``"leave-one-run-out over 12
             runs"``, or the default factor and why.
         calibration_runs: the runs those windows came from.
+        step_time_source: where ``step_time_s`` came from (a ``STEP_TIME_*`` value; ``""``
+            when the caller gave it without saying, ``"roofline"`` for a roofline calibration).
+        step_time_detail: the same in words.
+        sensor_kind: the calibration's sensor kind (``Calibration.sensor_kind``): its joules
+            are measured only for ``"counter"`` and ``"power-integration"``.
+        energy_label: the words for its joules (``Calibration.energy_label``).
+        calibration_precision_pct: the calibration's own cross-validated precision, or None.
     """
 
     steps: int
@@ -122,6 +319,11 @@ class RunPlan:
     top_modules: tuple[ModulePlan, ...] = ()
     interval_basis: str = ""
     calibration_runs: int = 0
+    step_time_source: str = ""
+    step_time_detail: str = ""
+    sensor_kind: str = ""
+    energy_label: str = ""
+    calibration_precision_pct: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""
@@ -146,7 +348,7 @@ def plan_run(
     calibration: Calibration,
     *,
     hardware: HardwareSpec | None = None,
-    step_time_s: float | None = None,
+    step_time_s: float | StepTime | None = None,
     same_machine: bool = False,
     top: int = 5,
 ) -> RunPlan:
@@ -158,7 +360,8 @@ def plan_run(
         calibration: the hardware's calibration (``CalibrationStore(...).load()``).
         hardware: the roofline's hardware for a roofline calibration (default: the
             calibration's own, see :func:`calibration_hardware`).
-        step_time_s: seconds per step, needed by a calibration on measured ``duration_s``.
+        step_time_s: seconds per step, needed by a calibration on measured ``duration_s``; a
+            :class:`StepTime` (:func:`choose_step_time`) also names its source in the plan.
         same_machine: the calibration was made on this machine (its CPU spec is then read here).
         top: how many modules to list.
 
@@ -195,6 +398,9 @@ def plan_run(
     seed = calibration.model_windows(names)  # the windows to_model() fitted
     per_step = {f: get(step) for f, get in PROFILE_FEATURES.items()}
     spec: HardwareSpec | None = None
+    timing = step_time_s if isinstance(step_time_s, StepTime) else None
+    if timing is not None:
+        step_time_s = timing.seconds
     if "duration_s" in names:
         if step_time_s is None or not (step_time_s > 0 and math.isfinite(step_time_s)):
             raise ValueError(
@@ -247,6 +453,19 @@ def plan_run(
         top_modules=_top_modules(step, model, per_step, steps, max(top, 0)),
         interval_basis=basis,
         calibration_runs=len({w.run_id for w in seed}),
+        step_time_source=(
+            timing.source
+            if timing is not None
+            else (STEP_TIME_ROOFLINE if spec is not None else "")
+        ),
+        step_time_detail=(
+            timing.detail
+            if timing is not None
+            else (f"roofline estimate on {spec.name}" if spec is not None else "")
+        ),
+        sensor_kind=calibration.sensor_kind,
+        energy_label=calibration.energy_label,
+        calibration_precision_pct=calibration.precision_pct,
     )
 
 

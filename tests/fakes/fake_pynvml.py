@@ -72,6 +72,10 @@ class FakeGpu:
         read_s: seconds one energy-counter read takes on the clock (needs ``advance=``): half
             pass before the counter is sampled, half after, as an NVML call of about 3 ms does.
         failing: while True, energy and power reads raise NVML_ERROR_GPU_IS_LOST.
+        power_limit_w: the enforced power limit; None makes it NOT_SUPPORTED.
+        counter_offset_mj: added to the energy counter (a reset: minus the counter's value).
+        counter_value_mj: while set, the energy counter reads exactly this (a garbage value).
+        instant_mw: while set, the instant-power field reads exactly this (a garbage value).
     """
 
     uuid: str = "GPU-11111111-2222-3333-4444-555555555555"
@@ -86,6 +90,10 @@ class FakeGpu:
     value_type: int = NVML_VALUE_TYPE_UNSIGNED_INT
     read_s: float = 0.0
     failing: bool = False
+    power_limit_w: float | None = 700.0
+    counter_offset_mj: int = 0
+    counter_value_mj: int | None = None
+    instant_mw: int | None = None
     energy_reads: int = field(default=0, init=False)
     power_reads: int = field(default=0, init=False)
 
@@ -208,13 +216,22 @@ def make_fake_pynvml(
         _check_read(gpu)
         if gpu.counter_frozen:
             return energy_origin_mj
+        if gpu.counter_value_mj is not None:
+            return gpu.counter_value_mj
         if advance is not None and gpu.read_s:
             advance(gpu.read_s / 2)
         # W x s x 1e3 mJ/J = mJ
         millijoules = energy_origin_mj + round(gpu.power_w * (clock() - t0_s) * 1e3)
+        millijoules += gpu.counter_offset_mj
         if advance is not None and gpu.read_s:
             advance(gpu.read_s / 2)
         return millijoules
+
+    def nvmlDeviceGetEnforcedPowerLimit(handle: _Handle) -> int:
+        check_init()
+        if handle.gpu.power_limit_w is None:
+            raise NVMLError(ERROR_CODES["NVML_ERROR_NOT_SUPPORTED"])
+        return round(handle.gpu.power_limit_w * 1e3)  # W -> mW
 
     def nvmlDeviceGetPowerUsage(handle: _Handle) -> int:
         handle.gpu.power_reads += 1
@@ -227,6 +244,8 @@ def make_fake_pynvml(
         handle.gpu.power_reads += 1
         _check_read(handle.gpu)
         values = []
+        gpu = handle.gpu
+        milliwatts = round(gpu.power_w * 1e3) if gpu.instant_mw is None else gpu.instant_mw
         for field_id in field_ids:
             supported = field_id == NVML_FI_DEV_POWER_INSTANT and handle.gpu.has_instant_field
             status = NVML_SUCCESS if supported else ERROR_CODES["NVML_ERROR_NOT_SUPPORTED"]
@@ -236,7 +255,7 @@ def make_fake_pynvml(
                     nvmlReturn=status,
                     valueType=handle.gpu.value_type,
                     value=types.SimpleNamespace(
-                        **{_VALUE_ATTRS[handle.gpu.value_type]: round(handle.gpu.power_w * 1e3)}
+                        **{_VALUE_ATTRS[handle.gpu.value_type]: milliwatts}
                     ),
                 )
             )
@@ -256,6 +275,7 @@ def make_fake_pynvml(
         nvmlDeviceIsMigDeviceHandle,
         nvmlDeviceGetMigMode,
         nvmlDeviceGetTotalEnergyConsumption,
+        nvmlDeviceGetEnforcedPowerLimit,
         nvmlDeviceGetPowerUsage,
         nvmlDeviceGetFieldValues,
     ):

@@ -45,8 +45,11 @@ class FakePowercap:
         *,
         energy_uj: int = 0,
         max_energy_range_uj: int = INTEL_MAX_UJ,
+        max_power_uw: int | None = None,
     ) -> Path:
         """Add a zone such as ``"intel-rapl:0"`` or ``"intel-rapl:0:1"``; its parent must exist.
+
+        ``max_power_uw`` writes the zone's stated maximum power (``constraint_0_max_power_uw``).
 
         Returns:
             The zone's real directory.
@@ -62,6 +65,8 @@ class FakePowercap:
         (directory / "name").write_text(f"{name}\n")
         (directory / "energy_uj").write_text(f"{energy_uj}\n")
         (directory / "max_energy_range_uj").write_text(f"{max_energy_range_uj}\n")
+        if max_power_uw is not None:
+            (directory / "constraint_0_max_power_uw").write_text(f"{max_power_uw}\n")
         (directory / "subsystem").symlink_to(os.path.relpath(self.root, directory))
         (self.root / label).symlink_to(os.path.relpath(directory, self.root))
         self._zones[label] = directory

@@ -9,6 +9,7 @@ from __future__ import annotations
 from lightning_to_energy.calibration.data import (
     DEFAULT_MAX_WINDOWS,
     MAX_RUNS_LISTED,
+    MIN_PRECISION_PCT,
     SCHEMA_VERSION,
     Calibration,
     CalibrationRun,
@@ -33,6 +34,7 @@ __all__ = [
     "APP_DIR",
     "DEFAULT_MAX_WINDOWS",
     "MAX_RUNS_LISTED",
+    "MIN_PRECISION_PCT",
     "SCHEMA_VERSION",
     "Calibration",
     "CalibrationRun",

@@ -26,10 +26,17 @@ from lightning_to_energy.model.regression import (
     Prior,
     feature_unit,
 )
+from lightning_to_energy.sensors.base import (
+    MEASURED_KINDS,
+    UNKNOWN_KIND,
+    energy_label,
+    weakest_kind,
+)
 
 __all__ = [
     "DEFAULT_MAX_WINDOWS",
     "MAX_RUNS_LISTED",
+    "MIN_PRECISION_PCT",
     "SCHEMA_VERSION",
     "Calibration",
     "CalibrationRun",
@@ -38,6 +45,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+# Below this cross-validated precision a calibration predicts worse than a guess within a
+# factor of two would: ``fit`` refuses to write it without --allow-imprecise, ``predict`` warns.
+MIN_PRECISION_PCT = 70.0
 DEFAULT_MAX_WINDOWS = 2048  # windows kept per file, over all runs
 MAX_RUNS_LISTED = 200  # run entries kept per file (n_runs keeps counting past it)
 
@@ -78,6 +88,13 @@ class Calibration:
         updated: ISO 8601 date (UTC) of the latest save.
         runs: the runs, oldest first (the last ``MAX_RUNS_LISTED``).
         schema_version: file format version.
+        sensor_kind: the weakest sensor kind behind the windows' joules (a ``SensorKind``
+            value: ``"counter"`` and ``"power-integration"`` are measured, ``"estimate"`` is
+            not), or ``"unknown"`` in a file written before it was recorded.
+        precision_pct: the calibration's own cross-validated precision (``fit`` writes it:
+            leave-one-run-out, or held-out configurations for study runs), None when not
+            scored (a file saved by ``TOEnergy``, or an earlier release).
+        validation: how ``precision_pct`` was measured, in words (``""`` without it).
     """
 
     fingerprint: str
@@ -89,6 +106,23 @@ class Calibration:
     updated: str
     runs: tuple[CalibrationRun, ...] = ()
     schema_version: int = SCHEMA_VERSION
+    sensor_kind: str = UNKNOWN_KIND
+    precision_pct: float | None = None
+    validation: str = ""
+
+    @property
+    def measured(self) -> bool:
+        """True when every joule behind the windows was measured by hardware."""
+        return self.sensor_kind in MEASURED_KINDS
+
+    @property
+    def energy_label(self) -> str:
+        """How its joules are named wherever they are shown: ``"measured"`` only when measured.
+
+        E.g. ``"measured (counter)"``, ``"estimated (estimate, not measured)"``, or ``"sensor
+        kind not recorded (a file of an earlier release)"``.
+        """
+        return energy_label(self.sensor_kind)
 
     @property
     def units(self) -> dict[str, str]:
@@ -103,6 +137,7 @@ class Calibration:
         *,
         run_id: str | None = None,
         date: str | None = None,
+        sensor_kind: str = UNKNOWN_KIND,
     ) -> Calibration:
         """This run's calibration: the model's own windows (not seeded ones) and coefficients.
 
@@ -112,6 +147,8 @@ class Calibration:
             run_id: identifies the run, so saving the same run twice replaces its windows
                 instead of duplicating them; None makes a new one.
             date: ISO 8601 date; None is now.
+            sensor_kind: the weakest sensor kind behind the run's joules (see
+                :attr:`sensor_kind`).
         """
         hw = hardware if hardware is not None else HardwareInfo.detect()
         rid = run_id or uuid.uuid4().hex[:12]
@@ -127,6 +164,7 @@ class Calibration:
             n_runs=1,
             updated=when,
             runs=(CalibrationRun(rid, when, len(windows)),),
+            sensor_kind=sensor_kind,
         )
 
     def to_prior(
@@ -236,6 +274,9 @@ class Calibration:
             "feature_names": list(self.feature_names),
             "coefficients": {k: float(v) for k, v in self.coefficients.items()},
             "units": self.units,
+            "sensor_kind": self.sensor_kind,
+            "precision_pct": self.precision_pct,
+            "validation": self.validation,
             "runs": [{"run_id": r.run_id, "date": r.date, "windows": r.windows} for r in self.runs],
             "windows": [
                 {
@@ -285,6 +326,18 @@ class Calibration:
                 )
                 for r in d["runs"]
             )
+            # Optional since they were added: a file of an earlier release loads with the
+            # kind "unknown" and no precision, and says so wherever it is used.
+            kind = _string(d.get("sensor_kind", UNKNOWN_KIND), "sensor_kind")
+            precision = d.get("precision_pct")
+            if precision is not None and (
+                isinstance(precision, bool)
+                or not isinstance(precision, (int, float))
+                or not math.isfinite(precision)
+            ):
+                raise ValueError(
+                    f"precision_pct: expected a finite number or null, found {precision!r}"
+                )
             names = d["feature_names"]
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise ValueError(f"feature_names: expected a list of strings, found {names!r}")
@@ -297,6 +350,9 @@ class Calibration:
                 n_runs=_count(d["n_runs"], "n_runs"),
                 updated=_string(d["updated"], "updated"),
                 runs=runs,
+                sensor_kind=kind,
+                precision_pct=None if precision is None else float(precision),
+                validation=_string(d.get("validation", ""), "validation"),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"missing or mistyped field: {exc!r}") from exc
@@ -336,16 +392,22 @@ def merge(
 ) -> Calibration:
     """``new`` on top of ``disk``: newest windows first, runs of ``new`` replacing their old copy.
 
-    The fingerprint, hardware, features and coefficients are ``new``'s (its model was already
-    seeded with the stored windows, so its coefficients reflect both).
+    The fingerprint, hardware, features, coefficients and precision are ``new``'s (its model was
+    already seeded with the stored windows, so its coefficients reflect both); the sensor kind
+    is the weaker of the two when the disk's windows or runs are kept: one estimated run makes
+    the whole file's joules estimated (NB: the kind is the file's, not each run's, so the file
+    stays labelled so until it is started afresh).
     """
     new_ids = {r.run_id for r in new.runs} | {w.run_id for w in new.windows}
     old_runs = tuple(r for r in disk.runs if r.run_id not in new_ids)
     replaced = len(disk.runs) - len(old_runs)
     old_windows = tuple(w for w in disk.windows if w.run_id not in new_ids)
+    windows = (new.windows + old_windows)[:max_windows]
+    kinds = {new.sensor_kind, disk.sensor_kind} if old_runs or old_windows else {new.sensor_kind}
     return replace(
         new,
-        windows=(new.windows + old_windows)[:max_windows],
+        windows=windows,
+        sensor_kind=weakest_kind(kinds),
         runs=(old_runs + new.runs)[-MAX_RUNS_LISTED:],
         n_runs=max(disk.n_runs - replaced, 0) + new.n_runs,
     )

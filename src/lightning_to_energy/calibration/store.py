@@ -17,12 +17,12 @@ import contextlib
 import json
 import os
 import re
-import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from lightning_to_energy import notices
 from lightning_to_energy._files import atomic_write_text
 from lightning_to_energy.calibration.data import (
     DEFAULT_MAX_WINDOWS,
@@ -31,6 +31,7 @@ from lightning_to_energy.calibration.data import (
 )
 from lightning_to_energy.formats import REPORT_FORMAT, RUN_FORMAT
 from lightning_to_energy.hardware.identity import hardware_fingerprint
+from lightning_to_energy.notices import EnergyWarning
 
 __all__ = [
     "APP_DIR",
@@ -45,7 +46,7 @@ APP_DIR = "lightning-to-energy"
 _FINGERPRINT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 
 
-class CalibrationWarning(UserWarning):
+class CalibrationWarning(EnergyWarning, UserWarning):
     """A calibration file could not be used or written; training goes on without it."""
 
 
@@ -280,7 +281,7 @@ class CalibrationStore:
     def _warn(self, message: str, *, stacklevel: int) -> None:
         """Warn, and keep the message for the run's report (:attr:`warnings`)."""
         self.warnings.append(message)
-        warnings.warn(message, CalibrationWarning, stacklevel=stacklevel + 1)
+        notices.warn(message, CalibrationWarning, stacklevel=stacklevel + 1)
 
 
 _CORRUPT = object()

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from typing_extensions import override
 
+from lightning_to_energy import notices
 from lightning_to_energy.counting.cost_model import CostModel, as_cost_model
 from lightning_to_energy.model.regression import FEATURES
+from lightning_to_energy.reporting.format import si_prefix
 from lightning_to_energy.reporting.records import EnergyReport, WindowRecord
 from lightning_to_energy.sensors.base import Sensor
 from lightning_to_energy.tracking.ledger import merge_archives
-from lightning_to_energy.tracking.tracker import EnergyTracker
+from lightning_to_energy.tracking.tracker import EnergyTracker, LiveReadout
 
 if TYPE_CHECKING:
     from lightning_to_energy.reporting.files import SavedReport
@@ -28,21 +30,83 @@ if TYPE_CHECKING:
 __all__ = [
     "FORECAST_KEYS",
     "PBAR_ERROR",
-    "PBAR_ESTIMATED",
-    "PBAR_FORECAST",
-    "PBAR_MEASURED",
-    "PBAR_PREDICTED",
+    "PBAR_FORECAST_MAX_SPREAD",
     "TOTAL_KEYS",
+    "BarUnit",
     "TOEnergy",
+    "bar_items",
+    "bar_number",
+    "bar_unit",
     "window_metric_keys",
 ]
 
-# Progress-bar keys. The measured key names its kind when it is not a hardware measurement.
-PBAR_MEASURED = "energy_J"
-PBAR_ESTIMATED = "energy_est_J"
-PBAR_PREDICTED = "energy_pred_J"
-PBAR_ERROR = "energy_err_%"
-PBAR_FORECAST = "energy_run_J"
+# Progress-bar items (see TOEnergy and bar_items): at most three, their unit in the key.
+PBAR_ERROR = "pred_err_%"
+# The forecast joins the bar once its interval is within this fraction of it, either side.
+PBAR_FORECAST_MAX_SPREAD = 0.25
+# A run of unknown length is taken, for the bar's unit only, to use this many times the
+# joules measured when the unit is chosen.
+_UNKNOWN_LENGTH_SCALE = 10.0
+
+
+@dataclass(frozen=True)
+class BarUnit:
+    """The progress bar's energy unit, chosen once per run (see :func:`bar_unit`)."""
+
+    symbol: str  # "J", "kJ", "MJ"...
+    joules: float  # joules in one unit
+    estimate: bool = False  # the joules are an estimate: the measured key says so
+
+    @property
+    def energy_key(self) -> str:
+        """``energy_kJ``, or ``energy_est_kJ`` when the joules are estimated."""
+        return f"energy_est_{self.symbol}" if self.estimate else f"energy_{self.symbol}"
+
+    @property
+    def forecast_key(self) -> str:
+        """``run_kJ``: the whole run's forecast."""
+        return f"run_{self.symbol}"
+
+
+def bar_unit(scale_j: float, *, estimate: bool = False) -> BarUnit:
+    """The SI unit that puts a run of about ``scale_j`` joules between 0.1 and 100 units.
+
+    NB: the 0.1 to 100 band, not the usual 1 to 1000: Rich prints bar values with three
+    decimals and TQDM with three significant digits padded to five characters, so values below
+    10 read the same in both, and every value from 0.1 up keeps its three significant digits.
+    """
+    prefix, factor = si_prefix(scale_j, low=0.1)
+    return BarUnit(symbol=prefix.replace("µ", "u") + "J", joules=factor, estimate=estimate)
+
+
+def bar_number(value: float) -> float:
+    """``value`` rounded to 3 significant digits and at most 3 decimals (what Rich shows)."""
+    if value == 0.0 or not math.isfinite(value):
+        return value
+    decimals = 2 - math.floor(math.log10(abs(value)))
+    return round(value, min(decimals, 3))
+
+
+def bar_items(live: LiveReadout, unit: BarUnit) -> dict[str, float]:
+    """The progress bar's items: measured energy, the recent prediction error and, once its
+    interval is within ±25 %, the run's forecast; each rounded by :func:`bar_number`."""
+    items = {unit.energy_key: bar_number(live.measured_j / unit.joules)}
+    if live.recent_error_pct is not None:
+        items[PBAR_ERROR] = bar_number(live.recent_error_pct)
+    fc = live.forecast
+    if fc is not None and fc.total_j > 0 and fc.spread <= PBAR_FORECAST_MAX_SPREAD:
+        items[unit.forecast_key] = bar_number(fc.total_j / unit.joules)
+    return items
+
+
+def _run_scale_j(live: LiveReadout, total_steps: int | None, steps_done: int) -> float:
+    """The run's joules as best known now: the forecast, else the joules so far extrapolated
+    to the run's length, else (length unknown) a multiple of the joules so far."""
+    if live.forecast is not None and live.forecast.total_j > 0:
+        return live.forecast.total_j
+    if total_steps and steps_done:
+        return live.measured_j * max(total_steps / steps_done, 1.0)
+    return live.measured_j * _UNKNOWN_LENGTH_SCALE
 
 
 def window_metric_keys(loop: str) -> tuple[str, ...]:
@@ -65,14 +129,16 @@ class TOEnergy(Callback):
     energy is predicted from its operation features *before* its measurement is seen, then the
     measurement refines the online regression. Training, validation and test windows are kept apart.
 
-    Progress bar (rank-local, read from running totals whenever the bar redraws):
-        ``energy_J`` measured joules so far (``energy_est_J`` when a sensor only estimates),
-        ``energy_pred_J`` joules the model predicted for the same windows, each before it was
-        measured (windows closed before the first prediction, and the open window, count at
-        their measured value: ``energy_J - energy_pred_J`` is the model's accumulated error),
-        ``energy_err_%`` mean relative error of the last 10 predictions, ``energy_run_J`` the
-        forecast of the whole run's energy (joules so far plus the model's prediction for the
-        steps left).
+    Progress bar (rank-local; given through ``pl_module.log(..., prog_bar=True, logger=False)``
+    at the first train step after each window close, so any Lightning progress bar shows it
+    and keeps it until the next close): at most three items, each rounded to 3 significant
+    digits, in one unit chosen once per run from its expected energy (``J``, ``kJ``, ``MJ``...,
+    shown here as ``kJ``):
+        ``energy_kJ`` measured energy so far (``energy_est_kJ`` when a sensor only estimates);
+        ``pred_err_%`` mean relative error of the model's last 10 predictions, each made
+        before its window was measured; ``run_kJ`` the forecast of the whole run's energy
+        (energy so far plus the model's prediction for the steps left), shown once its
+        interval is within ±25 % and updated at each window close while it stays so.
 
     Logged at each window close (to ``trainer.loggers``, rank 0, step = ``trainer.global_step``),
     with ``LOOP`` one of ``train``, ``validate``, ``test``:
@@ -86,15 +152,20 @@ class TOEnergy(Callback):
         length, ``energy/forecast_J``, ``energy/forecast_low_J``, ``energy/forecast_high_J``
         (the whole run's forecast and its interval, this rank).
 
-    At the end of ``fit`` (or of a ``validate`` / ``test`` run) rank 0 prints the report and
-    saves ``energy_report.json``, ``energy_report.csv`` and, with matplotlib,
-    ``energy_report.png`` in ``report_dir`` (default: the trainer's log directory), then
-    prints one line naming the files written (why the PNG was not, e.g. matplotlib missing) and
-    the calibration file saved. The report is kept in :attr:`report`, and the files written in
-    :attr:`report_files` (a
-    :class:`~lightning_to_energy.reporting.files.SavedReport`; rank 0, None when
+    At the end of ``fit`` (or of a ``validate`` / ``test`` run) rank 0 saves
+    ``energy_report.json``, ``energy_report.csv`` and, with matplotlib, ``energy_report.png``
+    in ``report_dir`` (default: the trainer's log directory). Once the progress bar has
+    closed it prints a summary of at most 15 lines: the energy and what measured it, each
+    loop's steps and joules, the prediction accuracy, a train step's joules, TOs and top
+    layers, how many notices the full report holds, and the files written (with the
+    ``lightning-to-energy report FILE`` command that prints the full report), why the PNG was
+    not (e.g. matplotlib missing) and the calibration saved. ``verbose=True`` prints the full
+    report instead. The report is kept in :attr:`report`, and the files written in
+    :attr:`report_files` (a :class:`~lightning_to_energy.reporting.files.SavedReport`; rank 0,
+    None when
     saving failed). The report's warnings say when no calibration was saved, and why (e.g.
-    estimated joules are never saved to the automatic store).
+    estimated joules are never saved to the automatic store). Notices during the run are
+    :class:`~lightning_to_energy.notices.EnergyWarning` warnings, printed one line each.
 
     Under ``strategy="ddp_spawn"`` (and other launchers that run the fit in child processes)
     the callback runs in the workers: in the process that called ``fit``, :attr:`report` stays
@@ -112,7 +183,8 @@ class TOEnergy(Callback):
             CPU-time estimate; a sequence of sensors; a callable ``(local_rank, device) ->
             sequence of sensors``; or ``None``.
         window_s: minimum window length in seconds (default: the sensors' minimum, at least
-            2 s).
+            2 s); > 0 and not below a hardware sensor's update period (ValueError), and
+            below a sensor's minimum trustworthy window (2 s on NVML) it warns.
         features: regression features (default ``regression.FEATURES``).
         calibration: ``"auto"`` (per-hardware store in the user cache directory), a JSON
             file path (a calibration saved by ``TOEnergy`` or written by
@@ -124,7 +196,9 @@ class TOEnergy(Callback):
         max_windows: windows kept one by one; older ones are folded into per-loop totals
             (totals stay exact; memory and checkpoints stay bounded on long runs).
         report_dir: where the report files go; ``None`` means the trainer's ``log_dir``.
-        print_report: print the rich report on rank 0 at the end.
+        print_report: print the end-of-run summary (or, with ``verbose``, the full report) on
+            rank 0; False prints nothing (the files are still written).
+        verbose: print the full report at the end instead of the summary.
         plot: draw ``energy_report.png`` (when matplotlib is installed); False skips it (the
             drawing takes about half a second at the end of each fit).
         clock: monotonic clock in seconds (injectable for tests).
@@ -159,6 +233,7 @@ class TOEnergy(Callback):
         max_windows: int = 20_000,
         report_dir: str | Path | None = None,
         print_report: bool = True,
+        verbose: bool = False,
         plot: bool = True,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -182,13 +257,14 @@ class TOEnergy(Callback):
         EnergyTracker(None, sensors=None, **self._kwargs)
         self.report_dir = Path(report_dir) if report_dir is not None else None
         self.print_report = print_report
+        self.verbose = bool(verbose)
+        self._to_print: tuple[EnergyReport, list[str]] | None = None
         self.plot = bool(plot)
         self._clock = clock
         self.tracker: EnergyTracker | None = None
         self.report: EnergyReport | None = None
         self.report_files: SavedReport | None = None
         self._pending_state: dict[str, Any] | None = None
-        self._bar: Any = None
         # Accumulation factor and batches per epoch, read once per epoch (see
         # on_train_batch_start): the optimizer steps on every accumulate-th batch and on the
         # epoch's last batch.
@@ -199,7 +275,8 @@ class TOEnergy(Callback):
         self._notes: list[str] = []  # for the report: e.g. a checkpoint state left unused
         self._logged_index = -1  # the latest window handed to the loggers
         self._train_batches = 0
-        self._last_items: dict[str, float] = {}
+        self._bar_unit: BarUnit | None = None  # chosen once per run: see _show_in_bar
+        self._bar_due = False  # a window closed since the bar was last given its items
         self._totals = (0.0, 0.0)
 
     # --- set-up ---------------------------------------------------------------------------
@@ -286,6 +363,8 @@ class TOEnergy(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._end_step(trainer, pl_module, "train")
+        if self._bar_due:
+            self._show_in_bar(pl_module)
         if self._global_step_before is not None:
             self._plan_manual_run(trainer, trainer.global_step - self._global_step_before)
             self._global_step_before = None
@@ -413,55 +492,50 @@ class TOEnergy(Callback):
 
     # --- display and logging --------------------------------------------------------------
 
-    def _progress_items(self) -> dict[str, float]:
+    def _show_in_bar(self, pl_module: LightningModule) -> None:
+        """Hand the bar its items through ``pl_module.log(prog_bar=True, logger=False)``.
+
+        Called from ``on_train_batch_end`` (the train hook where a callback may log per step)
+        once a window has closed since the last call: Lightning keeps a logged bar value until
+        it is logged again, so the numbers stay between window closes and across epochs, in
+        the TQDM and the Rich bar alike, and the bar itself is left as Lightning built it.
+        """
+        self._bar_due = False
         tracker = self.tracker
         if tracker is None:
-            return dict(self._last_items)
-        live = tracker.live()
-        if live.windows == 0 and live.measured_j == 0.0:
-            return {}
-        key = PBAR_ESTIMATED if live.kind == "estimate" else PBAR_MEASURED
-        items = {key: round(live.measured_j, 4)}
-        if live.predicted_j is not None:
-            items[PBAR_PREDICTED] = round(live.predicted_j, 4)
-        if live.recent_error_pct is not None:
-            items[PBAR_ERROR] = round(live.recent_error_pct, 2)
-        if live.forecast is not None:
-            items[PBAR_FORECAST] = round(live.forecast.total_j, 4)
-        self._last_items = items
-        return items
-
-    def _attach_progress_bar(self, trainer: Trainer) -> None:
-        # The bar asks for its items every time it redraws (TQDM and Rich alike); answering
-        # from the tracker's running totals costs a few additions and never blocks a step,
-        # where self.log on every step would cost more and vanish between epochs.
-        bar = trainer.progress_bar_callback
-        if bar is None or self._bar is not None:
             return
-        original = bar.get_metrics
-
-        def get_metrics(trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
-            items = original(trainer, pl_module)
-            items.update(self._progress_items())
-            return items
-
-        bar.get_metrics = get_metrics  # type: ignore[method-assign]
-        self._bar = bar
+        live = tracker.live()
+        if self._bar_unit is None:
+            if live.measured_j <= 0.0:
+                return  # nothing measured yet: no unit to choose
+            self._bar_unit = bar_unit(
+                _run_scale_j(live, tracker.total_steps, tracker.steps("train")),
+                estimate=live.kind == "estimate",
+            )
+        for name, value in bar_items(live, self._bar_unit).items():
+            # A CPU float64 tensor: Lightning keeps it where it is, so the bar reads it back
+            # without a device sync and without float32 noise in the rounded digits.
+            pl_module.log(
+                name,
+                torch.tensor(value, dtype=torch.float64),
+                prog_bar=True,
+                logger=False,
+                on_step=True,
+                on_epoch=False,
+                batch_size=1,
+            )
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._last_items = {}  # a new fit/validate/test: no numbers of an earlier one
-        self._attach_progress_bar(trainer)
-
-    @override
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self._bar is not None:
-            self._bar.__dict__.pop("get_metrics", None)
-            self._bar = None
+        # A new fit/validate/test: Lightning's bar starts empty, and the unit is chosen anew.
+        self._bar_unit = None
+        self._bar_due = False
+        self._to_print = None
 
     def _log_window(self, trainer: Trainer, record: WindowRecord | None) -> None:
         if record is not None:
             self._logged_index = max(self._logged_index, record.index)
+            self._bar_due = True
         if record is None or trainer.global_rank != 0 or not trainer.loggers:
             return
         prefix = f"energy/{record.loop}_window_"
@@ -532,10 +606,9 @@ class TOEnergy(Callback):
                     tracker.close()
             except Exception as exc:
                 what = "logging its last window" if part == "log" else "the end of the run"
-                warnings.warn(
+                notices.warn(
                     f"lightning-to-energy: {what} failed on rank {trainer.global_rank} "
                     f"({type(exc).__name__}: {exc}); reporting the windows closed so far.",
-                    RuntimeWarning,
                     stacklevel=2,
                 )
         windows: list[WindowRecord] = list(tracker.windows)
@@ -561,7 +634,6 @@ class TOEnergy(Callback):
 
     @rank_zero_only
     def _emit(self, trainer: Trainer, report: EnergyReport, calibration: Path | None) -> None:
-        from lightning_to_energy.reporting.console import render_report
         from lightning_to_energy.reporting.files import save_report
 
         directory = self.report_dir or Path(trainer.log_dir or trainer.default_root_dir)
@@ -570,14 +642,35 @@ class TOEnergy(Callback):
             # None: draw when matplotlib is there; False: never
             self.report_files = save_report(report, directory, plot=None if self.plot else False)
         except OSError as exc:
-            warnings.warn(
+            notices.warn(
                 f"lightning-to-energy: energy report not saved to {directory}: {exc}",
-                RuntimeWarning,
                 stacklevel=2,
             )
         if self.print_report:
+            # Printed in teardown, once the bar has closed (see there).
+            self._to_print = (report, _files_lines(self.report_files, directory, calibration))
+
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._to_print is None:
+            return
+        report, files = self._to_print
+        self._to_print = None
+        bar = trainer.progress_bar_callback
+        if isinstance(bar, RichProgressBar):
+            # Lightning stops a Rich bar in its own teardown, which runs after this one (the
+            # default bar is appended after the user's callbacks): printed while it is live,
+            # the summary would sit above a bar redrawn below it. Its teardown only stops the
+            # bar, so call it first (Lightning's own call then finds it stopped; in a
+            # non-interactive console Rich prints one blank line for it).
+            bar.teardown(trainer, pl_module, stage)
+        from lightning_to_energy.reporting.console import render_report, summary_lines
+
+        if self.verbose:
             render_report(report)
-            print(_files_line(self.report_files, directory, calibration))
+            print("\n".join(files))
+        else:
+            print("\n".join([*summary_lines(report), *files]))
 
     # --- checkpoint state -----------------------------------------------------------------
 
@@ -643,7 +736,8 @@ class TOEnergy(Callback):
     def _note(self, message: str) -> None:
         """One warning (rank 0) and a line in the report."""
         self._notes.append(message)
-        rank_zero_warn(f"lightning-to-energy: {message}", category=RuntimeWarning)
+        notices.install_format()
+        rank_zero_warn(f"lightning-to-energy: {message}", category=notices.EnergyWarning)
 
     def _restorable(self, state: Any) -> bool:
         """Whether a checkpoint's state loads into a tracker built with this callback's
@@ -669,20 +763,22 @@ class TOEnergy(Callback):
         return True
 
 
-def _files_line(saved: SavedReport | None, directory: Path, calibration: Path | None) -> str:
-    """The line printed after the report: the files written, and why any was not."""
+def _files_lines(saved: SavedReport | None, directory: Path, calibration: Path | None) -> list[str]:
+    """The lines printed after the summary or the report: the files written (and how to see
+    the full report), why any was not, and the calibration saved."""
     if saved is None:
-        parts = [f"energy report not saved to {directory} (see the warning above)"]
+        lines = [f"  energy report not saved to {directory} (see the warning above)"]
     else:
-        written = [saved.json_path, saved.csv_path]
-        if saved.png_path is not None:
-            written.append(saved.png_path)
-        parts = ["energy report saved: " + ", ".join(str(p) for p in written)]
+        others = [saved.csv_path.suffix] + ([saved.png_path.suffix] if saved.png_path else [])
+        lines = [
+            f"  full report: lightning-to-energy report {saved.json_path} "
+            f"(also {', '.join(others)})"
+        ]
         # "not requested" is what the user asked for (plot=False): no news to print.
-        parts += [n.rstrip(".") for n in saved.notes if "not requested" not in n]
+        lines += [f"  {n.rstrip('.')}" for n in saved.notes if "not requested" not in n]
     if calibration is not None:
-        parts.append(f"calibration saved: {calibration}")
-    return "lightning-to-energy: " + "; ".join(parts) + "."
+        lines.append(f"  calibration saved: {calibration}")
+    return lines
 
 
 def _rank_and_world() -> tuple[int, int]:

@@ -14,11 +14,13 @@ import contextlib
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
-from lightning_to_energy.cli._common import CliError, cli_device
+from lightning_to_energy import __version__
+from lightning_to_energy.cli._common import CliError, check_output_path, cli_device, count_arg
 
-__all__ = ["CliError", "build_parser", "cli_device", "main"]
+__all__ = ["CliError", "build_parser", "check_output_path", "cli_device", "count_arg", "main"]
 
 _SUBCOMMANDS = ("sensors", "record", "profile", "report", "fit", "predict", "study")
 
@@ -27,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightning-to-energy",
         description="Count transistor operations, measure and predict training energy.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -42,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CliError as exc:
+        cause = exc.__cause__
+        if getattr(args, "traceback", False) and cause is not None:
+            # --traceback: where the user's own code failed, then the one-line error.
+            traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
         print(f"lightning-to-energy {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

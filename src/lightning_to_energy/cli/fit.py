@@ -21,14 +21,17 @@ import argparse
 import hashlib
 import json
 import math
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning_to_energy.calibration.data import MIN_PRECISION_PCT
 from lightning_to_energy.cli._common import CliError
 from lightning_to_energy.reporting.records import EnergyReport, fit_worthy
+from lightning_to_energy.sensors.base import UNKNOWN_KIND, energy_label
 
 if TYPE_CHECKING:
     from lightning_to_energy.calibration.data import Calibration
@@ -67,6 +70,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "measured duration, so predict needs no timing",
     )
     parser.add_argument("--out", default=None, metavar="FILE", help="write a calibration JSON")
+    parser.add_argument(
+        "--allow-estimates",
+        action="store_true",
+        help="let --out write a calibration from estimated (not measured) joules; it is "
+        "labelled 'estimate' wherever it is used",
+    )
+    parser.add_argument(
+        "--allow-imprecise",
+        action="store_true",
+        help=f"let --out write a calibration whose held-out precision is below "
+        f"{MIN_PRECISION_PCT:g} %% (predict then warns)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON object instead")
     parser.set_defaults(func=run)
     return parser
@@ -105,10 +120,13 @@ def _is_study(paths: Sequence[str]) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Load, fit, score, print, and optionally write the calibration."""
+    if args.out:
+        _check_out(args.out)  # before any work: a bad path is not found after the fit
     if _is_study(args.reports):
         return _run_study(args)
     from lightning_to_energy.model.regression import OnlineEnergyModel
     from lightning_to_energy.reporting.codec import ReportFormatError, load_report
+    from lightning_to_energy.reporting.format import report_kind
 
     runs: list[list[tuple[dict[str, float], float]]] = []
     reports: list[EnergyReport] = []
@@ -134,6 +152,14 @@ def run(args: argparse.Namespace) -> int:
         reports.append(report)
         runs.append(fit_windows(report))
     _refuse_repeated_runs(reports, runs, args.reports)
+    kind = _check_kind(
+        args,
+        [
+            (path, report_kind(r))
+            for path, r, w in zip(args.reports, reports, runs, strict=True)
+            if w
+        ],
+    )
     windows = [w for run_ in runs for w in run_]
     if not windows:
         raise CliError(
@@ -177,29 +203,38 @@ def run(args: argparse.Namespace) -> int:
         "identifiable": bool(model.identifiable),
         "validation": method,
         "accuracy": scores,
+        "sensor_kind": kind,
+        "joules": energy_label(kind),
     }
     if args.out:
+        precision = _figure(scores, "precision_pct")
+        _check_precision(args, precision, method, _figure(scores, "r2"))
         # One run id per report, in the order its windows were fitted (the model's history).
         ids = [_report_run_id(r, w) for r, w in zip(reports, runs, strict=True) for _ in w]
-        result["calibration"] = _save(args.out, _by_run(model, hardware, ids))
+        calibration = replace(
+            _by_run(model, hardware, ids),
+            sensor_kind=kind,
+            precision_pct=precision if math.isfinite(precision) else None,
+            validation=method,
+        )
+        result["calibration"] = _save(args.out, calibration)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
-    print(f"fitted {len(windows)} windows from {len(args.reports)} report(s) on {list(names)}")
+    print(
+        f"fitted {len(windows)} windows of {energy_label(kind)} joules from "
+        f"{len(args.reports)} report(s) on {list(names)}"
+    )
     _print_coefficients(model)
     if not model.identifiable:
         print("  (coefficients not separately identifiable from these windows; predictions are)")
 
-    def figure(key: str) -> float:
-        value = scores.get(key)
-        return math.nan if value is None else float(value)
-
-    r2 = figure("r2")
+    r2 = _figure(scores, "r2")
     print(
-        f"precision ({method}): {figure('precision_pct'):.2f} %  "
+        f"precision ({method}): {_figure(scores, 'precision_pct'):.2f} %  "
         f"R^2 {'n/a' if math.isnan(r2) else f'{r2:.4f}'}  "
-        f"median error {100 * figure('median_rel_err'):.2f} %  "
-        f"worst {100 * figure('worst_rel_err'):.2f} %"
+        f"median error {100 * _figure(scores, 'median_rel_err'):.2f} %  "
+        f"worst {100 * _figure(scores, 'worst_rel_err'):.2f} %"
     )
     if args.out:
         print(f"calibration written to {result['calibration']}")
@@ -304,6 +339,7 @@ def _run_study(args: argparse.Namespace) -> int:
         hardware = HardwareInfo.from_dict(
             json.loads(Path(str(runs[0].path)).read_text())["hardware"]["fingerprint"]
         )
+        run_kinds = [(str(r.path), _study_run_kind(Path(str(r.path)))) for r in runs]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CliError(f"cannot fit the study runs: {exc}") from None
     scores: dict[str, dict[str, Any]] = {
@@ -318,6 +354,7 @@ def _run_study(args: argparse.Namespace) -> int:
         else {"not_evaluable": s.reason}
         for s in results.scores
     }
+    kind = _check_kind(args, run_kinds)
     result: dict[str, Any] = {
         "runs": len(runs),
         "hardware": results.hardware,
@@ -327,15 +364,29 @@ def _run_study(args: argparse.Namespace) -> int:
         "identifiable": bool(model.identifiable),
         "validation": "leave-one-configuration-out and leave-one-family-out",
         "accuracy": scores,
+        "sensor_kind": kind,
+        "joules": energy_label(kind),
     }
     if args.out:
+        held = scores.get("config", {})
+        precision = float(held.get("precision_pct", math.nan))
+        _check_precision(args, precision, "leave-one-configuration-out", held.get("r2", math.nan))
         # Each window is one configuration: its own run, so that predict's leave-one-run-out
         # interval holds out one configuration at a time.
-        result["calibration"] = _save(args.out, _by_run(model, hardware, [r.id for r in runs]))
+        calibration = replace(
+            _by_run(model, hardware, [r.id for r in runs]),
+            sensor_kind=kind,
+            precision_pct=precision if math.isfinite(precision) else None,
+            validation="leave-one-configuration-out",
+        )
+        result["calibration"] = _save(args.out, calibration)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
-    print(f"fitted {len(runs)} study runs on {results.hardware} ({hardware.label})")
+    print(
+        f"fitted {len(runs)} study runs of {energy_label(kind)} joules on {results.hardware} "
+        f"({hardware.label})"
+    )
     _print_coefficients(model)
     for split, figures in scores.items():
         if "not_evaluable" in figures:
@@ -349,6 +400,97 @@ def _run_study(args: argparse.Namespace) -> int:
     if args.out:
         print(f"calibration written to {result['calibration']}")
     return 0
+
+
+def _study_run_kind(path: Path) -> str:
+    """The sensor kind a study run's measurement names (``"unknown"`` when it names none)."""
+    kind = json.loads(path.read_text(encoding="utf-8")).get("measured", {}).get("kind")
+    return kind if isinstance(kind, str) and kind else UNKNOWN_KIND
+
+
+def _check_kind(args: argparse.Namespace, kinds: Sequence[tuple[str, str]]) -> str:
+    """The weakest of the fitted inputs' sensor kinds; refuses estimates for ``--out``.
+
+    Args:
+        args: the parsed arguments (``out``, ``allow_estimates``).
+        kinds: ``(path, sensor kind)`` of each fitted report or study run.
+
+    Raises:
+        CliError: ``--out`` without ``--allow-estimates`` on joules not all measured.
+    """
+    from lightning_to_energy.sensors.base import MEASURED_KINDS, weakest_kind
+
+    kind = weakest_kind({k for _, k in kinds}) if kinds else UNKNOWN_KIND
+    if args.out and not args.allow_estimates and kind not in MEASURED_KINDS:
+        named = ", ".join(f"{p} ({k})" for p, k in kinds if k not in MEASURED_KINDS)
+        raise CliError(
+            f"expected measured joules (a counter or integrated power) to write a calibration, "
+            f"found joules that are not measured: {named}. A calibration of estimates teaches "
+            "predict the estimate, not the hardware. Fix: fit reports of runs where an energy "
+            "counter is readable (`lightning-to-energy sensors` says what is missing), or pass "
+            "--allow-estimates to write it anyway, labelled 'estimate' wherever it is used."
+        )
+    return kind
+
+
+def _figure(scores: Mapping[str, float | int | None], key: str) -> float:
+    """A score as a float: NaN where it is missing or undefined (an R^2 of constant joules)."""
+    value = scores.get(key)
+    return math.nan if value is None else float(value)
+
+
+def _check_precision(args: argparse.Namespace, precision: float, method: str, r2: Any) -> None:
+    """Refuse to write a calibration whose held-out precision is below ``MIN_PRECISION_PCT``.
+
+    Raises:
+        CliError: precision below the floor (or not scored) without ``--allow-imprecise``.
+    """
+    if args.allow_imprecise or precision >= MIN_PRECISION_PCT:
+        return
+    found = (
+        f"{precision:.1f} % ({method}, R^2 {float(r2):.3g})"
+        if math.isfinite(precision)
+        else f"no score ({method} could not score it)"
+    )
+    raise CliError(
+        f"expected a calibration whose held-out precision is at least {MIN_PRECISION_PCT:g} %, "
+        f"found {found}; not written to {args.out}. Fix: fit on more runs or on measured time "
+        "(drop --roofline), or pass --allow-imprecise to write it anyway (predict then warns)."
+    )
+
+
+def _check_out(path: str) -> None:
+    """Refuse an ``--out`` that cannot become a calibration file, before anything is fitted.
+
+    Raises:
+        CliError: a directory, a file that is not a calibration (e.g. a report or source
+            file: it would be overwritten), or a folder that cannot be written.
+    """
+    from lightning_to_energy.calibration import Calibration
+
+    out = Path(path)
+    if out.is_dir():
+        # The store would warn that this "calibration file" is unusable and suggest deleting it.
+        raise CliError(
+            f"expected --out to name a calibration file, found the directory {path}. Fix: "
+            f"name a file in it, e.g. --out {out / 'calibration.json'}."
+        )
+    if out.exists():
+        try:
+            Calibration.from_dict(json.loads(out.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            raise CliError(
+                f"expected --out to name a new file or a calibration to merge into, found "
+                f"{path}, which is not a calibration: it would be overwritten. Fix: choose "
+                "another file name, e.g. --out calibration.json."
+            ) from None
+    folder = out.parent if str(out.parent) else Path(".")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK):
+        raise CliError(
+            f"expected --out in a writable folder, found {existing} not writable. Fix: choose "
+            "a path you can write, e.g. --out ./calibration.json."
+        )
 
 
 def _refuse_repeated_runs(
@@ -420,18 +562,20 @@ def _by_run(
 
 
 def _save(path: str, calibration: Any) -> str:
-    """Write ``calibration`` to ``path``; a CliError when the store refused (it warned why)."""
-    from lightning_to_energy.calibration.store import CalibrationStore
+    """Write ``calibration`` to ``path``; a CliError with the store's reason when it refused."""
+    import warnings
 
-    if Path(path).is_dir():
-        # The store would warn that this "calibration file" is unusable and suggest deleting it.
-        raise CliError(
-            f"expected --out to name a calibration file, found the directory {path}. Fix: "
-            f"name a file in it, e.g. --out {Path(path) / 'calibration.json'}."
-        )
-    saved = CalibrationStore.from_path(path).save(calibration)
+    from lightning_to_energy.calibration import CalibrationStore, CalibrationWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibrationWarning)
+        saved = CalibrationStore.from_path(path).save(calibration)
     if saved is None:
-        raise CliError(f"calibration not written to {path} (see the warning above).")
+        # one message for the fault: the store's reason, not a warning and an error
+        reason = "; ".join(str(w.message) for w in caught) or "the store refused it"
+        raise CliError(f"calibration not written to {path}: {reason}")
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return str(saved)
 
 

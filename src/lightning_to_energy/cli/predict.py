@@ -16,10 +16,12 @@ import json
 import math
 import statistics
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-from lightning_to_energy.cli._common import CliError
+from lightning_to_energy.cli._common import CliError, count_arg
+from lightning_to_energy.cli.profile import PRECISIONS, TRACEBACK_HINT, add_traceback_flag
 
 __all__ = [
     "add_parser",
@@ -42,8 +44,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SHAPE[:DTYPE[:HIGH]]",
         help="one forward input per positional argument, as for `profile`",
     )
-    parser.add_argument("--steps", type=int, required=True, help="training steps the run will take")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument(
+        "--steps", type=count_arg, required=True, help="training steps the run will take (1e4 ok)"
+    )
+    parser.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=PRECISIONS,
+        help="compute format, as for `profile` (fp8 and int8 are counted where a model uses them)",
+    )
     parser.add_argument("--optimizer", default="adamw", choices=("sgd", "adam", "adamw"))
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument(
@@ -51,7 +60,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="S",
-        help="seconds per step (calibrations on measured time); default: time 5 steps here",
+        help="seconds per step (calibrations on measured time); default: the calibration's "
+        "runs of this model, else the roofline plus --step-overhead, else 5 bare steps timed here",
+    )
+    parser.add_argument(
+        "--step-overhead",
+        type=float,
+        default=None,
+        metavar="S",
+        help="Lightning's seconds per step on top of the model's, for the roofline step time "
+        "(default: a stated figure, planning.DEFAULT_LIGHTNING_OVERHEAD_S)",
     )
     parser.add_argument(
         "--hardware",
@@ -65,7 +83,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--top", type=int, default=5, help="modules listed by predicted joules (default 5)"
+        "--top", type=count_arg, default=5, help="modules listed by predicted joules (default 5)"
     )
     parser.add_argument(
         "--calibration",
@@ -74,19 +92,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="calibration JSON (default: this hardware's entry in the user cache)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON object instead")
+    add_traceback_flag(parser)
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Count, time if needed, load the calibration and print the prediction."""
-    from lightning_to_energy.calibration.store import CalibrationStore
+    from lightning_to_energy.calibration.store import CalibrationStore, CalibrationWarning
     from lightning_to_energy.cli._common import cli_device, precision_context
     from lightning_to_energy.cli.profile import build_model_and_inputs, resolve_target_arg
     from lightning_to_energy.counting import profile
     from lightning_to_energy.counting.profile import random_label_loss
     from lightning_to_energy.hardware.identity import HardwareInfo, hardware_fingerprint
-    from lightning_to_energy.planning import calibration_hardware, plan_run
+    from lightning_to_energy.planning import StepTime, calibration_hardware, plan_run
 
     if args.steps < 1:
         raise CliError(f"expected --steps >= 1, found {args.steps}. Fix: e.g. --steps 1000.")
@@ -95,6 +114,13 @@ def run(args: argparse.Namespace) -> int:
             f"expected --step-time > 0 seconds (finite), found {args.step_time}. Fix: the "
             "target machine's seconds per training step, e.g. --step-time 0.05."
         )
+    if args.step_overhead is not None and not (
+        args.step_overhead >= 0 and math.isfinite(args.step_overhead)
+    ):
+        raise CliError(
+            f"expected --step-overhead >= 0 seconds (finite), found {args.step_overhead}. Fix: "
+            "Lightning's seconds per step on top of the model's, e.g. --step-overhead 0.002."
+        )
     if not args.input:
         raise CliError("expected at least one --input SHAPE (e.g. --input 64x1x8x8), found none.")
     if args.calibration:
@@ -102,13 +128,19 @@ def run(args: argparse.Namespace) -> int:
     hardware = HardwareInfo.detect()
     fingerprint = hardware_fingerprint(hardware)
     store = CalibrationStore.from_path(args.calibration) if args.calibration else CalibrationStore()
-    calibration = store.load(fingerprint)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibrationWarning)
+        calibration = store.load(fingerprint)
+    if calibration is not None:
+        for w in caught:  # a usable file of other hardware: a note, not a fault
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    unusable = "; ".join(str(w.message) for w in caught)
     if calibration is None and args.calibration:
-        # An explicit file of any hardware is used as given: it is missing or unreadable (the
-        # store warned why), not "of another hardware".
+        # An explicit file of any hardware is used as given: it is missing or unreadable, not
+        # "of another hardware". One message for the fault: the store's reason is folded in.
         # (a directory was refused by _check_calibration_path already)
         found = (
-            "a file it could not use (see the warning above)"
+            f"a file it could not use: {unusable or 'unreadable'}"
             if Path(args.calibration).exists()
             else "nothing at that path"
         )
@@ -119,8 +151,10 @@ def run(args: argparse.Namespace) -> int:
         )
     if calibration is None:
         where = store.path_for(fingerprint)
+        found = f"one it could not use: {unusable}" if unusable else "none"
         raise CliError(
-            f"expected a calibration for this hardware ({hardware.label}) at {where}, found none. "
+            f"expected a calibration for this hardware ({hardware.label}) at {where}, found "
+            f"{found}. "
             "Fix: train once with TOEnergy() on this machine (it saves one when its sensors "
             "measure: an energy counter or integrated power; estimated energy saves none), or "
             "pass --calibration FILE written by `lightning-to-energy fit --out FILE` (e.g. "
@@ -128,14 +162,6 @@ def run(args: argparse.Namespace) -> int:
         )
     names = calibration.feature_names
     same_machine = calibration.fingerprint == fingerprint
-    if "duration_s" in names and args.step_time is None and not same_machine:
-        raise CliError(
-            f"the calibration was made on {calibration.hardware.label} and its static-power term "
-            f"uses measured step time; timing steps here ({hardware.label}) would measure the "
-            "wrong machine. Fix: pass --step-time S for the target machine, or use a "
-            "calibration fitted on roofline_s (`lightning-to-energy fit STUDY_DIR --out FILE`, "
-            "or `fit REPORT... --roofline --out FILE` on that machine's reports)."
-        )
     if args.hardware and "roofline_s" not in names:
         raise CliError(
             f"--hardware applies to calibrations fitted on roofline_s; this one "
@@ -184,15 +210,19 @@ def run(args: argparse.Namespace) -> int:
                 kwargs=kwargs,
                 fallback="cpu",  # an op without a meta kernel: count on the CPU, warning
             )
-            step_s = args.step_time
-            if "duration_s" in names and step_s is None:
-                step_s = _time_steps(model, inputs, args.optimizer, device, loss_fn, target)
+            step_s: StepTime | None = None
+            if "duration_s" in names:
+                step_s = _step_time(
+                    args, step, calibration, same_machine, hardware.label, model, inputs, device,
+                    loss_fn, target,
+                )  # fmt: skip
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
         raise CliError(
             f"expected {args.target} to train on inputs {args.input}, found "
             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            ". Fix: give --input shapes and dtypes that the model's forward accepts."
-        ) from None
+            ". Fix: give --input shapes and dtypes that the model's forward accepts"
+            + TRACEBACK_HINT
+        ) from exc
     try:
         plan = plan_run(
             step,
@@ -206,12 +236,16 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     planned = plan.to_dict()
+    notes = _notes(args, calibration, spec, same_machine, hardware.label)
+    if step_s is not None and step_s.warning:
+        notes.insert(0, step_s.warning)
     result = {
         "model": args.target,
         "precision": how,
         **planned,
         "hardware": hardware.label,  # this machine; the roofline's is roofline_hardware
         "roofline_hardware": planned["hardware"],
+        "notes": notes,
     }
     if args.json:
         # strict JSON: non-finite floats (an unbounded interval) as the report writes them
@@ -235,17 +269,126 @@ def run(args: argparse.Namespace) -> int:
         else f"range {span}: {plan.interval_basis}"
     )
     windows, runs = plan.calibration_windows, plan.calibration_runs
+    scored = (
+        f", held-out precision {plan.calibration_precision_pct:.1f} %"
+        if plan.calibration_precision_pct is not None
+        else ""
+    )
     print(
         f"{args.target}: {args.steps} steps x {format_si(plan.tos_per_step, 'TO')} and {timing}\n"
+        f"step time: {plan.step_time_detail}\n"
         f"predicted energy: {format_si(plan.energy_j, 'J')} ({interval}), "
         f"from {windows} calibration window{'' if windows == 1 else 's'} of {runs} "
-        f"run{'' if runs == 1 else 's'} ({plan.calibration_hardware})"
+        f"run{'' if runs == 1 else 's'} ({plan.calibration_hardware}; joules "
+        f"{plan.energy_label}{scored})"
     )
+    for note in notes:
+        print(f"note: {note}")
     if plan.top_modules:
         print("top modules by predicted joules (dynamic energy, TO share):")
         for m in plan.top_modules:
             print(f"  {m.name:<32} {format_si(m.energy_j, 'J'):>10}  {m.share:.1%}")
     return 0
+
+
+def _step_time(
+    args: argparse.Namespace,
+    step: Any,
+    calibration: Any,
+    same_machine: bool,
+    here: str,
+    model: Any,
+    inputs: list[Any],
+    device: Any,
+    loss_fn: Any,
+    target: Any,
+) -> Any:
+    """The :class:`~lightning_to_energy.planning.StepTime` of a measured-time calibration.
+
+    ``--step-time`` when given; else :func:`~lightning_to_energy.planning.choose_step_time`:
+    the calibration's runs of this step, the step model plus Lightning's overhead, or bare
+    steps timed here (only on the calibration's own machine).
+    """
+    from lightning_to_energy.planning import (
+        STEP_TIME_GIVEN,
+        StepTime,
+        calibration_hardware,
+        choose_step_time,
+    )
+
+    if args.step_time is not None:
+        return StepTime(args.step_time, STEP_TIME_GIVEN, f"--step-time {args.step_time:g} s")
+    try:
+        spec = calibration_hardware(calibration, same_machine=same_machine)
+    except ValueError:
+        spec = None  # a GPU the hardware table does not know: no step model
+    # NB: a spec named from another machine's CPU (name and core count only) is too rough a
+    # step model: another machine's plan needs its runs or --step-time.
+    if not same_machine and not calibration.hardware.gpus:
+        spec = None
+    timer = None
+    if same_machine:
+
+        def timer() -> float:
+            return _time_steps(model, inputs, args.optimizer, device, loss_fn, target)
+
+    try:
+        return choose_step_time(
+            step, calibration, spec=spec, overhead_s=args.step_overhead, time_bare_step=timer
+        )
+    except ValueError:
+        raise CliError(
+            f"the calibration was made on {calibration.hardware.label} and its static-power term "
+            f"uses measured step time, but it holds no run of this model and batch and timing "
+            f"steps here ({here}) would measure the wrong machine. Fix: pass --step-time S for "
+            "the target machine, or use a calibration fitted on roofline_s "
+            "(`lightning-to-energy fit STUDY_DIR --out FILE`, or `fit REPORT... --roofline "
+            "--out FILE` on that machine's reports)."
+        ) from None
+
+
+def _notes(
+    args: argparse.Namespace, calibration: Any, spec: Any, same_machine: bool, here: str
+) -> list[str]:
+    """What the user must know about the calibration behind the figure, one line each."""
+    from lightning_to_energy.calibration import MIN_PRECISION_PCT
+
+    notes: list[str] = []
+    if not calibration.measured:
+        notes.append(
+            f"the calibration's joules are {calibration.energy_label}: this prediction is an "
+            "estimate of the estimate, not of the hardware's energy."
+        )
+    precision = calibration.precision_pct
+    if precision is not None and precision < MIN_PRECISION_PCT:
+        notes.append(
+            f"the calibration's own held-out precision is {precision:.1f} % "
+            f"({calibration.validation}), below {MIN_PRECISION_PCT:g} %: its predictions "
+            "miss held-out runs by more than the interval suggests. Fix: refit it on more runs."
+        )
+    made_on = calibration.hardware.label
+    if spec is not None and args.hardware and not _same_hardware(spec, calibration):
+        # A roofline calibration may be moved: only its time term follows the new hardware.
+        notes.append(
+            f"--hardware {args.hardware}: the calibration was measured on {made_on}; for "
+            f"{spec.name} only its roofline time term changes, its coefficients (joules per TO, "
+            f"watts) remain {made_on}'s. Fix: fit a calibration on {spec.name}'s own runs."
+        )
+    elif args.step_time is not None and not same_machine:
+        notes.append(
+            f"the calibration was measured on {made_on}, not on this machine ({here}): the "
+            "figure is for that hardware, at the --step-time given."
+        )
+    return notes
+
+
+def _same_hardware(spec: Any, calibration: Any) -> bool:
+    """True when roofline ``spec`` is the hardware ``calibration`` was measured on."""
+    hw = calibration.hardware
+    if hw.gpus:
+        names = {g.lower() for g in hw.gpus}
+        return spec.kind == "gpu" and any(m in n for m in spec.match for n in names)
+    return bool(spec.kind == "cpu")
 
 
 def _check_calibration_path(path: Path) -> None:

@@ -23,10 +23,19 @@ import os
 import sys
 from typing import Any
 
-from lightning_to_energy.cli._common import CliError, cli_device, make_input, precision_context
+from lightning_to_energy.cli._common import (
+    CliError,
+    cli_device,
+    count_arg,
+    make_input,
+    precision_context,
+)
 
 __all__ = [
+    "PRECISIONS",
+    "TRACEBACK_HINT",
     "add_parser",
+    "add_traceback_flag",
     "build_model_and_inputs",
     "load_module",
     "parse_input",
@@ -57,7 +66,9 @@ _DTYPES = {
     "uint8": "uint8",
     "bool": "bool",
 }
-_PRECISIONS = ("fp32", "bf16", "fp16")
+# The formats a step can be run in. The cost model also weighs fp8 and int8, but only where the
+# model itself computes in them (no autocast exists for them): `profile` counts what it sees.
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -97,7 +108,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--dtype",
         default="fp32",
-        choices=_PRECISIONS,
+        choices=PRECISIONS,
         help="compute precision: bf16/fp16 run under autocast (or a cast where unsupported)",
     )
     parser.add_argument("--train", action="store_true", help="count a whole training step")
@@ -117,8 +128,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "'cuda' for the local GPU): the model is built on the meta device"
         ),
     )
-    parser.add_argument("--top", type=int, default=10, help="modules to list (default: 10)")
+    parser.add_argument("--top", type=count_arg, default=10, help="modules to list (default: 10)")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead")
+    add_traceback_flag(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -195,8 +207,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(
             f"expected {args.target} to run on inputs [{shapes}], found "
             f"{type(exc).__name__}: {_first_line(exc)}. Fix: give --input shapes and dtypes "
-            "that the model's forward accepts."
-        ) from None
+            f"that the model's forward accepts{TRACEBACK_HINT}"
+        ) from exc
     meta = {
         "model": args.target,
         "inputs": list(args.input),
@@ -212,6 +224,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         _render(result, meta, args.top)
     return 0
+
+
+# Appended to errors raised by the user's own code: the flag prints where it failed.
+TRACEBACK_HINT = " (--traceback shows where it failed)."
+
+
+def add_traceback_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--traceback``: print the traceback of an error raised by the user's own code.
+
+    :func:`lightning_to_energy.cli.main` prints the ``__cause__`` of the ``CliError`` it
+    catches: a command raises ``CliError(...) from exc`` for errors of the user's code.
+    """
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="print the traceback of an error raised by the model's own code",
+    )
 
 
 def _first_line(exc: BaseException) -> str:

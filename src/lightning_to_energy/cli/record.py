@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lightning_to_energy.cli._common import CliError
+from lightning_to_energy.cli._common import CliError, check_output_path
 
 __all__ = [
     "add_parser",
@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
             f"--seconds and --interval must be > 0; found {args.seconds} and {args.interval}. "
             "Fix: e.g. --seconds 60 --interval 0.1."
         )
+    # before any recording: a trace never replaces a file of another kind
+    check_output_path(args.out, "--out", "trace.csv")
     try:
         with warnings.catch_warnings():
             # The trace and the summary label estimates in their kind column; no warning on top.

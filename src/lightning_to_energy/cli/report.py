@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from lightning_to_energy.cli._common import CliError
+from lightning_to_energy.cli._common import CliError, check_output_path
 
 __all__ = [
     "add_parser",
@@ -51,6 +52,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="OUT.csv",
         help="also write the per-window CSV to this file",
     )
+    parser.add_argument(
+        "--json", action="store_true", help="print the report as JSON instead of tables"
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -62,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         CliError: the file is missing, unreadable, not an energy report, or a requested plot
             cannot be drawn; the message says what was expected, what was found and the fix.
     """
-    from lightning_to_energy.reporting.codec import ReportFormatError, load_report
+    from lightning_to_energy.reporting.codec import ReportFormatError, load_report, report_to_dict
     from lightning_to_energy.reporting.console import render_report
     from lightning_to_energy.reporting.files import write_csv
     from lightning_to_energy.reporting.plot import MissingExtraError, save_plot
@@ -102,13 +106,15 @@ def run(args: argparse.Namespace) -> int:
 
     outputs = ((args.csv, "--csv", "energy_report.csv"), (args.plot, "--plot", "energy_report.png"))
     for target, option, example in outputs:
-        if target is not None and target.is_dir():
+        if target is not None:
             # Checked before printing, so the error is not lost below the whole report.
-            raise CliError(
-                f"expected {option} to name a file, found the directory {target}. Fix: name a "
-                f"file in it, e.g. {option} {target / example}."
-            )
-    render_report(report)
+            check_output_path(target, option, example)
+    if args.json:
+        import json
+
+        print(json.dumps(report_to_dict(report), indent=2, allow_nan=False))
+    else:
+        render_report(report)
     written: list[str] = []
     try:
         if args.csv is not None:
@@ -123,5 +129,6 @@ def run(args: argparse.Namespace) -> int:
             "Fix: choose a writable output path."
         ) from None
     for item in written:
-        print(f"wrote {item}")
+        # on stderr under --json, so that stdout stays one JSON document
+        print(f"wrote {item}", file=sys.stderr if args.json else sys.stdout)
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_to_energy._files import atomic_write_text
-from lightning_to_energy.cli._common import CliError, cli_device
+from lightning_to_energy.cli._common import CliError, check_output_path, cli_device, count_arg
 
 __all__ = [
     "add_parser",
@@ -59,7 +59,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="training time per configuration at least (default 8)",
     )
     run_p.add_argument(
-        "--windows", type=int, default=None, help="fit-worthy windows per configuration (3)"
+        "--windows", type=count_arg, default=None, help="fit-worthy windows per configuration (3)"
     )
     run_p.add_argument(
         "--hardware", default=None, metavar="KEY", help="roofline hardware key (default: detect)"
@@ -90,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch to ``study run`` or ``study eval``."""
     if args.study_command == "run":
         return run_grid(args)
+    if args.results_md is not None:
+        # before any work: the results section never lands in a file of another kind
+        check_output_path(Path(args.results_md), "--results-md", "results.md")
     return evaluate_dir(Path(args.out_dir), results_md=args.results_md, as_json=args.json)
 
 

@@ -24,7 +24,6 @@ whose inputs need no grad, and outputs that are not tensors.
 from __future__ import annotations
 
 import os
-import warnings
 from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
@@ -67,6 +66,7 @@ from lightning_to_energy.counting.registry import (
     tf32_allowed,
 )
 from lightning_to_energy.counting.target import CountTarget, MetaCountingError, active_target
+from lightning_to_energy.notices import warn as _notify
 
 RECOMPUTE = " (recompute)"
 """Suffix of the module names that forward ops recomputed in backward are charged to
@@ -174,11 +174,10 @@ def _apply(formula: Callable[[OpCall], OpCost], call: OpCall) -> OpCost:
         name = str(call.func)
         if name not in _FAILED:
             _FAILED.add(name)
-            warnings.warn(
+            _notify(
                 f"lightning-to-energy: the formula for {name} raised {type(exc).__name__}: "
                 f"{exc}; expected it to cost the call. Counting it with the fallback estimate "
                 "(listed in unmodelled_ops). Please report this with the op's arguments.",
-                RuntimeWarning,
                 stacklevel=2,
             )
         if formula is fallback_cost:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 from lightning_to_energy.hardware.identity import HardwareInfo
@@ -17,6 +16,7 @@ from lightning_to_energy.hardware.specs import (
     is_registered,
     match_hardware,
 )
+from lightning_to_energy.notices import warn as notify
 
 __all__ = ["detect_hardware", "resolve_device", "resolve_spec", "spec_for"]
 
@@ -126,11 +126,10 @@ def resolve_spec(hardware: HardwareSpec | str | None, device: Any) -> HardwareSp
     try:
         return detect_hardware(device)
     except ValueError as exc:
-        warnings.warn(
+        notify(
             f"lightning-to-energy study: no roofline for this device ({exc}); roofline_s will "
             "be null, so the 'ours' model cannot use these runs. Fix: pass hardware=KEY "
             "(--hardware KEY), or register the device with roofline.load_hardware().",
-            RuntimeWarning,
             stacklevel=2,
         )
         return None

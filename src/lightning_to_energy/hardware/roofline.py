@@ -29,6 +29,7 @@ __all__ = [
     "RooflineBreakdown",
     "compute_time_s",
     "memory_time_s",
+    "module_time_shares",
     "op_time_s",
     "roofline_breakdown",
     "roofline_s",
@@ -141,3 +142,31 @@ def roofline_s(profile: StepProfile, spec: HardwareSpec) -> float:
     """
     _check_profile(profile)
     return math.fsum(op_time_s(cost, spec) * calls for cost, calls in profile.op_costs)
+
+
+def module_time_shares(profile: StepProfile, spec: HardwareSpec) -> dict[str, float]:
+    """Each module's share of the step's roofline time on ``spec`` (shares sum to 1).
+
+    A module's time is the longest of its FLOPs at the step's mean compute rate, its bytes at
+    peak bandwidth and its kernels' launches. NB: the step's op costs are not kept per module,
+    so a module's FLOPs run at the step's mean rate (seconds of arithmetic per FLOP over the
+    whole step), not at its own formats' rates; element-wise modules (no FLOPs) are timed by
+    their bytes and launches, which is what bounds them.
+
+    Returns:
+        Module name to share; empty when the profile has no time at all (or no op costs).
+    """
+    if not profile.op_costs:
+        return {}
+    compute_s = math.fsum(compute_time_s(cost, spec) * calls for cost, calls in profile.op_costs)
+    s_per_flop = compute_s / profile.flops if profile.flops > 0 else 0.0
+    times = {
+        name: max(
+            m.flops * s_per_flop,
+            (m.bytes_read + m.bytes_written) / spec.memory_bw_bytes_s,
+            m.kernels * spec.launch_s,
+        )
+        for name, m in profile.by_module.items()
+    }
+    total = math.fsum(times.values())
+    return {name: t / total for name, t in times.items()} if total > 0 else {}

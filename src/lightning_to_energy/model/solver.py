@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from lightning_to_energy.notices import warn as notify
 
 __all__ = [
     "CONDITION_LIMIT",
@@ -99,11 +100,10 @@ def solve(
     except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
         # NB: NNLS can stop at its iteration limit on pathological data; keeping the
         # previous coefficients is better than stopping a training run over it.
-        warnings.warn(
+        notify(
             f"energy model: the refit on {len(w)} windows failed ({exc}); expected a "
             "solvable non-negative least squares, keeping the previous coefficients. Fix: "
             "report this with the model's state_dict().",
-            RuntimeWarning,
             stacklevel=4,
         )
         return None

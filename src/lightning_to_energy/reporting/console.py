@@ -13,26 +13,37 @@ from typing import TYPE_CHECKING, Any
 
 from lightning_to_energy.reporting.records import (
     FLAG_BOUNDARY,
+    FLAG_COUNTER_RESET,
     FLAG_ESTIMATE,
     FLAG_FAULT,
+    FLAG_IMPLAUSIBLE,
+    FLAG_MISSED_WRAPS,
     FLAG_OUTLIER,
     FLAG_SHORT,
     FLAG_UNMEASURED,
     EnergyReport,
     PriorRecord,
 )
+from lightning_to_energy.sensors.base import energy_word
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
-from lightning_to_energy.reporting.format import format_duration, format_si, ordered_union
+from lightning_to_energy.reporting.format import (
+    format_duration,
+    format_si,
+    ordered_union,
+    report_kind,
+)
 
 __all__ = [
     "REPORT_WIDTH",
+    "SUMMARY_MAX_LINES",
     "prior_text",
     "render_report",
     "report_console",
     "report_sections",
     "roofline_share",
+    "summary_lines",
 ]
 """Value of the ``format`` key that marks a JSON file as an energy report."""
 """The report schema this module writes and reads (``EnergyReport.version``)."""
@@ -145,7 +156,7 @@ def _section_totals(report: EnergyReport) -> RenderableType:
         ("windows", "right"),
         ("steps", "right"),
         ("duration", "right"),
-        ("measured", "right"),
+        (energy_word(report_kind(report)), "right"),  # "measured" only when measured
         ("predicted", "right"),
         ("avg power", "right"),
         ("TOs", "right"),
@@ -235,7 +246,7 @@ def _section_totals(report: EnergyReport) -> RenderableType:
         by_loop.add_row(*cells)
     domains_used = ordered_union((lt.energy_j for lt in loops), first=list(kinds))
     by_loop.caption = (
-        "measured = sum over domains: "
+        f"{energy_word(report_kind(report))} = sum over domains: "
         + ", ".join(_domain_label(d, kinds) for d in domains_used)
         + "; predicted = sum of per-window predictions made before each measurement"
         + (
@@ -409,18 +420,34 @@ def _section_modules(report: EnergyReport) -> RenderableType | None:
     table = Table(title="Top modules by TOs (per step)", title_justify="left")
     table.add_column("module")
     table.add_column("TOs", justify="right")
-    table.add_column("share", justify="right")
+    table.add_column("TO share", justify="right")
+    table.add_column("time share", justify="right")
+    table.add_column("dynamic", justify="right")
+    table.add_column("static", justify="right")
     table.add_column("predicted per step", justify="right")
     for m in report.top_modules:
+        total = None
+        if m.predicted_j is not None or m.static_j is not None:
+            total = (m.predicted_j or 0.0) + (m.static_j or 0.0)
         table.add_row(
             Text(m.name or "(root)"),
             format_si(m.tos, "TO"),
             _format_pct(m.share),
+            _format_pct(m.time_share),
             format_si(m.predicted_j, "J"),
+            format_si(m.static_j, "J"),
+            format_si(total, "J"),
         )
+    attributed = any(m.static_j is not None for m in report.top_modules)
     table.caption = (
-        "predicted per step: the module's share of a step's TOs times the step's predicted "
-        "dynamic energy (static power is not attributed to layers)"
+        "dynamic: the module's share of a step's TOs times the step's predicted dynamic energy; "
+        "static: its share of the step's roofline time times the step's predicted static "
+        "energy (static power x step time)"
+        + (
+            ""
+            if attributed
+            else f"; static energy is not attributed to layers: {report.static_note or 'no data'}"
+        )
     )
     return table
 
@@ -486,6 +513,9 @@ def _window_warnings(report: EnergyReport) -> list[str]:
     messages = {
         FLAG_SHORT: "shorter than a sensor's minimum trustworthy window (joules noisy)",
         FLAG_FAULT: "had a sensor fault (a domain is missing from their joules)",
+        FLAG_IMPLAUSIBLE: "had a reading that cannot be true (left out of their joules)",
+        FLAG_COUNTER_RESET: "saw a counter reset (that domain's joules are unknown, left out)",
+        FLAG_MISSED_WRAPS: "may have missed RAPL wraps (that domain's joules left out)",
         FLAG_ESTIMATE: "include estimated, not measured, joules",
         FLAG_UNMEASURED: "have no measured joules at all",
         FLAG_OUTLIER: "were measured but not used to fit the model",
@@ -565,3 +595,81 @@ def render_report(report: EnergyReport, console: Console | None = None) -> None:
     for section in report_sections(report):
         console.print(section)
         console.print()
+
+
+# ----------------------------------------------------------------------------------------------
+# The end-of-run summary (plain text): what a run prints by default
+# ----------------------------------------------------------------------------------------------
+
+SUMMARY_MAX_LINES = 15
+"""The summary, files lines included, never runs longer than this."""
+
+
+def _joules_label(report: EnergyReport) -> str:
+    """``"measured"``, or what the joules are instead: ``"estimated (cpu:estimate)"``."""
+    from lightning_to_energy.sensors.base import MEASURED_KINDS
+
+    weak = [s for s in report.sensors if s.kind not in MEASURED_KINDS]
+    if not report.sensors:
+        return "not measured (no sensor)"
+    if not weak:
+        return "measured"
+    word = {"estimate": "estimated, not measured", "fake": "from a fake sensor, not measured"}
+    kinds = sorted({s.kind for s in weak})
+    label = (
+        word.get(kinds[0], f"{kinds[0]}, not a hardware counter")
+        if len(kinds) == 1
+        else ("partly not measured")
+    )
+    return f"{label} ({', '.join(s.domain for s in weak)})"
+
+
+def summary_lines(report: EnergyReport, *, max_modules: int = 3) -> list[str]:
+    """The report in a few plain lines (at most :data:`SUMMARY_MAX_LINES` minus the files
+    lines the caller adds): totals, accuracy, the step's cost and top layers, the roofline,
+    and how many notices the full report holds."""
+    loops = list(report.loops.values())
+    duration = math.fsum(lt.duration_s for lt in loops)
+    lines = [
+        f"lightning-to-energy: {format_si(report.measured_j, 'J')} {_joules_label(report)}"
+        f" in {format_duration(duration)} ({format_si(_ratio(report.measured_j, duration), 'W')}"
+        " average)"
+    ]
+    for lt in loops:
+        predicted = f", predicted {format_si(lt.predicted_j, 'J')}" if lt.predicted_j else ""
+        lines.append(
+            f"  {lt.loop:<9} {lt.steps:>7,} steps in {format_duration(lt.duration_s):>10}: "
+            f"{format_si(lt.measured_j, 'J')}{predicted}"
+        )
+    acc = report.accuracy
+    precision = acc.get("precision_pct")
+    if precision is not None and math.isfinite(precision):
+        n = acc.get("n", math.nan)
+        lines.append(
+            f"  predicted before measuring: precision {precision:.1f} %, median error "
+            f"{_format_pct(acc.get('median_rel_err'))}"
+            + (f" over {int(n):,} windows" if math.isfinite(n) else "")
+        )
+    train = report.loops.get("train")
+    if train is not None and train.steps > 0:
+        per_step = (
+            f"  per train step: {format_si(train.measured_j / train.steps, 'J')}, "
+            f"{format_si(train.tos / train.steps, 'TO')}"
+        )
+        if report.top_modules:
+            top = ", ".join(
+                f"{m.name or '(root)'} {_format_pct(m.share, decimals=0)}"
+                for m in report.top_modules[:max_modules]
+            )
+            per_step += f"; most TOs: {top}"
+        lines.append(per_step)
+    share = roofline_share(report)
+    if share is not None and share[1] > 0:
+        lines.append(
+            f"  roofline: the steps ran at {_format_pct(share[0] / share[1])} of the hardware's "
+            "peaks; the rest of the time is spent waiting, at static power"
+        )
+    notices = len(_window_warnings(report)) + len(report.warnings) + bool(report.unmodelled_ops)
+    if notices:
+        lines.append(f"  {notices} notice(s) in the full report (window flags, calibration, ops)")
+    return lines

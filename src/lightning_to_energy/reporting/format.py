@@ -6,9 +6,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from lightning_to_energy.reporting.records import (
-    WindowRecord,
-)
+from lightning_to_energy.reporting.records import EnergyReport, WindowRecord
+from lightning_to_energy.sensors.base import UNKNOWN_KIND, weakest_kind
 
 if TYPE_CHECKING:
     pass
@@ -18,6 +17,8 @@ __all__ = [
     "format_si",
     "ordered_union",
     "relative_error",
+    "report_kind",
+    "si_prefix",
 ]
 
 
@@ -40,6 +41,18 @@ _PREFIXES: tuple[tuple[int, str], ...] = (
     (-15, "f"),
     (-18, "a"),
 )
+
+
+def si_prefix(value: float, *, low: float = 1.0) -> tuple[str, float]:
+    """The SI prefix, from ``"m"`` to ``"P"``, that puts ``|value|`` in ``[low, 1000 * low)``,
+    and its factor: ``si_prefix(2500.0)`` is ``("k", 1e3)``, ``si_prefix(997.0, low=0.1)`` is
+    ``("k", 1e3)``. Zero, non-finite or out-of-table values give the nearest end (or ``""``).
+    """
+    if value == 0 or not math.isfinite(value):
+        return "", 1.0
+    power = 3 * math.floor(math.log10(abs(value) / low) / 3)
+    power = min(max(power, -3), 15)
+    return dict(_PREFIXES)[power], 10.0**power
 
 
 def format_si(value: float | None, unit: str, *, digits: int = 3) -> str:
@@ -116,3 +129,9 @@ def ordered_union(keys: Iterable[Iterable[str]], first: Sequence[str] = ()) -> l
         for k in group:
             seen.setdefault(k, None)
     return list(seen)
+
+
+def report_kind(report: EnergyReport) -> str:
+    """The weakest sensor kind behind ``report``'s joules (``"unknown"`` without sensors)."""
+    kinds = {s.kind for s in report.sensors}
+    return weakest_kind(kinds) if kinds else UNKNOWN_KIND

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_to_energy._files import atomic_write
+from lightning_to_energy.reporting.format import report_kind
 from lightning_to_energy.reporting.records import (
     EnergyReport,
     WindowRecord,
 )
+from lightning_to_energy.sensors.base import energy_label, energy_word
 
 if TYPE_CHECKING:
     pass
@@ -84,7 +86,9 @@ def save_plot(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
         below.append(max(0.0, y - w.low_j) if w.low_j is not None else 0.0)
         above.append(max(0.0, w.high_j - y) if w.high_j is not None else 0.0)
     yerr = [below, above]
-    ax_win.plot(xs_m, ys_m, "o", color="tab:blue", label="measured", markersize=4)
+    # "measured" only when a hardware sensor measured: an estimate is labelled as one
+    word = energy_word(report_kind(report))
+    ax_win.plot(xs_m, ys_m, "o", color="tab:blue", label=word, markersize=4)
     if predicted:
         ax_win.errorbar(
             xs_p, ys_p, yerr=yerr, fmt="x", color="tab:orange", capsize=2, label="predicted"
@@ -93,7 +97,7 @@ def save_plot(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
     ax_win.set_xlabel("window")
     ax_win.set_ylabel("energy per window (J)")
     precision = report.accuracy.get("precision_pct")
-    title = "Predicted (before measuring) vs measured energy per window"
+    title = f"Predicted (before measuring) vs {energy_label(report_kind(report))} energy per window"
     if precision is not None and math.isfinite(precision):
         title += f": precision {precision:.1f} %"
     ax_win.set_title(title)
@@ -120,7 +124,7 @@ def save_plot(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
         [w for w in windows if w.measured_j is not None], lambda w: typing.cast(float, w.measured_j)
     )
     t_p, c_p = cumulative(predicted, lambda w: typing.cast(float, w.predicted_j))
-    ax_cum.plot(t_m, c_m, "-", color="tab:blue", label="measured")
+    ax_cum.plot(t_m, c_m, "-", color="tab:blue", label=word)
     if predicted:
         ax_cum.plot(t_p, c_p, "--", color="tab:orange", label="predicted")
         _, c_lo = cumulative(predicted, lambda w: w.low_j if w.low_j is not None else 0.0)

@@ -6,13 +6,23 @@ re-rendered without the objects that produced it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from lightning_to_energy.sensors.base import (
+    ANOMALY_IMPLAUSIBLE,
+    ANOMALY_MULTI_WRAP,
+    ANOMALY_RESET,
+)
+
 __all__ = [
     "FLAG_BOUNDARY",
+    "FLAG_COUNTER_RESET",
     "FLAG_ESTIMATE",
     "FLAG_FAULT",
+    "FLAG_IMPLAUSIBLE",
+    "FLAG_MISSED_WRAPS",
     "FLAG_OUTLIER",
     "FLAG_SHORT",
     "FLAG_UNMEASURED",
@@ -34,8 +44,14 @@ FLAG_ESTIMATE = "estimate"  # some of the window's joules are an estimate, not a
 FLAG_UNMEASURED = "unmeasured"  # no joules at all for this window
 FLAG_BOUNDARY = "boundary"  # closed early at an epoch or loop boundary
 FLAG_OUTLIER = "not-fitted"  # measured, but not used to fit the model (short, faulty)
+# A domain's reading could not be true; that domain is left out of the window's joules.
+FLAG_IMPLAUSIBLE = ANOMALY_IMPLAUSIBLE  # implied power above twice the device's limit
+FLAG_COUNTER_RESET = ANOMALY_RESET  # the counter went back: reset, not wrapped
+FLAG_MISSED_WRAPS = ANOMALY_MULTI_WRAP  # reads too far apart: RAPL wraps may be missing
 # Flags that keep a window's joules out of any fit (the model's, a calibration's, a study's).
-NOT_FIT_FLAGS = frozenset({FLAG_SHORT, FLAG_FAULT, FLAG_OUTLIER})
+NOT_FIT_FLAGS = frozenset(
+    {FLAG_SHORT, FLAG_FAULT, FLAG_OUTLIER, FLAG_IMPLAUSIBLE, FLAG_COUNTER_RESET, FLAG_MISSED_WRAPS}
+)
 
 
 @dataclass(frozen=True)
@@ -89,12 +105,20 @@ class LoopTotals:
 
 @dataclass(frozen=True)
 class ModuleEnergy:
-    """Per-layer attribution: a module's share of TOs and of predicted joules per step."""
+    """Per-layer attribution of a step's predicted joules.
+
+    ``predicted_j`` is the module's share of TOs times the step's predicted dynamic energy;
+    ``static_j`` its share of the step's roofline time times the step's predicted static
+    energy (static power x step time), None when it could not be attributed (the report's
+    ``static_note`` says why).
+    """
 
     name: str
     tos: float
     share: float  # of the step's TOs, 0..1
     predicted_j: float | None
+    time_share: float | None = None  # of the step's roofline time, 0..1
+    static_j: float | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +130,14 @@ class Forecast:
     high_j: float
     steps_total: int
     steps_done: int
+
+    @property
+    def spread(self) -> float:
+        """The interval's larger side as a fraction of the forecast (0.25: within ±25 %);
+        infinite for a forecast of 0 J or less."""
+        if self.total_j <= 0:
+            return math.inf
+        return max(self.high_j - self.total_j, self.total_j - self.low_j) / self.total_j
 
 
 @dataclass(frozen=True)
@@ -166,6 +198,8 @@ class EnergyReport:
     # the calibration the model started from (None in older reports): the first windows'
     # "prior" predictions come from it
     prior: PriorRecord | None = None
+    # why static energy is not attributed to the modules ("" when it is, or in older reports)
+    static_note: str = ""
 
 
 def fit_worthy(measured_j: float | None, flags: Iterable[str]) -> bool:

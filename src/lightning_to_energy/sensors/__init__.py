@@ -7,7 +7,9 @@ Importing this package imports no vendor library: ``pynvml`` is loaded only when
 from __future__ import annotations
 
 from lightning_to_energy.sensors.base import (
+    ImplausibleReadingWarning,
     Peekable,
+    ReadingAnomaly,
     Sensor,
     SensorError,
     SensorKind,
@@ -34,10 +36,12 @@ __all__ = [
     "EnergyEstimateWarning",
     "FakeSensor",
     "GpuIdentity",
+    "ImplausibleReadingWarning",
     "NvmlSensor",
     "Peekable",
     "RaplSensor",
     "RaplZone",
+    "ReadingAnomaly",
     "ReplaySensor",
     "Sensor",
     "SensorError",

@@ -7,11 +7,13 @@ appear, and its use is announced once per process with an :class:`EnergyEstimate
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-import warnings
 from collections.abc import Callable
 
+from lightning_to_energy import notices
+from lightning_to_energy.notices import EnergyWarning
 from lightning_to_energy.sensors.base import SensorKind
 
 __all__ = [
@@ -26,7 +28,7 @@ __all__ = [
 DEFAULT_WATTS_PER_CORE = 10.0
 
 
-class EnergyEstimateWarning(UserWarning):
+class EnergyEstimateWarning(EnergyWarning, UserWarning):
     """Emitted once per process when joules come from an estimate rather than a measurement."""
 
 
@@ -40,7 +42,15 @@ def _announce_once(message: str) -> None:
         if _announced:
             return
         _announced = True
-    warnings.warn(message, EnergyEstimateWarning, stacklevel=3)
+    notices.warn(message, EnergyEstimateWarning, stacklevel=3)
+
+
+def _usable_cores() -> int:
+    """The CPUs this process may run on (its affinity where the OS says, else all)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        return max(len(affinity(0)), 1)
+    return max(os.cpu_count() or 1, 1)
 
 
 def _process_cpu_s() -> float:
@@ -92,6 +102,9 @@ class CpuTimeEstimateSensor:
         self.domain = domain
         self.watts_per_core = float(watts_per_core)
         self.idle_w = float(idle_w)
+        # The most this model can say: every usable core busy. The meter's plausibility
+        # ceiling is twice it, so a big machine's estimate is never taken for garbage.
+        self.power_limit_w = self.watts_per_core * _usable_cores() + self.idle_w
         self._cpu_time = cpu_time
         self._clock = clock
         self._cpu0_s = cpu_time()

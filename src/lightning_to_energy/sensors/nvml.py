@@ -32,7 +32,14 @@ from types import ModuleType
 from typing import Any, Literal
 
 from lightning_to_energy.sensors._background import Sampler
-from lightning_to_energy.sensors.base import SensorError, SensorKind, SensorUnavailable
+from lightning_to_energy.sensors.base import (
+    ANOMALY_IMPLAUSIBLE,
+    ReadingAnomaly,
+    SensorError,
+    SensorKind,
+    SensorUnavailable,
+    power_ceiling_w,
+)
 
 __all__ = [
     "COUNTER_UPDATE_PERIOD_S",
@@ -45,6 +52,7 @@ __all__ = [
     "Method",
     "NvmlSensor",
     "load_pynvml",
+    "nvidia_gpu_present",
     "nvml_text",
     "parse_visible_devices",
     "resolve_handle",
@@ -73,15 +81,36 @@ Method = Literal["auto", "counter", "power-integration"]
 _VALUE_ATTRS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 
 
+def nvidia_gpu_present(proc_root: str = "/proc/driver/nvidia", dev_root: str = "/dev") -> bool:
+    """Whether this machine shows any sign of an NVIDIA GPU: the driver's ``/proc`` entry or a
+    ``/dev/nvidia<N>`` device (Linux), or the ``nvidia-smi`` tool (elsewhere)."""
+    import glob
+    import os
+    import shutil
+
+    return (
+        os.path.isdir(proc_root)
+        or bool(glob.glob(os.path.join(dev_root, "nvidia[0-9]*")))
+        or shutil.which("nvidia-smi") is not None
+    )
+
+
 def load_pynvml() -> ModuleType:
     """Import ``pynvml`` (from the ``nvidia-ml-py`` distribution).
 
     Raises:
-        SensorUnavailable: it is not installed; the fix is the ``nvidia`` extra.
+        SensorUnavailable: it is not installed; the fix is the ``nvidia`` extra, unless the
+            machine has no NVIDIA GPU at all (then there is nothing to fix).
     """
     try:
         return importlib.import_module("pynvml")
     except ImportError as exc:
+        if not nvidia_gpu_present():
+            # Advice to install the extra would send a CPU-only user on a useless errand.
+            raise SensorUnavailable(
+                "GPU energy not measured: no NVIDIA GPU found (no NVIDIA driver, no "
+                "/dev/nvidia* device, no nvidia-smi)."
+            ) from exc
         raise SensorUnavailable(
             "GPU energy not measured: NVML needs the Python package nvidia-ml-py "
             "(import pynvml), which is not installed.",
@@ -391,6 +420,10 @@ class NvmlSensor:
         name = nvml_text(self._call("nvmlDeviceGetName", nvml.nvmlDeviceGetName, self._handle))
         uuid = nvml_text(self._call("nvmlDeviceGetUUID", nvml.nvmlDeviceGetUUID, self._handle))
         self.gpu_name, self.gpu_uuid = name, uuid
+        self.power_limit_w = self._enforced_power_limit_w()
+        # Power reads above this are garbage (an all-ones 0xFFFFFFFF mW is 4.3 MW): they are
+        # never integrated nor extrapolated.
+        self._ceiling_w = power_ceiling_w(self)
         problem: str | None = "the counter was not requested (method='power-integration')"
         if method != "power-integration":
             problem = self._probe_counter(probe_s, sleep)
@@ -423,6 +456,8 @@ class NvmlSensor:
         self._latest_j = 0.0
         self._counter_sample = (0.0, self._clock())  # (joules, when the counter was read)
         self._read_floor_j = -math.inf  # the last read_j(): reads never go backwards
+        self._floor_sample_j = -math.inf  # the counter sample that floor was extrapolated from
+        self._rejected: str | None = None  # a power sample rejected since the last read
         self._last_error: Exception | None = None  # the latest sample failed (counter mode)
         self._missed: Exception | None = None  # a sample failed since the last read (power)
         self._power_state: tuple[float, float, float] | None = None  # (t_s, power_w, energy_j)
@@ -462,6 +497,17 @@ class NvmlSensor:
             if now_mj > first_mj:
                 return None
         return f"the total-energy counter did not change during a {probe_s:g} s probe"
+
+    def _enforced_power_limit_w(self) -> float | None:
+        """The GPU's enforced power limit in W, None where NVML does not say."""
+        fn = getattr(self._nvml, "nvmlDeviceGetEnforcedPowerLimit", None)
+        try:
+            milliwatts = self._optional(fn, self._handle)
+        except SensorError:  # a limit is a bound on readings, not needed to measure
+            return None
+        if not isinstance(milliwatts, (int, float)) or not milliwatts > 0:
+            return None
+        return float(milliwatts) / 1e3  # mW -> W
 
     def _instant_power_reader(self) -> Callable[[], float] | None:
         """A reader of instant power in W (field NVML_FI_DEV_POWER_INSTANT), None without it."""
@@ -535,6 +581,15 @@ class NvmlSensor:
 
     def _poll_power(self) -> None:
         power_w = self._call("power read", self._power_w)
+        if not 0.0 <= power_w <= self._ceiling_w:
+            # Garbage: never integrated. The next good sample bridges the gap, and the next
+            # read reports the interval as implausible, so its window is left out.
+            self._rejected = (
+                f"{self.domain}: a power sample read {power_w:.6g} W, above the "
+                f"{self._ceiling_w:g} W ceiling (twice the {self.power_limit_w or 0:g} W power "
+                "limit, else 1 kW); the energy around it is unknown"
+            )
+            return
         t_s = self._clock()
         state = self._power_state
         energy_j = 0.0
@@ -557,6 +612,8 @@ class NvmlSensor:
         """Cumulative joules (counter: since driver load; integration: since creation).
 
         Raises:
+            ReadingAnomaly: a power sample since the previous read could not be true (it was
+                left out; the value returned with the anomaly is good to go on from).
             SensorError: the latest counter sample failed, or a power sample failed since the
                 previous read (the integral has a gap).
         """
@@ -575,9 +632,11 @@ class NvmlSensor:
                 f"{self.domain}: a power sample failed since the previous read ({missed}); "
                 "energy over that interval is unknown."
             ) from missed
-        if self._sampler is None:
-            return self._latest_j
-        return self._integral_to_now_j()
+        value_j = self._latest_j if self._sampler is None else self._integral_to_now_j()
+        rejected, self._rejected = self._rejected, None
+        if rejected is not None:
+            raise ReadingAnomaly(ANOMALY_IMPLAUSIBLE, rejected, value_j)
+        return value_j
 
     def _integral_to_now_j(self) -> float:
         """The background integral, brought forward from its last sample to now.
@@ -607,15 +666,22 @@ class NvmlSensor:
         update lag, as a direct read at the edge would, for a 2 us power read instead of a
         3 ms counter read. Without the instant-power field, or if the read fails, the sample
         is returned as it is. Reads never go backwards: a later sample below an earlier
-        extrapolation (power fell meanwhile) is held at that extrapolation.
+        extrapolation (power fell meanwhile) is held at that extrapolation; but a counter that
+        itself went back (a reset) is passed on as it is, so the meter sees and labels it
+        instead of every later window reading 0 J until the counter climbs back.
         """
         energy_j, sampled_s = self._counter_sample
+        if energy_j < self._floor_sample_j:
+            self._read_floor_j = -math.inf  # the counter went back: no floor survives a reset
+        self._floor_sample_j = energy_j
         if self._edge_power_w is not None:
             age_s = self._clock() - sampled_s
             # a failed power read leaves the sample alone: at most one period stale
             if age_s > 0:
                 with contextlib.suppress(self._nvml.NVMLError):
-                    energy_j += self._edge_power_w() * age_s  # J = W x s
+                    power_w = self._edge_power_w()
+                    if 0.0 <= power_w <= self._ceiling_w:  # garbage is never extrapolated
+                        energy_j += power_w * age_s  # J = W x s
         energy_j = max(energy_j, self._read_floor_j)
         self._read_floor_j = energy_j
         return energy_j

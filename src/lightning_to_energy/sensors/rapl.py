@@ -10,7 +10,11 @@ dropped.
 ``energy_uj`` counts microjoules and wraps at ``max_energy_range_uj`` (after about a minute to
 tens of minutes under load). Differences are taken modulo that range, and a low-rate background
 thread reads each counter well inside its wrap period so that a long pause of the training
-thread cannot hide a wrap. Since Linux 5.10 ``energy_uj`` is readable by root only
+thread cannot hide a wrap. A counter that went back is a wrap only if the wrapped difference is
+a power the zone can draw in the time between the reads; otherwise it was reset. Reads so far
+apart that the zone could have drawn a whole range between them (a stopped process) may hide
+wraps, whose number cannot be known. Both are reported (:class:`ReadingAnomaly`), never
+guessed. Since Linux 5.10 ``energy_uj`` is readable by root only
 (CVE-2020-8694); the fix is in ``docs/sensors.md``.
 
 The tree's root can be moved for containers and tests: argument ``root=``, else the environment
@@ -28,7 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lightning_to_energy.sensors._background import Sampler
-from lightning_to_energy.sensors.base import SensorError, SensorKind, SensorUnavailable
+from lightning_to_energy.sensors.base import (
+    ANOMALY_MULTI_WRAP,
+    ANOMALY_RESET,
+    ReadingAnomaly,
+    SensorError,
+    SensorKind,
+    SensorUnavailable,
+    power_ceiling_w,
+)
 
 __all__ = [
     "DEFAULT_MAX_ZONE_POWER_W",
@@ -110,12 +122,34 @@ class RaplZone:
         name: the zone's own name (its ``name`` file), e.g. ``"package-0"`` or ``"dram"``.
         path: the zone's directory.
         max_energy_range_uj: the value at which ``energy_uj`` wraps, in microjoules.
+        max_power_w: the largest power the zone states (its ``constraint_*_max_power_uw``
+            and ``constraint_*_power_limit_uw`` files); None where it states none.
     """
 
     domain: str
     name: str
     path: Path
     max_energy_range_uj: int
+    max_power_w: float | None = None
+
+
+def _stated_max_power_w(zone: Path) -> float | None:
+    """The largest positive power the zone states, in W: over its ``constraint_*_max_power_uw``
+    and ``constraint_*_power_limit_uw`` files, None without any.
+
+    NB: the largest of them, because a package may run at its short-term limit (PL2, often
+    about twice its long-term one) for tens of seconds: a ceiling below that would reject true
+    readings, while garbage and resets are off by orders of magnitude.
+    """
+    values: list[int] = []
+    for pattern in ("constraint_*_max_power_uw", "constraint_*_power_limit_uw"):
+        for path in sorted(zone.glob(pattern)):
+            try:
+                values.append(_read_int(path))
+            except (OSError, SensorError):  # a bound on readings, not needed to measure
+                continue
+    positive = [v for v in values if v > 0]
+    return max(positive) / 1e6 if positive else None  # µW -> W
 
 
 @dataclass(frozen=True)
@@ -258,7 +292,7 @@ def find_rapl_zones(root: str | os.PathLike[str] | None = None) -> RaplZones:
         if max_uj <= 0:
             broken.append(f"{cand.label}: max_energy_range_uj is {max_uj}, expected > 0")
             continue
-        zones.append(RaplZone(domain, cand.name, cand.path, max_uj))
+        zones.append(RaplZone(domain, cand.name, cand.path, max_uj, _stated_max_power_w(cand.path)))
     if not zones:
         if denied:
             raise SensorUnavailable(PERMISSION_REASON, PERMISSION_FIX)
@@ -278,9 +312,15 @@ class RaplSensor:
     Each read adds ``(raw - previous_raw) mod max_energy_range_uj`` to a running total. That
     difference is right as long as reads are less than one wrap period apart, which the
     background thread guarantees: it reads every ``min(10 s, wrap_time / 4)`` where
-    ``wrap_time = max_energy_range_uj / max_power_w``. ``read_j()`` itself reads the file (tens
-    of µs), so results are never stale; ``peek_j()``, for live displays, re-reads it only when
-    the latest reading is older than :data:`PEEK_MAX_AGE_S`.
+    ``wrap_time = max_energy_range_uj / max(max_power_w, ceiling)``. Each difference is
+    checked against the zone's power ceiling (:func:`power_ceiling_w`: twice its stated
+    maximum power, else 1 kW) over the time between the two reads: a counter that went back
+    by more than the ceiling allows was reset, not wrapped; reads further apart than a whole
+    range at the ceiling may hide wraps. Either way nothing is added for that interval, and
+    the next :meth:`read_j` raises :class:`ReadingAnomaly` with the total to go on from.
+    ``read_j()`` itself reads the file (tens of µs), so results are never stale; ``peek_j()``,
+    for live displays, re-reads it only when the latest reading is older than
+    :data:`PEEK_MAX_AGE_S`.
 
     Args:
         zone: a zone from :func:`find_rapl_zones`.
@@ -313,8 +353,10 @@ class RaplSensor:
         self.source = f"RAPL powercap {zone.path.name} ({zone.name}) energy_uj"
         self._energy_path = zone.path / "energy_uj"
         self._modulus_uj = zone.max_energy_range_uj
+        self.power_limit_w = zone.max_power_w
+        self._ceiling_w = power_ceiling_w(self)
         # µJ / (J/s x 1e6 µJ/J) = s
-        self.wrap_time_s = zone.max_energy_range_uj / (max_power_w * 1e6)
+        self.wrap_time_s = zone.max_energy_range_uj / (max(max_power_w, self._ceiling_w) * 1e6)
         self.poll_period_s = (
             float(poll_period_s)
             if poll_period_s is not None
@@ -325,6 +367,8 @@ class RaplSensor:
         self._total_uj = 0
         self._last_raw_uj = self._read_raw()
         self._read_at_s = clock()  # when the file was last read (or a peek tried to)
+        self._raw_at_s = self._read_at_s  # when _last_raw_uj was read
+        self._anomaly: tuple[str, str] | None = None  # a lost interval since the last read_j
         self._bg_error: Exception | None = None
         self._sampler: Sampler | None = None
         if background:
@@ -349,21 +393,58 @@ class RaplSensor:
         """
         with self._lock:  # read and fold under one lock: two readers must not cross
             raw = self._read_raw()
+            now_s = self._clock()
+            gap_s = max(now_s - self._raw_at_s, 0.0)
             # Modular difference: one wrap between reads is undone; more cannot be seen.
-            self._total_uj += (raw - self._last_raw_uj) % self._modulus_uj
+            increase_uj = (raw - self._last_raw_uj) % self._modulus_uj
+            anomaly = self._classify(raw, increase_uj, gap_s)
+            if anomaly is None:
+                self._total_uj += increase_uj
+            elif self._anomaly is None:  # the first since the last read_j says the most
+                self._anomaly = anomaly
             self._last_raw_uj = raw
-            self._read_at_s = self._clock()
+            self._read_at_s = self._raw_at_s = now_s
             return self._total_uj / 1e6
+
+    def _classify(self, raw_uj: int, increase_uj: int, gap_s: float) -> tuple[str, str] | None:
+        """None when ``increase_uj`` over ``gap_s`` can be true; else (kind, reason)."""
+        ceiling_uj_s = self._ceiling_w * 1e6  # W -> µJ/s
+        if gap_s * ceiling_uj_s >= self._modulus_uj:
+            # µJ / (µJ/s) = s
+            return (
+                ANOMALY_MULTI_WRAP,
+                f"{self.domain}: {gap_s:.3g} s passed between two reads of {self._energy_path}, "
+                f"time enough to wrap its {self._modulus_uj / 1e6:.6g} J range at the "
+                f"{self._ceiling_w:g} W ceiling (a wrap every "
+                f"{self._modulus_uj / ceiling_uj_s:.3g} s): how many wraps were missed cannot be "
+                "known (was the process stopped?)",
+            )
+        span_s = gap_s + self.update_period_s  # the register's own update period
+        if raw_uj < self._last_raw_uj and increase_uj > ceiling_uj_s * span_s:
+            return (
+                ANOMALY_RESET,
+                f"{self.domain}: {self._energy_path} went back from {self._last_raw_uj} to "
+                f"{raw_uj} uJ in {gap_s:.3g} s; as a wrap that is {increase_uj / 1e6:.6g} J, "
+                f"{increase_uj / 1e6 / span_s:.3g} W, above the {self._ceiling_w:g} W ceiling, so "
+                "the counter was reset and the energy between the reads is unknown",
+            )
+        return None
 
     def read_j(self) -> float:
         """Cumulative joules since the sensor was created.
 
         Raises:
+            ReadingAnomaly: since the last read_j the counter was reset, or two reads were so
+                far apart that wraps may have been missed (see the class docstring).
             SensorError: this read failed, or a background read failed since the last read_j
                 (a wrap may have been missed, so the interval cannot be vouched for).
         """
         error, self._bg_error = self._bg_error, None
         value = self.poll()
+        with self._lock:
+            anomaly, self._anomaly = self._anomaly, None
+        if anomaly is not None:
+            raise ReadingAnomaly(anomaly[0], anomaly[1], value)
         if error is not None:
             raise SensorError(
                 f"{self.domain}: a background RAPL read failed ({error}); energy since the "

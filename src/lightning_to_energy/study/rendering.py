@@ -21,11 +21,11 @@ import json
 import math
 import os
 import typing
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning_to_energy import notices
 from lightning_to_energy._files import atomic_write
 from lightning_to_energy.reporting.console import report_console
 from lightning_to_energy.reporting.plot import (
@@ -291,9 +291,8 @@ def save_results(results: StudyResults, out_dir: str | os.PathLike[str]) -> dict
     try:
         paths["png"] = save_plot(results, d / "predicted_vs_measured.png")
     except MissingExtraError as exc:
-        warnings.warn(
+        notices.warn(
             f"predicted_vs_measured.png not written: {exc} (fix: {PLOT_INSTALL_HINT})",
-            RuntimeWarning,
             stacklevel=2,
         )
     return paths

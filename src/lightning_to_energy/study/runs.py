@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning_to_energy import notices
 from lightning_to_energy.formats import RUN_FORMAT
 
 __all__ = [
@@ -188,11 +188,10 @@ def _parse_run(data: Any, where: str, path: Path | None) -> StudyRun | None:
     measured = _section(data, "measured", where)
     raw_energy = measured.get("energy_per_step_j")
     if raw_energy is None:
-        warnings.warn(
+        notices.warn(
             f"{where}: skipped: measured.energy_per_step_j is "
             f"{'null' if 'energy_per_step_j' in measured else 'missing'} (no fit-worthy window "
             "was measured). Fix: rerun this configuration longer, or with a readable sensor.",
-            RuntimeWarning,
             stacklevel=3,
         )
         return None

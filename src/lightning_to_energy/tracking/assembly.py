@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lightning_to_energy.counting import ProfileSum, StepProfile
+from lightning_to_energy.hardware.roofline import module_time_shares
+from lightning_to_energy.hardware.specs import HardwareSpec
 from lightning_to_energy.model.regression import Accuracy, OnlineEnergyModel
 from lightning_to_energy.reporting.records import (
     EnergyReport,
@@ -26,6 +28,7 @@ __all__ = [
     "accuracy_dict",
     "assemble_report",
     "breakdown_sums",
+    "static_per_step",
     "step_breakdown",
     "top_modules",
 ]
@@ -77,7 +80,11 @@ def breakdown_sums(run_steps: ProfileSum, restored: Mapping[str, Any]) -> dict[s
 
 
 def step_breakdown(
-    sums: Mapping[str, Any], profiles: Iterable[StepProfile], per_step_j: float | None
+    sums: Mapping[str, Any],
+    profiles: Iterable[StepProfile],
+    per_step_j: float | None,
+    static_j: float | None = None,
+    time_shares: Mapping[str, float] | None = None,
 ) -> Breakdown:
     """TOs by class, format, phase and module over every counted-or-replayed step, and the
     calls per step of ops without a formula (from the ``profiles`` as counted)."""
@@ -90,18 +97,25 @@ def step_breakdown(
         for name, calls in p.unmodelled_ops.items():
             unmodelled[name] = max(unmodelled.get(name, 0), int(calls))
     total_tos = math.fsum(by_module.values()) or 1.0
-    modules = top_modules(by_module, total_tos, steps, per_step_j)
+    modules = top_modules(by_module, total_tos, steps, per_step_j, static_j, time_shares)
     return sums["by_class"], sums["by_format"], sums["by_phase"], modules, unmodelled
 
 
 def top_modules(
-    by_module: Mapping[str, float], total: float, steps: float, per_step_j: float | None
+    by_module: Mapping[str, float],
+    total: float,
+    steps: float,
+    per_step_j: float | None,
+    static_j: float | None = None,
+    time_shares: Mapping[str, float] | None = None,
 ) -> tuple[ModuleEnergy, ...]:
     """The ten modules with the most TOs, per step, with their share of the predicted joules.
 
     ``per_step_j`` is the predicted dynamic (duration-free) energy of one train step, None
-    without a prediction. NB: a module's predicted joules per step are its share of the step's
-    TOs times it; static power is not a layer's doing and is left out of the attribution.
+    without a prediction. NB: a module's dynamic joules per step are its share of the step's
+    TOs times it; its static joules are its share of the step's roofline time
+    (``time_shares``, see :func:`~lightning_to_energy.hardware.roofline.module_time_shares`)
+    times the static energy of a train step (``static_j``).
     """
     steps = max(steps, 1.0)
     top = sorted(by_module.items(), key=lambda kv: kv[1], reverse=True)[:10]
@@ -111,6 +125,8 @@ def top_modules(
             tos=tos / steps,
             share=tos / total,
             predicted_j=None if per_step_j is None else per_step_j * tos / total,
+            time_share=time_shares.get(name, 0.0) if time_shares else None,
+            static_j=None if static_j is None else static_j * (time_shares or {}).get(name, 0.0),
         )
         for name, tos in top
     )
@@ -133,6 +149,7 @@ def assemble_report(
     forecast: Forecast | None,
     run_id: str,
     prior: PriorRecord | None,
+    static_note: str = "",
 ) -> EnergyReport:
     """The report over ``windows`` and the ``archived`` per-loop totals of windows folded
     out of the list, with the notes that explain what it leaves out."""
@@ -185,4 +202,41 @@ def assemble_report(
         world_size=world_size,
         run_id=run_id,
         prior=prior,
+        static_note=static_note,
     )
+
+
+def static_per_step(
+    model: OnlineEnergyModel,
+    profile: StepProfile,
+    roofline: HardwareSpec | None,
+    dynamic: Mapping[str, float],
+    step_s: float | None,
+) -> tuple[float | None, Mapping[str, float], str]:
+    """A train step's predicted static joules, each module's share of its roofline time, and
+    why either is missing (``""`` when both are there).
+
+    Args:
+        model: the energy model.
+        profile: the last train step's profile.
+        roofline: this hardware's spec, None without one.
+        dynamic: the step's features with ``duration_s`` 0 (its duration-free prediction).
+        step_s: the mean train step's seconds, None before a train window closed.
+    """
+    if "duration_s" not in model.feature_names:
+        return None, {}, "the model has no duration_s term, so no static energy"
+    if roofline is None:
+        return (
+            None,
+            {},
+            "no roofline for this hardware, so no time share per layer (see "
+            "docs/roofline.md to register one)",
+        )
+    shares = module_time_shares(profile, roofline)
+    if not shares or step_s is None:
+        return None, {}, "the train step has no roofline time to share out"
+    whole = model.predict({**dynamic, "duration_s": step_s})
+    base = model.predict(dynamic)
+    if whole.energy_j is None or base.energy_j is None or whole.source == "none":
+        return None, {}, "no prediction yet"
+    return max(whole.energy_j - base.energy_j, 0.0), shares, ""

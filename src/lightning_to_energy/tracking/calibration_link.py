@@ -10,7 +10,7 @@ from lightning_to_energy.calibration.store import CalibrationStore
 from lightning_to_energy.hardware.identity import HardwareInfo, hardware_fingerprint
 from lightning_to_energy.model.regression import OnlineEnergyModel
 from lightning_to_energy.reporting.records import PriorRecord
-from lightning_to_energy.sensors.base import MEASURED_KINDS, Sensor
+from lightning_to_energy.sensors.base import MEASURED_KINDS, Sensor, weakest_kind
 from lightning_to_energy.tracking.notes import Notes
 
 __all__ = ["CalibrationLink"]
@@ -174,7 +174,9 @@ class CalibrationLink:
                 )
             return
         try:
-            calibration = Calibration.from_model(model, hardware, run_id=run_id)
+            calibration = Calibration.from_model(
+                model, hardware, run_id=run_id, sensor_kind=weakest_kind(kinds)
+            )
             self.path = self.store.save(calibration)
         except Exception as exc:
             self.notes.warn_once("calibration-save", f"calibration not saved: {exc}")

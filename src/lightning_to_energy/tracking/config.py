@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from lightning_to_energy.calibration.store import CalibrationStore
+from lightning_to_energy.sensors.base import MEASURED_KINDS, Sensor, SensorKind
 from lightning_to_energy.tracking.steps import PROFILE_FEATURES
 
-__all__ = ["check_arguments"]
+__all__ = ["check_arguments", "check_window_against"]
 
 
 def check_arguments(
@@ -28,10 +29,13 @@ def check_arguments(
     Raises:
         ValueError: the message names the argument, what was found and the fix.
     """
-    if window_s is not None and not (window_s >= 0 and math.isfinite(window_s)):
+    if window_s is not None and not (
+        isinstance(window_s, (int, float)) and window_s > 0 and math.isfinite(window_s)
+    ):
         raise ValueError(
-            f"window_s must be a finite number of seconds >= 0, found {window_s!r}; "
-            "pass e.g. window_s=2.0, or None for the sensors' minimum trustworthy window."
+            f"window_s must be a finite number of seconds > 0, found {window_s!r}: a "
+            "window of no length measures nothing (every reading would be noise); pass "
+            "e.g. window_s=2.0, or None for the sensors' minimum trustworthy window."
         )
     if not isinstance(max_windows, int) or max_windows < 1:
         raise ValueError(
@@ -61,3 +65,23 @@ def check_arguments(
         )
     if calibration is not None and calibration != "auto":
         CalibrationStore.from_path(calibration)  # a directory is refused now, not at the end
+    if window_s is not None and isinstance(sensors, Sequence) and not isinstance(sensors, str):
+        check_window_against(window_s, [s for s in sensors if hasattr(s, "update_period_s")])
+
+
+def check_window_against(window_s: float, sensors: Sequence[Sensor]) -> None:
+    """Refuse a ``window_s`` shorter than a hardware sensor's update period, with the reason."""
+    # Hardware readings only: a replay interpolates between its samples, a fake is scripted.
+    slow = [
+        s
+        for s in sensors
+        if SensorKind(s.kind).value in MEASURED_KINDS and window_s < float(s.update_period_s)
+    ]
+    if slow:
+        names = ", ".join(f"{s.domain} ({float(s.update_period_s):g} s)" for s in slow)
+        raise ValueError(
+            f"window_s={window_s:g} s is shorter than the update period of {names}: such a "
+            "window would read 0 J or a whole update's joules, never its own. Fix: pass "
+            f"window_s >= {max(float(s.update_period_s) for s in slow):g} (2 s or more to fit "
+            "NVML windows), or leave it unset."
+        )

@@ -221,10 +221,11 @@ def join_measurements(first: Measurement, then: Measurement, meter: Meter | None
     whole. ``short`` is judged on the joined duration.
     """
     faults = {**then.faults, **first.faults}
+    rejected = {**then.rejected, **first.rejected}
     energy = {
         d: first.energy_j[d] + then.energy_j[d]
         for d in first.energy_j
-        if d in then.energy_j and d not in faults
+        if d in then.energy_j and d not in faults and d not in rejected
     }
     duration_s = first.duration_s + then.duration_s
     min_window_s = meter.min_window_s if meter is not None else 0.0
@@ -237,4 +238,5 @@ def join_measurements(first: Measurement, then: Measurement, meter: Meter | None
         sources=then.sources,
         short=duration_s < min_window_s,
         faults=faults,
+        rejected=rejected,
     )

@@ -49,6 +49,16 @@ class WindowMeter:
         """The sensors' minimum trustworthy window, seconds."""
         return self.meter.min_window_s
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the meter runs: the last window's closing edge opened the next one."""
+        return self.meter.is_open
+
+    @property
+    def opened_s(self) -> float:
+        """The clock reading of the meter's opening edge."""
+        return self.meter.opened_s
+
     def open(self, window: OpenWindow) -> None:
         """Start measuring ``window``; a failure leaves it unmeasured (one warning)."""
         try:
@@ -59,10 +69,11 @@ class WindowMeter:
 
     def close(self, window: OpenWindow) -> Measurement | None:
         """The joules of ``window`` over its whole length (its checkpoint laps joined), None
-        when it was not measured or its close failed."""
+        when it was not measured or its close failed. Lapped, not closed: the next window
+        opens at this edge, so no joule falls between two windows."""
         if not window.meter_open:
             return None
-        measurement = self._safe_close()
+        measurement = self._safe_close(lap=True)
         if measurement is not None and window.lapped is not None:
             measurement = join_measurements(window.lapped, measurement, self.meter)
         return measurement
@@ -95,9 +106,15 @@ class WindowMeter:
             return 0.0
         return window.lapped_j + self.meter.peek_j()
 
-    def _safe_close(self) -> Measurement | None:
+    def stop(self) -> None:
+        """Close the meter at the end of the run: the time after the last step belongs to no
+        window."""
+        if self.meter.is_open:
+            self._safe_close()
+
+    def _safe_close(self, *, lap: bool = False) -> Measurement | None:
         try:
-            return self.meter.close()
+            return self.meter.lap() if lap else self.meter.close()
         except Exception as exc:  # e.g. the CUDA sync at the edge failed
             self._notes.warn_once("meter-close", f"energy meter failed to close a window: {exc}")
             # The failed close left its window open, and every later open() would be refused:

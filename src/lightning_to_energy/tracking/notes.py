@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
+from lightning_to_energy import notices
+from lightning_to_energy.notices import EnergyWarning
 
 __all__ = ["Notes"]
 
@@ -18,8 +19,10 @@ class Notes:
         self.messages: list[str] = []
         self._seen: set[str] = set()
 
-    def warn_once(self, key: str, message: str) -> None:
-        """A ``RuntimeWarning`` the first time ``key`` comes up, and a line of the report."""
+    def warn_once(
+        self, key: str, message: str, category: type[EnergyWarning] = EnergyWarning
+    ) -> None:
+        """A warning (``category``) the first time ``key`` comes up, and a line of the report."""
         if key in self._seen:
             return
         self._seen.add(key)
@@ -27,7 +30,7 @@ class Notes:
         # and the checkpoint keep each message once however often it recurs.
         if message not in self.messages:
             self.messages.append(message)
-        warnings.warn(f"lightning-to-energy: {message}", RuntimeWarning, stacklevel=3)
+        notices.warn(f"lightning-to-energy: {message}", category, stacklevel=3)
 
     def note_once(self, key: str, message: str) -> None:
         """A line of the report's warnings, without a Python warning (nothing is wrong)."""

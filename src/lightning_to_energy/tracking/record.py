@@ -15,7 +15,7 @@ from lightning_to_energy.reporting.records import (
     WindowRecord,
     fit_worthy,
 )
-from lightning_to_energy.sensors.base import SensorKind
+from lightning_to_energy.sensors.base import ImplausibleReadingWarning, SensorKind
 from lightning_to_energy.sensors.meter import Measurement
 from lightning_to_energy.tracking.ledger import OpenWindow
 from lightning_to_energy.tracking.notes import Notes
@@ -74,6 +74,16 @@ def record_window(
             flags.append(FLAG_FAULT)
             for domain, text in measurement.faults.items():
                 notes.warn_once(f"fault:{domain}", f"sensor {domain} failed: {text}")
+        for domain, (kind, reason) in measurement.rejected.items():
+            if kind not in flags:
+                flags.append(kind)
+            notes.warn_once(
+                f"rejected:{kind}",
+                f"a reading of {domain} was rejected ({kind}): {reason}. That domain is "
+                f"left out of the window (flagged '{kind}', never fitted), and its loss is "
+                f"not guessed. Further '{kind}' rejections are flagged, not warned about.",
+                ImplausibleReadingWarning,
+            )
         if any(
             measurement.kinds[d].value == SensorKind.ESTIMATE.value
             for d in energy
@@ -83,6 +93,7 @@ def record_window(
     if measured is None:
         flags.append(FLAG_UNMEASURED)
     fit_ok = fit_worthy(measured, flags)
+    fit_ok = fit_ok and not (measurement is not None and measurement.rejected)
     prediction: Prediction | None
     try:
         if fit_ok:

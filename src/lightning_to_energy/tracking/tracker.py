@@ -15,9 +15,10 @@ call it, and a plain PyTorch loop can drive it directly::
     report = tracker.finish()
 
 Steps are grouped into windows lasting at least ``window_s`` (by default the sensors' minimum
-trustworthy window, 2 s for an NVML counter). A step whose signature is new is counted once under
-the dispatch mode; every later step with that signature replays the cached profile at the cost of
-a dictionary look-up and a few additions.
+trustworthy window, 2 s for an NVML counter). Windows tile time: each opens at the edge where
+the last one closed, so the time between steps (loading the next batch) is in a window too.
+A step whose signature is new is counted once under the dispatch mode; every later step with that
+signature replays the cached profile at the cost of a dictionary look-up and a few additions.
 """
 
 from __future__ import annotations
@@ -51,11 +52,12 @@ from lightning_to_energy.sensors.meter import Measurement, Meter
 from lightning_to_energy.tracking.assembly import (
     assemble_report,
     breakdown_sums,
+    static_per_step,
     step_breakdown,
 )
 from lightning_to_energy.tracking.calibration_link import CalibrationLink
 from lightning_to_energy.tracking.checkpoint import parse_state, tracker_state
-from lightning_to_energy.tracking.config import check_arguments
+from lightning_to_energy.tracking.config import check_arguments, check_window_against
 from lightning_to_energy.tracking.forecast import forecast_run
 from lightning_to_energy.tracking.ledger import (
     OpenWindow,
@@ -102,8 +104,10 @@ class EnergyTracker:
             :class:`~lightning_to_energy.sensors.base.Sensor` objects, or ``None`` to count only.
         cost_model: transistor costs: a :class:`CostModel`, a TOML/JSON cost file, or None
             for :meth:`CostModel.default`.
-        window_s: minimum window length in seconds; default: the sensors' ``min_window_s``
-            (2 s for an NVML counter), and never below ``DEFAULT_MIN_WINDOW_S`` (2 s).
+        window_s: minimum window length in seconds (> 0, and not below any sensor's
+            ``update_period_s``); default: the sensors' ``min_window_s`` (2 s for an NVML
+            counter), and never below ``DEFAULT_MIN_WINDOW_S`` (2 s). Below a sensor's
+            ``min_window_s`` it warns: such windows are flagged short and never fitted.
         features: regression features; names from ``FEATURES`` plus ``"tos"`` and ``"flops"``.
         calibration: ``"auto"`` (the per-hardware store in the user cache), a path to a
             calibration JSON file, or ``None`` for no prior and nothing saved.
@@ -118,8 +122,9 @@ class EnergyTracker:
             ones are folded into per-loop totals, so totals stay exact on runs of any length.
 
     Raises:
-        ValueError: an argument is out of range or of the wrong kind, or ``calibration`` is a
-            directory.
+        ValueError: an argument is out of range or of the wrong kind, ``calibration`` is a
+            directory, or ``window_s`` is below a sensor's update period (raised by
+            :meth:`start` for sensors found there).
     """
 
     def __init__(
@@ -259,6 +264,16 @@ class EnergyTracker:
         )
         self._weakest_kind = weakest_kind({s.kind.value for s in self.sensors})
         if self.sensors:
+            if self._requested_window_s is not None:
+                try:
+                    check_window_against(self._requested_window_s, self.sensors)
+                except ValueError:
+                    self._started = False
+                    for sensor in self.sensors:
+                        with contextlib.suppress(Exception):
+                            sensor.close()
+                    raise
+                self._warn_short_windows()
             self._meter = WindowMeter(self.sensors, self._clock, self._sync, self._notes)
             if self._requested_window_s is None:
                 self.window_s = max(self._meter.min_window_s, DEFAULT_MIN_WINDOW_S)
@@ -267,6 +282,20 @@ class EnergyTracker:
         # Pay for importing the regression's solver and for its first fit now, not in the
         # middle of the first window close.
         warm_up_solver()
+
+    def _warn_short_windows(self) -> None:
+        """Warn when ``window_s`` is below a sensor's minimum trustworthy window."""
+        slow = [s for s in self.sensors if self.window_s < s.min_window_s]
+        if slow:
+            names = ", ".join(f"{s.domain} ({s.min_window_s:g} s)" for s in slow)
+            self._notes.warn_once(
+                "window-short",
+                f"window_s={self.window_s:g} s is below the minimum trustworthy window of "
+                f"{names}: windows that short are flagged 'short' and never fitted (an NVML "
+                "counter changes only every 100 ms, so its 0.25 s windows read 528 to 830 W "
+                "for a true 694 W). Fix: leave window_s unset, or pass window_s >= "
+                f"{max(s.min_window_s for s in slow):g}.",
+            )
 
     # --- steps ----------------------------------------------------------------------------
 
@@ -374,6 +403,12 @@ class EnergyTracker:
         self._acct.new_window()
         window = OpenWindow(loop=loop, first_step=self._acct.steps.get(loop, 0))
         window.sums = [0.0] * (len(self._profile_features) + 3)
+        if self._meter is not None and self._meter.is_open:
+            # Windows tile time: the last window's closing edge opened this one.
+            window.meter_open = True
+            self._window = window
+            self._window_t0 = self._meter.opened_s
+            return window
         if self._meter is not None:
             self._meter.open(window)
         self._window_t0 = self._clock()
@@ -392,9 +427,10 @@ class EnergyTracker:
             self.abort_step()
         window = self._window
         self._window = None
-        measurement = None if window is None or self._meter is None else self._meter.close(window)
         if window is None or window.steps == 0:
+            # A window without steps keeps the meter running: its time goes to the next one.
             return None
+        measurement = None if self._meter is None else self._meter.close(window)
         record, _ = self._record(window, measurement, boundary=boundary)
         self._ledger.append(record)
         self._refresh_live()
@@ -501,6 +537,8 @@ class EnergyTracker:
         if not self._started:
             self.start()
         self.close_window(boundary=True)
+        if self._meter is not None:
+            self._meter.stop()  # the time after the last step belongs to no window
         if save_calibration:
             self.save_calibration()
         for sensor in self.sensors:
@@ -536,6 +574,7 @@ class EnergyTracker:
         out of the list (default: this process's)."""
         windows = tuple(self.windows if windows is None else windows)
         sums = breakdown_sums(self._acct.run_steps, self._restored_breakdown)
+        static_j, shares, static_note = self._static_per_step() if sums["steps"] else (None, {}, "")
         return assemble_report(
             windows,
             self._ledger.archived if archived is None else archived,
@@ -549,11 +588,31 @@ class EnergyTracker:
             skipped_sensors=self.skipped_sensors,
             model=self.model,
             breakdown=step_breakdown(
-                sums, self._acct.profiles.values(), self._train_step_dynamic_j()
+                sums,
+                self._acct.profiles.values(),
+                self._train_step_dynamic_j(),
+                static_j,
+                shares,
             ),
             forecast=self.forecast(),
             run_id=self._run_id,
             prior=self._calibration.prior,
+            static_note=static_note,
+        )
+
+    def _static_per_step(self) -> tuple[float | None, Mapping[str, float], str]:
+        """A train step's static joules, its modules' time shares, and why either is missing
+        (see :func:`~lightning_to_energy.tracking.assembly.static_per_step`)."""
+        pid = self._acct.last_profile.get("train")
+        if pid is None:
+            return None, {}, ""
+        totals = self._ledger.totals
+        return static_per_step(
+            self.model,
+            self._acct.profiles[pid],
+            self._machine.roofline,
+            {"duration_s": 0.0, **(self._acct.features_of("train", 1.0) or {})},
+            totals.train_duration_s / totals.train_steps if totals.train_steps else None,
         )
 
     def _train_step_dynamic_j(self) -> float | None:
