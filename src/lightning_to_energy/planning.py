@@ -302,6 +302,11 @@ class RunPlan:
             are measured only for ``"counter"`` and ``"power-integration"``.
         energy_label: the words for its joules (``Calibration.energy_label``).
         calibration_precision_pct: the calibration's own cross-validated precision, or None.
+        model: ``"physical"`` when the calibration's physical step model planned the run
+            (``step_time_s`` is then its predicted step time), else ``"regression"``.
+        bound: with the physical model, what bounds the step: ``"device"`` or ``"host"``.
+        extrapolation: with the physical model, why the step lies outside the calibrated
+            range (its interval is then widened); empty inside it.
     """
 
     steps: int
@@ -324,6 +329,9 @@ class RunPlan:
     sensor_kind: str = ""
     energy_label: str = ""
     calibration_precision_pct: float | None = None
+    model: str = "regression"
+    bound: str | None = None
+    extrapolation: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""
@@ -385,6 +393,8 @@ def plan_run(
             "CalibrationStore.from_path(path).load() (None means the file is missing or "
             "unreadable: see its warning), or train once with TOEnergy on that hardware."
         )
+    if calibration.physical is not None:
+        return _plan_physical(step, steps, calibration)
     if not calibration.windows:
         # NB: without windows the model is its stored coefficients alone, with no measured
         # error behind its interval: a calibration saved before any fit plans 0 J, "exactly".
@@ -466,6 +476,47 @@ def plan_run(
         sensor_kind=calibration.sensor_kind,
         energy_label=calibration.energy_label,
         calibration_precision_pct=calibration.precision_pct,
+    )
+
+
+def _plan_physical(step: StepProfile, steps: int, calibration: Calibration) -> RunPlan:
+    """The run planned with the calibration's physical step model and its measured interval.
+
+    A step's model error is systematic (the same step repeats), so the run's interval is the
+    step's interval times ``steps``.
+    """
+    from lightning_to_energy.model import PhysicalModel
+
+    assert calibration.physical is not None
+    model = PhysicalModel.from_dict(calibration.physical)
+    planned = model.plan(step)
+    pred = planned.prediction
+    return RunPlan(
+        steps=steps,
+        energy_j=pred.energy_j * steps,
+        low_j=planned.energy_low_j * steps,
+        high_j=planned.energy_high_j * steps,
+        interval=planned.level,
+        tos_per_step=float(step.tos),
+        flops_per_step=float(step.flops),
+        step_time_s=pred.time_s,
+        roofline_s_per_step=None,
+        hardware=model.target,
+        calibration_hardware=calibration.hardware.label,
+        calibration_windows=0,
+        interval_basis=planned.basis,
+        calibration_runs=calibration.n_runs,
+        step_time_source=STEP_TIME_MODEL,
+        step_time_detail=(
+            f"the physical step model of {model.target} ({pred.bound}-bound), "
+            "Lightning's loop not included"
+        ),
+        sensor_kind=calibration.sensor_kind,
+        energy_label=calibration.energy_label,
+        calibration_precision_pct=calibration.precision_pct,
+        model="physical",
+        bound=pred.bound,
+        extrapolation=planned.extrapolation,
     )
 
 

@@ -95,6 +95,9 @@ class Calibration:
             leave-one-run-out, or held-out configurations for study runs), None when not
             scored (a file saved by ``TOEnergy``, or an earlier release).
         validation: how ``precision_pct`` was measured, in words (``""`` without it).
+        physical: the physical step model fitted for this hardware
+            (:meth:`lightning_to_energy.model.PhysicalModel.to_dict`), or None; where present,
+            ``plan_run`` and ``predict`` use it.
     """
 
     fingerprint: str
@@ -123,6 +126,8 @@ class Calibration:
         kind not recorded (a file of an earlier release)"``.
         """
         return energy_label(self.sensor_kind)
+
+    physical: Mapping[str, Any] | None = None
 
     @property
     def units(self) -> dict[str, str]:
@@ -286,6 +291,8 @@ class Calibration:
                 }
                 for w in self.windows
             ],
+            # optional: files without it (and readers before it) hold the regression only
+            **({"physical": dict(self.physical)} if self.physical is not None else {}),
         }
 
     @classmethod
@@ -353,9 +360,22 @@ class Calibration:
                 sensor_kind=kind,
                 precision_pct=None if precision is None else float(precision),
                 validation=_string(d.get("validation", ""), "validation"),
+                physical=_physical(d.get("physical")),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"missing or mistyped field: {exc!r}") from exc
+
+
+def _physical(value: Any) -> dict[str, Any] | None:
+    """A calibration's ``physical`` section, checked by parsing it (None when absent)."""
+    if value is None:
+        return None
+    from lightning_to_energy.model import PhysicalModel
+
+    if not isinstance(value, Mapping):
+        raise ValueError(f"physical: expected a JSON object, found {type(value).__name__}")
+    PhysicalModel.from_dict(value)  # raises ValueError naming what is wrong
+    return dict(value)
 
 
 def _number(value: Any, what: str, positive: bool = False) -> float:
@@ -396,7 +416,8 @@ def merge(
     already seeded with the stored windows, so its coefficients reflect both); the sensor kind
     is the weaker of the two when the disk's windows or runs are kept: one estimated run makes
     the whole file's joules estimated (NB: the kind is the file's, not each run's, so the file
-    stays labelled so until it is started afresh).
+    stays labelled so until it is started afresh). The physical model is ``new``'s where it has
+    one, else ``disk``'s.
     """
     new_ids = {r.run_id for r in new.runs} | {w.run_id for w in new.windows}
     old_runs = tuple(r for r in disk.runs if r.run_id not in new_ids)
@@ -410,4 +431,6 @@ def merge(
         sensor_kind=weakest_kind(kinds),
         runs=(old_runs + new.runs)[-MAX_RUNS_LISTED:],
         n_runs=max(disk.n_runs - replaced, 0) + new.n_runs,
+        # a run's regression saved into a file keeps the file's physical model
+        physical=new.physical if new.physical is not None else disk.physical,
     )

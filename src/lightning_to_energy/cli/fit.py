@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from lightning_to_energy.calibration.data import MIN_PRECISION_PCT
 from lightning_to_energy.cli._common import CliError
 from lightning_to_energy.reporting.records import EnergyReport, fit_worthy
-from lightning_to_energy.sensors.base import UNKNOWN_KIND, energy_label
+from lightning_to_energy.sensors.base import UNKNOWN_KIND, SensorKind, energy_label
 
 if TYPE_CHECKING:
     from lightning_to_energy.calibration.data import Calibration
@@ -122,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
     """Load, fit, score, print, and optionally write the calibration."""
     if args.out:
         _check_out(args.out)  # before any work: a bad path is not found after the fit
+    shared = _shared_data_file(args.reports)
+    if shared is not None:
+        return _run_shared(args, shared)
     if _is_study(args.reports):
         return _run_study(args)
     from lightning_to_energy.model.regression import OnlineEnergyModel
@@ -491,6 +494,99 @@ def _check_out(path: str) -> None:
             f"expected --out in a writable folder, found {existing} not writable. Fix: choose "
             "a path you can write, e.g. --out ./calibration.json."
         )
+
+
+def _shared_data_file(paths: Sequence[str]) -> Path | None:
+    """The shared training-step data set (``h100-training-steps.json``) if ``paths`` is it."""
+    from lightning_to_energy.study.shared_data import is_shared_data
+
+    if len(paths) != 1 or not str(paths[0]).endswith(".json") or not Path(paths[0]).is_file():
+        return None
+    try:
+        raw = json.loads(Path(paths[0]).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None  # not readable as JSON: the report path says why
+    return Path(paths[0]) if is_shared_data(raw) else None
+
+
+def _run_shared(args: argparse.Namespace, path: Path) -> int:
+    """``fit`` on the shared measured steps: the physical model, intervals by held-out shape."""
+    from datetime import datetime, timezone
+
+    from lightning_to_energy.calibration import (
+        Calibration,
+        CalibrationRun,
+        HardwareInfo,
+        hardware_fingerprint,
+    )
+    from lightning_to_energy.study.physical_eval import fit_shared, params_table
+
+    if args.features or args.roofline:
+        raise CliError(
+            "expected no --features or --roofline with the shared training-step data (its model "
+            "is the physical step model), found one. Fix: drop them."
+        )
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        shared = fit_shared(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CliError(f"cannot fit the shared data {path}: {exc}") from None
+    hw = raw.get("hardware", {})
+    info = HardwareInfo(gpus=(str(hw.get("gpu", "unknown GPU")),), driver_version=hw.get("driver"))
+    model = shared.model
+    result: dict[str, Any] = {
+        "data": str(path),
+        "configurations": len(shared.ids),
+        "target": model.target,
+        "validation": "leave one shape out (family x depth x width)",
+        "accuracy": shared.scores,
+        "interval": {
+            "level": model.level,
+            "time_log_halfwidth": model.time_log_halfwidth,
+            "energy_log_halfwidth": model.energy_log_halfwidth,
+            "basis": model.basis,
+        },
+        "parameters": params_table(shared.fit),
+    }
+    if args.out:
+        when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        run_id = "shared-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        calibration = Calibration(
+            fingerprint=hardware_fingerprint(info),
+            hardware=info,
+            feature_names=(),
+            windows=(),
+            coefficients={},
+            n_runs=1,
+            updated=when,
+            runs=(CalibrationRun(run_id, when, 0),),
+            # the shared steps were read from NVML's energy counter (the data's "method")
+            sensor_kind=SensorKind.COUNTER.value,
+            precision_pct=float(shared.scores["energy"]["precision_pct"]),
+            validation="leave one shape out (family x depth x width), energy per step",
+            physical=model.to_dict(),
+        )
+        result["calibration"] = _save(args.out, calibration)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    print(f"fitted the physical step model on {len(shared.ids)} steps of {path} ({info.label})")
+    for name, s in result["parameters"].items():
+        how = (
+            f"fitted, 95 % CI {s['ci95'][0]:.3g} .. {s['ci95'][1]:.3g}"
+            if s["ci95"]
+            else s["source"]
+        )
+        print(f"  {name:>28}: {s['value']:.4g} {s['unit']}  ({how})")
+    for target, sc in shared.scores.items():
+        print(
+            f"held out by shape, {target}: precision {sc['precision_pct']:.2f} %  "
+            f"median error {100 * sc['median_rel_err']:.2f} %  "
+            f"worst {100 * sc['worst_rel_err']:.2f} %"
+        )
+    if args.out:
+        print(f"calibration written to {result['calibration']}")
+    return 0
 
 
 def _refuse_repeated_runs(

@@ -162,7 +162,12 @@ def run(args: argparse.Namespace) -> int:
         )
     names = calibration.feature_names
     same_machine = calibration.fingerprint == fingerprint
-    if args.hardware and "roofline_s" not in names:
+    # A calibration carrying the physical step model plans with it, for its own hardware
+    # unless --target / --hardware names another: the step is counted as that hardware runs it.
+    physical = calibration.physical is not None
+    if calibration.physical is not None and not args.hardware:
+        args.hardware = str(calibration.physical["target"])
+    if args.hardware and "roofline_s" not in names and not physical:
         raise CliError(
             f"--hardware applies to calibrations fitted on roofline_s; this one "
             f"({calibration.hardware.label}) uses measured step time ({list(names)}), so "
@@ -255,7 +260,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from lightning_to_energy.reporting.format import format_si
 
-    if plan.step_time_s is not None:
+    if plan.model == "physical":
+        timing = (
+            f"{format_si(plan.step_time_s or 0.0, 's')} per step predicted on {plan.hardware} "
+            f"({plan.bound}-bound)"
+        )
+    elif plan.step_time_s is not None:
         timing = f"{format_si(plan.step_time_s, 's')} per step on {hardware.label}"
     else:
         assert spec is not None and plan.roofline_s_per_step is not None
@@ -274,6 +284,16 @@ def run(args: argparse.Namespace) -> int:
         if plan.calibration_precision_pct is not None
         else ""
     )
+    if plan.model == "physical":
+        print(
+            f"{args.target}: {args.steps} steps x {format_si(plan.tos_per_step, 'TO')} and "
+            f"{timing}\npredicted energy: {format_si(plan.energy_j, 'J')} ({interval}), from the "
+            f"physical step model of {plan.calibration_hardware} (joules {plan.energy_label}"
+            f"{scored})"
+        )
+        for note in notes:
+            print(f"note: {note}")
+        return 0
     print(
         f"{args.target}: {args.steps} steps x {format_si(plan.tos_per_step, 'TO')} and {timing}\n"
         f"step time: {plan.step_time_detail}\n"

@@ -1,1 +1,34 @@
-"""The energy model: operation features and their units, the online regression, scoring."""
+"""The energy model: features and their units, the online regression, its solver and scoring,
+and the physical per-kernel model of a training step's time and energy (``physical``)."""
+
+from __future__ import annotations
+
+from lightning_to_energy.model.physical import (
+    ParamStatus,
+    PhysicalFit,
+    PhysicalModel,
+    PhysicalParams,
+    PlannedStep,
+    Sample,
+    StepPrediction,
+    energy_at,
+    fit_physical,
+    predict_step,
+    predict_steps,
+    prior_for,
+)
+
+__all__ = [
+    "ParamStatus",
+    "PhysicalFit",
+    "PhysicalModel",
+    "PhysicalParams",
+    "PlannedStep",
+    "Sample",
+    "StepPrediction",
+    "energy_at",
+    "fit_physical",
+    "predict_step",
+    "predict_steps",
+    "prior_for",
+]

@@ -1,0 +1,116 @@
+"""``fit`` on the shared training-step data and ``predict --target`` with its physical model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from lightning_to_energy import cli
+from lightning_to_energy.calibration import Calibration, CalibrationStore, HardwareInfo, merge
+from lightning_to_energy.counting import StepProfile
+from lightning_to_energy.hardware.specs import find_hardware
+from lightning_to_energy.model import PhysicalModel, predict_step, prior_for
+from lightning_to_energy.planning import plan_run
+from lightning_to_energy.study.shared_data import SharedConfig, count_step
+
+TRUTH = {"host_step_s": 200e-6}
+
+
+def _shared_file(tmp_path: Path) -> Path:
+    """A small data set in the shared format, measured by the model's own form (noise-free)."""
+    truth = prior_for(find_hardware("h100-sxm")).with_values(TRUTH)
+    configs = []
+    for depth, width in ((1, 8), (2, 32), (1, 128), (2, 512), (1, 2048)):
+        for act in ("relu", "tanh"):
+            c = SharedConfig(
+                f"mlp-d{depth}-s{width}-{act}", "mlp", depth, width, act, (64, 1, 8, 8), 1.0, 1.0
+            )
+            pred = predict_step(count_step(c), truth)
+            configs.append(
+                {
+                    "id": c.id,
+                    "family": "mlp",
+                    "depth": depth,
+                    "width": width,
+                    "activation": act,
+                    "input_shape": [64, 1, 8, 8],
+                    "J_per_step": pred.energy_j,
+                    "s_per_step": pred.time_s,
+                }
+            )
+    path = tmp_path / "steps.json"
+    path.write_text(
+        json.dumps(
+            {"what": "test", "hardware": {"gpu": "NVIDIA H100 80GB HBM3"}, "configs": configs}
+        )
+    )
+    return path
+
+
+def test_fit_writes_a_physical_calibration_and_predict_uses_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, out = _shared_file(tmp_path), tmp_path / "h100.json"
+    assert cli.main(["fit", str(data), "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    # the data were made by the model's own form: held-out shapes come back exactly
+    assert result["accuracy"]["energy"]["precision_pct"] > 99.0
+    assert result["accuracy"]["time"]["precision_pct"] > 99.0
+    # these host-bound steps pin the fixed host cost per step (the prior said 50 us)
+    assert result["parameters"]["host_step_s"]["value"] == pytest.approx(200e-6, rel=1e-2)
+    assert result["parameters"]["host_step_s"]["source"] == "fitted"
+    # bf16 was never run: its energy per FLOP is the microbenchmark prior, and says so
+    saved = CalibrationStore.from_path(out).load()
+    assert saved is not None and saved.physical is not None
+    model = PhysicalModel.from_dict(saved.physical)
+    assert "microbenchmark" in model.params.notes["j_per_flop[matrix/bf16]"]
+
+    argv = ["predict", "_models:TinyMLP", "--input", "8x16", "--steps", "100"]
+    argv += ["--optimizer", "adamw", "--calibration", str(out), "--json"]
+    assert cli.main(argv) == 0
+    fp32 = json.loads(capsys.readouterr().out)
+    assert fp32["model"] == "physical" and fp32["roofline_hardware"] == "h100-sxm"
+    assert fp32["low_j"] < fp32["energy_j"] < fp32["high_j"]
+    # each of the 100 steps draws at least the 126 W base power for its predicted time
+    assert fp32["energy_j"] / 100 > 126.0 * fp32["step_time_s"]
+    assert cli.main([*argv, "--dtype", "bf16", "--target", "h100-sxm"]) == 0
+    bf16 = json.loads(capsys.readouterr().out)
+    # bf16 matmuls are a format no calibrated step ran: an extrapolation, with a wider interval
+    assert any("matrix/bf16" in why for why in bf16["extrapolation"])
+    ratio_fp32 = math.log(fp32["high_j"] / fp32["energy_j"])
+    ratio_bf16 = math.log(bf16["high_j"] / bf16["energy_j"])
+    assert ratio_bf16 == pytest.approx(2 * ratio_fp32)
+
+
+def test_plan_run_scales_the_physical_step_and_merge_keeps_it() -> None:
+    prior = prior_for(find_hardware("h100-sxm"))
+    model = PhysicalModel(
+        params=prior,
+        target="h100-sxm",
+        time_log_halfwidth=0.1,
+        energy_log_halfwidth=0.2,
+        level=0.9,
+        basis="test",
+        formats=("matrix/fp32", "vector/fp32"),
+        flops_range=(0.0, 1e15),
+        kernels_range=(0.0, 1e6),
+    )
+    info = HardwareInfo(gpus=("NVIDIA H100 80GB HBM3",))
+    cal = Calibration("fp", info, (), (), {}, 1, "2026-12-07T00:00:00Z", physical=model.to_dict())
+    step = StepProfile()
+    plan = plan_run(step, 10, cal)
+    # an empty step: host time only (host_step_s = 50 us), 126 W base: 10 * 126 * 5e-5 J
+    assert plan.energy_j == pytest.approx(10 * 126.0 * 50e-6)
+    # interval exp(+-0.2) around it
+    assert plan.high_j == pytest.approx(plan.energy_j * math.exp(0.2))
+    assert plan.model == "physical" and plan.extrapolation == ()
+    back = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert back.physical == cal.physical
+    # a run's regression saved into the file keeps the file's physical model
+    regression_only = Calibration(
+        "fp", info, ("tos",), (), {"tos": 1e-12}, 1, "2026-12-07T00:00:01Z"
+    )
+    assert merge(cal, regression_only).physical == cal.physical
