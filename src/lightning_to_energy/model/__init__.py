@@ -4,19 +4,16 @@ and the physical per-kernel model of a training step's time and energy (``physic
 from __future__ import annotations
 
 from lightning_to_energy.model.physical import (
-    ParamStatus,
-    PhysicalFit,
     PhysicalModel,
     PhysicalParams,
     PlannedStep,
-    Sample,
     StepPrediction,
     energy_at,
-    fit_physical,
     predict_step,
     predict_steps,
-    prior_for,
 )
+from lightning_to_energy.model.physical_fit import ParamStatus, PhysicalFit, Sample, fit_physical
+from lightning_to_energy.model.physical_prior import prior_for
 
 __all__ = [
     "ParamStatus",

@@ -22,14 +22,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from lightning_to_energy.model.physical import (
+from lightning_to_energy.model.physical import PhysicalModel, PhysicalParams, predict_steps
+from lightning_to_energy.model.physical_fit import (
     PhysicalFit,
-    PhysicalModel,
-    PhysicalParams,
     Sample,
     calibrated_range,
     fit_physical,
-    predict_steps,
 )
 
 __all__ = [

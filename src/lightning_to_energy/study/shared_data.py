@@ -22,7 +22,7 @@ from torch import nn
 from lightning_to_energy.counting import StepProfile, profile
 from lightning_to_energy.counting.cost_model import NumberFormat, Unit
 from lightning_to_energy.counting.registry import OpCost
-from lightning_to_energy.model.physical import Sample
+from lightning_to_energy.model.physical_fit import Sample
 
 __all__ = [
     "ACTIVATIONS",
