@@ -22,7 +22,8 @@ from _records import bare_report
 from lightning_to_energy import cli
 from lightning_to_energy.calibration.data import Calibration
 from lightning_to_energy.calibration.store import CalibrationStore, CalibrationWarning
-from lightning_to_energy.counting.profile import StepProfile, random_label_loss
+from lightning_to_energy.counting.profile import StepProfile
+from lightning_to_energy.counting.step import random_label_loss
 from lightning_to_energy.hardware.identity import (
     HardwareInfo,
     hardware_fingerprint,

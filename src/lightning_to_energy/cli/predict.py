@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from lightning_to_energy.cli._common import cli_device, precision_context
     from lightning_to_energy.cli.profile import build_model_and_inputs, resolve_target_arg
     from lightning_to_energy.counting import profile
-    from lightning_to_energy.counting.profile import random_label_loss
+    from lightning_to_energy.counting.step import random_label_loss
     from lightning_to_energy.hardware.identity import HardwareInfo, hardware_fingerprint
     from lightning_to_energy.planning import StepTime, calibration_hardware, plan_run
 
@@ -455,7 +455,7 @@ def _time_steps(
     import torch
 
     # The same optimizer and loss as the counted step in ``profile()``.
-    from lightning_to_energy.counting.profile import make_optimizer, step_loss
+    from lightning_to_energy.counting.step import make_optimizer, step_loss
 
     opt = make_optimizer(optimizer, model)
     times = []

@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             on the inputs.
     """
     from lightning_to_energy.counting import profile
-    from lightning_to_energy.counting.profile import DefaultLossError, random_label_loss
+    from lightning_to_energy.counting.step import DefaultLossError, random_label_loss
 
     if args.optimizer and not args.train:
         raise CliError(
