@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_to_energy import TOEnergy
-from lightning_to_energy.callbacks.to_energy import (
+from lightning_to_energy.callbacks.display import (
     FORECAST_KEYS,
     TOTAL_KEYS,
     bar_items,

@@ -1,11 +1,15 @@
-"""``TOEnergy``: the Lightning callback. It decides *when*; :class:`EnergyTracker` does the work."""
+"""``TOEnergy``: the Lightning callback. It decides *when*; :class:`EnergyTracker` does the work.
+
+What it shows (progress bar items, logged metric keys, the files lines) is in
+:mod:`lightning_to_energy.callbacks.display`; what it reads of the trainer in
+:mod:`lightning_to_energy.callbacks.trainer_info`.
+"""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,107 +22,26 @@ from typing_extensions import override
 from lightning_to_energy import notices
 from lightning_to_energy.counting.cost_model import CostModel, as_cost_model
 from lightning_to_energy.model.regression import FEATURES
-from lightning_to_energy.reporting.format import si_prefix
 from lightning_to_energy.reporting.records import EnergyReport, WindowRecord
 from lightning_to_energy.sensors.base import Sensor
 from lightning_to_energy.tracking.ledger import merge_archives
-from lightning_to_energy.tracking.tracker import EnergyTracker, LiveReadout
+from lightning_to_energy.tracking.tracker import EnergyTracker
 
 if TYPE_CHECKING:
     from lightning_to_energy.reporting.files import SavedReport
+from lightning_to_energy.callbacks.display import (
+    FORECAST_KEYS,
+    BarUnit,
+    bar_items,
+    bar_unit,
+    files_lines,
+    run_scale_j,
+)
+from lightning_to_energy.callbacks.trainer_info import planned_train_batches, rank_and_world
 
 __all__ = [
-    "FORECAST_KEYS",
-    "PBAR_ERROR",
-    "PBAR_FORECAST_MAX_SPREAD",
-    "TOTAL_KEYS",
-    "BarUnit",
     "TOEnergy",
-    "bar_items",
-    "bar_number",
-    "bar_unit",
-    "window_metric_keys",
 ]
-
-# Progress-bar items (see TOEnergy and bar_items): at most three, their unit in the key.
-PBAR_ERROR = "pred_err_%"
-# The forecast joins the bar once its interval is within this fraction of it, either side.
-PBAR_FORECAST_MAX_SPREAD = 0.25
-# A run of unknown length is taken, for the bar's unit only, to use this many times the
-# joules measured when the unit is chosen.
-_UNKNOWN_LENGTH_SCALE = 10.0
-
-
-@dataclass(frozen=True)
-class BarUnit:
-    """The progress bar's energy unit, chosen once per run (see :func:`bar_unit`)."""
-
-    symbol: str  # "J", "kJ", "MJ"...
-    joules: float  # joules in one unit
-    estimate: bool = False  # the joules are an estimate: the measured key says so
-
-    @property
-    def energy_key(self) -> str:
-        """``energy_kJ``, or ``energy_est_kJ`` when the joules are estimated."""
-        return f"energy_est_{self.symbol}" if self.estimate else f"energy_{self.symbol}"
-
-    @property
-    def forecast_key(self) -> str:
-        """``run_kJ``: the whole run's forecast."""
-        return f"run_{self.symbol}"
-
-
-def bar_unit(scale_j: float, *, estimate: bool = False) -> BarUnit:
-    """The SI unit that puts a run of about ``scale_j`` joules between 0.1 and 100 units.
-
-    NB: the 0.1 to 100 band, not the usual 1 to 1000: Rich prints bar values with three
-    decimals and TQDM with three significant digits padded to five characters, so values below
-    10 read the same in both, and every value from 0.1 up keeps its three significant digits.
-    """
-    prefix, factor = si_prefix(scale_j, low=0.1)
-    return BarUnit(symbol=prefix.replace("µ", "u") + "J", joules=factor, estimate=estimate)
-
-
-def bar_number(value: float) -> float:
-    """``value`` rounded to 3 significant digits and at most 3 decimals (what Rich shows)."""
-    if value == 0.0 or not math.isfinite(value):
-        return value
-    decimals = 2 - math.floor(math.log10(abs(value)))
-    return round(value, min(decimals, 3))
-
-
-def bar_items(live: LiveReadout, unit: BarUnit) -> dict[str, float]:
-    """The progress bar's items: measured energy, the recent prediction error and, once its
-    interval is within ±25 %, the run's forecast; each rounded by :func:`bar_number`."""
-    items = {unit.energy_key: bar_number(live.measured_j / unit.joules)}
-    if live.recent_error_pct is not None:
-        items[PBAR_ERROR] = bar_number(live.recent_error_pct)
-    fc = live.forecast
-    if fc is not None and fc.total_j > 0 and fc.spread <= PBAR_FORECAST_MAX_SPREAD:
-        items[unit.forecast_key] = bar_number(fc.total_j / unit.joules)
-    return items
-
-
-def _run_scale_j(live: LiveReadout, total_steps: int | None, steps_done: int) -> float:
-    """The run's joules as best known now: the forecast, else the joules so far extrapolated
-    to the run's length, else (length unknown) a multiple of the joules so far."""
-    if live.forecast is not None and live.forecast.total_j > 0:
-        return live.forecast.total_j
-    if total_steps and steps_done:
-        return live.measured_j * max(total_steps / steps_done, 1.0)
-    return live.measured_j * _UNKNOWN_LENGTH_SCALE
-
-
-def window_metric_keys(loop: str) -> tuple[str, ...]:
-    """The logger keys written when a window of ``loop`` closes (see :class:`TOEnergy`)."""
-    return tuple(
-        f"energy/{loop}_window_{name}"
-        for name in ("measured_J", "predicted_J", "rel_error", "power_W", "TOs", "duration_s")
-    )
-
-
-TOTAL_KEYS = ("energy/total_measured_J", "energy/total_predicted_J", "energy/precision_pct")
-FORECAST_KEYS = ("energy/forecast_J", "energy/forecast_low_J", "energy/forecast_high_J")
 
 
 class TOEnergy(Callback):
@@ -291,7 +214,7 @@ class TOEnergy(Callback):
             sensors = list(sensors(local_rank, device))
         sync = torch.cuda.synchronize if device.type == "cuda" else None
         # Only a fit has a length to forecast.
-        total_steps = _planned_train_batches(trainer) if trainer.state.fn == "fit" else None
+        total_steps = planned_train_batches(trainer) if trainer.state.fn == "fit" else None
         tracker = EnergyTracker(
             pl_module,
             sensors=sensors,
@@ -509,7 +432,7 @@ class TOEnergy(Callback):
             if live.measured_j <= 0.0:
                 return  # nothing measured yet: no unit to choose
             self._bar_unit = bar_unit(
-                _run_scale_j(live, tracker.total_steps, tracker.steps("train")),
+                run_scale_j(live, tracker.total_steps, tracker.steps("train")),
                 estimate=live.kind == "estimate",
             )
         for name, value in bar_items(live, self._bar_unit).items():
@@ -648,7 +571,7 @@ class TOEnergy(Callback):
             )
         if self.print_report:
             # Printed in teardown, once the bar has closed (see there).
-            self._to_print = (report, _files_lines(self.report_files, directory, calibration))
+            self._to_print = (report, files_lines(self.report_files, directory, calibration))
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -680,7 +603,7 @@ class TOEnergy(Callback):
             state = self.tracker.state_dict()
         else:  # resumed but not started yet: the restored state, as it was loaded
             state = dict(self._pending_state or {})
-        rank, world = _rank_and_world()
+        rank, world = rank_and_world()
         if world > 1:
             # Lightning writes rank 0's callback state only and hands it to every rank on
             # resume: each rank's own windows ride along under "ranks" (the writer's entry is
@@ -711,7 +634,7 @@ class TOEnergy(Callback):
         """This rank's part of a checkpoint's state (see :meth:`state_dict`)."""
         if not isinstance(state, dict):
             return state  # not a state at all: _restorable says so
-        rank, world = _rank_and_world()
+        rank, world = rank_and_world()
         ranks = state.get("ranks")
         if not isinstance(ranks, list):
             # One process wrote it (or an older release under DDP, with rank 0's windows
@@ -761,51 +684,3 @@ class TOEnergy(Callback):
             )
             return False
         return True
-
-
-def _files_lines(saved: SavedReport | None, directory: Path, calibration: Path | None) -> list[str]:
-    """The lines printed after the summary or the report: the files written (and how to see
-    the full report), why any was not, and the calibration saved."""
-    if saved is None:
-        lines = [f"  energy report not saved to {directory} (see the warning above)"]
-    else:
-        others = [saved.csv_path.suffix] + ([saved.png_path.suffix] if saved.png_path else [])
-        lines = [
-            f"  full report: lightning-to-energy report {saved.json_path} "
-            f"(also {', '.join(others)})"
-        ]
-        # "not requested" is what the user asked for (plot=False): no news to print.
-        lines += [f"  {n.rstrip('.')}" for n in saved.notes if "not requested" not in n]
-    if calibration is not None:
-        lines.append(f"  calibration saved: {calibration}")
-    return lines
-
-
-def _rank_and_world() -> tuple[int, int]:
-    """This process's global rank and the world size (0 and 1 outside a process group)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _planned_train_batches(trainer: Trainer) -> int | None:
-    """Train batches the fit will run (the tracker's steps), or None when unknown.
-
-    Lightning plans in optimizer steps (``estimated_stepping_batches``: ``ceil(batches /
-    accumulate)`` per epoch, capped by ``max_steps``); the tracker counts batches, and an
-    epoch's last optimizer step may follow fewer than ``accumulate`` batches.
-    """
-    try:
-        stepping = trainer.estimated_stepping_batches
-    except Exception:  # e.g. a data loader that cannot be sized: no forecast, no failure
-        return None
-    # -1 is max_steps unset on an iterable dataset without a length: the length is unknown.
-    if not isinstance(stepping, (int, float)) or not math.isfinite(stepping) or stepping <= 0:
-        return None
-    accumulate = max(int(trainer.accumulate_grad_batches), 1)
-    per_epoch = trainer.num_training_batches
-    if accumulate == 1 or not math.isfinite(per_epoch) or per_epoch <= 0:
-        return int(stepping) * accumulate
-    steps_per_epoch = math.ceil(per_epoch / accumulate)
-    epochs, rest = divmod(int(stepping), steps_per_epoch)
-    return epochs * int(per_epoch) + rest * accumulate
