@@ -31,7 +31,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SESSION = ROOT / "benchmarks" / "gpu_session.sh"
 # Stand-ins for the shell variables of the commands (a new variable must be added here).
-SHELL_VALUES = {"$out": "gpu-results", "$budget_min": "8.50"}
+SHELL_VALUES = {"$dir": "gpu-results/nvidia-h100-80gb-hbm3", "$budget_min": "4.50"}
+GPU = "NVIDIA H100 80GB HBM3"  # GPU_NAME for the stub runs (no nvidia-smi here)
+SLUG = "nvidia-h100-80gb-hbm3"
+# pytest's own options the session passes (the others must be conftest's)
+PYTEST_OPTIONS = {"--junitxml"}
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="gpu_session.sh is a bash script")
 
@@ -108,8 +112,10 @@ def _pytest_flags(args: list[str]) -> None:
     """``-m pytest``: the opt-in flag is conftest's, the marker is registered."""
     conftest = (ROOT / "tests" / "conftest.py").read_text(encoding="utf-8")
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    for flag in (a for a in args if a.startswith("--")):
+    for flag in (a for a in args if a.startswith("--") and a not in PYTEST_OPTIONS):
         assert f'"{flag}"' in conftest, f"pytest {flag}: not an option of tests/conftest.py"
+    for path in (a for a in args if a.startswith("tests/")):
+        assert (ROOT / path).is_file(), f"pytest {path}: no such test file"
     marker = args[args.index("-m") + 1]
     assert f'"{marker}: ' in pyproject, f"pytest -m {marker}: not a marker of pyproject.toml"
 
@@ -126,7 +132,8 @@ def _parser_for(command: list[str]) -> tuple[Callable[[], argparse.ArgumentParse
 
 def test_every_stage_runs_commands_its_scripts_accept() -> None:
     commands = session_commands()
-    assert sorted(commands) == ["check", "converge", "counting", "overhead", "sensors", "study"]
+    stages = ["calibrate", "converge", "overhead", "study", "tests", "traces"]
+    assert sorted(commands) == stages
     parsed = 0
     for stage, stage_commands in commands.items():
         for command in stage_commands:
@@ -135,15 +142,46 @@ def test_every_stage_runs_commands_its_scripts_accept() -> None:
             if command[:2] == ["-m", "pytest"]:
                 _pytest_flags(command[2:])
                 continue
+            if stage == "traces":
+                script = ROOT / command[0]
+                if not script.is_file():
+                    continue  # written on another branch: the stage skips itself without it
+                text = script.read_text(encoding="utf-8")
+                if "def build_parser(" not in text:  # its parser is built inside main()
+                    for flag in (a for a in command[1:] if a.startswith("--")):
+                        assert f'add_argument("{flag}"' in text, f"{script}: no {flag}"
+                    parsed += 1
+                    continue
             build, args = _parser_for(command)
             try:
                 build().parse_args(args)
             except SystemExit:
                 pytest.fail(f"stage {stage}: {' '.join(command)}: rejected by its parser")
             parsed += 1
-    # check: sensors CLI, the example without pytest; sensors; 2 x overhead; counting;
-    # converge; study: 1 + 1 + 1 + 2 + 1 + 1 + 1 = 8
-    assert parsed == 8
+    # tests: the sensors CLI; calibrate; traces (when its script is here); 2 x overhead;
+    # converge; 2 x study (bf16 first, then the rest): 1 + 1 + 2 + 1 + 2 = 7, + 1 with traces
+    traces = (ROOT / "benchmarks" / "record_cuda_traces.py").is_file()
+    assert parsed == 7 + traces
+
+
+def test_the_session_fits_one_seven_minute_call() -> None:
+    text = SESSION.read_text(encoding="utf-8")
+    caps = dict(re.findall(r"^\s+(\w+)\) echo (\d+) ;;", text, flags=re.MULTILINE))
+    # 60 + 150 + 60 + 90 + 60 = 420 s = 7 minutes; the study takes what is left
+    assert {k: int(v) for k, v in caps.items() if k != "study"} == {
+        "tests": 60,
+        "calibrate": 150,
+        "traces": 60,
+        "overhead": 90,
+        "converge": 60,
+    }
+    assert 'call_s="${CALL_S:-420}"' in text
+    (calibrate,) = session_commands()["calibrate"]
+    from lightning_to_energy import cli
+
+    args = cli.build_parser().parse_args(calibrate[2:])
+    # its budget leaves the 150 s cap 20 s for the interpreter, CUDA and the fit
+    assert args.budget_s == 130 and args.device == "cuda:0"
 
 
 def test_the_overhead_stage_measures_the_cnn_in_fp32() -> None:
@@ -153,6 +191,8 @@ def test_the_overhead_stage_measures_the_cnn_in_fp32() -> None:
     gpt, cnn = (parser.parse_args(c[1:]) for c in session_commands()["overhead"])
     assert (gpt.model, gpt.precision) == (None, None)  # main() picks gpt and bf16-mixed on cuda
     assert (cnn.model, cnn.precision) == ("cnn", "32-true")
+    # TOEnergy and ThroughputMonitor in the same run: the ratio from one process
+    assert gpt.variants == cnn.variants == "baseline,toenergy,throughput"
 
 
 # --- the script's own logic, with a stub PYTHON ----------------------------------------------
@@ -176,7 +216,7 @@ def session(
     done = subprocess.run(
         ["bash", str(SESSION), stages, str(out)],
         cwd=ROOT,
-        env={**os.environ, "PYTHON": str(stub), **env},
+        env={**os.environ, "PYTHON": str(stub), "GPU_NAME": GPU, **env},
         capture_output=True,
         text=True,
         timeout=30,
@@ -189,25 +229,54 @@ def session(
 
 def test_an_unknown_stage_or_a_bad_deadline_runs_nothing(tmp_path: Path, stub_python: Path) -> None:
     out = tmp_path / "out"
-    done, calls = session("sensors,bogus", out, stub_python)
+    done, calls = session("calibrate,bogus", out, stub_python)
     assert done.returncode == 2
     assert "unknown stage 'bogus'" in done.stderr
-    done, more = session("sensors", out, stub_python, CALL_S="9m")
+    done, more = session("calibrate", out, stub_python, CALL_S="9m")
     assert done.returncode == 2
     assert "expected CALL_S to be a whole number of seconds > 0" in done.stderr
-    assert "found '9m'" in done.stderr and "fix: e.g. CALL_S=570" in done.stderr
+    assert "found '9m'" in done.stderr and "fix: e.g. CALL_S=420" in done.stderr
     assert calls == more == [] and not out.exists()
+
+
+def test_results_are_labelled_with_the_real_gpu_and_packed_after_each_stage(
+    tmp_path: Path, stub_python: Path
+) -> None:
+    import tarfile
+
+    out, pack = tmp_path / "out", tmp_path / "results.tgz"
+    done, calls = session(
+        "calibrate,converge", out, stub_python, GPU_NAME="NVIDIA H200", PACK=str(pack)
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    gpu_dir = out / "nvidia-h200"  # an H200 lent under the H100 kind is labelled an H200
+    assert "gpu: NVIDIA H200" in (gpu_dir / "session.txt").read_text()
+    rows = (gpu_dir / "stages.csv").read_text().splitlines()
+    assert rows[0] == "stage,exit,seconds,utc"
+    assert [r.split(",")[:2] for r in rows[1:]] == [["calibrate", "0"], ["converge", "0"]]
+    (gpu_dir / "converge" / "plot.png").write_bytes(b"png")  # a figure: never packed
+    with tarfile.open(pack) as tar:
+        names = set(tar.getnames())
+    assert {
+        "nvidia-h200/calibrate.log",
+        "nvidia-h200/converge.log",
+        "nvidia-h200/stages.csv",
+    } <= names
+    assert calls[0].split()[:3] == ["-m", "lightning_to_energy", "calibrate"]
+    assert f"--out {gpu_dir}/calibration.json" in calls[0]
 
 
 def test_the_study_trains_for_the_time_left_in_the_call(tmp_path: Path, stub_python: Path) -> None:
     out = tmp_path / "out"
     done, calls = session("study", out, stub_python, CALL_S="300")
     assert done.returncode == 0, done.stdout + done.stderr
-    (call,) = calls
-    args = build_parser("benchmarks/paper_study.py").parse_args(call.split()[1:])
+    bf16, rest = calls  # the bf16 configurations first, then (time left) all the others
+    parser = build_parser("benchmarks/paper_study.py")
+    first, second = parser.parse_args(bf16.split()[1:]), parser.parse_args(rest.split()[1:])
     # 300 s - 20 s for Python's start = 280 s = 4 min 40 s = 4.66 min (4.65 if a second passed)
-    assert args.budget_min in (4.66, 4.65)
-    assert args.out == f"{out}/study-h100"
+    assert first.budget_min in (4.66, 4.65) and first.only == "bf16"
+    assert second.budget_min in (4.66, 4.65, 4.63) and second.only is None
+    assert first.out == second.out == f"{out}/{SLUG}/study"
 
 
 def test_the_study_is_not_started_without_time_for_one_configuration(
@@ -217,9 +286,10 @@ def test_the_study_is_not_started_without_time_for_one_configuration(
     # 120 s - 20 s = 100 s < the 110 s paper_study.py needs (its minimum budget is 106 s)
     assert done.returncode == 3
     assert calls == []
-    log = (tmp_path / "out" / "study.log").read_text()
-    assert "not started: 120 s left in this call (CALL_S=120 s)" in log
-    assert "== stage study: exit 3 after 0 s" in log
+    log = (tmp_path / "out" / SLUG / "study.log").read_text()
+    # a loaded machine may tick one second between the deadline's start and the stage
+    assert re.search(r"not started: (120|119) s left in this call \(CALL_S=120 s\)", log)
+    assert re.search(r"== stage study: exit 3 after [01] s", log)
 
 
 def test_a_stage_past_the_deadline_is_stopped_and_the_next_not_started(
@@ -227,14 +297,17 @@ def test_a_stage_past_the_deadline_is_stopped_and_the_next_not_started(
 ) -> None:
     out = tmp_path / "out"
     t0 = time.monotonic()
-    done, calls = session("sensors,counting", out, stub_python, CALL_S="1", STUB_SLEEP="20")
-    assert time.monotonic() - t0 < 10  # stopped after 1 s, not after the stub's 20 s
+    done, calls = session("calibrate,converge", out, stub_python, CALL_S="3", STUB_SLEEP="20")
+    # stopped after at most 3 s, not after the stub's 20 s (3 s: a loaded machine may spend a
+    # second before the first command, which a 1 s deadline would leave unstarted)
+    assert time.monotonic() - t0 < 12
     assert done.returncode == 124
-    assert calls == ["benchmarks/sensors.py"]
-    assert "stopped at the call's deadline (CALL_S=1 s" in (out / "sensors.log").read_text()
-    counting = (out / "counting.log").read_text()
-    assert "not started: the call's deadline (CALL_S=1 s) has passed" in counting
-    assert "== stage counting: exit 124" in counting
+    assert [c.split()[2] for c in calls] == ["calibrate"]
+    log = (out / SLUG / "calibrate.log").read_text()
+    assert "stopped at the stage's cap or the call's deadline (CALL_S=3 s" in log
+    converge = (out / SLUG / "converge.log").read_text()
+    assert "not started: the stage's cap or the call's deadline (CALL_S=3 s) has passed" in converge
+    assert "== stage converge: exit 124" in converge
 
 
 def test_converge_starts_from_an_empty_calibration_store(tmp_path: Path) -> None:
@@ -242,11 +315,12 @@ def test_converge_starts_from_an_empty_calibration_store(tmp_path: Path) -> None
     stub.write_text('#!/bin/sh\necho "$XDG_CACHE_HOME" > "$(dirname "$0")/calls.txt"\n')
     stub.chmod(0o755)
     out = tmp_path / "out"
-    (out / "converge" / "cache" / "old").mkdir(parents=True)  # a store from an earlier call
+    cache = out / SLUG / "converge" / "cache"
+    (cache / "old").mkdir(parents=True)  # a store from an earlier call
     done, calls = session("converge", out, stub)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert calls == [str(out / "converge" / "cache")]
-    assert not (out / "converge" / "cache" / "old").exists()
+    assert calls == [str(cache)]
+    assert not (cache / "old").exists()
 
 
 # --- overhead.py: did the timed steps see a window close? --------------------------------------

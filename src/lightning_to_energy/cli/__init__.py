@@ -1,6 +1,7 @@
 """Command line: ``lightning-to-energy COMMAND``, one module per subcommand.
 
-Commands: ``sensors``, ``record``, ``profile``, ``report``, ``fit``, ``predict``, ``study``.
+Commands: ``sensors``, ``record``, ``profile``, ``report``, ``fit``, ``predict``, ``study``,
+``calibrate``.
 
 Each subcommand lives in its own ``cli/<name>.py`` module exposing ``add_parser(subparsers)``,
 which registers its parser and sets ``func`` to a ``run(args) -> int``. Imports are lazy so that
@@ -22,7 +23,7 @@ from lightning_to_energy.cli._common import CliError, check_output_path, cli_dev
 
 __all__ = ["CliError", "build_parser", "check_output_path", "cli_device", "count_arg", "main"]
 
-_SUBCOMMANDS = ("sensors", "record", "profile", "report", "fit", "predict", "study")
+_SUBCOMMANDS = ("sensors", "record", "profile", "report", "fit", "predict", "study", "calibrate")
 
 
 def build_parser() -> argparse.ArgumentParser:

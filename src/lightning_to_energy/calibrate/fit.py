@@ -1,0 +1,473 @@
+"""From measured workloads to physical parameters, and the calibration file.
+
+Base power is measured directly: the idle windows' joules over their seconds (their duration
+is a host sleep, which the time model does not describe, so they enter no fit). Every other
+window becomes a :class:`~lightning_to_energy.model.physical.Sample` (its iteration's counted
+profile, joules and seconds) and :func:`~lightning_to_energy.model.physical.fit_physical`
+fits the parameters the workloads are designed to pin; every other parameter keeps its prior.
+A parameter whose workloads are missing (a format the device lacks, a budget too short, a
+class of measurements removed) is reported as not identifiable, with its prior.
+
+The calibration file is in the calibration store's format with a ``physical`` section (a
+:class:`~lightning_to_energy.model.physical.PhysicalModel`), so ``predict --calibration``,
+``plan_run`` and ``TOEnergy(calibration=...)`` use it. Beside it, ``<name>.calibrate.json``
+records the plan, every window measured, every parameter's status and the fit's residuals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import statistics
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightning_to_energy._files import atomic_write_text
+from lightning_to_energy.calibration import HardwareInfo
+from lightning_to_energy.model.physical import (
+    ENERGY_PREFIXES,
+    TIME_PREFIXES,
+    PhysicalModel,
+    PhysicalParams,
+    energy_at,
+    predict_step,
+    prefix_of,
+)
+from lightning_to_energy.model.physical_fit import ParamStatus, PhysicalFit, Sample, fit_physical
+
+from .bench import CalibrationError
+from .schedule import Measured, Plan
+from .workloads import Workload, param
+
+__all__ = [
+    "CALIBRATION_KIND",
+    "ENERGY_NOISE_REL",
+    "IDENTIFIED_REL",
+    "TIME_NOISE_REL",
+    "Calibrated",
+    "base_power",
+    "check_writable",
+    "designed_pins",
+    "details_path",
+    "fit_measurements",
+    "interval_widths",
+    "load_params",
+    "physical_model",
+    "render",
+    "samples_of",
+    "starting_values",
+    "write_calibration",
+]
+
+CALIBRATION_KIND = "lightning-to-energy/physical-calibration"
+"""The ``calibration.kind`` of a file written by ``lightning-to-energy calibrate``."""
+
+_BASE = param("base_w")
+
+
+def designed_pins(workloads: Collection[Workload]) -> set[str]:
+    """Every parameter some workload is designed to pin."""
+    return {p for w in workloads for p in w.pins}
+
+
+def samples_of(measured: Sequence[Measured]) -> list[Sample]:
+    """The fit's samples: every window but the energy-only ones, per iteration."""
+    return [
+        Sample(m.profile, m.energy_j, m.time_s, m.workload.name)
+        for m in measured
+        if not m.workload.energy_only
+    ]
+
+
+def base_power(measured: Sequence[Measured]) -> tuple[float, tuple[float, float]] | None:
+    """Base power from the idle windows: (watts, 95 % interval); None without one.
+
+    The interval combines the windows' spread with the counter's resolution (one 100 ms
+    update at each edge is at most 2 x 0.1 s x P of a window's joules).
+    """
+    idle = [m for m in measured if m.workload.energy_only and m.window_s > 0]
+    if not idle:
+        return None
+    powers = [m.power_w for m in idle]
+    mean_w = math.fsum(m.power_w * m.window_s for m in idle) / math.fsum(m.window_s for m in idle)
+    spread = statistics.stdev(powers) / math.sqrt(len(powers)) if len(powers) > 1 else 0.0
+    resolution = mean_w * 0.1 / math.fsum(m.window_s for m in idle)
+    half = 1.96 * math.hypot(spread, resolution)
+    return mean_w, (mean_w - half, mean_w + half)
+
+
+def fit_measurements(
+    measured: Sequence[Measured],
+    prior: PhysicalParams,
+    pins: Collection[str],
+) -> PhysicalFit:
+    """Fit the parameters in ``pins`` to ``measured``; the others keep ``prior``.
+
+    Args:
+        measured: the windows (:func:`~lightning_to_energy.calibrate.schedule.run_plan`).
+        prior: starting values, ranges and notes (``prior_for(spec)``).
+        pins: the parameters the workloads are designed to pin (:func:`designed_pins` of
+            every workload, measured or not: the ones nothing measured pins are reported so).
+
+    Raises:
+        CalibrationError: fewer than two windows to fit.
+    """
+    samples = samples_of(measured)
+    if len(samples) < 2:
+        raise CalibrationError(
+            f"expected at least 2 measured workloads besides the idle ones, found "
+            f"{len(samples)}. Fix: raise --budget-s."
+        )
+    start = prior.with_values(starting_values(measured, prior))
+    free = set(pins)
+    fit = fit_physical(samples, start, free=sorted(free))
+    widths = interval_widths(samples, fit)
+    weak = {n: widths[n] for n in free if n in widths and widths[n] > IDENTIFIED_REL}
+    if weak:
+        # a value the windows pin only loosely is no calibration: hold it at its prior, refit
+        fit = fit_physical(samples, start, free=sorted(free - set(weak)))
+        widths = interval_widths(samples, fit)
+    status = dict(fit.status)
+    for name, width in widths.items():
+        value = status[name].value
+        status[name] = dataclasses.replace(
+            status[name], ci95=(value / (1.0 + width), value * (1.0 + width))
+        )
+    for name, width in weak.items():
+        status[name] = dataclasses.replace(
+            status[name],
+            value=start.flat()[name],
+            source="prior",
+            ci95=None,
+            reason=(
+                f"not identified: the windows pin it only to x/{1 + width:.3g} (95 %), looser "
+                f"than +/-{IDENTIFIED_REL:.0%}; kept the prior: {prior.notes.get(name, '')}"
+            ),
+        )
+    return dataclasses.replace(fit, status=status)
+
+
+IDENTIFIED_REL = 0.10
+"""A fitted parameter counts as identified when its 95 % interval is within +/-10 %."""
+TIME_NOISE_REL = 0.005
+"""Noise floor of a window's seconds per iteration (timer, clocks), relative."""
+ENERGY_NOISE_REL = 0.015
+"""Noise floor of a window's joules (NVML: 1 to 3 % per window at most), relative."""
+
+
+def interval_widths(samples: Sequence[Sample], fit: PhysicalFit) -> dict[str, float]:
+    """The relative half-width of each fitted parameter's 95 % interval (log scale).
+
+    From the sensitivity of every window's log time (time parameters) or log energy at its
+    measured time (energy parameters) to each parameter's log, at the fitted values, with the
+    residual scatter floored at :data:`TIME_NOISE_REL` / :data:`ENERGY_NOISE_REL`: a
+    simulated or very steady device must not look more certain than its meter. A direction no
+    window constrains (two parameters that only move together) gets an infinite width, where
+    a pseudo-inverse would report it as certain.
+    """
+    params = fit.params
+    fitted = [n for n, st in fit.status.items() if st.source == "fitted"]
+    time_names = [n for n in fitted if prefix_of(n) in TIME_PREFIXES]
+    energy_names = [n for n in fitted if prefix_of(n) in ENERGY_PREFIXES]
+
+    def times(p: PhysicalParams) -> np.ndarray:
+        return np.array([predict_step(s.profile, p).time_s for s in samples])
+
+    def energies(p: PhysicalParams) -> np.ndarray:
+        return np.array([energy_at(s.profile, p, s.time_s).energy_j for s in samples])
+
+    out: dict[str, float] = {}
+    for names, model, residuals, floor in (
+        (time_names, times, fit.time_rel_residuals, TIME_NOISE_REL),
+        (energy_names, energies, fit.energy_rel_residuals, ENERGY_NOISE_REL),
+    ):
+        if not names:
+            continue
+        base = np.log(np.maximum(model(params), 1e-300))
+        step = 1e-4
+        flat = params.flat()
+        jac = np.empty((len(samples), len(names)))
+        for j, name in enumerate(names):
+            moved = params.with_values({name: flat[name] * math.exp(step)})
+            jac[:, j] = (np.log(np.maximum(model(moved), 1e-300)) - base) / step
+        res = np.array(residuals)
+        sigma = max(float(np.sqrt(np.mean(res**2))) if res.size else 0.0, floor)
+        lam, vec = np.linalg.eigh(jac.T @ jac)
+        tiny = lam <= 1e-10 * max(float(lam.max()), 1e-300)
+        inv = np.where(tiny, np.inf, 1.0 / np.where(tiny, 1.0, lam))
+        # var_j = sigma^2 x sum_k V_jk^2 / lambda_k; a null direction it is part of -> inf
+        weights = vec**2
+        with np.errstate(invalid="ignore"):
+            var = sigma**2 * np.where(weights > 1e-12, weights * inv, 0.0).sum(axis=1)
+        for name, v in zip(names, var, strict=True):
+            out[name] = math.expm1(1.96 * math.sqrt(v)) if math.isfinite(v) else math.inf
+    return out
+
+
+def starting_values(measured: Sequence[Measured], prior: PhysicalParams) -> dict[str, float]:
+    """Where the fit starts, read off the windows that bound each rate (kept in range).
+
+    The time model is a maximum of several terms, so a fit started far away can stall where
+    the wrong term binds; these starts sit near the answer. Base power: the idle draw (the
+    fit then pins it on every window, host-bound ones above all, so one noisy idle window
+    does not shift busy_w and the J/FLOP). Bandwidth: the fastest copy. Peak rate per
+    format: its fastest matmul. Launch floor: the empty launches.
+    """
+    out: dict[str, float] = {}
+    base = base_power(measured)
+    if base is not None:
+        out[_BASE] = base[0]
+    for m in measured:
+        if m.time_s <= 0 or m.workload.energy_only:
+            continue
+        name = m.workload.name
+        if name.startswith("copy-"):
+            rate = m.profile.bytes / m.time_s
+            out["bandwidth_b_s"] = max(out.get("bandwidth_b_s", 0.0), rate)
+        elif name.startswith("matmul-") and m.workload.fmt is not None:
+            key = param("peak_flop_s", "matrix", m.workload.fmt.value)
+            out[key] = max(out.get(key, 0.0), m.profile.flops / m.time_s)
+        elif name.startswith("launch") and m.profile.kernels > 0:
+            kernels = sum(cost.kernels * calls for cost, calls in m.profile.op_costs)
+            out["launch_s"] = m.time_s / kernels
+    known = prior.flat()
+    clipped = {}
+    for name, value in out.items():
+        if name in known and value > 0:
+            lo, hi = prior.range_of(name)
+            clipped[name] = min(max(value, lo * 1.01), hi * 0.99)
+    return clipped
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A finished microbenchmark calibration.
+
+    Attributes:
+        device_name: the device as torch names it.
+        hardware_key: the datasheet entry the priors came from (the model's count target).
+        hardware: what the calibration file is specific to (its fingerprint).
+        plan: what was planned (window, dropped workloads).
+        measured: every window.
+        fit: the fitted parameters with their status and residuals.
+        pins: the parameters the workloads are designed to pin.
+        elapsed_s: wall seconds of the measurements.
+    """
+
+    device_name: str
+    hardware_key: str
+    hardware: HardwareInfo
+    plan: Plan
+    measured: tuple[Measured, ...]
+    fit: PhysicalFit
+    pins: frozenset[str]
+    elapsed_s: float
+
+    def not_identified(self) -> list[str]:
+        """Designed parameters the measurements did not pin (they keep their prior)."""
+        return sorted(n for n in self.pins if self.fit.status[n].source != "fitted")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record: the params' own dict plus a ``calibration`` section (the windows)."""
+        d = self.fit.params.to_dict()
+        d["calibration"] = {
+            "kind": CALIBRATION_KIND,
+            "device": self.device_name,
+            "hardware": self.hardware_key,
+            "hardware_info": self.hardware.to_dict(),
+            "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "elapsed_s": self.elapsed_s,
+            "window_s": self.plan.window_s,
+            "dropped": [{"workload": n, "reason": r} for n, r in self.plan.dropped],
+            "measured": [m.to_dict() for m in self.measured],
+            "status": {n: s.to_dict() for n, s in self.fit.status.items()},
+            "designed": sorted(self.pins),
+            "not_identified": self.not_identified(),
+            "residuals": [
+                {"label": label, "time_rel": t, "energy_rel": e}
+                for label, t, e in zip(
+                    self.fit.labels,
+                    self.fit.time_rel_residuals,
+                    self.fit.energy_rel_residuals,
+                    strict=True,
+                )
+            ],
+        }
+        return d
+
+
+def check_writable(path: Path) -> None:
+    """Refuse an output path that cannot be written, before anything is measured.
+
+    Raises:
+        CalibrationError: the path is a directory, or its directory is missing or read-only.
+    """
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise CalibrationError(
+            f"expected --out to name a file, found the directory {path}. Fix: pass "
+            f"--out {path / 'calibration.json'}."
+        )
+    if not parent.is_dir():
+        raise CalibrationError(
+            f"expected the directory of --out to exist, found no {parent}. Fix: create it "
+            "(mkdir -p) or pass another --out."
+        )
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CalibrationError(
+            f"expected to be able to write {path}, found it (or {parent}) read-only. Fix: "
+            "pass an --out in a directory you can write."
+        )
+    if path.exists():
+        from lightning_to_energy.calibration import Calibration
+
+        try:
+            Calibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise CalibrationError(
+                f"expected --out to be a new file or a calibration to update, found {path}, "
+                f"which is not a calibration ({exc}); it is left untouched. Fix: pass another "
+                "--out."
+            ) from None
+
+
+def physical_model(calibrated: Calibrated) -> PhysicalModel:
+    """The calibration as the physical model ``predict``, ``plan_run`` and ``TOEnergy`` use.
+
+    Its intervals are split-conformal quantiles of the microbenchmark windows' own errors:
+    they say how well the model fits the windows it was fitted on, not yet how well it
+    predicts a training step (``benchmarks/apriori_check.py`` measures that).
+    """
+    from lightning_to_energy.model.physical_fit import calibrated_range
+    from lightning_to_energy.study.physical_eval import LEVEL, conformal_halfwidth
+
+    fit = calibrated.fit
+    samples = samples_of(calibrated.measured)
+    formats, flops_range, kernels_range = calibrated_range(samples)
+    return PhysicalModel(
+        params=fit.params,
+        target=calibrated.hardware_key,
+        time_log_halfwidth=conformal_halfwidth([math.log1p(r) for r in fit.time_rel_residuals]),
+        energy_log_halfwidth=conformal_halfwidth([math.log1p(r) for r in fit.energy_rel_residuals]),
+        level=LEVEL,
+        basis=(
+            f"split conformal on the errors of {len(samples)} microbenchmark windows (fitted "
+            "on them; no training step fitted)"
+        ),
+        formats=formats,
+        flops_range=flops_range,
+        kernels_range=kernels_range,
+        source=f"lightning-to-energy calibrate on {calibrated.device_name}",
+    )
+
+
+def details_path(path: Path) -> Path:
+    """Where the windows and statuses behind the calibration file ``path`` are written."""
+    return path.with_name(path.stem + ".calibrate.json")
+
+
+def write_calibration(calibrated: Calibrated, path: Path) -> tuple[Path, Path]:
+    """Write the calibration file and, beside it, the record of every window.
+
+    ``path`` is a calibration in the store's format (``physical`` section: the fitted model),
+    which ``predict --calibration``, ``plan_run`` and ``TOEnergy(calibration=...)`` read; a
+    file already there for the same hardware keeps its regression windows. The record
+    (:func:`details_path`) holds the plan, every window, every parameter's status and the
+    fit's residuals.
+
+    Returns:
+        The two files written.
+
+    Raises:
+        CalibrationError: the store refused to write (it warned why).
+    """
+    from lightning_to_energy.calibration import (
+        Calibration,
+        CalibrationRun,
+        CalibrationStore,
+        hardware_fingerprint,
+    )
+
+    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    calibration = Calibration(
+        fingerprint=hardware_fingerprint(calibrated.hardware),
+        hardware=calibrated.hardware,
+        feature_names=(),
+        windows=(),
+        coefficients={},
+        n_runs=1,
+        updated=when,
+        runs=(CalibrationRun(f"calibrate-{when}", when, 0),),
+        physical=physical_model(calibrated).to_dict(),
+    )
+    saved = CalibrationStore.from_path(path).save(calibration)
+    if saved is None:
+        raise CalibrationError(
+            f"expected to write the calibration to {path}, found the store refusing it (see "
+            "the warning above). Fix: pass another --out."
+        )
+    record = calibrated.to_dict()
+    record["calibration"]["created"] = when
+    details = details_path(path)
+    atomic_write_text(details, json.dumps(record, indent=1, allow_nan=False) + "\n")
+    return saved, details
+
+
+def render(calibrated: Calibrated) -> str:
+    """Every parameter with its unit, value, interval and source; then the residuals."""
+    fit = calibrated.fit
+    lines = [
+        f"Calibration of {calibrated.device_name} ({len(calibrated.measured)} windows of "
+        f"{calibrated.plan.window_s:.1f} s, {calibrated.elapsed_s:.0f} s)",
+        "",
+        f"  {'parameter':<30} {'value':>11} {'unit':<9} {'95 % interval':<25} source",
+    ]
+    for name in sorted(calibrated.pins | {n for n, s in fit.status.items() if s.source != "prior"}):
+        s: ParamStatus = fit.status[name]
+        interval = f"{s.ci95[0]:.4g} .. {s.ci95[1]:.4g}" if s.ci95 else "-"
+        source = s.source if s.source != "prior" else f"prior: {s.reason}"
+        lines.append(f"  {name:<30} {s.value:>11.4g} {s.unit:<9} {interval:<25} {source}")
+    held = len(fit.status) - len(calibrated.pins)
+    lines.append(f"  ({held} other parameters keep their priors: no workload is designed for them)")
+    lines += ["", "Fit residuals (predicted / measured - 1):"]
+    for label, t, e in zip(
+        fit.labels, fit.time_rel_residuals, fit.energy_rel_residuals, strict=True
+    ):
+        lines.append(f"  {label:<28} time {t:+7.2%}  energy {e:+7.2%}")
+    missing = calibrated.not_identified()
+    if missing:
+        lines += ["", "Not identified (kept their priors): " + ", ".join(missing)]
+    if calibrated.plan.dropped:
+        lines += [
+            "",
+            "Not measured: " + "; ".join(f"{n} ({r})" for n, r in calibrated.plan.dropped),
+        ]
+    return "\n".join(lines)
+
+
+def load_params(path: str | os.PathLike[str]) -> PhysicalParams:
+    """The physical parameters of a calibration file written by :func:`write_calibration`.
+
+    Raises:
+        CalibrationError: the file is missing, not a calibration, or has no physical model.
+    """
+    from lightning_to_energy.calibration import Calibration
+
+    p = Path(path)
+    try:
+        calibration = Calibration.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        if calibration.physical is None:
+            raise ValueError("it holds no physical step model (a regression-only calibration)")
+        return PhysicalModel.from_dict(calibration.physical).params
+    except (OSError, ValueError) as exc:
+        raise CalibrationError(
+            f"expected a calibration file written by `lightning-to-energy calibrate`, found "
+            f"{p}: {exc}. Fix: pass the --out file of a calibrate run."
+        ) from exc
