@@ -5,8 +5,7 @@ A bench prepares a workload (allocates its tensors, counts one step with our own
 device-bound) and runs it ``n`` times. It also owns the clock, the synchronisation and the
 energy sensors that :mod:`~lightning_to_energy.calibrate.schedule` reads through a
 :class:`~lightning_to_energy.sensors.meter.Meter`. Tests use a simulated bench with an injected
-clock
-(``tests/fakes/sim_gpu.py``), so the schedule and the fit run without a GPU.
+clock (``tests/fakes/sim_gpu.py``), so the schedule and the fit run without a GPU.
 """
 
 from __future__ import annotations
