@@ -450,6 +450,7 @@ def _check_precision(args: argparse.Namespace, precision: float, method: str, r2
     """
     if args.allow_imprecise or precision >= MIN_PRECISION_PCT:
         return
+    r2 = math.nan if r2 is None else r2
     found = (
         f"{precision:.1f} % ({method}, R^2 {float(r2):.3g})"
         if math.isfinite(precision)

@@ -29,6 +29,7 @@ from lightning_to_energy.model.physical_fit import (
     calibrated_range,
     fit_physical,
 )
+from lightning_to_energy.model.scoring import score_pairs
 
 __all__ = [
     "LEVEL",
@@ -58,23 +59,28 @@ def precision_scores(
     low: ArrayLike | None = None,
     high: ArrayLike | None = None,
 ) -> dict[str, float | None]:
-    """precision % = 100 x (1 - MAPE), R^2, median and worst relative error, coverage."""
-    from sklearn.metrics import mean_absolute_percentage_error, r2_score
-
+    """The figures of :func:`~lightning_to_energy.model.scoring.score_pairs` (precision % =
+    100 x (1 - MAPE), R^2 (None where undefined), median and worst relative error), and the
+    coverage of the intervals ``[low, high]`` when given."""
     p, m = np.asarray(pred, float), np.asarray(meas, float)
-    rel = np.abs(p / m - 1.0)
+    figures = score_pairs(list(zip(p.tolist(), m.tolist(), strict=True)))
+    r2 = figures["r2"]
     out: dict[str, float | None] = {
         "n": float(len(m)),
-        "precision_pct": 100.0 * (1.0 - float(mean_absolute_percentage_error(m, p))),
-        "r2": float(r2_score(m, p)) if len(m) > 1 else math.nan,
-        "median_rel_err": float(np.median(rel)),
-        "worst_rel_err": float(np.max(rel)),
+        "precision_pct": float(figures["precision_pct"] or 0.0),
+        "r2": None if r2 is None else float(r2),
+        "median_rel_err": float(figures["median_rel_err"] or 0.0),
+        "worst_rel_err": float(figures["worst_rel_err"] or 0.0),
         "coverage": None,
     }
     if low is not None and high is not None:
         inside = (np.asarray(low) <= m) & (m <= np.asarray(high))
         out["coverage"] = float(np.mean(inside))
     return out
+
+
+def _r2_text(r2: float | None) -> str:
+    return "n/a" if r2 is None or math.isnan(r2) else f"{r2:.3f}"
 
 
 def conformal_halfwidth(log_residuals: Sequence[float], level: float = LEVEL) -> float:
@@ -258,7 +264,7 @@ def render_markdown(result: Mapping[str, Any]) -> str:
                 cov = "-" if s["coverage"] is None else f"{100 * s['coverage']:.0f} %"
                 med, worst = 100 * s["median_rel_err"], 100 * s["worst_rel_err"]
                 lines.append(
-                    f"| {model} | {target} | {s['precision_pct']:.1f} % | {s['r2']:.3f} | "
+                    f"| {model} | {target} | {s['precision_pct']:.1f} % | {_r2_text(s['r2'])} | "
                     f"{med:.1f} % | {worst:.1f} % | {cov} |"
                 )
         lines.append("")
