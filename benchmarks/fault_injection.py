@@ -19,6 +19,7 @@ The helpers :func:`drive` (steps, loading gaps and fault hooks over a tracker) a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -417,6 +418,309 @@ def window_short_nvml() -> Outcome:
     # 1 s windows on a 2 s sensor: kept in the totals, flagged short, never fitted
     short = all("short" in w.flags for w in run.report.windows)
     return _outcome(run, 300.0, said and short, "warned, windows short")
+
+
+# --- failures 4, 5, 7, 8, 9, 10: runs that end early, arguments, files, DDP (i13b) ----------
+
+
+class _Boom(RuntimeError):
+    """The error a scenario's step raises."""
+
+
+def _interrupted_drive(
+    sensor: Sensor, clock: FakeClock, error: BaseException, *, steps: int = 10, at: int = 6
+) -> tuple[EnergyTracker, list[warnings.WarningMessage], float, BaseException | None]:
+    """``steps`` steps of 0.25 s in a ``with tracker:`` block; step ``at`` raises ``error``
+    halfway through (0.125 s spent). Returns the tracker, the warnings, the span and what
+    escaped the block."""
+    escaped: BaseException | None = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracker = EnergyTracker(
+            None, sensors=[sensor], window_s=0.5, calibration=None, clock=clock,
+            features=("duration_s", "steps"),
+        )  # fmt: skip
+        t0_s = clock()
+        try:
+            with tracker:
+                for i in range(steps):
+                    with tracker.step(None):
+                        clock.advance(0.125)
+                        if i == at:
+                            raise error
+                        clock.advance(0.125)
+        except BaseException as exc:  # the scenario checks it is the injected one
+            escaped = exc
+    return tracker, list(caught), clock() - t0_s, escaped
+
+
+@scenario("step-raises", failure="4")
+def step_raises() -> Outcome:
+    clock = FakeClock()
+    sensor = FakeSensor("fake:0", power_w=50.0, clock=clock)
+    tracker, caught, span_s, escaped = _interrupted_drive(sensor, clock, _Boom("boom"))
+    report = tracker.build_report()
+    last = report.windows[-1]
+    ok = (
+        isinstance(escaped, _Boom)
+        and sensor.closed
+        and report.interrupted == "_Boom: boom"
+        and "interrupted" in last.flags
+        and "not-fitted" in last.flags
+    )
+    # 6.5 steps x 0.25 s... the raising step spent 0.125 s: 6 x 0.25 + 0.125 = 1.625 s x 50 W
+    return Outcome(
+        true_j=50.0 * span_s,
+        expected_j=50.0 * span_s,
+        measured_j=report.measured_j,
+        warnings=tuple(w.category.__name__ for w in caught),
+        ok=ok,
+        note="partial report marked interrupted, sensor closed",
+    )
+
+
+@scenario("ctrl-c-nvml-sampler", failure="4")
+def ctrl_c_nvml_sampler() -> Outcome:
+    import threading
+    import time
+
+    clock = FakeClock()
+    gpu = FakeGpu(power_w=300.0)
+    before = {t.ident for t in threading.enumerate()}
+    sensor = _nvml(gpu, clock, background=True)
+    nvml: Any = sensor._nvml
+    started = bool({t.ident for t in threading.enumerate()} - before)
+    tracker, caught, _, escaped = _interrupted_drive(sensor, clock, KeyboardInterrupt())
+    report = tracker.build_report()
+    for _ in range(500):  # the sampler thread ends within its poll period
+        if not {t.ident for t in threading.enumerate()} - before:
+            break
+        time.sleep(0.01)
+    left = {t.ident for t in threading.enumerate()} - before
+    ok = (
+        started
+        and isinstance(escaped, KeyboardInterrupt)
+        and not left
+        and nvml.shutdown_calls == 1
+        and report.interrupted == "KeyboardInterrupt"
+    )
+    return Outcome(
+        true_j=None,
+        expected_j=None,
+        measured_j=report.measured_j,
+        warnings=tuple(w.category.__name__ for w in caught),
+        ok=ok,
+        note=f"sampler thread stopped ({len(left)} left), NVML shut down once",
+    )
+
+
+@scenario("callback-reused-after-failure", failure="4")
+def callback_reused_after_failure() -> Outcome:
+    import torch
+    from lightning.pytorch import Trainer
+    from torch.utils.data import DataLoader
+
+    from lightning_to_energy import TOEnergy
+    from test_callback import AdvanceClock, Rows, Tiny
+    from test_callback import FakeClock as StepClock
+
+    class Raises(Tiny):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            if batch_idx == 5:
+                raise _Boom("boom")
+            return super().training_step(batch, batch_idx)
+
+    clock = StepClock()
+    energy = TOEnergy(
+        sensors=lambda rank, device: [FakeSensor("fake:0", power_w=10.0, clock=clock)],
+        window_s=1.0, calibration=None, clock=clock, print_report=False, plot=False,
+        report_dir=Path(tempfile.mkdtemp()),
+    )  # fmt: skip
+    options: dict[str, Any] = {
+        "accelerator": "cpu", "logger": False, "enable_checkpointing": False,
+        "enable_progress_bar": False, "enable_model_summary": False,
+        "default_root_dir": tempfile.mkdtemp(),
+    }  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = Trainer(callbacks=[AdvanceClock(clock, low=0.5, high=0.5), energy],
+                        max_epochs=1, **options)  # fmt: skip
+        with contextlib.suppress(_Boom):  # the failed fit: its report is read below
+            first.fit(Raises(), DataLoader(Rows(64), batch_size=8))
+        partial = energy.report
+        second = Trainer(callbacks=[AdvanceClock(clock, low=0.5, high=0.5), energy],
+                         max_steps=3, **options)  # fmt: skip
+        second.fit(Tiny(), DataLoader(Rows(64), batch_size=8))
+    report = energy.report
+    ok = (
+        partial is not None
+        and partial.interrupted == "_Boom: boom"
+        and partial.loops["train"].steps == 5
+        and report is not None
+        and report.loops["train"].steps == 3
+    )
+    # the second fit alone: 3 steps x 0.5 s x 10 W = 15 J (its first run's 25 J not carried)
+    return Outcome(
+        true_j=15.0,
+        expected_j=15.0,
+        measured_j=None if report is None else report.measured_j,
+        warnings=tuple(sorted({w.category.__name__ for w in caught})),
+        ok=ok,
+        note="5-step failed fit, then a 3-step fit reports 3 steps",
+    )
+
+
+@scenario("sensor-names", failure="5")
+def sensor_names() -> Outcome:
+    from lightning_to_energy import TOEnergy
+
+    refused: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for spec in ("bogus", "nvml,bogus", 123):
+            try:
+                EnergyTracker(None, sensors=spec)  # type: ignore[arg-type]
+            except ValueError as exc:
+                refused.append(str(exc))
+        try:
+            TOEnergy(sensors=["rapl"], clock="x")  # type: ignore[arg-type]
+        except ValueError as exc:
+            refused.append(str(exc))
+        tracker = EnergyTracker(None, sensors="estimate", calibration=None)
+        tracker.start()
+        kinds = [s.kind.value for s in tracker.sensors]
+        tracker.close(save_calibration=False)
+    ok = (
+        len(refused) == 4
+        and all("'nvml', 'rapl', 'estimate', 'fake'" in r for r in refused[:3])
+        and "clock" in refused[3]
+        and kinds == ["estimate"]
+    )
+    return Outcome(
+        true_j=None, expected_j=None, measured_j=None,
+        warnings=tuple(sorted({w.category.__name__ for w in caught})), ok=ok,
+        note="3 bad specs and a bad clock refused at construction; 'estimate' opens 1 sensor",
+    )  # fmt: skip
+
+
+@scenario("foreign-calibration", failure="7")
+def foreign_calibration() -> Outcome:
+    import stat
+
+    from lightning_to_energy.calibration import (
+        Calibration,
+        CalibrationStore,
+        HardwareInfo,
+        hardware_fingerprint,
+    )
+    from test_calibration import H100, RUN_A, RUN_B
+
+    folder = Path(tempfile.mkdtemp())
+    path = folder / "h100.json"
+    CalibrationStore.from_path(path).save(Calibration.from_model(RUN_A, H100, run_id="h100"))
+    path.chmod(0o644)
+    before = path.read_bytes()
+    xeon = HardwareInfo((), None, "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz", 64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = CalibrationStore.from_path(path).save(
+            Calibration.from_model(RUN_B, xeon, run_id="xeon")
+        )
+    ok = (
+        path.read_bytes() == before
+        and stat.S_IMODE(path.stat().st_mode) == 0o644
+        and written == folder / f"h100.{hardware_fingerprint(xeon)}.json"
+    )
+    return Outcome(
+        true_j=None, expected_j=None, measured_j=None,
+        warnings=tuple(w.category.__name__ for w in caught), ok=ok,
+        note="H100 file unchanged (bytes, mode 0644); Xeon run saved beside it",
+    )  # fmt: skip
+
+
+@scenario("malformed-json-cli", failure="8")
+def malformed_json_cli() -> Outcome:
+    import io
+
+    from lightning_to_energy import cli
+    from test_calibration import RUN_A, calib
+
+    folder = Path(tempfile.mkdtemp())
+    deep = folder / "deep.json"
+    deep.write_text("[" * 20_000 + "]" * 20_000)
+    listed = folder / "hardware-list.json"
+    doc = calib(RUN_A, "a").to_dict()
+    doc["hardware"] = [1, 2]
+    listed.write_text(json.dumps(doc))
+    results: list[tuple[int, int]] = []
+    for path in (deep, listed):
+        for argv in (
+            ["report", str(path)],
+            ["fit", str(path), "--out", str(folder / "out.json")],
+            ["predict", "_models:TinyMLP", "--input", "8x16", "--step-time", "0.01",
+             "--steps", "10", "--calibration", str(path)],
+        ):  # fmt: skip
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                code = cli.main(argv)
+            results.append((code, err.getvalue().count("\n")))
+    ok = all(r == (2, 1) for r in results)
+    return Outcome(
+        true_j=None, expected_j=None, measured_j=None, ok=ok,
+        note=f"{sum(r == (2, 1) for r in results)} of 6 commands exit 2 with one line",
+    )  # fmt: skip
+
+
+@scenario("files-follow-umask", failure="9")
+def files_follow_umask() -> Outcome:
+    import os
+    import stat
+
+    from lightning_to_energy.calibration import CalibrationStore
+    from lightning_to_energy.report import save_report, write_csv
+    from test_calibration import RUN_A, calib
+    from test_report import make_report
+
+    folder = Path(tempfile.mkdtemp())
+    old = os.umask(0o027)
+    try:
+        saved = save_report(make_report(), folder / "run", plot=False)
+        csv = write_csv(make_report(), folder / "w.csv")
+        cal = CalibrationStore(folder / "store").save(calib(RUN_A, "a"))
+    finally:
+        os.umask(old)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in (saved.json_path, saved.csv_path, csv, cal)}
+    return Outcome(
+        true_j=None, expected_j=None, measured_j=None, ok=modes == {0o640},
+        note=f"umask 027: modes {sorted(oct(m) for m in modes)} (0o640 expected)",
+    )  # fmt: skip
+
+
+@scenario("ddp-rank-sensors", failure="10")
+def ddp_rank_sensors() -> Outcome:
+    import os
+    import subprocess
+
+    from lightning_to_energy.report import load_report
+
+    out = Path(tempfile.mkdtemp())
+    script = Path(__file__).resolve().parents[1] / "tests" / "scripts" / "tiny_run.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "ddp", str(out)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    if done.returncode != 0:
+        return Outcome(None, 520.0, None, ok=False, note=done.stderr[-200:])
+    report = load_report(out / "energy_report.json")
+    kinds = {s.domain: s.kind for s in report.sensors}
+    domains = {d for w in report.windows for d in w.energy_j}
+    # rank 0: 10 W x 4 s + host 100 W x 4 s; rank 1: 20 W x 4 s = 40 + 400 + 80 = 520 J
+    return Outcome(
+        true_j=520.0, expected_j=520.0, measured_j=report.measured_j,
+        ok=domains == set(kinds) and "unknown" not in kinds.values(),
+        note=f"2 CPU ranks: sensors listed {sorted(kinds)}",
+    )  # fmt: skip
 
 
 # --- the table ----------------------------------------------------------------------------

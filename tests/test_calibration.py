@@ -436,7 +436,7 @@ def test_runs_listed_are_the_latest_and_n_runs_counts_past_them(tmp_path: Path) 
         (("windows", 0, "energy_j"), 0.0, "expected a finite number > 0, found 0.0"),
         (("windows", 0, "energy_j"), float("inf"), "expected a finite number > 0, found inf"),
         (("coefficients", "tos"), float("nan"), "expected a finite number >= 0, found nan"),
-        (("runs", 0, "windows"), True, "run windows: expected an int >= 0, found True"),
+        (("runs", 0, "windows"), True, "runs[0].windows: expected an int >= 0, found True"),
         (("hardware", "cpu_count"), True, "cpu_count: int}, found"),
     ],
 )

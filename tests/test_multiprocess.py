@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lightning_to_energy.reporting.codec import load_report
+from lightning_to_energy.reporting.records import EnergyReport
 
 SCRIPT = Path(__file__).parent / "scripts" / "tiny_run.py"
 
@@ -25,11 +26,18 @@ def _run(mode: str, out: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.slow
-def test_ddp_two_processes_sum_ranks_and_read_host_sensors_once(tmp_path: Path) -> None:
-    done = _run("ddp", tmp_path)
+@pytest.fixture(scope="module")
+def ddp_report(tmp_path_factory: pytest.TempPathFactory) -> EnergyReport:
+    """One two-rank DDP run (about half a minute), shared by the tests that read its report."""
+    out = tmp_path_factory.mktemp("ddp")
+    done = _run("ddp", out)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = load_report(tmp_path / "energy_report.json")
+    return load_report(out / "energy_report.json")
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_sum_ranks_and_read_host_sensors_once(ddp_report: EnergyReport) -> None:
+    report = ddp_report
     assert report.world_size == 2
     # 256 rows / 2 ranks / batch 16 = 8 steps per rank, 0.5 s each: 4 s per rank.
     # rank 0: 10 W x 4 s = 40 J, plus the host sensor 100 W x 4 s = 400 J (read once);
@@ -40,6 +48,16 @@ def test_ddp_two_processes_sum_ranks_and_read_host_sensors_once(tmp_path: Path) 
     )
     assert sorted({w.rank for w in report.windows}) == [0, 1]
     assert report.loops["train"].steps == 16
+
+
+@pytest.mark.slow
+def test_ddp_report_lists_every_ranks_sensors(ddp_report: EnergyReport) -> None:
+    # rank 0 reads fake:0 and the host sensor, rank 1 its own fake:1: every domain of the
+    # windows is listed with its kind (rank 1's was "unknown" when rank 0's alone were listed)
+    kinds = {s.domain: s.kind for s in ddp_report.sensors}
+    assert kinds == {"fake:0": "fake", "host:0": "fake", "fake:1": "fake"}
+    domains = {d for w in ddp_report.windows for d in w.energy_j}
+    assert domains == set(kinds)
 
 
 @pytest.mark.slow

@@ -376,11 +376,14 @@ def test_every_fault_injection_scenario_passes() -> None:
     sys.modules["fault_injection"] = module
     try:
         spec.loader.exec_module(module)
-        results = module.run_all()
+        # Two scenarios run Lightning (one a two-process DDP run, half a minute): their
+        # checks are tests of their own (test_interrupted, test_multiprocess).
+        slow = {"callback-reused-after-failure", "ddp-rank-sensors"}
+        results = module.run_all([s.name for s in module.SCENARIOS if s.name not in slow])
         table = module.render(results)
     finally:
         del sys.modules["fault_injection"]
     failed = [sc.name for sc, outcome in results if outcome.verdict != "PASS"]
     assert failed == [], table
-    # failures 1, 2, 3 and 6 of issue 13 each have a scenario
-    assert {sc.failure for sc, _ in results} >= {"1", "2", "3", "6"}
+    # failures 1 to 9 of issue 13 each have a scenario here (10 is DDP: left out above)
+    assert {sc.failure for sc, _ in results} == {str(n) for n in range(1, 10)}

@@ -1,12 +1,16 @@
-"""Files: the one atomic writer, and the reader of the small TOML or JSON files users hand the
-package (cost-model overrides, hardware)."""
+"""Files: reading the small TOML or JSON files users hand the package (cost-model overrides,
+hardware), and the one atomic writer every report, plot, CSV, calibration and study run goes
+through."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import stat
+import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -15,49 +19,13 @@ __all__ = [
     "atomic_write",
     "atomic_write_text",
     "check_toml_or_json_path",
+    "found_repr",
     "load_toml_or_json",
+    "new_file_mode",
+    "parse_json",
 ]
 
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write ``path`` so that readers see the old file or the new one, never half of either.
-
-    ``write`` fills a temporary file in the same folder, which is flushed to disk and renamed
-    over ``path``; the folder is then synced so that the rename itself survives a crash.
-
-    Args:
-        path: the file to write; its folder is created when missing.
-        write: called once with the temporary file, opened for binary writing.
-
-    Raises:
-        OSError: the folder cannot be created or written; no temporary file is left behind.
-        Exception: whatever ``write`` raises; ``path`` is then untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # Not every platform lets a folder be opened (Windows): the rename is then left to the OS.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """:func:`atomic_write` of ``text`` in UTF-8."""
-    data = text.encode("utf-8")
-    atomic_write(path, lambda fh: fh.write(data))
+_UMASK_LOCK = threading.Lock()
 
 
 def check_toml_or_json_path(path: Path, what: str) -> None:
@@ -75,6 +43,24 @@ def check_toml_or_json_path(path: Path, what: str) -> None:
         )
 
 
+def parse_json(text: str) -> Any:
+    """``json.loads``, with nesting too deep for it reported as the syntax errors are.
+
+    Raises:
+        ValueError: not JSON, or nested deeper than Python's parser recurses (thousands of
+            levels: no file of this package comes near).
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        # NB: json's C scanner recurses per level and gives up at the interpreter's
+        # recursion limit; such a file is never one of ours, so it is refused like bad syntax.
+        raise ValueError(
+            f"expected JSON nested at most {sys.getrecursionlimit()} levels deep, found deeper "
+            "nesting (the parser gave up); fix: point at a file this package wrote"
+        ) from None
+
+
 def load_toml_or_json(path: Path) -> Any:
     """The parsed content of ``path``: JSON if it ends in ``.json``, else TOML.
 
@@ -85,7 +71,7 @@ def load_toml_or_json(path: Path) -> Any:
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix == ".json":
-            return json.loads(text)
+            return parse_json(text)
         try:
             import tomllib
         except ModuleNotFoundError:  # Python 3.10
@@ -94,3 +80,78 @@ def load_toml_or_json(path: Path) -> Any:
     except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
         kind = path.suffix.lstrip(".").upper() or "TOML"
         raise ValueError(f"expected valid {kind}; found a syntax error ({exc})") from exc
+
+
+def _umask() -> int:
+    """The process's umask (read without changing it where Linux allows)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    # NB: elsewhere os.umask is the only reader, and it sets while it reads: a file another
+    # thread creates in between gets mode 0o022-masked, which is what most umasks give anyway.
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: Path) -> int:
+    """The permission bits a file written at ``path`` gets: those of the file it replaces, or
+    0o666 less the umask for a new one, as ``open()`` would give (``mkstemp`` alone gives 0o600)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def atomic_write(
+    path: Path, write: Callable[[IO[bytes]], object], *, durable: bool = False
+) -> None:
+    """Write ``path`` so that readers see the old file or the new one, never half of it.
+
+    The bytes go to a temporary file in the same folder (created if missing), renamed over
+    ``path``; the file keeps the mode of the one it replaces, or follows the umask.
+
+    Args:
+        path: the file to write.
+        write: writes the content to the binary file object it is given.
+        durable: fsync the file and its folder (calibrations: a crash must not lose them).
+
+    Raises:
+        OSError: the folder cannot be created or written; no temporary file is left behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = new_file_mode(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
+            write(fh)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        # Make the rename itself durable; not every platform lets a folder be opened.
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str, *, durable: bool = False) -> None:
+    """:func:`atomic_write` of ``text`` in UTF-8."""
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")), durable=durable)
+
+
+def found_repr(value: Any) -> str:
+    """A found value in an error: its type, and the value itself when it is short."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{type(value).__name__} {text[:57]}..."

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from lightning_to_energy._files import found_repr
 from lightning_to_energy.hardware.identity import HardwareInfo, hardware_fingerprint
 from lightning_to_energy.model.regression import (
     DEFAULT_HISTORY,
@@ -316,54 +317,59 @@ class Calibration:
                 f"expected schema_version {SCHEMA_VERSION}, found {version!r} (written by "
                 "another version of lightning-to-energy)"
             )
-        try:
-            windows = tuple(
+        # Every field checked where it is read, each error naming its JSON path.
+        windows = []
+        for i, w in enumerate(_list(d, "windows")):
+            where = f"windows[{i}]"
+            w = _object(w, where)
+            windows.append(
                 CalibrationWindow(
-                    features=_number_map(w["features"], "window features"),
-                    energy_j=_number(w["energy_j"], "window energy_j", positive=True),
-                    run_id=_string(w["run_id"], "window run_id"),
+                    features=_number_map(_field(w, "features", where), f"{where}.features"),
+                    energy_j=_number(
+                        _field(w, "energy_j", where), f"{where}.energy_j", positive=True
+                    ),
+                    run_id=_string(_field(w, "run_id", where), f"{where}.run_id"),
                 )
-                for w in d["windows"]
             )
-            runs = tuple(
+        runs = []
+        for i, r in enumerate(_list(d, "runs")):
+            where = f"runs[{i}]"
+            r = _object(r, where)
+            runs.append(
                 CalibrationRun(
-                    run_id=_string(r["run_id"], "run_id"),
-                    date=_string(r["date"], "run date"),
-                    windows=_count(r["windows"], "run windows"),
+                    run_id=_string(_field(r, "run_id", where), f"{where}.run_id"),
+                    date=_string(_field(r, "date", where), f"{where}.date"),
+                    windows=_count(_field(r, "windows", where), f"{where}.windows"),
                 )
-                for r in d["runs"]
             )
-            # Optional since they were added: a file of an earlier release loads with the
-            # kind "unknown" and no precision, and says so wherever it is used.
-            kind = _string(d.get("sensor_kind", UNKNOWN_KIND), "sensor_kind")
-            precision = d.get("precision_pct")
-            if precision is not None and (
-                isinstance(precision, bool)
-                or not isinstance(precision, (int, float))
-                or not math.isfinite(precision)
-            ):
-                raise ValueError(
-                    f"precision_pct: expected a finite number or null, found {precision!r}"
-                )
-            names = d["feature_names"]
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise ValueError(f"feature_names: expected a list of strings, found {names!r}")
-            return cls(
-                fingerprint=_string(d["fingerprint"], "fingerprint"),
-                hardware=HardwareInfo.from_dict(d["hardware"]),
-                feature_names=tuple(names),
-                windows=windows,
-                coefficients=_number_map(d["coefficients"], "coefficients"),
-                n_runs=_count(d["n_runs"], "n_runs"),
-                updated=_string(d["updated"], "updated"),
-                runs=runs,
-                sensor_kind=kind,
-                precision_pct=None if precision is None else float(precision),
-                validation=_string(d.get("validation", ""), "validation"),
-                physical=_physical(d.get("physical")),
+        names = _list(d, "feature_names")
+        for i, n in enumerate(names):
+            _string(n, f"feature_names[{i}]")
+        # Optional since they were added: a file of an earlier release loads with the kind
+        # "unknown" and no precision, and says so wherever it is used.
+        precision = d.get("precision_pct")
+        if precision is not None and (
+            isinstance(precision, bool)
+            or not isinstance(precision, (int, float))
+            or not math.isfinite(precision)
+        ):
+            raise ValueError(
+                f"precision_pct: expected a finite number or null, found {precision!r}"
             )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"missing or mistyped field: {exc!r}") from exc
+        return cls(
+            fingerprint=_string(_field(d, "fingerprint"), "fingerprint"),
+            hardware=HardwareInfo.from_dict(_object(_field(d, "hardware"), "hardware")),
+            feature_names=tuple(names),
+            windows=tuple(windows),
+            coefficients=_number_map(_field(d, "coefficients"), "coefficients"),
+            n_runs=_count(_field(d, "n_runs"), "n_runs"),
+            updated=_string(_field(d, "updated"), "updated"),
+            runs=tuple(runs),
+            sensor_kind=_string(d.get("sensor_kind", UNKNOWN_KIND), "sensor_kind"),
+            precision_pct=None if precision is None else float(precision),
+            validation=_string(d.get("validation", ""), "validation"),
+            physical=_physical(d.get("physical")),
+        )
 
 
 def _physical(value: Any) -> dict[str, Any] | None:
@@ -380,7 +386,7 @@ def _physical(value: Any) -> dict[str, Any] | None:
 
 def _number(value: Any, what: str, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what}: expected a number, found {value!r}")
+        raise ValueError(f"{what}: expected a number, found {found_repr(value)}")
     v = float(value)
     if not math.isfinite(v) or v < 0 or (positive and v == 0):
         raise ValueError(
@@ -391,19 +397,38 @@ def _number(value: Any, what: str, positive: bool = False) -> float:
 
 def _number_map(value: Any, what: str) -> dict[str, float]:
     if not isinstance(value, Mapping):
-        raise ValueError(f"{what}: expected an object, found {value!r}")
+        raise ValueError(f"{what}: expected a JSON object, found {found_repr(value)}")
     return {str(k): _number(v, f"{what}[{k!r}]") for k, v in value.items()}
+
+
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what}: expected a JSON object, found {found_repr(value)}")
+    return value
+
+
+def _field(d: Mapping[str, Any], key: str, where: str = "") -> Any:
+    if key not in d:
+        raise ValueError(f"{where + '.' if where else ''}{key}: expected a value, found none")
+    return d[key]
+
+
+def _list(d: Mapping[str, Any], key: str) -> list[Any]:
+    value = _field(d, key)
+    if not isinstance(value, list):
+        raise ValueError(f"{key}: expected a JSON list, found {found_repr(value)}")
+    return value
 
 
 def _string(value: Any, what: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{what}: expected a string, found {value!r}")
+        raise ValueError(f"{what}: expected a string, found {found_repr(value)}")
     return value
 
 
 def _count(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{what}: expected an int >= 0, found {value!r}")
+        raise ValueError(f"{what}: expected an int >= 0, found {found_repr(value)}")
     return value
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_to_energy import notices
-from lightning_to_energy._files import atomic_write_text
+from lightning_to_energy._files import atomic_write_text, parse_json
 from lightning_to_energy.calibration.data import (
     DEFAULT_MAX_WINDOWS,
     Calibration,
@@ -204,6 +204,13 @@ class CalibrationStore:
                 disk = self._read(path)
                 if disk is _CORRUPT:
                     return None
+                if isinstance(disk, Calibration) and disk.fingerprint != calibration.fingerprint:
+                    # An explicit file of other hardware (a store's own files always match:
+                    # see _read): its windows must never be filed under this machine.
+                    beside = self._beside(path, disk, calibration)
+                    if beside is None:
+                        return None
+                    path, disk = beside
                 if isinstance(disk, Calibration):
                     merged = merge(disk, calibration, self.max_windows)
                 else:
@@ -213,7 +220,7 @@ class CalibrationStore:
                         self.max_windows,
                     )
                 text = json.dumps(merged.to_dict(), indent=1, allow_nan=False) + "\n"
-                atomic_write_text(path, text)
+                atomic_write_text(path, text, durable=True)
         except OSError as exc:
             self._warn(
                 f"calibration not saved: writing {path} failed ({exc}); fix: make "
@@ -222,6 +229,35 @@ class CalibrationStore:
             )
             return None
         return path
+
+    def _beside(
+        self, path: Path, disk: Calibration, calibration: Calibration
+    ) -> tuple[Path, Calibration | None] | None:
+        """Where a run whose hardware differs from the explicit file's is saved instead: the
+        file beside it named after this hardware (``cal.<fingerprint>.json``), with what that
+        file holds; None (after a warning) when it is unusable. The explicit file is left as
+        it is, and a warning says so."""
+        # NB: beside it, so under the folder lock save() already holds (see _file_lock).
+        other = path.with_name(f"{path.stem}.{calibration.fingerprint}{path.suffix or '.json'}")
+        found = self._read(other)
+        if found is _CORRUPT or (
+            isinstance(found, Calibration) and found.fingerprint != calibration.fingerprint
+        ):
+            self._warn(
+                f"calibration not saved: {path} holds another machine's calibration "
+                f"({disk.hardware.label}), and {other}, where this machine's would go, is not "
+                f"one of {calibration.hardware.label}. Both are left untouched; fix: pass "
+                "calibration=<a new file> for this machine.",
+                stacklevel=4,
+            )
+            return None
+        self._warn(
+            f"calibration {path} is another machine's ({disk.hardware.label}); this run on "
+            f"{calibration.hardware.label} is saved beside it, to {other}, and {path} is left "
+            "unchanged. Fix: pass calibration=<that file> to start from this machine's own.",
+            stacklevel=4,
+        )
+        return other, found if isinstance(found, Calibration) else None
 
     def _read(self, path: Path) -> Calibration | object | None:
         """The file's calibration; None if absent; ``_CORRUPT`` (after a warning) if unusable."""
@@ -235,12 +271,12 @@ class CalibrationStore:
             return self._mark_corrupt(path, f"unreadable: {exc}", self._fix_for(path, None))
         data: Any = None
         try:
-            data = json.loads(text)
+            data = parse_json(text)
             foreign = _foreign_file(data, path)
             if foreign is not None:
                 return self._mark_corrupt(path, *foreign)
             found = Calibration.from_dict(data)
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        except ValueError as exc:  # JSONDecodeError is a ValueError
             return self._mark_corrupt(path, str(exc), self._fix_for(path, data))
         if self._path is None and found.fingerprint != path.stem:
             # A file copied or renamed into the store: another machine's windows must never

@@ -7,6 +7,7 @@ What it shows (progress bar items, logged metric keys, the files lines) is in
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -20,12 +21,24 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from typing_extensions import override
 
 from lightning_to_energy import notices
+from lightning_to_energy._arguments import (
+    check_bool,
+    check_calibration,
+    check_clock,
+    check_directory_arg,
+    check_features,
+    check_positive_int,
+    check_window_s,
+)
+from lightning_to_energy.calibration.store import CalibrationStore
 from lightning_to_energy.counting.cost_model import CostModel, as_cost_model
 from lightning_to_energy.model.regression import FEATURES
 from lightning_to_energy.reporting.records import EnergyReport, WindowRecord
 from lightning_to_energy.sensors.base import Sensor
+from lightning_to_energy.sensors.spec import parse_sensors
 from lightning_to_energy.tracking.ledger import merge_archives
-from lightning_to_energy.tracking.tracker import EnergyTracker
+from lightning_to_energy.tracking.steps import PROFILE_FEATURES
+from lightning_to_energy.tracking.tracker import EnergyTracker, interruption_reason
 
 if TYPE_CHECKING:
     from lightning_to_energy.reporting.files import SavedReport
@@ -103,8 +116,10 @@ class TOEnergy(Callback):
 
     Args:
         sensors: ``"auto"`` to discover NVML, RAPL and, where neither measures, a labelled
-            CPU-time estimate; a sequence of sensors; a callable ``(local_rank, device) ->
-            sequence of sensors``; or ``None``.
+            CPU-time estimate; backend names that must work, as one string (``"nvml"``,
+            ``"nvml,estimate"``) or a list (``["rapl"]``), from ``nvml``, ``rapl``,
+            ``estimate``, ``fake``; a sequence of sensor objects; a callable ``(local_rank,
+            device) -> sequence of sensors``; or ``None``.
         window_s: minimum window length in seconds (default: the sensors' minimum, at least
             2 s); > 0 and not below a hardware sensor's update period (ValueError), and
             below a sensor's minimum trustworthy window (2 s on NVML) it warns.
@@ -127,8 +142,11 @@ class TOEnergy(Callback):
         clock: monotonic clock in seconds (injectable for tests).
 
     Raises:
-        ValueError: an argument has the wrong type or range, or ``calibration`` is a
-            directory (raised at construction).
+        ValueError: an argument has the wrong type or range (an unknown sensor name: the
+            message lists the valid ones), or ``calibration`` is a directory (raised at
+            construction).
+        SensorError: a sensor backend named in ``sensors`` cannot work here (at the start of
+            the run; ``"auto"`` never raises).
 
     Example::
 
@@ -144,6 +162,7 @@ class TOEnergy(Callback):
     def __init__(
         self,
         sensors: str
+        | Sequence[str]
         | Sequence[Sensor]
         | Callable[[int, torch.device], Sequence[Sensor]]
         | None = "auto",
@@ -160,30 +179,36 @@ class TOEnergy(Callback):
         plot: bool = True,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        if isinstance(sensors, str) and sensors != "auto":
-            raise ValueError(
-                f"sensors must be 'auto', a sequence of sensors, a factory or None; found "
-                f"{sensors!r}. Use TOEnergy() for auto discovery."
-            )
+        # Every argument is checked now, not at the first training step (the tracker is built
+        # when the rank and the device are known), with the tracker's own checks.
+        self._sensor_request = parse_sensors(sensors, factory_ok=True)
+        check_window_s(window_s)
+        features = check_features(features, tuple(PROFILE_FEATURES))
+        check_calibration(calibration)
+        if calibration is not None and calibration != "auto":
+            CalibrationStore.from_path(calibration)  # a directory is refused now
         cost_model = as_cost_model(cost_model)
+        check_positive_int("recheck_every", recheck_every, 1000)
+        check_positive_int("max_windows", max_windows, 20_000)
+        check_directory_arg("report_dir", report_dir)
+        check_bool("print_report", print_report)
+        check_bool("plot", plot)
+        check_clock(clock)
         self._sensors = sensors
         self._kwargs: dict[str, Any] = {
             "window_s": window_s,
-            "features": tuple(features),
+            "features": features,
             "calibration": calibration,
             "cost_model": cost_model,
             "recheck_every": recheck_every,
             "max_windows": max_windows,
             "clock": clock,
         }
-        # Validate every argument now, not at the first training step.
-        EnergyTracker(None, sensors=None, **self._kwargs)
         self.report_dir = Path(report_dir) if report_dir is not None else None
         self.print_report = print_report
         self.verbose = bool(verbose)
         self._to_print: tuple[EnergyReport, list[str]] | None = None
         self.plot = bool(plot)
-        self._clock = clock
         self.tracker: EnergyTracker | None = None
         self.report: EnergyReport | None = None
         self.report_files: SavedReport | None = None
@@ -209,9 +234,12 @@ class TOEnergy(Callback):
             return self.tracker
         device = pl_module.device
         local_rank = trainer.local_rank
-        sensors = self._sensors
-        if callable(sensors) and not isinstance(sensors, (str, Sequence)):
-            sensors = list(sensors(local_rank, device))
+        sensors: Any = self._sensors
+        factory = self._sensor_request.factory
+        if factory is not None:
+            # Checked by the tracker like any sensors argument: a factory returning names or
+            # junk fails here, at the start, saying what it returned.
+            sensors = list(factory(local_rank, device))
         sync = torch.cuda.synchronize if device.type == "cuda" else None
         # Only a fit has a length to forecast.
         total_steps = planned_train_batches(trainer) if trainer.state.fn == "fit" else None
@@ -409,9 +437,14 @@ class TOEnergy(Callback):
     def on_exception(
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
     ) -> None:
-        # The user's step raised: make sure no dispatch mode or hook of ours outlives it.
+        # The run ended by an exception or Ctrl-C (Lightning calls this hook for both, then
+        # re-raises or exits): no dispatch mode or hook of ours may outlive it, every sensor
+        # and sampler thread is released, the windows measured so far are reported (marked
+        # "interrupted"), and the callback is left clean for the next fit.
         if self.tracker is not None:
-            self.tracker.abort_step()
+            reason = interruption_reason(exception)
+            self.tracker.interrupt(reason)
+            self._finish(trainer, interrupted=reason)
 
     # --- display and logging --------------------------------------------------------------
 
@@ -454,6 +487,14 @@ class TOEnergy(Callback):
         self._bar_unit = None
         self._bar_due = False
         self._to_print = None
+        if self.tracker is not None:
+            # An earlier run that never reached its end (on_exception did not run): its steps
+            # must not count in this one, and its sensors must not stay open.
+            stale, self.tracker = self.tracker, None
+            with contextlib.suppress(Exception):
+                stale.close(save_calibration=False, interrupted="never finished")
+        self._train_batches = 0
+        self._totals = (0.0, 0.0)
 
     def _log_window(self, trainer: Trainer, record: WindowRecord | None) -> None:
         if record is not None:
@@ -506,10 +547,19 @@ class TOEnergy(Callback):
 
     # --- the end --------------------------------------------------------------------------
 
-    def _finish(self, trainer: Trainer) -> None:
+    def _finish(self, trainer: Trainer, interrupted: str | None = None) -> None:
         tracker = self.tracker
         if tracker is None:
             return
+        try:
+            self._finish_run(trainer, tracker, interrupted)
+        finally:
+            # Whatever failed, the next run starts a tracker of its own.
+            self.tracker = None
+
+    def _finish_run(
+        self, trainer: Trainer, tracker: EnergyTracker, interrupted: str | None
+    ) -> None:
         if trainer.state.fn == "fit" and tracker.total_steps is not None:
             # The fit is over (early stopping or max_time may have ended it before the
             # planned steps): the run's length is the steps it took, and its forecast what
@@ -535,24 +585,37 @@ class TOEnergy(Callback):
                     stacklevel=2,
                 )
         windows: list[WindowRecord] = list(tracker.windows)
-        if (
+        sensors = tracker.sensor_infos()
+        if interrupted is not None and trainer.world_size > 1:
+            # The other ranks may never reach a collective: this rank reports its own part.
+            self._notes.append(
+                f"rank {trainer.global_rank}'s windows only: the run was interrupted, so the "
+                "ranks' windows were not gathered."
+            )
+        elif (
             trainer.world_size > 1
             and torch.distributed.is_available()
             and torch.distributed.is_initialized()
         ):
             gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, (windows, tracker.archived))
-            windows = [w for part, _ in gathered for w in part]
+            torch.distributed.all_gather_object(gathered, (windows, tracker.archived, sensors))
+            windows = [w for part, _, _ in gathered for w in part]
             windows.sort(key=lambda w: (w.start_s, w.rank))
-            archived = merge_archives([archive for _, archive in gathered])
+            archived = merge_archives([archive for _, archive, _ in gathered])
+            # Each rank's own sensors (its GPU), host-wide ones once: every domain has a kind.
+            by_domain = {s.domain: s for _, _, part in gathered for s in part}
+            sensors = list(by_domain.values())
         else:
             archived = tracker.archived
         report = tracker.build_report(
-            windows, world_size=trainer.world_size, archived=archived, extra_warnings=self._notes
+            windows,
+            world_size=trainer.world_size,
+            archived=archived,
+            extra_warnings=self._notes,
+            sensors=sensors,
         )
         self._notes = []
         self.report = report
-        self.tracker = None
         self._emit(trainer, report, tracker.calibration_path)
 
     @rank_zero_only

@@ -28,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning_to_energy._files import parse_json
 from lightning_to_energy.calibration.data import MIN_PRECISION_PCT
 from lightning_to_energy.cli._common import CliError
 from lightning_to_energy.reporting.records import EnergyReport, fit_worthy
@@ -339,11 +340,14 @@ def _run_study(args: argparse.Namespace) -> int:
             raise ValueError(f"expected measured runs in {args.reports}, found none")
         model = fit_calibration_model(runs)
         results = evaluate(runs, models=["ours"], splits=("config", "family"), in_sample=False)
+        first = Path(str(runs[0].path))
+        data = parse_json(first.read_text(encoding="utf-8"))
+        # load_runs checked the file is an object with a 'hardware' object
         hardware = HardwareInfo.from_dict(
-            json.loads(Path(str(runs[0].path)).read_text())["hardware"]["fingerprint"]
+            data["hardware"].get("fingerprint"), where=f"{first}: hardware.fingerprint"
         )
         run_kinds = [(str(r.path), _study_run_kind(Path(str(r.path)))) for r in runs]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise CliError(f"cannot fit the study runs: {exc}") from None
     scores: dict[str, dict[str, Any]] = {
         s.split: {
@@ -504,7 +508,7 @@ def _shared_data_file(paths: Sequence[str]) -> Path | None:
     if len(paths) != 1 or not str(paths[0]).endswith(".json") or not Path(paths[0]).is_file():
         return None
     try:
-        raw = json.loads(Path(paths[0]).read_text(encoding="utf-8"))
+        raw = parse_json(Path(paths[0]).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None  # not readable as JSON: the report path says why
     return Path(paths[0]) if is_shared_data(raw) else None

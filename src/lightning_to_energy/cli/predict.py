@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lightning_to_energy._files import parse_json
 from lightning_to_energy.cli._common import CliError, count_arg
 from lightning_to_energy.cli.profile import PRECISIONS, TRACEBACK_HINT, add_traceback_flag
 
@@ -429,7 +430,7 @@ def _check_calibration_path(path: Path) -> None:
             "TOEnergy, or drop --calibration to use this hardware's own."
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return  # missing or unreadable: the store's own checks say so
     foreign = foreign_file(data, path)

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lightning_to_energy._files import atomic_write_text
+from lightning_to_energy._files import atomic_write_text, parse_json
 from lightning_to_energy.cli._common import CliError, check_output_path, cli_device, count_arg
 
 __all__ = [
@@ -189,9 +189,10 @@ def _machine(out_dir: Path, keys: set[str]) -> str:
     names: dict[str, None] = {}
     for path in sorted(out_dir.glob("*.run.json")):
         try:
-            hw = json.loads(path.read_text(encoding="utf-8")).get("hardware", {})
-        except (OSError, ValueError, AttributeError):
+            data = parse_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             continue
+        hw = data.get("hardware") if isinstance(data, dict) else None
         if isinstance(hw, dict) and hw.get("key") in keys:
             label = f"{hw.get('name') or hw.get('key')}"
             driver = (hw.get("fingerprint") or {}).get("driver_version")

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lightning_to_energy._files import found_repr
 from lightning_to_energy.hardware.cpuinfo import CPUINFO_PATH, read_cpuinfo
 from lightning_to_energy.sensors.base import SensorError
 from lightning_to_energy.sensors.nvml import load_pynvml, nvml_text
@@ -86,12 +87,17 @@ class HardwareInfo:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> HardwareInfo:
-        """Inverse of :meth:`to_dict`.
+    def from_dict(cls, d: Mapping[str, Any], where: str = "hardware") -> HardwareInfo:
+        """Inverse of :meth:`to_dict`; ``where`` names the JSON path of ``d`` in errors.
 
         Raises:
             ValueError: a field has the wrong type.
         """
+        if not isinstance(d, Mapping):
+            raise ValueError(
+                f"{where}: expected a JSON object {{gpus, driver_version, cpu, cpu_count}}, "
+                f"found {found_repr(d)}"
+            )
         gpus = d.get("gpus", [])
         driver = d.get("driver_version")
         cpu = d.get("cpu", "unknown")
@@ -105,8 +111,8 @@ class HardwareInfo:
             or not isinstance(count, int)
         ):
             raise ValueError(
-                "hardware: expected {gpus: [str], driver_version: str|null, cpu: str, "
-                f"cpu_count: int}}, found {dict(d)!r}"
+                f"{where}: expected {{gpus: [str], driver_version: str|null, cpu: str, "
+                f"cpu_count: int}}, found {found_repr(dict(d))}"
             )
         return cls(gpus=tuple(gpus), driver_version=driver, cpu=cpu, cpu_count=count)
 

@@ -926,8 +926,11 @@ def _entry(i: int, entry: Any) -> HardwareSpec:
     kind = entry["kind"]
     default_launch = CPU_LAUNCH_S if kind == "cpu" else GPU_LAUNCH_S
     match = entry.get("match", ())
-    if isinstance(match, str):
-        raise ValueError(f"{where}: expected match to be a list of strings; found {match!r}")
+    if not isinstance(match, (list, tuple)):
+        raise ValueError(
+            f"{where}: expected match to be a list of strings; found {type(match).__name__} "
+            f"{match!r}"
+        )
     return HardwareSpec(
         key=entry["key"],
         name=str(entry["name"]),

@@ -20,6 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning_to_energy._files import parse_json
 from lightning_to_energy.formats import REPORT_FORMAT
 from lightning_to_energy.reporting.records import (
     EnergyReport,
@@ -237,8 +238,10 @@ def load_report(path: str | os.PathLike[str]) -> EnergyReport:
         p = p / "energy_report.json"
     text = p.read_text(encoding="utf-8")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        data = parse_json(text)
+    except ValueError as exc:  # JSONDecodeError, or nesting too deep to parse
+        if not isinstance(exc, json.JSONDecodeError):
+            raise ReportFormatError(f"{p}: {exc}") from None
         if p.suffix.lower() == ".csv":
             # Not damaged: the per-window CSV written beside the JSON, which holds the rest.
             raise ReportFormatError(

@@ -17,6 +17,7 @@ from lightning_to_energy.reporting.records import (
     FLAG_ESTIMATE,
     FLAG_FAULT,
     FLAG_IMPLAUSIBLE,
+    FLAG_INTERRUPTED,
     FLAG_MISSED_WRAPS,
     FLAG_OUTLIER,
     FLAG_SHORT,
@@ -520,6 +521,7 @@ def _window_warnings(report: EnergyReport) -> list[str]:
         FLAG_UNMEASURED: "have no measured joules at all",
         FLAG_OUTLIER: "were measured but not used to fit the model",
         FLAG_BOUNDARY: "closed early at an epoch or loop boundary",
+        FLAG_INTERRUPTED: "were open when the run was interrupted (measured, not fitted)",
     }
     for flag, text in messages.items():
         if counts.get(flag):

@@ -22,6 +22,7 @@ __all__ = [
     "FLAG_ESTIMATE",
     "FLAG_FAULT",
     "FLAG_IMPLAUSIBLE",
+    "FLAG_INTERRUPTED",
     "FLAG_MISSED_WRAPS",
     "FLAG_OUTLIER",
     "FLAG_SHORT",
@@ -44,13 +45,22 @@ FLAG_ESTIMATE = "estimate"  # some of the window's joules are an estimate, not a
 FLAG_UNMEASURED = "unmeasured"  # no joules at all for this window
 FLAG_BOUNDARY = "boundary"  # closed early at an epoch or loop boundary
 FLAG_OUTLIER = "not-fitted"  # measured, but not used to fit the model (short, faulty)
+FLAG_INTERRUPTED = "interrupted"  # open when the run ended by an exception: not fitted
 # A domain's reading could not be true; that domain is left out of the window's joules.
 FLAG_IMPLAUSIBLE = ANOMALY_IMPLAUSIBLE  # implied power above twice the device's limit
 FLAG_COUNTER_RESET = ANOMALY_RESET  # the counter went back: reset, not wrapped
 FLAG_MISSED_WRAPS = ANOMALY_MULTI_WRAP  # reads too far apart: RAPL wraps may be missing
 # Flags that keep a window's joules out of any fit (the model's, a calibration's, a study's).
 NOT_FIT_FLAGS = frozenset(
-    {FLAG_SHORT, FLAG_FAULT, FLAG_OUTLIER, FLAG_IMPLAUSIBLE, FLAG_COUNTER_RESET, FLAG_MISSED_WRAPS}
+    {
+        FLAG_SHORT,
+        FLAG_FAULT,
+        FLAG_OUTLIER,
+        FLAG_INTERRUPTED,
+        FLAG_IMPLAUSIBLE,
+        FLAG_COUNTER_RESET,
+        FLAG_MISSED_WRAPS,
+    }
 )
 
 
@@ -200,6 +210,8 @@ class EnergyReport:
     prior: PriorRecord | None = None
     # why static energy is not attributed to the modules ("" when it is, or in older reports)
     static_note: str = ""
+    # why the run ended early ("KeyboardInterrupt", "RuntimeError: ..."); None: it finished
+    interrupted: str | None = None
 
 
 def fit_worthy(measured_j: float | None, flags: Iterable[str]) -> bool:

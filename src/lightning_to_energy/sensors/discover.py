@@ -71,7 +71,13 @@ class Discovery:
             raise first
 
 
-def _parse_mode(mode: str | Sequence[str]) -> tuple[bool, list[str]]:
+def parse_backends(mode: str | Sequence[str]) -> tuple[bool, list[str]]:
+    """``(auto, names)`` of a mode: ``"auto"``, or backend names (a list, or one string of
+    comma-separated names) from :data:`BACKENDS`.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones), or no name at all.
+    """
     names = [m.strip() for m in mode.split(",")] if isinstance(mode, str) else list(mode)
     if names == ["auto"]:
         return True, []
@@ -121,7 +127,7 @@ def discover(
         ValueError: an unknown backend name.
         SensorError: a backend requested by name cannot work (never in auto mode).
     """
-    auto, names = _parse_mode(mode)
+    auto, names = parse_backends(mode)
     wanted = ["nvml", "rapl", "estimate"] if auto else names
     sensors: list[Sensor] = []
     skipped: dict[str, str] = {}

@@ -33,7 +33,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
-from lightning_to_energy._files import atomic_write_text
+from lightning_to_energy._files import atomic_write_text, parse_json
 from lightning_to_energy.reporting.records import (
     EnergyReport,
     WindowRecord,
@@ -412,7 +412,7 @@ def _check_same_hardware(out: Path, key: str) -> None:
     others: dict[str, str] = {}
     for path in sorted(out.glob(f"*{RUN_SUFFIX}")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = parse_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # unreadable: is_complete() reruns it
         hw = data.get("hardware") if isinstance(data, dict) else None
@@ -439,7 +439,7 @@ def _release_memory() -> None:
 def is_complete(path: str | os.PathLike[str], config: StudyConfig) -> bool:
     """True if ``path`` is a readable run JSON of this very configuration with a measurement."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = parse_json(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return (

@@ -5,7 +5,6 @@ Written by :mod:`lightning_to_energy.study.runner`; format in ``docs/dev/CONTRAC
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_to_energy import notices
+from lightning_to_energy._files import parse_json
 from lightning_to_energy.formats import RUN_FORMAT
 
 __all__ = [
@@ -277,8 +277,8 @@ def load_runs(paths: Iterable[str | os.PathLike[str]]) -> list[StudyRun]:
             continue
         seen.add(key)
         try:
-            data = json.loads(f.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = parse_json(f.read_text(encoding="utf-8"))
+        except ValueError as exc:  # bad UTF-8, bad JSON, or nesting too deep to parse
             raise ValueError(
                 f"{f}: expected a study run JSON ({RUN_FORMAT}), found unreadable JSON ({exc}); "
                 "fix: rerun this configuration, or delete the file."

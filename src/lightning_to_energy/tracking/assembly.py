@@ -28,6 +28,7 @@ __all__ = [
     "accuracy_dict",
     "assemble_report",
     "breakdown_sums",
+    "sensor_infos",
     "static_per_step",
     "step_breakdown",
     "top_modules",
@@ -142,7 +143,7 @@ def assemble_report(
     roofline_note: str | None,
     changed_signatures: int,
     hardware: dict[str, str],
-    sensors: Sequence[Sensor],
+    sensors: Sequence[SensorInfo],
     skipped_sensors: Mapping[str, str],
     model: OnlineEnergyModel,
     breakdown: Breakdown,
@@ -150,6 +151,7 @@ def assemble_report(
     run_id: str,
     prior: PriorRecord | None,
     static_note: str = "",
+    interrupted: str | None = None,
 ) -> EnergyReport:
     """The report over ``windows`` and the ``archived`` per-loop totals of windows folded
     out of the list, with the notes that explain what it leaves out."""
@@ -164,6 +166,12 @@ def assemble_report(
         )
     if roofline_note is not None:
         notes.append(roofline_note)
+    if interrupted is not None:
+        notes.insert(
+            0,
+            f"interrupted ({interrupted}): a partial report of what was measured "
+            "until then; the window open at the interruption is kept but not fitted.",
+        )
     if changed_signatures:
         notes.append(
             f"{changed_signatures} step signature(s) did different work when re-counted (a "
@@ -173,16 +181,7 @@ def assemble_report(
     return EnergyReport(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         hardware=hardware,
-        sensors=tuple(
-            SensorInfo(
-                domain=s.domain,
-                kind=s.kind.value,
-                source=s.source,
-                update_period_s=float(s.update_period_s),
-                min_window_s=float(s.min_window_s),
-            )
-            for s in sensors
-        ),
+        sensors=tuple(sensors),
         skipped_sensors=dict(skipped_sensors),
         windows=windows,
         loops=loops,
@@ -203,6 +202,7 @@ def assemble_report(
         run_id=run_id,
         prior=prior,
         static_note=static_note,
+        interrupted=interrupted,
     )
 
 
@@ -240,3 +240,17 @@ def static_per_step(
     if whole.energy_j is None or base.energy_j is None or whole.source == "none":
         return None, {}, "no prediction yet"
     return max(whole.energy_j - base.energy_j, 0.0), shares, ""
+
+
+def sensor_infos(sensors: Sequence[Sensor]) -> list[SensorInfo]:
+    """``sensors`` as the report lists them."""
+    return [
+        SensorInfo(
+            domain=s.domain,
+            kind=s.kind.value,
+            source=s.source,
+            update_period_s=float(s.update_period_s),
+            min_window_s=float(s.min_window_s),
+        )
+        for s in sensors
+    ]

@@ -3,13 +3,27 @@ the same function, without building a tracker)."""
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
+from lightning_to_energy._arguments import (
+    check_calibration,
+    check_callable,
+    check_clock,
+    check_device,
+    check_features,
+    check_module,
+    check_optimizer,
+    check_positive_int,
+    check_rank,
+    check_total_steps,
+    check_window_s,
+)
 from lightning_to_energy.calibration.store import CalibrationStore
 from lightning_to_energy.sensors.base import MEASURED_KINDS, Sensor, SensorKind
+from lightning_to_energy.sensors.spec import SensorRequest, parse_sensors
 from lightning_to_energy.tracking.steps import PROFILE_FEATURES
 
 __all__ = ["check_arguments", "check_window_against"]
@@ -17,56 +31,48 @@ __all__ = ["check_arguments", "check_window_against"]
 
 def check_arguments(
     *,
+    module: Any,
+    optimizer: Any,
     sensors: Any,
-    window_s: float | None,
-    features: Sequence[str],
+    window_s: Any,
+    features: Any,
     calibration: Any,
     recheck_every: Any,
+    clock: Any,
+    sync: Any,
+    device: Any,
+    local_rank: Any,
+    rank: Any,
+    total_steps: Any,
     max_windows: Any,
-) -> None:
+) -> tuple[SensorRequest, tuple[str, ...], torch.device | None]:
     """Refuse out-of-range or ill-typed tracker arguments before anything starts.
+
+    Returns:
+        The parsed sensor request, the features and the device (a ``torch.device`` or None).
 
     Raises:
         ValueError: the message names the argument, what was found and the fix.
     """
-    if window_s is not None and not (
-        isinstance(window_s, (int, float)) and window_s > 0 and math.isfinite(window_s)
-    ):
-        raise ValueError(
-            f"window_s must be a finite number of seconds > 0, found {window_s!r}: a "
-            "window of no length measures nothing (every reading would be noise); pass "
-            "e.g. window_s=2.0, or None for the sensors' minimum trustworthy window."
-        )
-    if not isinstance(max_windows, int) or max_windows < 1:
-        raise ValueError(
-            f"max_windows must be a positive int, found {max_windows!r}; "
-            "pass e.g. max_windows=20_000."
-        )
-    if not isinstance(recheck_every, int) or recheck_every < 1:
-        raise ValueError(
-            f"recheck_every must be a positive int, found {recheck_every!r}; "
-            "pass e.g. recheck_every=1000."
-        )
-    unknown = [f for f in features if f != "duration_s" and f not in PROFILE_FEATURES]
-    if unknown or "duration_s" not in features:
-        raise ValueError(
-            f"features must include 'duration_s' and names from {sorted(PROFILE_FEATURES)}; "
-            f"found {list(features)!r}. Fix the names or leave the default."
-        )
-    if not (sensors is None or sensors == "auto" or isinstance(sensors, Sequence)):
-        raise ValueError(
-            f"sensors must be 'auto', a sequence of Sensor objects or None; found {sensors!r}."
-        )
-    if not (calibration is None or isinstance(calibration, (str, os.PathLike))):
-        raise ValueError(
-            "calibration: expected 'auto', a calibration JSON file path or None; found "
-            f"{calibration!r}. Fix: pass calibration='auto' (this hardware's own), a path, "
-            "or None."
-        )
+    check_module(module)
+    check_optimizer(optimizer)
+    request = parse_sensors(sensors)
+    check_window_s(window_s)
+    checked = check_features(features, tuple(PROFILE_FEATURES))
+    check_calibration(calibration)
+    check_positive_int("recheck_every", recheck_every, 1000)
+    check_clock(clock)
+    check_callable("sync", sync, optional=True, example="torch.cuda.synchronize")
+    checked_device = check_device(device)
+    check_rank("local_rank", local_rank)
+    check_rank("rank", rank)
+    check_total_steps(total_steps)
+    check_positive_int("max_windows", max_windows, 20_000)
     if calibration is not None and calibration != "auto":
         CalibrationStore.from_path(calibration)  # a directory is refused now, not at the end
-    if window_s is not None and isinstance(sensors, Sequence) and not isinstance(sensors, str):
-        check_window_against(window_s, [s for s in sensors if hasattr(s, "update_period_s")])
+    if window_s is not None and request.sensors:
+        check_window_against(window_s, list(request.sensors))
+    return request, checked, checked_device
 
 
 def check_window_against(window_s: float, sensors: Sequence[Sensor]) -> None:

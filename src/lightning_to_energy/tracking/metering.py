@@ -7,10 +7,10 @@ by a fresh one over the same sensors, so that the next windows are measured agai
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from lightning_to_energy.sensors.base import Sensor
 from lightning_to_energy.sensors.meter import Measurement, Meter
+from lightning_to_energy.sensors.spec import SensorRequest
 from lightning_to_energy.tracking.ledger import OpenWindow, join_measurements
 from lightning_to_energy.tracking.notes import Notes
 
@@ -124,19 +124,21 @@ class WindowMeter:
 
 
 def select_sensors(
-    requested: Any, cuda_devices: list[int], local_rank: int
+    request: SensorRequest, cuda_devices: list[int], local_rank: int
 ) -> tuple[list[Sensor], dict[str, str]]:
     """The sensors this process reads, and those discovery skipped (name -> why).
 
-    ``"auto"`` discovers NVML for ``cuda_devices``, RAPL, then an estimate; a sequence is taken
-    as given, less the host-wide sensors on a local rank other than 0 (rank 0 reads them for
-    the host); None reads none.
+    ``"auto"`` discovers NVML for ``cuda_devices``, RAPL, then an estimate; named backends must
+    work (discovery raises ``SensorError`` when one cannot); sensor objects are taken as given,
+    less the host-wide ones on a local rank other than 0 (rank 0 reads them for the host).
     """
-    if requested == "auto":
+    if request.discovers:
         from lightning_to_energy.sensors.discover import discover
 
-        found = discover("auto", devices=cuda_devices, local_rank=local_rank)
+        found = discover(
+            "auto" if request.auto else list(request.backends),
+            devices=cuda_devices,
+            local_rank=local_rank,
+        )
         return list(found.sensors), dict(found.skipped)
-    if isinstance(requested, (str, type(None))):
-        return [], {}
-    return [s for s in requested if local_rank == 0 or not s.host_wide], {}
+    return [s for s in request.sensors if local_rank == 0 or not s.host_wide], {}

@@ -9,6 +9,7 @@ from lightning_to_energy.reporting.records import (
     FLAG_BOUNDARY,
     FLAG_ESTIMATE,
     FLAG_FAULT,
+    FLAG_INTERRUPTED,
     FLAG_OUTLIER,
     FLAG_SHORT,
     FLAG_UNMEASURED,
@@ -36,6 +37,7 @@ def record_window(
     boundary: bool,
     fork: bool,
     notes: Notes,
+    interrupted: bool = False,
 ) -> tuple[WindowRecord, OnlineEnergyModel]:
     """The record of ``window`` measured as ``measurement``, and the model after it: the
     window is predicted before its measurement is seen, then fitted when fit-worthy, into
@@ -54,6 +56,7 @@ def record_window(
         boundary: closed early at a loop or epoch boundary.
         fork: fit a copy of ``model`` (a checkpoint's snapshot of the open window).
         notes: where a failing sensor or fit is warned about.
+        interrupted: the run ended by an exception while this window was open.
     """
     n = len(profile_features)
     features = {"duration_s": duration_s}
@@ -92,6 +95,9 @@ def record_window(
             flags.append(FLAG_ESTIMATE)
     if measured is None:
         flags.append(FLAG_UNMEASURED)
+    if interrupted:
+        # Its joules were spent, but the step that raised left no operation count.
+        flags.append(FLAG_INTERRUPTED)
     fit_ok = fit_worthy(measured, flags)
     fit_ok = fit_ok and not (measurement is not None and measurement.rejected)
     prediction: Prediction | None

@@ -45,6 +45,7 @@ from lightning_to_energy.reporting.records import (
     EnergyReport,
     Forecast,
     LoopTotals,
+    SensorInfo,
     WindowRecord,
 )
 from lightning_to_energy.sensors.base import Sensor, weakest_kind
@@ -52,6 +53,7 @@ from lightning_to_energy.sensors.meter import Measurement, Meter
 from lightning_to_energy.tracking.assembly import (
     assemble_report,
     breakdown_sums,
+    sensor_infos,
     static_per_step,
     step_breakdown,
 )
@@ -73,6 +75,7 @@ __all__ = [
     "DEFAULT_MIN_WINDOW_S",
     "EnergyTracker",
     "LiveReadout",
+    "interruption_reason",
 ]
 
 # The shortest default window, whatever the sensors allow: closing a window refits the model
@@ -100,7 +103,9 @@ class EnergyTracker:
     Args:
         module: the model whose steps are counted (attribution hooks go on its submodules).
         optimizer: the optimizer (its type is part of the step signature); optional.
-        sensors: ``"auto"`` (discover NVML, RAPL, then an estimate), a sequence of
+        sensors: ``"auto"`` (discover NVML, RAPL, then an estimate), backend names that must
+            work (``"nvml,estimate"``, ``["rapl"]``: see
+            :mod:`lightning_to_energy.sensors.spec`), a sequence of
             :class:`~lightning_to_energy.sensors.base.Sensor` objects, or ``None`` to count only.
         cost_model: transistor costs: a :class:`CostModel`, a TOML/JSON cost file, or None
             for :meth:`CostModel.default`.
@@ -122,9 +127,14 @@ class EnergyTracker:
             ones are folded into per-loop totals, so totals stay exact on runs of any length.
 
     Raises:
-        ValueError: an argument is out of range or of the wrong kind, ``calibration`` is a
-            directory, or ``window_s`` is below a sensor's update period (raised by
-            :meth:`start` for sensors found there).
+        ValueError: an argument is out of range or of the wrong kind (every one is checked
+            here), ``calibration`` is a directory, or ``window_s`` is below a sensor's update
+            period (raised by :meth:`start` for sensors found there).
+        SensorError: (from :meth:`start`) a backend named in ``sensors`` cannot work here.
+
+    A ``with`` block starts the tracker and closes it at its end, releasing every sensor even
+    when the block raises (Ctrl-C included); :meth:`build_report` then gives the partial
+    report, marked ``interrupted``.
     """
 
     def __init__(
@@ -132,7 +142,7 @@ class EnergyTracker:
         module: torch.nn.Module | None = None,
         optimizer: Any = None,
         *,
-        sensors: str | Sequence[Sensor] | None = "auto",
+        sensors: str | Sequence[str] | Sequence[Sensor] | None = "auto",
         cost_model: CostModel | str | Path | None = None,
         window_s: float | None = None,
         features: Sequence[str] = FEATURES,
@@ -146,12 +156,20 @@ class EnergyTracker:
         total_steps: int | None = None,
         max_windows: int = 20_000,
     ) -> None:
-        check_arguments(
+        request, features, device = check_arguments(
+            module=module,
+            optimizer=optimizer,
             sensors=sensors,
             window_s=window_s,
             features=features,
             calibration=calibration,
             recheck_every=recheck_every,
+            clock=clock,
+            sync=sync,
+            device=device,
+            local_rank=local_rank,
+            rank=rank,
+            total_steps=total_steps,
             max_windows=max_windows,
         )
         self.module = module
@@ -159,11 +177,11 @@ class EnergyTracker:
         self.cost_model = as_cost_model(cost_model)
         self.features = tuple(features)
         self._profile_features = tuple(f for f in self.features if f != "duration_s")
-        self._requested_sensors = sensors
+        self._requested_sensors = request
         self._requested_window_s = window_s
         self._clock = clock
         self._sync = sync
-        self.device = torch.device(device) if device is not None else None
+        self.device = device
         self.local_rank = local_rank
         self.rank = rank
         self.total_steps = total_steps
@@ -203,6 +221,8 @@ class EnergyTracker:
         self._elapsed_before_s = 0.0  # run time restored from a checkpoint
         self._started = False
         self._broken: str | None = None
+        # Why the run ended early (see close): marks the open window and the report.
+        self._interrupted: str | None = None
 
     # --- the parts, as attributes -----------------------------------------------------------
 
@@ -427,8 +447,9 @@ class EnergyTracker:
             self.abort_step()
         window = self._window
         self._window = None
-        if window is None or window.steps == 0:
+        if window is None or (window.steps == 0 and self._interrupted is None):
             # A window without steps keeps the meter running: its time goes to the next one.
+            # (An interrupted one is kept: the step that raised spent its joules in it.)
             return None
         measurement = None if self._meter is None else self._meter.close(window)
         record, _ = self._record(window, measurement, boundary=boundary)
@@ -461,6 +482,7 @@ class EnergyTracker:
             boundary=boundary,
             fork=fork,
             notes=self._notes,
+            interrupted=self._interrupted is not None,
         )
 
     def _snapshot_window(self) -> tuple[WindowRecord, OnlineEnergyModel] | None:
@@ -523,27 +545,59 @@ class EnergyTracker:
 
     # --- the end --------------------------------------------------------------------------
 
-    def finish(self, *, save_calibration: bool = True) -> EnergyReport:
+    def finish(
+        self, *, save_calibration: bool = True, interrupted: str | None = None
+    ) -> EnergyReport:
         """Close the last window, save the calibration and build the report of this process."""
-        self.close(save_calibration=save_calibration)
+        self.close(save_calibration=save_calibration, interrupted=interrupted)
         return self.build_report()
 
-    def close(self, *, save_calibration: bool = True) -> None:
+    def close(self, *, save_calibration: bool = True, interrupted: str | None = None) -> None:
         """Close the last window, save the calibration and release the sensors.
 
         :meth:`finish` does this and builds the report; a caller that reports over more than
         this process (the callback under DDP) calls this and then :meth:`build_report` once.
+        The sensors (and their sampler threads, and NVML) are released whatever fails first.
+
+        Args:
+            save_calibration: merge the fitted windows into the calibration store.
+            interrupted: why the run ended early (e.g. ``"KeyboardInterrupt"``); the open
+                window is kept, flagged ``interrupted`` and not fitted, and the report says so.
         """
-        if not self._started:
-            self.start()
-        self.close_window(boundary=True)
-        if self._meter is not None:
-            self._meter.stop()  # the time after the last step belongs to no window
-        if save_calibration:
-            self.save_calibration()
-        for sensor in self.sensors:
-            with contextlib.suppress(Exception):  # closing is best effort; the run is over
-                sensor.close()
+        try:
+            if interrupted is not None:
+                self.interrupt(interrupted)
+            if not self._started:
+                self.start()
+            self.close_window(boundary=True)
+            if self._meter is not None:
+                self._meter.stop()  # the time after the last step belongs to no window
+            if save_calibration:
+                self.save_calibration()
+        finally:
+            for sensor in self.sensors:
+                with contextlib.suppress(Exception):  # closing is best effort; the run is over
+                    sensor.close()
+
+    def interrupt(self, reason: str) -> None:
+        """Mark the run as ended early by ``reason`` (e.g. ``"KeyboardInterrupt"``): the step
+        under way is dropped, the open window, once closed, is flagged ``interrupted`` and not
+        fitted, and the report says so. :meth:`close` follows."""
+        self.abort_step()  # the step that raised: nothing of it is counted
+        self._interrupted = reason
+
+    def __enter__(self) -> EnergyTracker:
+        """Start; the ``with`` block's end closes the tracker even when the block raises."""
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        """:meth:`close`, or on an exception (Ctrl-C included) ``close(interrupted=...)``:
+        :meth:`build_report` then gives the partial report, marked ``interrupted``. The
+        exception goes on to the caller."""
+        self.close(interrupted=None if exc is None else interruption_reason(exc))
 
     def save_calibration(self) -> None:
         """Merge this run's measured windows into the calibration store (rank 0 only).
@@ -569,9 +623,11 @@ class EnergyTracker:
         world_size: int = 1,
         archived: Mapping[str, LoopTotals] | None = None,
         extra_warnings: Sequence[str] = (),
+        sensors: Sequence[SensorInfo] | None = None,
     ) -> EnergyReport:
         """The report over ``windows`` and the ``archived`` per-loop totals of windows folded
-        out of the list (default: this process's)."""
+        out of the list, measured by ``sensors`` (default: this process's; under DDP, every
+        rank's, so that each domain of the windows names its kind)."""
         windows = tuple(self.windows if windows is None else windows)
         sums = breakdown_sums(self._acct.run_steps, self._restored_breakdown)
         static_j, shares, static_note = self._static_per_step() if sums["steps"] else (None, {}, "")
@@ -584,7 +640,7 @@ class EnergyTracker:
             roofline_note=self._machine.roofline_note,
             changed_signatures=len(self.cache.changed_signatures),
             hardware=self._machine.section(),
-            sensors=self.sensors,
+            sensors=self.sensor_infos() if sensors is None else sensors,
             skipped_sensors=self.skipped_sensors,
             model=self.model,
             breakdown=step_breakdown(
@@ -598,7 +654,12 @@ class EnergyTracker:
             run_id=self._run_id,
             prior=self._calibration.prior,
             static_note=static_note,
+            interrupted=self._interrupted,
         )
+
+    def sensor_infos(self) -> list[SensorInfo]:
+        """This process's sensors as the report lists them."""
+        return sensor_infos(self.sensors)
 
     def _static_per_step(self) -> tuple[float | None, Mapping[str, float], str]:
         """A train step's static joules, its modules' time shares, and why either is missing
@@ -696,3 +757,10 @@ class EnergyTracker:
             restored.archived_unmeasured_predicted_j,
         )
         self._refresh_live()
+
+
+def interruption_reason(exc: BaseException) -> str:
+    """How a report names the exception that ended a run: ``"KeyboardInterrupt"``, or the
+    type and the first line of the message (``"RuntimeError: CUDA out of memory"``)."""
+    text = str(exc).strip().splitlines()
+    return type(exc).__name__ + (f": {text[0][:200]}" if text else "")
