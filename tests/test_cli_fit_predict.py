@@ -1191,7 +1191,7 @@ def test_fit_out_that_cannot_be_written_is_one_error_with_the_stores_reason(
 ) -> None:
     from lightning_to_energy.calibration import store as cal_mod
 
-    def full_disk(path: Path, text: str, **kwargs: object) -> None:
+    def full_disk(path: Path, text: str, *, durable: bool = False) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(cal_mod, "atomic_write_text", full_disk)
