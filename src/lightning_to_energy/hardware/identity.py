@@ -21,7 +21,8 @@ from typing import Any
 from lightning_to_energy._files import found_repr
 from lightning_to_energy.hardware.cpuinfo import CPUINFO_PATH, read_cpuinfo
 from lightning_to_energy.sensors.base import SensorError
-from lightning_to_energy.sensors.nvml import load_pynvml, nvml_text
+from lightning_to_energy.sensors.nvml import load_pynvml
+from lightning_to_energy.sensors.nvml_devices import nvml_text
 
 __all__ = [
     "HardwareInfo",
