@@ -32,6 +32,7 @@ __all__ = [
     "static_per_step",
     "step_breakdown",
     "top_modules",
+    "train_step_energy",
 ]
 
 Breakdown = tuple[
@@ -254,3 +255,34 @@ def sensor_infos(sensors: Sequence[Sensor]) -> list[SensorInfo]:
         )
         for s in sensors
     ]
+
+
+def train_step_energy(
+    model: OnlineEnergyModel,
+    profile: StepProfile | None,
+    features: Mapping[str, float] | None,
+    roofline: HardwareSpec | None,
+    step_s: float | None,
+    *,
+    attribute_static: bool,
+) -> tuple[float | None, float | None, Mapping[str, float], str]:
+    """A train step's predicted dynamic (duration-free) joules, its static joules, its modules'
+    roofline time shares, and why static energy is not attributed (``""`` when it is).
+
+    Args:
+        model: the energy model.
+        profile: the last train step's profile, None before any train step.
+        features: that step's features without ``duration_s``.
+        roofline: this hardware's spec, None without one.
+        step_s: the mean train step's seconds, None before a train window closed.
+        attribute_static: whether the report attributes static energy to modules at all.
+    """
+    if profile is None or features is None:
+        return None, None, {}, ""
+    dynamic = {"duration_s": 0.0, **features}
+    pred = model.predict(dynamic)
+    dynamic_j = pred.energy_j if pred.source != "none" else None
+    if not attribute_static:
+        return dynamic_j, None, {}, ""
+    static_j, shares, note = static_per_step(model, profile, roofline, dynamic, step_s)
+    return dynamic_j, static_j, shares, note

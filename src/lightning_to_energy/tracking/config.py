@@ -26,7 +26,7 @@ from lightning_to_energy.sensors.base import MEASURED_KINDS, Sensor, SensorKind
 from lightning_to_energy.sensors.spec import SensorRequest, parse_sensors
 from lightning_to_energy.tracking.steps import PROFILE_FEATURES
 
-__all__ = ["check_arguments", "check_window_against"]
+__all__ = ["check_arguments", "check_window_against", "short_window_note"]
 
 
 def check_arguments(
@@ -91,3 +91,18 @@ def check_window_against(window_s: float, sensors: Sequence[Sensor]) -> None:
             f"window_s >= {max(float(s.update_period_s) for s in slow):g} (2 s or more to fit "
             "NVML windows), or leave it unset."
         )
+
+
+def short_window_note(window_s: float, sensors: Sequence[Sensor]) -> str | None:
+    """Why ``window_s`` is below a sensor's minimum trustworthy window, None when it is not."""
+    slow = [s for s in sensors if window_s < s.min_window_s]
+    if not slow:
+        return None
+    names = ", ".join(f"{s.domain} ({s.min_window_s:g} s)" for s in slow)
+    return (
+        f"window_s={window_s:g} s is below the minimum trustworthy window of "
+        f"{names}: windows that short are flagged 'short' and never fitted (an NVML "
+        "counter changes only every 100 ms, so its 0.25 s windows read 528 to 830 W "
+        "for a true 694 W). Fix: leave window_s unset, or pass window_s >= "
+        f"{max(s.min_window_s for s in slow):g}."
+    )

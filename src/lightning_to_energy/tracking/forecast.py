@@ -1,12 +1,14 @@
-"""The whole run's energy, forecast from the windows so far and the model."""
+"""The live readout (what the progress bar shows) and the whole run's energy forecast."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from lightning_to_energy.model.regression import OnlineEnergyModel
 from lightning_to_energy.reporting.records import Forecast
 from lightning_to_energy.tracking.ledger import RunningTotals
 
-__all__ = ["forecast_run"]
+__all__ = ["LiveReadout", "forecast_run", "live_readout"]
 
 
 def forecast_run(
@@ -56,4 +58,46 @@ def forecast_run(
         high_j=base + pred.high_j,
         steps_total=total_steps,
         steps_done=steps_done,
+    )
+
+
+@dataclass(frozen=True)
+class LiveReadout:
+    """What the progress bar shows: joules so far, predicted so far, recent error."""
+
+    measured_j: float
+    predicted_j: float | None
+    recent_error_pct: float | None
+    tos: float  # transistor operations of every step completed so far
+    kind: str  # the weakest kind behind measured_j: "counter", "estimate", ...
+    windows: int
+    forecast: Forecast | None = None  # the whole run's energy, once windows are in
+
+
+def live_readout(
+    totals: RunningTotals,
+    open_j: float,
+    *,
+    recent_error_pct: float | None,
+    tos: float,
+    kind: str,
+    windows: int,
+    forecast: Forecast | None,
+) -> LiveReadout:
+    """The readout over the closed windows' ``totals`` and the open window's ``open_j`` so far.
+
+    Predicted joules are the predictions of the closed windows that had one, plus, at their
+    measured value, the windows closed before the model could predict and the open window
+    (predicted when it closes): so measured minus predicted is the model's accumulated error.
+    """
+    return LiveReadout(
+        measured_j=totals.measured_j + open_j,
+        predicted_j=totals.predicted_j + totals.unpredicted_j + open_j
+        if totals.any_prediction
+        else None,
+        recent_error_pct=recent_error_pct,
+        tos=tos,
+        kind=kind,
+        windows=windows,
+        forecast=forecast,
     )

@@ -29,7 +29,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +53,17 @@ from lightning_to_energy.tracking.assembly import (
     assemble_report,
     breakdown_sums,
     sensor_infos,
-    static_per_step,
     step_breakdown,
+    train_step_energy,
 )
 from lightning_to_energy.tracking.calibration_link import CalibrationLink
 from lightning_to_energy.tracking.checkpoint import parse_state, tracker_state
-from lightning_to_energy.tracking.config import check_arguments, check_window_against
-from lightning_to_energy.tracking.forecast import forecast_run
+from lightning_to_energy.tracking.config import (
+    check_arguments,
+    check_window_against,
+    short_window_note,
+)
+from lightning_to_energy.tracking.forecast import LiveReadout, forecast_run, live_readout
 from lightning_to_energy.tracking.ledger import (
     OpenWindow,
     WindowLedger,
@@ -82,19 +85,6 @@ __all__ = [
 # (one to two milliseconds on a CPU), so windows must span many steps to keep the overhead
 # negligible; NVML counters need 2 s windows anyway (see docs/sensors.md).
 DEFAULT_MIN_WINDOW_S = 2.0
-
-
-@dataclass(frozen=True)
-class LiveReadout:
-    """What the progress bar shows: joules so far, predicted so far, recent error."""
-
-    measured_j: float
-    predicted_j: float | None
-    recent_error_pct: float | None
-    tos: float  # transistor operations of every step completed so far
-    kind: str  # the weakest kind behind measured_j: "counter", "estimate", ...
-    windows: int
-    forecast: Forecast | None = None  # the whole run's energy, once windows are in
 
 
 class EnergyTracker:
@@ -293,7 +283,9 @@ class EnergyTracker:
                         with contextlib.suppress(Exception):
                             sensor.close()
                     raise
-                self._warn_short_windows()
+                note = short_window_note(self.window_s, self.sensors)
+                if note is not None:
+                    self._notes.warn_once("window-short", note)
             self._meter = WindowMeter(self.sensors, self._clock, self._sync, self._notes)
             if self._requested_window_s is None:
                 self.window_s = max(self._meter.min_window_s, DEFAULT_MIN_WINDOW_S)
@@ -302,20 +294,6 @@ class EnergyTracker:
         # Pay for importing the regression's solver and for its first fit now, not in the
         # middle of the first window close.
         warm_up_solver()
-
-    def _warn_short_windows(self) -> None:
-        """Warn when ``window_s`` is below a sensor's minimum trustworthy window."""
-        slow = [s for s in self.sensors if self.window_s < s.min_window_s]
-        if slow:
-            names = ", ".join(f"{s.domain} ({s.min_window_s:g} s)" for s in slow)
-            self._notes.warn_once(
-                "window-short",
-                f"window_s={self.window_s:g} s is below the minimum trustworthy window of "
-                f"{names}: windows that short are flagged 'short' and never fitted (an NVML "
-                "counter changes only every 100 ms, so its 0.25 s windows read 528 to 830 W "
-                "for a true 694 W). Fix: leave window_s unset, or pass window_s >= "
-                f"{max(s.min_window_s for s in slow):g}.",
-            )
 
     # --- steps ----------------------------------------------------------------------------
 
@@ -510,13 +488,9 @@ class EnergyTracker:
         the windows closed before the model could predict and the open window (predicted when
         it closes): so measured minus predicted is the model's accumulated error.
         """
-        totals = self._ledger.totals
-        open_j = 0.0 if self._meter is None else self._meter.open_j(self._window)
-        return LiveReadout(
-            measured_j=totals.measured_j + open_j,
-            predicted_j=totals.predicted_j + totals.unpredicted_j + open_j
-            if totals.any_prediction
-            else None,
+        return live_readout(
+            self._ledger.totals,
+            0.0 if self._meter is None else self._meter.open_j(self._window),
             recent_error_pct=self._recent_error_pct,
             tos=self._acct.tos_total,
             kind=self._weakest_kind,
@@ -630,7 +604,16 @@ class EnergyTracker:
         rank's, so that each domain of the windows names its kind)."""
         windows = tuple(self.windows if windows is None else windows)
         sums = breakdown_sums(self._acct.run_steps, self._restored_breakdown)
-        static_j, shares, static_note = self._static_per_step() if sums["steps"] else (None, {}, "")
+        pid = self._acct.last_profile.get("train")
+        totals = self._ledger.totals
+        dynamic_j, static_j, shares, static_note = train_step_energy(
+            self.model,
+            None if pid is None else self._acct.profiles[pid],
+            self._acct.features_of("train", 1.0),
+            self._machine.roofline,
+            totals.train_duration_s / totals.train_steps if totals.train_steps else None,
+            attribute_static=bool(sums["steps"]),
+        )
         return assemble_report(
             windows,
             self._ledger.archived if archived is None else archived,
@@ -646,7 +629,7 @@ class EnergyTracker:
             breakdown=step_breakdown(
                 sums,
                 self._acct.profiles.values(),
-                self._train_step_dynamic_j(),
+                dynamic_j,
                 static_j,
                 shares,
             ),
@@ -660,29 +643,6 @@ class EnergyTracker:
     def sensor_infos(self) -> list[SensorInfo]:
         """This process's sensors as the report lists them."""
         return sensor_infos(self.sensors)
-
-    def _static_per_step(self) -> tuple[float | None, Mapping[str, float], str]:
-        """A train step's static joules, its modules' time shares, and why either is missing
-        (see :func:`~lightning_to_energy.tracking.assembly.static_per_step`)."""
-        pid = self._acct.last_profile.get("train")
-        if pid is None:
-            return None, {}, ""
-        totals = self._ledger.totals
-        return static_per_step(
-            self.model,
-            self._acct.profiles[pid],
-            self._machine.roofline,
-            {"duration_s": 0.0, **(self._acct.features_of("train", 1.0) or {})},
-            totals.train_duration_s / totals.train_steps if totals.train_steps else None,
-        )
-
-    def _train_step_dynamic_j(self) -> float | None:
-        """The predicted dynamic (duration-free) joules of one train step, None without."""
-        features = self._acct.features_of("train", 1.0)
-        if features is None:
-            return None
-        pred = self.model.predict({"duration_s": 0.0, **features})
-        return pred.energy_j if pred.source != "none" else None
 
     # --- checkpoint state -----------------------------------------------------------------
 
