@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lightning_to_energy.reporting.format import si_prefix
-from lightning_to_energy.tracking.tracker import LiveReadout
+from lightning_to_energy.reporting.records import WindowRecord
+from lightning_to_energy.tracking.forecast import LiveReadout
 
 if TYPE_CHECKING:
     from lightning_to_energy.reporting.files import SavedReport
@@ -27,6 +28,7 @@ __all__ = [
     "files_lines",
     "run_scale_j",
     "window_metric_keys",
+    "window_metrics",
 ]
 
 # Progress-bar items (see TOEnergy and bar_items): at most three, their unit in the key.
@@ -126,3 +128,21 @@ def files_lines(saved: SavedReport | None, directory: Path, calibration: Path | 
     if calibration is not None:
         lines.append(f"  calibration saved: {calibration}")
     return lines
+
+
+def window_metrics(record: WindowRecord) -> dict[str, float]:
+    """The metrics a closed window is logged with (:func:`window_metric_keys` of its loop)."""
+    prefix = f"energy/{record.loop}_window_"
+    metrics: dict[str, float] = {
+        prefix + "TOs": record.tos,
+        prefix + "duration_s": record.duration_s,
+    }
+    if record.measured_j is not None:
+        metrics[prefix + "measured_J"] = record.measured_j
+        if record.duration_s > 0:
+            metrics[prefix + "power_W"] = record.measured_j / record.duration_s
+    if record.predicted_j is not None:
+        metrics[prefix + "predicted_J"] = record.predicted_j
+        if record.measured_j:
+            metrics[prefix + "rel_error"] = record.predicted_j / record.measured_j - 1.0
+    return metrics

@@ -42,6 +42,11 @@ from lightning_to_energy.tracking.tracker import EnergyTracker, interruption_rea
 
 if TYPE_CHECKING:
     from lightning_to_energy.reporting.files import SavedReport
+from lightning_to_energy.callbacks.checkpoint import (
+    gather_rank_states,
+    own_rank_state,
+    restorable_state,
+)
 from lightning_to_energy.callbacks.display import (
     FORECAST_KEYS,
     BarUnit,
@@ -49,12 +54,11 @@ from lightning_to_energy.callbacks.display import (
     bar_unit,
     files_lines,
     run_scale_j,
+    window_metrics,
 )
-from lightning_to_energy.callbacks.trainer_info import planned_train_batches, rank_and_world
+from lightning_to_energy.callbacks.trainer_info import planned_train_batches
 
-__all__ = [
-    "TOEnergy",
-]
+__all__ = ["TOEnergy"]
 
 
 class TOEnergy(Callback):
@@ -502,19 +506,7 @@ class TOEnergy(Callback):
             self._bar_due = True
         if record is None or trainer.global_rank != 0 or not trainer.loggers:
             return
-        prefix = f"energy/{record.loop}_window_"
-        metrics: dict[str, float] = {
-            prefix + "TOs": record.tos,
-            prefix + "duration_s": record.duration_s,
-        }
-        if record.measured_j is not None:
-            metrics[prefix + "measured_J"] = record.measured_j
-            if record.duration_s > 0:
-                metrics[prefix + "power_W"] = record.measured_j / record.duration_s
-        if record.predicted_j is not None:
-            metrics[prefix + "predicted_J"] = record.predicted_j
-            if record.measured_j:
-                metrics[prefix + "rel_error"] = record.predicted_j / record.measured_j - 1.0
+        metrics = window_metrics(record)
         if trainer.world_size == 1:
             assert self.tracker is not None
             live = self.tracker.live()
@@ -666,22 +658,13 @@ class TOEnergy(Callback):
             state = self.tracker.state_dict()
         else:  # resumed but not started yet: the restored state, as it was loaded
             state = dict(self._pending_state or {})
-        rank, world = rank_and_world()
-        if world > 1:
-            # Lightning writes rank 0's callback state only and hands it to every rank on
-            # resume: each rank's own windows ride along under "ranks" (the writer's entry is
-            # None: it is the state itself). Lightning calls this on every rank when it saves
-            # (Trainer.save_checkpoint is collective), so the gather stays in lockstep.
-            gathered: list[Any] = [None] * world
-            torch.distributed.all_gather_object(gathered, state)
-            gathered[rank] = None
-            state = {**state, "ranks": gathered}
+        state = gather_rank_states(state)
         return state
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = self._own_state(state_dict)
-        if not state or not self._restorable(state):
+        state = own_rank_state(state_dict, self._note)
+        if not state or not restorable_state(state, self._kwargs, self._note):
             return
         if self.tracker is not None:
             self.tracker.load_state_dict(state)
@@ -693,57 +676,8 @@ class TOEnergy(Callback):
         """Restored windows were logged by the run that closed them: never log them again."""
         self._logged_index = tracker.windows[-1].index if tracker.windows else -1
 
-    def _own_state(self, state: Any) -> Any:
-        """This rank's part of a checkpoint's state (see :meth:`state_dict`)."""
-        if not isinstance(state, dict):
-            return state  # not a state at all: _restorable says so
-        rank, world = rank_and_world()
-        ranks = state.get("ranks")
-        if not isinstance(ranks, list):
-            # One process wrote it (or an older release under DDP, with rank 0's windows
-            # only): rank 0 takes it; loaded on every rank it would count them once per rank.
-            if world > 1 and state:
-                self._note(
-                    f"the checkpoint holds one process's energy state, resumed on {world} "
-                    "ranks: rank 0 restores it, the other ranks' totals start at the resume."
-                )
-            return dict(state) if rank == 0 else {}
-        if len(ranks) != world:
-            self._note(
-                f"the checkpoint's energy state was written by {len(ranks)} ranks and is "
-                f"resumed on {world}: ranks {world} and above are not restored, new ranks "
-                "start at the resume."
-            )
-        own = ranks[rank] if rank < len(ranks) else {}
-        if own is None:
-            return {k: v for k, v in state.items() if k != "ranks"}
-        return dict(own) if isinstance(own, dict) else own
-
     def _note(self, message: str) -> None:
         """One warning (rank 0) and a line in the report."""
         self._notes.append(message)
         notices.install_format()
         rank_zero_warn(f"lightning-to-energy: {message}", category=notices.EnergyWarning)
-
-    def _restorable(self, state: Any) -> bool:
-        """Whether a checkpoint's state loads into a tracker built with this callback's
-        arguments; if not, one warning, and the energy totals start again from the resume.
-
-        Tried on a throwaway tracker when the checkpoint is loaded, before there is a tracker
-        to load it into: so the warning comes at the resume, and a state kept for later (and
-        saved again by a checkpoint taken before training starts) is one that loads.
-        """
-        try:
-            EnergyTracker(None, sensors=None, **self._kwargs).load_state_dict(state)
-        except Exception as exc:  # any malformed state: training must go on without it
-            detail = str(exc).rstrip(".")
-            self._note(
-                "the TOEnergy state in the checkpoint was not restored: expected a state "
-                f"written by this release with features {list(self._kwargs['features'])}, "
-                f"found {type(exc).__name__}: {detail}. Energy totals, windows and the model "
-                "start again from the resume; training is not affected. Fix: resume with the "
-                "TOEnergy(features=...) the checkpoint was written with, or the release that "
-                "wrote it."
-            )
-            return False
-        return True

@@ -1,4 +1,4 @@
-"""What the callback reads of the trainer and the process group: rank and world size, and the
+"""What the callback reads of the trainer and the process group: rank and world size, the
 train batches a run plans.
 """
 
