@@ -37,8 +37,9 @@ from lightning_to_energy.reporting.records import EnergyReport, WindowRecord
 from lightning_to_energy.sensors.base import Sensor
 from lightning_to_energy.sensors.spec import parse_sensors
 from lightning_to_energy.tracking.ledger import merge_archives
+from lightning_to_energy.tracking.notes import interruption_reason
 from lightning_to_energy.tracking.steps import PROFILE_FEATURES
-from lightning_to_energy.tracking.tracker import EnergyTracker, interruption_reason
+from lightning_to_energy.tracking.tracker import EnergyTracker
 
 if TYPE_CHECKING:
     from lightning_to_energy.reporting.files import SavedReport

@@ -6,6 +6,7 @@ field is parsed before the tracker takes any of it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,23 @@ class RestoredState:
     breakdown: dict[str, Any]
     run_id: str | None
     prior: PriorRecord | None
+
+    @property
+    def tos_total(self) -> float:
+        """TOs of every step so far, as the live readout counts them: the restored windows'."""
+        return math.fsum(t.tos for t in self.archived.values()) + math.fsum(
+            w.tos for w in self.windows
+        )
+
+    def restore_ledger(self, ledger: WindowLedger) -> None:
+        """Give ``ledger`` the restored windows, archive and counts."""
+        ledger.restore(
+            self.windows,
+            self.archived,
+            self.n_windows,
+            self.archived_unpredicted_j,
+            self.archived_unmeasured_predicted_j,
+        )
 
 
 def parse_state(state: Mapping[str, Any], features: tuple[str, ...]) -> RestoredState:

@@ -3,6 +3,7 @@ the same function, without building a tracker)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,12 @@ from lightning_to_energy.sensors.base import MEASURED_KINDS, Sensor, SensorKind
 from lightning_to_energy.sensors.spec import SensorRequest, parse_sensors
 from lightning_to_energy.tracking.steps import PROFILE_FEATURES
 
-__all__ = ["check_arguments", "check_window_against", "short_window_note"]
+__all__ = [
+    "check_arguments",
+    "check_started_window",
+    "check_window_against",
+    "short_window_note",
+]
 
 
 def check_arguments(
@@ -106,3 +112,21 @@ def short_window_note(window_s: float, sensors: Sequence[Sensor]) -> str | None:
         "for a true 694 W). Fix: leave window_s unset, or pass window_s >= "
         f"{max(s.min_window_s for s in slow):g}."
     )
+
+
+def check_started_window(window_s: float, sensors: Sequence[Sensor]) -> str | None:
+    """Check ``window_s`` against the sensors a tracker found when it started: refused below a
+    sensor's update period (the sensors are closed first), else a note when it is below a
+    sensor's minimum trustworthy window (see :func:`short_window_note`), else None.
+
+    Raises:
+        ValueError: ``window_s`` is below a hardware sensor's update period.
+    """
+    try:
+        check_window_against(window_s, sensors)
+    except ValueError:
+        for sensor in sensors:
+            with contextlib.suppress(Exception):
+                sensor.close()
+        raise
+    return short_window_note(window_s, sensors)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lightning_to_energy import notices
 from lightning_to_energy.notices import EnergyWarning
 
-__all__ = ["Notes"]
+__all__ = ["Notes", "interruption_reason"]
 
 
 class Notes:
@@ -42,3 +42,10 @@ class Notes:
     def extend(self, messages: list[str]) -> None:
         """Lines already shown elsewhere (the calibration store's), for the report only."""
         self.messages.extend(messages)
+
+
+def interruption_reason(exc: BaseException) -> str:
+    """How a report names the exception that ended a run: ``"KeyboardInterrupt"``, or the
+    type and the first line of the message (``"RuntimeError: CUDA out of memory"``)."""
+    text = str(exc).strip().splitlines()
+    return type(exc).__name__ + (f": {text[0][:200]}" if text else "")

@@ -58,11 +58,7 @@ from lightning_to_energy.tracking.assembly import (
 )
 from lightning_to_energy.tracking.calibration_link import CalibrationLink
 from lightning_to_energy.tracking.checkpoint import parse_state, tracker_state
-from lightning_to_energy.tracking.config import (
-    check_arguments,
-    check_window_against,
-    short_window_note,
-)
+from lightning_to_energy.tracking.config import check_arguments, check_started_window
 from lightning_to_energy.tracking.forecast import LiveReadout, forecast_run, live_readout
 from lightning_to_energy.tracking.ledger import (
     OpenWindow,
@@ -70,16 +66,11 @@ from lightning_to_energy.tracking.ledger import (
 )
 from lightning_to_energy.tracking.machine import Machine
 from lightning_to_energy.tracking.metering import WindowMeter, select_sensors
-from lightning_to_energy.tracking.notes import Notes
+from lightning_to_energy.tracking.notes import Notes, interruption_reason
 from lightning_to_energy.tracking.record import record_window
 from lightning_to_energy.tracking.steps import StepAccounting
 
-__all__ = [
-    "DEFAULT_MIN_WINDOW_S",
-    "EnergyTracker",
-    "LiveReadout",
-    "interruption_reason",
-]
+__all__ = ["DEFAULT_MIN_WINDOW_S", "EnergyTracker", "LiveReadout"]
 
 # The shortest default window, whatever the sensors allow: closing a window refits the model
 # (one to two milliseconds on a CPU), so windows must span many steps to keep the overhead
@@ -276,14 +267,10 @@ class EnergyTracker:
         if self.sensors:
             if self._requested_window_s is not None:
                 try:
-                    check_window_against(self._requested_window_s, self.sensors)
+                    note = check_started_window(self._requested_window_s, self.sensors)
                 except ValueError:
                     self._started = False
-                    for sensor in self.sensors:
-                        with contextlib.suppress(Exception):
-                            sensor.close()
                     raise
-                note = short_window_note(self.window_s, self.sensors)
                 if note is not None:
                     self._notes.warn_once("window-short", note)
             self._meter = WindowMeter(self.sensors, self._clock, self._sync, self._notes)
@@ -705,22 +692,6 @@ class EnergyTracker:
         self._run_id = restored.run_id or self._run_id
         self._calibration.restore_prior(restored.prior)
         self._acct.run_steps.clear()
-        # TOs of every step so far, as the live readout counts them: the restored windows'.
-        self._acct.tos_total = math.fsum(t.tos for t in restored.archived.values()) + math.fsum(
-            w.tos for w in restored.windows
-        )
-        self._ledger.restore(
-            restored.windows,
-            restored.archived,
-            restored.n_windows,
-            restored.archived_unpredicted_j,
-            restored.archived_unmeasured_predicted_j,
-        )
+        self._acct.tos_total = restored.tos_total
+        restored.restore_ledger(self._ledger)
         self._refresh_live()
-
-
-def interruption_reason(exc: BaseException) -> str:
-    """How a report names the exception that ended a run: ``"KeyboardInterrupt"``, or the
-    type and the first line of the message (``"RuntimeError: CUDA out of memory"``)."""
-    text = str(exc).strip().splitlines()
-    return type(exc).__name__ + (f": {text[0][:200]}" if text else "")
