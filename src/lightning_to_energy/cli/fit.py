@@ -411,7 +411,9 @@ def _run_study(args: argparse.Namespace) -> int:
 
 def _study_run_kind(path: Path) -> str:
     """The sensor kind a study run's measurement names (``"unknown"`` when it names none)."""
-    kind = json.loads(path.read_text(encoding="utf-8")).get("measured", {}).get("kind")
+    data = parse_json(path.read_text(encoding="utf-8"))
+    measured = data.get("measured") if isinstance(data, dict) else None
+    kind = measured.get("kind") if isinstance(measured, dict) else None
     return kind if isinstance(kind, str) and kind else UNKNOWN_KIND
 
 
@@ -485,7 +487,7 @@ def _check_out(path: str) -> None:
         )
     if out.exists():
         try:
-            Calibration.from_dict(json.loads(out.read_text(encoding="utf-8")))
+            Calibration.from_dict(parse_json(out.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, ValueError, RecursionError):
             raise CliError(
                 f"expected --out to name a new file or a calibration to merge into, found "
@@ -532,7 +534,7 @@ def _run_shared(args: argparse.Namespace, path: Path) -> int:
             "is the physical step model), found one. Fix: drop them."
         )
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = parse_json(path.read_text(encoding="utf-8"))
         shared = fit_shared(path)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CliError(f"cannot fit the shared data {path}: {exc}") from None
