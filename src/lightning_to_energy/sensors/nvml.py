@@ -61,6 +61,7 @@ __all__ = [
     "NVIDIA_EXTRA_FIX",
     "Method",
     "NvmlSensor",
+    "instant_power_reader",
     "load_pynvml",
     "nvidia_gpu_present",
     "visible_gpu_count",
@@ -122,6 +123,28 @@ def load_pynvml() -> ModuleType:
             "(import pynvml), which is not installed.",
             NVIDIA_EXTRA_FIX,
         ) from exc
+
+
+def instant_power_reader(nvml: Any, handle: Any) -> Callable[[], float] | None:
+    """A reader of ``handle``'s instant power in W (field ``NVML_FI_DEV_POWER_INSTANT``), None
+    when the driver or the GPU lacks it."""
+    field = nvml_code(nvml, "NVML_FI_DEV_POWER_INSTANT")
+    if field is None or not hasattr(nvml, "nvmlDeviceGetFieldValues"):
+        return None
+
+    def instant_w() -> float:
+        values = nvml.nvmlDeviceGetFieldValues(handle, [field])
+        value = values[0]
+        if value.nvmlReturn != 0:  # NVML_SUCCESS
+            raise nvml.NVMLError(value.nvmlReturn)
+        milliwatts = getattr(value.value, _VALUE_ATTRS.get(value.valueType, "uiVal"))
+        return float(milliwatts) / 1e3  # mW -> W
+
+    try:
+        instant_w()
+    except nvml.NVMLError:
+        return None
+    return instant_w
 
 
 class NvmlSensor:
@@ -255,7 +278,9 @@ class NvmlSensor:
             period_s = counter_period_s
             # With a background sampler, a read extrapolates the latest sample to now with
             # instant power (about 2 us a read): see read_j.
-            self._edge_power_w = self._instant_power_reader() if background else None
+            self._edge_power_w = (
+                instant_power_reader(self._nvml, self._handle) if background else None
+            )
         elif method == "counter":
             raise SensorUnavailable(
                 f"{self.domain}: the NVML energy counter cannot be used: {problem}.",
@@ -331,31 +356,10 @@ class NvmlSensor:
             return None
         return float(milliwatts) / 1e3  # mW -> W
 
-    def _instant_power_reader(self) -> Callable[[], float] | None:
-        """A reader of instant power in W (field NVML_FI_DEV_POWER_INSTANT), None without it."""
-        nvml = self._nvml
-        field = nvml_code(nvml, "NVML_FI_DEV_POWER_INSTANT")
-        if field is None or not hasattr(nvml, "nvmlDeviceGetFieldValues"):
-            return None
-
-        def instant_w() -> float:
-            values = nvml.nvmlDeviceGetFieldValues(self._handle, [field])
-            value = values[0]
-            if value.nvmlReturn != 0:  # NVML_SUCCESS
-                raise nvml.NVMLError(value.nvmlReturn)
-            milliwatts = getattr(value.value, _VALUE_ATTRS.get(value.valueType, "uiVal"))
-            return float(milliwatts) / 1e3  # mW -> W
-
-        try:
-            instant_w()
-        except nvml.NVMLError:
-            return None
-        return instant_w
-
     def _choose_power_source(self) -> Callable[[], float]:
         """Instant power if the field exists, else the 1 s average; returns a reader in W."""
         nvml = self._nvml
-        instant_w = self._instant_power_reader()
+        instant_w = instant_power_reader(self._nvml, self._handle)
         if instant_w is not None:
             self._power_desc = "field NVML_FI_DEV_POWER_INSTANT"
             self._power_update_s = 0.0
