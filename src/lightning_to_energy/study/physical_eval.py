@@ -5,8 +5,8 @@ width, the activations of a shape held out together), leave one *family* out, an
 *configuration* out (for reference only: a configuration's siblings of other activations
 predict it almost perfectly). Models: ours (the physical model, time and energy), FLOPs-only
 and TOs-only least-squares lines (linear and log-log), and the data's repeat measurements as
-the ceiling. Scores: precision = 100 x (1 - MAPE) (``mean_absolute_percentage_error``), R^2
-(``r2_score``), median and worst relative error, and the coverage of cross-conformal 90 %
+the ceiling. Scores (:func:`~lightning_to_energy.model.scoring.score_pairs`): precision = 100 x
+(1 - MAPE), R^2, median and worst relative error; and the coverage of cross-conformal 90 %
 intervals (each held-out configuration's interval is sized from the held-out errors of the
 *other* groups only).
 """
