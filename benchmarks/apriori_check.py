@@ -50,8 +50,8 @@ def check(
 
     from lightning_to_energy.calibration import Calibration
     from lightning_to_energy.model.physical import PhysicalModel, energy_at
-    from lightning_to_energy.physical_eval import physical_predictions, precision_scores
-    from lightning_to_energy.shared_data import TARGET, load_shared_data, shared_samples
+    from lightning_to_energy.study.physical_eval import physical_predictions, precision_scores
+    from lightning_to_energy.study.shared_data import TARGET, load_shared_data, shared_samples
 
     found = Calibration.from_dict(json.loads(calibration.read_text(encoding="utf-8")))
     if found.physical is None:
@@ -99,7 +99,7 @@ def check(
         ],
     }
     if compare:
-        from lightning_to_energy.physical_eval import fit_shared
+        from lightning_to_energy.study.physical_eval import fit_shared
 
         result["fitted_leave_one_shape_out"] = dict(fit_shared(data, ids=ids).scores)
     return result

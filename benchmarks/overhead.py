@@ -71,9 +71,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from lightning_to_energy import TOEnergy
-from lightning_to_energy.records import WindowRecord
+from lightning_to_energy.reporting.records import WindowRecord
 from lightning_to_energy.sensors import FakeSensor
-from lightning_to_energy.tracker import DEFAULT_MIN_WINDOW_S, EnergyTracker
+from lightning_to_energy.tracking.tracker import DEFAULT_MIN_WINDOW_S, EnergyTracker
 
 VARIANTS = ("baseline", "toenergy", "toe-fake", "throughput")
 SENSORS_SEEN: dict[str, str] = {}  # TOEnergy variant -> the sensors its report names

@@ -24,9 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from lightning_to_energy._cli_study import _device, evaluate_dir, select_configs
-from lightning_to_energy.cli import CliError
-from lightning_to_energy.study import (
+from lightning_to_energy.cli import CliError, cli_device
+from lightning_to_energy.cli.study import evaluate_dir, select_configs
+from lightning_to_energy.study.runner import (
     DEFAULT_MIN_SECONDS,
     DEFAULT_WINDOWS,
     ERROR_SUFFIX,
@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         configs = select_configs(args.grid, args.only)
-        device = _device(args.device)
+        device = cli_device(args.device)
         hardware = None
         if args.hardware is not None:
-            from lightning_to_energy.roofline import find_hardware
+            from lightning_to_energy.hardware.specs import find_hardware
 
             hardware = find_hardware(args.hardware)
         # keep a minute for the evaluation (a few seconds) and the interpreter's exit

@@ -5,7 +5,7 @@
 
 Counts every configuration for h100-sxm on meta tensors, then scores ours and the FLOPs/TOs
 baselines on leave one shape / family / configuration out (see
-``lightning_to_energy.physical_eval``), and the fit on all 54 steps with every parameter's
+``lightning_to_energy.study.physical_eval``), and the fit on all 54 steps with every parameter's
 source. Writes JSON (and prints the Markdown tables).
 """
 
@@ -20,16 +20,20 @@ import time
 
 import torch
 
+from lightning_to_energy.hardware.specs import find_hardware
 from lightning_to_energy.model import fit_physical, prior_for
-from lightning_to_energy.physical_eval import (
+from lightning_to_energy.study.physical_eval import (
     SPLITS,
     SharedRow,
     evaluate,
     params_table,
     render_markdown,
 )
-from lightning_to_energy.roofline import find_hardware
-from lightning_to_energy.shared_data import load_shared_data, microbenchmark_samples, shared_samples
+from lightning_to_energy.study.shared_data import (
+    load_shared_data,
+    microbenchmark_samples,
+    shared_samples,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

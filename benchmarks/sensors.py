@@ -29,7 +29,6 @@ from functools import partial
 from itertools import pairwise
 from typing import Any
 
-from lightning_to_energy.meter import Meter
 from lightning_to_energy.sensors import (
     CpuTimeEstimateSensor,
     EnergyEstimateWarning,
@@ -37,6 +36,7 @@ from lightning_to_energy.sensors import (
     Sensor,
     SensorError,
 )
+from lightning_to_energy.sensors.meter import Meter
 from lightning_to_energy.sensors.nvml import NvmlSensor
 from lightning_to_energy.sensors.rapl import rapl_sensors
 

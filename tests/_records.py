@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning_to_energy.records import EnergyReport
+from lightning_to_energy.reporting.records import EnergyReport
 
 
 def bare_report(**fields: Any) -> EnergyReport:

@@ -11,9 +11,9 @@ import pytest
 from torch import nn
 
 from lightning_to_energy import EnergyTracker, TOEnergy
-from lightning_to_energy import tracker as tracker_module
 from lightning_to_energy.sensors.base import SensorError
 from lightning_to_energy.sensors.fake import FakeSensor
+from lightning_to_energy.tracking import tracker as tracker_module
 
 
 def test_backend_names_are_opened_not_ignored() -> None:

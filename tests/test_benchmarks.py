@@ -78,7 +78,8 @@ def script_functions(relative: str, *names: str, **extra: object) -> dict[str, A
 
 def build_parser(relative: str) -> argparse.ArgumentParser:
     """The real parser of a script (its ``build_parser()``), without importing the script."""
-    # paper_study.py's defaults come from lightning_to_energy.study (which imports Lightning);
+    # paper_study.py's defaults come from lightning_to_energy.study.runner (which imports
+    # Lightning);
     # they are defaults only, so any value parses the same flags.
     extra = {"DEFAULT_MIN_SECONDS": 8.0, "DEFAULT_WINDOWS": 3}
     parser = script_functions(relative, "build_parser", **extra)["build_parser"]()
@@ -326,7 +327,7 @@ def test_converge_starts_from_an_empty_calibration_store(tmp_path: Path) -> None
 
 
 def test_timed_closes_counts_train_windows_that_end_inside_the_timed_steps() -> None:
-    from lightning_to_energy.records import WindowRecord
+    from lightning_to_energy.reporting.records import WindowRecord
 
     def window(index: int, first_step: int, steps: int, loop: str = "train") -> WindowRecord:
         return WindowRecord(

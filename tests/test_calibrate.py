@@ -28,9 +28,10 @@ from lightning_to_energy.calibrate import (
     write_calibration,
 )
 from lightning_to_energy.calibrate.schedule import MIN_WINDOW_S, PREP_S
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
-from lightning_to_energy.model.physical import PhysicalParams, prior_for
-from lightning_to_energy.roofline import find_hardware
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
+from lightning_to_energy.hardware.specs import find_hardware
+from lightning_to_energy.model.physical import PhysicalParams
+from lightning_to_energy.model.physical_prior import prior_for
 
 SPEC = find_hardware("h100-sxm")
 PINS = designed_pins(all_workloads())
@@ -277,7 +278,7 @@ def test_cli_refuses_a_cpu_without_rapl(
 def test_cli_on_the_simulated_gpu_prints_units_and_writes_the_file(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lightning_to_energy import _cli_calibrate
+    from lightning_to_energy.cli import calibrate as _cli_calibrate
 
     truth = truth_around(prior_for(SPEC), random.Random(1), PINS)
     monkeypatch.setattr(_cli_calibrate, "_bench", lambda device: SimGpu(truth, SPEC, seed=1))
@@ -321,7 +322,7 @@ def test_the_apriori_check_predicts_shared_steps_from_the_calibration_alone(tmp_
     import importlib.util
 
     from lightning_to_energy.model.physical import predict_step
-    from lightning_to_energy.shared_data import count_step, load_shared_data
+    from lightning_to_energy.study.shared_data import count_step, load_shared_data
 
     spec = importlib.util.spec_from_file_location(
         "apriori_check", Path(__file__).resolve().parents[1] / "benchmarks" / "apriori_check.py"

@@ -10,16 +10,15 @@ from typing import Any
 
 import pytest
 
-from lightning_to_energy import calibration as cal_mod
-from lightning_to_energy.calibration import (
-    Calibration,
+from lightning_to_energy.calibration import data as cal_mod
+from lightning_to_energy.calibration.data import Calibration
+from lightning_to_energy.calibration.store import (
     CalibrationStore,
     CalibrationWarning,
-    HardwareInfo,
     default_directory,
-    hardware_fingerprint,
 )
-from lightning_to_energy.regression import OnlineEnergyModel
+from lightning_to_energy.hardware.identity import HardwareInfo, hardware_fingerprint
+from lightning_to_energy.model.regression import OnlineEnergyModel
 
 NAMES = ("duration_s", "tos")
 H100 = HardwareInfo(("NVIDIA H100 80GB HBM3",), "580.159.04", "AMD EPYC 9454 48-Core Processor", 96)
@@ -162,7 +161,7 @@ def test_failed_write_keeps_the_old_file_and_no_temp(
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(cal_mod.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.warns(CalibrationWarning, match="disk full"):
         assert store.save(calib(RUN_B, "run-b")) is None
     assert path.read_bytes() == before

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_to_energy import TOEnergy
-from lightning_to_energy.callback import (
+from lightning_to_energy.callbacks.display import (
     FORECAST_KEYS,
     TOTAL_KEYS,
     bar_items,
@@ -26,7 +26,7 @@ from lightning_to_energy.callback import (
     bar_unit,
     window_metric_keys,
 )
-from lightning_to_energy.report import load_report
+from lightning_to_energy.reporting.codec import load_report
 from lightning_to_energy.sensors.fake import FakeSensor
 
 
@@ -328,8 +328,8 @@ def test_bar_unit_puts_the_run_between_a_tenth_and_a_hundred_units() -> None:
 
 
 def test_forecast_joins_the_bar_only_within_25_percent() -> None:
-    from lightning_to_energy.records import Forecast
-    from lightning_to_energy.tracker import LiveReadout
+    from lightning_to_energy.reporting.records import Forecast
+    from lightning_to_energy.tracking.tracker import LiveReadout
 
     unit = bar_unit(1000.0)
 
@@ -476,12 +476,12 @@ def test_plot_false_saves_the_report_without_its_png(tmp_path: Path) -> None:
 def test_end_of_run_prints_the_files_written_why_the_png_was_not_and_the_calibration(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lightning_to_energy import report as report_mod
+    from lightning_to_energy.reporting import plot as report_mod
 
     def no_matplotlib() -> Any:
         raise report_mod.MissingExtraError("matplotlib is not installed")
 
-    monkeypatch.setattr(report_mod, "_import_matplotlib", no_matplotlib)
+    monkeypatch.setattr(report_mod, "import_matplotlib", no_matplotlib)
     clock = FakeClock()
     cal = tmp_path / "cal.json"
     out = tmp_path / "out"
@@ -518,7 +518,7 @@ def test_a_directory_as_calibration_is_refused_at_construction(tmp_path: Path) -
 
 
 def test_a_report_given_as_calibration_survives_the_runs_end(tmp_path: Path) -> None:
-    from lightning_to_energy.calibration import CalibrationWarning
+    from lightning_to_energy.calibration.store import CalibrationWarning
 
     clock = FakeClock()
     first = _fake_energy(clock, power_w=10.0, report_dir=tmp_path / "first", plot=False)
@@ -799,7 +799,7 @@ def test_a_fit_stopped_early_forecasts_the_steps_it_ran(tmp_path: Path) -> None:
 def test_a_checkpoint_state_that_does_not_fit_warns_and_training_goes_on(
     tmp_path: Path, change: dict[str, Any], found: str
 ) -> None:
-    from lightning_to_energy.tracker import EnergyTracker
+    from lightning_to_energy.tracking.tracker import EnergyTracker
 
     state = EnergyTracker(None, sensors=None, calibration=None).state_dict()
     state.update(change)

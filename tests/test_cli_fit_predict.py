@@ -20,18 +20,18 @@ import pytest
 
 from _records import bare_report
 from lightning_to_energy import cli
-from lightning_to_energy.calibration import (
-    Calibration,
-    CalibrationStore,
-    CalibrationWarning,
+from lightning_to_energy.calibration.data import Calibration
+from lightning_to_energy.calibration.store import CalibrationStore, CalibrationWarning
+from lightning_to_energy.counting.profile import StepProfile
+from lightning_to_energy.counting.step import random_label_loss
+from lightning_to_energy.hardware.identity import (
     HardwareInfo,
     hardware_fingerprint,
     hardware_section,
 )
-from lightning_to_energy.counting.profile import StepProfile, random_label_loss
-from lightning_to_energy.records import FLAG_SHORT, EnergyReport, SensorInfo, WindowRecord
-from lightning_to_energy.regression import OnlineEnergyModel
-from lightning_to_energy.report import save_report
+from lightning_to_energy.model.regression import OnlineEnergyModel
+from lightning_to_energy.reporting.files import save_report
+from lightning_to_energy.reporting.records import FLAG_SHORT, EnergyReport, SensorInfo, WindowRecord
 
 STATIC_W = 50.0
 J_PER_TO = 1e-9
@@ -482,8 +482,9 @@ def test_predict_plans_an_h100_run_here_from_the_roofline_without_timing(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
 
-    from lightning_to_energy import _cli_predict
-    from lightning_to_energy.roofline import find_hardware, roofline_s
+    from lightning_to_energy.cli import predict as _cli_predict
+    from lightning_to_energy.hardware.roofline import roofline_s
+    from lightning_to_energy.hardware.specs import find_hardware
 
     def no_timing(*args: object) -> float:
         raise AssertionError("a roofline calibration must not time steps on this machine")
@@ -509,9 +510,10 @@ def test_predict_plans_an_h100_run_here_from_the_roofline_without_timing(
 def test_predict_takes_another_gpus_step_time_from_its_step_model_plus_lightnings_overhead(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lightning_to_energy import _cli_predict
+    from lightning_to_energy.cli import predict as _cli_predict
+    from lightning_to_energy.hardware.roofline import roofline_s
+    from lightning_to_energy.hardware.specs import find_hardware
     from lightning_to_energy.planning import DEFAULT_LIGHTNING_OVERHEAD_S
-    from lightning_to_energy.roofline import find_hardware, roofline_s
 
     def no_timing(*args: object) -> float:
         raise AssertionError("another machine's calibration must not time steps here")
@@ -736,7 +738,8 @@ def test_fit_roofline_on_reports_makes_an_h100_calibration_that_predict_applies_
     # the reports' hardware, not the machine that ran fit
     assert calibration.fingerprint == hardware_fingerprint(H100)
 
-    from lightning_to_energy.roofline import find_hardware, roofline_s
+    from lightning_to_energy.hardware.roofline import roofline_s
+    from lightning_to_energy.hardware.specs import find_hardware
 
     with pytest.warns(CalibrationWarning):
         code, text, _ = run(
@@ -873,7 +876,8 @@ def test_fit_on_study_runs_writes_a_roofline_calibration_that_predict_applies(
     assert fitted["coefficients"]["tos_matrix_full"] == pytest.approx(J_PER_FULL_TO, rel=0.01)
     assert fitted["accuracy"]["family"]["precision_pct"] > 99.0  # the law holds across families
 
-    from lightning_to_energy.roofline import find_hardware, roofline_s
+    from lightning_to_energy.hardware.roofline import roofline_s
+    from lightning_to_energy.hardware.specs import find_hardware
 
     with pytest.warns(CalibrationWarning):  # made on an H100, used here
         code, text, _ = run(
@@ -1185,7 +1189,7 @@ def test_fit_out_that_cannot_be_written_is_one_error_with_the_stores_reason(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lightning_to_energy import calibration as cal_mod
+    from lightning_to_energy.calibration import store as cal_mod
 
     def full_disk(path: Path, text: str, *, durable: bool = False) -> None:
         raise OSError(28, "No space left on device")

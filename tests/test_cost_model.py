@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_to_energy.cost_model import (
+from lightning_to_energy.counting.cost_model import (
     FLOAT_SPECS,
     AluOp,
     CostModel,
@@ -334,7 +334,7 @@ def test_table_and_markdown() -> None:
 
 def test_docs_table_is_current() -> None:
     # docs/cost-model.md embeds the generated table; regenerate it with
-    # `python -m lightning_to_energy.cost_model` when the derivation changes
+    # `python -m lightning_to_energy.counting.cost_model` when the derivation changes
     assert render_markdown_table() in DOC.read_text(encoding="utf-8")
 
 

@@ -142,7 +142,7 @@ def test_a_train_step_of_a_classifier_counts_cross_entropy_on_random_labels(
 
 def test_random_label_loss_reads_the_classes_and_leaves_the_model_as_it_was() -> None:
     from _models import TinyCNN
-    from lightning_to_energy.counting.profile import random_label_loss
+    from lightning_to_energy.counting.step import random_label_loss
 
     model = TinyCNN(classes=10)
     stats = model.bn1.running_mean.clone()

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting import profile
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.cuda_rules import EFFICIENT, FLASH, MATH, sdpa_backend
 
 BF16, FP32 = NumberFormat.BF16, NumberFormat.FP32

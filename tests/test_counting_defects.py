@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting import profile
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.mode import RECOMPUTE
 
 FP32, VEC = NumberFormat.FP32, Unit.VECTOR

@@ -16,8 +16,8 @@ import torch
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting import OpCounter, StepProfile
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.formulas.matrix import (
     CAUSAL_BOTTOM_RIGHT,
     CAUSAL_TOP_LEFT,

@@ -11,8 +11,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from _models import Block, TinyCNN, TinyGPT, TinyMLP
 from lightning_to_energy import counting
-from lightning_to_energy.cost_model import AluOp, CostModel, NumberFormat, Unit
 from lightning_to_energy.counting import OpCounter, StepProfile, profile, uncompiled
+from lightning_to_energy.counting.cost_model import AluOp, CostModel, NumberFormat, Unit
 from lightning_to_energy.counting.profile import OTHER, PHASES
 from lightning_to_energy.counting.registry import (
     DuplicateFormulaError,

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting import profile
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.target import (
     CountTarget,
     MetaCountingError,
@@ -19,7 +19,7 @@ from lightning_to_energy.counting.target import (
     counting_for,
     resolve_target,
 )
-from lightning_to_energy.roofline import HardwareSpec, find_hardware, hardware_table
+from lightning_to_energy.hardware.specs import HardwareSpec, find_hardware, hardware_table
 
 FP32, TF32 = NumberFormat.FP32, NumberFormat.TF32
 FMA, MATRIX = AluOp.FMA, Unit.MATRIX

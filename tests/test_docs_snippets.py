@@ -21,8 +21,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_to_energy.calibration import Calibration, CalibrationStore, HardwareInfo
-from lightning_to_energy.regression import OnlineEnergyModel
+from lightning_to_energy.calibration.data import Calibration
+from lightning_to_energy.calibration.store import CalibrationStore
+from lightning_to_energy.hardware.identity import HardwareInfo
+from lightning_to_energy.model.regression import OnlineEnergyModel
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_to_energy.report import load_report
+from lightning_to_energy.reporting.codec import load_report
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -146,7 +146,7 @@ def test_ddp_example_prints_each_rank_and_the_total(tmp_path: Path) -> None:
 
 def test_ddp_example_total_compares_prediction_and_measurement_over_the_same_windows() -> None:
     from _records import bare_report
-    from lightning_to_energy.records import WindowRecord
+    from lightning_to_energy.reporting.records import WindowRecord
 
     spec = importlib.util.spec_from_file_location("ddp_example", EXAMPLES / "ddp.py")
     assert spec is not None and spec.loader is not None

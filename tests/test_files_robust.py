@@ -16,10 +16,11 @@ import pytest
 
 from lightning_to_energy import cli
 from lightning_to_energy.calibration import CalibrationStore, CalibrationWarning
-from lightning_to_energy.cost_model import CostModel
-from lightning_to_energy.report import load_report, report_to_dict, save_report, write_csv
-from lightning_to_energy.roofline import find_hardware, load_hardware
-from lightning_to_energy.scaling import load_runs
+from lightning_to_energy.counting.cost_model import CostModel
+from lightning_to_energy.hardware.specs import find_hardware, load_hardware
+from lightning_to_energy.reporting.codec import load_report, report_to_dict
+from lightning_to_energy.reporting.files import save_report, write_csv
+from lightning_to_energy.study.runs import load_runs
 from test_calibration import RUN_A, calib
 from test_report import make_report
 from test_scaling import run_json

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from _capture import capture
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.formulas import optim, vector
 from lightning_to_energy.counting.registry import OpCall, OpCost, OpKey, formula_for
 

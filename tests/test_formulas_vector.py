@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from _capture import capture, one_call
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.formulas import vector
 from lightning_to_energy.counting.registry import OpCall, OpCost, OpKey, formula_for
 

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from fakes.clock import FakeClock as ThreadSafeClock
 from fakes.fake_pynvml import FakeGpu, make_fake_pynvml
 from lightning_to_energy import EnergyTracker, TOEnergy
-from lightning_to_energy.report import load_report
+from lightning_to_energy.reporting.codec import load_report
 from lightning_to_energy.sensors.fake import FakeSensor
 from lightning_to_energy.sensors.nvml import NvmlSensor
 from test_callback import AdvanceClock, FakeClock, Rows, Tiny, _trainer

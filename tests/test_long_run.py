@@ -22,12 +22,13 @@ from torch import nn
 
 from _models import TinyMLP
 from lightning_to_energy import EnergyTracker, FakeSensor
-from lightning_to_energy import regression as regression_module
-from lightning_to_energy import tracker as tracker_module
 from lightning_to_energy.counting import StepProfile
-from lightning_to_energy.records import EnergyReport, WindowRecord
-from lightning_to_energy.regression import OnlineEnergyModel
-from lightning_to_energy.report import load_report, save_report
+from lightning_to_energy.model import regression as regression_module
+from lightning_to_energy.model.regression import OnlineEnergyModel
+from lightning_to_energy.reporting.codec import load_report
+from lightning_to_energy.reporting.files import save_report
+from lightning_to_energy.reporting.records import EnergyReport, WindowRecord
+from lightning_to_energy.tracking import ledger as ledger_module
 
 STEP_S = 0.25
 POWER_W = {"train": 8.0, "validate": 4.0}
@@ -337,7 +338,7 @@ def test_checkpoint_size_and_close_work_stop_growing_once_the_bounds_are_reached
     refit_rows: list[int] = []
     folded: list[int] = []
     design = OnlineEnergyModel._scaled_design
-    sum_windows = tracker_module._sum_windows
+    sum_windows = ledger_module.sum_windows
 
     def counting_design(self: OnlineEnergyModel) -> Any:
         refit_rows.append(self.n_windows)
@@ -348,7 +349,7 @@ def test_checkpoint_size_and_close_work_stop_growing_once_the_bounds_are_reached
         return sum_windows(loop, ws)
 
     monkeypatch.setattr(OnlineEnergyModel, "_scaled_design", counting_design)
-    monkeypatch.setattr(tracker_module, "_sum_windows", counting_sum)
+    monkeypatch.setattr(ledger_module, "sum_windows", counting_sum)
 
     events = schedule(1200)
     run = Run(World(), max_windows=4)

@@ -8,8 +8,8 @@ import warnings
 import pytest
 
 from fakes.clock import FakeClock
-from lightning_to_energy.meter import Measurement, Meter
 from lightning_to_energy.sensors import FakeSensor, SensorKind
+from lightning_to_energy.sensors.meter import Measurement, Meter
 
 
 def _gpu_and_cpu(clock: FakeClock) -> list[FakeSensor]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lightning_to_energy.records import EnergyReport
-from lightning_to_energy.report import load_report
+from lightning_to_energy.reporting.codec import load_report
+from lightning_to_energy.reporting.records import EnergyReport
 
 SCRIPT = Path(__file__).parent / "scripts" / "tiny_run.py"
 

@@ -7,10 +7,11 @@ import math
 
 import pytest
 
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting import StepProfile
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.profile import PhaseTotals
 from lightning_to_energy.counting.registry import OpCost
+from lightning_to_energy.hardware.specs import find_hardware
 from lightning_to_energy.model import (
     PhysicalParams,
     Sample,
@@ -19,7 +20,6 @@ from lightning_to_energy.model import (
     predict_step,
     prior_for,
 )
-from lightning_to_energy.roofline import find_hardware
 
 F, MATRIX, VECTOR = NumberFormat, Unit.MATRIX, Unit.VECTOR
 TF32, VFP32, BF16 = (MATRIX, F.TF32), (VECTOR, F.FP32), (MATRIX, F.BF16)

@@ -11,10 +11,10 @@ import pytest
 from lightning_to_energy import cli
 from lightning_to_energy.calibration import Calibration, CalibrationStore, HardwareInfo, merge
 from lightning_to_energy.counting import StepProfile
+from lightning_to_energy.hardware.specs import find_hardware
 from lightning_to_energy.model import PhysicalModel, predict_step, prior_for
 from lightning_to_energy.planning import plan_run
-from lightning_to_energy.roofline import find_hardware
-from lightning_to_energy.shared_data import SharedConfig, count_step
+from lightning_to_energy.study.shared_data import SharedConfig, count_step
 
 TRUTH = {"host_step_s": 200e-6}
 

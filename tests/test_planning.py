@@ -9,9 +9,10 @@ import torch
 
 from _models import TinyMLP
 from lightning_to_energy import Calibration, RunPlan, StepProfile, plan_run, profile
-from lightning_to_energy.calibration import HardwareInfo
-from lightning_to_energy.regression import OnlineEnergyModel
-from lightning_to_energy.roofline import find_hardware, roofline_s
+from lightning_to_energy.hardware.identity import HardwareInfo
+from lightning_to_energy.hardware.roofline import roofline_s
+from lightning_to_energy.hardware.specs import find_hardware
+from lightning_to_energy.model.regression import OnlineEnergyModel
 
 H100 = HardwareInfo(gpus=("NVIDIA H100 80GB HBM3",), driver_version="1", cpu="x", cpu_count=2)
 STATIC_W = 300.0  # the law every calibration window follows: 300 W x time + 1e-11 J/TO x TOs
@@ -155,8 +156,8 @@ def test_top_lists_at_most_top_modules_and_none_for_zero(step: StepProfile) -> N
 
 
 def test_another_machines_cpu_is_planned_with_its_own_core_count() -> None:
+    from lightning_to_energy.hardware.specs import cpu_spec
     from lightning_to_energy.planning import calibration_hardware
-    from lightning_to_energy.roofline import cpu_spec
 
     cal = calibration("roofline_s")
     other = Calibration(
@@ -177,7 +178,7 @@ DEVIANT = 1.2  # the last run measures 1.2 x the law; every other run follows it
 
 def runs_calibration(n_runs: int, windows_per_run: int = 2) -> Calibration:
     """``n_runs`` runs (ids run-0 ...) of the law, the last one 1.2 x it, saved by run."""
-    from lightning_to_energy.calibration import CalibrationRun, CalibrationWindow
+    from lightning_to_energy.calibration.data import CalibrationRun, CalibrationWindow
 
     windows = []
     for r in range(n_runs):
@@ -257,7 +258,7 @@ def test_many_runs_are_held_out_in_groups(step: StepProfile) -> None:
 
 
 def test_the_calibration_windows_are_those_the_plan_was_fitted_on(step: StepProfile) -> None:
-    from lightning_to_energy.calibration import CalibrationWindow
+    from lightning_to_energy.calibration.data import CalibrationWindow
 
     # 4 runs of 130 windows (520), and 3 more recent windows without a "tos" feature.
     cal = runs_calibration(4, windows_per_run=130)
@@ -282,7 +283,7 @@ def _windows_of(step: StepProfile, rows: list[tuple[float, float, str]], *, kern
     ``kernels`` scales the windows' kernel count (another model or batch when not 1).
     """
     from lightning_to_energy.calibration import CalibrationWindow
-    from lightning_to_energy.tracker import PROFILE_FEATURES
+    from lightning_to_energy.tracking.steps import PROFILE_FEATURES
 
     per_step = {f: PROFILE_FEATURES[f](step) for f in PROFILE}
     per_step["kernels"] *= kernels

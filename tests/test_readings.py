@@ -18,13 +18,13 @@ from fakes.clock import FakeClock
 from fakes.fake_pynvml import FakeGpu, make_fake_pynvml
 from fakes.powercap import FakePowercap
 from lightning_to_energy import EnergyTracker, FakeSensor
-from lightning_to_energy.meter import Meter
 from lightning_to_energy.sensors import (
     CpuTimeEstimateSensor,
     ImplausibleReadingWarning,
     ReadingAnomaly,
 )
 from lightning_to_energy.sensors.base import power_ceiling_w
+from lightning_to_energy.sensors.meter import Meter
 from lightning_to_energy.sensors.nvml import NvmlSensor
 from lightning_to_energy.sensors.rapl import RaplSensor, find_rapl_zones
 

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from lightning_to_energy import regression
-from lightning_to_energy.regression import (
+from lightning_to_energy.model import regression
+from lightning_to_energy.model.regression import (
     FEATURES,
     OnlineEnergyModel,
     Prior,

@@ -15,9 +15,19 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from lightning_to_energy import _cli_report
 from lightning_to_energy.cli import CliError
-from lightning_to_energy.records import (
+from lightning_to_energy.cli import report as _cli_report
+from lightning_to_energy.reporting.codec import (
+    ReportFormatError,
+    load_report,
+    report_from_dict,
+    report_to_dict,
+)
+from lightning_to_energy.reporting.console import render_report, roofline_share
+from lightning_to_energy.reporting.files import CSV_BASE_COLUMNS, save_report
+from lightning_to_energy.reporting.format import format_duration, format_si, relative_error
+from lightning_to_energy.reporting.plot import PLOT_INSTALL_HINT, MissingExtraError, save_plot
+from lightning_to_energy.reporting.records import (
     FLAG_ESTIMATE,
     FLAG_OUTLIER,
     FLAG_SHORT,
@@ -28,22 +38,6 @@ from lightning_to_energy.records import (
     PriorRecord,
     SensorInfo,
     WindowRecord,
-)
-from lightning_to_energy.report import (
-    CSV_BASE_COLUMNS,
-    PLOT_INSTALL_HINT,
-    MissingExtraError,
-    ReportFormatError,
-    format_duration,
-    format_si,
-    load_report,
-    relative_error,
-    render_report,
-    report_from_dict,
-    report_to_dict,
-    roofline_share,
-    save_plot,
-    save_report,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -635,7 +629,7 @@ def test_roofline_line_compares_the_train_steps_with_the_hardware_peaks() -> Non
 
 
 def test_the_prior_is_said_beside_the_accuracy_and_older_reports_load_without_it() -> None:
-    from lightning_to_energy.records import PriorRecord
+    from lightning_to_energy.reporting.records import PriorRecord
 
     prior = PriorRecord(
         source="/cache/h100.json",
@@ -729,7 +723,7 @@ def test_a_bool_is_no_integer_in_a_report() -> None:
 
 
 def test_one_stored_run_is_said_in_the_singular() -> None:
-    from lightning_to_energy.report import prior_text
+    from lightning_to_energy.reporting.console import prior_text
 
     one = PriorRecord("/cache/cal.json", 3, 1, 3, 1, "cpu", False, "")
     # "1 run", not "1 runs"
@@ -770,7 +764,7 @@ def test_accuracy_counts_windows_by_source_and_warnings_list_unknown_flags() -> 
 
 
 def test_summary_is_short_names_the_joules_kind_and_leaves_the_identifiability_note_out() -> None:
-    from lightning_to_energy.report import SUMMARY_MAX_LINES, summary_lines
+    from lightning_to_energy.reporting.console import SUMMARY_MAX_LINES, summary_lines
 
     report = make_report()
     lines = summary_lines(report)
@@ -803,7 +797,7 @@ def test_summary_is_short_names_the_joules_kind_and_leaves_the_identifiability_n
 def test_cli_report_json_prints_the_report_and_keeps_stdout_one_document(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from lightning_to_energy.report import report_to_dict
+    from lightning_to_energy.reporting.codec import report_to_dict
 
     report = make_report()
     saved = save_report(report, tmp_path / "run", plot=False)
@@ -848,7 +842,7 @@ def test_cli_report_never_overwrites_a_file_of_another_kind_and_checks_before_pr
 def test_the_totals_table_says_measured_only_when_every_sensor_measured() -> None:
     import dataclasses
 
-    from lightning_to_energy.report import report_kind
+    from lightning_to_energy.reporting.console import report_kind
 
     mixed = make_report()  # an NVML counter and a CPU-time estimate: estimated in part
     assert report_kind(mixed) == "estimate"

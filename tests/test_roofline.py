@@ -10,24 +10,26 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_to_energy import roofline
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting import StepProfile, profile
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.registry import OpCost
-from lightning_to_energy.roofline import (
-    HardwareSpec,
+from lightning_to_energy.hardware import specs as roofline
+from lightning_to_energy.hardware.detect import detect_hardware
+from lightning_to_energy.hardware.roofline import (
     compute_time_s,
+    memory_time_s,
+    op_time_s,
+    roofline_breakdown,
+    roofline_s,
+)
+from lightning_to_energy.hardware.specs import (
+    HardwareSpec,
     cpu_from_cpuinfo,
     cpu_spec,
-    detect_hardware,
     find_hardware,
     hardware_table,
     load_hardware,
-    memory_time_s,
-    op_time_s,
     register_hardware,
-    roofline_breakdown,
-    roofline_s,
 )
 
 FMA, ADD, EXP = AluOp.FMA, AluOp.ADD, AluOp.EXP

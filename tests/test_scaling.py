@@ -18,25 +18,25 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from lightning_to_energy import scaling_report
-from lightning_to_energy.report import MissingExtraError
-from lightning_to_energy.scaling import (
+from lightning_to_energy.reporting.plot import MissingExtraError
+from lightning_to_energy.study import rendering as scaling_report
+from lightning_to_energy.study.baselines import (
     MODELS,
     OURS_FEATURES,
-    RUN_FORMAT,
-    ModelInfo,
     OursModel,
+    fit_calibration_model,
+)
+from lightning_to_energy.study.evaluation import (
+    ModelInfo,
     RunInfo,
     Score,
     StudyResults,
-    StudyRun,
     evaluate,
-    fit_calibration_model,
     goals,
-    load_runs,
     verdict,
 )
-from lightning_to_energy.scaling_report import render_results, results_markdown, save_results
+from lightning_to_energy.study.rendering import render_results, results_markdown, save_results
+from lightning_to_energy.study.runs import RUN_FORMAT, StudyRun, load_runs
 
 # The known law: E = 300 W * roofline_s + sum_k c_k * f_k (joules per step).
 LAW: dict[str, float] = {
@@ -511,7 +511,7 @@ def test_save_results_without_matplotlib_warns_and_skips_the_png(
     def missing() -> None:
         raise MissingExtraError("matplotlib is not installed")
 
-    monkeypatch.setattr(scaling_report, "_import_matplotlib", missing)
+    monkeypatch.setattr(scaling_report, "import_matplotlib", missing)
     with pytest.warns(RuntimeWarning, match=r"predicted_vs_measured\.png not written"):
         paths = save_results(results, tmp_path)
     assert set(paths) == {"json", "csv"}
@@ -624,7 +624,7 @@ def test_markdown_names_sensor_kinds_as_the_run_jsons_spell_them(tmp_path: Path)
 
 
 def test_design_effects_compare_runs_that_differ_in_one_choice_only() -> None:
-    from lightning_to_energy.scaling import design_effects
+    from lightning_to_energy.study.evaluation import design_effects
 
     act = {"relu": 1.0, "gelu": 1.06, "tanh": 1.04}
     runs = []
@@ -664,7 +664,7 @@ def test_design_effects_compare_runs_that_differ_in_one_choice_only() -> None:
 
 
 def test_score_pairs_by_hand() -> None:
-    from lightning_to_energy.scaling import score_pairs
+    from lightning_to_energy.model.scoring import score_pairs
 
     figures = score_pairs([(110.0, 100.0), (180.0, 200.0), (300.0, 300.0), (500.0, 400.0)])
     # relative errors |p - m| / m: 10/100 = 0.1, 20/200 = 0.1, 0, 100/400 = 0.25
@@ -701,7 +701,7 @@ def test_linear_model_minimises_the_relative_not_the_absolute_error() -> None:
 
 
 def test_loglog_needs_distinct_positive_features() -> None:
-    from lightning_to_energy.scaling import NotFittableError
+    from lightning_to_energy.study.baselines import NotFittableError
 
     model = MODELS["tos-loglog"]()
     zero = make_run("z", "mlp", ours_features(0.0), 1.0)
@@ -739,7 +739,7 @@ def test_verdict_compares_models_on_the_runs_all_of_them_predicted() -> None:
 
 
 def test_verdict_names_the_best_model_needing_no_measurement() -> None:
-    from lightning_to_energy.scaling import PredictionRow
+    from lightning_to_energy.study.evaluation import PredictionRow
 
     def row(model: str, predicted: float) -> PredictionRow:
         return PredictionRow(model, "config", "r1", "mlp", "digits", "fp32", predicted, 100.0)
@@ -762,7 +762,7 @@ def test_verdict_names_the_best_model_needing_no_measurement() -> None:
 
 
 def test_design_effect_ratio_range_spans_the_groups() -> None:
-    from lightning_to_energy.scaling import design_effects
+    from lightning_to_energy.study.evaluation import design_effects
 
     runs = []
     for depth, gelu_factor in ((2, 1.02), (4, 1.06)):

@@ -174,7 +174,7 @@ def test_record_refuses_bad_arguments_and_unusable_sensors(
 def test_a_reader_that_goes_away_ends_the_command_quietly(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lightning_to_energy import _cli_sensors
+    from lightning_to_energy.cli import sensors as _cli_sensors
 
     def closed_pipe(args: object) -> int:  # what `... | head` does to a long listing
         raise BrokenPipeError(32, "Broken pipe")

@@ -230,7 +230,7 @@ def test_public_api_is_stable() -> None:
 
 def test_importing_the_sensors_does_not_import_pynvml() -> None:
     code = (
-        "import sys, lightning_to_energy.sensors, lightning_to_energy.meter; "
+        "import sys, lightning_to_energy.sensors, lightning_to_energy.sensors.meter; "
         "print('pynvml' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

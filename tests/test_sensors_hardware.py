@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from lightning_to_energy.meter import Meter
 from lightning_to_energy.sensors import SensorKind
+from lightning_to_energy.sensors.meter import Meter
 from lightning_to_energy.sensors.nvml import NvmlSensor
 from lightning_to_energy.sensors.rapl import rapl_sensors
 

@@ -12,12 +12,8 @@ import pytest
 from fakes.clock import FakeClock
 from fakes.fake_pynvml import FakeGpu, make_fake_pynvml
 from lightning_to_energy.sensors import SensorError, SensorKind, SensorUnavailable
-from lightning_to_energy.sensors.nvml import (
-    GpuIdentity,
-    NvmlSensor,
-    parse_visible_devices,
-    visible_gpu_count,
-)
+from lightning_to_energy.sensors.nvml import NvmlSensor, visible_gpu_count
+from lightning_to_energy.sensors.nvml_devices import GpuIdentity, parse_visible_devices
 
 UUIDS = (
     "GPU-aaaaaaaa-0000-0000-0000-000000000000",

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 from torch import nn
 
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
+from lightning_to_energy.hardware.specs import find_hardware
 from lightning_to_energy.model import Sample, predict_step, prior_for
-from lightning_to_energy.physical_eval import (
+from lightning_to_energy.study.physical_eval import (
     SharedRow,
     conformal_halfwidth,
     cross_conformal,
     evaluate,
     precision_scores,
 )
-from lightning_to_energy.roofline import find_hardware
-from lightning_to_energy.shared_data import (
+from lightning_to_energy.study.shared_data import (
     SharedConfig,
     SharedData,
     build_model,

@@ -22,10 +22,13 @@ from lightning.pytorch import Callback
 from torch.nn import functional as F
 
 from _records import bare_report
-from lightning_to_energy import FakeSensor, _cli_study, study
+from lightning_to_energy import FakeSensor
 from lightning_to_energy.cli import CliError
+from lightning_to_energy.cli import study as _cli_study
 from lightning_to_energy.counting import profile
-from lightning_to_energy.records import (
+from lightning_to_energy.hardware.roofline import roofline_s
+from lightning_to_energy.hardware.specs import find_hardware
+from lightning_to_energy.reporting.records import (
     FLAG_BOUNDARY,
     FLAG_FAULT,
     FLAG_OUTLIER,
@@ -34,11 +37,15 @@ from lightning_to_energy.records import (
     SensorInfo,
     WindowRecord,
 )
-from lightning_to_energy.roofline import find_hardware, roofline_s
+from lightning_to_energy.sensors.base import weakest_kind
+from lightning_to_energy.study import grid as study_grid
+from lightning_to_energy.study import runner as study_runner
+from lightning_to_energy.study import runs as study_runs
+from lightning_to_energy.study import workload as study_workload
 
 STEP_S = 0.5
 POWER_W = 10.0
-TINY = study.default_grid("tiny")
+TINY = study_grid.default_grid("tiny")
 H100 = find_hardware("h100-sxm")
 
 
@@ -85,66 +92,66 @@ def test_tiny_grid_ids_are_unique_and_stable() -> None:
         "transformer-digits-w16-d1-h2-s8-gelu-fp32-b8",
         "mlp-cifar-synthetic-w16-d1-tanh-bf16-b8",
     ]
-    assert [c.id for c in study.default_grid("tiny")] == ids  # the same on every call
-    assert {c.family for c in TINY} == set(study.FAMILIES)
-    assert {c.dataset for c in TINY} == set(study.DATASETS)
-    assert {c.dtype for c in TINY} == set(study.DTYPES)
+    assert [c.id for c in study_grid.default_grid("tiny")] == ids  # the same on every call
+    assert {c.family for c in TINY} == set(study_grid.FAMILIES)
+    assert {c.dataset for c in TINY} == set(study_grid.DATASETS)
+    assert {c.dtype for c in TINY} == set(study_grid.DTYPES)
 
 
 @pytest.mark.parametrize("scale", ["small", "full"])
 def test_larger_grids_have_unique_ids_and_cover_every_choice(scale: str) -> None:
-    grid = study.default_grid(scale)
+    grid = study_grid.default_grid(scale)
     assert len({c.id for c in grid}) == len(grid)
-    assert {c.family for c in grid} == set(study.FAMILIES)
-    assert {c.dtype for c in grid} == set(study.DTYPES)
-    assert {c.dataset for c in grid} == set(study.DATASETS)
+    assert {c.family for c in grid} == set(study_grid.FAMILIES)
+    assert {c.dtype for c in grid} == set(study_grid.DTYPES)
+    assert {c.dataset for c in grid} == set(study_grid.DATASETS)
     if scale == "full":
         assert 60 <= len(grid) <= 120
-        assert {c.activation for c in grid} == set(study.ACTIVATIONS)
+        assert {c.activation for c in grid} == set(study_grid.ACTIVATIONS)
 
 
 def test_unknown_grid_and_bad_configs_are_refused() -> None:
     with pytest.raises(ValueError, match="expected a grid scale"):
-        study.default_grid("huge")
+        study_grid.default_grid("huge")
     with pytest.raises(ValueError, match="activation"):
-        study.make_config("mlp", "digits", "fp32", width=8, depth=1, activation="swish")
+        study_grid.make_config("mlp", "digits", "fp32", width=8, depth=1, activation="swish")
     with pytest.raises(ValueError, match="heads"):
-        study.make_config("transformer", "digits", "fp32", width=30, depth=1, heads=4)
+        study_grid.make_config("transformer", "digits", "fp32", width=30, depth=1, heads=4)
     with pytest.raises(ValueError, match="seq_len"):
-        study.make_config("transformer", "digits", "fp32", width=32, depth=1, seq_len=64)
+        study_grid.make_config("transformer", "digits", "fp32", width=32, depth=1, seq_len=64)
 
 
 def test_config_round_trips_through_its_json_form() -> None:
     for config in TINY:
-        assert study.StudyConfig.from_dict(config.to_dict()) == config
+        assert study_grid.StudyConfig.from_dict(config.to_dict()) == config
     assert "heads" not in TINY[0].to_dict()
     assert TINY[2].to_dict()["heads"] == 2
 
 
 @pytest.mark.parametrize("config", TINY, ids=[c.id for c in TINY])
-def test_each_model_trains_on_its_data_sets_batch_shape(config: study.StudyConfig) -> None:
-    model = study.build_model(config)
-    x, y = study.make_batches(config, n_batches=1)[0]
+def test_each_model_trains_on_its_data_sets_batch_shape(config: study_grid.StudyConfig) -> None:
+    model = study_workload.build_model(config)
+    x, y = study_workload.make_batches(config, n_batches=1)[0]
     assert tuple(x.shape) == config.input_shape
-    assert model(x).shape == (config.batch_size, study.NUM_CLASSES)
+    assert model(x).shape == (config.batch_size, study_workload.NUM_CLASSES)
     model.training_step((x, y), 0).backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
 
 
 def test_data_sets_are_fixed_and_shaped() -> None:
-    x1, y1 = study.dataset_tensors("cifar-synthetic")
-    x2, y2 = study.dataset_tensors("cifar-synthetic")
+    x1, y1 = study_workload.dataset_tensors("cifar-synthetic")
+    x2, y2 = study_workload.dataset_tensors("cifar-synthetic")
     assert torch.equal(x1, x2) and torch.equal(y1, y2)
-    assert tuple(x1.shape) == (study.CIFAR_SYNTHETIC_SIZE, 3, 32, 32)
-    digits, labels = study.dataset_tensors("digits")
+    assert tuple(x1.shape) == (study_workload.CIFAR_SYNTHETIC_SIZE, 3, 32, 32)
+    digits, labels = study_workload.dataset_tensors("digits")
     # scikit-learn's bundled digits: 1,797 images of 8x8 pixels, values 0..16 scaled to 0..1
     assert tuple(digits.shape) == (1797, 1, 8, 8)
     assert float(digits.max()) == 1.0 and set(labels.tolist()) == set(range(10))
 
 
 def test_patches_keep_every_pixel() -> None:
-    tokens = study.Tokens((3, 32, 32), 64)
+    tokens = study_workload.Tokens((3, 32, 32), 64)
     x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
     out = tokens(x)
     # 64 patches of 4x4 pixels in 3 channels: 3 * 4 * 4 = 48 features each
@@ -187,7 +194,7 @@ def test_fit_worthy_windows_drop_the_first_and_the_flagged() -> None:
         window(5, [FLAG_BOUNDARY]),  # boundary alone is still a full measurement
         window(6, loop="validate"),
     ]
-    assert [w.index for w in study.fit_worthy_windows(windows)] == [1, 5]
+    assert [w.index for w in study_runner.fit_worthy_windows(windows)] == [1, 5]
 
 
 def _summed_report(
@@ -206,7 +213,7 @@ def test_measured_summary_sums_measured_domains_and_leaves_an_estimate_out() -> 
     sensors = (("nvml:0", "counter"), ("cpu:estimate", "estimate"))
     rows = [(999.0, 9.0), (300.0, 20.0), (310.0, 20.0)]
     report = _summed_report(sensors, [{"nvml:0": g, "cpu:estimate": c} for g, c in rows])
-    m = study.measured_summary(report)
+    m = study_runner.measured_summary(report)
     # windows 1 and 2 (the first is dropped): GPU 300 + 310 = 610 J over 2 + 2 = 4 steps;
     # the estimate's 20 + 20 = 40 J are listed apart, not added
     assert (m["energy_j"], m["steps"], m["kind"]) == (610.0, 4, "counter")
@@ -214,7 +221,7 @@ def test_measured_summary_sums_measured_domains_and_leaves_an_estimate_out() -> 
     assert m["domains"] == ["nvml:0"] and m["excluded_j"] == {"cpu:estimate": 40.0}
     # with only the estimate, it is summed and labelled
     only = _summed_report(sensors[1:], [{"cpu:estimate": 5.0}] * 3)
-    m = study.measured_summary(only)
+    m = study_runner.measured_summary(only)
     assert (m["energy_j"], m["kind"], m["excluded_j"]) == (10.0, "estimate", {})
 
 
@@ -222,21 +229,21 @@ def test_measured_summary_on_a_gpu_sums_the_gpu_and_lists_rapl_apart() -> None:
     sensors = (("gpu:0", "counter"), ("cpu:package-0", "counter"))
     rows = [(999.0, 99.0), (300.0, 60.0), (310.0, 70.0)]
     report = _summed_report(sensors, [{"gpu:0": g, "cpu:package-0": c} for g, c in rows])
-    m = study.measured_summary(report)
+    m = study_runner.measured_summary(report)
     # windows 1 and 2: GPU 300 + 310 = 610 J; the socket's 60 + 70 = 130 J measured but apart
     assert (m["energy_j"], m["domains"]) == (610.0, ["gpu:0"])
     assert m["excluded_j"] == {"cpu:package-0": 130.0}
     assert m["energy_by_domain_j"] == {"gpu:0": 610.0, "cpu:package-0": 130.0}
     # without a GPU, the RAPL package is the measurement (a CPU study)
     cpu_only = _summed_report(sensors[1:], [{"cpu:package-0": c} for _, c in rows])
-    m = study.measured_summary(cpu_only)
+    m = study_runner.measured_summary(cpu_only)
     assert (m["energy_j"], m["domains"], m["excluded_j"]) == (130.0, ["cpu:package-0"], {})
 
 
 def test_weakest_kind() -> None:
-    assert study.weakest_kind(["counter", "power-integration"]) == "power-integration"
-    assert study.weakest_kind(["counter", "estimate", "fake"]) == "estimate"
-    assert study.weakest_kind([]) == "none"
+    assert weakest_kind(["counter", "power-integration"]) == "power-integration"
+    assert weakest_kind(["counter", "estimate", "fake"]) == "estimate"
+    assert weakest_kind([]) == "none"
 
 
 # --- one configuration ----------------------------------------------------------------------
@@ -244,7 +251,7 @@ def test_weakest_kind() -> None:
 
 def test_run_config_writes_hand_worked_energy_and_the_counted_step(tmp_path: Path) -> None:
     config = TINY[0]
-    path = study.run_config(config, tmp_path, **fake_run_kwargs())
+    path = study_runner.run_config(config, tmp_path, **fake_run_kwargs())
     assert path == tmp_path / f"{config.id}.run.json"
     data = json.loads(path.read_text())
     assert data["format"] == "lightning-to-energy/study-run" and data["version"] == 1
@@ -268,9 +275,9 @@ def test_run_config_writes_hand_worked_energy_and_the_counted_step(tmp_path: Pat
     assert measured["kind"] == "fake"
 
     # the same model, batch and optimizer counted directly with counting.profile
-    model = study.build_model(config)
-    x, y = study.make_batches(config)[0]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=study.LEARNING_RATE)
+    model = study_workload.build_model(config)
+    x, y = study_workload.make_batches(config)[0]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=study_workload.LEARNING_RATE)
     expected = profile(model, x, train=True, optimizer=optimizer, loss_fn=F.cross_entropy, target=y)
     per_step = data["per_step"]
     assert per_step["tos"] == pytest.approx(expected.tos, rel=1e-12)
@@ -289,7 +296,7 @@ def test_run_config_writes_hand_worked_energy_and_the_counted_step(tmp_path: Pat
 
 def test_run_config_counts_a_bf16_step_under_autocast(tmp_path: Path) -> None:
     config = TINY[3]
-    data = json.loads(study.run_config(config, tmp_path, **fake_run_kwargs()).read_text())
+    data = json.loads(study_runner.run_config(config, tmp_path, **fake_run_kwargs()).read_text())
     # autocast runs the matmuls in bf16; the optimizer and the loss stay in fp32
     assert data["per_step"]["tos_by_format"]["bf16"] > 0
     assert data["per_step"]["tos_by_format"]["fp32"] > 0
@@ -306,17 +313,19 @@ class Runner:
         self.calls: list[str] = []
         self.fail = set(fail)
 
-    def __call__(self, config: study.StudyConfig, out_dir: Path, **kwargs: Any) -> Path:
+    def __call__(self, config: study_grid.StudyConfig, out_dir: Path, **kwargs: Any) -> Path:
         self.calls.append(config.id)
         if config.id in self.fail:
             raise RuntimeError(f"boom in {config.id}")
-        return study.run_config(config, out_dir, **{**kwargs, **fake_run_kwargs()})
+        return study_runner.run_config(config, out_dir, **{**kwargs, **fake_run_kwargs()})
 
 
 def test_run_study_resumes_and_survives_a_failing_config(tmp_path: Path) -> None:
     good, bad = TINY[0], TINY[1]
     runner = Runner(fail=[bad.id])
-    paths = study.run_study([good, bad], tmp_path, progress=False, runner=runner, hardware=H100)
+    paths = study_runner.run_study(
+        [good, bad], tmp_path, progress=False, runner=runner, hardware=H100
+    )
     assert runner.calls == [good.id, bad.id]
     assert paths == [tmp_path / f"{good.id}.run.json"]
     error = json.loads((tmp_path / f"{bad.id}.error.json").read_text())
@@ -328,7 +337,9 @@ def test_run_study_resumes_and_survives_a_failing_config(tmp_path: Path) -> None
 
     # again: the finished configuration is skipped, the failed one is tried once more
     runner = Runner(fail=[bad.id])
-    again = study.run_study([good, bad], tmp_path, progress=False, runner=runner, hardware=H100)
+    again = study_runner.run_study(
+        [good, bad], tmp_path, progress=False, runner=runner, hardware=H100
+    )
     assert again == paths
     assert runner.calls == [bad.id]
     assert paths[0].stat().st_mtime_ns == mtime
@@ -338,30 +349,33 @@ def test_run_study_reruns_a_run_of_another_config_and_stops_at_the_budget(
     tmp_path: Path,
 ) -> None:
     config = TINY[0]
-    stale = study.run_path(tmp_path, config)
+    stale = study_runner.run_path(tmp_path, config)
     stale.write_text(json.dumps({"format": "lightning-to-energy/study-run", "version": 1}))
-    assert not study.is_complete(stale, config)
+    assert not study_runner.is_complete(stale, config)
     stale.write_text("{not json")
-    assert not study.is_complete(stale, config)
+    assert not study_runner.is_complete(stale, config)
     # a budget smaller than one configuration's first guess (2 * 8 s + 30 s) starts nothing
     runner = Runner()
-    assert study.run_study([config], tmp_path, progress=False, runner=runner, budget_s=1.0) == []
+    assert (
+        study_runner.run_study([config], tmp_path, progress=False, runner=runner, budget_s=1.0)
+        == []
+    )
     assert runner.calls == []
 
 
 def test_run_study_refuses_to_mix_hardware_in_one_directory(tmp_path: Path) -> None:
     # a run measured on an H100 is there; this call would measure on an H200
     config = TINY[0]
-    study.run_config(config, tmp_path, **fake_run_kwargs())
+    study_runner.run_config(config, tmp_path, **fake_run_kwargs())
     runner = Runner()
     with pytest.raises(ValueError, match=r"runs of this hardware \(h200\) only.*h100-sxm"):
-        study.run_study(TINY, tmp_path, progress=False, runner=runner, hardware="h200")
+        study_runner.run_study(TINY, tmp_path, progress=False, runner=runner, hardware="h200")
     assert runner.calls == []  # refused before anything ran
     with pytest.raises(CliError, match="own output directory"):
         run_cli(["run", str(tmp_path), "--grid", "tiny", "--device", "cpu", "--hardware", "h200"])
     # the same hardware resumes: the done configuration is skipped
     runner = Runner()
-    study.run_study(TINY[:2], tmp_path, progress=False, runner=runner, hardware=H100)
+    study_runner.run_study(TINY[:2], tmp_path, progress=False, runner=runner, hardware=H100)
     assert runner.calls == [TINY[1].id]
 
 
@@ -379,12 +393,12 @@ def test_run_study_checks_its_arguments_before_running_anything(
 ) -> None:
     runner = Runner()
     with pytest.raises(ValueError, match=re.escape(message)):
-        study.run_study(TINY, tmp_path / "out", progress=False, runner=runner, **kwargs)
+        study_runner.run_study(TINY, tmp_path / "out", progress=False, runner=runner, **kwargs)
     assert runner.calls == []
     assert not (tmp_path / "out").exists()  # no error file per configuration either
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="found a file"):
-        study.run_study(TINY, tmp_path / "file", progress=False, runner=runner)
+        study_runner.run_study(TINY, tmp_path / "file", progress=False, runner=runner)
 
 
 def test_run_study_says_when_the_budget_cannot_start_one_configuration(tmp_path: Path) -> None:
@@ -393,7 +407,9 @@ def test_run_study_says_when_the_budget_cannot_start_one_configuration(tmp_path:
     console = Console(file=io.StringIO(), width=200)
     runner = Runner()
     # 10 s < the first guess of 2 * 8 s + 30 s = 46 s: nothing starts, and again never would
-    assert study.run_study(TINY, tmp_path, runner=runner, budget_s=10.0, console=console) == []
+    assert (
+        study_runner.run_study(TINY, tmp_path, runner=runner, budget_s=10.0, console=console) == []
+    )
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "time budget too short: 10 s is less than one configuration" in text
     assert "(46 s)" in text and "run the same command again" not in text
@@ -401,7 +417,7 @@ def test_run_study_says_when_the_budget_cannot_start_one_configuration(tmp_path:
 
 def test_run_study_refuses_duplicate_ids(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="duplicates"):
-        study.run_study([TINY[0], TINY[0]], tmp_path, progress=False, runner=Runner())
+        study_runner.run_study([TINY[0], TINY[0]], tmp_path, progress=False, runner=Runner())
 
 
 # --- the CLI --------------------------------------------------------------------------------
@@ -455,7 +471,7 @@ def test_cli_eval_errors(tmp_path: Path) -> None:
         run_cli(["eval", str(tmp_path)])
 
 
-def synthetic_run(out: Path, config: study.StudyConfig, tos: float, seconds: float) -> None:
+def synthetic_run(out: Path, config: study_grid.StudyConfig, tos: float, seconds: float) -> None:
     """A run JSON whose step energy follows 100 W * roofline_s + 1e-9 J/TO * tos exactly."""
     per_step: dict[str, Any] = {
         "tos": tos,
@@ -471,8 +487,8 @@ def synthetic_run(out: Path, config: study.StudyConfig, tos: float, seconds: flo
     }
     energy = 100.0 * seconds + 1e-9 * tos
     data = {
-        "format": study.RUN_FORMAT,
-        "version": study.RUN_VERSION,
+        "format": study_runs.RUN_FORMAT,
+        "version": study_runs.RUN_VERSION,
         "config": config.to_dict(),
         "hardware": {"key": "h100-sxm", "name": "NVIDIA H100 80GB HBM3", "fingerprint": {}},
         "per_step": per_step,
@@ -496,7 +512,7 @@ def test_cli_eval_writes_results_and_replaces_its_markdown_section(
     out.mkdir()
     for i in range(6):
         for family in ("mlp", "cnn"):
-            config = study.make_config(family, "digits", "fp32", width=8 * (i + 1), depth=1)
+            config = study_grid.make_config(family, "digits", "fp32", width=8 * (i + 1), depth=1)
             synthetic_run(out, config, tos=(i + 1) * 3e10, seconds=(i + 2) * 1e-3)
     md = tmp_path / "results.md"
     md.write_text("# Results\n\nKept before.\n")
@@ -534,7 +550,7 @@ def test_cli_eval_json_still_says_which_runs_it_skipped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for i in range(3):
-        config = study.make_config("mlp", "digits", "fp32", width=8 * (i + 1), depth=1)
+        config = study_grid.make_config("mlp", "digits", "fp32", width=8 * (i + 1), depth=1)
         synthetic_run(tmp_path, config, tos=(i + 1) * 3e10, seconds=(i + 2) * 1e-3)
     path = tmp_path / f"{config.id}.run.json"
     data = json.loads(path.read_text())
@@ -605,14 +621,14 @@ def test_fit_worthy_windows_go_by_index_and_need_measured_joules() -> None:
         dataclasses.replace(window(3), measured_j=0.0),  # nothing measured
         dataclasses.replace(window(4), measured_j=None),
     ]
-    assert [w.index for w in study.fit_worthy_windows(windows)] == [1, 2]
+    assert [w.index for w in study_runner.fit_worthy_windows(windows)] == [1, 2]
 
 
 def test_measured_summary_power_and_train_window_count() -> None:
     sensors = (("gpu:0", "counter"),)
     report = _summed_report(sensors, [{"gpu:0": g} for g in (999.0, 300.0, 310.0)])
     report = dataclasses.replace(report, windows=(*report.windows, window(3, loop="validate")))
-    m = study.measured_summary(report)
+    m = study_runner.measured_summary(report)
     # windows 1 and 2: 300 + 310 = 610 J over 1 + 1 = 2 s -> 305 W
     assert m["power_w"] == pytest.approx(305.0)
     # three train windows; the validation window is not one of them
@@ -625,7 +641,7 @@ def test_stop_rule_waits_for_min_seconds_and_the_windows() -> None:
     clock = Clock()
     tracker = SimpleNamespace(windows=[])
     trainer = SimpleNamespace(should_stop=False)
-    rule = study._StopWhenMeasured(
+    rule = study_runner._StopWhenMeasured(
         SimpleNamespace(tracker=tracker), windows=1, min_seconds=5.0, max_seconds=60.0, clock=clock
     )
     rule.on_train_start(trainer, None)  # type: ignore[arg-type]
@@ -647,11 +663,11 @@ def test_is_complete_needs_this_very_configuration(tmp_path: Path) -> None:
         "per_step": {},
         "measured": {"energy_j": 1.0},
     }
-    path = study.run_path(tmp_path, TINY[0])
+    path = study_runner.run_path(tmp_path, TINY[0])
     path.write_text(json.dumps(doc))
     # a complete run, but of another configuration (a renamed or copied file): run it again
-    assert not study.is_complete(path, TINY[0])
-    assert study.is_complete(path, TINY[1])
+    assert not study_runner.is_complete(path, TINY[0])
+    assert study_runner.is_complete(path, TINY[1])
 
 
 def test_run_study_budget_expects_the_slowest_configuration_so_far(
@@ -663,19 +679,19 @@ def test_run_study_budget_expects_the_slowest_configuration_so_far(
     now = [0.0]
     # study's own view of the time module: its monotonic clock moves only when a run ends
     monkeypatch.setattr(
-        study, "time", SimpleNamespace(**{**vars(time), "monotonic": lambda: now[0]})
+        study_runner, "time", SimpleNamespace(**{**vars(time), "monotonic": lambda: now[0]})
     )
     took = {TINY[0].id: 30.0, TINY[1].id: 5.0}
     calls: list[str] = []
 
-    def runner(config: study.StudyConfig, out_dir: Path, **kwargs: Any) -> Path:
+    def runner(config: study_grid.StudyConfig, out_dir: Path, **kwargs: Any) -> Path:
         calls.append(config.id)
         now[0] += took.get(config.id, 1.0)
-        path = study.run_path(out_dir, config)
+        path = study_runner.run_path(out_dir, config)
         path.write_text("{}")
         return path
 
-    study.run_study(
+    study_runner.run_study(
         TINY[:3],
         tmp_path,
         progress=False,
@@ -704,7 +720,7 @@ def test_run_config_gives_up_after_a_minute_when_no_window_is_fit_worthy(
     # every read after the first fails: each window is a fault, none is ever fit-worthy
     sensor = FakeSensor("fake:0", readings=[0.0])
     with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="fit-worthy"):
-        study.run_config(
+        study_runner.run_config(
             TINY[0],
             tmp_path,
             min_seconds=1.0,

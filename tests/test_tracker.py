@@ -210,9 +210,9 @@ def test_forecast_adds_validation_energy_in_proportion_to_the_train_steps_left()
 
 
 def test_each_window_records_its_steps_roofline_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lightning_to_energy import tracker as tracker_module
-    from lightning_to_energy.cost_model import NumberFormat
-    from lightning_to_energy.roofline import HardwareSpec
+    from lightning_to_energy.counting.cost_model import NumberFormat
+    from lightning_to_energy.hardware.specs import HardwareSpec
+    from lightning_to_energy.tracking import machine as machine_module
 
     # Peaks so high that every op takes just its launch cost, 1 ms per kernel.
     launch_only = HardwareSpec(
@@ -224,7 +224,7 @@ def test_each_window_records_its_steps_roofline_time(monkeypatch: pytest.MonkeyP
         memory_bw_bytes_s=1e30,
         launch_s=1e-3,
     )
-    monkeypatch.setattr(tracker_module, "detect_hardware", lambda device: launch_only)
+    monkeypatch.setattr(machine_module, "detect_hardware", lambda device: launch_only)
     clock = Clock()
     model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3))
     tracker = _sgd_tracker(model, clock, power_w=5.0)
@@ -245,12 +245,12 @@ def test_each_window_records_its_steps_roofline_time(monkeypatch: pytest.MonkeyP
 def test_a_device_missing_from_the_roofline_table_costs_only_the_column(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lightning_to_energy import tracker as tracker_module
+    from lightning_to_energy.tracking import machine as machine_module
 
     def unknown(device: object) -> None:
         raise ValueError("expected a GPU listed in the hardware table; found 'Mystery GPU'")
 
-    monkeypatch.setattr(tracker_module, "detect_hardware", unknown)
+    monkeypatch.setattr(machine_module, "detect_hardware", unknown)
     clock = Clock()
     model = nn.Linear(4, 3)
     with warnings.catch_warnings():
@@ -447,7 +447,7 @@ def test_live_readout_after_a_resume_leaves_out_folded_unmeasured_windows() -> N
 
 
 def test_finishing_twice_saves_the_run_to_the_calibration_once(tmp_path: Path) -> None:
-    from lightning_to_energy.calibration import CalibrationStore
+    from lightning_to_energy.calibration.store import CalibrationStore
 
     clock = Clock()
     model = nn.Linear(4, 3)
@@ -534,8 +534,10 @@ def test_a_checkpoint_saves_the_open_window_and_a_resume_loses_or_repeats_nothin
 def test_a_calibration_of_other_features_is_used_in_part_and_says_so_once(
     tmp_path: Path,
 ) -> None:
-    from lightning_to_energy.calibration import Calibration, CalibrationStore, HardwareInfo
-    from lightning_to_energy.regression import OnlineEnergyModel
+    from lightning_to_energy.calibration.data import Calibration
+    from lightning_to_energy.calibration.store import CalibrationStore
+    from lightning_to_energy.hardware.identity import HardwareInfo
+    from lightning_to_energy.model.regression import OnlineEnergyModel
 
     stored = OnlineEnergyModel(("duration_s", "tos"))
     for d, t in [(2.0, 1e12), (3.0, 4e12), (4.0, 2e12)]:
@@ -578,8 +580,9 @@ def test_a_directory_or_a_non_path_as_calibration_is_refused_at_construction(
 
 
 def test_an_estimated_run_says_in_its_report_why_no_calibration_was_saved_and_where() -> None:
-    from lightning_to_energy.calibration import HardwareInfo, default_directory
-    from lightning_to_energy.calibration import hardware_fingerprint as fingerprint
+    from lightning_to_energy.calibration.store import default_directory
+    from lightning_to_energy.hardware.identity import HardwareInfo
+    from lightning_to_energy.hardware.identity import hardware_fingerprint as fingerprint
     from lightning_to_energy.sensors.base import SensorKind
 
     clock = Clock()
@@ -617,8 +620,8 @@ def test_a_run_records_where_its_calibration_was_saved(tmp_path: Path) -> None:
 def test_a_report_given_as_calibration_is_said_in_the_report_and_left_intact(
     tmp_path: Path,
 ) -> None:
-    from lightning_to_energy.calibration import CalibrationWarning
-    from lightning_to_energy.report import save_report
+    from lightning_to_energy.calibration.store import CalibrationWarning
+    from lightning_to_energy.reporting.files import save_report
 
     clock = Clock()
     model = nn.Linear(4, 3)
@@ -642,15 +645,12 @@ def test_a_report_given_as_calibration_is_said_in_the_report_and_left_intact(
 
 
 def test_the_report_says_which_calibration_seeded_the_model(tmp_path: Path) -> None:
-    from lightning_to_energy.calibration import HardwareInfo, default_directory
-    from lightning_to_energy.calibration import hardware_fingerprint as fingerprint
-    from lightning_to_energy.records import PriorRecord
-    from lightning_to_energy.report import (
-        prior_text,
-        render_report,
-        report_from_dict,
-        report_to_dict,
-    )
+    from lightning_to_energy.calibration.store import default_directory
+    from lightning_to_energy.hardware.identity import HardwareInfo
+    from lightning_to_energy.hardware.identity import hardware_fingerprint as fingerprint
+    from lightning_to_energy.reporting.codec import report_from_dict, report_to_dict
+    from lightning_to_energy.reporting.console import prior_text, render_report
+    from lightning_to_energy.reporting.records import PriorRecord
 
     clock = Clock()
     model = nn.Linear(4, 3)
@@ -696,8 +696,10 @@ def test_the_report_says_which_calibration_seeded_the_model(tmp_path: Path) -> N
 
 
 def test_the_report_says_a_calibration_was_made_on_other_hardware(tmp_path: Path) -> None:
-    from lightning_to_energy.calibration import Calibration, CalibrationStore, HardwareInfo
-    from lightning_to_energy.regression import OnlineEnergyModel
+    from lightning_to_energy.calibration.data import Calibration
+    from lightning_to_energy.calibration.store import CalibrationStore
+    from lightning_to_energy.hardware.identity import HardwareInfo
+    from lightning_to_energy.model.regression import OnlineEnergyModel
 
     h100 = HardwareInfo(gpus=("NVIDIA H100 80GB HBM3",), driver_version="1", cpu="x", cpu_count=2)
     stored = OnlineEnergyModel(("duration_s", "tos"))
@@ -968,14 +970,10 @@ def test_live_predicted_stays_none_after_a_resume_when_nothing_was_predicted() -
 def test_the_prior_counts_every_run_of_a_calibration_past_the_runs_listed(
     tmp_path: Path,
 ) -> None:
-    from lightning_to_energy.calibration import (
-        MAX_RUNS_LISTED,
-        Calibration,
-        CalibrationStore,
-        HardwareInfo,
-        merge,
-    )
-    from lightning_to_energy.regression import OnlineEnergyModel
+    from lightning_to_energy.calibration.data import MAX_RUNS_LISTED, Calibration, merge
+    from lightning_to_energy.calibration.store import CalibrationStore
+    from lightning_to_energy.hardware.identity import HardwareInfo
+    from lightning_to_energy.model.regression import OnlineEnergyModel
 
     fitted = OnlineEnergyModel(("duration_s", "tos"))
     fitted.update({"duration_s": 2.0, "tos": 1e12}, 110.0)
@@ -1035,7 +1033,7 @@ def test_module_tos_per_step_count_the_steps_restored_from_a_checkpoint() -> Non
 
 
 def test_a_resumed_run_saves_to_the_calibration_as_the_same_run(tmp_path: Path) -> None:
-    from lightning_to_energy.calibration import CalibrationStore
+    from lightning_to_energy.calibration.store import CalibrationStore
 
     clock = Clock()
     model = nn.Linear(4, 3)
@@ -1080,8 +1078,8 @@ def test_a_run_partly_estimated_is_not_saved_to_the_automatic_store() -> None:
 
 
 def _launch_only_spec() -> Any:
-    from lightning_to_energy.cost_model import NumberFormat
-    from lightning_to_energy.roofline import HardwareSpec
+    from lightning_to_energy.counting.cost_model import NumberFormat
+    from lightning_to_energy.hardware.specs import HardwareSpec
 
     # Peaks so high that every op takes just its launch cost, 1 ms per kernel.
     return HardwareSpec(
@@ -1098,14 +1096,14 @@ def _launch_only_spec() -> Any:
 def _static_only_run(monkeypatch: pytest.MonkeyPatch, spec: Any) -> Any:
     """32 steps at a constant 5 W, alternating 0.25 s and 0.5 s steps by blocks of 8, so that
     windows of equal length hold 4 or 2 steps: the fit puts every joule in static power."""
-    from lightning_to_energy import tracker as tracker_module
+    from lightning_to_energy.tracking import machine as machine_module
 
     def detect(device: object) -> Any:
         if spec is None:
             raise ValueError("no roofline for 'Mystery CPU'")
         return spec
 
-    monkeypatch.setattr(tracker_module, "detect_hardware", detect)
+    monkeypatch.setattr(machine_module, "detect_hardware", detect)
     clock = Clock()
     model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3))
     tracker = _sgd_tracker(model, clock, power_w=5.0)
@@ -1134,7 +1132,7 @@ def test_static_energy_is_attributed_to_layers_by_roofline_time_share(
 def test_without_a_roofline_the_module_table_says_why_static_is_not_attributed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lightning_to_energy.report import render_report
+    from lightning_to_energy.reporting.console import render_report
 
     report = _static_only_run(monkeypatch, None)
     assert all(m.static_j is None and m.time_share is None for m in report.top_modules)

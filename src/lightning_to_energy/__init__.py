@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING, Any
 # Imports are lazy (PEP 562): `lightning-to-energy sensors` and other light entry points
 # must not pay for importing Lightning, and `import lightning_to_energy` stays cheap.
 _EXPORTS: dict[str, str] = {
-    "AluOp": "lightning_to_energy.cost_model",
-    "Calibration": "lightning_to_energy.calibration",
-    "CalibrationStore": "lightning_to_energy.calibration",
-    "CostModel": "lightning_to_energy.cost_model",
-    "EnergyReport": "lightning_to_energy.records",
-    "EnergyTracker": "lightning_to_energy.tracker",
+    "AluOp": "lightning_to_energy.counting.cost_model",
+    "Calibration": "lightning_to_energy.calibration.data",
+    "CalibrationStore": "lightning_to_energy.calibration.store",
+    "CostModel": "lightning_to_energy.counting.cost_model",
+    "EnergyReport": "lightning_to_energy.reporting.records",
+    "EnergyTracker": "lightning_to_energy.tracking.tracker",
     "EnergyWarning": "lightning_to_energy.notices",
-    "FEATURES": "lightning_to_energy.regression",
+    "FEATURES": "lightning_to_energy.model.regression",
     "FakeSensor": "lightning_to_energy.sensors.fake",
-    "Measurement": "lightning_to_energy.meter",
-    "Meter": "lightning_to_energy.meter",
-    "NumberFormat": "lightning_to_energy.cost_model",
-    "OnlineEnergyModel": "lightning_to_energy.regression",
+    "Measurement": "lightning_to_energy.sensors.meter",
+    "Meter": "lightning_to_energy.sensors.meter",
+    "NumberFormat": "lightning_to_energy.counting.cost_model",
+    "OnlineEnergyModel": "lightning_to_energy.model.regression",
     "OpCounter": "lightning_to_energy.counting",
     "ReplaySensor": "lightning_to_energy.sensors.fake",
     "RunPlan": "lightning_to_energy.planning",
@@ -32,33 +32,37 @@ _EXPORTS: dict[str, str] = {
     "SensorError": "lightning_to_energy.sensors.base",
     "SensorKind": "lightning_to_energy.sensors.base",
     "StepProfile": "lightning_to_energy.counting",
-    "TOEnergy": "lightning_to_energy.callback",
-    "Unit": "lightning_to_energy.cost_model",
-    "WindowRecord": "lightning_to_energy.records",
+    "TOEnergy": "lightning_to_energy.callbacks.to_energy",
+    "Unit": "lightning_to_energy.counting.cost_model",
+    "WindowRecord": "lightning_to_energy.reporting.records",
     "discover": "lightning_to_energy.sensors.discover",
-    "hardware_fingerprint": "lightning_to_energy.calibration",
-    "load_report": "lightning_to_energy.report",
+    "hardware_fingerprint": "lightning_to_energy.hardware.identity",
+    "load_report": "lightning_to_energy.reporting.codec",
     "plan_run": "lightning_to_energy.planning",
     "profile": "lightning_to_energy.counting",
-    "render_report": "lightning_to_energy.report",
-    "save_report": "lightning_to_energy.report",
+    "render_report": "lightning_to_energy.reporting.console",
+    "save_report": "lightning_to_energy.reporting.files",
 }
 
 if TYPE_CHECKING:
-    from lightning_to_energy.calibration import Calibration, CalibrationStore, hardware_fingerprint
-    from lightning_to_energy.callback import TOEnergy
-    from lightning_to_energy.cost_model import AluOp, CostModel, NumberFormat, Unit
+    from lightning_to_energy.calibration.data import Calibration
+    from lightning_to_energy.calibration.store import CalibrationStore
+    from lightning_to_energy.callbacks.to_energy import TOEnergy
     from lightning_to_energy.counting import OpCounter, StepProfile, profile
-    from lightning_to_energy.meter import Measurement, Meter
+    from lightning_to_energy.counting.cost_model import AluOp, CostModel, NumberFormat, Unit
+    from lightning_to_energy.hardware.identity import hardware_fingerprint
+    from lightning_to_energy.model.regression import FEATURES, OnlineEnergyModel
     from lightning_to_energy.notices import EnergyWarning
     from lightning_to_energy.planning import RunPlan, plan_run
-    from lightning_to_energy.records import EnergyReport, WindowRecord
-    from lightning_to_energy.regression import FEATURES, OnlineEnergyModel
-    from lightning_to_energy.report import load_report, render_report, save_report
+    from lightning_to_energy.reporting.codec import load_report
+    from lightning_to_energy.reporting.console import render_report
+    from lightning_to_energy.reporting.files import save_report
+    from lightning_to_energy.reporting.records import EnergyReport, WindowRecord
     from lightning_to_energy.sensors.base import Sensor, SensorError, SensorKind
     from lightning_to_energy.sensors.discover import discover
     from lightning_to_energy.sensors.fake import FakeSensor, ReplaySensor
-    from lightning_to_energy.tracker import EnergyTracker
+    from lightning_to_energy.sensors.meter import Measurement, Meter
+    from lightning_to_energy.tracking.tracker import EnergyTracker
 
 __version__ = "0.1.0"
 

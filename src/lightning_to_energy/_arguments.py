@@ -14,10 +14,26 @@ from typing import Any
 
 import torch
 
+__all__ = [
+    "check_bool",
+    "check_calibration",
+    "check_callable",
+    "check_clock",
+    "check_device",
+    "check_directory_arg",
+    "check_features",
+    "check_module",
+    "check_optimizer",
+    "check_positive_int",
+    "check_rank",
+    "check_total_steps",
+    "check_window_s",
+]
+
 
 def check_window_s(window_s: Any) -> None:
     """``window_s``: None, or a finite number of seconds > 0 (the sensors' update periods
-    are checked where the sensors are known: see ``tracker._check_window_s``)."""
+    are checked where the sensors are known: see ``tracking.config.check_window_against``)."""
     ok = window_s is None or (
         isinstance(window_s, (int, float))
         and not isinstance(window_s, bool)

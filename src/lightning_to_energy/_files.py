@@ -15,6 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "check_toml_or_json_path",
+    "found_repr",
+    "load_toml_or_json",
+    "new_file_mode",
+    "parse_json",
+]
+
 _UMASK_LOCK = threading.Lock()
 
 
@@ -139,3 +149,9 @@ def atomic_write(
 def atomic_write_text(path: Path, text: str, *, durable: bool = False) -> None:
     """:func:`atomic_write` of ``text`` in UTF-8."""
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")), durable=durable)
+
+
+def found_repr(value: Any) -> str:
+    """A found value in an error: its type, and the value itself when it is short."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{type(value).__name__} {text[:57]}..."

@@ -34,17 +34,38 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lightning_to_energy.calibration import Calibration, CalibrationWindow
+from lightning_to_energy.calibration.data import Calibration, CalibrationWindow
 from lightning_to_energy.counting.profile import StepProfile
-from lightning_to_energy.regression import (
+from lightning_to_energy.hardware.detect import spec_for
+from lightning_to_energy.hardware.roofline import roofline_s
+from lightning_to_energy.hardware.specs import HardwareSpec
+from lightning_to_energy.model.regression import (
     DEFAULT_INTERVAL_FACTOR,
     MIN_WINDOWS_FOR_INTERVAL,
     SEED_WEIGHT,
     OnlineEnergyModel,
     log_interval_half_width,
 )
-from lightning_to_energy.roofline import HardwareSpec, cpu_spec, find_hardware, roofline_s
-from lightning_to_energy.tracker import PROFILE_FEATURES
+from lightning_to_energy.tracking.steps import PROFILE_FEATURES
+
+__all__ = [
+    "DEFAULT_LIGHTNING_OVERHEAD_S",
+    "MIN_RUNS_FOR_INTERVAL",
+    "SAME_STEP_TOLERANCE",
+    "STEP_TIME_BARE",
+    "STEP_TIME_CALIBRATION",
+    "STEP_TIME_GIVEN",
+    "STEP_TIME_MODEL",
+    "STEP_TIME_ROOFLINE",
+    "ModulePlan",
+    "RunPlan",
+    "StepTime",
+    "calibration_hardware",
+    "calibration_step_time",
+    "choose_step_time",
+    "model_step_time_s",
+    "plan_run",
+]
 
 _TIME_FEATURES = ("duration_s", "roofline_s")
 # Runs a calibration needs for a measured (leave-one-run-out) interval: as many held-out runs as
@@ -320,23 +341,13 @@ class RunPlan:
 
 
 def calibration_hardware(calibration: Calibration, *, same_machine: bool) -> HardwareSpec:
-    """The roofline spec of the hardware ``calibration`` was made on.
-
-    A GPU is found by its NVML name in the hardware table; a CPU is this machine's when
-    ``same_machine``, else a rough spec from its name and core count.
+    """The roofline spec of the hardware ``calibration`` was made on (see
+    :func:`~lightning_to_energy.hardware.detect.spec_for`).
 
     Raises:
-        ValueError: a GPU the hardware table does not know (the message says how to add it).
+        ValueError: a GPU the hardware table does not know.
     """
-    from lightning_to_energy.roofline import detect_hardware
-
-    hw = calibration.hardware
-    if hw.gpus:
-        return find_hardware(hw.gpus[0])
-    if same_machine:
-        return detect_hardware("cpu")
-    # NB: another machine's CPU, known by name and core count only: default clock and SIMD width.
-    return cpu_spec(max(int(hw.cpu_count), 1), name=hw.cpu)
+    return spec_for(calibration.hardware, same_machine=same_machine)
 
 
 def plan_run(

@@ -23,11 +23,11 @@ from fakes.clock import FakeClock
 from lightning_to_energy.calibrate.bench import Prepared, as_graph, count_step, graph_repeat
 from lightning_to_energy.calibrate.workloads import Workload
 from lightning_to_energy.calibration import HardwareInfo
-from lightning_to_energy.cost_model import NumberFormat
+from lightning_to_energy.counting.cost_model import NumberFormat
 from lightning_to_energy.counting.profile import StepProfile
 from lightning_to_energy.counting.target import counting_for, resolve_target
+from lightning_to_energy.hardware.specs import HardwareSpec
 from lightning_to_energy.model.physical import PhysicalParams, energy_at, predict_step
-from lightning_to_energy.roofline import HardwareSpec
 from lightning_to_energy.sensors.base import SensorKind
 
 _COUNTED: dict[str, StepProfile] = {}  # workload name -> its counted step (same on every run)

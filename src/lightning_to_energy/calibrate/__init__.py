@@ -57,7 +57,7 @@ def calibrate(
     Raises:
         CalibrationError: the budget is too short, or the sensors do not measure energy.
     """
-    from lightning_to_energy.model.physical import prior_for
+    from lightning_to_energy.model.physical_prior import prior_for
 
     chosen = tuple(all_workloads() if workloads is None else workloads)
     min_window_s = max([MIN_WINDOW_S, *(s.min_window_s for s in bench.sensors)])

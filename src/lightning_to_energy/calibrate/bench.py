@@ -4,8 +4,8 @@ A bench prepares a workload (allocates its tensors, counts one step with our own
 :class:`~lightning_to_energy.counting.OpCounter`, captures a CUDA graph where the workload is
 device-bound) and runs it ``n`` times. It also owns the clock, the synchronisation and the
 energy sensors that :mod:`~lightning_to_energy.calibrate.schedule` reads through a
-:class:`~lightning_to_energy.meter.Meter`. Tests use a simulated bench with an injected clock
-(``tests/fakes/sim_gpu.py``), so the schedule and the fit run without a GPU.
+:class:`~lightning_to_energy.sensors.meter.Meter`. Tests use a simulated bench with an injected
+clock (``tests/fakes/sim_gpu.py``), so the schedule and the fit run without a GPU.
 """
 
 from __future__ import annotations
@@ -21,13 +21,29 @@ from typing import Protocol
 import torch
 
 from lightning_to_energy.calibration import HardwareInfo
-from lightning_to_energy.cost_model import NumberFormat
 from lightning_to_energy.counting import OpCounter
+from lightning_to_energy.counting.cost_model import NumberFormat
 from lightning_to_energy.counting.profile import StepProfile
-from lightning_to_energy.roofline import HardwareSpec, op_time_s
+from lightning_to_energy.hardware.roofline import op_time_s
+from lightning_to_energy.hardware.specs import HardwareSpec
 from lightning_to_energy.sensors.base import MEASURED_KINDS, Sensor, SensorKind, SensorUnavailable
 
 from .workloads import Step, Workload
+
+__all__ = [
+    "CPU_MAX_ITERATION_S",
+    "GRAPH_TARGET_S",
+    "MAX_REPEAT",
+    "Bench",
+    "CalibrationError",
+    "CpuBench",
+    "CudaBench",
+    "Prepared",
+    "as_graph",
+    "check_sensors",
+    "count_step",
+    "graph_repeat",
+]
 
 GRAPH_TARGET_S = 0.01
 """A device-bound workload is replayed as a graph of about this many seconds of kernels."""
@@ -158,7 +174,7 @@ class CudaBench:
         torch.zeros(1, device=self.device)  # the CUDA context: base power includes it
         self.device_name = torch.cuda.get_device_name(self.device)
         if spec is None:
-            from lightning_to_energy.roofline import detect_hardware
+            from lightning_to_energy.hardware.detect import detect_hardware
 
             try:
                 spec = detect_hardware(self.device)
@@ -291,7 +307,7 @@ class CpuBench:
     """
 
     def __init__(self, powercap_root: str | None = None, spec: HardwareSpec | None = None) -> None:
-        from lightning_to_energy.roofline import detect_hardware
+        from lightning_to_energy.hardware.detect import detect_hardware
         from lightning_to_energy.sensors.rapl import rapl_sensors
 
         try:

@@ -34,20 +34,37 @@ from lightning_to_energy.calibration import HardwareInfo
 from lightning_to_energy.model.physical import (
     ENERGY_PREFIXES,
     TIME_PREFIXES,
-    ParamStatus,
-    PhysicalFit,
     PhysicalModel,
     PhysicalParams,
-    Sample,
     energy_at,
-    fit_physical,
     predict_step,
     prefix_of,
 )
+from lightning_to_energy.model.physical_fit import ParamStatus, PhysicalFit, Sample, fit_physical
 
 from .bench import CalibrationError
 from .schedule import Measured, Plan
 from .workloads import Workload, param
+
+__all__ = [
+    "CALIBRATION_KIND",
+    "ENERGY_NOISE_REL",
+    "IDENTIFIED_REL",
+    "TIME_NOISE_REL",
+    "Calibrated",
+    "base_power",
+    "check_writable",
+    "designed_pins",
+    "details_path",
+    "fit_measurements",
+    "interval_widths",
+    "load_params",
+    "physical_model",
+    "render",
+    "samples_of",
+    "starting_values",
+    "write_calibration",
+]
 
 CALIBRATION_KIND = "lightning-to-energy/physical-calibration"
 """The ``calibration.kind`` of a file written by ``lightning-to-energy calibrate``."""
@@ -328,8 +345,8 @@ def physical_model(calibrated: Calibrated) -> PhysicalModel:
     they say how well the model fits the windows it was fitted on, not yet how well it
     predicts a training step (``benchmarks/apriori_check.py`` measures that).
     """
-    from lightning_to_energy.model.physical import calibrated_range
-    from lightning_to_energy.physical_eval import LEVEL, conformal_halfwidth
+    from lightning_to_energy.model.physical_fit import calibrated_range
+    from lightning_to_energy.study.physical_eval import LEVEL, conformal_halfwidth
 
     fit = calibrated.fit
     samples = samples_of(calibrated.measured)

@@ -16,10 +16,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lightning_to_energy.counting.profile import StepProfile
-from lightning_to_energy.meter import Meter
+from lightning_to_energy.sensors.meter import Meter
 
 from .bench import Bench, CalibrationError, check_sensors
 from .workloads import Workload
+
+__all__ = [
+    "MAX_WINDOW_S",
+    "MIN_WINDOW_S",
+    "PREP_S",
+    "TICK_TIMEOUT_S",
+    "Measured",
+    "Plan",
+    "Progress",
+    "measure",
+    "plan",
+    "run_plan",
+]
 
 MIN_WINDOW_S = 2.0
 """Shortest measurement window (NVML's counter: about 100 ms per update)."""

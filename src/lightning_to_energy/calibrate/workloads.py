@@ -41,9 +41,28 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from lightning_to_energy.cost_model import NumberFormat, Unit
+from lightning_to_energy.counting.cost_model import NumberFormat, Unit
 from lightning_to_energy.counting.profile import StepProfile
 from lightning_to_energy.counting.registry import OpCost
+
+__all__ = [
+    "CONV_CHANNELS",
+    "CONV_FORMATS",
+    "DISPATCH_OPS",
+    "DWCONV_CHANNELS",
+    "FP32_MATMUL_SIZES",
+    "GROUPS",
+    "LAUNCH_KERNELS",
+    "MATMUL_FORMATS",
+    "MATMUL_SIZES",
+    "MEMORY_ELEMENTS",
+    "Phase",
+    "Step",
+    "Workload",
+    "all_workloads",
+    "param",
+    "tf32",
+]
 
 Phase = Callable[[str], object]
 """Sets the counting phase (``OpCounter.set_phase``) or does nothing."""

@@ -15,8 +15,8 @@ from lightning_to_energy.counting.profile import (
     PhaseTotals,
     ProfileSum,
     StepProfile,
-    profile,
 )
+from lightning_to_energy.counting.step import profile
 
 __all__ = [
     "ModuleTotals",

@@ -20,6 +20,12 @@ import torch
 from lightning_to_energy.counting.profile import StepProfile
 from lightning_to_energy.counting.registry import tf32_allowed
 
+__all__ = [
+    "ProfileCache",
+    "SlowKeys",
+    "StepSignature",
+]
+
 _requires_grad = attrgetter("requires_grad")
 
 # id(module) -> [weak reference to it, its parameters, captures left before a refresh]

@@ -30,6 +30,17 @@ import torch
 
 from lightning_to_energy.counting.target import CountTarget
 
+__all__ = [
+    "EFFICIENT",
+    "FLASH",
+    "MATH",
+    "ambient_autocast",
+    "clear_cast_cache",
+    "cuda_rules",
+    "outside_autocast",
+    "sdpa_backend",
+]
+
 aten = torch.ops.aten
 
 _COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd

@@ -40,8 +40,8 @@ from torch.optim.optimizer import (
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from lightning_to_energy.cost_model import AluOp, CostModel, Unit, as_cost_model
 from lightning_to_energy.counting import formulas as _formulas  # noqa: F401  (registers them)
+from lightning_to_energy.counting.cost_model import AluOp, CostModel, Unit, as_cost_model
 from lightning_to_energy.counting.formulas.zero import is_free
 from lightning_to_energy.counting.profile import (
     OTHER,
@@ -71,6 +71,14 @@ from lightning_to_energy.notices import warn as _notify
 RECOMPUTE = " (recompute)"
 """Suffix of the module names that forward ops recomputed in backward are charged to
 (activation checkpointing): ``"blocks.0.mlp (recompute)"``."""
+
+__all__ = [
+    "RECOMPUTE",
+    "MetaErrors",
+    "OpCounter",
+    "fallback_cost",
+    "uncompiled",
+]
 
 # Both exist in the torch releases this package supports; without them (a future rename)
 # backward ops keep the caller's phase and go to "(other)" rather than break counting.

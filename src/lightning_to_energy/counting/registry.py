@@ -24,8 +24,32 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_flatten
 
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.target import active_target
+
+__all__ = [
+    "SPECIAL_FLOATS",
+    "DuplicateFormulaError",
+    "Formula",
+    "OpCall",
+    "OpCost",
+    "OpKey",
+    "dtype_format",
+    "formula_for",
+    "io_bytes",
+    "is_value_dependent",
+    "matmul_format",
+    "matrix_read_bytes",
+    "nbytes",
+    "on_cuda",
+    "read_bytes",
+    "register",
+    "registered_packets",
+    "registry_version",
+    "tensors_of",
+    "tf32_allowed",
+    "value_dependent",
+]
 
 OpKey = tuple[AluOp, NumberFormat, Unit]
 

@@ -108,7 +108,8 @@ def resolve_target(hardware: Any) -> CountTarget | None:
     if isinstance(hardware, CountTarget):
         return hardware
     # the hardware table sits beside counting, and imports it: import it late
-    from lightning_to_energy.roofline import HardwareSpec, detect_hardware, find_hardware
+    from lightning_to_energy.hardware.detect import detect_hardware
+    from lightning_to_energy.hardware.specs import HardwareSpec, find_hardware
 
     if isinstance(hardware, str) and hardware.strip().lower() == "cuda":
         if not torch.cuda.is_available():

@@ -1,21 +1,19 @@
-"""The energy model: a physical per-kernel model of a training step's time and energy."""
+"""The energy model: features and their units, the online regression, its solver and scoring,
+and the physical per-kernel model of a training step's time and energy (``physical``)."""
 
 from __future__ import annotations
 
 from lightning_to_energy.model.physical import (
-    ParamStatus,
-    PhysicalFit,
     PhysicalModel,
     PhysicalParams,
     PlannedStep,
-    Sample,
     StepPrediction,
     energy_at,
-    fit_physical,
     predict_step,
     predict_steps,
-    prior_for,
 )
+from lightning_to_energy.model.physical_fit import ParamStatus, PhysicalFit, Sample, fit_physical
+from lightning_to_energy.model.physical_prior import prior_for
 
 __all__ = [
     "ParamStatus",

@@ -12,23 +12,47 @@ Form (every parameter in SI units, with a physical range; see ``docs/physical-mo
 - energy is ``base_w x step time + sum flops x j_per_flop + bytes x j_per_byte + busy_w x
   device time``.
 
-FLOPs here are peak-FLOP equivalents (:data:`~lightning_to_energy.roofline.OP_FLOPS`: an FMA is
-2, a divide or exp 16), the unit in which datasheet peaks and the microbenchmarks' pJ/FLOP are
-stated.
+FLOPs here are peak-FLOP equivalents (:data:`~lightning_to_energy.hardware.roofline.OP_FLOPS`:
+an FMA is 2, a divide or exp 16), the unit in which datasheet peaks and the microbenchmarks'
+pJ/FLOP are stated. Priors are in :mod:`lightning_to_energy.model.physical_prior`, the fit in
+:mod:`lightning_to_energy.model.physical_fit`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from lightning_to_energy.cost_model import AluOp, CostModel, NumberFormat, Unit
+from lightning_to_energy.counting.cost_model import NumberFormat, Unit
 from lightning_to_energy.counting.profile import PHASES, StepProfile
-from lightning_to_energy.roofline import OP_FLOPS, HardwareSpec
+from lightning_to_energy.hardware.roofline import OP_FLOPS
+
+__all__ = [
+    "ENERGY_PREFIXES",
+    "EXTRAPOLATION_WIDENING",
+    "FORMAT",
+    "KEYED",
+    "SCALARS",
+    "TIME_PREFIXES",
+    "UNITS",
+    "VERSION",
+    "Key",
+    "PhysicalModel",
+    "PhysicalParams",
+    "PlannedStep",
+    "StepDesign",
+    "StepPrediction",
+    "energy_at",
+    "key_name",
+    "parse_key",
+    "predict_step",
+    "predict_steps",
+    "prefix_of",
+]
 
 Key = tuple[Unit, NumberFormat]
 """A (unit, number format) pair: one rate, one efficiency curve, one energy per FLOP."""
@@ -59,8 +83,8 @@ TIME_PREFIXES = frozenset(
 ENERGY_PREFIXES = frozenset({"base_w", "busy_w", "ramp_share", "j_per_flop", "j_per_byte"})
 """Parameters of the energy model (fitted on measured energies at measured times)."""
 
-_KEYED = ("peak_flop_s", "flop_half", "j_per_flop")
-_SCALARS = ("base_w", "bandwidth_b_s", "bytes_half", "launch_s", "host_step_s", "j_per_byte")
+KEYED = ("peak_flop_s", "flop_half", "j_per_flop")
+SCALARS = ("base_w", "bandwidth_b_s", "bytes_half", "launch_s", "host_step_s", "j_per_byte")
 
 
 def key_name(key: Key) -> str:
@@ -160,10 +184,10 @@ class PhysicalParams:
 
     def flat(self) -> dict[str, float]:
         """Every scalar parameter by flat name (``"peak_flop_s[matrix/tf32]"``, ``"base_w"``)."""
-        out: dict[str, float] = {name: float(getattr(self, name)) for name in _SCALARS}
+        out: dict[str, float] = {name: float(getattr(self, name)) for name in SCALARS}
         out["busy_w"] = float(self.busy_w)
         out["ramp_share"] = float(self.ramp_share)
-        for name in _KEYED:
+        for name in KEYED:
             for key, value in getattr(self, name).items():
                 out[f"{name}[{key_name(key)}]"] = float(value)
         for phase, value in self.dispatch_s.items():
@@ -210,11 +234,11 @@ class PhysicalParams:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict; keys carry units (``base_w``, ``j_per_byte``...)."""
         d: dict[str, Any] = {"format": FORMAT, "version": VERSION}
-        for name in _SCALARS:
+        for name in SCALARS:
             d[name] = getattr(self, name)
         d["busy_w"] = self.busy_w
         d["ramp_share"] = self.ramp_share
-        for name in _KEYED:
+        for name in KEYED:
             d[name] = {key_name(k): v for k, v in getattr(self, name).items()}
         d["dispatch_s"] = dict(self.dispatch_s)
         d["ranges"] = {n: [lo, hi] for n, (lo, hi) in self.ranges.items()}
@@ -239,15 +263,15 @@ class PhysicalParams:
                 f"physical params: expected version <= {VERSION}; found {d['version']}; "
                 "fix: upgrade lightning-to-energy to read this file"
             )
-        needed = (*_SCALARS, *_KEYED, "dispatch_s")
+        needed = (*SCALARS, *KEYED, "dispatch_s")
         missing = [n for n in needed if n not in d]
         if missing:
             raise ValueError(
                 f"physical params: expected fields {list(needed)}; found none for {missing}; "
                 "fix: write the file with PhysicalParams.to_dict()"
             )
-        kwargs: dict[str, Any] = {n: float(d[n]) for n in _SCALARS}
-        for name in _KEYED:
+        kwargs: dict[str, Any] = {n: float(d[n]) for n in SCALARS}
+        for name in KEYED:
             kwargs[name] = {parse_key(k): float(v) for k, v in d[name].items()}
         kwargs["dispatch_s"] = {str(k): float(v) for k, v in d["dispatch_s"].items()}
         kwargs["busy_w"] = float(d.get("busy_w", 0.0))
@@ -297,7 +321,7 @@ def _check_profile(profile: StepProfile) -> None:
 
 
 @dataclass(frozen=True)
-class _Design:
+class StepDesign:
     """The op rows of a set of profiles as arrays, so one forward pass is a few numpy ops."""
 
     keys: tuple[Key, ...]
@@ -312,7 +336,7 @@ class _Design:
     n: int
 
     @classmethod
-    def build(cls, profiles: Sequence[StepProfile]) -> _Design:
+    def build(cls, profiles: Sequence[StepProfile]) -> StepDesign:
         keys: dict[Key, int] = {}
         rows: list[tuple[int, float, float, float, dict[Key, float]]] = []
         for i, p in enumerate(profiles):
@@ -380,7 +404,7 @@ class _Design:
             "flop_half": self._table(p.flop_half, "flop_half"),
             "j_per_flop": self._table(p.j_per_flop, "j_per_flop"),
             "dispatch_s": np.array([p.dispatch_s[ph] for ph in PHASES]),
-            **{name: float(getattr(p, name)) for name in (*_SCALARS, "busy_w", "ramp_share")},
+            **{name: float(getattr(p, name)) for name in (*SCALARS, "busy_w", "ramp_share")},
         }
 
     def set(self, v: dict[str, Any], name: str, value: float) -> None:
@@ -427,7 +451,7 @@ def predict_step(profile: StepProfile, params: PhysicalParams) -> StepPrediction
         ValueError: the profile has work but no ``op_costs``.
         KeyError: the step runs a (unit, format) the params have no rate for.
     """
-    design = _Design.build([profile])
+    design = StepDesign.build([profile])
     device, host = design.times(params)
     return _prediction(
         float(device[0]), float(host[0]), None, float(design.work_j(params)[0]), params
@@ -436,7 +460,7 @@ def predict_step(profile: StepProfile, params: PhysicalParams) -> StepPrediction
 
 def predict_steps(profiles: Sequence[StepProfile], params: PhysicalParams) -> list[StepPrediction]:
     """:func:`predict_step` of many profiles at once (one vectorised pass)."""
-    design = _Design.build(list(profiles))
+    design = StepDesign.build(list(profiles))
     device, host = design.times(params)
     work = design.work_j(params)
     return [
@@ -447,7 +471,7 @@ def predict_steps(profiles: Sequence[StepProfile], params: PhysicalParams) -> li
 
 def energy_at(profile: StepProfile, params: PhysicalParams, time_s: float) -> StepPrediction:
     """The modelled energy of one step that took a measured ``time_s`` seconds."""
-    design = _Design.build([profile])
+    design = StepDesign.build([profile])
     device, host = design.times(params)
     return _prediction(
         float(device[0]), float(host[0]), float(time_s), float(design.work_j(params)[0]), params
@@ -471,481 +495,14 @@ def _prediction(
     )
 
 
-# --- priors --------------------------------------------------------------------------------------
-
-H100_MICROBENCHMARKS: Mapping[str, Mapping[str, float]] = {
-    # 8192^3 matmuls, about 3 s each at the 700 W cap, one H100 80GB HBM3, 2026-11-25
-    # (shared data h100-training-steps.json, format_microbenchmarks.matmul)
-    "fp32": {"flop_s": 51.4e12, "mean_w": 698.3},
-    "tf32": {"flop_s": 352.9e12, "mean_w": 720.3},
-    "bf16": {"flop_s": 676.1e12, "mean_w": 696.7},
-    "fp16": {"flop_s": 648.1e12, "mean_w": 698.2},
-}
 """Achieved matmul rate and mean draw per format on the H100 (source of the priors)."""
-H100_SOURCE = "H100 80GB HBM3 8192^3 matmul microbenchmarks, 2026-11-25 (shared data)"
-H100_BARE_IDLE_W = 72.7
 """H100 draw with no process attached, W (shared data): the low end of ``base_w``."""
-
-_DATASHEET_SHARE = 0.7  # achieved / datasheet for formats without a microbenchmark
-_FLOP_RAMP_S = 4e-6  # a kernel of peak x 4 us FLOPs reaches half its peak rate
-_BYTES_RAMP_S = 2e-6  # a kernel of bandwidth x 2 us bytes reaches half the bandwidth
-_BW_SHARE = 0.8  # achieved / datasheet bandwidth (STREAM-like copies on HBM reach 75 to 90 %)
-BUSY_W_PRIOR = 60.0
 """Prior extra draw while kernels run, W (see docs/physical-model.md)."""
-RAMP_SHARE_PRIOR = 0.5
 """Prior share of full-rate dynamic power drawn during a kernel's ramp (see PhysicalParams)."""
-MEMORY_BOUND_W = 495.0
 """Mean draw of memory-bound H100 training steps, W (issue 11: 460 to 530 W, prototype)."""
-
-
-def prior_for(spec: HardwareSpec, cost_model: CostModel | None = None) -> PhysicalParams:
-    """Priors of every parameter for ``spec``, each with its range and a note on its source.
-
-    Rates: the H100 microbenchmarks' achieved/datasheet ratio per format times ``spec``'s
-    datasheet peak (0.7 for formats without a microbenchmark). Energy per FLOP: the
-    microbenchmarks' draw above base and busy power over their rate for fp32 (the vector units),
-    TF32, bf16 and fp16; other formats scaled from the nearest measured format by the cost
-    model's transistor ratio of an FMA. No other hardware has measurements here: their
-    energies per FLOP are the H100's, and the notes say so.
-    """
-    cm = cost_model or CostModel.default()
-    h100 = spec.key.startswith("h100")
-    base_w = spec.idle_power_w if spec.idle_power_w else 0.18 * (spec.tdp_w or 300.0)
-    cap_w = spec.tdp_w or 10 * base_w
-    bare_w = H100_BARE_IDLE_W if h100 else 0.5 * base_w
-    ranges: dict[str, tuple[float, float]] = {}
-    notes: dict[str, str] = {}
-
-    def put(name: str, value: float, low: float, high: float, note: str) -> float:
-        ranges[name], notes[name] = (low, high), note
-        return value
-
-    datasheet = "datasheet" if not h100 else "H100 datasheet"
-    put(
-        "base_w",
-        base_w,
-        bare_w,
-        cap_w,
-        f"{spec.name}: idle with a process attached ({spec.source})",
-    )
-    put(
-        "busy_w",
-        BUSY_W_PRIOR,
-        1.0,
-        cap_w - bare_w,
-        "prior: host-bound H100 steps draw 145-170 W against 126 W base",
-    )
-    put(
-        "ramp_share",
-        RAMP_SHARE_PRIOR,
-        0.01,
-        1.0,
-        "prior: SMs stay clocked and issuing through a kernel's partial waves",
-    )
-    bw = _BW_SHARE * spec.memory_bw_bytes_s
-    put(
-        "bandwidth_b_s",
-        bw,
-        0.45 * spec.memory_bw_bytes_s,
-        spec.memory_bw_bytes_s,
-        f"{_BW_SHARE:.0%} of the {datasheet} bandwidth",
-    )
-    put(
-        "bytes_half",
-        bw * _BYTES_RAMP_S,
-        bw * 0.1e-6,
-        bw * 50e-6,
-        "prior: half bandwidth at a 2 us kernel",
-    )
-    put("launch_s", 3e-6, 0.5e-6, 20e-6, "prior: back-to-back small CUDA kernels take 2 to 4 us")
-    put("host_step_s", 50e-6, 1e-6, 5e-3, "prior: fixed Python cost of a step (zero_grad, loss)")
-    # a memory-bound kernel streams at the achieved bandwidth and draws MEMORY_BOUND_W
-    j_per_byte = (MEMORY_BOUND_W - base_w - BUSY_W_PRIOR) / bw if h100 else 60e-12
-    put(
-        "j_per_byte",
-        j_per_byte,
-        20e-12,
-        300e-12,
-        f"({MEMORY_BOUND_W:g} W memory-bound H100 draw - base - busy) / bandwidth"
-        if h100
-        else "prior: HBM ~4 pJ/bit (31 pJ/B) plus on-chip transport",
-    )
-    dispatch: dict[str, float] = {}
-    for phase in PHASES:
-        dispatch[phase] = put(
-            f"dispatch_s[{phase}]",
-            40e-6,
-            2e-6,
-            300e-6,
-            "prior: H100 prototype fit, ~44 us per eager kernel",
-        )
-
-    peak: dict[Key, float] = {}
-    half: dict[Key, float] = {}
-    jpf: dict[Key, float] = {}
-    dyn_w = {f: m["mean_w"] - base_w - BUSY_W_PRIOR for f, m in H100_MICROBENCHMARKS.items()}
-    for unit in Unit:
-        for fmt in NumberFormat:
-            key = (unit, fmt)
-            name = key_name(key)
-            sheet = spec.peak_flops(unit, fmt)
-            bench = H100_MICROBENCHMARKS.get(fmt.value) if unit is Unit.MATRIX else None
-            # fp32 matmuls run on the vector units: their benchmark is the vector fp32 rate
-            if unit is Unit.VECTOR and fmt is NumberFormat.FP32:
-                bench = H100_MICROBENCHMARKS["fp32"]
-            share = bench["flop_s"] / _h100_sheet(unit, fmt) if bench else _DATASHEET_SHARE
-            rate = share * sheet
-            peak[key] = put(
-                f"peak_flop_s[{name}]",
-                rate,
-                0.02 * rate,
-                max(sheet, rate),
-                f"{share:.2f} x datasheet peak"
-                + (f" ({H100_SOURCE})" if bench else " (no benchmark)"),
-            )
-            half[key] = put(
-                f"flop_half[{name}]",
-                rate * _FLOP_RAMP_S,
-                rate * 0.1e-6,
-                rate * 100e-6,
-                "prior: half peak at a 4 us kernel",
-            )
-            ref = _energy_reference(unit, fmt)
-            ratio = cm.tos(AluOp.FMA, fmt) / cm.tos(AluOp.FMA, NumberFormat(ref))
-            j = dyn_w[ref] / H100_MICROBENCHMARKS[ref]["flop_s"] * ratio
-            how = (
-                f"({H100_SOURCE}: mean W - base - busy) / rate of {ref}"
-                + (f" x transistor ratio {ratio:.3g}" if ref != fmt.value else "")
-                + ("" if h100 else "; measured on an H100, not on this hardware")
-            )
-            jpf[key] = put(f"j_per_flop[{name}]", j, j / 5, j * 5, how)
-    return PhysicalParams(
-        base_w=base_w,
-        peak_flop_s=peak,
-        flop_half=half,
-        bandwidth_b_s=bw,
-        bytes_half=bw * _BYTES_RAMP_S,
-        launch_s=3e-6,
-        host_step_s=50e-6,
-        dispatch_s=dispatch,
-        j_per_flop=jpf,
-        j_per_byte=j_per_byte,
-        busy_w=BUSY_W_PRIOR,
-        ramp_share=RAMP_SHARE_PRIOR,
-        ranges=ranges,
-        notes=notes,
-    )
-
-
-def _h100_sheet(unit: Unit, fmt: NumberFormat) -> float:
-    from lightning_to_energy.roofline import find_hardware
-
-    return find_hardware("h100-sxm").peak_flops(unit, fmt)
-
-
-def _energy_reference(unit: Unit, fmt: NumberFormat) -> str:
-    """The measured format whose energy per FLOP a format's prior scales from."""
-    if unit is Unit.VECTOR:
-        return "fp32"  # element-wise work runs on the CUDA cores, benchmarked by fp32 matmuls
-    if fmt.value in H100_MICROBENCHMARKS:
-        return fmt.value
-    if fmt in (NumberFormat.FP64,):
-        return "fp32"
-    return "bf16"  # fp8 and integer tensor-core formats
-
-
-# --- fitting -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One measured step: its counted profile, measured joules and seconds."""
-
-    profile: StepProfile
-    energy_j: float
-    time_s: float
-    label: str = ""
-
-
-@dataclass(frozen=True)
-class ParamStatus:
-    """Where one parameter's value comes from.
-
-    Args:
-        name: flat name (``"peak_flop_s[matrix/tf32]"``).
-        value: the value used.
-        unit: its SI unit.
-        low, high: its physical range.
-        source: ``"fitted"`` (with ``ci95``), ``"prior"`` (with ``reason``) or ``"at bound"``.
-        ci95: 95 % confidence interval of a fitted value (from the fit's Jacobian).
-        reason: why a prior was kept, or where it comes from.
-    """
-
-    name: str
-    value: float
-    unit: str
-    low: float
-    high: float
-    source: str
-    ci95: tuple[float, float] | None = None
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "value": self.value,
-            "unit": self.unit,
-            "range": [self.low, self.high],
-            "source": self.source,
-            "ci95": list(self.ci95) if self.ci95 else None,
-            "reason": self.reason,
-        }
-
-
-@dataclass(frozen=True)
-class PhysicalFit:
-    """The result of :func:`fit_physical`.
-
-    Args:
-        params: the fitted parameters (priors where the samples do not pin them).
-        status: per flat parameter name, where its value comes from.
-        time_rel_residuals: predicted / measured time - 1, per sample.
-        energy_rel_residuals: predicted (at the predicted time) / measured energy - 1.
-        labels: the samples' labels.
-    """
-
-    params: PhysicalParams
-    status: Mapping[str, ParamStatus]
-    time_rel_residuals: tuple[float, ...]
-    energy_rel_residuals: tuple[float, ...]
-    labels: tuple[str, ...]
-
-    def fitted(self) -> list[str]:
-        """Names of the parameters the samples pin."""
-        return [n for n, s in self.status.items() if s.source == "fitted"]
-
-
-MEASURED = frozenset({"base_w", "j_per_byte"})
 """Parameters pinned by direct measurements, held at their prior by default: base power (a
 CUDA context attached, idle) and energy per byte (the draw of memory-bound steps). A fit over
 training steps alone trades them against busy power and energy per FLOP (issue 11)."""
-
-
-def _vector_rates(names: Collection[str]) -> set[str]:
-    return {n for n in names if prefix_of(n) in ("peak_flop_s", "flop_half") and "[vector/" in n}
-
-
-def exercised(samples: Iterable[Sample]) -> set[str]:
-    """Flat names of the parameters some sample's step depends on."""
-    design = _Design.build([s.profile for s in samples])
-    names = {"base_w", "busy_w", "ramp_share", "host_step_s", "launch_s"}
-    used = design.flops.sum(axis=0) > 0
-    for key, u in zip(design.keys, used, strict=True):
-        if u:
-            names |= {f"{p}[{key_name(key)}]" for p in _KEYED}
-    if design.step_bytes.sum() > 0:
-        names |= {"bandwidth_b_s", "bytes_half", "j_per_byte"}
-    for j, phase in enumerate(PHASES):
-        if design.phase_kernels[:, j].sum() > 0:
-            names.add(f"dispatch_s[{phase}]")
-    return names
-
-
-def fit_physical(
-    samples: Sequence[Sample],
-    prior: PhysicalParams,
-    *,
-    free: Collection[str] | None = None,
-    keep_at_bound: bool = False,
-) -> PhysicalFit:
-    """Fit the free parameters to measured steps by bounded least squares on relative error.
-
-    Time parameters are fitted on measured times first, then energy parameters on measured
-    energies at the measured times. Parameters are fitted in log space inside their ranges.
-    A free parameter the samples do not pin (no sample exercises it, its 95 % interval is wider
-    than its range, or it runs to a bound unless ``keep_at_bound``) keeps its prior, and its
-    status says why; the rest are refitted without it.
-
-    Args:
-        samples: the measured steps (at least 2).
-        prior: starting values, ranges and notes (:func:`prior_for`).
-        free: flat names to fit; default every parameter a sample exercises, except those
-            measured directly (:data:`MEASURED`) and the vector units' rates and ramps
-            (element-wise work is memory-bound: a training step cannot pin them, and a fit
-            would use a rarely-run format's ramp as a per-step constant).
-        keep_at_bound: keep a value that ran to its bound (status ``"at bound"``) instead of
-            reverting it to its prior.
-
-    Raises:
-        ValueError: fewer than 2 samples, a non-positive measurement, or an unknown name.
-    """
-    if len(samples) < 2:
-        raise ValueError(
-            f"fit_physical: expected at least 2 samples; found {len(samples)}; "
-            "fix: measure more steps"
-        )
-    bad = [s.label or i for i, s in enumerate(samples) if not (s.energy_j > 0 and s.time_s > 0)]
-    if bad:
-        raise ValueError(
-            f"fit_physical: expected positive energy_j and time_s in every sample; found "
-            f"others in {bad}; fix: drop those samples"
-        )
-    flat = prior.flat()
-    used = exercised(samples)
-    wanted = set(used - MEASURED - _vector_rates(used) if free is None else free)
-    unknown = sorted(wanted - set(flat))
-    if unknown:
-        raise ValueError(
-            f"fit_physical: expected free names among {sorted(flat)}; found {unknown}; "
-            "fix: use PhysicalParams.flat() names"
-        )
-    design = _Design.build([s.profile for s in samples])
-    t_meas = np.array([s.time_s for s in samples])
-    e_meas = np.array([s.energy_j for s in samples])
-    status: dict[str, ParamStatus] = {}
-    for name, value in flat.items():
-        lo, hi = prior.range_of(name)
-        reason = prior.notes.get(name, "stated prior")
-        if name in wanted and name not in used:
-            reason = f"no sample exercises it; {reason}"
-        elif name not in wanted and name in MEASURED and name in used:
-            reason = f"measured, held at its prior; {reason}"
-        elif name not in wanted:
-            reason = f"held fixed; {reason}"
-        status[name] = ParamStatus(
-            name, value, UNITS[prefix_of(name)], lo, hi, "prior", None, reason
-        )
-
-    params = prior
-    time_free = [n for n in sorted(wanted & used) if prefix_of(n) in TIME_PREFIXES]
-    energy_free = [n for n in sorted(wanted & used) if prefix_of(n) in ENERGY_PREFIXES]
-
-    def time_res(v: dict[str, Any]) -> np.ndarray:
-        device, host = design.times(v)
-        return np.maximum(device, host) / t_meas - 1.0
-
-    def energy_res(v: dict[str, Any]) -> np.ndarray:
-        device, _ = design.times(v)
-        e = v["base_w"] * t_meas + design.work_j(v) + v["busy_w"] * np.minimum(device, t_meas)
-        return e / e_meas - 1.0
-
-    params = _fit_stage(params, design, time_free, time_res, status, keep_at_bound)
-    params = _fit_stage(params, design, energy_free, energy_res, status, keep_at_bound)
-    device, host = design.times(params)
-    t_pred = np.maximum(device, host)
-    e_pred = params.base_w * t_pred + design.work_j(params) + params.busy_w * device
-    return PhysicalFit(
-        params=params,
-        status=status,
-        time_rel_residuals=tuple(float(x) for x in t_pred / t_meas - 1),
-        energy_rel_residuals=tuple(float(x) for x in e_pred / e_meas - 1),
-        labels=tuple(s.label for s in samples),
-    )
-
-
-def _fit_stage(
-    params: PhysicalParams,
-    design: _Design,
-    names: list[str],
-    residuals: Any,
-    status: dict[str, ParamStatus],
-    keep_at_bound: bool,
-) -> PhysicalParams:
-    """Fit ``names`` (log space, bounded), dropping unpinned ones until the rest are pinned."""
-    from scipy.optimize import least_squares
-
-    prior = params
-    free = list(names)
-    for _ in range(len(names) + 1):
-        if not free:
-            return prior
-        lows = np.log([max(prior.range_of(n)[0], 1e-300) for n in free])
-        highs = np.log([prior.range_of(n)[1] for n in free])
-        start = np.clip(
-            np.log([max(prior.flat()[n], 1e-300) for n in free]), lows + 1e-9, highs - 1e-9
-        )
-
-        base = design.vec(prior)
-
-        def fun(x: np.ndarray, free: list[str] = free, base: dict[str, Any] = base) -> np.ndarray:
-            v = {k: a.copy() if isinstance(a, np.ndarray) else a for k, a in base.items()}
-            for name, value in zip(free, np.exp(x), strict=True):
-                design.set(v, name, float(value))
-            return residuals(v)
-
-        fit = least_squares(fun, start, bounds=(lows, highs), x_scale=1.0, method="trf")
-        n, k = len(fit.fun), len(free)
-        dof = max(n - k, 1)
-        s2 = float(fit.fun @ fit.fun) / dof
-        jac = fit.jac
-        try:
-            cov = np.linalg.pinv(jac.T @ jac) * s2
-            sd = np.sqrt(np.clip(np.diag(cov), 0, None))
-            # Directions the samples cannot see (a singular Jacobian, e.g. a rate and a ramp
-            # pinned by one benchmark): pinv hides them, so mark their parameters unpinned.
-            _, sv, vt = np.linalg.svd(jac, full_matrices=True)
-            sv = np.concatenate([sv, np.zeros(k - len(sv))])
-            null = vt[sv <= 1e-8 * max(float(sv.max()), 1e-300)]
-            if len(null):
-                sd[(null**2).sum(axis=0) > 1e-2] = np.inf
-        except np.linalg.LinAlgError:
-            sd = np.full(k, np.inf)
-        drop: list[tuple[str, str, str]] = []
-        for i, name in enumerate(free):
-            lo, hi = lows[i], highs[i]
-            width = 2 * 1.96 * sd[i]
-            if not np.any(jac[:, i]):
-                drop.append((name, "prior", "no sample's residual depends on it"))
-            elif not np.isfinite(width) or width > hi - lo:
-                drop.append(
-                    (
-                        name,
-                        "prior",
-                        f"the data do not pin it (95 % interval x{math.exp(min(width, 700)):.3g}"
-                        " is wider than its range)",
-                    )
-                )
-            elif _at_bound(fit.x[i], lo, hi) and not keep_at_bound:
-                bound = "upper" if hi - fit.x[i] < fit.x[i] - lo else "lower"
-                drop.append(
-                    (name, "prior", f"the fit ran to its {bound} bound ({math.exp(fit.x[i]):.4g})")
-                )
-        if drop:
-            # Drop what nothing depends on or what ran to a bound, else the least pinned one,
-            # and refit: the others may be pinned without it.
-            sure = [d for d in drop if "interval" not in d[2]]
-            if not sure:
-                sure = [
-                    max(drop, key=lambda d: float(np.nan_to_num(sd[free.index(d[0])], nan=np.inf)))
-                ]
-            for name, source, why in sure:
-                old = status[name]
-                status[name] = replace(
-                    old, source=source, reason=f"{why}; kept the prior: {old.reason}"
-                )
-                free.remove(name)
-            continue
-        values = dict(zip(free, np.exp(fit.x), strict=True))
-        for i, name in enumerate(free):
-            lo, hi = lows[i], highs[i]
-            at_bound = _at_bound(fit.x[i], lo, hi)
-            status[name] = replace(
-                status[name],
-                value=float(values[name]),
-                source="at bound" if at_bound else "fitted",
-                ci95=(
-                    float(math.exp(fit.x[i] - 1.96 * sd[i])),
-                    float(math.exp(fit.x[i] + 1.96 * sd[i])),
-                ),
-                reason="fitted on measured steps (95 % interval from the Jacobian)",
-            )
-        return prior.with_values(values, {n: "fitted" for n in free})
-    return prior
-
-
-def _at_bound(x: float, low: float, high: float) -> bool:
-    """Whether a log-space value sits on a bound (within 0.1 %, or 0.1 % of a narrow range)."""
-    tol = min(1e-3, 1e-3 * (high - low))
-    return bool(x - low < tol or high - x < tol)
 
 
 # --- a calibrated model: parameters, the range they were fitted on, and measured intervals -----
@@ -1096,21 +653,3 @@ class PhysicalModel:
                 f"found a missing or mistyped field ({exc!r}); fix: write it with "
                 "PhysicalModel.to_dict() (lightning-to-energy fit --out)"
             ) from None
-
-
-def calibrated_range(
-    samples: Sequence[Sample],
-) -> tuple[tuple[str, ...], tuple[float, float], tuple[float, float]]:
-    """The (unit, format) keys with work, and the FLOPs and kernel ranges, of ``samples``."""
-    formats = sorted(
-        {
-            key_name((unit, fmt))
-            for s in samples
-            for cost, _ in s.profile.op_costs
-            for (_, fmt, unit), n in cost.ops.items()
-            if n > 0
-        }
-    )
-    flops = [float(s.profile.flops) for s in samples]
-    kernels = [float(s.profile.kernels) for s in samples]
-    return tuple(formats), (min(flops), max(flops)), (min(kernels), max(kernels))

@@ -25,7 +25,8 @@ from lightning_to_energy.sensors.fake import (
     Trace,
     read_trace,
 )
-from lightning_to_energy.sensors.nvml import GpuIdentity, NvmlSensor
+from lightning_to_energy.sensors.nvml import NvmlSensor
+from lightning_to_energy.sensors.nvml_devices import GpuIdentity
 from lightning_to_energy.sensors.rapl import RaplSensor, RaplZone, find_rapl_zones
 
 __all__ = [

@@ -11,6 +11,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+__all__ = [
+    "Sampler",
+]
+
 
 class Sampler:
     """Calls ``poll()`` every ``period_s`` seconds on a daemon thread until stopped.

@@ -12,6 +12,28 @@ from typing import Protocol, runtime_checkable
 
 from lightning_to_energy.notices import EnergyWarning
 
+__all__ = [
+    "ANOMALY_IMPLAUSIBLE",
+    "ANOMALY_KINDS",
+    "ANOMALY_MULTI_WRAP",
+    "ANOMALY_RESET",
+    "DEFAULT_POWER_CEILING_W",
+    "MEASURED_KINDS",
+    "UNKNOWN_KIND",
+    "ImplausibleReadingWarning",
+    "Peekable",
+    "ReadingAnomaly",
+    "Sensor",
+    "SensorError",
+    "SensorKind",
+    "SensorUnavailable",
+    "energy_label",
+    "energy_word",
+    "power_ceiling_w",
+    "sensor_info",
+    "weakest_kind",
+]
+
 
 class SensorKind(str, Enum):
     """How a sensor's joules were obtained; shown next to every number it produces."""

@@ -21,13 +21,15 @@ from types import MappingProxyType, ModuleType
 from lightning_to_energy.sensors.base import Sensor, SensorError, SensorUnavailable
 from lightning_to_energy.sensors.estimate import DEFAULT_WATTS_PER_CORE, CpuTimeEstimateSensor
 from lightning_to_energy.sensors.fake import FakeSensor
-from lightning_to_energy.sensors.nvml import (
-    GpuIdentity,
-    NvmlSensor,
-    load_pynvml,
-    visible_gpu_count,
-)
+from lightning_to_energy.sensors.nvml import NvmlSensor, load_pynvml, visible_gpu_count
+from lightning_to_energy.sensors.nvml_devices import GpuIdentity
 from lightning_to_energy.sensors.rapl import find_rapl_zones, rapl_sensors
+
+__all__ = [
+    "BACKENDS",
+    "Discovery",
+    "discover",
+]
 
 #: Backend names accepted by :func:`discover`, in probing order.
 BACKENDS = ("nvml", "rapl", "estimate", "fake")

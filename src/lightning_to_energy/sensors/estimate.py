@@ -16,6 +16,12 @@ from lightning_to_energy import notices
 from lightning_to_energy.notices import EnergyWarning
 from lightning_to_energy.sensors.base import SensorKind
 
+__all__ = [
+    "DEFAULT_WATTS_PER_CORE",
+    "CpuTimeEstimateSensor",
+    "EnergyEstimateWarning",
+]
+
 #: Default power drawn by one fully busy core, in watts.
 #: NB: a round figure for server cores under load (a 200 to 350 W package over 16 to 64 cores
 #: gives about 5 to 20 W per core); set your own with ``watts_per_core``.

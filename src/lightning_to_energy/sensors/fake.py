@@ -25,6 +25,14 @@ from pathlib import Path
 
 from lightning_to_energy.sensors.base import SensorError, SensorKind
 
+__all__ = [
+    "TRACE_COLUMNS",
+    "FakeSensor",
+    "ReplaySensor",
+    "Trace",
+    "read_trace",
+]
+
 #: Columns of a recorded trace: seconds since the recording began, the domain, cumulative joules
 #: since the recording began, the kind of the recorded sensor and its source.
 TRACE_COLUMNS = ("time_s", "domain", "energy_j", "kind", "source")

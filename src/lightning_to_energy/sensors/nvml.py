@@ -13,8 +13,9 @@ Facts this module rests on (measured on an H100 80GB HBM3, driver 580.159.04, 20
   background thread and labelled ``power-integration``.
 
 ``pynvml`` is imported here only, lazily, through :func:`load_pynvml`; every NVML error is
-translated into :class:`SensorError` in :func:`_translate`. Tests inject a fake module with the
-``nvml=`` argument.
+translated into :class:`SensorError` by
+:func:`~lightning_to_energy.sensors.nvml_devices.translate_nvml_error`. Tests inject a fake
+module with the ``nvml=`` argument.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ import contextlib
 import importlib
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
 
@@ -40,6 +39,33 @@ from lightning_to_energy.sensors.base import (
     SensorUnavailable,
     power_ceiling_w,
 )
+from lightning_to_energy.sensors.nvml_devices import (
+    GpuIdentity,
+    is_nvml_code,
+    mig_refusal,
+    nvml_call,
+    nvml_code,
+    nvml_text,
+    parse_visible_devices,
+    resolve_handle,
+    torch_gpu_identity,
+    translate_nvml_error,
+)
+
+__all__ = [
+    "COUNTER_UPDATE_PERIOD_S",
+    "DEFAULT_COUNTER_PERIOD_S",
+    "DEFAULT_MIN_WINDOW_S",
+    "DEFAULT_POWER_PERIOD_S",
+    "DEFAULT_PROBE_S",
+    "NVIDIA_EXTRA_FIX",
+    "Method",
+    "NvmlSensor",
+    "instant_power_reader",
+    "load_pynvml",
+    "nvidia_gpu_present",
+    "visible_gpu_count",
+]
 
 NVIDIA_EXTRA_FIX = "pip install 'lightning-to-energy[nvidia]'"
 
@@ -99,112 +125,26 @@ def load_pynvml() -> ModuleType:
         ) from exc
 
 
-def _code(nvml: ModuleType, name: str) -> int | None:
-    value = getattr(nvml, name, None)
-    return value if isinstance(value, int) else None
-
-
-def _is_code(nvml: ModuleType, exc: BaseException, *names: str) -> bool:
-    code = getattr(exc, "value", None)
-    return code is not None and any(code == _code(nvml, n) for n in names)
-
-
-def _translate(nvml: ModuleType, exc: Exception, what: str, domain: str) -> SensorError:
-    """The one place NVML errors become SensorError (with a fix where one is known)."""
-    if _is_code(nvml, exc, "NVML_ERROR_LIBRARY_NOT_FOUND"):
-        return SensorUnavailable(
-            "GPU energy not measured: the NVIDIA driver library (libnvidia-ml.so.1) was not "
-            "found, so there is no NVIDIA driver on this machine.",
-            "install the NVIDIA driver (nvidia-smi must work); without an NVIDIA GPU there is "
-            "nothing for NVML to measure.",
-        )
-    if _is_code(nvml, exc, "NVML_ERROR_DRIVER_NOT_LOADED"):
-        return SensorUnavailable(
-            "GPU energy not measured: the NVIDIA kernel driver is not loaded.",
-            "load the driver (`sudo modprobe nvidia`; nvidia-smi must work).",
-        )
-    if _is_code(nvml, exc, "NVML_ERROR_LIB_RM_VERSION_MISMATCH"):
-        return SensorUnavailable(
-            "GPU energy not measured: the NVIDIA driver library (libnvidia-ml) and the loaded "
-            "kernel module are different versions, as after a driver upgrade without a reboot.",
-            "reboot, or reload the nvidia kernel modules; nvidia-smi must work.",
-        )
-    if _is_code(nvml, exc, "NVML_ERROR_NO_PERMISSION"):
-        return SensorUnavailable(
-            f"{domain}: NVML {what} was refused: insufficient permissions.",
-            "run as a user allowed to query the GPU (in a container, expose the device "
-            "with --gpus).",
-        )
-    return SensorError(f"{domain}: NVML {what} failed: {exc}")
-
-
-@dataclass(frozen=True)
-class GpuIdentity:
-    """What identifies a CUDA device to NVML.
-
-    Attributes:
-        uuid: the device UUID, with or without the ``GPU-`` / ``MIG-`` prefix.
-        pci_bus_id: e.g. ``"00000000:17:00.0"``.
-    """
-
-    uuid: str | None = None
-    pci_bus_id: str | None = None
-
-
-def torch_gpu_identity(index: int) -> GpuIdentity | None:
-    """The UUID and PCI bus id torch reports for CUDA device ``index``.
-
-    Only consulted when torch is already imported (a training process): the CLI must not pay
-    for importing torch. Returns None without CUDA.
-    """
-    torch: Any = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available():
+def instant_power_reader(nvml: Any, handle: Any) -> Callable[[], float] | None:
+    """A reader of ``handle``'s instant power in W (field ``NVML_FI_DEV_POWER_INSTANT``), None
+    when the driver or the GPU lacks it."""
+    field = nvml_code(nvml, "NVML_FI_DEV_POWER_INSTANT")
+    if field is None or not hasattr(nvml, "nvmlDeviceGetFieldValues"):
         return None
-    props = torch.cuda.get_device_properties(index)
-    uuid = getattr(props, "uuid", None)
-    bus, dev = getattr(props, "pci_bus_id", None), getattr(props, "pci_device_id", None)
-    dom = getattr(props, "pci_domain_id", 0) or 0
-    pci = f"{dom:08X}:{bus:02X}:{dev:02X}.0" if bus is not None and dev is not None else None
-    return GpuIdentity(uuid=str(uuid) if uuid is not None else None, pci_bus_id=pci)
 
+    def instant_w() -> float:
+        values = nvml.nvmlDeviceGetFieldValues(handle, [field])
+        value = values[0]
+        if value.nvmlReturn != 0:  # NVML_SUCCESS
+            raise nvml.NVMLError(value.nvmlReturn)
+        milliwatts = getattr(value.value, _VALUE_ATTRS.get(value.valueType, "uiVal"))
+        return float(milliwatts) / 1e3  # mW -> W
 
-def parse_visible_devices(value: str | None) -> list[int | str] | None:
-    """Parse ``CUDA_VISIBLE_DEVICES`` the way CUDA does.
-
-    Entries are indices, ``GPU-<uuid>`` (a unique prefix suffices) or ``MIG-<uuid>``; CUDA stops
-    at the first entry it cannot read, ``-1`` hides every device, and a repeated entry hides
-    them all (as ``torch.cuda._parse_visible_devices`` models it).
-
-    Returns:
-        None when the variable is unset (every device visible, in NVML order), else the entries.
-    """
-    if value is None:
+    try:
+        instant_w()
+    except nvml.NVMLError:
         return None
-    entries: list[int | str] = []
-    for raw in value.split(","):
-        token = raw.strip()
-        entry: int | str
-        if token.startswith(("GPU-", "MIG-")):
-            entry = token
-        else:
-            match = re.match(r"\+?\d+", token)  # CUDA reads a leading integer, like strtoul
-            if match is None:
-                break
-            entry = int(match.group())
-        if entry in entries:  # CUDA then sees no device at all (rather than one GPU twice)
-            return []
-        entries.append(entry)
-    return entries
-
-
-def _mig_refusal(domain: str, what: str) -> SensorUnavailable:
-    return SensorUnavailable(
-        f"{domain}: GPU energy not measured: {what} is a MIG instance (or a GPU in MIG mode). "
-        "NVML reports energy and power only for the whole GPU, which all its MIG instances "
-        "share, so this process's share cannot be measured.",
-        "train on a GPU without MIG (`sudo nvidia-smi -i <gpu> -mig 0` on an idle GPU), or "
-        "leave GPU energy unmeasured (sensors without 'nvml').",
-    )
+    return instant_w
 
 
 class NvmlSensor:
@@ -316,10 +256,12 @@ class NvmlSensor:
             identity = torch_gpu_identity(self.device_index)
         if visible_devices is None:
             visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
-        self._handle, how = self._resolve(identity, visible_devices)
+        self._handle, how = resolve_handle(
+            self._nvml, self.domain, self.device_index, identity, visible_devices
+        )
         self._refuse_mig(how)
-        name = self._text(self._call("nvmlDeviceGetName", nvml.nvmlDeviceGetName, self._handle))
-        uuid = self._text(self._call("nvmlDeviceGetUUID", nvml.nvmlDeviceGetUUID, self._handle))
+        name = nvml_text(self._call("nvmlDeviceGetName", nvml.nvmlDeviceGetName, self._handle))
+        uuid = nvml_text(self._call("nvmlDeviceGetUUID", nvml.nvmlDeviceGetUUID, self._handle))
         self.gpu_name, self.gpu_uuid = name, uuid
         self.power_limit_w = self._enforced_power_limit_w()
         # Power reads above this are garbage (an all-ones 0xFFFFFFFF mW is 4.3 MW): they are
@@ -336,7 +278,9 @@ class NvmlSensor:
             period_s = counter_period_s
             # With a background sampler, a read extrapolates the latest sample to now with
             # instant power (about 2 us a read): see read_j.
-            self._edge_power_w = self._instant_power_reader() if background else None
+            self._edge_power_w = (
+                instant_power_reader(self._nvml, self._handle) if background else None
+            )
         elif method == "counter":
             raise SensorUnavailable(
                 f"{self.domain}: the NVML energy counter cannot be used: {problem}.",
@@ -367,74 +311,15 @@ class NvmlSensor:
             self._sampler = Sampler(self.poll, period_s, f"lte-nvml-{self.domain}", self._on_error)
             self._sampler.start()
 
-    def _resolve(self, identity: GpuIdentity | None, visible: str | None) -> tuple[Any, str]:
-        """Map the torch device index to an NVML handle; return it and a description."""
-        nvml = self._nvml
-        entries = parse_visible_devices(visible)
-        entry: int | str = self.device_index
-        if entries is not None:
-            if not 0 <= self.device_index < len(entries):
-                raise SensorUnavailable(
-                    f"{self.domain}: no such CUDA device: CUDA_VISIBLE_DEVICES={visible!r} "
-                    f"makes {len(entries)} device(s) visible.",
-                    f"use a device index below {len(entries)}, or change CUDA_VISIBLE_DEVICES.",
-                )
-            entry = entries[self.device_index]
-            if isinstance(entry, str) and entry.startswith("MIG-"):
-                raise _mig_refusal(self.domain, f"CUDA_VISIBLE_DEVICES entry {entry}")
-        if identity is not None and identity.uuid:
-            bare = re.sub(r"^(GPU-|MIG-)", "", identity.uuid)
-            for prefix in ("GPU-", "MIG-"):
-                try:
-                    handle = nvml.nvmlDeviceGetHandleByUUID(prefix + bare)
-                except nvml.NVMLError as exc:
-                    if _is_code(nvml, exc, "NVML_ERROR_NOT_FOUND", "NVML_ERROR_INVALID_ARGUMENT"):
-                        continue
-                    raise _translate(nvml, exc, "nvmlDeviceGetHandleByUUID", self.domain) from exc
-                return handle, f"UUID {prefix}{bare}"
-            raise SensorUnavailable(
-                f"{self.domain}: NVML knows no GPU with the UUID {bare} that torch reported.",
-                "check that the NVML driver and the CUDA runtime see the same GPUs "
-                "(nvidia-smi -L).",
-            )
-        if identity is not None and identity.pci_bus_id:
-            handle = self._call(
-                "nvmlDeviceGetHandleByPciBusId",
-                nvml.nvmlDeviceGetHandleByPciBusId,
-                identity.pci_bus_id,
-            )
-            return handle, f"PCI bus id {identity.pci_bus_id}"
-        if isinstance(entry, int):
-            # NB: CUDA orders devices fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID, NVML by
-            # PCI bus id; without torch's UUID the two orders are assumed to agree.
-            handle = self._call(
-                "nvmlDeviceGetHandleByIndex", nvml.nvmlDeviceGetHandleByIndex, entry
-            )
-            return handle, f"NVML index {entry}"
-        count = self._call("nvmlDeviceGetCount", nvml.nvmlDeviceGetCount)
-        matches = []
-        for i in range(count):
-            handle = self._call("nvmlDeviceGetHandleByIndex", nvml.nvmlDeviceGetHandleByIndex, i)
-            uuid = self._text(self._call("nvmlDeviceGetUUID", nvml.nvmlDeviceGetUUID, handle))
-            if uuid.startswith(entry):  # CUDA accepts any unique prefix of the UUID
-                matches.append(handle)
-        if len(matches) != 1:
-            raise SensorUnavailable(
-                f"{self.domain}: CUDA_VISIBLE_DEVICES entry {entry} matches {len(matches)} of "
-                f"the {count} GPUs NVML sees; expected exactly one.",
-                "use full GPU UUIDs from `nvidia-smi -L` in CUDA_VISIBLE_DEVICES.",
-            )
-        return matches[0], f"CUDA_VISIBLE_DEVICES entry {entry}"
-
     def _refuse_mig(self, how: str) -> None:
         nvml = self._nvml
         is_mig = self._optional(getattr(nvml, "nvmlDeviceIsMigDeviceHandle", None), self._handle)
         if is_mig is not None and getattr(is_mig, "value", is_mig):
-            raise _mig_refusal(self.domain, f"the device with {how}")
+            raise mig_refusal(self.domain, f"the device with {how}")
         mode = self._optional(getattr(nvml, "nvmlDeviceGetMigMode", None), self._handle)
-        enabled = _code(nvml, "NVML_DEVICE_MIG_ENABLE")
+        enabled = nvml_code(nvml, "NVML_DEVICE_MIG_ENABLE")
         if mode is not None and enabled is not None and mode[0] == enabled:
-            raise _mig_refusal(self.domain, f"the device with {how}")
+            raise mig_refusal(self.domain, f"the device with {how}")
 
     def _probe_counter(self, probe_s: float, sleep: Callable[[float], None]) -> str | None:
         """None when the counter exists and increments within ``probe_s``; else the problem."""
@@ -445,9 +330,11 @@ class NvmlSensor:
         try:
             first_mj = read(self._handle)
         except nvml.NVMLError as exc:
-            if _is_code(nvml, exc, "NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_FUNCTION_NOT_FOUND"):
+            if is_nvml_code(nvml, exc, "NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_FUNCTION_NOT_FOUND"):
                 return "the total-energy counter is not supported (it needs Volta or newer)"
-            raise _translate(nvml, exc, "nvmlDeviceGetTotalEnergyConsumption", self.domain) from exc
+            raise translate_nvml_error(
+                nvml, exc, "nvmlDeviceGetTotalEnergyConsumption", self.domain
+            ) from exc
         start_s = self._clock()
         while self._clock() - start_s < probe_s:
             sleep(_PROBE_STEP_S)
@@ -469,31 +356,10 @@ class NvmlSensor:
             return None
         return float(milliwatts) / 1e3  # mW -> W
 
-    def _instant_power_reader(self) -> Callable[[], float] | None:
-        """A reader of instant power in W (field NVML_FI_DEV_POWER_INSTANT), None without it."""
-        nvml = self._nvml
-        field = _code(nvml, "NVML_FI_DEV_POWER_INSTANT")
-        if field is None or not hasattr(nvml, "nvmlDeviceGetFieldValues"):
-            return None
-
-        def instant_w() -> float:
-            values = nvml.nvmlDeviceGetFieldValues(self._handle, [field])
-            value = values[0]
-            if value.nvmlReturn != 0:  # NVML_SUCCESS
-                raise nvml.NVMLError(value.nvmlReturn)
-            milliwatts = getattr(value.value, _VALUE_ATTRS.get(value.valueType, "uiVal"))
-            return float(milliwatts) / 1e3  # mW -> W
-
-        try:
-            instant_w()
-        except nvml.NVMLError:
-            return None
-        return instant_w
-
     def _choose_power_source(self) -> Callable[[], float]:
         """Instant power if the field exists, else the 1 s average; returns a reader in W."""
         nvml = self._nvml
-        instant_w = self._instant_power_reader()
+        instant_w = instant_power_reader(self._nvml, self._handle)
         if instant_w is not None:
             self._power_desc = "field NVML_FI_DEV_POWER_INSTANT"
             self._power_update_s = 0.0
@@ -666,10 +532,7 @@ class NvmlSensor:
     # --- helpers --------------------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except self._nvml.NVMLError as exc:
-            raise _translate(self._nvml, exc, what, self.domain) from exc
+        return nvml_call(self._nvml, self.domain, what, fn, *args)
 
     def _optional(self, fn: Callable[..., Any] | None, *args: Any) -> Any:
         """Call an NVML query that older drivers or GPUs may lack; None when they do."""
@@ -679,13 +542,11 @@ class NvmlSensor:
         try:
             return fn(*args)
         except nvml.NVMLError as exc:
-            if _is_code(nvml, exc, "NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_FUNCTION_NOT_FOUND"):
+            if is_nvml_code(nvml, exc, "NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_FUNCTION_NOT_FOUND"):
                 return None
-            raise _translate(nvml, exc, getattr(fn, "__name__", "query"), self.domain) from exc
-
-    @staticmethod
-    def _text(value: Any) -> str:
-        return value.decode() if isinstance(value, bytes) else str(value)
+            raise translate_nvml_error(
+                nvml, exc, getattr(fn, "__name__", "query"), self.domain
+            ) from exc
 
 
 def visible_gpu_count(nvml: ModuleType | None = None, visible_devices: str | None = None) -> int:
@@ -704,11 +565,11 @@ def visible_gpu_count(nvml: ModuleType | None = None, visible_devices: str | Non
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as exc:
-        raise _translate(nvml, exc, "initialisation (nvmlInit)", "gpu") from exc
+        raise translate_nvml_error(nvml, exc, "initialisation (nvmlInit)", "gpu") from exc
     try:
         count = int(nvml.nvmlDeviceGetCount())
     except nvml.NVMLError as exc:
-        raise _translate(nvml, exc, "nvmlDeviceGetCount", "gpu") from exc
+        raise translate_nvml_error(nvml, exc, "nvmlDeviceGetCount", "gpu") from exc
     finally:
         nvml.nvmlShutdown()
     if visible_devices is None:

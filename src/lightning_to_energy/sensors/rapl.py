@@ -42,6 +42,22 @@ from lightning_to_energy.sensors.base import (
     power_ceiling_w,
 )
 
+__all__ = [
+    "DEFAULT_MAX_ZONE_POWER_W",
+    "DEFAULT_POWERCAP_ROOT",
+    "MAX_POLL_PERIOD_S",
+    "PEEK_MAX_AGE_S",
+    "PERMISSION_FIX",
+    "PERMISSION_REASON",
+    "POWERCAP_ROOT_ENV",
+    "RaplSensor",
+    "RaplZone",
+    "RaplZones",
+    "find_rapl_zones",
+    "powercap_root",
+    "rapl_sensors",
+]
+
 DEFAULT_POWERCAP_ROOT = Path("/sys/class/powercap")
 #: Environment variable that moves the powercap root (containers mounting sysfs elsewhere, tests).
 POWERCAP_ROOT_ENV = "LTE_POWERCAP_ROOT"

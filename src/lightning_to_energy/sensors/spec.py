@@ -22,6 +22,12 @@ from typing import Any
 from lightning_to_energy.sensors.base import Sensor
 from lightning_to_energy.sensors.discover import BACKENDS, parse_backends
 
+__all__ = [
+    "FORMS",
+    "SensorRequest",
+    "parse_sensors",
+]
+
 FORMS = (
     "'auto', backend names (e.g. 'nvml', 'nvml,estimate' or ['nvml', 'estimate']; valid: "
     + ", ".join(repr(b) for b in BACKENDS)

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.flop_counter import flop_registry
 
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.registry import (
     OpCall,
     OpCost,
@@ -39,6 +39,29 @@ from lightning_to_energy.counting.registry import (
     register,
     value_dependent,
 )
+
+__all__ = [
+    "addmm",
+    "aten",
+    "attention_backward",
+    "attention_backward_ops",
+    "attention_forward",
+    "attention_forward_ops",
+    "baddbmm",
+    "bmm",
+    "convolution",
+    "convolution_backward",
+    "cudnn_rnn",
+    "cudnn_rnn_backward",
+    "kept_scores",
+    "matrix_vector",
+    "mkldnn_rnn_layer",
+    "mkldnn_rnn_layer_backward",
+    "mm",
+    "native_multi_head_attention",
+    "scaled_mm",
+    "transformer_encoder_layer",
+]
 
 aten = torch.ops.aten
 

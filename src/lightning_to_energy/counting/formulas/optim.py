@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from lightning_to_energy.cost_model import AluOp
+from lightning_to_energy.counting.cost_model import AluOp
 from lightning_to_energy.counting.formulas.vector import (
     POINTWISE,
     PerElement,

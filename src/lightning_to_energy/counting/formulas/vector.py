@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from lightning_to_energy.cost_model import AluOp, NumberFormat, Unit
+from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.registry import (
     Formula,
     OpCall,

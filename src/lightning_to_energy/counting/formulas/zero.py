@@ -30,6 +30,17 @@ from lightning_to_energy.counting.registry import (
     register,
 )
 
+__all__ = [
+    "COPY_OPS",
+    "FILL_OPS",
+    "FREE_OPS",
+    "aten",
+    "copy",
+    "fill",
+    "free",
+    "is_free",
+]
+
 aten = torch.ops.aten
 
 

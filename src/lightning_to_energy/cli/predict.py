@@ -1,0 +1,472 @@
+"""``lightning-to-energy predict``: a run's energy before it starts.
+
+Counts one training step of the model (TOs, bytes, kernels) and applies the calibration this
+hardware has learnt from earlier runs (or a given file) to ``--steps`` steps. The static-power
+term needs the step's duration: a calibration fitted on ``roofline_s`` (``lightning-to-energy
+fit`` on study runs) takes it from the roofline estimate of the calibration's hardware, so
+nothing is timed and an H100 calibration plans an H100 run from a laptop; one fitted on
+measured ``duration_s`` (what ``TOEnergy`` saves) times a few uncounted steps here, or takes
+``--step-time``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lightning_to_energy._files import parse_json
+from lightning_to_energy.cli._common import CliError, count_arg
+from lightning_to_energy.cli.profile import PRECISIONS, TRACEBACK_HINT, add_traceback_flag
+
+__all__ = [
+    "add_parser",
+    "run",
+]
+
+_HELP = "predict a training run's energy from one counted step and this hardware's calibration"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``predict`` subcommand and set its ``func``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "predict", help=_HELP, description=_HELP
+    )
+    parser.add_argument("target", metavar="MODULE:ATTR", help="model, as for `profile`")
+    parser.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="SHAPE[:DTYPE[:HIGH]]",
+        help="one forward input per positional argument, as for `profile`",
+    )
+    parser.add_argument(
+        "--steps", type=count_arg, required=True, help="training steps the run will take (1e4 ok)"
+    )
+    parser.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=PRECISIONS,
+        help="compute format, as for `profile` (fp8 and int8 are counted where a model uses them)",
+    )
+    parser.add_argument("--optimizer", default="adamw", choices=("sgd", "adam", "adamw"))
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument(
+        "--step-time",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds per step (calibrations on measured time); default: the calibration's "
+        "runs of this model, else the roofline plus --step-overhead, else 5 bare steps timed here",
+    )
+    parser.add_argument(
+        "--step-overhead",
+        type=float,
+        default=None,
+        metavar="S",
+        help="Lightning's seconds per step on top of the model's, for the roofline step time "
+        "(default: a stated figure, planning.DEFAULT_LIGHTNING_OVERHEAD_S)",
+    )
+    parser.add_argument(
+        "--hardware",
+        "--target",
+        dest="hardware",
+        default=None,
+        metavar="KEY",
+        help=(
+            "hardware the run is for (default: the calibration's), e.g. h100-sxm: the step is "
+            "counted as it runs there, on meta tensors, and its roofline estimated there"
+        ),
+    )
+    parser.add_argument(
+        "--top", type=count_arg, default=5, help="modules listed by predicted joules (default 5)"
+    )
+    parser.add_argument(
+        "--calibration",
+        default=None,
+        metavar="FILE",
+        help="calibration JSON (default: this hardware's entry in the user cache)",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON object instead")
+    add_traceback_flag(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Count, time if needed, load the calibration and print the prediction."""
+    from lightning_to_energy.calibration.store import CalibrationStore, CalibrationWarning
+    from lightning_to_energy.cli._common import cli_device, precision_context
+    from lightning_to_energy.cli.profile import build_model_and_inputs, resolve_target_arg
+    from lightning_to_energy.counting import profile
+    from lightning_to_energy.counting.step import random_label_loss
+    from lightning_to_energy.hardware.identity import HardwareInfo, hardware_fingerprint
+    from lightning_to_energy.planning import StepTime, calibration_hardware, plan_run
+
+    if args.steps < 1:
+        raise CliError(f"expected --steps >= 1, found {args.steps}. Fix: e.g. --steps 1000.")
+    if args.step_time is not None and not (args.step_time > 0 and math.isfinite(args.step_time)):
+        raise CliError(
+            f"expected --step-time > 0 seconds (finite), found {args.step_time}. Fix: the "
+            "target machine's seconds per training step, e.g. --step-time 0.05."
+        )
+    if args.step_overhead is not None and not (
+        args.step_overhead >= 0 and math.isfinite(args.step_overhead)
+    ):
+        raise CliError(
+            f"expected --step-overhead >= 0 seconds (finite), found {args.step_overhead}. Fix: "
+            "Lightning's seconds per step on top of the model's, e.g. --step-overhead 0.002."
+        )
+    if not args.input:
+        raise CliError("expected at least one --input SHAPE (e.g. --input 64x1x8x8), found none.")
+    if args.calibration:
+        _check_calibration_path(Path(args.calibration))
+    hardware = HardwareInfo.detect()
+    fingerprint = hardware_fingerprint(hardware)
+    store = CalibrationStore.from_path(args.calibration) if args.calibration else CalibrationStore()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibrationWarning)
+        calibration = store.load(fingerprint)
+    if calibration is not None:
+        for w in caught:  # a usable file of other hardware: a note, not a fault
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    unusable = "; ".join(str(w.message) for w in caught)
+    if calibration is None and args.calibration:
+        # An explicit file of any hardware is used as given: it is missing or unreadable, not
+        # "of another hardware". One message for the fault: the store's reason is folded in.
+        # (a directory was refused by _check_calibration_path already)
+        found = (
+            f"a file it could not use: {unusable or 'unreadable'}"
+            if Path(args.calibration).exists()
+            else "nothing at that path"
+        )
+        raise CliError(
+            f"expected a calibration file at {args.calibration}, found {found}. Fix: pass "
+            "--calibration FILE written by `lightning-to-energy fit --out FILE` or saved by "
+            "TOEnergy, or drop --calibration to use this hardware's own."
+        )
+    if calibration is None:
+        where = store.path_for(fingerprint)
+        found = f"one it could not use: {unusable}" if unusable else "none"
+        raise CliError(
+            f"expected a calibration for this hardware ({hardware.label}) at {where}, found "
+            f"{found}. "
+            "Fix: train once with TOEnergy() on this machine (it saves one when its sensors "
+            "measure: an energy counter or integrated power; estimated energy saves none), or "
+            "pass --calibration FILE written by `lightning-to-energy fit --out FILE` (e.g. "
+            "`lightning-to-energy fit energy_report.json --out FILE` on a run's report)."
+        )
+    names = calibration.feature_names
+    same_machine = calibration.fingerprint == fingerprint
+    # A calibration carrying the physical step model plans with it, for its own hardware
+    # unless --target / --hardware names another: the step is counted as that hardware runs it.
+    physical = calibration.physical is not None
+    if calibration.physical is not None and not args.hardware:
+        args.hardware = str(calibration.physical["target"])
+    if args.hardware and "roofline_s" not in names and not physical:
+        raise CliError(
+            f"--hardware applies to calibrations fitted on roofline_s; this one "
+            f"({calibration.hardware.label}) uses measured step time ({list(names)}), so "
+            f"--hardware {args.hardware} would change nothing. Fix: drop --hardware (and pass "
+            "--step-time S for the target machine), or use a roofline calibration "
+            "(`lightning-to-energy fit REPORT... --roofline --out FILE`)."
+        )
+    spec = None
+    if "roofline_s" in names:
+        from lightning_to_energy.hardware.specs import find_hardware
+
+        try:
+            spec = (
+                find_hardware(args.hardware)
+                if args.hardware
+                else calibration_hardware(calibration, same_machine=same_machine)
+            )
+        except ValueError as exc:
+            raise CliError(f"{exc} (or pass --hardware KEY)") from None
+    if args.hardware and "duration_s" in names and args.step_time is None:
+        raise CliError(
+            f"--hardware {args.hardware} counts the step on meta tensors, which cannot be timed, "
+            "and this calibration uses measured step time. Fix: pass --step-time S for that "
+            "hardware."
+        )
+    # --hardware / --target also decides what is counted: the step as that hardware runs it
+    count_for = resolve_target_arg(args.hardware)
+    device = cli_device(args.device, any_type=True)
+    model, inputs, kwargs = build_model_and_inputs(
+        args.target, args.input, device, hardware=args.hardware
+    )
+    precision, how = precision_context(args.dtype, device, model, inputs)
+    try:
+        with precision:
+            # a classifier's step: cross-entropy on random labels (else the summed output)
+            loss_fn, target = random_label_loss(model, *inputs, kwargs=kwargs)
+            step = profile(
+                model,
+                *inputs,
+                train=True,
+                optimizer=args.optimizer,
+                loss_fn=loss_fn,
+                target=target,
+                hardware=count_for,
+                kwargs=kwargs,
+                fallback="cpu",  # an op without a meta kernel: count on the CPU, warning
+            )
+            step_s: StepTime | None = None
+            if "duration_s" in names:
+                step_s = _step_time(
+                    args, step, calibration, same_machine, hardware.label, model, inputs, device,
+                    loss_fn, target,
+                )  # fmt: skip
+    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+        raise CliError(
+            f"expected {args.target} to train on inputs {args.input}, found "
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            ". Fix: give --input shapes and dtypes that the model's forward accepts"
+            + TRACEBACK_HINT
+        ) from exc
+    try:
+        plan = plan_run(
+            step,
+            args.steps,
+            calibration,
+            hardware=spec,
+            step_time_s=step_s,
+            same_machine=same_machine,
+            top=args.top,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    planned = plan.to_dict()
+    notes = _notes(args, calibration, spec, same_machine, hardware.label)
+    if step_s is not None and step_s.warning:
+        notes.insert(0, step_s.warning)
+    result = {
+        "model": args.target,
+        "precision": how,
+        **planned,
+        "hardware": hardware.label,  # this machine; the roofline's is roofline_hardware
+        "roofline_hardware": planned["hardware"],
+        "notes": notes,
+    }
+    if args.json:
+        # strict JSON: non-finite floats (an unbounded interval) as the report writes them
+        from lightning_to_energy.reporting.codec import to_json_value
+
+        print(json.dumps(to_json_value(result), indent=2, allow_nan=False))
+        return 0
+    from lightning_to_energy.reporting.format import format_si
+
+    if plan.model == "physical":
+        timing = (
+            f"{format_si(plan.step_time_s or 0.0, 's')} per step predicted on {plan.hardware} "
+            f"({plan.bound}-bound)"
+        )
+    elif plan.step_time_s is not None:
+        timing = f"{format_si(plan.step_time_s, 's')} per step on {hardware.label}"
+    else:
+        assert spec is not None and plan.roofline_s_per_step is not None
+        timing = f"{format_si(plan.roofline_s_per_step, 's')} roofline per step on {spec.name}"
+    span = f"{format_si(plan.low_j, 'J')} .. {format_si(plan.high_j, 'J')}"
+    # A coverage is claimed only for a measured interval; the default factor says what it is.
+    # Rounded down: 7 runs cover 7 / 8 = 87.5 %, which "88 %" would overstate.
+    interval = (
+        f"{math.floor(100 * plan.interval + 1e-9)} % interval {span}, {plan.interval_basis}"
+        if plan.interval is not None
+        else f"range {span}: {plan.interval_basis}"
+    )
+    windows, runs = plan.calibration_windows, plan.calibration_runs
+    scored = (
+        f", held-out precision {plan.calibration_precision_pct:.1f} %"
+        if plan.calibration_precision_pct is not None
+        else ""
+    )
+    if plan.model == "physical":
+        print(
+            f"{args.target}: {args.steps} steps x {format_si(plan.tos_per_step, 'TO')} and "
+            f"{timing}\npredicted energy: {format_si(plan.energy_j, 'J')} ({interval}), from the "
+            f"physical step model of {plan.calibration_hardware} (joules {plan.energy_label}"
+            f"{scored})"
+        )
+        for note in notes:
+            print(f"note: {note}")
+        return 0
+    print(
+        f"{args.target}: {args.steps} steps x {format_si(plan.tos_per_step, 'TO')} and {timing}\n"
+        f"step time: {plan.step_time_detail}\n"
+        f"predicted energy: {format_si(plan.energy_j, 'J')} ({interval}), "
+        f"from {windows} calibration window{'' if windows == 1 else 's'} of {runs} "
+        f"run{'' if runs == 1 else 's'} ({plan.calibration_hardware}; joules "
+        f"{plan.energy_label}{scored})"
+    )
+    for note in notes:
+        print(f"note: {note}")
+    if plan.top_modules:
+        print("top modules by predicted joules (dynamic energy, TO share):")
+        for m in plan.top_modules:
+            print(f"  {m.name:<32} {format_si(m.energy_j, 'J'):>10}  {m.share:.1%}")
+    return 0
+
+
+def _step_time(
+    args: argparse.Namespace,
+    step: Any,
+    calibration: Any,
+    same_machine: bool,
+    here: str,
+    model: Any,
+    inputs: list[Any],
+    device: Any,
+    loss_fn: Any,
+    target: Any,
+) -> Any:
+    """The :class:`~lightning_to_energy.planning.StepTime` of a measured-time calibration.
+
+    ``--step-time`` when given; else :func:`~lightning_to_energy.planning.choose_step_time`:
+    the calibration's runs of this step, the step model plus Lightning's overhead, or bare
+    steps timed here (only on the calibration's own machine).
+    """
+    from lightning_to_energy.planning import (
+        STEP_TIME_GIVEN,
+        StepTime,
+        calibration_hardware,
+        choose_step_time,
+    )
+
+    if args.step_time is not None:
+        return StepTime(args.step_time, STEP_TIME_GIVEN, f"--step-time {args.step_time:g} s")
+    try:
+        spec = calibration_hardware(calibration, same_machine=same_machine)
+    except ValueError:
+        spec = None  # a GPU the hardware table does not know: no step model
+    # NB: a spec named from another machine's CPU (name and core count only) is too rough a
+    # step model: another machine's plan needs its runs or --step-time.
+    if not same_machine and not calibration.hardware.gpus:
+        spec = None
+    timer = None
+    if same_machine:
+
+        def timer() -> float:
+            return _time_steps(model, inputs, args.optimizer, device, loss_fn, target)
+
+    try:
+        return choose_step_time(
+            step, calibration, spec=spec, overhead_s=args.step_overhead, time_bare_step=timer
+        )
+    except ValueError:
+        raise CliError(
+            f"the calibration was made on {calibration.hardware.label} and its static-power term "
+            f"uses measured step time, but it holds no run of this model and batch and timing "
+            f"steps here ({here}) would measure the wrong machine. Fix: pass --step-time S for "
+            "the target machine, or use a calibration fitted on roofline_s "
+            "(`lightning-to-energy fit STUDY_DIR --out FILE`, or `fit REPORT... --roofline "
+            "--out FILE` on that machine's reports)."
+        ) from None
+
+
+def _notes(
+    args: argparse.Namespace, calibration: Any, spec: Any, same_machine: bool, here: str
+) -> list[str]:
+    """What the user must know about the calibration behind the figure, one line each."""
+    from lightning_to_energy.calibration import MIN_PRECISION_PCT
+
+    notes: list[str] = []
+    if not calibration.measured:
+        notes.append(
+            f"the calibration's joules are {calibration.energy_label}: this prediction is an "
+            "estimate of the estimate, not of the hardware's energy."
+        )
+    precision = calibration.precision_pct
+    if precision is not None and precision < MIN_PRECISION_PCT:
+        notes.append(
+            f"the calibration's own held-out precision is {precision:.1f} % "
+            f"({calibration.validation}), below {MIN_PRECISION_PCT:g} %: its predictions "
+            "miss held-out runs by more than the interval suggests. Fix: refit it on more runs."
+        )
+    made_on = calibration.hardware.label
+    if spec is not None and args.hardware and not _same_hardware(spec, calibration):
+        # A roofline calibration may be moved: only its time term follows the new hardware.
+        notes.append(
+            f"--hardware {args.hardware}: the calibration was measured on {made_on}; for "
+            f"{spec.name} only its roofline time term changes, its coefficients (joules per TO, "
+            f"watts) remain {made_on}'s. Fix: fit a calibration on {spec.name}'s own runs."
+        )
+    elif args.step_time is not None and not same_machine:
+        notes.append(
+            f"the calibration was measured on {made_on}, not on this machine ({here}): the "
+            "figure is for that hardware, at the --step-time given."
+        )
+    return notes
+
+
+def _same_hardware(spec: Any, calibration: Any) -> bool:
+    """True when roofline ``spec`` is the hardware ``calibration`` was measured on."""
+    hw = calibration.hardware
+    if hw.gpus:
+        names = {g.lower() for g in hw.gpus}
+        return spec.kind == "gpu" and any(m in n for m in spec.match for n in names)
+    return bool(spec.kind == "cpu")
+
+
+def _check_calibration_path(path: Path) -> None:
+    """Refuse, before the store reads it, a --calibration that is a directory or a report.
+
+    The store would warn that such a "calibration file" is unusable and suggest deleting it:
+    the wrong fix for a run's log directory or its energy report.
+
+    Raises:
+        CliError: ``path`` is a directory, an energy report or a study run.
+    """
+    from lightning_to_energy.calibration.store import foreign_file
+
+    if path.is_dir():
+        raise CliError(
+            f"expected a calibration file at {path}, found a directory. Fix: pass "
+            "--calibration FILE written by `lightning-to-energy fit --out FILE` or saved by "
+            "TOEnergy, or drop --calibration to use this hardware's own."
+        )
+    try:
+        data = parse_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return  # missing or unreadable: the store's own checks say so
+    foreign = foreign_file(data, path)
+    if foreign is not None:
+        found, source = foreign
+        raise CliError(
+            f"expected a calibration file at {path}, found {found}. Fix: fit a "
+            f"calibration on it first (`lightning-to-energy fit {source} --out cal.json`), "
+            "then pass --calibration cal.json."
+        )
+
+
+def _time_steps(
+    model: Any,
+    inputs: list[Any],
+    optimizer: str,
+    device: Any,
+    loss_fn: Any,
+    target: Any,
+    n: int = 5,
+) -> float:
+    """Median seconds of ``n`` uncounted training steps (after one warm-up step)."""
+    import torch
+
+    # The same optimizer and loss as the counted step in ``profile()``.
+    from lightning_to_energy.counting.step import make_optimizer, step_loss
+
+    opt = make_optimizer(optimizer, model)
+    times = []
+    for i in range(n + 1):
+        start = time.perf_counter()
+        step_loss(model(*inputs), loss_fn, target).backward()
+        opt.step()
+        opt.zero_grad()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)

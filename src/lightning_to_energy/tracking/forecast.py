@@ -1,0 +1,103 @@
+"""The live readout (what the progress bar shows) and the whole run's energy forecast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lightning_to_energy.model.regression import OnlineEnergyModel
+from lightning_to_energy.reporting.records import Forecast
+from lightning_to_energy.tracking.ledger import RunningTotals
+
+__all__ = ["LiveReadout", "forecast_run", "live_readout"]
+
+
+def forecast_run(
+    totals: RunningTotals,
+    model: OnlineEnergyModel,
+    *,
+    total_steps: int,
+    steps_done: int,
+    step_features: dict[str, float] | None,
+) -> Forecast | None:
+    """Whole-run energy, with its interval: the joules measured so far (every loop), the
+    model's prediction for the train steps left (the last train step's features x the steps
+    left), and the validation and test joules so far per train step x the steps left.
+
+    NB: validation is assumed to keep its cadence in train steps (every epoch, or every N
+    steps), so its energy grows in proportion to the train steps.
+
+    Args:
+        totals: the running totals of the closed windows.
+        model: the energy model.
+        total_steps: train steps the run will take.
+        steps_done: train steps completed, the open window's included.
+        step_features: one train step's features (``duration_s`` aside), None before any.
+
+    Returns:
+        The forecast, or None before a train window closed or while the model cannot predict.
+    """
+    if step_features is None or totals.train_steps == 0:
+        return None
+    # The steps left after the closed train windows, whose joules are "so far": counted
+    # from ``steps_done`` instead, the open window's steps would be in neither part.
+    left = max(total_steps - totals.train_steps, 0)
+    step_s = totals.train_duration_s / totals.train_steps
+    features = {"duration_s": step_s * left}
+    features.update({f: v * left for f, v in step_features.items()})
+    so_far = totals.measured_j
+    if left == 0:
+        return Forecast(so_far, so_far, so_far, total_steps, steps_done)
+    pred = model.predict(features)
+    if pred.energy_j is None or pred.low_j is None or pred.high_j is None:
+        return None
+    other_loops_j = (totals.measured_j - totals.train_measured_j) / totals.train_steps * left
+    base = so_far + other_loops_j
+    return Forecast(
+        total_j=base + pred.energy_j,
+        low_j=base + pred.low_j,
+        high_j=base + pred.high_j,
+        steps_total=total_steps,
+        steps_done=steps_done,
+    )
+
+
+@dataclass(frozen=True)
+class LiveReadout:
+    """What the progress bar shows: joules so far, predicted so far, recent error."""
+
+    measured_j: float
+    predicted_j: float | None
+    recent_error_pct: float | None
+    tos: float  # transistor operations of every step completed so far
+    kind: str  # the weakest kind behind measured_j: "counter", "estimate", ...
+    windows: int
+    forecast: Forecast | None = None  # the whole run's energy, once windows are in
+
+
+def live_readout(
+    totals: RunningTotals,
+    open_j: float,
+    *,
+    recent_error_pct: float | None,
+    tos: float,
+    kind: str,
+    windows: int,
+    forecast: Forecast | None,
+) -> LiveReadout:
+    """The readout over the closed windows' ``totals`` and the open window's ``open_j`` so far.
+
+    Predicted joules are the predictions of the closed windows that had one, plus, at their
+    measured value, the windows closed before the model could predict and the open window
+    (predicted when it closes): so measured minus predicted is the model's accumulated error.
+    """
+    return LiveReadout(
+        measured_j=totals.measured_j + open_j,
+        predicted_j=totals.predicted_j + totals.unpredicted_j + open_j
+        if totals.any_prediction
+        else None,
+        recent_error_pct=recent_error_pct,
+        tos=tos,
+        kind=kind,
+        windows=windows,
+        forecast=forecast,
+    )
