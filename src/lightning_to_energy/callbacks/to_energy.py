@@ -8,7 +8,6 @@ What it shows (progress bar items, logged metric keys, the files lines) is in
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,29 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback, RichProgressBar
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from typing_extensions import override
 
 from lightning_to_energy import notices
-from lightning_to_energy._arguments import (
-    check_bool,
-    check_calibration,
-    check_clock,
-    check_directory_arg,
-    check_features,
-    check_positive_int,
-    check_window_s,
-)
-from lightning_to_energy.calibration.store import CalibrationStore
-from lightning_to_energy.counting.cost_model import CostModel, as_cost_model
+from lightning_to_energy.counting.cost_model import CostModel
 from lightning_to_energy.model.regression import FEATURES
 from lightning_to_energy.reporting.records import EnergyReport, WindowRecord
 from lightning_to_energy.sensors.base import Sensor
 from lightning_to_energy.sensors.spec import parse_sensors
-from lightning_to_energy.tracking.ledger import merge_archives
 from lightning_to_energy.tracking.notes import interruption_reason
-from lightning_to_energy.tracking.steps import PROFILE_FEATURES
 from lightning_to_energy.tracking.tracker import EnergyTracker
 
 if TYPE_CHECKING:
@@ -48,16 +35,11 @@ from lightning_to_energy.callbacks.checkpoint import (
     own_rank_state,
     restorable_state,
 )
-from lightning_to_energy.callbacks.display import (
-    FORECAST_KEYS,
-    BarUnit,
-    bar_items,
-    bar_unit,
-    files_lines,
-    run_scale_j,
-    window_metrics,
-)
-from lightning_to_energy.callbacks.trainer_info import planned_train_batches
+from lightning_to_energy.callbacks.display import files_lines
+from lightning_to_energy.callbacks.run_end import finish_run, print_summary, save_report_files
+from lightning_to_energy.callbacks.run_start import new_tracker, tracker_arguments
+from lightning_to_energy.callbacks.trainer_info import BatchPlan
+from lightning_to_energy.callbacks.window_log import WindowLog
 
 __all__ = ["TOEnergy"]
 
@@ -187,28 +169,19 @@ class TOEnergy(Callback):
         # Every argument is checked now, not at the first training step (the tracker is built
         # when the rank and the device are known), with the tracker's own checks.
         self._sensor_request = parse_sensors(sensors, factory_ok=True)
-        check_window_s(window_s)
-        features = check_features(features, tuple(PROFILE_FEATURES))
-        check_calibration(calibration)
-        if calibration is not None and calibration != "auto":
-            CalibrationStore.from_path(calibration)  # a directory is refused now
-        cost_model = as_cost_model(cost_model)
-        check_positive_int("recheck_every", recheck_every, 1000)
-        check_positive_int("max_windows", max_windows, 20_000)
-        check_directory_arg("report_dir", report_dir)
-        check_bool("print_report", print_report)
-        check_bool("plot", plot)
-        check_clock(clock)
+        self._kwargs: dict[str, Any] = tracker_arguments(
+            window_s=window_s,
+            features=features,
+            calibration=calibration,
+            cost_model=cost_model,
+            recheck_every=recheck_every,
+            max_windows=max_windows,
+            report_dir=report_dir,
+            print_report=print_report,
+            plot=plot,
+            clock=clock,
+        )
         self._sensors = sensors
-        self._kwargs: dict[str, Any] = {
-            "window_s": window_s,
-            "features": features,
-            "calibration": calibration,
-            "cost_model": cost_model,
-            "recheck_every": recheck_every,
-            "max_windows": max_windows,
-            "clock": clock,
-        }
         self.report_dir = Path(report_dir) if report_dir is not None else None
         self.print_report = print_report
         self.verbose = bool(verbose)
@@ -218,50 +191,22 @@ class TOEnergy(Callback):
         self.report: EnergyReport | None = None
         self.report_files: SavedReport | None = None
         self._pending_state: dict[str, Any] | None = None
-        # Accumulation factor and batches per epoch, read once per epoch (see
-        # on_train_batch_start): the optimizer steps on every accumulate-th batch and on the
-        # epoch's last batch.
-        self._accumulate = 1
-        self._epoch_batches: float = math.inf
-        self._epoch = -1
-        self._global_step_before: int | None = None  # see on_train_start
+        self._plan = BatchPlan()  # which batches step the optimizer; a manual run's length
         self._notes: list[str] = []  # for the report: e.g. a checkpoint state left unused
-        self._logged_index = -1  # the latest window handed to the loggers
-        self._train_batches = 0
-        self._bar_unit: BarUnit | None = None  # chosen once per run: see _show_in_bar
-        self._bar_due = False  # a window closed since the bar was last given its items
-        self._totals = (0.0, 0.0)
+        self._log = WindowLog()  # the loggers' metrics and the bar's items
 
     # --- set-up ---------------------------------------------------------------------------
 
     def _ensure_tracker(self, trainer: Trainer, pl_module: LightningModule) -> EnergyTracker:
         if self.tracker is not None:
             return self.tracker
-        device = pl_module.device
-        local_rank = trainer.local_rank
-        sensors: Any = self._sensors
-        factory = self._sensor_request.factory
-        if factory is not None:
-            # Checked by the tracker like any sensors argument: a factory returning names or
-            # junk fails here, at the start, saying what it returned.
-            sensors = list(factory(local_rank, device))
-        sync = torch.cuda.synchronize if device.type == "cuda" else None
-        # Only a fit has a length to forecast.
-        total_steps = planned_train_batches(trainer) if trainer.state.fn == "fit" else None
-        tracker = EnergyTracker(
-            pl_module,
-            sensors=sensors,
-            sync=sync,
-            device=device,
-            local_rank=local_rank,
-            rank=trainer.global_rank,
-            total_steps=total_steps,
-            **self._kwargs,
+        tracker = new_tracker(
+            trainer, pl_module, self._sensors, self._sensor_request.factory, self._kwargs
         )
         if self._pending_state is not None:
             tracker.load_state_dict(self._pending_state)
             self._pending_state = None
-        self._skip_restored_windows(tracker)
+        self._log.skip_restored(tracker)  # logged by the run that closed them: never again
         tracker.start()
         self.tracker = tracker
         return tracker
@@ -271,13 +216,7 @@ class TOEnergy(Callback):
         tracker = self._ensure_tracker(trainer, pl_module)
         optimizers = trainer.optimizers
         tracker.optimizer = optimizers[0] if optimizers else None
-        self._epoch = -1  # read the accumulation settings again at the first batch
-        # Manual optimization may step several optimizers a batch, and max_steps counts every
-        # step: the run's length in batches is known once one batch has run (see
-        # _plan_manual_run).
-        self._global_step_before = None
-        if not pl_module.automatic_optimization and trainer.max_steps > 0:
-            self._global_step_before = -1
+        self._plan.start(trainer, pl_module)
 
     # --- train steps ----------------------------------------------------------------------
 
@@ -286,17 +225,7 @@ class TOEnergy(Callback):
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         tracker = self.tracker or self._ensure_tracker(trainer, pl_module)
-        if self._global_step_before is not None:
-            self._global_step_before = trainer.global_step
-        epoch = trainer.current_epoch
-        if epoch != self._epoch:
-            # Once per epoch, at its first batch (after every on_train_epoch_start, where a
-            # GradientAccumulationScheduler changes the factor), not on every step.
-            self._epoch = epoch
-            self._accumulate = max(int(trainer.accumulate_grad_batches), 1)
-            self._epoch_batches = trainer.num_training_batches
-        # As Lightning decides: the optimizer also steps on the epoch's last batch.
-        will_step = (batch_idx + 1) % self._accumulate == 0 or batch_idx + 1 == self._epoch_batches
+        will_step = self._plan.will_step(trainer, batch_idx)
         tracker.begin_step(batch, loop="train", will_step=will_step)
         tracker.set_phase("forward")
 
@@ -319,21 +248,9 @@ class TOEnergy(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._end_step(trainer, pl_module, "train")
-        if self._bar_due:
-            self._show_in_bar(pl_module)
-        if self._global_step_before is not None:
-            self._plan_manual_run(trainer, trainer.global_step - self._global_step_before)
-            self._global_step_before = None
-
-    def _plan_manual_run(self, trainer: Trainer, steps_per_batch: int) -> None:
-        """Under manual optimization, turn ``max_steps`` (optimizer steps) into batches, with
-        the optimizer steps the first batch took; epochs still cap the run."""
-        tracker = self.tracker
-        if tracker is None or tracker.total_steps is None or steps_per_batch <= 1:
-            return
-        done = tracker.steps("train")
-        by_steps = math.ceil((trainer.max_steps - trainer.global_step) / steps_per_batch)
-        tracker.total_steps = done + max(min(tracker.total_steps - done, by_steps), 0)
+        if self._log.bar_due:
+            self._log.show_in_bar(self.tracker, pl_module)
+        self._plan.batch_done(trainer, self.tracker)
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -434,9 +351,9 @@ class TOEnergy(Callback):
         if record is not None:
             self._log_window(trainer, record)
         if loop == "train":
-            self._train_batches += 1
+            self._log.train_batches += 1
             if trainer.world_size > 1:
-                self._reduce_totals(trainer, pl_module)
+                self._log.reduce_totals(trainer, pl_module, self.tracker)
 
     @override
     def on_exception(
@@ -453,44 +370,10 @@ class TOEnergy(Callback):
 
     # --- display and logging --------------------------------------------------------------
 
-    def _show_in_bar(self, pl_module: LightningModule) -> None:
-        """Hand the bar its items through ``pl_module.log(prog_bar=True, logger=False)``.
-
-        Called from ``on_train_batch_end`` (the train hook where a callback may log per step)
-        once a window has closed since the last call: Lightning keeps a logged bar value until
-        it is logged again, so the numbers stay between window closes and across epochs, in
-        the TQDM and the Rich bar alike, and the bar itself is left as Lightning built it.
-        """
-        self._bar_due = False
-        tracker = self.tracker
-        if tracker is None:
-            return
-        live = tracker.live()
-        if self._bar_unit is None:
-            if live.measured_j <= 0.0:
-                return  # nothing measured yet: no unit to choose
-            self._bar_unit = bar_unit(
-                run_scale_j(live, tracker.total_steps, tracker.steps("train")),
-                estimate=live.kind == "estimate",
-            )
-        for name, value in bar_items(live, self._bar_unit).items():
-            # A CPU float64 tensor: Lightning keeps it where it is, so the bar reads it back
-            # without a device sync and without float32 noise in the rounded digits.
-            pl_module.log(
-                name,
-                torch.tensor(value, dtype=torch.float64),
-                prog_bar=True,
-                logger=False,
-                on_step=True,
-                on_epoch=False,
-                batch_size=1,
-            )
-
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         # A new fit/validate/test: Lightning's bar starts empty, and the unit is chosen anew.
-        self._bar_unit = None
-        self._bar_due = False
+        self._log.new_run()
         self._to_print = None
         if self.tracker is not None:
             # An earlier run that never reached its end (on_exception did not run): its steps
@@ -498,45 +381,9 @@ class TOEnergy(Callback):
             stale, self.tracker = self.tracker, None
             with contextlib.suppress(Exception):
                 stale.close(save_calibration=False, interrupted="never finished")
-        self._train_batches = 0
-        self._totals = (0.0, 0.0)
 
     def _log_window(self, trainer: Trainer, record: WindowRecord | None) -> None:
-        if record is not None:
-            self._logged_index = max(self._logged_index, record.index)
-            self._bar_due = True
-        if record is None or trainer.global_rank != 0 or not trainer.loggers:
-            return
-        metrics = window_metrics(record)
-        if trainer.world_size == 1:
-            assert self.tracker is not None
-            live = self.tracker.live()
-            self._totals = (live.measured_j, live.predicted_j or 0.0)
-        metrics["energy/total_measured_J"], metrics["energy/total_predicted_J"] = self._totals
-        assert self.tracker is not None
-        precision = self.tracker.model.accuracy().precision_pct
-        if precision is not None and math.isfinite(precision):
-            metrics["energy/precision_pct"] = float(precision)
-        forecast = self.tracker.live().forecast
-        if forecast is not None:
-            values = (forecast.total_j, forecast.low_j, forecast.high_j)
-            metrics.update(zip(FORECAST_KEYS, values, strict=True))
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
-
-    def _reduce_totals(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Every rank runs the same train batches, so a cadence counted here (not by the
-        # tracker, which may have stood aside on one rank) keeps the collective in lockstep;
-        # window closes are time-based and differ between ranks.
-        every = max(int(getattr(trainer, "log_every_n_steps", 50)), 1)
-        if self._train_batches % every != 0 or self.tracker is None:
-            return
-        live = self.tracker.live()
-        local = torch.tensor(
-            [live.measured_j, live.predicted_j or 0.0], dtype=torch.float64, device=pl_module.device
-        )
-        total = trainer.strategy.reduce(local, reduce_op="sum")
-        self._totals = (float(total[0]), float(total[1]))
+        self._log.log_window(trainer, self.tracker, record)
 
     # --- the end --------------------------------------------------------------------------
 
@@ -545,111 +392,28 @@ class TOEnergy(Callback):
         if tracker is None:
             return
         try:
-            self._finish_run(trainer, tracker, interrupted)
+            report = finish_run(trainer, tracker, self._notes, self._log_window, interrupted)
+            self._notes = []
+            self.report = report
+            self._emit(trainer, report, tracker.calibration_path)
         finally:
             # Whatever failed, the next run starts a tracker of its own.
             self.tracker = None
 
-    def _finish_run(
-        self, trainer: Trainer, tracker: EnergyTracker, interrupted: str | None
-    ) -> None:
-        if trainer.state.fn == "fit" and tracker.total_steps is not None:
-            # The fit is over (early stopping or max_time may have ended it before the
-            # planned steps): the run's length is the steps it took, and its forecast what
-            # was measured, not a projection over steps that will never run.
-            tracker.total_steps = tracker.steps("train")
-        # Each part guarded on its own: a logger that fails must not keep the sensors open
-        # or the calibration unsaved, and every rank must still reach the gather below.
-        last: WindowRecord | None = None
-        for part in ("close", "log", "finish"):
-            try:
-                if part == "close":
-                    last = tracker.close_window(boundary=True)
-                elif part == "log":
-                    # The last window (a test run's, say) reaches the loggers like every other.
-                    self._log_window(trainer, last)
-                else:
-                    tracker.close()
-            except Exception as exc:
-                what = "logging its last window" if part == "log" else "the end of the run"
-                notices.warn(
-                    f"lightning-to-energy: {what} failed on rank {trainer.global_rank} "
-                    f"({type(exc).__name__}: {exc}); reporting the windows closed so far.",
-                    stacklevel=2,
-                )
-        windows: list[WindowRecord] = list(tracker.windows)
-        sensors = tracker.sensor_infos()
-        if interrupted is not None and trainer.world_size > 1:
-            # The other ranks may never reach a collective: this rank reports its own part.
-            self._notes.append(
-                f"rank {trainer.global_rank}'s windows only: the run was interrupted, so the "
-                "ranks' windows were not gathered."
-            )
-        elif (
-            trainer.world_size > 1
-            and torch.distributed.is_available()
-            and torch.distributed.is_initialized()
-        ):
-            gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, (windows, tracker.archived, sensors))
-            windows = [w for part, _, _ in gathered for w in part]
-            windows.sort(key=lambda w: (w.start_s, w.rank))
-            archived = merge_archives([archive for _, archive, _ in gathered])
-            # Each rank's own sensors (its GPU), host-wide ones once: every domain has a kind.
-            by_domain = {s.domain: s for _, _, part in gathered for s in part}
-            sensors = list(by_domain.values())
-        else:
-            archived = tracker.archived
-        report = tracker.build_report(
-            windows,
-            world_size=trainer.world_size,
-            archived=archived,
-            extra_warnings=self._notes,
-            sensors=sensors,
-        )
-        self._notes = []
-        self.report = report
-        self._emit(trainer, report, tracker.calibration_path)
-
     @rank_zero_only
     def _emit(self, trainer: Trainer, report: EnergyReport, calibration: Path | None) -> None:
-        from lightning_to_energy.reporting.files import save_report
-
         directory = self.report_dir or Path(trainer.log_dir or trainer.default_root_dir)
         self.report_files = None
-        try:
-            # None: draw when matplotlib is there; False: never
-            self.report_files = save_report(report, directory, plot=None if self.plot else False)
-        except OSError as exc:
-            notices.warn(
-                f"lightning-to-energy: energy report not saved to {directory}: {exc}",
-                stacklevel=2,
-            )
+        self.report_files = save_report_files(report, directory, plot=self.plot)
         if self.print_report:
             # Printed in teardown, once the bar has closed (see there).
             self._to_print = (report, files_lines(self.report_files, directory, calibration))
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self._to_print is None:
-            return
-        report, files = self._to_print
-        self._to_print = None
-        bar = trainer.progress_bar_callback
-        if isinstance(bar, RichProgressBar):
-            # Lightning stops a Rich bar in its own teardown, which runs after this one (the
-            # default bar is appended after the user's callbacks): printed while it is live,
-            # the summary would sit above a bar redrawn below it. Its teardown only stops the
-            # bar, so call it first (Lightning's own call then finds it stopped; in a
-            # non-interactive console Rich prints one blank line for it).
-            bar.teardown(trainer, pl_module, stage)
-        from lightning_to_energy.reporting.console import render_report, summary_lines
-
-        if self.verbose:
-            render_report(report)
-            print("\n".join(files))
-        else:
-            print("\n".join([*summary_lines(report), *files]))
+        if self._to_print is not None:
+            (report, files), self._to_print = self._to_print, None
+            print_summary(trainer, pl_module, stage, report, files, verbose=self.verbose)
 
     # --- checkpoint state -----------------------------------------------------------------
 
@@ -659,8 +423,7 @@ class TOEnergy(Callback):
             state = self.tracker.state_dict()
         else:  # resumed but not started yet: the restored state, as it was loaded
             state = dict(self._pending_state or {})
-        state = gather_rank_states(state)
-        return state
+        return gather_rank_states(state)
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -669,13 +432,9 @@ class TOEnergy(Callback):
             return
         if self.tracker is not None:
             self.tracker.load_state_dict(state)
-            self._skip_restored_windows(self.tracker)
+            self._log.skip_restored(self.tracker)
         else:
             self._pending_state = state
-
-    def _skip_restored_windows(self, tracker: EnergyTracker) -> None:
-        """Restored windows were logged by the run that closed them: never log them again."""
-        self._logged_index = tracker.windows[-1].index if tracker.windows else -1
 
     def _note(self, message: str) -> None:
         """One warning (rank 0) and a line in the report."""

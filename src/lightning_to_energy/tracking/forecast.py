@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lightning_to_energy.model.regression import OnlineEnergyModel
 from lightning_to_energy.reporting.records import Forecast
 from lightning_to_energy.tracking.ledger import RunningTotals
+from lightning_to_energy.tracking.steps import StepAccounting
+from lightning_to_energy.tracking.windows import WindowRun
 
-__all__ = ["LiveReadout", "forecast_run", "live_readout"]
+__all__ = ["LiveReadout", "LiveState", "forecast_run", "live_readout"]
 
 
 def forecast_run(
@@ -101,3 +105,54 @@ def live_readout(
         windows=windows,
         forecast=forecast,
     )
+
+
+class LiveState:
+    """What the live readout shows between window closes: the recent accuracy, the weakest
+    sensor kind and the forecast, refreshed once per window close (see
+    :meth:`~lightning_to_energy.tracking.tracker.EnergyTracker.live`).
+
+    Args:
+        acct: the step accounting (TOs and steps so far, a train step's features).
+        windows: the open window, its meter and the closed windows' ledger.
+    """
+
+    def __init__(self, acct: StepAccounting, windows: WindowRun) -> None:
+        self.acct = acct
+        self.windows = windows
+        self.recent_error_pct: float | None = None
+        self.weakest_kind = "none"
+        self.forecast: Forecast | None = None
+
+    def readout(self) -> LiveReadout:
+        """The totals so far, the open window's latest sample included."""
+        meter, ledger = self.windows.meter, self.windows.ledger
+        return live_readout(
+            ledger.totals,
+            0.0 if meter is None else meter.open_j(self.windows.window),
+            recent_error_pct=self.recent_error_pct,
+            tos=self.acct.tos_total,
+            kind=self.weakest_kind,
+            windows=ledger.n_windows,
+            forecast=self.forecast,
+        )
+
+    def refresh(self, model: OnlineEnergyModel, forecast: Callable[[], Forecast | None]) -> None:
+        """The model's recent accuracy, then the ``forecast``; once per window close."""
+        mape = model.recent_mape()
+        self.recent_error_pct = None if math.isnan(mape) else 100.0 * mape
+        self.forecast = forecast()
+
+    def forecast_run(self, model: OnlineEnergyModel, total_steps: int | None) -> Forecast | None:
+        """The whole run's forecast (:func:`forecast_run`); None without ``total_steps`` or
+        before a window closed."""
+        ledger = self.windows.ledger
+        if total_steps is None or ledger.n_windows == 0:
+            return None
+        return forecast_run(
+            ledger.totals,
+            model,
+            total_steps=total_steps,
+            steps_done=self.acct.steps.get("train", 0),
+            step_features=self.acct.features_of("train", 1.0),
+        )

@@ -19,6 +19,10 @@ __all__ = ["Machine"]
 class Machine:
     """The hardware a tracker runs on.
 
+    The roofline's hardware (peaks per format, bandwidth, launch cost): each window records its
+    steps' roofline seconds, so a run's windows can fit a calibration that needs no timing to
+    predict (``lightning-to-energy fit REPORT --roofline``).
+
     Args:
         device: the torch device this process trains on, or None (the CPU's roofline).
         notes: where a failed identification is warned about.

@@ -6,6 +6,7 @@ by a fresh one over the same sensors, so that the next windows are measured agai
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 from lightning_to_energy.sensors.base import Sensor
@@ -14,7 +15,7 @@ from lightning_to_energy.sensors.spec import SensorRequest
 from lightning_to_energy.tracking.ledger import OpenWindow, join_measurements
 from lightning_to_energy.tracking.notes import Notes
 
-__all__ = ["WindowMeter", "select_sensors"]
+__all__ = ["WindowMeter", "close_sensors", "select_sensors"]
 
 
 class WindowMeter:
@@ -142,3 +143,10 @@ def select_sensors(
         )
         return list(found.sensors), dict(found.skipped)
     return [s for s in request.sensors if local_rank == 0 or not s.host_wide], {}
+
+
+def close_sensors(sensors: Sequence[Sensor]) -> None:
+    """Close every sensor (and its sampler thread), whatever fails: the run is over."""
+    for sensor in sensors:
+        with contextlib.suppress(Exception):  # closing is best effort
+            sensor.close()

@@ -23,10 +23,7 @@ signature replays the cached profile at the cost of a dictionary look-up and a f
 
 from __future__ import annotations
 
-import contextlib
-import math
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,27 +45,24 @@ from lightning_to_energy.reporting.records import (
     WindowRecord,
 )
 from lightning_to_energy.sensors.base import Sensor, weakest_kind
-from lightning_to_energy.sensors.meter import Measurement, Meter
+from lightning_to_energy.sensors.meter import Meter
 from lightning_to_energy.tracking.assembly import (
-    assemble_report,
-    breakdown_sums,
     sensor_infos,
-    step_breakdown,
-    train_step_energy,
 )
 from lightning_to_energy.tracking.calibration_link import CalibrationLink
-from lightning_to_energy.tracking.checkpoint import parse_state, tracker_state
-from lightning_to_energy.tracking.config import check_arguments, check_started_window
-from lightning_to_energy.tracking.forecast import LiveReadout, forecast_run, live_readout
+from lightning_to_energy.tracking.checkpoint import parse_state
+from lightning_to_energy.tracking.config import check_arguments
+from lightning_to_energy.tracking.forecast import LiveReadout, LiveState
 from lightning_to_energy.tracking.ledger import (
-    OpenWindow,
     WindowLedger,
 )
 from lightning_to_energy.tracking.machine import Machine
-from lightning_to_energy.tracking.metering import WindowMeter, select_sensors
+from lightning_to_energy.tracking.metering import close_sensors, select_sensors
 from lightning_to_energy.tracking.notes import Notes, interruption_reason
-from lightning_to_energy.tracking.record import record_window
+from lightning_to_energy.tracking.stepping import StepGate
 from lightning_to_energy.tracking.steps import StepAccounting
+from lightning_to_energy.tracking.summary import RunSummary
+from lightning_to_energy.tracking.windows import WindowRun
 
 __all__ = ["DEFAULT_MIN_WINDOW_S", "EnergyTracker", "LiveReadout"]
 
@@ -167,11 +161,9 @@ class EnergyTracker:
         self.rank = rank
         self.total_steps = total_steps
 
-        # The parts: steps, windows, calibration, notes; this class wires them to the meter.
+        # The parts (notes, machine, steps, ledger, calibration, windows, summary, live readout,
+        # step gate): each module's docstring says what it owns; this class wires them.
         self._notes = Notes()
-        # The roofline's hardware (peaks per format, bandwidth, launch cost): each window
-        # records its steps' roofline seconds, so a run's windows can fit a calibration that
-        # needs no timing to predict (``lightning-to-energy fit REPORT --roofline``).
         self._machine = Machine(self.device, self._notes)
         self._acct = StepAccounting(
             module,
@@ -186,31 +178,25 @@ class EnergyTracker:
         self.model = OnlineEnergyModel(self.features)
         self.sensors: list[Sensor] = []
         self.skipped_sensors: dict[str, str] = {}
-        self._meter: WindowMeter | None = None
         self.window_s = window_s or 0.0
-        # Names this run in the calibration store, so saving it again (finish() twice, or the
-        # end of a resumed run) replaces its windows instead of adding them a second time.
-        self._run_id = uuid.uuid4().hex[:12]
-        self._window: OpenWindow | None = None
-        self._window_t0 = 0.0
-        # Checkpoints carry the report's breakdowns as plain sums, added back after a resume.
-        self._restored_breakdown: dict[str, Any] = {}
-        self._recent_error_pct: float | None = None
-        self._weakest_kind = "none"
-        self._forecast: Forecast | None = None
-        self._t0 = 0.0
-        self._elapsed_before_s = 0.0  # run time restored from a checkpoint
+        self._windows = WindowRun(
+            self._acct, self._ledger, self._notes, clock, self._profile_features
+        )
+        self._summary = RunSummary(
+            self._acct, self._ledger, self._machine, self._calibration, self._notes, self._windows
+        )
+        self._live = LiveState(self._acct, self._windows)  # behind live(), once per close
         self._started = False
-        self._broken: str | None = None
-        # Why the run ended early (see close): marks the open window and the report.
-        self._interrupted: str | None = None
+        self._gate = StepGate(
+            self._acct, self._windows, self._notes, start=self.start, close_window=self.close_window
+        )
 
     # --- the parts, as attributes -----------------------------------------------------------
 
     @property
     def meter(self) -> Meter | None:
         """The meter over the open window; None without sensors (or before :meth:`start`)."""
-        return None if self._meter is None else self._meter.meter
+        return None if self._windows.meter is None else self._windows.meter.meter
 
     @property
     def cache(self) -> Any:
@@ -259,23 +245,20 @@ class EnergyTracker:
         if self._started:
             return
         self._started = True
-        self._t0 = self._clock()
+        self._windows.t0 = self._clock()
         self.sensors, self.skipped_sensors = select_sensors(
             self._requested_sensors, self._machine.cuda_devices(), self.local_rank
         )
-        self._weakest_kind = weakest_kind({s.kind.value for s in self.sensors})
+        self._live.weakest_kind = weakest_kind({s.kind.value for s in self.sensors})
+        window_s = self._requested_window_s
         if self.sensors:
-            if self._requested_window_s is not None:
-                try:
-                    note = check_started_window(self._requested_window_s, self.sensors)
-                except ValueError:
-                    self._started = False
-                    raise
-                if note is not None:
-                    self._notes.warn_once("window-short", note)
-            self._meter = WindowMeter(self.sensors, self._clock, self._sync, self._notes)
-            if self._requested_window_s is None:
-                self.window_s = max(self._meter.min_window_s, DEFAULT_MIN_WINDOW_S)
+            try:
+                meter = self._windows.open_meter(self.sensors, window_s, self._sync)
+            except ValueError:
+                self._started = False
+                raise
+            if window_s is None:
+                self.window_s = max(meter.min_window_s, DEFAULT_MIN_WINDOW_S)
         self._machine.detect()
         self.model = self._calibration.load(self._machine.hardware, self.model, self.features)
         # Pay for importing the regression's solver and for its first fit now, not in the
@@ -309,32 +292,11 @@ class EnergyTracker:
         which this tracker stands aside and the training goes on untouched. A step begun and
         never ended (a skipped batch, an exception) is dropped when the next one begins.
         """
-        if self._broken:
-            return
-        try:
-            self._begin_step(batch, loop, will_step)
-        except Exception as exc:
-            self._break(exc)
-
-    def _begin_step(self, batch: Any, loop: str, will_step: bool) -> None:
-        if not self._started:
-            self.start()
-        if self._acct.in_step:
-            # The previous step never ended: drop it, and above all stop its dispatch mode.
-            self.abort_step()
-        window = self._window
-        if window is None or window.loop != loop:
-            if window is not None:
-                self.close_window(boundary=True)
-            window = self._open_window(loop)
-        self._acct.begin(batch, loop, will_step)
+        self._gate.begin(batch, loop, will_step)
 
     def set_phase(self, phase: str) -> None:
         """Attribute the ops that follow to ``phase`` (forward, backward, optimizer, other)."""
-        try:
-            self._acct.set_phase(phase)
-        except Exception as exc:
-            self._break(exc)
+        self._gate.set_phase(phase)
 
     def end_step(self, *, loop: str = "train") -> WindowRecord | None:
         """Add the step to its window; close the window when it has lasted ``window_s``.
@@ -345,60 +307,11 @@ class EnergyTracker:
         Returns:
             The window record when this step closed a window, else None.
         """
-        if self._broken:
-            return None
-        try:
-            return self._end_step()
-        except Exception as exc:
-            self._break(exc)
-            return None
+        return self._gate.end(self.window_s)
 
     def abort_step(self) -> None:
         """Drop a step that failed in user code: stop counting it, keep nothing of it."""
         self._acct.abort()
-
-    def _break(self, exc: BaseException) -> None:
-        self.abort_step()
-        self._broken = f"{type(exc).__name__}: {exc}"
-        self._notes.warn_once(
-            "internal",
-            f"stopped counting after an internal error ({self._broken}); training is not "
-            "affected, and the windows closed so far are kept in the report. Please report "
-            "this error.",
-        )
-
-    def _end_step(self) -> WindowRecord | None:
-        window = self._window
-        if window is None:
-            return None
-        done = self._acct.finish()
-        if done is None:
-            return None
-        pid, vector = done
-        sums = window.sums
-        for i, value in enumerate(vector):
-            sums[i] += value
-        window.steps += 1
-        self._acct.add(window.loop, pid, vector)
-        if self._meter is not None and self._clock() - self._window_t0 >= self.window_s:
-            return self.close_window()
-        return None
-
-    def _open_window(self, loop: str) -> OpenWindow:
-        self._acct.new_window()
-        window = OpenWindow(loop=loop, first_step=self._acct.steps.get(loop, 0))
-        window.sums = [0.0] * (len(self._profile_features) + 3)
-        if self._meter is not None and self._meter.is_open:
-            # Windows tile time: the last window's closing edge opened this one.
-            window.meter_open = True
-            self._window = window
-            self._window_t0 = self._meter.opened_s
-            return window
-        if self._meter is not None:
-            self._meter.open(window)
-        self._window_t0 = self._clock()
-        self._window = window
-        return window
 
     # --- windows --------------------------------------------------------------------------
 
@@ -408,62 +321,10 @@ class EnergyTracker:
         A step begun in it and not ended (a batch skipped by ``on_train_batch_start``
         returning -1, say) is dropped first, so that its dispatch mode does not outlive it.
         """
-        if self._acct.in_step:
-            self.abort_step()
-        window = self._window
-        self._window = None
-        if window is None or (window.steps == 0 and self._interrupted is None):
-            # A window without steps keeps the meter running: its time goes to the next one.
-            # (An interrupted one is kept: the step that raised spent its joules in it.)
-            return None
-        measurement = None if self._meter is None else self._meter.close(window)
-        record, _ = self._record(window, measurement, boundary=boundary)
-        self._ledger.append(record)
-        self._refresh_live()
+        record = self._windows.close(self.model, rank=self.rank, boundary=boundary)
+        if record is not None:
+            self._live.refresh(self.model, self.forecast)  # the accuracy and forecast of live()
         return record
-
-    def _record(
-        self,
-        window: OpenWindow,
-        measurement: Measurement | None,
-        *,
-        boundary: bool,
-        fork: bool = False,
-    ) -> tuple[WindowRecord, OnlineEnergyModel]:
-        """The record of ``window`` and the model after it (see :func:`record_window`)."""
-        return record_window(
-            window,
-            measurement,
-            self.model,
-            duration_s=(
-                measurement.duration_s
-                if measurement is not None
-                else self._clock() - self._window_t0
-            ),
-            profile_features=self._profile_features,
-            index=self._ledger.n_windows,
-            start_s=self._elapsed_before_s + (self._window_t0 - self._t0),
-            rank=self.rank,
-            boundary=boundary,
-            fork=fork,
-            notes=self._notes,
-            interrupted=self._interrupted is not None,
-        )
-
-    def _snapshot_window(self) -> tuple[WindowRecord, OnlineEnergyModel] | None:
-        """The open window as a checkpoint saves it, without closing it in this run.
-
-        The record is what closing the window now would give (a ``boundary`` window, predicted
-        first, fitted into a copy of the model when fit-worthy), with the model after it. The
-        meter is lapped (one edge, as a close would read) so that the joules so far are exact;
-        the live window goes on and closes when due, over its whole length.
-        """
-        window = self._window
-        if window is None or window.steps == 0:
-            return None
-        measurement = None if self._meter is None else self._meter.lap(window)
-        # The live model must not learn a part of a window that it fits whole at the close.
-        return self._record(window, measurement, boundary=True, fork=True)
 
     # --- live readout ---------------------------------------------------------------------
 
@@ -475,34 +336,12 @@ class EnergyTracker:
         the windows closed before the model could predict and the open window (predicted when
         it closes): so measured minus predicted is the model's accumulated error.
         """
-        return live_readout(
-            self._ledger.totals,
-            0.0 if self._meter is None else self._meter.open_j(self._window),
-            recent_error_pct=self._recent_error_pct,
-            tos=self._acct.tos_total,
-            kind=self._weakest_kind,
-            windows=self._ledger.n_windows,
-            forecast=self._forecast,
-        )
-
-    def _refresh_live(self) -> None:
-        """The accuracy and forecast behind :meth:`live`; once per window close."""
-        mape = self.model.recent_mape()
-        self._recent_error_pct = None if math.isnan(mape) else 100.0 * mape
-        self._forecast = self.forecast()
+        return self._live.readout()
 
     def forecast(self) -> Forecast | None:
         """Whole-run energy, with its interval (see :func:`forecast_run`); None without
         ``total_steps`` or before a train window closed."""
-        if self.total_steps is None or self._ledger.n_windows == 0:
-            return None
-        return forecast_run(
-            self._ledger.totals,
-            self.model,
-            total_steps=self.total_steps,
-            steps_done=self._acct.steps.get("train", 0),
-            step_features=self._acct.features_of("train", 1.0),
-        )
+        return self._live.forecast_run(self.model, self.total_steps)
 
     # --- the end --------------------------------------------------------------------------
 
@@ -531,21 +370,18 @@ class EnergyTracker:
             if not self._started:
                 self.start()
             self.close_window(boundary=True)
-            if self._meter is not None:
-                self._meter.stop()  # the time after the last step belongs to no window
+            self._windows.stop_meter()  # the time after the last step belongs to no window
             if save_calibration:
                 self.save_calibration()
         finally:
-            for sensor in self.sensors:
-                with contextlib.suppress(Exception):  # closing is best effort; the run is over
-                    sensor.close()
+            close_sensors(self.sensors)  # and their sampler threads, whatever failed
 
     def interrupt(self, reason: str) -> None:
         """Mark the run as ended early by ``reason`` (e.g. ``"KeyboardInterrupt"``): the step
         under way is dropped, the open window, once closed, is flagged ``interrupted`` and not
         fitted, and the report says so. :meth:`close` follows."""
         self.abort_step()  # the step that raised: nothing of it is counted
-        self._interrupted = reason
+        self._windows.interrupted = reason
 
     def __enter__(self) -> EnergyTracker:
         """Start; the ``with`` block's end closes the tracker even when the block raises."""
@@ -568,13 +404,8 @@ class EnergyTracker:
         written is :attr:`calibration_path`; when nothing is written, a line of
         :attr:`warnings` (and so of the report) says why and where it would have gone.
         """
-        self._calibration.save(
-            self.model,
-            self._machine.hardware,
-            self.sensors,
-            rank=self.rank,
-            run_id=self._run_id,
-            window_s=self.window_s,
+        self._summary.save_calibration(
+            self.model, self.sensors, rank=self.rank, window_s=self.window_s
         )
 
     def build_report(
@@ -589,42 +420,15 @@ class EnergyTracker:
         """The report over ``windows`` and the ``archived`` per-loop totals of windows folded
         out of the list, measured by ``sensors`` (default: this process's; under DDP, every
         rank's, so that each domain of the windows names its kind)."""
-        windows = tuple(self.windows if windows is None else windows)
-        sums = breakdown_sums(self._acct.run_steps, self._restored_breakdown)
-        pid = self._acct.last_profile.get("train")
-        totals = self._ledger.totals
-        dynamic_j, static_j, shares, static_note = train_step_energy(
+        return self._summary.report(
             self.model,
-            None if pid is None else self._acct.profiles[pid],
-            self._acct.features_of("train", 1.0),
-            self._machine.roofline,
-            totals.train_duration_s / totals.train_steps if totals.train_steps else None,
-            attribute_static=bool(sums["steps"]),
-        )
-        return assemble_report(
-            windows,
-            self._ledger.archived if archived is None else archived,
+            self.windows if windows is None else windows,
+            archived=archived,
             world_size=world_size,
-            warnings=[*self.warnings, *extra_warnings],
-            max_windows=self.max_windows,
-            roofline_note=self._machine.roofline_note,
-            changed_signatures=len(self.cache.changed_signatures),
-            hardware=self._machine.section(),
+            extra_warnings=extra_warnings,
             sensors=self.sensor_infos() if sensors is None else sensors,
             skipped_sensors=self.skipped_sensors,
-            model=self.model,
-            breakdown=step_breakdown(
-                sums,
-                self._acct.profiles.values(),
-                dynamic_j,
-                static_j,
-                shares,
-            ),
             forecast=self.forecast(),
-            run_id=self._run_id,
-            prior=self._calibration.prior,
-            static_note=static_note,
-            interrupted=self._interrupted,
         )
 
     def sensor_infos(self) -> list[SensorInfo]:
@@ -646,32 +450,12 @@ class EnergyTracker:
         joules then include the begun step's seconds so far, which a resumed run measures
         again when it runs that step anew: at most one partial step counted twice.
         """
-        ledger = self._ledger
-        windows = ledger.windows
-        n_windows = ledger.n_windows
-        model = self.model
         # Safe inside a counted step: the meter lap and the model fork run no aten op for
         # the counting dispatch mode to see, and the window's sums hold completed steps only.
-        try:
-            snapshot = self._snapshot_window()
-        except Exception as exc:  # a checkpoint must be written whatever happens here
-            self._break(exc)
-            snapshot = None
-        if snapshot is not None:
-            record, model = snapshot
-            windows = [*windows, record]
-            n_windows += 1
-        return tracker_state(
-            windows=windows,
-            n_windows=n_windows,
-            ledger=ledger,
-            steps=self._acct.steps,
-            elapsed_s=self._elapsed_before_s + (self._clock() - self._t0 if self._started else 0.0),
-            model=model,
-            warnings=self.warnings,
-            breakdown=breakdown_sums(self._acct.run_steps, self._restored_breakdown),
-            run_id=self._run_id,
-            prior=self._calibration.prior,
+        # A checkpoint must be written whatever happens here.
+        snapshot = self._gate.guarded(self._windows.snapshot, self.model, rank=self.rank)
+        return self._summary.state(
+            self.model, snapshot, elapsed_s=self._windows.elapsed_s(self._started)
         )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -685,13 +469,5 @@ class EnergyTracker:
         """
         restored = parse_state(state, self.features)
         self.model = restored.model
-        self._acct.steps = restored.steps
-        self._elapsed_before_s = restored.elapsed_s
-        self._notes.messages = restored.warnings
-        self._restored_breakdown = restored.breakdown
-        self._run_id = restored.run_id or self._run_id
-        self._calibration.restore_prior(restored.prior)
-        self._acct.run_steps.clear()
-        self._acct.tos_total = restored.tos_total
-        restored.restore_ledger(self._ledger)
-        self._refresh_live()
+        self._summary.restore(restored)
+        self._live.refresh(self.model, self.forecast)  # the accuracy and forecast of live()
