@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_to_energy._files import atomic_write_text, parse_json
+from lightning_to_energy._files import atomic_write_text
 from lightning_to_energy.calibration import HardwareInfo
 from lightning_to_energy.model.physical import (
     ENERGY_PREFIXES,
@@ -329,7 +329,7 @@ def check_writable(path: Path) -> None:
         from lightning_to_energy.calibration import Calibration
 
         try:
-            Calibration.from_dict(parse_json(path.read_text(encoding="utf-8")))
+            Calibration.read(path)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise CalibrationError(
                 f"expected --out to be a new file or a calibration to update, found {path}, "
@@ -462,7 +462,7 @@ def load_params(path: str | os.PathLike[str]) -> PhysicalParams:
 
     p = Path(path)
     try:
-        calibration = Calibration.from_dict(parse_json(p.read_text(encoding="utf-8")))
+        calibration = Calibration.read(p)
         if calibration.physical is None:
             raise ValueError("it holds no physical step model (a regression-only calibration)")
         return PhysicalModel.from_dict(calibration.physical).params

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-from lightning_to_energy._files import found_repr
+from lightning_to_energy._files import found_repr, parse_json
 from lightning_to_energy.hardware.identity import HardwareInfo, hardware_fingerprint
 from lightning_to_energy.model.regression import (
     DEFAULT_HISTORY,
@@ -295,6 +297,16 @@ class Calibration:
             # optional: files without it (and readers before it) hold the regression only
             **({"physical": dict(self.physical)} if self.physical is not None else {}),
         }
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> Calibration:
+        """The calibration in the file at ``path`` (no store rules: any hardware, any name).
+
+        Raises:
+            OSError: the file cannot be read.
+            ValueError: it is not UTF-8 JSON (nested too deep counts), or not a calibration.
+        """
+        return cls.from_dict(parse_json(Path(path).read_text(encoding="utf-8")))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Calibration:

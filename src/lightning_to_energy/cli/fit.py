@@ -487,8 +487,8 @@ def _check_out(path: str) -> None:
         )
     if out.exists():
         try:
-            Calibration.from_dict(parse_json(out.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            Calibration.read(out)
+        except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
             raise CliError(
                 f"expected --out to name a new file or a calibration to merge into, found "
                 f"{path}, which is not a calibration: it would be overwritten. Fix: choose "
