@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from paths import SHARED_DATA
 
 from lightning_to_energy import cli
 from lightning_to_energy.calibration import (
@@ -21,6 +20,7 @@ from lightning_to_energy.calibration import (
 )
 from lightning_to_energy.model import PhysicalModel
 from lightning_to_energy.model.regression import OnlineEnergyModel
+from paths import SHARED_DATA
 
 
 def test_the_h100_calibration_ships_with_the_physical_model_and_its_provenance() -> None:
