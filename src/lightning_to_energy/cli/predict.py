@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     planned = plan.to_dict()
     notes = _notes(args, calibration, spec, same_machine, hardware.label)
-    if from_builtin:
+    if from_builtin and calibration.physical is not None:
         from lightning_to_energy.calibration.builtin import builtin_note
 
         notes.insert(0, builtin_note(str(calibration.physical["target"]), calibration))
