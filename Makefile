@@ -15,7 +15,7 @@ BASE := $(VENV)/.base
 RUNTIME := $(VENV)/.installed-plot
 DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench builtin-calibrations clean
 
 $(BASE):
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,16 @@ typecheck: $(DEV)
 bench: $(DEV)
 	$(PY) benchmarks/counting.py
 	$(PY) benchmarks/overhead.py
+
+# The calibrations shipped in src/lightning_to_energy/calibration/builtin/, refitted from the
+# published measurements they rest on (a test checks the shipped file matches the data's hash).
+SHARED_STEPS ?= ../shared/data/h100-training-steps.json
+builtin-calibrations: $(DEV)
+	rm -f src/lightning_to_energy/calibration/builtin/h100-sxm.json.new
+	$(PY) -m lightning_to_energy fit $(SHARED_STEPS) \
+		--out src/lightning_to_energy/calibration/builtin/h100-sxm.json.new
+	mv src/lightning_to_energy/calibration/builtin/h100-sxm.json.new \
+		src/lightning_to_energy/calibration/builtin/h100-sxm.json
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,12 @@ After ``lightning-to-energy calibrate`` on a GPU (``benchmarks/gpu_session.sh``,
     PYTHONPATH=src python benchmarks/apriori_check.py docs/data/<gpu>/calibration.json \\
         --out docs/data/<gpu>/apriori.json [--compare]
 
+or, with no calibration at all, from the datasheet priors a run starts from on that GPU
+(``model.physical_prior.prior_for``: datasheet peaks, the shared format microbenchmarks)::
+
+    PYTHONPATH=src python benchmarks/apriori_check.py --datasheet h100-sxm \\
+        --out docs/data/h100-sxm/apriori-datasheet.json
+
 Counts each shared configuration's step for the calibration's target (meta tensors), predicts
 its time and energy with the calibrated physical parameters alone (no training step fitted),
 and scores them against the measurements: precision = 100 x (1 - MAPE), R^2, median and worst
@@ -32,7 +38,16 @@ DEFAULT_DATA = "../shared/data/h100-training-steps.json"
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("calibration", help="a calibration file written by calibrate --out")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "calibration", nargs="?", default=None, help="a calibration file written by calibrate --out"
+    )
+    source.add_argument(
+        "--datasheet",
+        default=None,
+        metavar="KEY",
+        help="no calibration: the datasheet priors of hardware KEY (e.g. h100-sxm)",
+    )
     parser.add_argument("--data", default=DEFAULT_DATA, help=f"default {DEFAULT_DATA}")
     parser.add_argument("--out", default=None, metavar="FILE", help="write the scores as JSON")
     parser.add_argument("--only", default=None, metavar="REGEX", help="configuration ids")
@@ -42,17 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check(
-    calibration: Path, data: Path, only: str | None = None, compare: bool = False
-) -> dict[str, Any]:
-    """The a-priori scores of ``calibration`` on the shared data (see the module docstring)."""
-    import numpy as np
-
+def load_params(calibration: Path | None, datasheet: str | None) -> tuple[Any, str, str, str]:
+    """(physical parameters, their target key, the GPU they describe, where they come from)."""
     from lightning_to_energy.calibration import Calibration
-    from lightning_to_energy.model.physical import PhysicalModel, energy_at
-    from lightning_to_energy.study.physical_eval import physical_predictions, precision_scores
-    from lightning_to_energy.study.shared_data import TARGET, load_shared_data, shared_samples
+    from lightning_to_energy.hardware.specs import find_hardware
+    from lightning_to_energy.model.physical import PhysicalModel
+    from lightning_to_energy.model.physical_prior import prior_for
 
+    if calibration is None:
+        key = str(datasheet)
+        spec = find_hardware(key)  # raises KeyError naming the known keys
+        return prior_for(spec), spec.key, spec.name, f"datasheet priors of {spec.key}"
     found = Calibration.from_dict(json.loads(calibration.read_text(encoding="utf-8")))
     if found.physical is None:
         raise ValueError(
@@ -60,6 +75,25 @@ def check(
             f"{calibration} without one. Fix: pass the calibrate run's --out file."
         )
     model = PhysicalModel.from_dict(found.physical)
+    return model.params, model.target, found.hardware.label, str(calibration)
+
+
+def check(
+    calibration: Path | None,
+    data: Path,
+    only: str | None = None,
+    compare: bool = False,
+    datasheet: str | None = None,
+) -> dict[str, Any]:
+    """The a-priori scores of ``calibration`` (or of ``datasheet``'s priors when None) on the
+    shared data (see the module docstring)."""
+    import numpy as np
+
+    from lightning_to_energy.model.physical import energy_at
+    from lightning_to_energy.study.physical_eval import physical_predictions, precision_scores
+    from lightning_to_energy.study.shared_data import TARGET, load_shared_data, shared_samples
+
+    params, target, gpu, source = load_params(calibration, datasheet)
     shared = load_shared_data(data)
     ids = [c.id for c in shared.configs if only is None or re.search(only, c.id)]
     if not ids:
@@ -70,17 +104,17 @@ def check(
     # the steps as the shared data's GPU runs them; the parameters are the calibrated GPU's
     pairs = shared_samples(shared, TARGET, ids)
     samples = [s for _, s in pairs]
-    pred = physical_predictions(model.params, samples)
+    pred = physical_predictions(params, samples)
     t = np.array([s.time_s for s in samples])
     e = np.array([s.energy_j for s in samples])
-    at_measured = np.array([energy_at(s.profile, model.params, s.time_s).energy_j for s in samples])
+    at_measured = np.array([energy_at(s.profile, params, s.time_s).energy_j for s in samples])
     result: dict[str, Any] = {
-        "calibration": str(calibration),
-        "calibrated_gpu": found.hardware.label,
-        "target": model.target,
+        "calibration": source,
+        "calibrated_gpu": gpu,
+        "target": target,
         "data": str(data),
         "data_gpu": shared.hardware.get("gpu"),
-        "same_gpu_kind": model.target == TARGET,
+        "same_gpu_kind": target == TARGET,
         "configurations": len(samples),
         "a_priori": {
             "time": precision_scores(pred[:, 0], t),
@@ -109,7 +143,7 @@ def render(result: dict[str, Any]) -> str:
     """The scores as a few lines of text."""
     lines = [
         f"a-priori check: {result['configurations']} shared steps ({result['data_gpu']}) "
-        f"predicted from the calibration of {result['calibrated_gpu']} ({result['target']})"
+        f"predicted from {result['calibration']} ({result['calibrated_gpu']}, {result['target']})"
     ]
     if not result["same_gpu_kind"]:
         lines.append(
@@ -143,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the check; 0 on success, 2 on bad input."""
     args = build_parser().parse_args(argv)
     try:
-        result = check(Path(args.calibration), Path(args.data), args.only, args.compare)
+        calibration = None if args.calibration is None else Path(args.calibration)
+        result = check(calibration, Path(args.data), args.only, args.compare, args.datasheet)
     except (OSError, ValueError, KeyError) as exc:
         print(f"apriori_check: error: {exc}", file=sys.stderr)
         return 2

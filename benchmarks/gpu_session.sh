@@ -28,7 +28,9 @@
 # calibration alone; it runs on that machine because ../shared/data does not travel).
 #
 # Stages, in this order, each under its own cap (seconds) and under the call's deadline CALL_S
-# (default 420 = 7 minutes); a stage past its cap is stopped (exit 124) and the next one starts:
+# (default 420 = 7 minutes); a stage past its cap is stopped (exit 124) and the next one starts.
+# The first five caps add up to the 420 s: plan and study run in the time the earlier stages
+# leave (they often end before their caps), else in a second call (`... plan,study`):
 #   tests      60  nvidia-smi, versions, `lightning-to-energy sensors --json`, the opt-in GPU
 #                  tests (NVML for real, synchronisation at window edges, bf16 on CUDA)
 #   calibrate 150  `lightning-to-energy calibrate --budget-s 130`: calibration.json
@@ -37,6 +39,9 @@
 #   overhead   90  benchmarks/overhead.py, TOEnergy vs ThroughputMonitor in the same run (the
 #                  ratio), bf16-mixed GPT then fp32 CNN
 #   converge   60  examples/gpu_bf16.py from an empty calibration store: live convergence
+#   plan       45  benchmarks/predict_step_time.py --device cuda: `predict` on one Lightning
+#                  run's calibration against 3 more runs, seconds and joules per step (issue
+#                  14: energy within 30 % with a measuring sensor); plan.json
 #   study    rest  benchmarks/paper_study.py for the time left (it needs about 130 s): the bf16
 #                  configurations first (every study configuration trains with AdamW: the
 #                  shared data has neither); resumable in a later call
@@ -53,7 +58,7 @@ out="${2:-gpu-results}"
 call_s="${CALL_S:-420}"
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py="${PYTHON:-python3}"  # the device image's python3 is the one that holds torch
-all_stages="tests,calibrate,traces,overhead,converge,study"
+all_stages="tests,calibrate,traces,overhead,converge,plan,study"
 
 cap_of() {  # a stage's own cap in seconds
     case "$1" in
@@ -62,6 +67,7 @@ cap_of() {  # a stage's own cap in seconds
         traces) echo 60 ;;
         overhead) echo 90 ;;
         converge) echo 60 ;;
+        plan) echo 45 ;;
         study) echo 100000 ;;  # the time left in the call
     esac
 }
@@ -124,6 +130,9 @@ run_stage() {  # one stage; the last failing command's exit status, 0 when all p
             cache="$(cd "$dir/converge/cache" && pwd)"
             echo "XDG_CACHE_HOME=$cache" | tee -a "$log"
             XDG_CACHE_HOME="$cache" run "$py" examples/gpu_bf16.py --max-steps 2000 --out "$dir/converge" || rc=$?
+            ;;
+        plan)
+            run "$py" benchmarks/predict_step_time.py --device cuda --steps 2000 --runs 3 --out "$dir/plan.json" || rc=$?
             ;;
         study)
             local left=$((stage_end - SECONDS - 20))  # 20 s for Python's start and imports

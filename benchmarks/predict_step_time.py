@@ -15,8 +15,12 @@ small model (an MLP on 64 features, batch 128, AdamW, a TQDM progress bar, as a 
    each followed by bare steps of the same model (no Lightning): the difference is Lightning's
    per-step overhead on this machine.
 
-Prints one JSON object: predicted seconds per step from each source, measured per run, and the
-relative errors. Run from the repository root: ``python benchmarks/predict_step_time.py``.
+Prints one JSON object: predicted seconds and joules per step from each source, measured per
+run, and the relative errors. The joules are checked (``energy_within_30pct``) only where the
+runs' sensor measures (NVML or RAPL: issue 14's "with a measuring sensor, energy within 30 %");
+with an estimate, the verdict is null and says why. Run from the repository root:
+``python benchmarks/predict_step_time.py [--device cuda]`` (on a GPU, ``--steps 2000``: a run
+must span a few energy windows).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_to_energy.sensors.base import MEASURED_KINDS, weakest_kind
 
 BATCH = 128
 FEATURES = 64
@@ -78,8 +84,11 @@ class Classifier(LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=1e-3)
 
 
-def lightning_run(steps: int, calibration: Path | None, report_dir: Path) -> dict[str, float]:
-    """One Lightning run of ``steps`` steps: its wall seconds per step, and TOEnergy's.
+def lightning_run(
+    steps: int, calibration: Path | None, report_dir: Path, device: str = "cpu"
+) -> dict[str, Any]:
+    """One Lightning run of ``steps`` steps: its wall seconds per step, TOEnergy's, and the
+    joules per step of TOEnergy's train windows with their sensor kind.
 
     Its report files go to ``report_dir`` (not the working directory).
     """
@@ -94,7 +103,7 @@ def lightning_run(steps: int, calibration: Path | None, report_dir: Path) -> dic
     )
     trainer = Trainer(
         max_steps=steps,
-        accelerator="cpu",
+        accelerator=device,
         devices=1,
         logger=False,
         enable_checkpointing=False,
@@ -108,22 +117,31 @@ def lightning_run(steps: int, calibration: Path | None, report_dir: Path) -> dic
     report = callback.report
     assert report is not None
     train = report.loops["train"]
-    return {"wall_s_per_step": wall_s / steps, "windows_s_per_step": train.duration_s / train.steps}
+    return {
+        "wall_s_per_step": wall_s / steps,
+        "windows_s_per_step": train.duration_s / train.steps,
+        "j_per_step": train.measured_j / train.steps,
+        "sensor_kind": weakest_kind({s.kind for s in report.sensors}),
+    }
 
 
-def bare_step_s(steps: int = 50) -> float:
+def bare_step_s(steps: int = 50, device: str = "cpu") -> float:
     """Median seconds of a bare training step of the same model (no Lightning), for the
     Lightning overhead: a Lightning run's seconds per step less this."""
     torch.manual_seed(0)
-    model = mlp()
+    model = mlp().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x, y = torch.randn(BATCH, FEATURES), torch.randint(0, CLASSES, (BATCH,))
+    x = torch.randn(BATCH, FEATURES, device=device)
+    y = torch.randint(0, CLASSES, (BATCH,), device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     times = []
     for i in range(steps + 1):
+        sync()
         start = time.perf_counter()
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
         optimizer.zero_grad()
+        sync()
         if i:  # the first is a warm-up
             times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -146,10 +164,13 @@ def predict(calibration: Path, *extra: str) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="steps per Lightning run")
     parser.add_argument("--runs", type=int, default=3, help="measured runs after calibrating")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
     parser.add_argument(
         "--threads",
         type=int,
@@ -157,7 +178,11 @@ def main() -> None:
         help="torch intra-op threads (0: torch's default); 1 keeps a shared machine's "
         "oversubscribed threads from spinning",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -165,8 +190,8 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))  # `predict` imports this file's mlp()
     with tempfile.TemporaryDirectory() as tmp:
         calibration = Path(tmp) / "calibration.json"
-        lightning_run(args.steps, calibration, Path(tmp))
-        planned = predict(calibration)
+        lightning_run(args.steps, calibration, Path(tmp), args.device)
+        planned = predict(calibration, "--device", args.device)
         # The other sources, for reference: a calibration without this model's runs (a copy
         # whose windows are another step's) takes the step model; --step-overhead 0 shows it bare.
         data = json.loads(calibration.read_text())
@@ -174,17 +199,24 @@ def main() -> None:
             w["features"]["kernels"] *= 3  # no longer this step's: kernels per step differ
         other = Path(tmp) / "other.json"
         other.write_text(json.dumps(data))
-        modelled = predict(other)
+        modelled = predict(other, "--device", args.device)
         measured = []
         for _ in range(args.runs):  # each run next to a bare timing, under the same load
-            run = lightning_run(args.steps, None, Path(tmp))
-            run["bare_s_per_step"] = bare_step_s()
+            run = lightning_run(args.steps, None, Path(tmp), args.device)
+            run["bare_s_per_step"] = bare_step_s(device=args.device)
             measured.append(run)
     wall = [m["wall_s_per_step"] for m in measured]
     windows = [m["windows_s_per_step"] for m in measured]
+    joules = [m["j_per_step"] for m in measured]
+    kinds = {m["sensor_kind"] for m in measured}
+    planned_j = planned["energy_j"] / 1000  # predict planned 1000 steps
+    energy_err = [planned_j / j - 1 for j in joules]
+    measuring = bool(kinds) and kinds <= MEASURED_KINDS
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
+        "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
+        + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
+        "device": args.device,
         "steps_per_run": args.steps,
         "torch_threads": torch.get_num_threads(),
         "predicted_s_per_step": planned["step_time_s"],
@@ -202,8 +234,19 @@ def main() -> None:
         "lightning_overhead_s_per_step": [
             m["windows_s_per_step"] - m["bare_s_per_step"] for m in measured
         ],
+        "predicted_j_per_step": planned_j,
+        "measured_j_per_step": joules,
+        "measured_sensor_kinds": sorted(kinds),
+        "rel_err_energy": energy_err,
+        "energy_within_30pct": all(abs(e) <= 0.30 for e in energy_err) if measuring else None,
+        "energy_verdict": "checked: the runs' joules were measured"
+        if measuring
+        else f"not checked: the runs' joules are {sorted(kinds)}, not measured by hardware",
     }
-    print(json.dumps(result, indent=2))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

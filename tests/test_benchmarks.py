@@ -132,7 +132,7 @@ def _parser_for(command: list[str]) -> tuple[Callable[[], argparse.ArgumentParse
 
 def test_every_stage_runs_commands_its_scripts_accept() -> None:
     commands = session_commands()
-    stages = ["calibrate", "converge", "overhead", "study", "tests", "traces"]
+    stages = ["calibrate", "converge", "overhead", "plan", "study", "tests", "traces"]
     assert sorted(commands) == stages
     parsed = 0
     for stage, stage_commands in commands.items():
@@ -159,21 +159,24 @@ def test_every_stage_runs_commands_its_scripts_accept() -> None:
                 pytest.fail(f"stage {stage}: {' '.join(command)}: rejected by its parser")
             parsed += 1
     # tests: the sensors CLI; calibrate; traces (when its script is here); 2 x overhead;
-    # converge; 2 x study (bf16 first, then the rest): 1 + 1 + 2 + 1 + 2 = 7, + 1 with traces
+    # converge; plan; 2 x study (bf16 first, then the rest): 1 + 1 + 2 + 1 + 1 + 2 = 8, + 1
+    # with traces
     traces = (ROOT / "benchmarks" / "record_cuda_traces.py").is_file()
-    assert parsed == 7 + traces
+    assert parsed == 8 + traces
 
 
 def test_the_session_fits_one_seven_minute_call() -> None:
     text = SESSION.read_text(encoding="utf-8")
     caps = dict(re.findall(r"^\s+(\w+)\) echo (\d+) ;;", text, flags=re.MULTILINE))
-    # 60 + 150 + 60 + 90 + 60 = 420 s = 7 minutes; the study takes what is left
+    # 60 + 150 + 60 + 90 + 60 = 420 s = 7 minutes for the five stages; plan (45 s)
+    # and the study take what they leave, under the same deadline
     assert {k: int(v) for k, v in caps.items() if k != "study"} == {
         "tests": 60,
         "calibrate": 150,
         "traces": 60,
         "overhead": 90,
         "converge": 60,
+        "plan": 45,
     }
     assert 'call_s="${CALL_S:-420}"' in text
     (calibrate,) = session_commands()["calibrate"]

@@ -6,6 +6,12 @@
 
 from __future__ import annotations
 
+from lightning_to_energy.calibration.builtin import (
+    BUILTIN_DIR,
+    builtin_calibration,
+    builtin_keys,
+    builtin_note,
+)
 from lightning_to_energy.calibration.data import (
     DEFAULT_MAX_WINDOWS,
     MAX_RUNS_LISTED,
@@ -32,6 +38,7 @@ from lightning_to_energy.hardware.identity import (
 
 __all__ = [
     "APP_DIR",
+    "BUILTIN_DIR",
     "DEFAULT_MAX_WINDOWS",
     "MAX_RUNS_LISTED",
     "MIN_PRECISION_PCT",
@@ -42,6 +49,9 @@ __all__ = [
     "CalibrationWarning",
     "CalibrationWindow",
     "HardwareInfo",
+    "builtin_calibration",
+    "builtin_keys",
+    "builtin_note",
     "default_directory",
     "foreign_file",
     "hardware_fingerprint",

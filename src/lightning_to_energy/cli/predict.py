@@ -129,9 +129,15 @@ def run(args: argparse.Namespace) -> int:
     hardware = HardwareInfo.detect()
     fingerprint = hardware_fingerprint(hardware)
     store = CalibrationStore.from_path(args.calibration) if args.calibration else CalibrationStore()
+    builtin_key, builtin = _builtin_for(args, hardware)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CalibrationWarning)
-        calibration = store.load(fingerprint)
+        # --target of other hardware than this machine, with a shipped calibration: that one,
+        # not this machine's cached calibration (which measured this machine)
+        calibration = builtin if builtin is not None and builtin_key else store.load(fingerprint)
+    if calibration is None and builtin is not None:  # nothing cached for this GPU
+        calibration = builtin
+    from_builtin = builtin is not None and calibration is builtin
     if calibration is not None:
         for w in caught:  # a usable file of other hardware: a note, not a fault
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -243,6 +249,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     planned = plan.to_dict()
     notes = _notes(args, calibration, spec, same_machine, hardware.label)
+    if from_builtin and calibration.physical is not None:
+        from lightning_to_energy.calibration.builtin import builtin_note
+
+        notes.insert(0, builtin_note(str(calibration.physical["target"]), calibration))
     if step_s is not None and step_s.warning:
         notes.insert(0, step_s.warning)
     result = {
@@ -401,6 +411,36 @@ def _notes(
             "figure is for that hardware, at the --step-time given."
         )
     return notes
+
+
+def _builtin_for(args: argparse.Namespace, here: Any) -> tuple[str, Any]:
+    """The shipped calibration a prediction may fall back on, and how it was chosen.
+
+    Returns:
+        (key, calibration): with ``--target KEY`` naming other hardware than this machine, KEY
+        and its shipped calibration (used before this machine's cache); else ``""`` and the
+        shipped calibration of this machine's GPU (used when the cache has none); a None
+        calibration where nothing ships or ``--calibration`` was given.
+    """
+    from lightning_to_energy.calibration.builtin import builtin_calibration
+    from lightning_to_energy.hardware.specs import find_hardware
+
+    if args.calibration:
+        return "", None
+    try:
+        here_key = find_hardware(here.gpus[0]).key if here.gpus else None
+    except ValueError:  # a GPU the datasheet table does not know: nothing ships for it
+        here_key = None
+    try:
+        target_key = find_hardware(args.hardware).key if args.hardware else None
+    except ValueError:
+        target_key = None  # an unknown --target is refused below, naming the known keys
+    try:
+        if target_key is not None and target_key != here_key:
+            return target_key, builtin_calibration(target_key)
+        return "", builtin_calibration(here_key) if here_key else None
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _same_hardware(spec: Any, calibration: Any) -> bool:

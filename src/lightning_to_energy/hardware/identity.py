@@ -76,6 +76,8 @@ class HardwareInfo:
         names = sorted(set(self.gpus))
         gpus = ", ".join(f"{self.gpus.count(n)} x {n}" for n in names)
         driver = f" (driver {self.driver_version})" if self.driver_version else ""
+        if self.cpu_count < 1 and self.cpu == "unknown":
+            return f"{gpus}{driver}"  # a GPU known from published data: its host was not named
         return f"{gpus}{driver}; {cpu}"
 
     def to_dict(self) -> dict[str, Any]:
