@@ -165,6 +165,11 @@ class PriorRecord:
         other_hardware: it was made on other hardware than this run's (an explicit file).
         note: without a calibration, why (e.g. ``"the first run on this hardware: ..."``);
             with one, how it was used when not in full, else ``""``.
+        physical: where the prior's coefficients came from when the physical step model gave
+            them (``"datasheet priors for NVIDIA H100 SXM5 80GB"``, or ``"h100.json's physical
+            model fitted on ..."``), else ``""``.
+        physical_note: why the physical step model did not give the prior, where it could
+            have (another target, a CPU without a physical calibration), else ``""``.
     """
 
     source: str = ""
@@ -175,6 +180,8 @@ class PriorRecord:
     hardware: str = ""
     other_hardware: bool = False
     note: str = ""
+    physical: str = ""
+    physical_note: str = ""
 
 
 @dataclass(frozen=True)

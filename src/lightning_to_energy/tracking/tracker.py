@@ -56,6 +56,7 @@ from lightning_to_energy.tracking.forecast import LiveReadout, LiveState
 from lightning_to_energy.tracking.ledger import (
     WindowLedger,
 )
+from lightning_to_energy.tracking.live_prior import LivePriorLink
 from lightning_to_energy.tracking.machine import Machine
 from lightning_to_energy.tracking.metering import close_sensors, select_sensors
 from lightning_to_energy.tracking.notes import Notes, interruption_reason
@@ -175,6 +176,7 @@ class EnergyTracker:
         )
         self._ledger = WindowLedger(max_windows)
         self._calibration = CalibrationLink(calibration, self._notes)
+        self._live_prior = LivePriorLink(self._calibration, self._notes)  # the physical model's
         self.model = OnlineEnergyModel(self.features)
         self.sensors: list[Sensor] = []
         self.skipped_sensors: dict[str, str] = {}
@@ -261,6 +263,7 @@ class EnergyTracker:
                 self.window_s = max(meter.min_window_s, DEFAULT_MIN_WINDOW_S)
         self._machine.detect()
         self.model = self._calibration.load(self._machine.hardware, self.model, self.features)
+        self._live_prior.choose(self._machine.roofline, self.model)
         # Pay for importing the regression's solver and for its first fit now, not in the
         # middle of the first window close.
         warm_up_solver()
@@ -321,6 +324,8 @@ class EnergyTracker:
         A step begun in it and not ended (a batch skipped by ``on_train_batch_start``
         returning -1, say) is dropped first, so that its dispatch mode does not outlive it.
         """
+        # the physical prior, once the first step is counted: before the first prediction
+        self._gate.guarded(self._live_prior.apply, self.model, self._acct)
         record = self._windows.close(self.model, rank=self.rank, boundary=boundary)
         if record is not None:
             self._live.refresh(self.model, self.forecast)  # the accuracy and forecast of live()
@@ -453,6 +458,7 @@ class EnergyTracker:
         # Safe inside a counted step: the meter lap and the model fork run no aten op for
         # the counting dispatch mode to see, and the window's sums hold completed steps only.
         # A checkpoint must be written whatever happens here.
+        self._gate.guarded(self._live_prior.apply, self.model, self._acct)
         snapshot = self._gate.guarded(self._windows.snapshot, self.model, rank=self.rank)
         return self._summary.state(
             self.model, snapshot, elapsed_s=self._windows.elapsed_s(self._started)
