@@ -346,7 +346,7 @@ def prior_text(prior: PriorRecord) -> str:
     model, datasheet priors for NVIDIA H100 SXM5 80GB (h100-sxm)"``.
     """
     physical = f"physical step model, {prior.physical}" if prior.physical else ""
-    why = f"no physical prior: {prior.physical_note}" if prior.physical_note else ""
+    why = f"physical model not used: {prior.physical_note}" if prior.physical_note else ""
     if not prior.source:
         text = physical or (f"none: {prior.note}" if prior.note else "none")
         return f"{text}; {why}" if why else text

@@ -168,8 +168,9 @@ class PriorRecord:
         physical: where the prior's coefficients came from when the physical step model gave
             them (``"datasheet priors for NVIDIA H100 SXM5 80GB"``, or ``"h100.json's physical
             model fitted on ..."``), else ``""``.
-        physical_note: why the physical step model did not give the prior, where it could
-            have (another target, a CPU without a physical calibration), else ``""``.
+        physical_note: why a physical model did not give the prior where one could have (a
+            calibration's physical model for another target, a CPU without a physical
+            calibration, a step the mapping could not express), else ``""``.
     """
 
     source: str = ""

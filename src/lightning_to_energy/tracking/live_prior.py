@@ -94,15 +94,15 @@ class LivePriorLink:
                     calibrated_strength(physical.energy_log_halfwidth),
                 )
                 return
-            here = "this device is not in the hardware table" if spec is None else spec.key
+            here = "not in the hardware table" if spec is None else repr(spec.key)
             why = (
-                f"{link.where}'s physical model is for {physical.target!r}, this run's hardware "
-                f"is {here}, so it is not used"
+                f"{link.where}'s physical model is for {physical.target!r} and this run's "
+                f"hardware is {here}"
             )
             self.notes.warn_once(
                 "physical-target",
-                f"{why}. Fix: calibrate this hardware (`lightning-to-energy calibrate`), or pass "
-                f"the calibration of {physical.target!r} only on that hardware.",
+                f"{why}, so it is not used. Fix: calibrate this hardware (`lightning-to-energy "
+                f"calibrate`), or pass the calibration of {physical.target!r} only there.",
             )
         if link.used:  # a regression calibration: today's prior and seeds
             self._say_why(why)
@@ -115,10 +115,12 @@ class LivePriorLink:
                 return
             label = f"datasheet priors for {spec.name} ({spec.key})"
             self.source = PhysicalSource(params, label, DATASHEET_STRENGTH)
+            self._say_why(why)  # the calibration's physical model, when it was for another target
             return
         if not why:
             why = (
-                "this device is not in the hardware table"
+                "this device is not in the hardware table (and no calibration carries a physical "
+                "model for it)"
                 if spec is None
                 else f"{spec.name} is a CPU without a physical calibration (datasheet priors "
                 "cover the GPUs of the hardware table)"
@@ -162,7 +164,7 @@ class LivePriorLink:
         link, cal = self.link, self.link.calibration
         prior = link.prior or PriorRecord()
         if link.used or cal is None or link.where is None:
-            link.prior = replace(prior, physical=source.label, physical_note="")
+            link.prior = replace(prior, physical=source.label)
             return
         # a calibration whose physical model alone was used (no regression windows)
         link.prior = replace(
@@ -174,7 +176,6 @@ class LivePriorLink:
             other_hardware=link.other_hardware,
             note="",
             physical=source.label,
-            physical_note="",
         )
 
     def _say_why(self, why: str) -> None:
