@@ -12,8 +12,8 @@ c. otherwise (a CPU without a physical calibration, an unknown device, a regress
 
 The mapping to the regression's coefficients needs a counted step, so the prior is set when the
 first step's profile is known and before any window is fitted (:meth:`LivePriorLink.apply`,
-called before each window close and each checkpoint snapshot). Nothing here stops training: a
-failure is one warning, and the model stays as the calibration link left it.
+called before each window is predicted, at a close or a checkpoint's snapshot). Nothing here
+stops training: a failure is one warning, and the model stays as the calibration link left it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from lightning_to_energy.model.physical_prior import prior_for
 from lightning_to_energy.model.regression import OnlineEnergyModel
 from lightning_to_energy.reporting.records import PriorRecord
 from lightning_to_energy.tracking.calibration_link import CalibrationLink
+from lightning_to_energy.tracking.machine import Machine
 from lightning_to_energy.tracking.notes import Notes
 from lightning_to_energy.tracking.steps import StepAccounting
 
@@ -58,15 +59,26 @@ class LivePriorLink:
     Args:
         calibration: the calibration link (what was read, and the report's prior record).
         notes: where a mismatch or a failure is warned about.
+        acct: the step accounting (the run's first counted step).
 
     Attributes:
         source: the physical model chosen at :meth:`choose`, until :meth:`apply` used it.
     """
 
-    def __init__(self, calibration: CalibrationLink, notes: Notes) -> None:
+    def __init__(self, calibration: CalibrationLink, notes: Notes, acct: StepAccounting) -> None:
         self.link = calibration
         self.notes = notes
+        self.acct = acct
         self.source: PhysicalSource | None = None
+
+    def load(
+        self, machine: Machine, model: OnlineEnergyModel, features: tuple[str, ...]
+    ) -> OnlineEnergyModel:
+        """The calibration link's model for ``machine`` (see :meth:`CalibrationLink.load`),
+        with the physical prior's source chosen for it (set by :meth:`apply`)."""
+        model = self.link.load(machine.hardware, model, features)
+        self.choose(machine.roofline, model)
+        return model
 
     def choose(self, spec: HardwareSpec | None, model: OnlineEnergyModel) -> None:
         """Pick the source (a, b or c above) for a run on ``spec`` (None: an unknown device).
@@ -127,7 +139,7 @@ class LivePriorLink:
             )
         self._say_why(why)
 
-    def apply(self, model: OnlineEnergyModel, acct: StepAccounting) -> None:
+    def apply(self, model: OnlineEnergyModel) -> None:
         """Set the chosen prior on ``model`` once the first step is counted, before any window
         is fitted; a failure is one warning, and ``model`` stays as it was."""
         source = self.source
@@ -136,7 +148,7 @@ class LivePriorLink:
         if self.link.prior_restored or model.n_updates:
             self.source = None  # a restored (or already fitted) model keeps its prior
             return
-        first = acct.first_step()
+        first = self.acct.first_step()
         if first is None:
             return  # no step counted yet: at the next close
         self.source = None

@@ -176,7 +176,7 @@ class EnergyTracker:
         )
         self._ledger = WindowLedger(max_windows)
         self._calibration = CalibrationLink(calibration, self._notes)
-        self._live_prior = LivePriorLink(self._calibration, self._notes)  # the physical model's
+        self._live_prior = LivePriorLink(self._calibration, self._notes, self._acct)
         self.model = OnlineEnergyModel(self.features)
         self.sensors: list[Sensor] = []
         self.skipped_sensors: dict[str, str] = {}
@@ -184,6 +184,7 @@ class EnergyTracker:
         self._windows = WindowRun(
             self._acct, self._ledger, self._notes, clock, self._profile_features
         )
+        self._windows.before_record = self._live_prior.apply  # the physical prior, once
         self._summary = RunSummary(
             self._acct, self._ledger, self._machine, self._calibration, self._notes, self._windows
         )
@@ -227,8 +228,7 @@ class EnergyTracker:
 
     @property
     def calibration_path(self) -> Path | None:
-        """The file the calibration was saved to at the end of the run, None if not (the
-        report's warnings say why, except where calibration=None asked for none)."""
+        """The calibration file saved at the end of the run; None if not (the warnings say why)."""
         return self._calibration.path
 
     @property
@@ -262,10 +262,8 @@ class EnergyTracker:
             if window_s is None:
                 self.window_s = max(meter.min_window_s, DEFAULT_MIN_WINDOW_S)
         self._machine.detect()
-        self.model = self._calibration.load(self._machine.hardware, self.model, self.features)
-        self._live_prior.choose(self._machine.roofline, self.model)
-        # Pay for importing the regression's solver and for its first fit now, not in the
-        # middle of the first window close.
+        self.model = self._live_prior.load(self._machine, self.model, self.features)
+        # Pay for the solver's import and first fit now, not in the first window close.
         warm_up_solver()
 
     # --- steps ----------------------------------------------------------------------------
@@ -324,8 +322,6 @@ class EnergyTracker:
         A step begun in it and not ended (a batch skipped by ``on_train_batch_start``
         returning -1, say) is dropped first, so that its dispatch mode does not outlive it.
         """
-        # the physical prior, once the first step is counted: before the first prediction
-        self._gate.guarded(self._live_prior.apply, self.model, self._acct)
         record = self._windows.close(self.model, rank=self.rank, boundary=boundary)
         if record is not None:
             self._live.refresh(self.model, self.forecast)  # the accuracy and forecast of live()
@@ -458,7 +454,6 @@ class EnergyTracker:
         # Safe inside a counted step: the meter lap and the model fork run no aten op for
         # the counting dispatch mode to see, and the window's sums hold completed steps only.
         # A checkpoint must be written whatever happens here.
-        self._gate.guarded(self._live_prior.apply, self.model, self._acct)
         snapshot = self._gate.guarded(self._windows.snapshot, self.model, rank=self.rank)
         return self._summary.state(
             self.model, snapshot, elapsed_s=self._windows.elapsed_s(self._started)
