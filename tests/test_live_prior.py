@@ -151,10 +151,15 @@ def test_a_gpu_without_a_calibration_starts_from_its_datasheet_priors(
     report = tracker.finish(save_calibration=False)
     assert report.prior is not None
     assert report.prior.physical == DATASHEET
-    assert prior_text(report.prior) == f"physical step model, {DATASHEET}"
+    # and why no calibration gave it
+    line = (
+        f"physical step model, {DATASHEET}; {tmp_path / 'new.json'} does not exist yet (this "
+        "run's windows start it)"
+    )
+    assert prior_text(report.prior) == line
     console = Console(file=io.StringIO(), width=400, color_system=None)
     render_report(report, console)
-    assert f"prior: physical step model, {DATASHEET}" in console.file.getvalue()  # type: ignore[attr-defined]
+    assert f"prior: {line}" in console.file.getvalue()  # type: ignore[attr-defined]
 
 
 def test_a_calibrations_physical_model_for_this_hardware_gives_the_prior(
@@ -214,6 +219,9 @@ def test_another_targets_physical_model_warns_and_falls_back(
     assert tracker.windows[0].predicted_j > 126.0  # type: ignore[operator]
     prior = tracker.finish(save_calibration=False).prior
     assert prior is not None and prior.physical == DATASHEET
+    # the file gave nothing: its empty regression, and another target's physical model
+    assert prior.source == ""
+    assert prior.note == f"{path} holds no regression windows or coefficients for this run"
     why = f"{path}'s physical model is for 'a100-sxm-80gb' and this run's hardware is 'h100-sxm'"
     assert prior.physical_note == why
     assert prior_text(prior).endswith(f"; physical model not used: {why}")

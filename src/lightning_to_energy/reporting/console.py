@@ -348,8 +348,12 @@ def prior_text(prior: PriorRecord) -> str:
     physical = f"physical step model, {prior.physical}" if prior.physical else ""
     why = f"physical model not used: {prior.physical_note}" if prior.physical_note else ""
     if not prior.source:
-        text = physical or (f"none: {prior.note}" if prior.note else "none")
-        return f"{text}; {why}" if why else text
+        first = (
+            [physical, prior.note]
+            if physical
+            else [f"none: {prior.note}" if prior.note else "none"]
+        )
+        return "; ".join(p for p in (*first, why) if p)
     made = (
         f"made on other hardware: {prior.hardware}"
         if prior.other_hardware

@@ -46,11 +46,13 @@ class PhysicalSource:
         params: its parameters.
         label: where they come from, in words (the report's prior line).
         strength: the prior's strength, in windows' worth of evidence.
+        calibrated: it is the calibration's physical model (not datasheet priors).
     """
 
     params: PhysicalParams
     label: str
     strength: float
+    calibrated: bool = False
 
 
 class LivePriorLink:
@@ -104,6 +106,7 @@ class LivePriorLink:
                     f"{link.where}'s physical model fitted on "
                     f"{physical.source or 'unnamed data'} ({physical.target})",
                     calibrated_strength(physical.energy_log_halfwidth),
+                    calibrated=True,
                 )
                 return
             here = "not in the hardware table" if spec is None else repr(spec.key)
@@ -175,7 +178,7 @@ class LivePriorLink:
         """The report's prior record says the physical model gave the coefficients."""
         link, cal = self.link, self.link.calibration
         prior = link.prior or PriorRecord()
-        if link.used or cal is None or link.where is None:
+        if link.used or not source.calibrated or cal is None or link.where is None:
             link.prior = replace(prior, physical=source.label)
             return
         # a calibration whose physical model alone was used (no regression windows)
