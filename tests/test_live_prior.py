@@ -22,6 +22,7 @@ from lightning_to_energy import EnergyTracker, FakeSensor
 from lightning_to_energy.calibration.data import Calibration, CalibrationRun
 from lightning_to_energy.calibration.store import CalibrationStore
 from lightning_to_energy.callbacks.display import PBAR_ERROR, bar_items, bar_unit
+from lightning_to_energy.counting import OpCounter, StepProfile
 from lightning_to_energy.hardware.identity import HardwareInfo, hardware_fingerprint
 from lightning_to_energy.hardware.specs import find_hardware
 from lightning_to_energy.model import (
@@ -77,6 +78,17 @@ def _loop(tracker: EnergyTracker, model: nn.Module, clock: Clock, steps: int) ->
             opt.step()
             opt.zero_grad()
             clock.t += 0.25
+
+
+def _count_one_step(model: nn.Module, optimizer: Any) -> StepProfile:
+    """One step of :func:`_loop`, counted as the tracker counts it."""
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    with OpCounter(module=model) as counter:
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert counter.profile is not None
+    return counter.profile
 
 
 def _static_only(base_w: float = 100.0, j_per_byte: float = 0.0) -> PhysicalParams:
@@ -135,11 +147,10 @@ def test_a_gpu_without_a_calibration_starts_from_its_datasheet_priors(
     first = tracker.windows[0]
     # the first window is predicted, from the prior, before its joules are read
     assert first.prediction_source == "prior"
-    profile, _ = tracker._acct.first_step()  # type: ignore[misc]
+    assert first.predicted_j is not None
     # exact for a window of one signature: 4 steps of 0.25 s each, as the model has them
-    assert first.predicted_j == pytest.approx(
-        4 * energy_at(profile, prior_for(H100), 0.25).energy_j
-    )
+    step = _count_one_step(model, tracker.optimizer)
+    assert first.predicted_j == pytest.approx(4 * energy_at(step, prior_for(H100), 0.25).energy_j)
     # the H100's static power alone is 126 W x 1 s = 126 J of it
     assert first.predicted_j > 126.0
     assert tracker.model.prior is not None
@@ -384,7 +395,7 @@ class _HalfSecondSteps(Callback):
 
 class _ReadBar(Callback):
     def __init__(self, bar: TQDMProgressBar) -> None:
-        self.bar, self.shown = bar, {}
+        self.bar, self.shown = bar, dict[str, Any]()
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.shown = self.bar.get_metrics(trainer, pl_module)

@@ -646,6 +646,7 @@ def test_a_report_given_as_calibration_is_said_in_the_report_and_left_intact(
 
 def test_the_report_says_which_calibration_seeded_the_model(tmp_path: Path) -> None:
     from lightning_to_energy.calibration.store import default_directory
+    from lightning_to_energy.hardware.detect import detect_hardware
     from lightning_to_energy.hardware.identity import HardwareInfo
     from lightning_to_energy.hardware.identity import hardware_fingerprint as fingerprint
     from lightning_to_energy.reporting.codec import report_from_dict, report_to_dict
@@ -661,7 +662,7 @@ def test_the_report_says_which_calibration_seeded_the_model(tmp_path: Path) -> N
     # Before: the report did not say whether (or which) calibration its predictions came from.
     # A CPU: no physical prior either (datasheet priors cover the table's GPUs), and it says so.
     cpu_note = (
-        f"{first._machine.roofline.name} is a CPU without a physical calibration (datasheet "  # type: ignore[union-attr]
+        f"{detect_hardware('cpu').name} is a CPU without a physical calibration (datasheet "
         "priors cover the GPUs of the hardware table)"
     )
     assert report.prior == PriorRecord(
