@@ -212,3 +212,14 @@ def test_the_data_take_over_from_a_wrong_prior(strength: float) -> None:
     rel = model.predict(window).energy_j / 180.0 - 1.0  # type: ignore[operator]
     assert rel == pytest.approx(strength / (10 * 2 + strength), rel=1e-3)
     assert rel < 0.01
+
+
+def test_no_energy_per_byte_maps_to_zero_not_a_rounding_below_it() -> None:
+    params = _params(j_per_byte=0.0)
+    mapped = live_prior(params, _profile(), STEP, FEATURES)
+    # 0 J/B x 2.24e8 B: exactly 0 (not work minus FLOP work, which may round below 0)
+    assert mapped.prior.coefficients["bytes"] == 0.0
+    x = {"duration_s": 0.03, **STEP}
+    # 100 W x 0.03 s + 0.02006 J + 1.1135 J = 4.13356 J
+    assert _dot(mapped.prior, x) == pytest.approx(4.13356)
+    assert _dot(mapped.prior, x) == pytest.approx(energy_at(_profile(), params, 0.03).energy_j)

@@ -175,13 +175,15 @@ def live_prior(
             profile, params.with_values({**off, "j_per_byte": 0.0}), 0.0
         ).work_j
     flops_j = math.fsum(group_j.values())
-    bytes_j = step.work_j - flops_j
+    # and the bytes' (every J/FLOP set to 0): computed, not a difference that rounds below 0
+    no_flops = params.with_values(dict.fromkeys(jpf_names, 0.0))
+    bytes_j = energy_at(profile, no_flops, 0.0).work_j
     busy_j = params.busy_w * step.device_s
     coefficients: dict[str, float] = {"duration_s": params.base_w}
     n_bytes = float(step_features.get("bytes", 0.0))
     if "bytes" in names:
         coefficients["bytes"] = bytes_j / n_bytes if n_bytes > 0 else params.j_per_byte
-    elif bytes_j > 1e-9 * max(step.work_j, 1e-300):
+    elif bytes_j > 0:
         raise ValueError(
             f"physical prior: expected a 'bytes' feature for the step's {bytes_j:.3g} J of "
             f"memory traffic; found features {list(names)}; fix: add 'bytes'"
