@@ -646,6 +646,7 @@ def test_a_report_given_as_calibration_is_said_in_the_report_and_left_intact(
 
 def test_the_report_says_which_calibration_seeded_the_model(tmp_path: Path) -> None:
     from lightning_to_energy.calibration.store import default_directory
+    from lightning_to_energy.hardware.detect import detect_hardware
     from lightning_to_energy.hardware.identity import HardwareInfo
     from lightning_to_energy.hardware.identity import hardware_fingerprint as fingerprint
     from lightning_to_energy.reporting.codec import report_from_dict, report_to_dict
@@ -659,8 +660,13 @@ def test_the_report_says_which_calibration_seeded_the_model(tmp_path: Path) -> N
     _loop(first, model, clock, steps=12, dt=0.25)  # 3 windows of 4 steps, all fitted and saved
     report = first.finish()
     # Before: the report did not say whether (or which) calibration its predictions came from.
+    # A CPU: no physical prior either (datasheet priors cover the table's GPUs), and it says so.
+    cpu_note = (
+        f"{detect_hardware('cpu').name} is a CPU without a physical calibration (datasheet "
+        "priors cover the GPUs of the hardware table)"
+    )
     assert report.prior == PriorRecord(
-        note=f"{path} does not exist yet (this run's windows start it)"
+        note=f"{path} does not exist yet (this run's windows start it)", physical_note=cpu_note
     )
     second = _sgd_tracker(model, clock, power_w=5.0, calibration=path)
     _loop(second, model, clock, steps=4, dt=0.25)
@@ -691,7 +697,8 @@ def test_the_report_says_which_calibration_seeded_the_model(tmp_path: Path) -> N
     auto.start()
     where = default_directory() / f"{fingerprint(HardwareInfo.detect())}.json"
     assert auto.build_report().prior == PriorRecord(
-        note=f"the first run on this hardware (no calibration at {where} yet)"
+        note=f"the first run on this hardware (no calibration at {where} yet)",
+        physical_note=cpu_note,
     )
 
 

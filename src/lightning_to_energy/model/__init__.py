@@ -1,5 +1,6 @@
 """The energy model: features and their units, the online regression, its solver and scoring,
-and the physical per-kernel model of a training step's time and energy (``physical``)."""
+the physical per-kernel model of a training step's time and energy (``physical``), and that
+model as the online regression's prior (``physical_live``)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from lightning_to_energy.model.physical import (
     predict_steps,
 )
 from lightning_to_energy.model.physical_fit import ParamStatus, PhysicalFit, Sample, fit_physical
+from lightning_to_energy.model.physical_live import LivePrior, calibrated_strength, live_prior
 from lightning_to_energy.model.physical_prior import prior_for
 
 __all__ = [
+    "LivePrior",
     "ParamStatus",
     "PhysicalFit",
     "PhysicalModel",
@@ -23,8 +26,10 @@ __all__ = [
     "PlannedStep",
     "Sample",
     "StepPrediction",
+    "calibrated_strength",
     "energy_at",
     "fit_physical",
+    "live_prior",
     "predict_step",
     "predict_steps",
     "prior_for",

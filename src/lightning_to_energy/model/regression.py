@@ -279,7 +279,7 @@ class OnlineEnergyModel:
 
     @property
     def prior(self) -> Prior | None:
-        """The prior given at construction."""
+        """The prior given at construction, or by :meth:`set_prior`."""
         return self._prior
 
     @property
@@ -429,6 +429,37 @@ class OnlineEnergyModel:
         if rows:
             self._refit()
         return min(len(rows), self._history_limit)
+
+    def set_prior(self, prior: Prior | None, prior_strength: float | None = None) -> None:
+        """Replace the prior before this run's first window (e.g. once the first step is known).
+
+        Seeded windows are refitted toward the new prior. The strength becomes
+        ``prior_strength``, else ``prior.strength`` if set, else stays as it is. The prior rides
+        in :meth:`state_dict` as one given at construction does.
+
+        Raises:
+            RuntimeError: called after :meth:`update` (a window was predicted from the old one).
+            ValueError: the prior names features the model lacks, or the strength is invalid.
+        """
+        if self._n_updates:
+            raise RuntimeError(
+                "set_prior(): expected a model with no update() yet, found "
+                f"{self._n_updates}; fix: set the prior before the first window is fitted."
+            )
+        strength = prior_strength
+        if strength is None:
+            strength = prior.strength if prior and prior.strength is not None else self._strength
+        # the constructor's checks, on a throwaway model: the same messages, one owner
+        OnlineEnergyModel(self._names, prior=prior, prior_strength=strength)
+        self._prior = prior
+        self._strength = float(strength)
+        self._prior_vec = np.array(
+            [float(prior.coefficients.get(n, 0.0)) if prior else 0.0 for n in self._names]
+        )
+        self._coef = None
+        self._diag = None
+        if self._y:
+            self._refit()
 
     def history_windows(self, include_seeded: bool = False) -> list[tuple[dict[str, float], float]]:
         """The windows in the history as ``(features by name, energy_j)``, oldest first.

@@ -341,22 +341,35 @@ def prior_text(prior: PriorRecord) -> str:
     """The calibration a run's model started from, in one line.
 
     E.g. ``"/home/me/.cache/.../h100.json (made on this hardware): 512 of its 2,048 stored
-    windows, from 7 of its 40 runs, seeded the model"``, or ``"none: the first run on this
-    hardware (...)"``.
+    windows, from 7 of its 40 runs, seeded the model"``, ``"none: the first run on this
+    hardware (...)"``, or, when the physical step model gave the coefficients, ``"physical step
+    model, datasheet priors for NVIDIA H100 SXM5 80GB (h100-sxm)"``.
     """
+    physical = f"physical step model, {prior.physical}" if prior.physical else ""
+    why = f"physical model not used: {prior.physical_note}" if prior.physical_note else ""
     if not prior.source:
-        return f"none: {prior.note}" if prior.note else "none"
+        first = (
+            [physical, prior.note]
+            if physical
+            else [f"none: {prior.note}" if prior.note else "none"]
+        )
+        return "; ".join(p for p in (*first, why) if p)
     made = (
         f"made on other hardware: {prior.hardware}"
         if prior.other_hardware
         else "made on this hardware"
     )
-    text = (
-        f"{prior.source} ({made}): {prior.seed_windows:,} of its {prior.stored_windows:,} "
+    seeded = (
+        f"{prior.seed_windows:,} of its {prior.stored_windows:,} "
         f"stored windows, from {prior.seed_runs:,} of its {prior.stored_runs:,} "
         f"run{'' if prior.stored_runs == 1 else 's'}, seeded the model"
     )
-    return f"{text}; {prior.note}" if prior.note else text
+    if physical:
+        text = f"{physical} ({made})" + (f"; {seeded}" if prior.seed_windows else "")
+    else:
+        text = f"{prior.source} ({made}): {seeded}"
+    parts = [text, *(p for p in (prior.note, why) if p)]
+    return "; ".join(parts)
 
 
 def _section_coefficients(report: EnergyReport) -> RenderableType | None:

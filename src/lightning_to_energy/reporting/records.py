@@ -165,6 +165,12 @@ class PriorRecord:
         other_hardware: it was made on other hardware than this run's (an explicit file).
         note: without a calibration, why (e.g. ``"the first run on this hardware: ..."``);
             with one, how it was used when not in full, else ``""``.
+        physical: where the prior's coefficients came from when the physical step model gave
+            them (``"datasheet priors for NVIDIA H100 SXM5 80GB"``, or ``"h100.json's physical
+            model fitted on ..."``), else ``""``.
+        physical_note: why a physical model did not give the prior where one could have (a
+            calibration's physical model for another target, a CPU without a physical
+            calibration, a step the mapping could not express), else ``""``.
     """
 
     source: str = ""
@@ -175,6 +181,8 @@ class PriorRecord:
     hardware: str = ""
     other_hardware: bool = False
     note: str = ""
+    physical: str = ""
+    physical_note: str = ""
 
 
 @dataclass(frozen=True)

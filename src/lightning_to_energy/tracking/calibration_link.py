@@ -40,6 +40,12 @@ class CalibrationLink:
         # is at the resume.
         self.prior: PriorRecord | None = None
         self.prior_restored = False
+        # The calibration read at the start (its physical model may give the live prior, see
+        # tracking/live_prior.py), where it was read, and whether its regression was used.
+        self.calibration: Calibration | None = None
+        self.where: Path | None = None
+        self.used = False
+        self.other_hardware = False  # the calibration read was made on other hardware
 
     def restore_prior(self, prior: PriorRecord | None) -> None:
         """The prior a checkpoint's model started from."""
@@ -91,8 +97,17 @@ class CalibrationLink:
             else:
                 self.no_prior(f"{where} could not be used (see the warnings)")
             return model
+        self.calibration, self.where = calibration, where
+        self.other_hardware = calibration.fingerprint != fingerprint
         if model.n_updates != 0:
             return model  # a model restored from a checkpoint keeps the prior it started from
+        if not calibration.model_windows(features) and not any(
+            f in calibration.coefficients for f in features
+        ):
+            # e.g. `fit` on the shared steps or `calibrate`: a physical model and no windows.
+            # Its empty regression would predict 0 J; the physical model may give the prior.
+            self.no_prior(f"{where} holds no regression windows or coefficients for this run")
+            return model
         try:
             seeded = calibration.to_model(features)
         except (KeyError, ValueError) as exc:
@@ -114,6 +129,7 @@ class CalibrationLink:
             note="" if note is None else "used in part: fitted on other features (see warnings)",
         )
         self.prior_restored = False
+        self.used = True
         if note is not None:
             where = self.store.path or self.store.path_for(calibration.fingerprint)
             self.notes.warn_once(

@@ -78,6 +78,7 @@ class StepAccounting:
         self.run_steps = ProfileSum()
         self.steps: dict[str, int] = dict.fromkeys(LOOPS, 0)
         self.last_profile: dict[str, int] = {}  # loop -> id of the last profile used
+        self.first_profile: dict[str, int] = {}  # loop -> id of its first step's profile
         self.tos_total = 0.0  # TOs of every step completed (restored checkpoints included)
         self._counter: OpCounter | None = None
         self._counting_sig: StepSignature | None = None
@@ -154,6 +155,7 @@ class StepAccounting:
         self.tos_total += vector[len(self.profile_features)]
         self.steps[loop] = self.steps.get(loop, 0) + 1
         self.last_profile[loop] = pid
+        self.first_profile.setdefault(loop, pid)
 
     def vector_for(self, profile: StepProfile) -> tuple[int, tuple[float, ...]]:
         """``(id, vector)`` of ``profile``: its features, then TOs, FLOPs and roofline seconds."""
@@ -178,3 +180,14 @@ class StepAccounting:
             return None
         vector = self.vectors[pid]
         return {f: vector[i] * scale for i, f in enumerate(self.profile_features)}
+
+    def first_step(self) -> tuple[StepProfile, dict[str, float]] | None:
+        """The run's first training step's profile and its features (``duration_s`` aside),
+        else the first step's of another loop; None before any step."""
+        pid = self.first_profile.get("train")
+        if pid is None:
+            pid = next(iter(self.first_profile.values()), None)
+        if pid is None:
+            return None
+        vector = self.vectors[pid]
+        return self.profiles[pid], {f: vector[i] for i, f in enumerate(self.profile_features)}

@@ -56,6 +56,7 @@ from lightning_to_energy.tracking.forecast import LiveReadout, LiveState
 from lightning_to_energy.tracking.ledger import (
     WindowLedger,
 )
+from lightning_to_energy.tracking.live_prior import LivePriorLink
 from lightning_to_energy.tracking.machine import Machine
 from lightning_to_energy.tracking.metering import close_sensors, select_sensors
 from lightning_to_energy.tracking.notes import Notes, interruption_reason
@@ -175,6 +176,7 @@ class EnergyTracker:
         )
         self._ledger = WindowLedger(max_windows)
         self._calibration = CalibrationLink(calibration, self._notes)
+        self._live_prior = LivePriorLink(self._calibration, self._notes, self._acct)
         self.model = OnlineEnergyModel(self.features)
         self.sensors: list[Sensor] = []
         self.skipped_sensors: dict[str, str] = {}
@@ -182,6 +184,7 @@ class EnergyTracker:
         self._windows = WindowRun(
             self._acct, self._ledger, self._notes, clock, self._profile_features
         )
+        self._windows.before_record = self._live_prior.apply  # the physical prior, once
         self._summary = RunSummary(
             self._acct, self._ledger, self._machine, self._calibration, self._notes, self._windows
         )
@@ -225,8 +228,7 @@ class EnergyTracker:
 
     @property
     def calibration_path(self) -> Path | None:
-        """The file the calibration was saved to at the end of the run, None if not (the
-        report's warnings say why, except where calibration=None asked for none)."""
+        """The calibration file saved at the end of the run; None if not (the warnings say why)."""
         return self._calibration.path
 
     @property
@@ -260,9 +262,8 @@ class EnergyTracker:
             if window_s is None:
                 self.window_s = max(meter.min_window_s, DEFAULT_MIN_WINDOW_S)
         self._machine.detect()
-        self.model = self._calibration.load(self._machine.hardware, self.model, self.features)
-        # Pay for importing the regression's solver and for its first fit now, not in the
-        # middle of the first window close.
+        self.model = self._live_prior.load(self._machine, self.model, self.features)
+        # Pay for the solver's import and first fit now, not in the first window close.
         warm_up_solver()
 
     # --- steps ----------------------------------------------------------------------------

@@ -55,6 +55,9 @@ class WindowRun:
         self.elapsed_before_s = 0.0  # run time restored from a checkpoint
         # Why the run ended early (see EnergyTracker.close): marks the open window and the report.
         self.interrupted: str | None = None
+        # Called with the model before a window is predicted (the live prior is set there once
+        # the first step is counted: tracking/live_prior.py).
+        self.before_record: Callable[[OnlineEnergyModel], None] | None = None
 
     def open_meter(
         self, sensors: Sequence[Sensor], window_s: float | None, sync: Callable[[], None] | None
@@ -147,6 +150,8 @@ class WindowRun:
         fork: bool = False,
     ) -> tuple[WindowRecord, OnlineEnergyModel]:
         """The record of ``window`` and the model after it (see :func:`record_window`)."""
+        if self.before_record is not None:
+            self.before_record(model)
         return record_window(
             window,
             measurement,
