@@ -1,6 +1,7 @@
 """The live callback's prior comes from the physical step model (tracking/live_prior.py): a
-calibration's physical model for this hardware, else datasheet priors for a GPU of the table,
-else what the calibration gave before. Fake hardware: the roofline spec is patched in."""
+calibration's physical model for this hardware, else the built-in calibration of its GPU, else
+datasheet priors for a GPU of the table, else what the calibration gave before. Fake hardware:
+the roofline spec is patched in."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_to_energy import EnergyTracker, FakeSensor
+from lightning_to_energy.calibration.builtin import builtin_calibration
 from lightning_to_energy.calibration.data import Calibration, CalibrationRun
 from lightning_to_energy.calibration.store import CalibrationStore
 from lightning_to_energy.callbacks.display import PBAR_ERROR, bar_items, bar_unit
@@ -36,6 +38,7 @@ from lightning_to_energy.model.physical_live import DATASHEET_STRENGTH
 from lightning_to_energy.model.regression import OnlineEnergyModel
 from lightning_to_energy.notices import EnergyWarning
 from lightning_to_energy.reporting.console import prior_text, render_report
+from lightning_to_energy.tracking import live_prior as live_prior_module
 from lightning_to_energy.tracking import machine as machine_module
 
 H100 = find_hardware("h100-sxm")
@@ -50,9 +53,12 @@ class Clock:
         return self.t
 
 
-def _on_h100(monkeypatch: pytest.MonkeyPatch) -> None:
-    """This process's device is an H100 of the hardware table (its identity stays this CPU's)."""
+def _on_h100(monkeypatch: pytest.MonkeyPatch, builtin: bool = False) -> None:
+    """This process's device is an H100 of the hardware table (its identity stays this CPU's);
+    without ``builtin``, as if no calibration shipped for it (the datasheet priors' case)."""
     monkeypatch.setattr(machine_module, "detect_hardware", lambda device: H100)
+    if not builtin:
+        monkeypatch.setattr(live_prior_module, "builtin_calibration", lambda key: None)
 
 
 def _tracker(model: nn.Module, clock: Clock, **kwargs: Any) -> EnergyTracker:
@@ -174,6 +180,32 @@ def test_a_gpu_without_a_calibration_starts_from_its_datasheet_priors(
     console = Console(file=io.StringIO(), width=400, color_system=None)
     render_report(report, console)
     assert f"prior: {line}" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_an_h100_without_a_calibration_starts_from_the_builtin_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _on_h100(monkeypatch, builtin=True)
+    shipped = builtin_calibration("h100-sxm")
+    assert shipped is not None and shipped.physical is not None
+    physical = PhysicalModel.from_dict(shipped.physical)
+    clock, model = Clock(), nn.Linear(4, 3)
+    tracker = _tracker(model, clock, calibration=tmp_path / "new.json")
+    _loop(tracker, model, clock, steps=4)  # one window of 4 steps, 1 s
+    first = tracker.windows[0]
+    assert first.prediction_source == "prior"
+    # the shipped model's parameters, not the datasheet's: 4 steps of 0.25 s as it has them
+    step = _count_one_step(model, tracker.optimizer)
+    expected = 4 * energy_at(step, physical.params, 0.25).energy_j
+    assert first.predicted_j == pytest.approx(expected)
+    assert first.predicted_j != pytest.approx(4 * energy_at(step, prior_for(H100), 0.25).energy_j)
+    # as strong as its held-out interval says, like a calibration's own physical model
+    assert tracker.model.prior is not None
+    assert tracker.model.prior.strength == calibrated_strength(physical.energy_log_halfwidth)
+    prior = tracker.finish(save_calibration=False).prior
+    assert prior is not None
+    assert prior.physical.startswith("the built-in calibration of h100-sxm, fitted on ")
+    assert prior.source == ""  # the run's calibration file gave nothing
 
 
 def test_a_calibrations_physical_model_for_this_hardware_gives_the_prior(

@@ -5,9 +5,12 @@ Where the prior comes from, in this order (chosen at the start, once the calibra
 a. the calibration carries a physical model whose ``target`` is this run's hardware key: its
    parameters, at a strength from its held-out interval (:func:`calibrated_strength`); a
    regression calibration that also carries one keeps seeding the model with its windows;
-b. no usable calibration, and the run's device is a GPU of the hardware table: its datasheet
+b. no usable calibration, and the package ships a calibration for the run's GPU
+   (:func:`~lightning_to_energy.calibration.builtin_calibration`, e.g. ``h100-sxm``): its
+   physical model, at the strength of its held-out interval, as in (a);
+c. no usable calibration, and the run's device is a GPU of the hardware table: its datasheet
    priors (:func:`~lightning_to_energy.model.prior_for`), as weak as the regression's default;
-c. otherwise (a CPU without a physical calibration, an unknown device, a regression calibration
+d. otherwise (a CPU without a physical calibration, an unknown device, a regression calibration
    without a physical model, ``calibration=None``): what the calibration link did, unchanged.
 
 The mapping to the regression's coefficients needs a counted step, so the prior is set when the
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from lightning_to_energy.calibration.builtin import builtin_calibration
 from lightning_to_energy.hardware.specs import HardwareSpec
 from lightning_to_energy.model.physical import PhysicalModel, PhysicalParams
 from lightning_to_energy.model.physical_live import (
@@ -46,7 +50,8 @@ class PhysicalSource:
         params: its parameters.
         label: where they come from, in words (the report's prior line).
         strength: the prior's strength, in windows' worth of evidence.
-        calibrated: it is the calibration's physical model (not datasheet priors).
+        calibrated: it is the run's calibration's physical model (not a built-in calibration's,
+            nor datasheet priors).
     """
 
     params: PhysicalParams
@@ -83,7 +88,7 @@ class LivePriorLink:
         return model
 
     def choose(self, spec: HardwareSpec | None, model: OnlineEnergyModel) -> None:
-        """Pick the source (a, b or c above) for a run on ``spec`` (None: an unknown device).
+        """Pick the source (a to d above) for a run on ``spec`` (None: an unknown device).
         Never raises: a failure is one warning, and no physical prior."""
         self.source = None
         try:
@@ -123,6 +128,17 @@ class LivePriorLink:
             self._say_why(why)
             return
         if spec is not None and spec.kind == "gpu":
+            shipped = builtin_calibration(spec.key)
+            if shipped is not None and shipped.physical is not None:
+                physical = PhysicalModel.from_dict(shipped.physical)
+                self.source = PhysicalSource(
+                    physical.params,
+                    f"the built-in calibration of {spec.key}, fitted on "
+                    f"{physical.source or 'published measurements'}",
+                    calibrated_strength(physical.energy_log_halfwidth),
+                )  # not calibrated=True: the report's source stays the run's calibration file
+                self._say_why(why)
+                return
             try:
                 params = prior_for(spec)
             except Exception as exc:  # never let a prior stop training
