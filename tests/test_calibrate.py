@@ -123,8 +123,10 @@ LOST = {
         for p in ("peak_flop_s", "flop_half", "j_per_flop")
         for f in _FORMATS_ONLY_MATMULS_RUN
     },
-    # bandwidth may stay pinned (the small convolutions are memory-bound), not its ramp or J/B
-    "memory": {"bytes_half", "j_per_byte"},
+    # J/B: the small convolutions are memory-bound, but too few to pin it; they may pin the
+    # bandwidth and its ramp (bytes_half: not in seeds 0 to 5, 7 to 9; in seed 6), and the
+    # test below then holds them to their intervals
+    "memory": {"j_per_byte"},
     "conv": set(),  # the matmuls pin the tf32 and bf16 curves the convolutions run again
 }
 
@@ -152,6 +154,40 @@ def test_removing_a_class_of_measurements_marks_its_parameters_not_identified(
         assert error <= 3.0 * half_width, (name, error, half_width)
     _, full = _run(seed)
     assert not LOST[group] & set(full.not_identified())
+
+
+def test_an_energy_only_window_enters_the_energy_fit_and_not_the_time_fit() -> None:
+    from lightning_to_energy.counting.profile import StepProfile
+    from lightning_to_energy.counting.registry import OpCost
+    from lightning_to_energy.model.physical import energy_at, predict_step
+    from lightning_to_energy.model.physical_fit import Sample, fit_physical
+
+    truth = prior_for(SPEC).with_values({"base_w": 150.0, "busy_w": 50.0})
+    launch = StepProfile(kernels=1000, op_costs=((OpCost(kernels=1), 1000.0),))
+    copy = StepProfile(
+        kernels=1, op_costs=((OpCost(bytes_read=1 << 30, bytes_written=1 << 30), 1.0),)
+    )
+    idle = StepProfile()
+    timed = [
+        Sample(p, predict_step(p, truth).energy_j, predict_step(p, truth).time_s, n)
+        for p, n in ((launch, "launch"), (copy, "copy"))
+    ]
+    # the idle window lasts 20 ms of host sleep: 150 W x 0.02 s = 3 J, and no modelled time
+    sleep = Sample(idle, energy_at(idle, truth, 0.02).energy_j, 0.02, "idle", energy_only=True)
+    assert sleep.energy_j == pytest.approx(3.0)
+    free = ["base_w", "busy_w", "launch_s", "host_step_s"]
+    fit = fit_physical([*timed, sleep], prior_for(SPEC), free=free)
+    assert math.isnan(fit.time_rel_residuals[2])  # no time residual for the sleep
+    # three energies, two unknowns, exact data: base_w from the sleep (3 J / 0.02 s = 150 W),
+    # busy_w from the launches (their draw - 150 W = 50 W), within the solver's tolerance
+    assert fit.params.base_w == pytest.approx(150.0, rel=1e-4)
+    assert fit.params.busy_w == pytest.approx(50.0, rel=1e-4)
+    # in the time fit, the 20 ms sleep would read as a 20 ms host cost per step (400x the
+    # 50 us prior) and make the launches host-bound; left out, no timed window depends on
+    # host_step_s (they run no phase on the host), and the launches' time is fitted exactly
+    assert fit.status["host_step_s"].source == "prior"
+    assert fit.params.launch_s == pytest.approx(truth.launch_s, rel=1e-4)
+    assert max(abs(r) for r in fit.time_rel_residuals[:2]) < 1e-6
 
 
 def test_windows_open_and_close_on_counter_updates() -> None:

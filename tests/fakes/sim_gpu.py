@@ -144,9 +144,8 @@ class SimGpu:
             repeat = graph_repeat(profile, self.spec)
             profile = as_graph(profile, repeat)
         if workload.energy_only:
-            time_s = IDLE_STEP_S[
-                workload.name.split("-")[0] if workload.name.startswith("idle") else workload.name
-            ]
+            repeated = workload.name.startswith("idle-")  # idle-2, ...: sleeps as idle does
+            time_s = IDLE_STEP_S["idle" if repeated else workload.name]
             energy_j = energy_at(profile, self.truth, time_s).energy_j
         else:
             prediction = predict_step(profile, self.truth)

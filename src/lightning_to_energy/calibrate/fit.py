@@ -219,8 +219,9 @@ def identify(
       their priors' error is a stated limit (docs/calibrate.md).
 
     A parameter is not identified when its interval is looser than +/-:data:`IDENTIFIED_REL`,
-    or when it loads more than :data:`LOADING_MIN` on a direction of the data's part that is
-    (a relative singular value of 1e-12 is taken as none).
+    or when it loads more than :data:`LOADING_MIN` on a direction of the data's part that the
+    windows pin looser than that (a direction whose singular value is below 1e-12 of the
+    largest is not pinned at all): it moves with other parameters the data cannot tell apart.
 
     Returns:
         (relative half width per fitted parameter, reason per parameter not identified).
