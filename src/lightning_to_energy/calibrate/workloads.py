@@ -4,18 +4,21 @@ A training step mixes FLOPs, bytes, kernels and host time in fixed proportions, 
 training runs cannot tell their coefficients apart. Each workload below moves one of them
 while holding the others small:
 
-- ``idle`` (a CUDA context, no kernel) and ``host-wait`` (one tiny kernel, then the host
-  sleeps): base power; their duration is the host's sleep, not a modelled time, so they are
-  energy-only samples.
+- ``idle`` and ``idle-2`` (a CUDA context, no kernel) and ``host-wait`` (one tiny kernel,
+  then the host sleeps): base power; their duration is the host's sleep, not a modelled time,
+  so they are energy-only samples (the energy fit only).
 - ``matmul-<fmt>-<n>``: an ``n x n x n`` matrix product per supported format, at three sizes
-  (the largest twice): the matrix unit's peak rate, the size at half that rate, and its joules
-  per FLOP.
-- ``copy``, ``elementwise``, ``reduction``, ``batchnorm`` (forward and backward) and
-  ``depthwise`` (fp32) at three sizes: bandwidth, the size at half of it, joules per byte.
+  (the largest twice for the formats no convolution runs): the matrix unit's peak rate, the
+  size at half that rate, and its joules per FLOP; across sizes, the ramp's share of the
+  full-rate power (``ramp_share``).
+- ``copy`` and ``elementwise`` at three sizes, ``reduction``, ``batchnorm`` (forward and
+  backward) and ``depthwise`` (fp32) at the smallest and largest: bandwidth, the size at half
+  of it, joules per byte.
 - ``conv-<fmt>-c<C>`` and ``dwconv-<fmt>-c<C>``: 3x3 convolutions with few channels and
   depthwise ones, in TF32 and bf16, across channel counts: their efficiency curves.
-- ``launch``: a CUDA graph of empty kernels (``torch.cuda._sleep(0)``): the device-side floor
-  per launch, and the draw of a device that is busy doing nothing (``busy_w``).
+- ``launch`` (8 windows): a CUDA graph of empty kernels (``torch.cuda._sleep(0)``): the
+  device-side floor per launch, and the draw of a device that is busy doing nothing
+  (``busy_w``, their draw less the idle windows').
 - ``dispatch-<kind>-<m>``: ``m`` tiny ops dispatched eagerly by the host (forward ops, the
   autograd backward, foreach optimizer ops, autocast casts, ops outside any phase): the
   host's cost per kernel in each phase; forward ops at two sizes also pin its fixed cost per
@@ -362,8 +365,10 @@ def all_workloads() -> tuple[Workload, ...]:
         Workload("host-wait", "idle", base, _host_wait, graph=False, energy_only=True, priority=1)
     )
     # device-bound with no work: launch floor, and the draw of a busy device (busy_w); many
-    # times, as busy_w is a third of these windows' joules (see LAUNCH_WINDOWS)
-    out += [
+    # times, as busy_w is a third of these windows' joules (see LAUNCH_WINDOWS). The last
+    # three come last: a shorter budget (gpu_session.sh gives 130 s) drops them before the
+    # convolutions' curves
+    launches = [
         Workload(
             "launch" if i == 0 else f"launch-{i + 1}",
             "launch",
@@ -374,6 +379,7 @@ def all_workloads() -> tuple[Workload, ...]:
         )
         for i in range(LAUNCH_WINDOWS)
     ]
+    out += launches[:5]
     # host-bound: the device idles between tiny kernels, so these also pin base power
     host = (param("host_step_s"), param("base_w"))
     for kind in ("forward", "backward", "optimizer", "autocast", "other"):
@@ -429,8 +435,11 @@ def all_workloads() -> tuple[Workload, ...]:
         for c in CONV_CHANNELS:
             name = f"conv-{fmt.value}-c{c}"
             out.append(Workload(name, "conv", curve, _conv(fmt, c, False), fmt=fmt, priority=1))
+    # after every format's convolutions: a shorter budget drops these first
+    for fmt in CONV_FORMATS:
+        curve = _curve(Unit.MATRIX, fmt)
         for c in DWCONV_CHANNELS:  # few FLOPs per byte: memory-bound, a memory measurement
             name = f"dwconv-{fmt.value}-c{c}"
             both = (*_MEMORY, *curve)
             out.append(Workload(name, "memory", both, _conv(fmt, c, True), fmt=fmt, priority=1))
-    return tuple(out)
+    return (*out, *launches[5:])
