@@ -83,7 +83,8 @@ def test_calibrate_recovers_the_simulated_devices_parameters(seed: int) -> None:
         # the window noise at these truths): busy_w ~1.3 to 2 % (a third of 8 launch
         # windows' draw, each off by 1.2 % rms), ramp_share ~1.5 %, the J/FLOP ~1 to 1.3 %;
         # the time parameters ~0 (the simulated time has no noise). Seeds 0 to 4 measured
-        # here: at most 2.2 % (busy_w and fp8 J/FLOP, seed 4)
+        # here: at most 2.6 % (busy_w, seed 1); over seeds 0 to 19, 3 of 539 pairs exceed
+        # 3 % (at most 3.4 %), so 3 % is a 1.5 to 3 sigma bound, not a guarantee per seed
         assert error <= 0.03, (name, error)
 
 
