@@ -301,7 +301,8 @@ def identify(
             if width > IDENTIFIED_REL:
                 why[name] = (
                     f"the windows pin it only to x/{1 + width:.3g} (95 %, counting the held "
-                    f"parameters' +/-{PRIOR_REL:.0%}), looser than +/-{IDENTIFIED_REL:.0%}"
+                    f"parameters' +/-{PRIOR_REL * 100:.0f} %), looser than "
+                    f"+/-{IDENTIFIED_REL * 100:.0f} %"
                 )
             elif moves:
                 k = moves[0]
