@@ -159,7 +159,8 @@ def fit_physical(
             reverting it to its prior.
 
     Raises:
-        ValueError: fewer than 2 samples, a non-positive measurement, or an unknown name.
+        ValueError: fewer than 2 samples, none with a modelled time (all energy-only), a
+            non-positive measurement, or an unknown name.
     """
     if len(samples) < 2:
         raise ValueError(
