@@ -68,89 +68,127 @@ def _compute_bound_efficiencies(cal: Calibrated, truth: PhysicalParams, fmt: str
 def test_calibrate_recovers_the_simulated_devices_parameters(seed: int) -> None:
     truth, cal = _run(seed)
     true, fitted = truth.flat(), cal.fit.params.flat()
-    # 58 workloads x (2 s + 0.6 s) = 150.8 s > 150 s: the last extra (a depthwise conv) is
-    # dropped; the rest fit: 57 x 2.6 = 148.2 s, windows of (150 - 57 x 0.6) / 57 = 2.03 s
-    assert len(cal.measured) == 57
+    # 57 workloads x (2 s + 0.6 s) = 148.2 s <= 150 s: all fit, in windows of
+    # (150 - 57 x 0.6) / 57 = 2.03 s
+    assert len(cal.measured) == 57 and not cal.plan.dropped
     assert cal.plan.window_s == pytest.approx((150 - 57 * PREP_S) / 57)
     assert cal.elapsed_s <= 150.0
-    unseen = {
-        fmt
-        for fmt in ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3")
-        if not any(e < 0.85 for e in _compute_bound_efficiencies(cal, truth, fmt))
-    }
+    assert cal.not_identified() == []
     for name in sorted(PINS):
         status = cal.fit.status[name]
-        fmt = name[name.find("[") + 1 : -1].split("/")[-1]
-        if name.startswith("flop_half") and fmt in unseen:
-            # no window of that format runs compute-bound below 85 % of its peak rate in this
-            # truth (a memory-bound small matmul): its ramp cannot be seen, and must be said
-            assert status.source == "prior", name
-            assert status.reason.startswith("not identified"), status.reason
-            continue
-        if name.startswith("j_per_flop") and fmt in unseen:
-            # its ramp's joules are counted at the held (prior) half: biased by it, within 10 %
-            assert abs(fitted[name] / true[name] - 1.0) <= 0.10, name
-            continue
         assert status.source == "fitted", (name, status.reason)
         assert status.ci95 is not None and status.ci95[0] < fitted[name] < status.ci95[1]
         error = abs(fitted[name] / true[name] - 1.0)
-        # within 3 %; a parameter its windows pin more loosely than that (busy_w is a third of
-        # three launch windows' joules, each off by up to 3 %: about +/-5 %) within the
-        # 95 % interval the calibration reports for it
-        width = status.ci95[1] / fitted[name] - 1.0
-        assert error <= max(0.03, width), (name, error, width)
+        # every parameter within 3 %. The loosest by design (docs/calibrate.md, 1 sigma of
+        # the window noise at these truths): busy_w ~1.3 to 2 % (a third of 8 launch
+        # windows' draw, each off by 1.2 % rms), ramp_share ~1.5 %, the J/FLOP ~1 to 1.3 %;
+        # the time parameters ~0 (the simulated time has no noise). Seeds 0 to 4 measured
+        # here: at most 2.6 % (busy_w, seed 1); over seeds 0 to 19, 3 of 539 pairs exceed
+        # 3 % (at most 3.4 %), so 3 % is a 1.5 to 3 sigma bound, not a guarantee per seed
+        assert error <= 0.03, (name, error)
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_efficiency_curves_keep_their_shape(seed: int) -> None:
     truth, cal = _run(seed)
-    sizes = [2.0 * n**3 for n in (512, 1024, 2048, 8192)]  # FLOPs of the n^3 matmuls
+    sizes = [2.0 * n**3 for n in (512, 1024, 1536, 2048, 8192)]  # FLOPs of the n^3 matmuls
     for fmt in ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3"):
         key = (Unit.MATRIX, NumberFormat(fmt))
+        assert cal.fit.status[f"flop_half[matrix/{fmt}]"].source == "fitted"
         for s in sizes:
             true_eff = s / (s + truth.flop_half[key])
             fit_eff = s / (s + cal.fit.params.flop_half[key])
-            if cal.fit.status[f"flop_half[matrix/{fmt}]"].source != "fitted":
-                continue  # said not identified (see the test above)
-            # efficiency(s) = s / (s + half), within 10 % at every measured size
+            # efficiency(s) = s / (s + half), within 10 % at every measured size; the halves
+            # themselves are within 0.1 % here, so within 0.1 % too
             assert fit_eff / true_eff == pytest.approx(1.0, abs=0.10), (fmt, s)
+            assert fit_eff / true_eff == pytest.approx(1.0, abs=0.001), (fmt, s)
     for b in (8 * 2**20, 128 * 2**20, 2 * 2**30):  # the copies' bytes: 8 MiB .. 2 GiB
         true_eff = b / (b + truth.bytes_half)
         fit_eff = b / (b + cal.fit.params.bytes_half)
         assert fit_eff / true_eff == pytest.approx(1.0, abs=0.10)
 
 
-@pytest.mark.parametrize(
-    ("group", "lost"),
-    [
-        ("launch", {"launch_s", "busy_w"}),
-        (
-            "dispatch",
-            {"host_step_s", *(f"dispatch_s[{p}]" for p in ("forward", "backward", "optimizer"))},
-        ),
-        # fp16 and fp8 run in no other class (convolutions are tf32 and bf16)
-        (
-            "matmul",
-            {
-                f"{p}[matrix/{f}]"
-                for p in ("peak_flop_s", "j_per_flop")
-                for f in ("fp16", "fp8_e4m3")
-            },
-        ),
-    ],
-)
-@pytest.mark.parametrize("seed", [0])
+_FORMATS_ONLY_MATMULS_RUN = ("fp32", "fp16", "fp8_e4m3")  # the convolutions are tf32 and bf16
+LOST = {
+    # base_w is pinned by the host-bound dispatch windows too (the device idles between
+    # their tiny kernels): removing the idle windows loses no parameter
+    "idle": set(),
+    "launch": {"launch_s", "busy_w"},  # no other window is launch-bound or busy doing nothing
+    "dispatch": {
+        "host_step_s",
+        *(f"dispatch_s[{p}]" for p in ("forward", "backward", "optimizer")),
+    },
+    # fp32 matrix work elsewhere is the depthwise convolutions' few FLOPs (memory-bound)
+    "matmul": {
+        f"{p}[matrix/{f}]"
+        for p in ("peak_flop_s", "flop_half", "j_per_flop")
+        for f in _FORMATS_ONLY_MATMULS_RUN
+    },
+    # J/B: the small convolutions are memory-bound, but too few to pin it; they may pin the
+    # bandwidth and its ramp (bytes_half: not in seeds 0 to 5, 7 to 9; in seed 6), and the
+    # test below then holds them to their intervals
+    "memory": {"j_per_byte"},
+    "conv": set(),  # the matmuls pin the tf32 and bf16 curves the convolutions run again
+}
+
+
+@pytest.mark.parametrize("group", sorted(LOST))
+@pytest.mark.parametrize("seed", range(5))
 def test_removing_a_class_of_measurements_marks_its_parameters_not_identified(
-    group: str, lost: set[str], seed: int
+    group: str, seed: int
 ) -> None:
-    _, cal = _run(seed, without=group)
+    truth, cal = _run(seed, without=group)
     assert all(m.workload.group != group for m in cal.measured)
     missing = set(cal.not_identified())
-    assert lost <= missing, sorted(lost - missing)
-    for name in lost:
+    assert LOST[group] <= missing, sorted(LOST[group] - missing)
+    true, fitted = truth.flat(), cal.fit.params.flat()
+    for name in LOST[group]:
         assert cal.fit.status[name].source == "prior"
+        assert cal.fit.status[name].reason.startswith(("not identified", "no sample")), name
+    for name in sorted(PINS - missing):
+        status = cal.fit.status[name]
+        assert status.source == "fitted" and status.ci95 is not None
+        half_width = status.ci95[1] / fitted[name] - 1.0
+        error = abs(fitted[name] / true[name] - 1.0)
+        # what is said fitted is honest: its error within 3x its 95 % half width (a held
+        # parameter's +/-30 % counts in its neighbours' intervals)
+        assert error <= 3.0 * half_width, (name, error, half_width)
     _, full = _run(seed)
-    assert not lost & set(full.not_identified())
+    assert not LOST[group] & set(full.not_identified())
+
+
+def test_an_energy_only_window_enters_the_energy_fit_and_not_the_time_fit() -> None:
+    from lightning_to_energy.counting.profile import StepProfile
+    from lightning_to_energy.counting.registry import OpCost
+    from lightning_to_energy.model.physical import energy_at, predict_step
+    from lightning_to_energy.model.physical_fit import Sample, fit_physical
+
+    truth = prior_for(SPEC).with_values({"base_w": 150.0, "busy_w": 50.0})
+    launch = StepProfile(kernels=1000, op_costs=((OpCost(kernels=1), 1000.0),))
+    copy = StepProfile(
+        kernels=1, op_costs=((OpCost(bytes_read=1 << 30, bytes_written=1 << 30), 1.0),)
+    )
+    idle = StepProfile()
+    timed = [
+        Sample(p, predict_step(p, truth).energy_j, predict_step(p, truth).time_s, n)
+        for p, n in ((launch, "launch"), (copy, "copy"))
+    ]
+    # the idle window lasts 20 ms of host sleep: 150 W x 0.02 s = 3 J, and no modelled time
+    sleep = Sample(idle, energy_at(idle, truth, 0.02).energy_j, 0.02, "idle", energy_only=True)
+    assert sleep.energy_j == pytest.approx(3.0)
+    free = ["base_w", "busy_w", "launch_s", "host_step_s"]
+    fit = fit_physical([*timed, sleep], prior_for(SPEC), free=free)
+    assert math.isnan(fit.time_rel_residuals[2])  # no time residual for the sleep
+    # three energies, two unknowns, exact data: base_w from the sleep (3 J / 0.02 s = 150 W),
+    # busy_w from the launches (their draw - 150 W = 50 W), within the solver's tolerance
+    assert fit.params.base_w == pytest.approx(150.0, rel=1e-4)
+    assert fit.params.busy_w == pytest.approx(50.0, rel=1e-4)
+    # in the time fit, the 20 ms sleep would read as a 20 ms host cost per step (400x the
+    # 50 us prior) and make the launches host-bound; left out, no timed window depends on
+    # host_step_s (they run no phase on the host), and the launches' time is fitted exactly
+    assert fit.status["host_step_s"].source == "prior"
+    assert fit.params.launch_s == pytest.approx(truth.launch_s, rel=1e-4)
+    assert max(abs(r) for r in fit.time_rel_residuals[:2]) < 1e-6
 
 
 def test_windows_open_and_close_on_counter_updates() -> None:
@@ -190,10 +228,11 @@ def test_a_budget_too_short_is_refused_with_the_smallest_that_works() -> None:
     with pytest.raises(CalibrationError) as info:
         plan(all_workloads(), need - 1.0)
     # 24 essential workloads x 2.6 s = 62.4 s -> 63 s
+    assert need == 63
     assert f"expected --budget-s of at least {need} s" in str(info.value)
     assert f"Fix: pass --budget-s {need} or more" in str(info.value)
-    # all 58 workloads (a plan without a device check keeps fp8): 58 x 2.6 s = 150.8 -> 151 s
-    assert "(151 measures every workload)" in str(info.value)
+    # all 57 workloads (a plan without a device check keeps fp8): 57 x 2.6 s = 148.2 -> 149 s
+    assert "(149 measures every workload)" in str(info.value)
     short = plan(all_workloads(), float(need))
     assert {w.name for w in short.workloads} == {w.name for w in essential}
     assert all(reason == "no time left in the budget" for _, reason in short.dropped)
@@ -234,9 +273,11 @@ def test_the_calibration_file_plans_runs_and_its_record_lists_every_window(tmp_p
     assert record["kind"] == "lightning-to-energy/physical-calibration"
     assert len(record["measured"]) == len(cal.measured) == 57
     assert record["status"]["base_w"]["unit"] == "W"
-    # the energy-only windows (idle, host-wait) enter no fit: 57 - 2 = 55 residuals
+    # every window has an energy residual; the energy-only ones (idle, idle-2, host-wait)
+    # have no modelled time: 57 residuals, 3 of them without a time residual
     energy_only = sum(m.workload.energy_only for m in cal.measured)
-    assert energy_only == 2 and len(record["residuals"]) == 55
+    assert energy_only == 3 and len(record["residuals"]) == 57
+    assert sum(r["time_rel"] is None for r in record["residuals"]) == 3
 
 
 # --- the command line --------------------------------------------------------------------------

@@ -36,7 +36,8 @@ PREPARE_S = 0.3
 """Simulated seconds a workload's preparation takes (allocation, count, capture)."""
 
 IDLE_STEP_S = {"idle": 0.02, "host-wait": 0.002}
-"""The host's sleep per iteration of the energy-only workloads (as in workloads.py)."""
+"""The host's sleep per iteration of the energy-only workloads (as in workloads.py); the
+repeated idle windows (``idle-2``, ...) sleep as ``idle`` does."""
 
 
 def truth_around(
@@ -65,6 +66,9 @@ class SimCounter:
         self.source = "simulated NVML energy counter"
         self.update_period_s = period_s
         self.min_window_s = min_window_s
+        # NVML's enforced limit: a truth 30 % off the priors can model more than the 1 kW
+        # default ceiling of a reading (ramps at +30 % draw, +30 % J/FLOP), never twice this
+        self.power_limit_w = gpu.spec.tdp_w
         self._gpu = gpu
         self.reads = 0
 
@@ -140,7 +144,8 @@ class SimGpu:
             repeat = graph_repeat(profile, self.spec)
             profile = as_graph(profile, repeat)
         if workload.energy_only:
-            time_s = IDLE_STEP_S[workload.name]
+            repeated = workload.name.startswith("idle-")  # idle-2, ...: sleeps as idle does
+            time_s = IDLE_STEP_S["idle" if repeated else workload.name]
             energy_j = energy_at(profile, self.truth, time_s).energy_j
         else:
             prediction = predict_step(profile, self.truth)

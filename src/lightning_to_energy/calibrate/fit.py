@@ -36,8 +36,7 @@ from lightning_to_energy.model.physical import (
     TIME_PREFIXES,
     PhysicalModel,
     PhysicalParams,
-    energy_at,
-    predict_step,
+    StepDesign,
     prefix_of,
 )
 from lightning_to_energy.model.physical_fit import ParamStatus, PhysicalFit, Sample, fit_physical
@@ -50,6 +49,8 @@ __all__ = [
     "CALIBRATION_KIND",
     "ENERGY_NOISE_REL",
     "IDENTIFIED_REL",
+    "LOADING_MIN",
+    "PRIOR_REL",
     "TIME_NOISE_REL",
     "Calibrated",
     "base_power",
@@ -57,6 +58,7 @@ __all__ = [
     "designed_pins",
     "details_path",
     "fit_measurements",
+    "identify",
     "interval_widths",
     "load_params",
     "physical_model",
@@ -78,11 +80,10 @@ def designed_pins(workloads: Collection[Workload]) -> set[str]:
 
 
 def samples_of(measured: Sequence[Measured]) -> list[Sample]:
-    """The fit's samples: every window but the energy-only ones, per iteration."""
+    """The fit's samples, per iteration: the energy-only ones (idle) enter the energy fit only."""
     return [
-        Sample(m.profile, m.energy_j, m.time_s, m.workload.name)
+        Sample(m.profile, m.energy_j, m.time_s, m.workload.name, m.workload.energy_only)
         for m in measured
-        if not m.workload.energy_only
     ]
 
 
@@ -110,6 +111,13 @@ def fit_measurements(
 ) -> PhysicalFit:
     """Fit the parameters in ``pins`` to ``measured``; the others keep ``prior``.
 
+    A designed parameter is reported fitted only where the windows pin it: its 95 %
+    interval, counting the held parameters' uncertainty (:func:`identify`), is within
+    +/-:data:`IDENTIFIED_REL` and it has no large loading on a direction the windows leave
+    looser than that. Any other is held at its start value (the prior, or a direct reading
+    such as the fastest matmul's rate), its reason stated, and the rest refitted, until every
+    fitted parameter passes.
+
     Args:
         measured: the windows (:func:`~lightning_to_energy.calibrate.schedule.run_plan`).
         prior: starting values, ranges and notes (``prior_for(spec)``).
@@ -120,36 +128,37 @@ def fit_measurements(
         CalibrationError: fewer than two windows to fit.
     """
     samples = samples_of(measured)
-    if len(samples) < 2:
+    if sum(not s.energy_only for s in samples) < 2:
         raise CalibrationError(
             f"expected at least 2 measured workloads besides the idle ones, found "
-            f"{len(samples)}. Fix: raise --budget-s."
+            f"{sum(not s.energy_only for s in samples)}. Fix: raise --budget-s."
         )
     start = prior.with_values(starting_values(measured, prior))
     free = set(pins)
+    weak: dict[str, str] = {}
     fit = fit_physical(samples, start, free=sorted(free))
-    widths = interval_widths(samples, fit)
-    weak = {n: widths[n] for n in free if n in widths and widths[n] > IDENTIFIED_REL}
-    if weak:
-        # a value the windows pin only loosely is no calibration: hold it at its prior, refit
+    for _ in range(len(free) + 1):
+        widths, why = identify(samples, fit, free)
+        new = {n: r for n, r in why.items() if n in free and n not in weak}
+        if not new:
+            break
+        # a value the windows do not pin is no calibration: hold it, refit the others (holding
+        # it adds its uncertainty to theirs, so the check runs again)
+        weak.update(new)
         fit = fit_physical(samples, start, free=sorted(free - set(weak)))
-        widths = interval_widths(samples, fit)
     status = dict(fit.status)
     for name, width in widths.items():
         value = status[name].value
         status[name] = dataclasses.replace(
             status[name], ci95=(value / (1.0 + width), value * (1.0 + width))
         )
-    for name, width in weak.items():
+    for name, reason in weak.items():
         status[name] = dataclasses.replace(
             status[name],
             value=start.flat()[name],
             source="prior",
             ci95=None,
-            reason=(
-                f"not identified: the windows pin it only to x/{1 + width:.3g} (95 %), looser "
-                f"than +/-{IDENTIFIED_REL:.0%}; kept the prior: {prior.notes.get(name, '')}"
-            ),
+            reason=f"not identified: {reason}; kept the prior: {prior.notes.get(name, '')}",
         )
     return dataclasses.replace(fit, status=status)
 
@@ -160,55 +169,157 @@ TIME_NOISE_REL = 0.005
 """Noise floor of a window's seconds per iteration (timer, clocks), relative."""
 ENERGY_NOISE_REL = 0.015
 """Noise floor of a window's joules (NVML: 1 to 3 % per window at most), relative."""
+PRIOR_REL = 0.30
+"""A held parameter is taken as good to +/-30 % (95 %): the spread of the priors a device
+may differ by (the simulated device draws its truth within it). Its uncertainty reaches the
+fitted parameters it is coupled to, and their intervals include it."""
+LOADING_MIN = 0.3
+"""A parameter whose unit direction projects more than this on a direction the windows pin
+looser than +/-:data:`IDENTIFIED_REL` moves with it: it is not identified."""
 
 
-def interval_widths(samples: Sequence[Sample], fit: PhysicalFit) -> dict[str, float]:
-    """The relative half-width of each fitted parameter's 95 % interval (log scale).
+def _log_model(design: StepDesign, samples: Sequence[Sample]) -> Any:
+    """(params as a vector dict) -> (log seconds of the timed samples, log joules at the
+    measured seconds of every sample)."""
+    t_meas = np.array([s.time_s for s in samples])
+    timed = np.array([not s.energy_only for s in samples])
 
-    From the sensitivity of every window's log time (time parameters) or log energy at its
-    measured time (energy parameters) to each parameter's log, at the fitted values, with the
-    residual scatter floored at :data:`TIME_NOISE_REL` / :data:`ENERGY_NOISE_REL`: a
-    simulated or very steady device must not look more certain than its meter. A direction no
-    window constrains (two parameters that only move together) gets an infinite width, where
-    a pseudo-inverse would report it as certain.
+    def model(v: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        device, host = design.times(v)
+        time_s = np.maximum(device, host)[timed]
+        energy_j = (
+            v["base_w"] * t_meas + design.work_j(v) + v["busy_w"] * np.minimum(device, t_meas)
+        )
+        return np.log(np.maximum(time_s, 1e-300)), np.log(np.maximum(energy_j, 1e-300))
+
+    return model
+
+
+def identify(
+    samples: Sequence[Sample], fit: PhysicalFit, designed: Collection[str]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Each fitted parameter's 95 % relative half width, and the ones the windows do not pin.
+
+    For each stage (time parameters on the windows' log seconds, energy parameters on their
+    log joules at the measured seconds), at the fitted values:
+
+    - the data's part: the residual scatter (robust: 1.4826 x the median absolute residual,
+      floored at :data:`TIME_NOISE_REL` / :data:`ENERGY_NOISE_REL`: a simulated or very
+      steady device must not look more certain than its meter) over the Jacobian's singular
+      values, per direction; or, where larger, the sandwich estimate from the residuals of
+      the windows that pin the parameter (their misfit, where something held mis-models
+      them);
+    - the held parameters' part: each parameter of ``designed`` that is held (not pinned: its
+      windows are missing or too loose) and that the windows depend on is taken as good to
+      +/-:data:`PRIOR_REL` (the energy stage also takes each fitted time parameter's own
+      interval), and its error moves the fitted ones by the least-squares sensitivity
+      ``pinv(J_fitted) @ J_held``: a held parameter's error reaches the parameters coupled to
+      it, and their intervals say so. The parameters no workload is designed for (the vector
+      units' rates, ramps and J/FLOP) are taken as the model's structure, not propagated:
+      their priors' error is a stated limit (docs/calibrate.md).
+
+    A parameter is not identified when its interval is looser than +/-:data:`IDENTIFIED_REL`,
+    or when it loads more than :data:`LOADING_MIN` on a direction of the data's part that the
+    windows pin looser than that (a direction whose singular value is below 1e-12 of the
+    largest is not pinned at all): it moves with other parameters the data cannot tell apart.
+
+    Returns:
+        (relative half width per fitted parameter, reason per parameter not identified).
     """
     params = fit.params
-    fitted = [n for n, st in fit.status.items() if st.source == "fitted"]
-    time_names = [n for n in fitted if prefix_of(n) in TIME_PREFIXES]
-    energy_names = [n for n in fitted if prefix_of(n) in ENERGY_PREFIXES]
-
-    def times(p: PhysicalParams) -> np.ndarray:
-        return np.array([predict_step(s.profile, p).time_s for s in samples])
-
-    def energies(p: PhysicalParams) -> np.ndarray:
-        return np.array([energy_at(s.profile, p, s.time_s).energy_j for s in samples])
-
-    out: dict[str, float] = {}
-    for names, model, residuals, floor in (
-        (time_names, times, fit.time_rel_residuals, TIME_NOISE_REL),
-        (energy_names, energies, fit.energy_rel_residuals, ENERGY_NOISE_REL),
+    flat = params.flat()
+    design = StepDesign.build([s.profile for s in samples])
+    model = _log_model(design, samples)
+    base_v = design.vec(params)
+    # central differences: the time model is a maximum of terms, and a fit can settle on the
+    # kink between two (a compute and a memory time equal), where a one-sided difference
+    # sees only one of them and calls the other parameter irrelevant
+    step = 1e-3
+    columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, value in flat.items():
+        if value <= 0:
+            continue
+        moved = []
+        for sign in (1.0, -1.0):
+            v = {k: a.copy() if isinstance(a, np.ndarray) else a for k, a in base_v.items()}
+            design.set(v, name, value * math.exp(sign * step))
+            moved.append(model(v))
+        (t_up, e_up), (t_down, e_down) = moved
+        columns[name] = ((t_up - t_down) / (2 * step), (e_up - e_down) / (2 * step))
+    fitted = {n for n, st in fit.status.items() if st.source == "fitted"}
+    timed = [r for s, r in zip(samples, fit.time_rel_residuals, strict=True) if not s.energy_only]
+    widths: dict[str, float] = {}
+    why: dict[str, str] = {}
+    prior_var = (math.log1p(PRIOR_REL) / 1.96) ** 2
+    time_var: dict[str, float] = {}
+    for stage, prefixes, residuals, floor in (
+        (0, TIME_PREFIXES, timed, TIME_NOISE_REL),
+        (1, ENERGY_PREFIXES, list(fit.energy_rel_residuals), ENERGY_NOISE_REL),
     ):
+        names = sorted(n for n in fitted if prefix_of(n) in prefixes and n in columns)
+        held = sorted(
+            n
+            for n, cols in columns.items()
+            if n not in names
+            and (n in designed or n in time_var)
+            and np.any(cols[stage])
+            and (stage == 1 or prefix_of(n) in prefixes)
+        )
         if not names:
             continue
-        base = np.log(np.maximum(model(params), 1e-300))
-        step = 1e-4
-        flat = params.flat()
-        jac = np.empty((len(samples), len(names)))
-        for j, name in enumerate(names):
-            moved = params.with_values({name: flat[name] * math.exp(step)})
-            jac[:, j] = (np.log(np.maximum(model(moved), 1e-300)) - base) / step
+        jac = np.column_stack([columns[n][stage] for n in names])
         res = np.array(residuals)
-        sigma = max(float(np.sqrt(np.mean(res**2))) if res.size else 0.0, floor)
-        lam, vec = np.linalg.eigh(jac.T @ jac)
-        tiny = lam <= 1e-10 * max(float(lam.max()), 1e-300)
-        inv = np.where(tiny, np.inf, 1.0 / np.where(tiny, 1.0, lam))
-        # var_j = sigma^2 x sum_k V_jk^2 / lambda_k; a null direction it is part of -> inf
-        weights = vec**2
+        # the scatter of most windows (median absolute residual, x1.4826 for a normal one):
+        # a few windows a held parameter mis-models must not widen every interval (the held
+        # parameters' part below carries their error)
+        scale = 1.4826 * float(np.median(np.abs(res))) if res.size else 0.0
+        sigma = max(scale, floor)
+        _, sv, vt = np.linalg.svd(jac, full_matrices=False)
+        sv = np.concatenate([sv, np.zeros(len(names) - len(sv))])
+        vt = np.vstack([vt, np.zeros((len(names) - vt.shape[0], len(names)))])
+        none = sv <= 1e-12 * max(float(sv.max()), 1e-300)
+        dir_var = np.where(none, np.inf, sigma**2 / np.where(none, 1.0, sv) ** 2)
         with np.errstate(invalid="ignore"):
-            var = sigma**2 * np.where(weights > 1e-12, weights * inv, 0.0).sum(axis=1)
-        for name, v in zip(names, var, strict=True):
-            out[name] = math.expm1(1.96 * math.sqrt(v)) if math.isfinite(v) else math.inf
-    return out
+            var = np.where(vt**2 > 1e-12, vt**2 * dir_var[:, None], 0.0).sum(axis=0)
+        # the windows that pin a parameter, with their own residuals (the sandwich estimate):
+        # where a held parameter mis-models them, their misfit widens that parameter's
+        # interval, and only that parameter's
+        sandwich = (np.linalg.pinv(jac) ** 2 * res[None, :] ** 2).sum(axis=1)
+        var = np.maximum(var, sandwich)
+        if held:
+            jh = np.column_stack([columns[n][stage] for n in held])
+            sens = np.linalg.pinv(jac) @ jh  # d log(fitted) / d log(held)
+            tau = np.array([time_var.get(n, prior_var) for n in held])
+            var = var + (sens**2 * tau).sum(axis=1)
+        loose = np.sqrt(dir_var) * 1.96 > math.log1p(IDENTIFIED_REL)
+        for j, name in enumerate(names):
+            width = math.expm1(1.96 * math.sqrt(var[j])) if math.isfinite(var[j]) else math.inf
+            widths[name] = width
+            if stage == 0:
+                time_var[name] = float(var[j])
+            moves = [k for k in np.flatnonzero(loose) if abs(vt[k, j]) > LOADING_MIN]
+            if width > IDENTIFIED_REL:
+                why[name] = (
+                    f"the windows pin it only to x/{1 + width:.3g} (95 %, counting the held "
+                    f"parameters' +/-{PRIOR_REL * 100:.0f} %), looser than "
+                    f"+/-{IDENTIFIED_REL * 100:.0f} %"
+                )
+            elif moves:
+                k = moves[0]
+                with_ = [names[i] for i in np.flatnonzero(np.abs(vt[k]) > LOADING_MIN) if i != j]
+                half = math.expm1(min(1.96 * math.sqrt(dir_var[k]), 700.0))
+                why[name] = (
+                    "it moves along a direction the windows do not pin (with "
+                    f"{', '.join(with_) or 'no other'}: x/{1 + half:.3g} at 95 %)"
+                )
+    return widths, why
+
+
+def interval_widths(
+    samples: Sequence[Sample], fit: PhysicalFit, designed: Collection[str]
+) -> dict[str, float]:
+    """The relative half-width of each fitted parameter's 95 % interval (see :func:`identify`)."""
+    return identify(samples, fit, designed)[0]
 
 
 def starting_values(measured: Sequence[Measured], prior: PhysicalParams) -> dict[str, float]:
@@ -291,7 +402,7 @@ class Calibrated:
             "designed": sorted(self.pins),
             "not_identified": self.not_identified(),
             "residuals": [
-                {"label": label, "time_rel": t, "energy_rel": e}
+                {"label": label, "time_rel": t if math.isfinite(t) else None, "energy_rel": e}
                 for label, t, e in zip(
                     self.fit.labels,
                     self.fit.time_rel_residuals,
@@ -354,7 +465,10 @@ def physical_model(calibrated: Calibrated) -> PhysicalModel:
     return PhysicalModel(
         params=fit.params,
         target=calibrated.hardware_key,
-        time_log_halfwidth=conformal_halfwidth([math.log1p(r) for r in fit.time_rel_residuals]),
+        # the energy-only (idle) windows have no modelled time: NaN, left out
+        time_log_halfwidth=conformal_halfwidth(
+            [math.log1p(r) for r in fit.time_rel_residuals if math.isfinite(r)]
+        ),
         energy_log_halfwidth=conformal_halfwidth([math.log1p(r) for r in fit.energy_rel_residuals]),
         level=LEVEL,
         basis=(
@@ -440,7 +554,8 @@ def render(calibrated: Calibrated) -> str:
     for label, t, e in zip(
         fit.labels, fit.time_rel_residuals, fit.energy_rel_residuals, strict=True
     ):
-        lines.append(f"  {label:<28} time {t:+7.2%}  energy {e:+7.2%}")
+        time = f"{t:+7.2%}" if math.isfinite(t) else f"{'-':>7}"  # idle: no modelled time
+        lines.append(f"  {label:<28} time {time}  energy {e:+7.2%}")
     missing = calibrated.not_identified()
     if missing:
         lines += ["", "Not identified (kept their priors): " + ", ".join(missing)]

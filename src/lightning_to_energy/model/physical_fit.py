@@ -37,12 +37,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Sample:
-    """One measured step: its counted profile, measured joules and seconds."""
+    """One measured step: its counted profile, measured joules and seconds.
+
+    ``energy_only``: the step's duration is not a modelled time (a host sleep: an idle
+    window), so it enters the energy fit only, at its measured time; its time residual is
+    NaN.
+    """
 
     profile: StepProfile
     energy_j: float
     time_s: float
     label: str = ""
+    energy_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,10 @@ class PhysicalFit:
     Args:
         params: the fitted parameters (priors where the samples do not pin them).
         status: per flat parameter name, where its value comes from.
-        time_rel_residuals: predicted / measured time - 1, per sample.
-        energy_rel_residuals: predicted (at the predicted time) / measured energy - 1.
+        time_rel_residuals: predicted / measured time - 1, per sample (NaN for an
+            energy-only sample).
+        energy_rel_residuals: predicted (at the predicted time; at the measured time for an
+            energy-only sample) / measured energy - 1.
         labels: the samples' labels.
     """
 
@@ -151,7 +159,8 @@ def fit_physical(
             reverting it to its prior.
 
     Raises:
-        ValueError: fewer than 2 samples, a non-positive measurement, or an unknown name.
+        ValueError: fewer than 2 samples, none with a modelled time (all energy-only), a
+            non-positive measurement, or an unknown name.
     """
     if len(samples) < 2:
         raise ValueError(
@@ -176,6 +185,12 @@ def fit_physical(
     design = StepDesign.build([s.profile for s in samples])
     t_meas = np.array([s.time_s for s in samples])
     e_meas = np.array([s.energy_j for s in samples])
+    timed = np.array([not s.energy_only for s in samples])
+    if timed.sum() < 1:
+        raise ValueError(
+            "fit_physical: expected at least 1 sample with a modelled time; found only "
+            "energy-only samples; fix: measure a step that is not a host sleep"
+        )
     status: dict[str, ParamStatus] = {}
     for name, value in flat.items():
         lo, hi = prior.range_of(name)
@@ -196,7 +211,7 @@ def fit_physical(
 
     def time_res(v: dict[str, Any]) -> np.ndarray:
         device, host = design.times(v)
-        return np.maximum(device, host) / t_meas - 1.0
+        return (np.maximum(device, host) / t_meas - 1.0)[timed]
 
     def energy_res(v: dict[str, Any]) -> np.ndarray:
         device, _ = design.times(v)
@@ -207,11 +222,17 @@ def fit_physical(
     params = _fit_stage(params, design, energy_free, energy_res, status, keep_at_bound)
     device, host = design.times(params)
     t_pred = np.maximum(device, host)
-    e_pred = params.base_w * t_pred + design.work_j(params) + params.busy_w * device
+    # an energy-only sample's energy at its measured time (its time is no prediction)
+    t_pred = np.where(timed, t_pred, t_meas)
+    e_pred = (
+        params.base_w * t_pred + design.work_j(params) + params.busy_w * np.minimum(device, t_pred)
+    )
     return PhysicalFit(
         params=params,
         status=status,
-        time_rel_residuals=tuple(float(x) for x in t_pred / t_meas - 1),
+        time_rel_residuals=tuple(
+            float(x) if t else math.nan for x, t in zip(t_pred / t_meas - 1, timed, strict=True)
+        ),
         energy_rel_residuals=tuple(float(x) for x in e_pred / e_meas - 1),
         labels=tuple(s.label for s in samples),
     )
