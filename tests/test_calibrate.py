@@ -157,6 +157,16 @@ def test_removing_a_class_of_measurements_marks_its_parameters_not_identified(
     assert not LOST[group] & set(full.not_identified())
 
 
+def test_the_printout_names_each_held_parameters_reason_once() -> None:
+    from lightning_to_energy.calibrate.fit import render
+
+    _, cal = _run(0, without="memory")
+    text = render(cal)
+    # j_per_byte is held (its class removed): its line says why, with one "prior:" only
+    line = next(x for x in text.splitlines() if x.strip().startswith("j_per_byte "))
+    assert "prior: " in line and "prior: prior:" not in text
+
+
 def test_an_energy_only_window_enters_the_energy_fit_and_not_the_time_fit() -> None:
     from lightning_to_energy.counting.profile import StepProfile
     from lightning_to_energy.counting.registry import OpCost

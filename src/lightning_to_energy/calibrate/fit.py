@@ -153,12 +153,13 @@ def fit_measurements(
             status[name], ci95=(value / (1.0 + width), value * (1.0 + width))
         )
     for name, reason in weak.items():
+        source = prior.notes.get(name, "").removeprefix("prior: ")
         status[name] = dataclasses.replace(
             status[name],
             value=start.flat()[name],
             source="prior",
             ci95=None,
-            reason=f"not identified: {reason}; kept the prior: {prior.notes.get(name, '')}",
+            reason=f"not identified: {reason}; kept the prior ({source})",
         )
     return dataclasses.replace(fit, status=status)
 
@@ -546,7 +547,8 @@ def render(calibrated: Calibrated) -> str:
     for name in sorted(calibrated.pins | {n for n, s in fit.status.items() if s.source != "prior"}):
         s: ParamStatus = fit.status[name]
         interval = f"{s.ci95[0]:.4g} .. {s.ci95[1]:.4g}" if s.ci95 else "-"
-        source = s.source if s.source != "prior" else f"prior: {s.reason}"
+        # a reason may already say where the prior comes from ("prior: half peak at ...")
+        source = s.source if s.source != "prior" else f"prior: {s.reason.removeprefix('prior: ')}"
         lines.append(f"  {name:<30} {s.value:>11.4g} {s.unit:<9} {interval:<25} {source}")
     held = len(fit.status) - len(calibrated.pins)
     lines.append(f"  ({held} other parameters keep their priors: no workload is designed for them)")

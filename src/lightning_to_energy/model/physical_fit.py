@@ -316,7 +316,9 @@ def _fit_stage(
             for name, source, why in sure:
                 old = status[name]
                 status[name] = replace(
-                    old, source=source, reason=f"{why}; kept the prior: {old.reason}"
+                    old,
+                    source=source,
+                    reason=f"{why}; kept the prior ({old.reason.removeprefix('prior: ')})",
                 )
                 free.remove(name)
             continue
