@@ -307,11 +307,22 @@ def test_cli_refuses_an_unknown_device(capsys: pytest.CaptureFixture[str], tmp_p
 
 
 def test_cli_refuses_an_unwritable_path_before_measuring(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from lightning_to_energy.calibration import store
+
+    monkeypatch.setenv("LTE_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
+    # a missing folder is no fault (created when the file is written, as `fit --out` does):
+    # the CPU is refused for its missing RAPL instead, and no folder was made
+    code, _, err = _main(["--device", "cpu", "--out", str(tmp_path / "no" / "c.json")], capsys)
+    assert code == 2 and "expected RAPL to measure this CPU's energy" in err
+    assert not (tmp_path / "no").exists()
+    # a folder that cannot be written is refused first, naming it (root writes anywhere: the
+    # permission check is stubbed)
+    monkeypatch.setattr(store.os, "access", lambda path, mode: False)
     code, _, err = _main(["--device", "cpu", "--out", str(tmp_path / "no" / "c.json")], capsys)
     assert code == 2
-    assert f"expected the directory of --out to exist, found no {tmp_path / 'no'}" in err
+    assert f"expected --out where you can write, found {tmp_path} not writable" in err
 
 
 def test_cli_refuses_a_cpu_without_rapl(
@@ -349,7 +360,7 @@ def test_cli_on_the_simulated_gpu_prints_units_and_writes_the_file(
     junk.write_text("earlier notes")
     code, _, err = _main(["--out", str(junk)], capsys)
     assert code == 2  # not a calibration: refused before measuring, file untouched
-    assert "expected --out to be a new file or a calibration to update" in err
+    assert "expected --out to name a new file or a calibration to update" in err
     assert junk.read_text() == "earlier notes"
 
 

@@ -1089,7 +1089,8 @@ def test_fit_out_never_overwrites_a_file_that_is_not_a_calibration(
     precious.write_text("print('mine')\n")
     code, out, err = run(capsys, "fit", *two_runs, "--out", str(precious))
     assert (code, out) == (2, "")
-    assert f"found {precious}, which is not a calibration: it would be overwritten" in err
+    assert f"found {precious}, which is not a calibration (" in err
+    assert "it would be overwritten, so it is left untouched" in err
     assert precious.read_text() == "print('mine')\n"
 
 

@@ -416,38 +416,18 @@ class Calibrated:
 
 
 def check_writable(path: Path) -> None:
-    """Refuse an output path that cannot be written, before anything is measured.
+    """Refuse an output path that cannot become a calibration file, before anything is measured
+    (the rule of ``fit --out`` too: :func:`lightning_to_energy.calibration.store.output_problem`).
 
     Raises:
-        CalibrationError: the path is a directory, or its directory is missing or read-only.
+        CalibrationError: a directory, a file that is not a calibration, or a path that cannot
+            be written.
     """
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise CalibrationError(
-            f"expected --out to name a file, found the directory {path}. Fix: pass "
-            f"--out {path / 'calibration.json'}."
-        )
-    if not parent.is_dir():
-        raise CalibrationError(
-            f"expected the directory of --out to exist, found no {parent}. Fix: create it "
-            "(mkdir -p) or pass another --out."
-        )
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise CalibrationError(
-            f"expected to be able to write {path}, found it (or {parent}) read-only. Fix: "
-            "pass an --out in a directory you can write."
-        )
-    if path.exists():
-        from lightning_to_energy.calibration import Calibration
+    from lightning_to_energy.calibration.store import output_problem
 
-        try:
-            Calibration.read(path)
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise CalibrationError(
-                f"expected --out to be a new file or a calibration to update, found {path}, "
-                f"which is not a calibration ({exc}); it is left untouched. Fix: pass another "
-                "--out."
-            ) from None
+    problem = output_problem(path)
+    if problem is not None:
+        raise CalibrationError(problem)
 
 
 def physical_model(calibrated: Calibrated) -> PhysicalModel:

@@ -39,6 +39,7 @@ __all__ = [
     "CalibrationWarning",
     "default_directory",
     "foreign_file",
+    "output_problem",
 ]
 
 APP_DIR = "lightning-to-energy"
@@ -48,6 +49,41 @@ _FINGERPRINT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 
 class CalibrationWarning(EnergyWarning, UserWarning):
     """A calibration file could not be used or written; training goes on without it."""
+
+
+def output_problem(path: Path, option: str = "--out") -> str | None:
+    """Why ``path`` cannot become a calibration file, said before any work; None when it can.
+
+    The one rule of ``fit --out`` and ``calibrate --out``: a new file (its missing folders are
+    created when it is written) or an existing calibration (merged into); never a directory,
+    never a file of another kind (it would be overwritten), never where the nearest existing
+    folder (or the file itself) cannot be written.
+    """
+    if path.is_dir():
+        return (
+            f"expected {option} to name a calibration file, found the directory {path}. Fix: "
+            f"name a file in it, e.g. {option} {path / 'calibration.json'}."
+        )
+    if path.exists():
+        try:
+            Calibration.read(path)
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+            return (
+                f"expected {option} to name a new file or a calibration to update, found "
+                f"{path}, which is not a calibration ({exc}): it would be overwritten, so it is "
+                f"left untouched. Fix: choose another file name, e.g. {option} calibration.json."
+            )
+    folder = path.parent if str(path.parent) else Path(".")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    unwritable = existing if not os.access(existing, os.W_OK) else None
+    if path.exists() and not os.access(path, os.W_OK):
+        unwritable = path
+    if unwritable is not None:
+        return (
+            f"expected {option} where you can write, found {unwritable} not writable. Fix: "
+            f"name a file in a folder you can write, e.g. {option} ./calibration.json."
+        )
+    return None
 
 
 def default_directory() -> Path:

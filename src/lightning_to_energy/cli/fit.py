@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -473,34 +472,13 @@ def _check_out(path: str) -> None:
     """Refuse an ``--out`` that cannot become a calibration file, before anything is fitted.
 
     Raises:
-        CliError: a directory, a file that is not a calibration (e.g. a report or source
-            file: it would be overwritten), or a folder that cannot be written.
+        CliError: see :func:`lightning_to_energy.calibration.store.output_problem`.
     """
-    from lightning_to_energy.calibration import Calibration
+    from lightning_to_energy.calibration.store import output_problem
 
-    out = Path(path)
-    if out.is_dir():
-        # The store would warn that this "calibration file" is unusable and suggest deleting it.
-        raise CliError(
-            f"expected --out to name a calibration file, found the directory {path}. Fix: "
-            f"name a file in it, e.g. --out {out / 'calibration.json'}."
-        )
-    if out.exists():
-        try:
-            Calibration.read(out)
-        except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
-            raise CliError(
-                f"expected --out to name a new file or a calibration to merge into, found "
-                f"{path}, which is not a calibration: it would be overwritten. Fix: choose "
-                "another file name, e.g. --out calibration.json."
-            ) from None
-    folder = out.parent if str(out.parent) else Path(".")
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
-    if not os.access(existing, os.W_OK):
-        raise CliError(
-            f"expected --out in a writable folder, found {existing} not writable. Fix: choose "
-            "a path you can write, e.g. --out ./calibration.json."
-        )
+    problem = output_problem(Path(path))
+    if problem is not None:
+        raise CliError(problem)
 
 
 def _shared_data_file(paths: Sequence[str]) -> Path | None:
