@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.rich_progress import RichProgressBarTheme
 from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -346,45 +349,80 @@ def test_forecast_joins_the_bar_only_within_25_percent() -> None:
     assert "run_kJ" not in bar_items(live(700.0, 1100.0), unit)
 
 
-@pytest.mark.parametrize("bar", ["tqdm", "rich"])
-def test_bar_fits_120_columns_and_the_summary_prints_once_after_it(
+def _callables(bar: Callback) -> set[str]:
+    """What a patch would leave on a bar instance: the functions in its own ``__dict__``, less
+    the ``log`` and ``log_dict`` that Lightning itself hands every callback at fit start."""
+    patched = {n for n, v in vars(bar).items() if inspect.isfunction(v) or inspect.ismethod(v)}
+    return patched - {"log", "log_dict"}
+
+
+# The three looks at 120 columns: (bar, Rich theme's metrics_format, the script logs its loss).
+# 32 steps x 0.5 s x 37 W = 592 J = 0.592 kJ measured and forecast: 3 significant digits, which
+# TQDM (".3g", padded to 5 characters), Rich's default ".3f" and a ".3g" theme all print
+# "0.592"; only the separator differs (TQDM "key=value, ", Rich "key: value ").
+_LOOKS = [("tqdm", None, True), ("rich", None, True), ("rich", ".3g", False)]
+
+
+@pytest.mark.parametrize(("bar", "metrics_format", "loss_in_bar"), _LOOKS)
+def test_bar_at_120_columns_shows_each_item_whole_and_the_summary_once_after_it(
     tmp_path: Path,
     bar: str,
+    metrics_format: str | None,
+    loss_in_bar: bool,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("COLUMNS", "120")
     clock = FakeClock()
-    energy = _fake_energy(clock, power_w=25.0, print_report=True, report_dir=tmp_path, plot=False)
-    progress = (
-        TQDMProgressBar() if bar == "tqdm" else RichProgressBar(console_kwargs={"width": 120})
+    energy = _fake_energy(clock, power_w=37.0, print_report=True, report_dir=tmp_path, plot=False)
+    theme = RichProgressBarTheme(metrics_format=metrics_format or ".3f")
+    progress: TQDMProgressBar | RichProgressBar = (
+        TQDMProgressBar()
+        if bar == "tqdm"
+        else RichProgressBar(theme=theme, console_kwargs={"width": 120})
     )
+    patches_before = _callables(progress)
     trainer = _trainer(
         tmp_path,
         [AdvanceClock(clock, low=0.5, high=0.5), energy, progress],
         enable_progress_bar=True,
     )
-    trainer.fit(LoggingTiny(), DataLoader(Rows(512), batch_size=16))
+    trainer.fit(LoggingTiny() if loss_in_bar else Tiny(), DataLoader(Rows(512), batch_size=16))
     out = capsys.readouterr().out
     lines = [line.rstrip() for part in out.split("\n") for line in part.split("\r")]
-    bar_lines = [i for i, line in enumerate(lines) if "energy_kJ" in line]
-    assert bar_lines, out
+    first = max(i for i, line in enumerate(lines) if "energy_kJ" in line)
+    bar_lines = lines[first : first + 3] if bar == "rich" else [lines[first]]
+    bar_lines = [line for line in bar_lines if line and not line.startswith("lightning-")]
+    assert all(len(line) <= 120 for line in bar_lines), bar_lines
+    sep = "=" if bar == "tqdm" else ": "
+
+    def line_of(pattern: str) -> int:
+        found = [i for i, line in enumerate(bar_lines) if re.search(pattern, line)]
+        assert len(found) == 1, (pattern, bar_lines)  # the key and its value on one line
+        return found[0]
+
+    # 592 J = 0.592 kJ, measured and forecast (see _LOOKS).
+    energy_at = line_of(f"energy_kJ{sep}0\\.592\\b")
+    run_at = line_of(f"run_kJ{sep}0\\.592\\b")
+    # Constant power and step time: the recent error is below 1 %, rounded to 3 decimals;
+    # ".3g" drops the trailing zeros the other two keep (0.070 -> 0.07).
+    error_at = line_of(f"pred_err_%{sep}0\\.\\d{{1,3}}\\b")
     if bar == "tqdm":
-        # All three items on the bar's one line, whole, within 120 columns.
-        shown = lines[bar_lines[-1]]
+        # TQDM shrinks its bar instead: all three on the bar's one line.
+        assert energy_at == error_at == run_at == 0
     else:
-        # NB: Rich's columns before the metrics (a 40-column bar, counts, times, speed) take
-        # about 82 of the 120: Lightning wraps its metrics column, ours and the user's alike,
-        # so the items are read from the bar's last render, lines joined.
-        shown = " ".join(lines[bar_lines[-1] : bar_lines[-1] + 3]).replace(":", "=")
-        shown = " ".join(shown.split()).replace("= ", "=")
-    assert all(len(lines[i]) <= 120 for i in bar_lines)
-    # 0.4 kJ reads the same in both bars (TQDM pads 0.4 to five characters, Rich prints 3
-    # decimals): 400 J = 0.400 kJ measured and forecast.
-    assert "energy_kJ=0.400" in shown and "run_kJ=0.400" in shown and "pred_err_%=0.0" in shown
+        # NB: Lightning's Rich bar gives its metrics column about 37 of the 120 columns (it
+        # shares 74 with the bar) and wraps it word by word: the items take two lines there.
+        assert len(bar_lines) == 2 and energy_at == 0 and run_at == 1
+    # The bar the user gave is the bar that ran: no method or theme of it was replaced.
+    assert _callables(progress) == patches_before == set()
+    if isinstance(progress, RichProgressBar):
+        assert progress.theme is theme and theme == RichProgressBarTheme(
+            metrics_format=metrics_format or ".3f"
+        )
     heads = [i for i, line in enumerate(lines) if line.startswith("lightning-to-energy: ")]
     assert len(heads) == 1, out
-    assert heads[0] > bar_lines[-1]  # after the bar, never under a redrawn one
+    assert heads[0] > first  # after the bar, never under a redrawn one
     summary = [line for line in lines[heads[0] :] if line.strip()]
     assert len(summary) <= 15
     assert f"full report: lightning-to-energy report {tmp_path / 'energy_report.json'}" in out

@@ -77,8 +77,8 @@ def test_readme_python_snippets_run_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     blocks = python_blocks(README)
-    # Use it (Lightning), without Lightning, count one step, plan a run
-    assert len(blocks) == 4, [b.splitlines()[0] for b in blocks]
+    # Use it (Lightning), Rich's bar with a theme, without Lightning, count one step, plan a run
+    assert len(blocks) == 5, [b.splitlines()[0] for b in blocks]
     monkeypatch.chdir(tmp_path)  # the trainer's logs and report land here
     # Drawing the PNG takes most of a second or more; test_report checks it. Without
     # matplotlib the end of the run skips it, as it does for a user without the extra.
@@ -106,6 +106,9 @@ def test_readme_python_snippets_run_in_order(
     # the Lightning run wrote its report to the trainer's log directory, as README says
     assert list(tmp_path.glob("lightning_logs/version_0/energy_report.json"))
     assert namespace["report"].loops["train"].steps == 2  # 2 batches of 4 in the loop
+    # the bar snippet builds a trainer with Lightning's Rich bar, printing 3 significant digits
+    assert namespace["trainer"].progress_bar_callback is namespace["bar"]
+    assert namespace["bar"].theme.metrics_format == ".3g"
     # the plans: a roofline one needs no step time; one on measured time got step_time_s
     plan = namespace["plan"]
     assert plan.energy_j > 0 and plan.low_j <= plan.energy_j <= plan.high_j

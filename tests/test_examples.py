@@ -100,6 +100,12 @@ def test_digits_demo_trains_one_epoch_and_writes_its_report(tmp_path: Path) -> N
     )
     head = [i for i, line in enumerate(done.stdout.splitlines()) if line.startswith("lightning-")]
     assert len(head) == 1 and len(done.stdout.splitlines()[head[0] :]) <= 15, done.stdout
+    # piped, the demo's Rich bar is drawn once, when it closes, at 120 columns (not Rich's 80
+    # for files): the energy item whole on one line, every line of the bar within 120 columns
+    lines = done.stdout.splitlines()
+    bar = [i for i, line in enumerate(lines) if re.search(r"energy_(est_)?[umkM]?J: \d", line)]
+    assert len(bar) == 1 and bar[0] < head[0], done.stdout
+    assert all(len(line.rstrip()) <= 120 for line in lines[bar[0] : head[0]]), done.stdout
     # a clean end: no warning printed with a source path, no Lightning start-up chatter
     assert ".py:" not in done.stderr, done.stderr[-3000:]
     assert "GPU available" not in done.stdout + done.stderr

@@ -62,9 +62,11 @@ class BarUnit:
 def bar_unit(scale_j: float, *, estimate: bool = False) -> BarUnit:
     """The SI unit that puts a run of about ``scale_j`` joules between 0.1 and 100 units.
 
-    NB: the 0.1 to 100 band, not the usual 1 to 1000: Rich prints bar values with three
-    decimals and TQDM with three significant digits padded to five characters, so values below
-    10 read the same in both, and every value from 0.1 up keeps its three significant digits.
+    NB: the 0.1 to 100 band, not the usual 1 to 1000: Rich's default theme prints bar values
+    with three decimals (``.3f``) and TQDM with three significant digits padded to five
+    characters, so values below 10 read the same in both (``0.592``, ``1.110``), and every
+    value from 0.1 up keeps its three significant digits. The band cannot make ``.3f`` print
+    exactly three (``13.800``): that is the bar's theme, which the callback leaves as it is.
     """
     prefix, factor = si_prefix(scale_j, low=0.1)
     return BarUnit(symbol=prefix.replace("µ", "u") + "J", joules=factor, estimate=estimate)

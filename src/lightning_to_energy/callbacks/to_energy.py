@@ -62,6 +62,8 @@ class TOEnergy(Callback):
         before its window was measured; ``run_kJ`` the forecast of the whole run's energy
         (energy so far plus the model's prediction for the steps left), shown once its
         interval is within ±25 % and updated at each window close while it stays so.
+    The bar is left as built: Lightning's Rich bar prints them with its theme's ``metrics_format``
+    (``.3f``: ``13.800``; ``.3g``: ``13.8``) and wraps them past about 37 of 120 columns.
 
     Logged at each window close (to ``trainer.loggers``, rank 0, step = ``trainer.global_step``),
     with ``LOOP`` one of ``train``, ``validate``, ``test``:
