@@ -739,7 +739,11 @@ class PhysicalModel:
         """
         try:
             return cls(
-                params=PhysicalParams.from_dict(d["params"], _prior_of(str(d["target"]))),
+                params=PhysicalParams.from_dict(
+                    d["params"],
+                    # only a file written before the conv curve needs the prior
+                    None if "conv_share" in d["params"] else _prior_of(str(d["target"])),
+                ),
                 target=str(d["target"]),
                 time_log_halfwidth=float(d["time_log_halfwidth"]),
                 energy_log_halfwidth=float(d["energy_log_halfwidth"]),
