@@ -45,17 +45,23 @@ def _run(seed: int, without: str = "") -> tuple[PhysicalParams, Calibrated]:
     return truth, calibrate(SimGpu(truth, SPEC, seed=seed), 150.0, workloads=workloads)
 
 
-def _compute_bound_efficiencies(cal: Calibrated, truth: PhysicalParams, fmt: str) -> list[float]:
-    """Efficiency s / (s + half) of each window of ``fmt`` whose matrix work binds its time."""
+def _compute_bound_efficiencies(
+    cal: Calibrated, truth: PhysicalParams, fmt: str, conv: bool = False
+) -> list[float]:
+    """Efficiency s / (s + half) of each window of ``fmt`` whose matrix work binds its time
+    (with ``conv``, of the convolutions on their own curve: s / share / (s / share + half))."""
     key = (Unit.MATRIX, NumberFormat(fmt))
     peak, half = truth.peak_flop_s[key], truth.flop_half[key]
+    share = 1.0
+    if conv:
+        share, half = truth.conv_share[key], truth.conv_flop_half[key]
     out = []
     for m in cal.measured:
         for cost, _ in m.profile.op_costs:
             fma = cost.ops.get((AluOp.FMA, key[1], Unit.MATRIX), 0.0)
-            if not fma:
+            if not fma or (cost.kind == "conv") != conv:
                 continue
-            flops = 2.0 * fma / cost.kernels  # per kernel; an FMA is 2 FLOPs
+            flops = 2.0 * fma / cost.kernels / share  # per kernel; an FMA is 2 FLOPs
             compute_s = (flops + half) / peak
             memory_s = (cost.bytes_read + cost.bytes_written) / cost.kernels
             memory_s = (memory_s + truth.bytes_half) / truth.bandwidth_b_s

@@ -124,6 +124,12 @@ def _curve(unit: Unit, fmt: NumberFormat) -> tuple[str, ...]:
     return (param("peak_flop_s", *k), param("flop_half", *k), param("j_per_flop", *k))
 
 
+def _conv_curve(unit: Unit, fmt: NumberFormat) -> tuple[str, ...]:
+    # convolutions run on their own curve: a share of the unit's rate and their own ramp
+    k = (unit.value, fmt.value)
+    return (*_curve(unit, fmt)[::2], param("conv_share", *k), param("conv_flop_half", *k))
+
+
 _MEMORY = (param("bandwidth_b_s"), param("bytes_half"), param("j_per_byte"))
 
 
@@ -431,7 +437,7 @@ def all_workloads() -> tuple[Workload, ...]:
                 )
             )
     for fmt in CONV_FORMATS:
-        curve = _curve(Unit.MATRIX, fmt)
+        curve = _conv_curve(Unit.MATRIX, fmt)
         for c in CONV_CHANNELS:
             name = f"conv-{fmt.value}-c{c}"
             out.append(Workload(name, "conv", curve, _conv(fmt, c, False), fmt=fmt, priority=1))
