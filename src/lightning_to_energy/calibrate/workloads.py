@@ -49,7 +49,7 @@ from lightning_to_energy.counting.profile import StepProfile
 from lightning_to_energy.counting.registry import OpCost
 
 __all__ = [
-    "CONV_CHANNELS",
+    "CONV_SHAPES",
     "CONV_FORMATS",
     "DISPATCH_OPS",
     "DWCONV_CHANNELS",
@@ -86,7 +86,15 @@ FP32_MATMUL_SIZES = (512, 1024, 8192)  # fp32 reaches half its peak at smaller s
 # compute-bound at 80 to 88 % in all of them, so the TF32 ramp is always seen
 TF32_MATMUL_SIZES = (1024, 1536, 8192)
 MEMORY_ELEMENTS = (1 << 20, 1 << 24, 1 << 28)  # fp32: 4 MiB, 64 MiB, 1 GiB per tensor
-CONV_CHANNELS = (16, 64, 256)
+CONV_SHAPES = ((2, 256, 32), (32, 64, 56), (32, 256, 56))
+"""3x3 convolutions as (batch, channels, side): input ``batch x channels x side x side``,
+``channels`` out. The small one (2 x 256 x 32 x 32, 2.4 GFLOP in 6.6 MB) runs on the
+convolution ramp, at 50 to 80 % of the asymptotic rate, and stays compute-bound at every truth
+within +/-30 % of the H100 priors, even with the rate, share and bandwidth all 30 % against
+it: 256 channels do 576 FLOPs per byte of activations. A few channels at 32 x 56 x 56 (16
+channels: 12.9 MB for 0.46 GFLOP) did not: memory-bound or on the kink for most truths, no
+TF32 window ran below ~85 % of its rate where they were, and ``conv_flop_half`` was not
+identified (docs/calibrate.md)."""
 DWCONV_CHANNELS = (64, 1024)
 DISPATCH_OPS = (2, 100)  # 2: mostly the fixed cost per step; 100: mostly the per-kernel cost
 LAUNCH_KERNELS = 2000
@@ -222,10 +230,12 @@ def _matmul(fmt: NumberFormat, n: int) -> Callable[[torch.device], Step]:
     return build
 
 
-def _conv(fmt: NumberFormat, channels: int, depthwise: bool) -> Callable[[torch.device], Step]:
+def _conv(
+    fmt: NumberFormat, channels: int, depthwise: bool, batch: int = 32, side: int = 56
+) -> Callable[[torch.device], Step]:
     def build(device: torch.device) -> Step:
         dtype = _dtype(fmt)
-        x = torch.randn(32, channels, 56, 56, device=device, dtype=dtype)
+        x = torch.randn(batch, channels, side, side, device=device, dtype=dtype)
         w = torch.randn(channels, 1 if depthwise else channels, 3, 3, device=device, dtype=dtype)
         groups = channels if depthwise else 1
 
@@ -438,9 +448,10 @@ def all_workloads() -> tuple[Workload, ...]:
             )
     for fmt in CONV_FORMATS:
         curve = _conv_curve(Unit.MATRIX, fmt)
-        for c in CONV_CHANNELS:
-            name = f"conv-{fmt.value}-c{c}"
-            out.append(Workload(name, "conv", curve, _conv(fmt, c, False), fmt=fmt, priority=1))
+        for b, c, side in CONV_SHAPES:
+            name = f"conv-{fmt.value}-c{c}" + ("" if (b, side) == (32, 56) else f"-{b}x{side}")
+            conv = _conv(fmt, c, False, b, side)
+            out.append(Workload(name, "conv", curve, conv, fmt=fmt, priority=1))
     # after every format's convolutions: a shorter budget drops these first
     for fmt in CONV_FORMATS:
         curve = _curve(Unit.MATRIX, fmt)
