@@ -86,11 +86,12 @@ def test_calibrate_recovers_the_simulated_devices_parameters(seed: int) -> None:
         assert status.ci95 is not None and status.ci95[0] < fitted[name] < status.ci95[1]
         error = abs(fitted[name] / true[name] - 1.0)
         # every parameter within 3 %. The loosest by design (docs/calibrate.md, 1 sigma of
-        # the window noise at these truths): busy_w ~1.3 to 2 % (a third of 8 launch
-        # windows' draw, each off by 1.2 % rms), ramp_share ~1.5 %, the J/FLOP ~1 to 1.3 %;
-        # the time parameters ~0 (the simulated time has no noise). Seeds 0 to 4 measured
-        # here: at most 2.6 % (busy_w, seed 1); over seeds 0 to 19, 3 of 539 pairs exceed
-        # 3 % (at most 3.4 %), so 3 % is a 1.5 to 3 sigma bound, not a guarantee per seed
+        # the window noise at these truths): busy_w ~1.5 to 2.5 % (a third of 8 launch
+        # windows' draw, each off by 1.2 % rms), ramp_share ~1.5 to 2 %, the J/FLOP ~1 to
+        # 1.5 %; the time parameters ~0 (the simulated time has no noise). Seeds 0 to 4
+        # measured here (31 designed parameters): at most 2.5 % (j_per_flop[matrix/tf32],
+        # seed 1); over seeds 0 to 19, 2 of 619 fitted pairs exceed 3 % (at most 3.55 %,
+        # ramp_share, seed 8), so 3 % is a 1.5 to 3 sigma bound, not a guarantee per seed
         assert error <= 0.03, (name, error)
 
 
@@ -108,13 +109,29 @@ def test_efficiency_curves_keep_their_shape(seed: int) -> None:
             # themselves are within 0.1 % here, so within 0.1 % too
             assert fit_eff / true_eff == pytest.approx(1.0, abs=0.10), (fmt, s)
             assert fit_eff / true_eff == pytest.approx(1.0, abs=0.001), (fmt, s)
+    for fmt in ("tf32", "bf16"):
+        # the convolutions' own curve, at each compute-bound convolution window's FLOPs
+        true_eff = _compute_bound_efficiencies(cal, truth, fmt, conv=True)
+        fit_eff = _compute_bound_efficiencies(cal, cal.fit.params, fmt, conv=True)
+        # the same windows bind on compute under both: the three 3x3 convolutions (the
+        # depthwise ones are memory-bound); the small one (2 x 256 x 32 x 32, 2.4 GFLOP)
+        # runs on the ramp: at 50 to 80 % of the asymptote for every truth of seeds 0 to 19
+        # (workloads.CONV_SHAPES), so the ramp is seen and conv_flop_half pinned
+        assert len(fit_eff) == len(true_eff) == 3
+        assert min(true_eff) < 0.85, (fmt, true_eff)
+        for t, f in zip(true_eff, fit_eff, strict=True):
+            # within 10 % (the issue's bar); measured here: conv_flop_half within 0.01 %
+            assert f / t == pytest.approx(1.0, abs=0.10), (fmt, t, f)
     for b in (8 * 2**20, 128 * 2**20, 2 * 2**30):  # the copies' bytes: 8 MiB .. 2 GiB
         true_eff = b / (b + truth.bytes_half)
         fit_eff = b / (b + cal.fit.params.bytes_half)
         assert fit_eff / true_eff == pytest.approx(1.0, abs=0.10)
 
 
-_FORMATS_ONLY_MATMULS_RUN = ("fp32", "fp16", "fp8_e4m3")  # the convolutions are tf32 and bf16
+_MATRIX_FORMATS = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3")
+_CONV_CURVES = {
+    f"{p}[matrix/{f}]" for p in ("conv_share", "conv_flop_half") for f in ("tf32", "bf16")
+}
 LOST = {
     # base_w is pinned by the host-bound dispatch windows too (the device idles between
     # their tiny kernels): removing the idle windows loses no parameter
@@ -124,17 +141,29 @@ LOST = {
         "host_step_s",
         *(f"dispatch_s[{p}]" for p in ("forward", "backward", "optimizer")),
     },
-    # fp32 matrix work elsewhere is the depthwise convolutions' few FLOPs (memory-bound)
+    # every format's curve and J/FLOP, and ramp_share. The convolutions run tf32 and bf16
+    # too, but their rate is conv_share x peak_flop_s: without a matmul the two trade, and
+    # their ramps with them. fp32 matrix work elsewhere is the depthwise convolutions' few
+    # FLOPs: memory-bound at 16 Mi and 256 Mi elements (workloads.py), and a held
+    # conv_flop_half[matrix/fp32]'s +/-30 % is propagated (fit.identify), so no window
+    # pins the fp32 rate through the convolution curve (measured: these 16 and the four
+    # convolution-curve parameters in all of seeds 0 to 9; in some, one to three of
+    # base_w, busy_w and j_per_byte too, their intervals widened by the held J/FLOP)
     "matmul": {
-        f"{p}[matrix/{f}]"
-        for p in ("peak_flop_s", "flop_half", "j_per_flop")
-        for f in _FORMATS_ONLY_MATMULS_RUN
+        *(
+            f"{p}[matrix/{f}]"
+            for p in ("peak_flop_s", "flop_half", "j_per_flop")
+            for f in _MATRIX_FORMATS
+        ),
+        "ramp_share",
     },
-    # J/B: the small convolutions are memory-bound, but too few to pin it; they may pin the
-    # bandwidth and its ramp (bytes_half: not in seeds 0 to 5, 7 to 9; in seed 6), and the
-    # test below then holds them to their intervals
-    "memory": {"j_per_byte"},
-    "conv": set(),  # the matmuls pin the tf32 and bf16 curves the convolutions run again
+    # the bandwidth, its ramp and J/B: every other window is compute-, launch- or
+    # host-bound at every truth (the small convolutions are compute-bound by design, the
+    # depthwise ones are memory windows); measured: these three in all of seeds 0 to 9
+    "memory": {"bandwidth_b_s", "bytes_half", "j_per_byte"},
+    # the convolutions' own curve: the depthwise convolutions are memory-bound (their
+    # FLOPs' joules are 1 to 2 % of their energy), so nothing else pins it
+    "conv": _CONV_CURVES,
 }
 
 

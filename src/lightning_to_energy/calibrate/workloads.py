@@ -12,10 +12,11 @@ while holding the others small:
   size at half that rate, and its joules per FLOP; across sizes, the ramp's share of the
   full-rate power (``ramp_share``).
 - ``copy`` and ``elementwise`` at three sizes, ``reduction``, ``batchnorm`` (forward and
-  backward) and ``depthwise`` (fp32) at the smallest and largest: bandwidth, the size at half
-  of it, joules per byte.
-- ``conv-<fmt>-c<C>`` and ``dwconv-<fmt>-c<C>``: 3x3 convolutions with few channels and
-  depthwise ones, in TF32 and bf16, across channel counts: their efficiency curves.
+  backward) at the smallest and largest, ``depthwise`` (fp32) at the middle and largest:
+  bandwidth, the size at half of it, joules per byte.
+- ``conv-<fmt>-c<C>[-<batch>x<side>]`` and ``dwconv-<fmt>-c<C>``: 3x3 convolutions (one
+  small enough to run on the convolution ramp) and depthwise ones, in TF32 and bf16, across
+  channel counts: their efficiency curves.
 - ``launch`` (8 windows): a CUDA graph of empty kernels (``torch.cuda._sleep(0)``): the
   device-side floor per launch, and the draw of a device that is busy doing nothing
   (``busy_w``, their draw less the idle windows').
@@ -49,8 +50,8 @@ from lightning_to_energy.counting.profile import StepProfile
 from lightning_to_energy.counting.registry import OpCost
 
 __all__ = [
-    "CONV_SHAPES",
     "CONV_FORMATS",
+    "CONV_SHAPES",
     "DISPATCH_OPS",
     "DWCONV_CHANNELS",
     "FP32_MATMUL_SIZES",
@@ -435,8 +436,15 @@ def all_workloads() -> tuple[Workload, ...]:
     for kind in ("copy", "elementwise", "reduction", "batchnorm", "depthwise"):
         for i, elements in enumerate(MEMORY_ELEMENTS):
             essential = kind in ("copy", "elementwise") and i != 1
-            if kind not in ("copy", "elementwise") and i == 1:
-                continue  # the middle size of every kind would not fit the budget
+            # the middle size of every kind would not fit the budget. The fp32 depthwise
+            # convolution runs its middle size instead of the smallest: at 1 Mi elements its
+            # few FLOPs sit on the convolution ramp (conv_flop_half[matrix/fp32], which no
+            # workload pins), as long as its bytes take, and a window on that kink would pin
+            # the fp32 rate through a curve nothing measured; at 16 Mi it is memory-bound by
+            # 3x at the priors and by 8x with every rate 30 % against it
+            smallest = 1 if kind == "depthwise" else 0
+            if kind not in ("copy", "elementwise") and i != (smallest if i < 2 else 2):
+                continue
             out.append(
                 Workload(
                     f"{kind}-{elements}",
@@ -454,7 +462,7 @@ def all_workloads() -> tuple[Workload, ...]:
             out.append(Workload(name, "conv", curve, conv, fmt=fmt, priority=1))
     # after every format's convolutions: a shorter budget drops these first
     for fmt in CONV_FORMATS:
-        curve = _curve(Unit.MATRIX, fmt)
+        curve = _conv_curve(Unit.MATRIX, fmt)  # convolutions: their own curve
         for c in DWCONV_CHANNELS:  # few FLOPs per byte: memory-bound, a memory measurement
             name = f"dwconv-{fmt.value}-c{c}"
             both = (*_MEMORY, *curve)
