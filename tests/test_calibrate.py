@@ -27,10 +27,14 @@ from lightning_to_energy.calibrate import (
     plan,
     write_calibration,
 )
+from lightning_to_energy.calibrate.fit import IDENTIFIED_REL
 from lightning_to_energy.calibrate.schedule import MIN_WINDOW_S, PREP_S
 from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
+from lightning_to_energy.counting.profile import StepProfile
+from lightning_to_energy.counting.registry import OpCost
 from lightning_to_energy.hardware.specs import find_hardware
-from lightning_to_energy.model.physical import PhysicalParams
+from lightning_to_energy.model.physical import PhysicalParams, predict_step
+from lightning_to_energy.model.physical_fit import Sample, fit_physical
 from lightning_to_energy.model.physical_prior import prior_for
 
 SPEC = find_hardware("h100-sxm")
@@ -234,6 +238,72 @@ def test_an_energy_only_window_enters_the_energy_fit_and_not_the_time_fit() -> N
     assert fit.status["host_step_s"].source == "prior"
     assert fit.params.launch_s == pytest.approx(truth.launch_s, rel=1e-4)
     assert max(abs(r) for r in fit.time_rel_residuals[:2]) < 1e-6
+
+
+def _device_bound(cost: OpCost, truth: PhysicalParams, label: str) -> Sample:
+    """A window of 1000 launches of ``cost`` per iteration (device-bound: the host's 50 us per
+    step is far below), measured exactly as ``truth`` models it."""
+    profile = StepProfile(kernels=1000, op_costs=((cost, 1000.0),))
+    prediction = predict_step(profile, truth)
+    return Sample(profile, prediction.energy_j, prediction.time_s, label)
+
+
+def test_a_held_parameter_counts_over_its_range_not_its_local_slope() -> None:
+    from lightning_to_energy.calibrate.fit import identify
+
+    prior = prior_for(SPEC)
+    bf16 = (Unit.MATRIX, NumberFormat.BF16)
+    peak, half = prior.peak_flop_s[bf16], prior.flop_half[bf16]  # 6.76e14 FLOP/s, 2.70e9
+    samples = []
+    for flops, memory_share in ((2e9, 0.85), (1e10, 0.0), (1e11, 0.0)):
+        # the 2 GFLOP kernel: (2e9 + 2.70e9) / 6.76e14 = 6.96 us of compute, and bytes that
+        # take 0.85 of that (5.91 us, with the bytes' ramp): compute binds at the prior
+        compute_s = (flops + half) / peak
+        moved = memory_share * compute_s * prior.bandwidth_b_s - prior.bytes_half
+        cost = OpCost({(AluOp.FMA, NumberFormat.BF16, Unit.MATRIX): flops / 2}, int(moved), 0, 1)
+        samples.append(_device_bound(cost, prior, f"mm-{flops:.0e}"))
+    free = ["peak_flop_s[matrix/bf16]", "flop_half[matrix/bf16]"]
+    fit = fit_physical(samples, prior, free=free)
+    assert all(fit.status[n].source == "fitted" for n in free)
+    widths, why = identify(samples, fit, free)
+    # the windows alone: the ramp seen at 2 and 10 GFLOP (43 % and 79 % of the peak), within
+    # +/-2.5 % (measured)
+    assert widths["flop_half[matrix/bf16]"] < IDENTIFIED_REL and not why
+    # the bandwidth held (designed, not fitted): its local slope is 0 (no window is
+    # memory-bound at the prior), but at the prior / 1.3 the 2 GFLOP kernel's bytes take
+    # 0.85 x 1.3 = 1.105 of its compute: log(1.105) / (2 log 1.3) = 0.19 of its log time per
+    # log bandwidth, over the range. That reaches the ramp: x/1.11 (measured), not identified
+    widths, why = identify(samples, fit, {*free, "bandwidth_b_s"})
+    assert widths["flop_half[matrix/bf16]"] > IDENTIFIED_REL
+    assert "counting the held parameters'" in why["flop_half[matrix/bf16]"]
+
+
+def test_a_convolution_curve_nothing_measures_does_not_pin_its_formats_rate() -> None:
+    from lightning_to_energy.calibrate.fit import identify
+    from lightning_to_energy.counting.registry import CONV
+
+    prior = prior_for(SPEC)
+    # fp32 convolutions on the convolution ramp: conv_flop_half[matrix/fp32] is 5.14e13 x
+    # 4 us = 2.06e8 FLOPs at the priors, against 1e8 / 0.52 = 1.92e8 and 2e8 / 0.52 = 3.84e8
+    # FLOP-equivalents of work (conv_share 0.52): their time is 52 % and 35 % ramp
+    samples = [
+        _device_bound(
+            OpCost({(AluOp.FMA, NumberFormat.FP32, Unit.MATRIX): flops / 2}, kind=CONV),
+            prior,
+            f"conv-{flops:.0e}",
+        )
+        for flops in (1e8, 2e8)
+    ]
+    free = ["peak_flop_s[matrix/fp32]"]
+    fit = fit_physical(samples, prior, free=free)
+    assert fit.status[free[0]].source == "fitted"
+    # the fp32 convolution curve is designed by no workload and held at its prior; its
+    # +/-30 % still counts. The rate's log moves with conv_share's by the work's part of
+    # the time (0.48 and 0.65: ~0.56) and with conv_flop_half's by the ramp's (~0.44):
+    # sqrt(0.56^2 + 0.44^2) x log(1.3) = 0.19 at 95 %, x/1.21 (measured), beyond 10 %
+    widths, why = identify(samples, fit, free)
+    assert widths[free[0]] > IDENTIFIED_REL
+    assert "counting the held parameters'" in why[free[0]]
 
 
 def test_windows_open_and_close_on_counter_updates() -> None:
