@@ -27,10 +27,14 @@ from lightning_to_energy.calibrate import (
     plan,
     write_calibration,
 )
+from lightning_to_energy.calibrate.fit import IDENTIFIED_REL
 from lightning_to_energy.calibrate.schedule import MIN_WINDOW_S, PREP_S
 from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
+from lightning_to_energy.counting.profile import StepProfile
+from lightning_to_energy.counting.registry import OpCost
 from lightning_to_energy.hardware.specs import find_hardware
-from lightning_to_energy.model.physical import PhysicalParams
+from lightning_to_energy.model.physical import PhysicalParams, predict_step
+from lightning_to_energy.model.physical_fit import Sample, fit_physical
 from lightning_to_energy.model.physical_prior import prior_for
 
 SPEC = find_hardware("h100-sxm")
@@ -45,17 +49,23 @@ def _run(seed: int, without: str = "") -> tuple[PhysicalParams, Calibrated]:
     return truth, calibrate(SimGpu(truth, SPEC, seed=seed), 150.0, workloads=workloads)
 
 
-def _compute_bound_efficiencies(cal: Calibrated, truth: PhysicalParams, fmt: str) -> list[float]:
-    """Efficiency s / (s + half) of each window of ``fmt`` whose matrix work binds its time."""
+def _compute_bound_efficiencies(
+    cal: Calibrated, truth: PhysicalParams, fmt: str, conv: bool = False
+) -> list[float]:
+    """Efficiency s / (s + half) of each window of ``fmt`` whose matrix work binds its time
+    (with ``conv``, of the convolutions on their own curve: s / share / (s / share + half))."""
     key = (Unit.MATRIX, NumberFormat(fmt))
     peak, half = truth.peak_flop_s[key], truth.flop_half[key]
+    share = 1.0
+    if conv:
+        share, half = truth.conv_share[key], truth.conv_flop_half[key]
     out = []
     for m in cal.measured:
         for cost, _ in m.profile.op_costs:
             fma = cost.ops.get((AluOp.FMA, key[1], Unit.MATRIX), 0.0)
-            if not fma:
+            if not fma or (cost.kind == "conv") != conv:
                 continue
-            flops = 2.0 * fma / cost.kernels  # per kernel; an FMA is 2 FLOPs
+            flops = 2.0 * fma / cost.kernels / share  # per kernel; an FMA is 2 FLOPs
             compute_s = (flops + half) / peak
             memory_s = (cost.bytes_read + cost.bytes_written) / cost.kernels
             memory_s = (memory_s + truth.bytes_half) / truth.bandwidth_b_s
@@ -80,11 +90,12 @@ def test_calibrate_recovers_the_simulated_devices_parameters(seed: int) -> None:
         assert status.ci95 is not None and status.ci95[0] < fitted[name] < status.ci95[1]
         error = abs(fitted[name] / true[name] - 1.0)
         # every parameter within 3 %. The loosest by design (docs/calibrate.md, 1 sigma of
-        # the window noise at these truths): busy_w ~1.3 to 2 % (a third of 8 launch
-        # windows' draw, each off by 1.2 % rms), ramp_share ~1.5 %, the J/FLOP ~1 to 1.3 %;
-        # the time parameters ~0 (the simulated time has no noise). Seeds 0 to 4 measured
-        # here: at most 2.6 % (busy_w, seed 1); over seeds 0 to 19, 3 of 539 pairs exceed
-        # 3 % (at most 3.4 %), so 3 % is a 1.5 to 3 sigma bound, not a guarantee per seed
+        # the window noise at these truths): busy_w ~1.5 to 2.5 % (a third of 8 launch
+        # windows' draw, each off by 1.2 % rms), ramp_share ~1.5 to 2 %, the J/FLOP ~1 to
+        # 1.5 %; the time parameters ~0 (the simulated time has no noise). Seeds 0 to 4
+        # measured here (31 designed parameters): at most 2.5 % (j_per_flop[matrix/tf32],
+        # seed 1); over seeds 0 to 19, 2 of 619 fitted pairs exceed 3 % (at most 3.55 %,
+        # ramp_share, seed 8), so 3 % is a 1.5 to 3 sigma bound, not a guarantee per seed
         assert error <= 0.03, (name, error)
 
 
@@ -102,13 +113,29 @@ def test_efficiency_curves_keep_their_shape(seed: int) -> None:
             # themselves are within 0.1 % here, so within 0.1 % too
             assert fit_eff / true_eff == pytest.approx(1.0, abs=0.10), (fmt, s)
             assert fit_eff / true_eff == pytest.approx(1.0, abs=0.001), (fmt, s)
+    for fmt in ("tf32", "bf16"):
+        # the convolutions' own curve, at each compute-bound convolution window's FLOPs
+        true_eff = _compute_bound_efficiencies(cal, truth, fmt, conv=True)
+        fit_eff = _compute_bound_efficiencies(cal, cal.fit.params, fmt, conv=True)
+        # the same windows bind on compute under both: the three 3x3 convolutions (the
+        # depthwise ones are memory-bound); the small one (2 x 256 x 32 x 32, 2.4 GFLOP)
+        # runs on the ramp: at 50 to 80 % of the asymptote for every truth of seeds 0 to 19
+        # (workloads.CONV_SHAPES), so the ramp is seen and conv_flop_half pinned
+        assert len(fit_eff) == len(true_eff) == 3
+        assert min(true_eff) < 0.85, (fmt, true_eff)
+        for t, f in zip(true_eff, fit_eff, strict=True):
+            # within 10 % (the issue's bar); measured here: conv_flop_half within 0.01 %
+            assert f / t == pytest.approx(1.0, abs=0.10), (fmt, t, f)
     for b in (8 * 2**20, 128 * 2**20, 2 * 2**30):  # the copies' bytes: 8 MiB .. 2 GiB
         true_eff = b / (b + truth.bytes_half)
         fit_eff = b / (b + cal.fit.params.bytes_half)
         assert fit_eff / true_eff == pytest.approx(1.0, abs=0.10)
 
 
-_FORMATS_ONLY_MATMULS_RUN = ("fp32", "fp16", "fp8_e4m3")  # the convolutions are tf32 and bf16
+_MATRIX_FORMATS = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3")
+_CONV_CURVES = {
+    f"{p}[matrix/{f}]" for p in ("conv_share", "conv_flop_half") for f in ("tf32", "bf16")
+}
 LOST = {
     # base_w is pinned by the host-bound dispatch windows too (the device idles between
     # their tiny kernels): removing the idle windows loses no parameter
@@ -118,17 +145,29 @@ LOST = {
         "host_step_s",
         *(f"dispatch_s[{p}]" for p in ("forward", "backward", "optimizer")),
     },
-    # fp32 matrix work elsewhere is the depthwise convolutions' few FLOPs (memory-bound)
+    # every format's curve and J/FLOP, and ramp_share. The convolutions run tf32 and bf16
+    # too, but their rate is conv_share x peak_flop_s: without a matmul the two trade, and
+    # their ramps with them. fp32 matrix work elsewhere is the depthwise convolutions' few
+    # FLOPs: memory-bound at 16 Mi and 256 Mi elements (workloads.py), and a held
+    # conv_flop_half[matrix/fp32]'s +/-30 % is propagated (fit.identify), so no window
+    # pins the fp32 rate through the convolution curve (measured: these 16 and the four
+    # convolution-curve parameters in all of seeds 0 to 9; in some, one to three of
+    # base_w, busy_w and j_per_byte too, their intervals widened by the held J/FLOP)
     "matmul": {
-        f"{p}[matrix/{f}]"
-        for p in ("peak_flop_s", "flop_half", "j_per_flop")
-        for f in _FORMATS_ONLY_MATMULS_RUN
+        *(
+            f"{p}[matrix/{f}]"
+            for p in ("peak_flop_s", "flop_half", "j_per_flop")
+            for f in _MATRIX_FORMATS
+        ),
+        "ramp_share",
     },
-    # J/B: the small convolutions are memory-bound, but too few to pin it; they may pin the
-    # bandwidth and its ramp (bytes_half: not in seeds 0 to 5, 7 to 9; in seed 6), and the
-    # test below then holds them to their intervals
-    "memory": {"j_per_byte"},
-    "conv": set(),  # the matmuls pin the tf32 and bf16 curves the convolutions run again
+    # the bandwidth, its ramp and J/B: every other window is compute-, launch- or
+    # host-bound at every truth (the small convolutions are compute-bound by design, the
+    # depthwise ones are memory windows); measured: these three in all of seeds 0 to 9
+    "memory": {"bandwidth_b_s", "bytes_half", "j_per_byte"},
+    # the convolutions' own curve: the depthwise convolutions are memory-bound (their
+    # FLOPs' joules are 1 to 2 % of their energy), so nothing else pins it
+    "conv": _CONV_CURVES,
 }
 
 
@@ -199,6 +238,72 @@ def test_an_energy_only_window_enters_the_energy_fit_and_not_the_time_fit() -> N
     assert fit.status["host_step_s"].source == "prior"
     assert fit.params.launch_s == pytest.approx(truth.launch_s, rel=1e-4)
     assert max(abs(r) for r in fit.time_rel_residuals[:2]) < 1e-6
+
+
+def _device_bound(cost: OpCost, truth: PhysicalParams, label: str) -> Sample:
+    """A window of 1000 launches of ``cost`` per iteration (device-bound: the host's 50 us per
+    step is far below), measured exactly as ``truth`` models it."""
+    profile = StepProfile(kernels=1000, op_costs=((cost, 1000.0),))
+    prediction = predict_step(profile, truth)
+    return Sample(profile, prediction.energy_j, prediction.time_s, label)
+
+
+def test_a_held_parameter_counts_over_its_range_not_its_local_slope() -> None:
+    from lightning_to_energy.calibrate.fit import identify
+
+    prior = prior_for(SPEC)
+    bf16 = (Unit.MATRIX, NumberFormat.BF16)
+    peak, half = prior.peak_flop_s[bf16], prior.flop_half[bf16]  # 6.76e14 FLOP/s, 2.70e9
+    samples = []
+    for flops, memory_share in ((2e9, 0.85), (1e10, 0.0), (1e11, 0.0)):
+        # the 2 GFLOP kernel: (2e9 + 2.70e9) / 6.76e14 = 6.96 us of compute, and bytes that
+        # take 0.85 of that (5.91 us, with the bytes' ramp): compute binds at the prior
+        compute_s = (flops + half) / peak
+        moved = memory_share * compute_s * prior.bandwidth_b_s - prior.bytes_half
+        cost = OpCost({(AluOp.FMA, NumberFormat.BF16, Unit.MATRIX): flops / 2}, int(moved), 0, 1)
+        samples.append(_device_bound(cost, prior, f"mm-{flops:.0e}"))
+    free = ["peak_flop_s[matrix/bf16]", "flop_half[matrix/bf16]"]
+    fit = fit_physical(samples, prior, free=free)
+    assert all(fit.status[n].source == "fitted" for n in free)
+    widths, why = identify(samples, fit, free)
+    # the windows alone: the ramp seen at 2 and 10 GFLOP (43 % and 79 % of the peak), within
+    # +/-2.5 % (measured)
+    assert widths["flop_half[matrix/bf16]"] < IDENTIFIED_REL and not why
+    # the bandwidth held (designed, not fitted): its local slope is 0 (no window is
+    # memory-bound at the prior), but at the prior / 1.3 the 2 GFLOP kernel's bytes take
+    # 0.85 x 1.3 = 1.105 of its compute: log(1.105) / (2 log 1.3) = 0.19 of its log time per
+    # log bandwidth, over the range. That reaches the ramp: x/1.11 (measured), not identified
+    widths, why = identify(samples, fit, {*free, "bandwidth_b_s"})
+    assert widths["flop_half[matrix/bf16]"] > IDENTIFIED_REL
+    assert "counting the held parameters'" in why["flop_half[matrix/bf16]"]
+
+
+def test_a_convolution_curve_nothing_measures_does_not_pin_its_formats_rate() -> None:
+    from lightning_to_energy.calibrate.fit import identify
+    from lightning_to_energy.counting.registry import CONV
+
+    prior = prior_for(SPEC)
+    # fp32 convolutions on the convolution ramp: conv_flop_half[matrix/fp32] is 5.14e13 x
+    # 4 us = 2.06e8 FLOPs at the priors, against 1e8 / 0.52 = 1.92e8 and 2e8 / 0.52 = 3.84e8
+    # FLOP-equivalents of work (conv_share 0.52): their time is 52 % and 35 % ramp
+    samples = [
+        _device_bound(
+            OpCost({(AluOp.FMA, NumberFormat.FP32, Unit.MATRIX): flops / 2}, kind=CONV),
+            prior,
+            f"conv-{flops:.0e}",
+        )
+        for flops in (1e8, 2e8)
+    ]
+    free = ["peak_flop_s[matrix/fp32]"]
+    fit = fit_physical(samples, prior, free=free)
+    assert fit.status[free[0]].source == "fitted"
+    # the fp32 convolution curve is designed by no workload and held at its prior; its
+    # +/-30 % still counts. The rate's log moves with conv_share's by the work's part of
+    # the time (0.48 and 0.65: ~0.56) and with conv_flop_half's by the ramp's (~0.44):
+    # sqrt(0.56^2 + 0.44^2) x log(1.3) = 0.19 at 95 %, x/1.21 (measured), beyond 10 %
+    widths, why = identify(samples, fit, free)
+    assert widths[free[0]] > IDENTIFIED_REL
+    assert "counting the held parameters'" in why[free[0]]
 
 
 def test_windows_open_and_close_on_counter_updates() -> None:

@@ -103,12 +103,24 @@ def test_shared_file_loads() -> None:
     assert len(data.configs) == 54
     assert len({c.shape for c in data.configs}) == 18
     assert is_shared_data(json.loads(SHARED.read_text()))
-    assert {s.label for s in microbenchmark_samples(data)} == {
+    micro = {s.label: s for s in microbenchmark_samples(data)}
+    assert set(micro) == {
         "matmul-fp32",
         "matmul-tf32",
         "matmul-bf16",
         "matmul-fp16",
+        "conv3x3-fp32",
+        "conv3x3-tf32",
+        "conv3x3-bf16",
     }
+    conv = micro["conv3x3-tf32"]
+    ((cost, calls),) = conv.profile.op_costs
+    # one cuDNN kernel of 64 x 56 x 56 x 256 x 256 x 9 = 118_380_036_096 FMAs, a convolution
+    assert cost.kind == "conv" and calls == 1
+    assert cost.flops == 2 * 118_380_036_096
+    # at the measured 253.4 TFLOP/s: 2 x 118_380_036_096 / 253.4e12 = 934.33 us
+    assert conv.time_s == pytest.approx(934.33e-6, rel=1e-4)
+    assert micro["matmul-tf32"].profile.op_costs[0][0].kind == "matmul"
 
 
 def test_scores_by_hand() -> None:

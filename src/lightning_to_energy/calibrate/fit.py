@@ -31,12 +31,15 @@ import numpy as np
 
 from lightning_to_energy._files import atomic_write_text
 from lightning_to_energy.calibration import HardwareInfo
+from lightning_to_energy.counting.cost_model import Unit
 from lightning_to_energy.model.physical import (
+    CONV_KEYED,
     ENERGY_PREFIXES,
     TIME_PREFIXES,
     PhysicalModel,
     PhysicalParams,
     StepDesign,
+    parse_key,
     prefix_of,
 )
 from lightning_to_energy.model.physical_fit import ParamStatus, PhysicalFit, Sample, fit_physical
@@ -196,6 +199,12 @@ def _log_model(design: StepDesign, samples: Sequence[Sample]) -> Any:
     return model
 
 
+def _matrix_conv(name: str) -> bool:
+    """A matrix unit's convolution curve parameter (``conv_share`` or ``conv_flop_half``)."""
+    prefix = prefix_of(name)
+    return prefix in CONV_KEYED and parse_key(name[len(prefix) + 1 : -1])[0] is Unit.MATRIX
+
+
 def identify(
     samples: Sequence[Sample], fit: PhysicalFit, designed: Collection[str]
 ) -> tuple[dict[str, float], dict[str, str]]:
@@ -215,9 +224,12 @@ def identify(
       +/-:data:`PRIOR_REL` (the energy stage also takes each fitted time parameter's own
       interval), and its error moves the fitted ones by the least-squares sensitivity
       ``pinv(J_fitted) @ J_held``: a held parameter's error reaches the parameters coupled to
-      it, and their intervals say so. The parameters no workload is designed for (the vector
-      units' rates, ramps and J/FLOP) are taken as the model's structure, not propagated:
-      their priors' error is a stated limit (docs/calibrate.md).
+      it, and their intervals say so. So is every matrix unit's convolution curve
+      (``conv_share``, ``conv_flop_half``), designed or not: a convolution of a format no
+      convolution workload runs (the fp32 depthwise ones) must not pin that format's rate
+      through a curve nothing measured. The other parameters no workload is designed for
+      (the vector units' rates, ramps and J/FLOP) are taken as the model's structure, not
+      propagated: their priors' error is a stated limit (docs/calibrate.md).
 
     A parameter is not identified when its interval is looser than +/-:data:`IDENTIFIED_REL`,
     or when it loads more than :data:`LOADING_MIN` on a direction of the data's part that the
@@ -232,21 +244,30 @@ def identify(
     design = StepDesign.build([s.profile for s in samples])
     model = _log_model(design, samples)
     base_v = design.vec(params)
+
     # central differences: the time model is a maximum of terms, and a fit can settle on the
     # kink between two (a compute and a memory time equal), where a one-sided difference
     # sees only one of them and calls the other parameter irrelevant
-    step = 1e-3
-    columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name, value in flat.items():
-        if value <= 0:
-            continue
+    def column(name: str, value: float, step: float) -> tuple[np.ndarray, np.ndarray]:
         moved = []
         for sign in (1.0, -1.0):
             v = {k: a.copy() if isinstance(a, np.ndarray) else a for k, a in base_v.items()}
             design.set(v, name, value * math.exp(sign * step))
             moved.append(model(v))
         (t_up, e_up), (t_down, e_down) = moved
-        columns[name] = ((t_up - t_down) / (2 * step), (e_up - e_down) / (2 * step))
+        return (t_up - t_down) / (2 * step), (e_up - e_down) / (2 * step)
+
+    columns = {name: column(name, value, 1e-3) for name, value in flat.items() if value > 0}
+    # a held parameter's error is the prior's +/-30 %, not an infinitesimal step: its column
+    # is the secant over that range. At the fitted point its windows may all sit on one side
+    # of a kink (a convolution fitted compute-bound, with the held bandwidth at its prior),
+    # where the local slope is zero and its error would reach nobody; 30 % away they bind
+    wide = math.log1p(PRIOR_REL)
+    held_columns = {
+        name: column(name, value, wide)
+        for name, value in flat.items()
+        if value > 0 and (name in designed or _matrix_conv(name))
+    }
     fitted = {n for n, st in fit.status.items() if st.source == "fitted"}
     timed = [r for s, r in zip(samples, fit.time_rel_residuals, strict=True) if not s.energy_only]
     widths: dict[str, float] = {}
@@ -258,14 +279,16 @@ def identify(
         (1, ENERGY_PREFIXES, list(fit.energy_rel_residuals), ENERGY_NOISE_REL),
     ):
         names = sorted(n for n in fitted if prefix_of(n) in prefixes and n in columns)
-        held = sorted(
-            n
-            for n, cols in columns.items()
+        # each held parameter's column: the secant over its prior's range, or (a fitted time
+        # parameter, in the energy stage) the local slope over its own small interval
+        held_cols = {
+            n: held_columns[n][stage] if n not in time_var else columns[n][stage]
+            for n in columns
             if n not in names
-            and (n in designed or n in time_var)
-            and np.any(cols[stage])
+            and (n in time_var or n in held_columns)
             and (stage == 1 or prefix_of(n) in prefixes)
-        )
+        }
+        held = sorted(n for n, col in held_cols.items() if np.any(col))
         if not names:
             continue
         jac = np.column_stack([columns[n][stage] for n in names])
@@ -288,7 +311,7 @@ def identify(
         sandwich = (np.linalg.pinv(jac) ** 2 * res[None, :] ** 2).sum(axis=1)
         var = np.maximum(var, sandwich)
         if held:
-            jh = np.column_stack([columns[n][stage] for n in held])
+            jh = np.column_stack([held_cols[n] for n in held])
             sens = np.linalg.pinv(jac) @ jh  # d log(fitted) / d log(held)
             tau = np.array([time_var.get(n, prior_var) for n in held])
             var = var + (sens**2 * tau).sum(axis=1)

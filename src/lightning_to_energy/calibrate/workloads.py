@@ -12,10 +12,11 @@ while holding the others small:
   size at half that rate, and its joules per FLOP; across sizes, the ramp's share of the
   full-rate power (``ramp_share``).
 - ``copy`` and ``elementwise`` at three sizes, ``reduction``, ``batchnorm`` (forward and
-  backward) and ``depthwise`` (fp32) at the smallest and largest: bandwidth, the size at half
-  of it, joules per byte.
-- ``conv-<fmt>-c<C>`` and ``dwconv-<fmt>-c<C>``: 3x3 convolutions with few channels and
-  depthwise ones, in TF32 and bf16, across channel counts: their efficiency curves.
+  backward) at the smallest and largest, ``depthwise`` (fp32) at the middle and largest:
+  bandwidth, the size at half of it, joules per byte.
+- ``conv-<fmt>-c<C>[-<batch>x<side>]`` and ``dwconv-<fmt>-c<C>``: 3x3 convolutions (one
+  small enough to run on the convolution ramp) and depthwise ones, in TF32 and bf16, across
+  channel counts: their efficiency curves.
 - ``launch`` (8 windows): a CUDA graph of empty kernels (``torch.cuda._sleep(0)``): the
   device-side floor per launch, and the draw of a device that is busy doing nothing
   (``busy_w``, their draw less the idle windows').
@@ -49,8 +50,8 @@ from lightning_to_energy.counting.profile import StepProfile
 from lightning_to_energy.counting.registry import OpCost
 
 __all__ = [
-    "CONV_CHANNELS",
     "CONV_FORMATS",
+    "CONV_SHAPES",
     "DISPATCH_OPS",
     "DWCONV_CHANNELS",
     "FP32_MATMUL_SIZES",
@@ -86,7 +87,15 @@ FP32_MATMUL_SIZES = (512, 1024, 8192)  # fp32 reaches half its peak at smaller s
 # compute-bound at 80 to 88 % in all of them, so the TF32 ramp is always seen
 TF32_MATMUL_SIZES = (1024, 1536, 8192)
 MEMORY_ELEMENTS = (1 << 20, 1 << 24, 1 << 28)  # fp32: 4 MiB, 64 MiB, 1 GiB per tensor
-CONV_CHANNELS = (16, 64, 256)
+CONV_SHAPES = ((2, 256, 32), (32, 64, 56), (32, 256, 56))
+"""3x3 convolutions as (batch, channels, side): input ``batch x channels x side x side``,
+``channels`` out. The small one (2 x 256 x 32 x 32, 2.4 GFLOP in 6.6 MB) runs on the
+convolution ramp, at 50 to 80 % of the asymptotic rate, and stays compute-bound at every truth
+within +/-30 % of the H100 priors, even with the rate, share and bandwidth all 30 % against
+it: 256 channels do 576 FLOPs per byte of activations. A few channels at 32 x 56 x 56 (16
+channels: 12.9 MB for 0.46 GFLOP) did not: memory-bound or on the kink for most truths, no
+TF32 window ran below ~85 % of its rate where they were, and ``conv_flop_half`` was not
+identified (docs/calibrate.md)."""
 DWCONV_CHANNELS = (64, 1024)
 DISPATCH_OPS = (2, 100)  # 2: mostly the fixed cost per step; 100: mostly the per-kernel cost
 LAUNCH_KERNELS = 2000
@@ -122,6 +131,12 @@ def param(name: str, *key: str) -> str:
 def _curve(unit: Unit, fmt: NumberFormat) -> tuple[str, ...]:
     k = (unit.value, fmt.value)
     return (param("peak_flop_s", *k), param("flop_half", *k), param("j_per_flop", *k))
+
+
+def _conv_curve(unit: Unit, fmt: NumberFormat) -> tuple[str, ...]:
+    # convolutions run on their own curve: a share of the unit's rate and their own ramp
+    k = (unit.value, fmt.value)
+    return (*_curve(unit, fmt)[::2], param("conv_share", *k), param("conv_flop_half", *k))
 
 
 _MEMORY = (param("bandwidth_b_s"), param("bytes_half"), param("j_per_byte"))
@@ -216,10 +231,12 @@ def _matmul(fmt: NumberFormat, n: int) -> Callable[[torch.device], Step]:
     return build
 
 
-def _conv(fmt: NumberFormat, channels: int, depthwise: bool) -> Callable[[torch.device], Step]:
+def _conv(
+    fmt: NumberFormat, channels: int, depthwise: bool, batch: int = 32, side: int = 56
+) -> Callable[[torch.device], Step]:
     def build(device: torch.device) -> Step:
         dtype = _dtype(fmt)
-        x = torch.randn(32, channels, 56, 56, device=device, dtype=dtype)
+        x = torch.randn(batch, channels, side, side, device=device, dtype=dtype)
         w = torch.randn(channels, 1 if depthwise else channels, 3, 3, device=device, dtype=dtype)
         groups = channels if depthwise else 1
 
@@ -419,8 +436,15 @@ def all_workloads() -> tuple[Workload, ...]:
     for kind in ("copy", "elementwise", "reduction", "batchnorm", "depthwise"):
         for i, elements in enumerate(MEMORY_ELEMENTS):
             essential = kind in ("copy", "elementwise") and i != 1
-            if kind not in ("copy", "elementwise") and i == 1:
-                continue  # the middle size of every kind would not fit the budget
+            # the middle size of every kind would not fit the budget. The fp32 depthwise
+            # convolution runs its middle size instead of the smallest: at 1 Mi elements its
+            # few FLOPs sit on the convolution ramp (conv_flop_half[matrix/fp32], which no
+            # workload pins), as long as its bytes take, and a window on that kink would pin
+            # the fp32 rate through a curve nothing measured; at 16 Mi it is memory-bound by
+            # 3x at the priors and by 8x with every rate 30 % against it
+            smallest = 1 if kind == "depthwise" else 0
+            if kind not in ("copy", "elementwise") and i != (smallest if i < 2 else 2):
+                continue
             out.append(
                 Workload(
                     f"{kind}-{elements}",
@@ -431,13 +455,14 @@ def all_workloads() -> tuple[Workload, ...]:
                 )
             )
     for fmt in CONV_FORMATS:
-        curve = _curve(Unit.MATRIX, fmt)
-        for c in CONV_CHANNELS:
-            name = f"conv-{fmt.value}-c{c}"
-            out.append(Workload(name, "conv", curve, _conv(fmt, c, False), fmt=fmt, priority=1))
+        curve = _conv_curve(Unit.MATRIX, fmt)
+        for b, c, side in CONV_SHAPES:
+            name = f"conv-{fmt.value}-c{c}" + ("" if (b, side) == (32, 56) else f"-{b}x{side}")
+            conv = _conv(fmt, c, False, b, side)
+            out.append(Workload(name, "conv", curve, conv, fmt=fmt, priority=1))
     # after every format's convolutions: a shorter budget drops these first
     for fmt in CONV_FORMATS:
-        curve = _curve(Unit.MATRIX, fmt)
+        curve = _conv_curve(Unit.MATRIX, fmt)  # convolutions: their own curve
         for c in DWCONV_CHANNELS:  # few FLOPs per byte: memory-bound, a memory measurement
             name = f"dwconv-{fmt.value}-c{c}"
             both = (*_MEMORY, *curve)

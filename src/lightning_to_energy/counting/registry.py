@@ -28,6 +28,9 @@ from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.target import active_target
 
 __all__ = [
+    "CONV",
+    "KINDS",
+    "MATMUL",
     "SPECIAL_FLOATS",
     "DuplicateFormulaError",
     "Formula",
@@ -53,10 +56,23 @@ __all__ = [
 
 OpKey = tuple[AluOp, NumberFormat, Unit]
 
+MATMUL = "matmul"
+"""Kind of a GEMM-like kernel: mm, addmm, bmm, baddbmm, scaled mm, fused attention, RNNs."""
+CONV = "conv"
+"""Kind of a convolution kernel (cuDNN or native), forward or backward."""
+KINDS = (MATMUL, CONV)
+"""The kernel kinds a formula may name; element-wise and other work has kind None."""
+
 
 @dataclass(frozen=True)
 class OpCost:
-    """What one aten call costs, before the transistor weighting."""
+    """What one aten call costs, before the transistor weighting.
+
+    ``kind`` says which kind of kernel does the call's matrix-unit work (:data:`MATMUL`,
+    :data:`CONV`, or None for element-wise and other work): the same FLOPs in the same format
+    run at different rates in a cuBLAS GEMM and a cuDNN convolution, so a time model needs
+    to tell them apart. It never changes a count.
+    """
 
     ops: Mapping[OpKey, float] = field(default_factory=dict)
     bytes_read: int = 0
@@ -65,6 +81,7 @@ class OpCost:
     flops: int = 0
     # False for the flagged fallback estimate given to ops without a formula.
     modelled: bool = True
+    kind: str | None = None
 
 
 @dataclass(frozen=True)

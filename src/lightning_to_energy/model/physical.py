@@ -5,6 +5,9 @@ Form (every parameter in SI units, with a physical range; see ``docs/physical-mo
 - a kernel's compute time for the work of one (unit, format) is ``flops / (peak x eff)`` with
   ``eff = s / (s + flop_half)`` at ``s`` FLOPs per kernel, i.e. ``(flops + flop_half x kernels)
   / peak``: each kernel pays a ramp of ``flop_half / peak`` seconds (waves, tails, latency);
+  a convolution's matrix work (``OpCost.kind == "conv"``) has its own curve: ``(flops /
+  conv_share + conv_flop_half x kernels) / peak``, and costs ``j_per_flop / conv_share`` per
+  FLOP (it runs at the unit's full dynamic power, only slower);
 - its memory time is ``(bytes + bytes_half x kernels) / bandwidth`` (the same curve in bytes);
 - an op's time is ``calls x max(compute time, memory time, launch_s x kernels)``;
 - device time is the sum over the step's ops; host time is ``host_step_s + sum over phases of
@@ -29,9 +32,12 @@ import numpy as np
 
 from lightning_to_energy.counting.cost_model import NumberFormat, Unit
 from lightning_to_energy.counting.profile import PHASES, StepProfile
+from lightning_to_energy.counting.registry import CONV
 from lightning_to_energy.hardware.roofline import OP_FLOPS
 
 __all__ = [
+    "CONV_KEYED",
+    "CONV_SHARE_RANGE",
     "ENERGY_PREFIXES",
     "EXTRAPOLATION_WIDENING",
     "FORMAT",
@@ -67,6 +73,8 @@ UNITS: Mapping[str, str] = {
     "ramp_share": "1",
     "peak_flop_s": "FLOP/s",
     "flop_half": "FLOP",
+    "conv_share": "1",
+    "conv_flop_half": "FLOP",
     "bandwidth_b_s": "B/s",
     "bytes_half": "B",
     "launch_s": "s",
@@ -77,13 +85,19 @@ UNITS: Mapping[str, str] = {
 }
 TIME_PREFIXES = frozenset(
     {"peak_flop_s", "flop_half", "bandwidth_b_s", "bytes_half", "launch_s", "host_step_s"}
-    | {"dispatch_s"}
+    | {"dispatch_s", "conv_share", "conv_flop_half"}
 )
 """Parameters of the time model (fitted on measured times)."""
 ENERGY_PREFIXES = frozenset({"base_w", "busy_w", "ramp_share", "j_per_flop", "j_per_byte"})
 """Parameters of the energy model (fitted on measured energies at measured times)."""
 
-KEYED = ("peak_flop_s", "flop_half", "j_per_flop")
+KEYED = ("peak_flop_s", "flop_half", "j_per_flop", "conv_share", "conv_flop_half")
+CONV_KEYED = ("conv_share", "conv_flop_half")
+"""The keyed tables of convolutions' own curve: optional (not given = the matmul curve), so
+params and files written before convolutions had their own curve still read."""
+CONV_SHARE_RANGE = (0.05, 1.5)
+"""Physical range of ``conv_share``: above 1 only for algorithms doing fewer FMAs than
+counted (Winograd, FFT)."""
 SCALARS = ("base_w", "bandwidth_b_s", "bytes_half", "launch_s", "host_step_s", "j_per_byte")
 
 
@@ -134,6 +148,13 @@ class PhysicalParams:
         ramp_share: share of a unit's full-rate dynamic power drawn during a kernel's ramp
             (the ``flop_half / peak`` seconds each kernel loses to waves and tails), 0..1:
             the ramp's FLOP-equivalents cost ``ramp_share x j_per_flop`` each.
+        conv_share: a convolution's asymptotic rate as a share of ``peak_flop_s``, per
+            (unit, format) (cuDNN's implicit GEMM reaches less of the matrix units than a
+            cuBLAS GEMM); its FLOPs cost ``j_per_flop / conv_share`` each. Not given (empty):
+            filled with the matmul curve (share 1, ``flop_half``), as params written before
+            modelled convolutions, with a note saying so.
+        conv_flop_half: a convolution kernel's ramp, in FLOPs at ``peak_flop_s``, per
+            (unit, format) (the ``flop_half`` of convolutions).
         ranges: physical range (low, high) per flat parameter name (see :meth:`flat`).
         notes: where each parameter's value comes from, per flat name.
 
@@ -154,6 +175,8 @@ class PhysicalParams:
     j_per_byte: float
     busy_w: float = 0.0
     ramp_share: float = 0.0
+    conv_share: Mapping[Key, float] = field(default_factory=dict)
+    conv_flop_half: Mapping[Key, float] = field(default_factory=dict)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict, compare=False)
     notes: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -165,20 +188,47 @@ class PhysicalParams:
                     f"({UNITS[prefix_of(name)]}); found {value!r}; fix: give a physical value"
                 )
         keys = set(self.peak_flop_s)
-        for name in ("flop_half", "j_per_flop"):
-            if set(getattr(self, name)) != keys:
+        for name in KEYED:
+            table = set(getattr(self, name))
+            if table != keys and not (name in CONV_KEYED and not table):
                 raise ValueError(
                     f"physical params: expected {name} to list the same (unit, format) keys as "
                     f"peak_flop_s ({sorted(key_name(k) for k in keys)}); found "
-                    f"{sorted(key_name(k) for k in getattr(self, name))}; fix: give every "
-                    "table the same keys (prior_for fills them all)"
+                    f"{sorted(key_name(k) for k in table)}; fix: give every table the same "
+                    "keys (prior_for fills them all; the conv tables may be left empty)"
                 )
+        if bool(self.conv_share) != bool(self.conv_flop_half):
+            raise ValueError(
+                "physical params: expected conv_share and conv_flop_half both given or both "
+                f"empty; found {len(self.conv_share)} and {len(self.conv_flop_half)} keys; "
+                "fix: give both (prior_for fills them)"
+            )
+        if not self.conv_share:
+            self._conv_on_matmul_curve()
         missing = [p for p in PHASES if p not in self.dispatch_s]
         if missing:
             raise ValueError(
                 f"physical params: expected dispatch_s for every phase {list(PHASES)}; "
                 f"found none for {missing}; fix: add them"
             )
+
+    def _conv_on_matmul_curve(self) -> None:
+        """Fill empty conv tables with the matmul curve (share 1, ``flop_half``), as params
+        made before convolutions had their own curve modelled them, and say so."""
+        ranges, notes = dict(self.ranges), dict(self.notes)
+        for key in self.peak_flop_s:
+            name = key_name(key)
+            ranges.setdefault(f"conv_share[{name}]", CONV_SHARE_RANGE)
+            half_range = self.ranges.get(f"flop_half[{name}]")
+            if half_range is not None:
+                ranges.setdefault(f"conv_flop_half[{name}]", half_range)
+            for flat in (f"conv_share[{name}]", f"conv_flop_half[{name}]"):
+                notes.setdefault(flat, "not given: convolutions on the matmul curve")
+        # a frozen dataclass: set once, here, before anyone reads it
+        object.__setattr__(self, "conv_share", dict.fromkeys(self.peak_flop_s, 1.0))
+        object.__setattr__(self, "conv_flop_half", dict(self.flop_half))
+        object.__setattr__(self, "ranges", ranges)
+        object.__setattr__(self, "notes", notes)
 
     # --- flat view: one name per scalar parameter --------------------------------------------
 
@@ -246,8 +296,15 @@ class PhysicalParams:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> PhysicalParams:
+    def from_dict(cls, d: Mapping[str, Any], prior: PhysicalParams | None = None) -> PhysicalParams:
         """Read :meth:`to_dict`'s output back.
+
+        Args:
+            d: the dict.
+            prior: where a dict written before convolutions had their own curve (no
+                ``conv_share``) takes those tables, ranges and notes from (``prior_for`` of
+                its hardware); without one, its convolutions use the matmul curve, as when it
+                was written.
 
         Raises:
             ValueError: not a physical-params dict, a newer version, or a field missing.
@@ -263,7 +320,7 @@ class PhysicalParams:
                 f"physical params: expected version <= {VERSION}; found {d['version']}; "
                 "fix: upgrade lightning-to-energy to read this file"
             )
-        needed = (*SCALARS, *KEYED, "dispatch_s")
+        needed = (*SCALARS, *(n for n in KEYED if n not in CONV_KEYED), "dispatch_s")
         missing = [n for n in needed if n not in d]
         if missing:
             raise ValueError(
@@ -272,7 +329,7 @@ class PhysicalParams:
             )
         kwargs: dict[str, Any] = {n: float(d[n]) for n in SCALARS}
         for name in KEYED:
-            kwargs[name] = {parse_key(k): float(v) for k, v in d[name].items()}
+            kwargs[name] = {parse_key(k): float(v) for k, v in d.get(name, {}).items()}
         kwargs["dispatch_s"] = {str(k): float(v) for k, v in d["dispatch_s"].items()}
         kwargs["busy_w"] = float(d.get("busy_w", 0.0))
         kwargs["ramp_share"] = float(d.get("ramp_share", 0.0))
@@ -280,6 +337,17 @@ class PhysicalParams:
             str(n): (float(r[0]), float(r[1])) for n, r in d.get("ranges", {}).items()
         }
         kwargs["notes"] = {str(n): str(v) for n, v in d.get("notes", {}).items()}
+        if prior is not None and not kwargs["conv_share"] and prior.conv_share:
+            # written before convolutions had their own curve: their prior, said so per name
+            keys = kwargs["peak_flop_s"]
+            why = "not in the file (written before convolutions had their own curve): "
+            for name in CONV_KEYED:
+                table = getattr(prior, name)
+                kwargs[name] = {k: table[k] for k in keys if k in table}
+                for k in kwargs[name]:
+                    flat = f"{name}[{key_name(k)}]"
+                    kwargs["ranges"].setdefault(flat, prior.range_of(flat))
+                    kwargs["notes"][flat] = why + prior.notes.get(flat, "prior")
         return cls(**kwargs)
 
 
@@ -322,31 +390,40 @@ def _check_profile(profile: StepProfile) -> None:
 
 @dataclass(frozen=True)
 class StepDesign:
-    """The op rows of a set of profiles as arrays, so one forward pass is a few numpy ops."""
+    """The op rows of a set of profiles as arrays, so one forward pass is a few numpy ops.
+
+    Columns are (unit, format) keys, split by kernel kind: a convolution's matrix work
+    (``OpCost.kind == "conv"``) gets its own column of the same key (``conv`` marks it), which
+    runs on the convolution curve. ``keys`` lists each column's key (a key may appear twice).
+    """
 
     keys: tuple[Key, ...]
     sample: np.ndarray  # row -> profile index
     calls: np.ndarray
     kernels: np.ndarray
     row_bytes: np.ndarray
-    row_flops: np.ndarray  # rows x keys, per call
-    flops: np.ndarray  # profiles x keys, per step
+    row_flops: np.ndarray  # rows x columns, per call
+    flops: np.ndarray  # profiles x columns, per step
     step_bytes: np.ndarray  # profiles
     phase_kernels: np.ndarray  # profiles x phases
     n: int
+    conv: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # per column
 
     @classmethod
     def build(cls, profiles: Sequence[StepProfile]) -> StepDesign:
-        keys: dict[Key, int] = {}
-        rows: list[tuple[int, float, float, float, dict[Key, float]]] = []
+        cols: dict[tuple[Key, bool], int] = {}
+        rows: list[tuple[int, float, float, float, dict[tuple[Key, bool], float]]] = []
         for i, p in enumerate(profiles):
             _check_profile(p)
             for cost, n_calls in p.op_costs:
-                work: dict[Key, float] = {}
+                conv = cost.kind == CONV
+                work: dict[tuple[Key, bool], float] = {}
                 for (op, fmt, unit), n in cost.ops.items():
-                    k = (unit, fmt)
-                    keys.setdefault(k, len(keys))
-                    work[k] = work.get(k, 0.0) + n * OP_FLOPS[op]
+                    # NB: only the matrix units run a convolution's inner products; its bias
+                    # add and other vector work stay on the vector curve.
+                    c = ((unit, fmt), conv and unit is Unit.MATRIX)
+                    cols.setdefault(c, len(cols))
+                    work[c] = work.get(c, 0.0) + n * OP_FLOPS[op]
                 rows.append(
                     (
                         i,
@@ -356,11 +433,11 @@ class StepDesign:
                         work,
                     )
                 )
-        r, K = len(rows), len(keys)
+        r, K = len(rows), len(cols)
         row_flops = np.zeros((r, K))
         for j, (*_, work) in enumerate(rows):
-            for k, v in work.items():
-                row_flops[j, keys[k]] = v
+            for c, v in work.items():
+                row_flops[j, cols[c]] = v
         sample = np.array([row[0] for row in rows], dtype=np.int64)
         calls = np.array([row[1] for row in rows])
         row_bytes = np.array([row[3] for row in rows])
@@ -375,7 +452,7 @@ class StepDesign:
             ]
         ).reshape(n, len(PHASES))
         return cls(
-            keys=tuple(keys),
+            keys=tuple(key for key, _ in cols),
             sample=sample,
             calls=calls,
             kernels=np.array([row[2] for row in rows]),
@@ -385,6 +462,7 @@ class StepDesign:
             step_bytes=step_bytes,
             phase_kernels=phase_kernels,
             n=n,
+            conv=np.array([conv for _, conv in cols], dtype=bool),
         )
 
     def _table(self, table: Mapping[Key, float], name: str) -> np.ndarray:
@@ -398,11 +476,13 @@ class StepDesign:
         return np.array([table[k] for k in self.keys])
 
     def vec(self, p: PhysicalParams) -> dict[str, Any]:
-        """The parameters as arrays aligned with this design's keys and :data:`PHASES`."""
+        """The parameters as arrays aligned with this design's columns and :data:`PHASES`."""
         return {
             "peak_flop_s": self._table(p.peak_flop_s, "peak_flop_s"),
             "flop_half": self._table(p.flop_half, "flop_half"),
             "j_per_flop": self._table(p.j_per_flop, "j_per_flop"),
+            "conv_share": self._table(p.conv_share, "conv_share"),
+            "conv_flop_half": self._table(p.conv_flop_half, "conv_flop_half"),
             "dispatch_s": np.array([p.dispatch_s[ph] for ph in PHASES]),
             **{name: float(getattr(p, name)) for name in (*SCALARS, "busy_w", "ramp_share")},
         }
@@ -416,14 +496,24 @@ class StepDesign:
         inner = name[len(prefix) + 1 : -1]
         if prefix == "dispatch_s":
             v[prefix][PHASES.index(inner)] = value
-        elif parse_key(inner) in self.keys:
-            v[prefix][self.keys.index(parse_key(inner))] = value
+            return
+        key = parse_key(inner)
+        for j, k in enumerate(self.keys):
+            if k == key:
+                v[prefix][j] = value
+
+    def _curve(self, v: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(FLOP-equivalents per counted FLOP, ramp FLOPs per kernel) of each column."""
+        share = np.where(self.conv, v["conv_share"], 1.0)
+        half = np.where(self.conv, v["conv_flop_half"], v["flop_half"])
+        return 1.0 / share, half
 
     def times(self, p: PhysicalParams | dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """(device seconds, host seconds) per profile."""
         v = self.vec(p) if isinstance(p, PhysicalParams) else p
-        ramp = (self.row_flops > 0) * (v["flop_half"] * self.kernels[:, None])
-        compute = ((self.row_flops + ramp) / v["peak_flop_s"]).sum(axis=1)
+        scale, half = self._curve(v)
+        ramp = (self.row_flops > 0) * (half * self.kernels[:, None])
+        compute = ((self.row_flops * scale + ramp) / v["peak_flop_s"]).sum(axis=1)
         memory = (self.row_bytes + (self.row_bytes > 0) * v["bytes_half"] * self.kernels) / v[
             "bandwidth_b_s"
         ]
@@ -436,11 +526,13 @@ class StepDesign:
     def work_j(self, p: PhysicalParams | dict[str, Any]) -> np.ndarray:
         """FLOPs x J/FLOP + bytes x J/B per profile."""
         v = self.vec(p) if isinstance(p, PhysicalParams) else p
-        # each kernel's ramp: flop_half FLOP-equivalents per (unit, format) it runs
+        scale, half = self._curve(v)
+        # each kernel's ramp: half FLOP-equivalents per (unit, format) it runs; a convolution's
+        # slower rate costs full power (conv_share x the rate at the same draw)
         ramp = np.zeros_like(self.flops)
-        per_row = (self.row_flops > 0) * (self.kernels * self.calls)[:, None] * v["flop_half"]
+        per_row = (self.row_flops > 0) * (self.kernels * self.calls)[:, None] * half
         np.add.at(ramp, self.sample, per_row)
-        flops = self.flops + v["ramp_share"] * ramp
+        flops = self.flops * scale + v["ramp_share"] * ramp
         return flops @ v["j_per_flop"] + self.step_bytes * v["j_per_byte"]
 
 
@@ -503,6 +595,18 @@ def _prediction(
 """Parameters pinned by direct measurements, held at their prior by default: base power (a
 CUDA context attached, idle) and energy per byte (the draw of memory-bound steps). A fit over
 training steps alone trades them against busy power and energy per FLOP (issue 11)."""
+
+
+def _prior_of(target: str) -> PhysicalParams | None:
+    """``prior_for`` of a hardware key, or None for a key this version does not know."""
+    # imported here: physical_prior builds on this module
+    from lightning_to_energy.hardware.specs import find_hardware
+    from lightning_to_energy.model.physical_prior import prior_for
+
+    try:
+        return prior_for(find_hardware(target))
+    except (KeyError, ValueError):
+        return None
 
 
 # --- a calibrated model: parameters, the range they were fitted on, and measured intervals -----
@@ -635,7 +739,11 @@ class PhysicalModel:
         """
         try:
             return cls(
-                params=PhysicalParams.from_dict(d["params"]),
+                params=PhysicalParams.from_dict(
+                    d["params"],
+                    # only a file written before the conv curve needs the prior
+                    None if "conv_share" in d["params"] else _prior_of(str(d["target"])),
+                ),
                 target=str(d["target"]),
                 time_log_halfwidth=float(d["time_log_halfwidth"]),
                 energy_log_halfwidth=float(d["energy_log_halfwidth"]),

@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from lightning_to_energy.counting.cost_model import AluOp, CostModel, NumberFormat, Unit
 from lightning_to_energy.counting.profile import PHASES
 from lightning_to_energy.hardware.specs import HardwareSpec
-from lightning_to_energy.model.physical import Key, PhysicalParams, key_name
+from lightning_to_energy.model.physical import CONV_SHARE_RANGE, Key, PhysicalParams, key_name
 
 __all__ = [
     "BUSY_W_PRIOR",
     "H100_BARE_IDLE_W",
+    "H100_CONV_MICROBENCHMARKS",
     "H100_MICROBENCHMARKS",
     "H100_SOURCE",
     "MEMORY_BOUND_W",
@@ -31,6 +32,16 @@ H100_MICROBENCHMARKS: Mapping[str, Mapping[str, float]] = {
     "fp16": {"flop_s": 648.1e12, "mean_w": 698.2},
 }
 H100_SOURCE = "H100 80GB HBM3 8192^3 matmul microbenchmarks, 2026-11-25 (shared data)"
+H100_CONV_MICROBENCHMARKS: Mapping[str, Mapping[str, float]] = {
+    # 3x3 convolution, 64x256x56x56 input, 256 output channels, about 3 s each at the 700 W
+    # cap, same GPU and day (shared data, format_microbenchmarks.conv3x3). Against the matmuls
+    # they reach 0.72 (tf32), 0.64 (bf16) and 0.52 (fp32) of the rate at the same draw: their
+    # energy per FLOP is 1.35, 1.55 and 1.91x the matmuls', the inverse rate ratio within 3 %.
+    "fp32": {"flop_s": 26.8e12, "mean_w": 695.9},
+    "tf32": {"flop_s": 253.4e12, "mean_w": 703.6},
+    "bf16": {"flop_s": 435.5e12, "mean_w": 694.8},
+}
+H100_CONV_SOURCE = "H100 80GB HBM3 3x3 convolution / 8192^3 matmul microbenchmark rates"
 H100_BARE_IDLE_W = 72.7
 
 _DATASHEET_SHARE = 0.7  # achieved / datasheet for formats without a microbenchmark
@@ -127,6 +138,8 @@ def prior_for(spec: HardwareSpec, cost_model: CostModel | None = None) -> Physic
     peak: dict[Key, float] = {}
     half: dict[Key, float] = {}
     jpf: dict[Key, float] = {}
+    conv_share: dict[Key, float] = {}
+    conv_half: dict[Key, float] = {}
     dyn_w = {f: m["mean_w"] - base_w - BUSY_W_PRIOR for f, m in H100_MICROBENCHMARKS.items()}
     for unit in Unit:
         for fmt in NumberFormat:
@@ -154,6 +167,31 @@ def prior_for(spec: HardwareSpec, cost_model: CostModel | None = None) -> Physic
                 rate * 100e-6,
                 "prior: half peak at a 4 us kernel",
             )
+            cref = _energy_reference(Unit.MATRIX, fmt)
+            cref = cref if cref in H100_CONV_MICROBENCHMARKS else "bf16"
+            cshare = (
+                H100_CONV_MICROBENCHMARKS[cref]["flop_s"] / H100_MICROBENCHMARKS[cref]["flop_s"]
+                if unit is Unit.MATRIX
+                else 1.0
+            )
+            conv_share[key] = put(
+                f"conv_share[{name}]",
+                cshare,
+                *CONV_SHARE_RANGE,
+                (
+                    f"{H100_CONV_SOURCE} of {cref}"
+                    + ("" if cref == fmt.value else " (nearest measured format)")
+                    if unit is Unit.MATRIX
+                    else "no convolution runs on the vector units: the matmul curve"
+                ),
+            )
+            conv_half[key] = put(
+                f"conv_flop_half[{name}]",
+                rate * _FLOP_RAMP_S,
+                rate * 0.1e-6,
+                rate * 300e-6,
+                "prior: half the convolution rate at a 4 us kernel, as matmuls",
+            )
             ref = _energy_reference(unit, fmt)
             ratio = cm.tos(AluOp.FMA, fmt) / cm.tos(AluOp.FMA, NumberFormat(ref))
             j = dyn_w[ref] / H100_MICROBENCHMARKS[ref]["flop_s"] * ratio
@@ -176,6 +214,8 @@ def prior_for(spec: HardwareSpec, cost_model: CostModel | None = None) -> Physic
         j_per_byte=j_per_byte,
         busy_w=BUSY_W_PRIOR,
         ramp_share=RAMP_SHARE_PRIOR,
+        conv_share=conv_share,
+        conv_flop_half=conv_half,
         ranges=ranges,
         notes=notes,
     )

@@ -21,7 +21,7 @@ from torch import nn
 
 from lightning_to_energy.counting import StepProfile, profile
 from lightning_to_energy.counting.cost_model import NumberFormat, Unit
-from lightning_to_energy.counting.registry import OpCost
+from lightning_to_energy.counting.registry import CONV, MATMUL, OpCost
 from lightning_to_energy.model.physical_fit import Sample
 
 __all__ = [
@@ -268,15 +268,26 @@ _MATMUL_FORMATS: Mapping[str, tuple[NumberFormat, int]] = {
 }
 
 
-def microbenchmark_samples(data: SharedData) -> list[Sample]:
-    """The matmul format microbenchmarks as samples: one 8192^3 matmul per iteration.
+# the 3x3 convolution microbenchmark: input [64, 256, 56, 56], 256 output channels
+_CONV_N, _CONV_C, _CONV_HW, _CONV_K = 64, 256, 56, 3
+_CONV_FORMATS: Mapping[str, tuple[NumberFormat, int]] = {
+    "fp32": (NumberFormat.FP32, 4),  # cuDNN TF32 off
+    "tf32": (NumberFormat.TF32, 4),
+    "bf16": (NumberFormat.BF16, 2),
+}
 
-    Each iteration is one kernel of 8192^3 FMAs reading two and writing one 8192^2 matrix; its
-    time is 2 x 8192^3 FLOPs over the measured rate and its energy the measured mean power
-    times that time. They pin the rate and the energy per FLOP of each format, bf16 and fp16
-    included, which no training step of the data runs. (The 3x3 convolution benchmarks are
-    left out: their rates differ from the matmuls' on the same units, which the model's
-    (unit, format) keys cannot tell apart; see docs/physical-model.md.)
+
+def microbenchmark_samples(data: SharedData) -> list[Sample]:
+    """The format microbenchmarks as samples: 8192^3 matmuls and 3x3 convolutions.
+
+    A matmul iteration is one kernel (``kind="matmul"``) of 8192^3 FMAs reading two and
+    writing one 8192^2 matrix. A convolution iteration is one cuDNN kernel (``kind="conv"``)
+    of 64 x 56 x 56 x 256 x 256 x 9 FMAs (a 64x256x56x56 input, 256 output channels, "same"
+    padding) reading the input and the weight and writing the output. Each one's time is its
+    FLOPs over the measured rate and its energy the measured mean power times that time. The
+    matmuls pin each format's rate and energy per FLOP, bf16 and fp16 included, which no
+    training step of the data runs; the convolutions pin the convolutions' share of that rate
+    (``conv_share``) for fp32, TF32 and bf16.
     """
     from lightning_to_energy.counting.cost_model import AluOp
 
@@ -292,8 +303,28 @@ def microbenchmark_samples(data: SharedData) -> list[Sample]:
             bytes_written=n * n * size,
             kernels=1,
             flops=2 * n**3,
+            kind=MATMUL,
         )
         time_s = 2 * n**3 / (float(entry["TFLOP_per_s"]) * 1e12)
         step = StepProfile(flops=2 * n**3, kernels=1, op_costs=((cost, 1),))
         out.append(Sample(step, float(entry["mean_W"]) * time_s, time_s, f"matmul-{name}"))
+    b, c, hw, k = _CONV_N, _CONV_C, _CONV_HW, _CONV_K
+    fma = b * hw * hw * c * c * k * k
+    for name, entry in data.microbenchmarks.get("conv3x3", {}).items():
+        if name not in _CONV_FORMATS:
+            continue
+        fmt, size = _CONV_FORMATS[name]
+        # NB: counted without a bias (one kernel): a bias would add one read and write of
+        # the output, 0.2 % of the work's time at these sizes.
+        cost = OpCost(
+            {(AluOp.FMA, fmt, Unit.MATRIX): float(fma)},
+            bytes_read=(b * c * hw * hw + c * c * k * k) * size,
+            bytes_written=b * c * hw * hw * size,
+            kernels=1,
+            flops=2 * fma,
+            kind=CONV,
+        )
+        time_s = 2 * fma / (float(entry["TFLOP_per_s"]) * 1e12)
+        step = StepProfile(flops=2 * fma, kernels=1, op_costs=((cost, 1),))
+        out.append(Sample(step, float(entry["mean_W"]) * time_s, time_s, f"conv3x3-{name}"))
     return out

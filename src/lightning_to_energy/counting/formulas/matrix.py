@@ -27,6 +27,8 @@ from torch.utils.flop_counter import flop_registry
 
 from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.registry import (
+    CONV,
+    MATMUL,
     OpCall,
     OpCost,
     OpKey,
@@ -96,7 +98,7 @@ def mm(call: OpCall) -> OpCost:
     fma = m * n * k
     read, written = io_bytes(call, matrix=True)
     fmt = matmul_format(a.dtype, on_cuda=on_cuda(a))
-    return OpCost({(FMA, fmt, MATRIX): fma}, read, written, 1, 2 * fma)
+    return OpCost({(FMA, fmt, MATRIX): fma}, read, written, 1, 2 * fma, kind=MATMUL)
 
 
 @register(aten.addmm)
@@ -110,7 +112,7 @@ def addmm(call: OpCall) -> OpCost:
     beta, alpha = call.kwargs.get("beta", 1), call.kwargs.get("alpha", 1)
     _scaling(ops, m * n, dtype_format(call.out.dtype), alpha, beta)
     read, written = io_bytes(call, matrix=True)
-    return OpCost(ops, read, written, 1, 2 * fma)
+    return OpCost(ops, read, written, 1, 2 * fma, kind=MATMUL)
 
 
 @register(aten.bmm)
@@ -122,7 +124,7 @@ def bmm(call: OpCall) -> OpCost:
     fma = bs * m * n * k
     read, written = io_bytes(call, matrix=True)
     fmt = matmul_format(a.dtype, on_cuda=on_cuda(a))
-    return OpCost({(FMA, fmt, MATRIX): fma}, read, written, 1, 2 * fma)
+    return OpCost({(FMA, fmt, MATRIX): fma}, read, written, 1, 2 * fma, kind=MATMUL)
 
 
 @register(aten.baddbmm)
@@ -136,7 +138,7 @@ def baddbmm(call: OpCall) -> OpCost:
     beta, alpha = call.kwargs.get("beta", 1), call.kwargs.get("alpha", 1)
     _scaling(ops, bs * m * n, dtype_format(call.out.dtype), alpha, beta)
     read, written = io_bytes(call, matrix=True)
-    return OpCost(ops, read, written, 1, 2 * fma)
+    return OpCost(ops, read, written, 1, 2 * fma, kind=MATMUL)
 
 
 @register(aten._scaled_mm)
@@ -152,7 +154,7 @@ def scaled_mm(call: OpCall) -> OpCost:
     if call.arg("bias") is not None:
         _add(ops, (ADD, NumberFormat.FP32, VECTOR), m * n)
     read, written = io_bytes(call, matrix=True)
-    return OpCost(ops, read, written, 1, 2 * fma)
+    return OpCost(ops, read, written, 1, 2 * fma, kind=MATMUL)
 
 
 @register(aten.mv, aten.addmv, aten.dot, aten.vdot)
@@ -209,7 +211,7 @@ def convolution(call: OpCall) -> OpCost:
         kernels = 2
         read += nbytes(out)
         written += nbytes(out)
-    return OpCost(ops, read, written, kernels, 2 * fma)
+    return OpCost(ops, read, written, kernels, 2 * fma, kind=CONV)
 
 
 @register(aten.convolution_backward)
@@ -245,7 +247,7 @@ def convolution_backward(call: OpCall) -> OpCost:
         read += g_bytes
         written += nbytes(grad_bias)
         kernels += 1
-    return OpCost(ops, read, written, kernels, flops)
+    return OpCost(ops, read, written, kernels, flops, kind=CONV)
 
 
 # --- fused scaled-dot-product attention -----------------------------------------------------
@@ -446,7 +448,7 @@ def attention_forward(call: OpCall) -> OpCost:
     mat, vec = _formats(call.arg("query"))
     ops = attention_forward_ops(heads, mask, mat=mat, vec=vec, dropout=dropout, bias=bias)
     read, written = io_bytes(call, matrix=True)
-    return OpCost(ops, read, written, 1, _fcm_flops(call))
+    return OpCost(ops, read, written, 1, _fcm_flops(call), kind=MATMUL)
 
 
 @register(*_ATTENTION_BACKWARD)
@@ -457,7 +459,7 @@ def attention_backward(call: OpCall) -> OpCost:
     ops = attention_backward_ops(heads, mask, mat=mat, vec=vec, dropout=dropout)
     read, written = io_bytes(call, matrix=True)
     # NB: flash backward launches a small pre-processing kernel too; counted as one kernel.
-    return OpCost(ops, read, written, 1, _fcm_flops(call))
+    return OpCost(ops, read, written, 1, _fcm_flops(call), kind=MATMUL)
 
 
 # --- fused transformer fast paths (nn.MultiheadAttention / nn.TransformerEncoderLayer) --------
@@ -539,7 +541,7 @@ def native_multi_head_attention(call: OpCall) -> OpCost:
     # NB: in-projection, attention and out-projection: three kernels; the projected q, k, v
     # and the attention output are intermediate traffic, not counted. FlopCounterMode has no
     # formula for this fused op: flops 0.
-    return OpCost(ops, read, written, 3, 0)
+    return OpCost(ops, read, written, 3, 0, kind=MATMUL)
 
 
 def _encoder_layer_ops(call: OpCall, src: torch.Tensor, b: int, length: int) -> dict[OpKey, float]:
@@ -596,7 +598,7 @@ def transformer_encoder_layer(call: OpCall) -> OpCost:
     # NB: 2 norms, 3 attention kernels, 2 FFN matmuls, the activation and 2 residual adds:
     # ten kernels; intermediate activations are not counted as traffic. FlopCounterMode has
     # no formula for this fused op: flops 0.
-    return OpCost(ops, read, written, 10, 0)
+    return OpCost(ops, read, written, 10, 0, kind=MATMUL)
 
 
 # --- fused recurrent layers (nn.LSTM / nn.GRU / nn.RNN on oneDNN and cuDNN) ------------------
@@ -673,7 +675,7 @@ def cudnn_rnn(call: OpCall) -> OpCost:
     read, written = io_bytes(call, matrix=True)
     # NB: one launch per layer and direction is counted as one kernel. FlopCounterMode has
     # no formula for fused RNNs: flops 0.
-    return OpCost(ops, read, written, 1, 0)
+    return OpCost(ops, read, written, 1, 0, kind=MATMUL)
 
 
 @register(aten._cudnn_rnn_backward)
@@ -683,7 +685,7 @@ def cudnn_rnn_backward(call: OpCall) -> OpCost:
     mask = call.arg("output_mask")
     ops = _rnn_backward_ops(forward, any(mask[:3]), bool(mask[3]))
     read, written = io_bytes(call, matrix=True)
-    return OpCost(ops, read, written, int(any(mask[:3])) + int(mask[3]), 0)
+    return OpCost(ops, read, written, int(any(mask[:3])) + int(mask[3]), 0, kind=MATMUL)
 
 
 @register(aten.mkldnn_rnn_layer)
@@ -693,7 +695,7 @@ def mkldnn_rnn_layer(call: OpCall) -> OpCost:
     layer = (call.arg("weight0"), call.arg("weight1"), bool(call.arg("has_biases")))
     ops = _rnn_ops(_steps(x), [layer], call.arg("mode"), x)
     read, written = io_bytes(call, matrix=True)
-    return OpCost(ops, read, written, 1, 0)
+    return OpCost(ops, read, written, 1, 0, kind=MATMUL)
 
 
 @register(aten.mkldnn_rnn_layer_backward)
@@ -702,4 +704,4 @@ def mkldnn_rnn_layer_backward(call: OpCall) -> OpCost:
     layer = (call.arg("weight1"), call.arg("weight2"), bool(call.arg("has_biases")))
     forward = _rnn_ops(_steps(x), [layer], call.arg("mode"), x)
     read, written = io_bytes(call, matrix=True)
-    return OpCost(_rnn_backward_ops(forward, True, True), read, written, 2, 0)
+    return OpCost(_rnn_backward_ops(forward, True, True), read, written, 2, 0, kind=MATMUL)
