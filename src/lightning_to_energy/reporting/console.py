@@ -364,8 +364,12 @@ def prior_text(prior: PriorRecord) -> str:
         f"stored windows, from {prior.seed_runs:,} of its {prior.stored_runs:,} "
         f"run{'' if prior.stored_runs == 1 else 's'}, seeded the model"
     )
-    if physical:
-        text = f"{physical} ({made})" + (f"; {seeded}" if prior.seed_windows else "")
+    if physical and not prior.seed_windows:  # the file's physical model alone
+        text = f"{physical} ({made})"
+    elif physical:
+        # The file seeded the model; the prior's coefficients came from a physical model (the
+        # file's own, or a built-in one that was made neither from it nor on this hardware).
+        text = f"{prior.source} ({made}): {seeded}; prior coefficients: {physical}"
     else:
         text = f"{prior.source} ({made}): {seeded}"
     parts = [text, *(p for p in (prior.note, why) if p)]
