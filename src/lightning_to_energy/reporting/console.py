@@ -24,6 +24,7 @@ from lightning_to_energy.reporting.records import (
     FLAG_UNMEASURED,
     EnergyReport,
     PriorRecord,
+    fit_worthy,
 )
 from lightning_to_energy.sensors.base import energy_word
 
@@ -303,7 +304,9 @@ def _section_accuracy(report: EnergyReport) -> RenderableType:
     n = acc.get("n")
     sources: dict[str, int] = {}
     for w in report.windows:
-        if w.predicted_j is not None:
+        # the windows the accuracy scored: predicted, then fitted (a short window's prediction
+        # is not scored, so its source beside n would contradict it)
+        if w.predicted_j is not None and fit_worthy(w.measured_j, w.flags):
             sources[w.prediction_source] = sources.get(w.prediction_source, 0) + 1
     # Totals compared over the same windows: those with both a prediction and a measurement.
     paired = [
@@ -667,7 +670,7 @@ def summary_lines(report: EnergyReport, *, max_modules: int = 3) -> list[str]:
         lines.append(
             f"  predicted before measuring: precision {precision:.1f} %, median error "
             f"{_format_pct(acc.get('median_rel_err'))}"
-            + (f" over {int(n):,} windows" if math.isfinite(n) else "")
+            + (f" over {int(n):,} window{'' if int(n) == 1 else 's'}" if math.isfinite(n) else "")
         )
     train = report.loops.get("train")
     if train is not None and train.steps > 0:
