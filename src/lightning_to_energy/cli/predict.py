@@ -54,7 +54,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         choices=PRECISIONS,
         help="compute format, as for `profile` (fp8 and int8 are counted where a model uses them)",
     )
-    parser.add_argument("--optimizer", default="adamw", choices=("sgd", "adam", "adamw"))
+    parser.add_argument(
+        "--optimizer",
+        default="adamw",
+        choices=("sgd", "adam", "adamw"),
+        help="optimizer of the counted step (default: adamw)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument(
         "--step-time",
