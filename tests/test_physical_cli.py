@@ -114,3 +114,15 @@ def test_plan_run_scales_the_physical_step_and_merge_keeps_it() -> None:
         "fp", info, ("tos",), (), {"tos": 1e-12}, 1, "2026-12-07T00:00:01Z"
     )
     assert merge(cal, regression_only).physical == cal.physical
+
+
+def test_fit_on_a_missing_file_names_the_shared_steps_among_the_fixes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `fit ../shared/data/h100-training-steps.json` run from the wrong directory: the fix must
+    # name that data set too, not only reports and study directories
+    missing = tmp_path / "h100-training-steps.json"
+    assert cli.main(["fit", str(missing), "--out", str(tmp_path / "cal.json")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"cannot read report {missing}: expected a file there, found none." in err
+    assert "or the shared H100 steps (h100-training-steps.json" in err

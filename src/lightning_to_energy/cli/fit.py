@@ -149,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
         except FileNotFoundError:
             raise CliError(
                 f"cannot read report {path}: expected a file there, found none. Fix: pass the "
-                "energy_report.json a run wrote (or its log directory), or a study directory."
+                "energy_report.json a run wrote (or its log directory), a study directory, or "
+                "the shared H100 steps (h100-training-steps.json, in shared/data beside the "
+                "repository)."
             ) from None
         except (OSError, ReportFormatError) as exc:
             raise CliError(f"cannot read report {path}: {exc}") from None
