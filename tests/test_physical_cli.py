@@ -126,3 +126,24 @@ def test_fit_on_a_missing_file_names_the_shared_steps_among_the_fixes(
     err = " ".join(capsys.readouterr().err.split())
     assert f"cannot read report {missing}: expected a file there, found none." in err
     assert "or the shared H100 steps (h100-training-steps.json" in err
+
+
+def test_predict_with_a_physical_calibration_of_another_gpu_does_not_say_drop_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Planning an H100 run from this CPU with `fit`'s calibration is what it is for: no
+    # "made on ...; this machine is ...; fix: drop calibration=..." warning (the output names
+    # the calibration's hardware already).
+    import warnings
+
+    data, out = _shared_file(tmp_path), tmp_path / "h100.json"
+    assert cli.main(["fit", str(data), "--out", str(out)]) == 0
+    capsys.readouterr()
+    argv = ["predict", "_models:TinyMLP", "--input", "8x16", "--steps", "100"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main([*argv, "--calibration", str(out)]) == 0
+    printed = capsys.readouterr()
+    messages = [str(w.message) for w in caught] + [printed.err]
+    assert not any("drop calibration" in m or "Using it as asked" in m for m in messages)
+    assert "from the physical step model of" in printed.out
