@@ -147,3 +147,31 @@ def test_predict_with_a_physical_calibration_of_another_gpu_does_not_say_drop_it
     messages = [str(w.message) for w in caught] + [printed.err]
     assert not any("drop calibration" in m or "Using it as asked" in m for m in messages)
     assert "from the physical step model of" in printed.out
+    # and, like a regression's plan, the modules by predicted joules
+    assert "top modules by predicted joules (dynamic energy, TO share):" in printed.out
+
+
+def test_a_physical_plan_lists_its_top_modules_as_the_readme_uses_them() -> None:
+    # README: `plan = plan_run(p, ..., calibration=<fit on the shared steps>)` then
+    # `plan.top_modules[0]`; the physical plan listed none (IndexError)
+    import torch
+
+    from _models import TinyMLP
+    from lightning_to_energy.calibration import builtin_calibration
+    from lightning_to_energy.counting import profile
+
+    shipped = builtin_calibration("h100-sxm")
+    assert shipped is not None and shipped.physical is not None
+    step = profile(TinyMLP(), torch.randn(8, 16), train=True, optimizer="adamw")
+    plan = plan_run(step, 1000, shipped, top=10)
+    assert plan.model == "physical" and plan.top_modules
+    # TinyMLP: fc1, act, fc2, and the loss and optimizer outside any module: all listed
+    assert math.isclose(sum(m.share for m in plan.top_modules), 1.0, rel_tol=1e-9)
+    # they share the run's dynamic energy (static power is no layer's): 1000 x (the step's
+    # energy - base_w x its time), split by TO share
+    pred = predict_step(step, PhysicalModel.from_dict(shipped.physical).params)
+    dynamic = 1000 * (pred.energy_j - pred.static_j)
+    assert sum(m.energy_j for m in plan.top_modules) == pytest.approx(dynamic)
+    assert plan.top_modules[0].tos_per_step >= plan.top_modules[-1].tos_per_step
+    assert len(plan_run(step, 1000, shipped, top=2).top_modules) == 2
+    assert plan_run(step, 1000, shipped, top=0).top_modules == ()

@@ -312,6 +312,7 @@ def run(args: argparse.Namespace) -> int:
         )
         for note in notes:
             print(f"note: {note}")
+        _print_top_modules(plan.top_modules)
         return 0
     print(
         f"{args.target}: {args.steps} steps x {format_si(plan.tos_per_step, 'TO')} and {timing}\n"
@@ -323,11 +324,18 @@ def run(args: argparse.Namespace) -> int:
     )
     for note in notes:
         print(f"note: {note}")
-    if plan.top_modules:
-        print("top modules by predicted joules (dynamic energy, TO share):")
-        for m in plan.top_modules:
-            print(f"  {m.name:<32} {format_si(m.energy_j, 'J'):>10}  {m.share:.1%}")
+    _print_top_modules(plan.top_modules)
     return 0
+
+
+def _print_top_modules(modules: Any) -> None:
+    """The plan's modules by predicted joules (nothing when there are none)."""
+    from lightning_to_energy.reporting.format import format_si
+
+    if modules:
+        print("top modules by predicted joules (dynamic energy, TO share):")
+        for m in modules:
+            print(f"  {m.name:<32} {format_si(m.energy_j, 'J'):>10}  {m.share:.1%}")
 
 
 def _step_time(
