@@ -401,8 +401,11 @@ def test_a_saved_regression_calibration_keeps_the_builtin_prior_under_its_seeds(
     record = second.finish(save_calibration=False).prior
     assert record is not None
     assert (record.source, record.seed_windows) == (str(path), 3)
-    assert record.physical.startswith("the built-in calibration of h100-sxm, fitted on ")
-    assert not record.physical.endswith(".")  # the line goes on after it: no ".;"
+    # the data's file name, not its whole description (the line goes on after it: no ".;")
+    assert (
+        record.physical
+        == "the built-in calibration of h100-sxm, fitted on h100-training-steps.json"
+    )
     # the line names the file that seeded the model, then where the coefficients' prior came
     # from: the built-in was not made from this file, nor "on this hardware"
     assert prior_text(record) == (

@@ -135,7 +135,8 @@ class LivePriorLink:
             # (docs/regression.md), so off those models they extrapolate; the built-in's were
             # fitted on 54 measured steps. The seeds outweigh it wherever they pin anything.
             physical = PhysicalModel.from_dict(shipped.physical)
-            source = (physical.source or "published measurements").rstrip(" .")
+            # its data's file name, not the data's whole description: the line goes on after it
+            source = (physical.source or "published measurements").split(": ")[0].rstrip(" .")
             self.source = PhysicalSource(
                 physical.params,
                 f"the built-in calibration of {gpu.key}, fitted on {source}",
