@@ -110,6 +110,7 @@ def _physical_file(
     params: PhysicalParams,
     target: str = "h100-sxm",
     regression: OnlineEnergyModel | None = None,
+    source: str = "test steps",
 ) -> None:
     """A calibration of this machine carrying a physical model (and a regression's windows)."""
     info = HardwareInfo.detect()
@@ -123,7 +124,7 @@ def _physical_file(
         formats=(),
         flops_range=(1.0, 1e15),
         kernels_range=(1.0, 1e6),
-        source="test steps",
+        source=source,
     )
     if regression is not None:
         base = Calibration.from_model(regression, info, run_id="earlier")
@@ -233,6 +234,25 @@ def test_a_calibrations_physical_model_for_this_hardware_gives_the_prior(
         0,
     )
     assert prior_text(report.prior) == f"physical step model, {label} (made on this hardware)"
+
+
+def test_the_prior_line_names_a_fits_data_by_its_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `fit` on the shared steps records the data's whole description as its source; the
+    # report's prior line names the file (it went on for four lines, with a ". (h100-sxm)")
+    _on_h100(monkeypatch)
+    path = tmp_path / "h100.json"
+    described = "h100-training-steps.json: Measured energy and time per training step, 2026-11-25."
+    _physical_file(path, _static_only(), source=described)
+    clock, model = Clock(), nn.Linear(4, 3)
+    tracker = _tracker(model, clock, calibration=path)
+    _loop(tracker, model, clock, steps=4)
+    prior = tracker.finish(save_calibration=False).prior
+    assert prior is not None
+    assert (
+        prior.physical == f"{path}'s physical model fitted on h100-training-steps.json (h100-sxm)"
+    )
 
 
 def test_its_energy_per_byte_is_the_prior_of_bytes(

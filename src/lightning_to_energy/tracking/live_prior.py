@@ -112,7 +112,7 @@ class LivePriorLink:
                 self.source = PhysicalSource(
                     physical.params,
                     f"{link.where}'s physical model fitted on "
-                    f"{(physical.source or 'unnamed data').rstrip(' .')} ({physical.target})",
+                    f"{_data_name(physical.source, 'unnamed data')} ({physical.target})",
                     calibrated_strength(physical.energy_log_halfwidth),
                     calibrated=True,
                 )
@@ -135,11 +135,10 @@ class LivePriorLink:
             # (docs/regression.md), so off those models they extrapolate; the built-in's were
             # fitted on 54 measured steps. The seeds outweigh it wherever they pin anything.
             physical = PhysicalModel.from_dict(shipped.physical)
-            # its data's file name, not the data's whole description: the line goes on after it
-            source = (physical.source or "published measurements").split(": ")[0].rstrip(" .")
             self.source = PhysicalSource(
                 physical.params,
-                f"the built-in calibration of {gpu.key}, fitted on {source}",
+                "the built-in calibration of "
+                f"{gpu.key}, fitted on {_data_name(physical.source, 'published measurements')}",
                 calibrated_strength(physical.energy_log_halfwidth),
             )  # not calibrated=True: the report's source stays the run's calibration file
             self._say_why(why)
@@ -226,3 +225,10 @@ class LivePriorLink:
     def _say_why(self, why: str) -> None:
         if why and self.link.prior is not None and not self.link.prior_restored:
             self.link.prior = replace(self.link.prior, physical_note=why)
+
+
+def _data_name(source: str, default: str) -> str:
+    """What a physical model was fitted on, short: the data's file name, not its whole
+    description (``"h100-training-steps.json: Measured energy ... 2026-11-25."``), since the
+    report's prior line goes on after it."""
+    return (source or default).split(": ")[0].rstrip(" .") or default
