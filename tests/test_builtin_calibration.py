@@ -102,3 +102,30 @@ def test_an_explicit_calibration_is_never_replaced_by_the_builtin(
     argv = ["predict", "_models:TinyMLP", "--input", "8x16", "--steps", "9", "--target", "h100-sxm"]
     assert cli.main([*argv, "--calibration", str(missing)]) == 2
     assert "expected a calibration file at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        # an A100 of the table: nothing ships for it, and training on this CPU would not help
+        (
+            "a100-sxm-80gb",
+            "expected a calibration for --target a100-sxm-80gb, found none: none was given and "
+            "none ships for it (the package ships h100-sxm). Fix: on that GPU run "
+            "`lightning-to-energy calibrate --out FILE` and pass --calibration FILE, or plan for "
+            "--target h100-sxm.",
+        ),
+        # a name the table lacks: the table's keys, not "train on this machine"
+        ("no-such-gpu", "no-such-gpu"),
+    ],
+)
+def test_a_target_without_a_calibration_says_so_not_train_on_this_machine(
+    capsys: pytest.CaptureFixture[str], target: str, says: str
+) -> None:
+    # the cache is empty (conftest): before, both said "expected a calibration for this
+    # hardware (<this CPU>) ... Fix: train once with TOEnergy() on this machine"
+    argv = ["predict", "_models:TinyMLP", "--input", "8x16", "--steps", "9", "--target", target]
+    assert cli.main(argv) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert says in err
+    assert "on this machine" not in err and "h100-sxm" in err

@@ -164,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
             "--calibration FILE written by `lightning-to-energy fit --out FILE` or saved by "
             "TOEnergy, or drop --calibration to use this hardware's own."
         )
+    if calibration is None and args.hardware:
+        _refuse_target_without_calibration(args.hardware, hardware)
     if calibration is None:
         where = store.path_for(fingerprint)
         found = f"one it could not use: {unusable}" if unusable else "none"
@@ -457,6 +459,32 @@ def _builtin_for(args: argparse.Namespace, here: Any) -> tuple[str, Any]:
         return "", builtin_calibration(here_key) if here_key else None
     except ValueError as exc:
         raise CliError(str(exc)) from None
+
+
+def _refuse_target_without_calibration(target: str, here: Any) -> None:
+    """With no calibration at all, a ``--target`` of other hardware than this machine (or one
+    the table lacks) is refused for what it is: training here would not calibrate it."""
+    from lightning_to_energy.calibration.builtin import builtin_keys
+    from lightning_to_energy.hardware.specs import find_hardware
+
+    try:
+        spec = find_hardware(target)
+    except ValueError as exc:  # names the table's keys
+        raise CliError(str(exc)) from None
+    try:
+        here_key = find_hardware(here.gpus[0]).key if here.gpus else None
+    except ValueError:
+        here_key = None
+    key = spec.key
+    if spec.kind != "gpu" or key == here_key:
+        return  # a CPU, or this machine's own GPU: training here would calibrate it
+    shipped = builtin_keys()
+    raise CliError(
+        f"expected a calibration for --target {key}, found none: none was given and none "
+        f"ships for it (the package ships {', '.join(shipped) or 'none'}). Fix: on that GPU run "
+        "`lightning-to-energy calibrate --out FILE` and pass --calibration FILE"
+        + (f", or plan for --target {shipped[0]}." if shipped else ".")
+    )
 
 
 def _same_hardware(spec: Any, calibration: Any) -> bool:
