@@ -374,8 +374,8 @@ def test_a_regression_calibration_without_one_is_used_as_before(
     assert prior is not None and prior.physical == ""
     # and the line says why no physical model gave it (docs/regression.md, case 4)
     assert prior.physical_note == (
-        f"{path}'s coefficients, learnt on this hardware, are kept over the datasheet priors of "
-        "h100-sxm"
+        f"{path}'s regression coefficients (measured windows) are kept over the datasheet "
+        "priors of h100-sxm"
     )
 
 

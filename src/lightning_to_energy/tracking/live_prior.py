@@ -146,8 +146,8 @@ class LivePriorLink:
         if link.used:  # a regression calibration: its prior and seeds, over datasheet priors
             if not why and gpu is not None:
                 why = (
-                    f"{link.where}'s coefficients, learnt on this hardware, are kept over the "
-                    f"datasheet priors of {gpu.key}"
+                    f"{link.where}'s regression coefficients (measured windows) are kept over "
+                    f"the datasheet priors of {gpu.key}"
                 )
             self._say_why(why)
             return
