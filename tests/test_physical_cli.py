@@ -175,3 +175,16 @@ def test_a_physical_plan_lists_its_top_modules_as_the_readme_uses_them() -> None
     assert plan.top_modules[0].tos_per_step >= plan.top_modules[-1].tos_per_step
     assert len(plan_run(step, 1000, shipped, top=2).top_modules) == 2
     assert plan_run(step, 1000, shipped, top=0).top_modules == ()
+
+
+def test_fit_prints_a_dimensionless_parameter_without_a_bare_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ramp_share's unit is "1" (SI for dimensionless, kept in the JSON); printed after the
+    # value it read "0.3571 1  (fitted, ...)"
+    data = _shared_file(tmp_path)
+    assert cli.main(["fit", str(data), "--out", str(tmp_path / "h100.json")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "ramp_share:" in x)
+    value = line.split("ramp_share: ")[1].split("  (")[0]
+    assert " " not in value  # the number alone, e.g. "0.3571"
+    assert float(value) > 0

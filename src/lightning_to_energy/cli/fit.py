@@ -586,7 +586,8 @@ def _run_shared(args: argparse.Namespace, path: Path) -> int:
             if s["ci95"]
             else s["source"]
         )
-        print(f"  {name:>28}: {s['value']:.4g} {s['unit']}  ({how})")
+        unit = "" if s["unit"] == "1" else f" {s['unit']}"  # "1": dimensionless (SI)
+        print(f"  {name:>28}: {s['value']:.4g}{unit}  ({how})")
     for target, sc in shared.scores.items():
         print(
             f"held out by shape, {target}: precision {sc['precision_pct']:.2f} %  "
