@@ -58,3 +58,16 @@ def test_a_calibration_and_a_datasheet_together_are_refused() -> None:
     with pytest.raises(SystemExit) as exit_info:
         _script().main(["cal.json", "--datasheet", "h100-sxm"])
     assert exit_info.value.code == 2  # argparse: mutually exclusive sources
+
+
+def test_missing_shared_data_says_where_it_looked_and_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # run from a worktree, the default ../shared/data is not there: not a bare "[Errno 2]"
+    missing = tmp_path / "h100-training-steps.json"
+    assert _script().main(["--datasheet", "h100-sxm", "--data", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"shared data {str(missing)!r}: expected the shared H100 training steps" in err
+    assert "found no file there" in err and "fix: pass its path" in err
+    assert "relative to" not in err  # an absolute path needs no working directory
+    assert "Errno" not in err

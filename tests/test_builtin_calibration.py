@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -58,9 +59,13 @@ def test_predict_for_an_h100_from_a_laptop_uses_the_builtin_calibration(
 ) -> None:
     # the cache is empty (conftest points XDG_CACHE_HOME at a fresh folder)
     builtin = _predict(capsys, "--target", "h100-sxm")
-    # passed by hand, the same file is "another machine's", and says so
-    with pytest.warns(CalibrationWarning, match="was made on"):
+    # passed by hand, the same file plans the H100 from here, as it is meant to: no warning
+    # to drop it (a physical model is for its target, from any machine); the output names the
+    # hardware it was made on
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalibrationWarning)
         given = _predict(capsys, "--calibration", str(BUILTIN_DIR / "h100-sxm.json"))
+    assert "NVIDIA H100 80GB HBM3" in str(given["calibration_hardware"])
     assert builtin["model"] == "physical" and builtin["roofline_hardware"] == "h100-sxm"
     # the same plan as passing the shipped file by hand, and the output says where it came from
     assert builtin["energy_j"] == given["energy_j"]
@@ -97,3 +102,30 @@ def test_an_explicit_calibration_is_never_replaced_by_the_builtin(
     argv = ["predict", "_models:TinyMLP", "--input", "8x16", "--steps", "9", "--target", "h100-sxm"]
     assert cli.main([*argv, "--calibration", str(missing)]) == 2
     assert "expected a calibration file at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        # an A100 of the table: nothing ships for it, and training on this CPU would not help
+        (
+            "a100-sxm-80gb",
+            "expected a calibration for --target a100-sxm-80gb, found none: none was given and "
+            "none ships for it (the package ships h100-sxm). Fix: on that GPU run "
+            "`lightning-to-energy calibrate --out FILE` and pass --calibration FILE, or plan for "
+            "--target h100-sxm.",
+        ),
+        # a name the table lacks: the table's keys, not "train on this machine"
+        ("no-such-gpu", "no-such-gpu"),
+    ],
+)
+def test_a_target_without_a_calibration_says_so_not_train_on_this_machine(
+    capsys: pytest.CaptureFixture[str], target: str, says: str
+) -> None:
+    # the cache is empty (conftest): before, both said "expected a calibration for this
+    # hardware (<this CPU>) ... Fix: train once with TOEnergy() on this machine"
+    argv = ["predict", "_models:TinyMLP", "--input", "8x16", "--steps", "9", "--target", target]
+    assert cli.main(argv) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert says in err
+    assert "on this machine" not in err and "h100-sxm" in err

@@ -110,6 +110,7 @@ def _physical_file(
     params: PhysicalParams,
     target: str = "h100-sxm",
     regression: OnlineEnergyModel | None = None,
+    source: str = "test steps",
 ) -> None:
     """A calibration of this machine carrying a physical model (and a regression's windows)."""
     info = HardwareInfo.detect()
@@ -123,7 +124,7 @@ def _physical_file(
         formats=(),
         flops_range=(1.0, 1e15),
         kernels_range=(1.0, 1e6),
-        source="test steps",
+        source=source,
     )
     if regression is not None:
         base = Calibration.from_model(regression, info, run_id="earlier")
@@ -233,6 +234,25 @@ def test_a_calibrations_physical_model_for_this_hardware_gives_the_prior(
         0,
     )
     assert prior_text(report.prior) == f"physical step model, {label} (made on this hardware)"
+
+
+def test_the_prior_line_names_a_fits_data_by_its_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `fit` on the shared steps records the data's whole description as its source; the
+    # report's prior line names the file (it went on for four lines, with a ". (h100-sxm)")
+    _on_h100(monkeypatch)
+    path = tmp_path / "h100.json"
+    described = "h100-training-steps.json: Measured energy and time per training step, 2026-11-25."
+    _physical_file(path, _static_only(), source=described)
+    clock, model = Clock(), nn.Linear(4, 3)
+    tracker = _tracker(model, clock, calibration=path)
+    _loop(tracker, model, clock, steps=4)
+    prior = tracker.finish(save_calibration=False).prior
+    assert prior is not None
+    assert (
+        prior.physical == f"{path}'s physical model fitted on h100-training-steps.json (h100-sxm)"
+    )
 
 
 def test_its_energy_per_byte_is_the_prior_of_bytes(
@@ -350,7 +370,68 @@ def test_a_regression_calibration_without_one_is_used_as_before(
     assert tracker.model.prior.coefficients == stored.to_prior(tracker.features).coefficients  # type: ignore[union-attr]
     _loop(tracker, model, clock, steps=4)
     assert tracker.model.prior.coefficients == stored.to_prior(tracker.features).coefficients  # type: ignore[union-attr]
-    assert tracker.finish(save_calibration=False).prior.physical == ""  # type: ignore[union-attr]
+    prior = tracker.finish(save_calibration=False).prior
+    assert prior is not None and prior.physical == ""
+    # and the line says why no physical model gave it (docs/regression.md, case 4)
+    assert prior.physical_note == (
+        f"{path}'s regression coefficients (measured windows) are kept over the datasheet "
+        "priors of h100-sxm"
+    )
+
+
+def test_a_saved_regression_calibration_keeps_the_builtin_prior_under_its_seeds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # An H100's first run starts from the built-in calibration and saves a regression (no
+    # physical model) to cal.json. Its second run must not lose the built-in: one run's
+    # coefficients are not identifiable (every window ran the same step), so the second run
+    # keeps the saved windows as seeds and takes the prior's coefficients from the built-in.
+    _on_h100(monkeypatch, builtin=True)
+    shipped = builtin_calibration("h100-sxm")
+    assert shipped is not None and shipped.physical is not None
+    params = PhysicalModel.from_dict(shipped.physical).params
+    clock, model = Clock(), nn.Linear(4, 3)
+    path = tmp_path / "cal.json"
+    first = _tracker(model, clock, calibration=path)
+    _loop(first, model, clock, steps=12)  # 3 windows of 4 steps, 1 s each
+    first.finish()
+    saved = CalibrationStore.from_path(path).load()
+    assert saved is not None and saved.physical is None and len(saved.windows) == 3
+    second = _tracker(model, clock, calibration=path)
+    assert second.model.n_windows == 3  # the saved windows seed the model, as before
+    _loop(second, model, clock, steps=4)
+    prior = second.model.prior
+    assert prior is not None
+    # the built-in's static power is the prior of duration_s (W), not the saved fit's
+    assert prior.coefficients["duration_s"] == params.base_w
+    assert prior.coefficients != saved.to_prior(second.features).coefficients
+    # as strong as the built-in's held-out interval says, as on the first run
+    assert prior.strength == calibrated_strength(
+        PhysicalModel.from_dict(shipped.physical).energy_log_halfwidth
+    )
+    # the seeds' fit predicts the first window: 5 W x 1 s = 5 J each, pulled toward the
+    # built-in's prediction (126 W x 1 s and more, 126.08 J) by a small part of the gap: the
+    # prior weighs (0.044 x 1.645 / 0.334)^2 = 0.047 windows against 3 seeds x 0.5 weight;
+    # 10 % of the gap bounds it (it is 3 %: 8.7 J)
+    step = _count_one_step(model, second.optimizer)
+    builtin_j = 4 * energy_at(step, params, 0.25).energy_j
+    assert builtin_j > 126.0
+    assert second.windows[0].prediction_source == "fit"
+    assert 5.0 < second.windows[0].predicted_j < 5.0 + 0.1 * (builtin_j - 5.0)  # type: ignore[operator]
+    record = second.finish(save_calibration=False).prior
+    assert record is not None
+    assert (record.source, record.seed_windows) == (str(path), 3)
+    # the data's file name, not its whole description (the line goes on after it: no ".;")
+    assert (
+        record.physical
+        == "the built-in calibration of h100-sxm, fitted on h100-training-steps.json"
+    )
+    # the line names the file that seeded the model, then where the coefficients' prior came
+    # from: the built-in was not made from this file, nor "on this hardware"
+    assert prior_text(record) == (
+        f"{path} (made on this hardware): 3 of its 3 stored windows, from 1 of its 1 run, "
+        f"seeded the model; prior coefficients: physical step model, {record.physical}"
+    )
 
 
 def test_a_mapping_failure_warns_once_and_changes_nothing(

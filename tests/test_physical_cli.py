@@ -114,3 +114,77 @@ def test_plan_run_scales_the_physical_step_and_merge_keeps_it() -> None:
         "fp", info, ("tos",), (), {"tos": 1e-12}, 1, "2026-12-07T00:00:01Z"
     )
     assert merge(cal, regression_only).physical == cal.physical
+
+
+def test_fit_on_a_missing_file_names_the_shared_steps_among_the_fixes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `fit ../shared/data/h100-training-steps.json` run from the wrong directory: the fix must
+    # name that data set too, not only reports and study directories
+    missing = tmp_path / "h100-training-steps.json"
+    assert cli.main(["fit", str(missing), "--out", str(tmp_path / "cal.json")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"cannot read report {missing}: expected a file there, found none." in err
+    assert "or the shared H100 steps (h100-training-steps.json" in err
+
+
+def test_predict_with_a_physical_calibration_of_another_gpu_does_not_say_drop_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Planning an H100 run from this CPU with `fit`'s calibration is what it is for: no
+    # "made on ...; this machine is ...; fix: drop calibration=..." warning (the output names
+    # the calibration's hardware already).
+    import warnings
+
+    data, out = _shared_file(tmp_path), tmp_path / "h100.json"
+    assert cli.main(["fit", str(data), "--out", str(out)]) == 0
+    capsys.readouterr()
+    argv = ["predict", "_models:TinyMLP", "--input", "8x16", "--steps", "100"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main([*argv, "--calibration", str(out)]) == 0
+    printed = capsys.readouterr()
+    messages = [str(w.message) for w in caught] + [printed.err]
+    assert not any("drop calibration" in m or "Using it as asked" in m for m in messages)
+    assert "from the physical step model of" in printed.out
+    # and, like a regression's plan, the modules by predicted joules
+    assert "top modules by predicted joules (dynamic energy, TO share):" in printed.out
+
+
+def test_a_physical_plan_lists_its_top_modules_as_the_readme_uses_them() -> None:
+    # README: `plan = plan_run(p, ..., calibration=<fit on the shared steps>)` then
+    # `plan.top_modules[0]`; the physical plan listed none (IndexError)
+    import torch
+
+    from _models import TinyMLP
+    from lightning_to_energy.calibration import builtin_calibration
+    from lightning_to_energy.counting import profile
+
+    shipped = builtin_calibration("h100-sxm")
+    assert shipped is not None and shipped.physical is not None
+    step = profile(TinyMLP(), torch.randn(8, 16), train=True, optimizer="adamw")
+    plan = plan_run(step, 1000, shipped, top=10)
+    assert plan.model == "physical" and plan.top_modules
+    # TinyMLP: fc1, act, fc2, and the loss and optimizer outside any module: all listed
+    assert math.isclose(sum(m.share for m in plan.top_modules), 1.0, rel_tol=1e-9)
+    # they share the run's dynamic energy (static power is no layer's): 1000 x (the step's
+    # energy - base_w x its time), split by TO share
+    pred = predict_step(step, PhysicalModel.from_dict(shipped.physical).params)
+    dynamic = 1000 * (pred.energy_j - pred.static_j)
+    assert sum(m.energy_j for m in plan.top_modules) == pytest.approx(dynamic)
+    assert plan.top_modules[0].tos_per_step >= plan.top_modules[-1].tos_per_step
+    assert len(plan_run(step, 1000, shipped, top=2).top_modules) == 2
+    assert plan_run(step, 1000, shipped, top=0).top_modules == ()
+
+
+def test_fit_prints_a_dimensionless_parameter_without_a_bare_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ramp_share's unit is "1" (SI for dimensionless, kept in the JSON); printed after the
+    # value it read "0.3571 1  (fitted, ...)"
+    data = _shared_file(tmp_path)
+    assert cli.main(["fit", str(data), "--out", str(tmp_path / "h100.json")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "ramp_share:" in x)
+    value = line.split("ramp_share: ")[1].split("  (")[0]
+    assert " " not in value  # the number alone, e.g. "0.3571"
+    assert float(value) > 0

@@ -763,6 +763,27 @@ def test_accuracy_counts_windows_by_source_and_warnings_list_unknown_flags() -> 
     assert "1 of 3 windows flagged 'custom'" in text
 
 
+def test_accuracy_counts_by_source_only_the_windows_it_scored() -> None:
+    # A run's last window is predicted by the fit but short: not scored (n = 1, the prior's
+    # window only), so its source must not be counted beside that 1 ("1 (fit 1, prior 1)").
+    base = make_report()
+    short = dataclasses.replace(base.windows[1], flags=(FLAG_SHORT, FLAG_OUTLIER))
+    # |110 - 100| / 100 = 0.10 over the one scored window: precision 90 %
+    accuracy = {"n": 1.0, "precision_pct": 90.0, "mape": 0.1, "median_rel_err": 0.1}
+    report = dataclasses.replace(
+        base, windows=(base.windows[0], short, base.windows[2]), accuracy=accuracy
+    )
+    text = " ".join(render_text(report).split())
+    assert "1 (prior 1)" in text
+    assert "fit 1" not in text
+    # and the summary's line is in the singular: 1 window
+    from lightning_to_energy.reporting.console import summary_lines
+
+    assert "  predicted before measuring: precision 90.0 %, median error 10.0 % over 1 window" in (
+        summary_lines(report)
+    )
+
+
 def test_summary_is_short_names_the_joules_kind_and_leaves_the_identifiability_note_out() -> None:
     from lightning_to_energy.reporting.console import SUMMARY_MAX_LINES, summary_lines
 

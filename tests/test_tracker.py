@@ -607,6 +607,40 @@ def test_an_estimated_run_says_in_its_report_why_no_calibration_was_saved_and_wh
     assert tracker.calibration_path is None and not where.exists()
 
 
+def test_windows_below_the_sensors_minimum_say_to_lengthen_them_not_to_train_longer(
+    tmp_path: Path,
+) -> None:
+    # window_s=1 against a sensor whose joules are trustworthy over 2 s: every window is
+    # short, however long the run; "Fix: train longer" would never help
+    from lightning_to_energy.notices import EnergyWarning
+    from lightning_to_energy.sensors.base import SensorKind
+
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    sensor = FakeSensor(
+        "gpu:0", power_w=5.0, clock=clock, kind=SensorKind.COUNTER, min_window_s=2.0
+    )
+    with pytest.warns(EnergyWarning, match="below the minimum trustworthy window"):
+        tracker = EnergyTracker(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            sensors=[sensor],
+            window_s=1.0,
+            calibration=tmp_path / "cal.json",
+            clock=clock,
+        )
+        tracker.start()
+    _loop(tracker, model, clock, steps=40, dt=0.25)  # 10 windows of 1 s, all short
+    report = tracker.finish()
+    notes = [w for w in report.warnings if w.startswith("no calibration saved")]
+    assert len(notes) == 1
+    assert f"no calibration saved to {tmp_path / 'cal.json'}: no window was fitted" in notes[0]
+    # the windows (1 s) are shorter than gpu:0's 2 s minimum: that is the fix
+    assert "every window was shorter than the 2 s a sensor needs (window_s=1 s)" in notes[0]
+    assert "Fix: leave window_s unset, or pass window_s >= 2." in notes[0]
+    assert "train longer" not in notes[0]
+
+
 def test_a_run_records_where_its_calibration_was_saved(tmp_path: Path) -> None:
     clock = Clock()
     model = nn.Linear(4, 3)

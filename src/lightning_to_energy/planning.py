@@ -394,7 +394,7 @@ def plan_run(
             "unreadable: see its warning), or train once with TOEnergy on that hardware."
         )
     if calibration.physical is not None:
-        return _plan_physical(step, steps, calibration)
+        return _plan_physical(step, steps, calibration, max(top, 0))
     if not calibration.windows:
         # NB: without windows the model is its stored coefficients alone, with no measured
         # error behind its interval: a calibration saved before any fit plans 0 J, "exactly".
@@ -479,11 +479,14 @@ def plan_run(
     )
 
 
-def _plan_physical(step: StepProfile, steps: int, calibration: Calibration) -> RunPlan:
+def _plan_physical(
+    step: StepProfile, steps: int, calibration: Calibration, top: int = 5
+) -> RunPlan:
     """The run planned with the calibration's physical step model and its measured interval.
 
     A step's model error is systematic (the same step repeats), so the run's interval is the
-    step's interval times ``steps``.
+    step's interval times ``steps``. The ``top`` modules share the run's dynamic energy (all
+    but base power x time, as in the regression's plan) by their TOs.
     """
     from lightning_to_energy.model import PhysicalModel
 
@@ -504,6 +507,7 @@ def _plan_physical(step: StepProfile, steps: int, calibration: Calibration) -> R
         hardware=model.target,
         calibration_hardware=calibration.hardware.label,
         calibration_windows=0,
+        top_modules=_rank_modules(step, (pred.energy_j - pred.static_j) * steps, top),
         interval_basis=planned.basis,
         calibration_runs=calibration.n_runs,
         step_time_source=STEP_TIME_MODEL,
@@ -609,7 +613,13 @@ def _top_modules(
     dynamic = {
         f: (0.0 if f in _TIME_FEATURES else per_step[f] * steps) for f in model.feature_names
     }
-    energy = model.predict(dynamic).energy_j or 0.0
+    return _rank_modules(step, model.predict(dynamic).energy_j or 0.0, top)
+
+
+def _rank_modules(step: StepProfile, energy: float, top: int) -> tuple[ModulePlan, ...]:
+    """The ``top`` modules by TOs, each with its TO share of the run's dynamic ``energy``."""
+    if top <= 0 or not step.tos:
+        return ()
     ranked = sorted(step.by_module.items(), key=lambda kv: kv[1].tos, reverse=True)[:top]
     return tuple(
         ModulePlan(name, float(t.tos), t.tos / step.tos, energy * t.tos / step.tos)

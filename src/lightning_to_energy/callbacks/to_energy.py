@@ -116,7 +116,11 @@ class TOEnergy(Callback):
         calibration: ``"auto"`` (per-hardware store in the user cache directory), a JSON
             file path (a calibration saved by ``TOEnergy`` or written by
             ``lightning-to-energy fit --out FILE``; created at the end when missing), or
-            ``None``.
+            ``None``. On a GPU of the hardware table the first window is predicted from the
+            physical step model: the calibration's own (``calibrate``, ``fit`` on the shared
+            steps), else the built-in calibration of that GPU (``h100-sxm``; a saved
+            regression's windows still seed the model), else its datasheet priors; the
+            report's prior line names which (``docs/regression.md``).
         cost_model: a :class:`CostModel`, or a TOML/JSON file of overrides.
         recheck_every: count one step in this many of a cached signature (1 counts every
             step; the default 1000 re-counts after 999 replays).

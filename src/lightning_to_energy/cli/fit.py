@@ -148,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
         except FileNotFoundError:
             raise CliError(
                 f"cannot read report {path}: expected a file there, found none. Fix: pass the "
-                "energy_report.json a run wrote (or its log directory), or a study directory."
+                "energy_report.json a run wrote (or its log directory), a study directory, or "
+                "the shared H100 steps (h100-training-steps.json, in shared/data beside the "
+                "repository)."
             ) from None
         except (OSError, ReportFormatError) as exc:
             raise CliError(f"cannot read report {path}: {exc}") from None
@@ -562,7 +564,8 @@ def _run_shared(args: argparse.Namespace, path: Path) -> int:
             if s["ci95"]
             else s["source"]
         )
-        print(f"  {name:>28}: {s['value']:.4g} {s['unit']}  ({how})")
+        unit = "" if s["unit"] == "1" else f" {s['unit']}"  # "1": dimensionless (SI)
+        print(f"  {name:>28}: {s['value']:.4g}{unit}  ({how})")
     for target, sc in shared.scores.items():
         print(
             f"held out by shape, {target}: precision {sc['precision_pct']:.2f} %  "

@@ -54,7 +54,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         choices=PRECISIONS,
         help="compute format, as for `profile` (fp8 and int8 are counted where a model uses them)",
     )
-    parser.add_argument("--optimizer", default="adamw", choices=("sgd", "adam", "adamw"))
+    parser.add_argument(
+        "--optimizer",
+        default="adamw",
+        choices=("sgd", "adam", "adamw"),
+        help="optimizer of the counted step (default: adamw)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument(
         "--step-time",
@@ -138,7 +143,10 @@ def run(args: argparse.Namespace) -> int:
     if calibration is None and builtin is not None:  # nothing cached for this GPU
         calibration = builtin
     from_builtin = builtin is not None and calibration is builtin
-    if calibration is not None:
+    # A physical model plans its own target from any machine (the output names the hardware
+    # it was made on): "made on other hardware; drop it" is its use, not news. A regression's
+    # windows measured that machine only, so for one of those the store's warning stands.
+    if calibration is not None and calibration.physical is None:
         for w in caught:  # a usable file of other hardware: a note, not a fault
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     unusable = "; ".join(str(w.message) for w in caught)
@@ -156,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
             "--calibration FILE written by `lightning-to-energy fit --out FILE` or saved by "
             "TOEnergy, or drop --calibration to use this hardware's own."
         )
+    if calibration is None and args.hardware:
+        _refuse_target_without_calibration(args.hardware, hardware)
     if calibration is None:
         where = store.path_for(fingerprint)
         found = f"one it could not use: {unusable}" if unusable else "none"
@@ -304,6 +314,7 @@ def run(args: argparse.Namespace) -> int:
         )
         for note in notes:
             print(f"note: {note}")
+        _print_top_modules(plan.top_modules)
         return 0
     print(
         f"{args.target}: {args.steps} steps x {format_si(plan.tos_per_step, 'TO')} and {timing}\n"
@@ -315,11 +326,18 @@ def run(args: argparse.Namespace) -> int:
     )
     for note in notes:
         print(f"note: {note}")
-    if plan.top_modules:
-        print("top modules by predicted joules (dynamic energy, TO share):")
-        for m in plan.top_modules:
-            print(f"  {m.name:<32} {format_si(m.energy_j, 'J'):>10}  {m.share:.1%}")
+    _print_top_modules(plan.top_modules)
     return 0
+
+
+def _print_top_modules(modules: Any) -> None:
+    """The plan's modules by predicted joules (nothing when there are none)."""
+    from lightning_to_energy.reporting.format import format_si
+
+    if modules:
+        print("top modules by predicted joules (dynamic energy, TO share):")
+        for m in modules:
+            print(f"  {m.name:<32} {format_si(m.energy_j, 'J'):>10}  {m.share:.1%}")
 
 
 def _step_time(
@@ -441,6 +459,32 @@ def _builtin_for(args: argparse.Namespace, here: Any) -> tuple[str, Any]:
         return "", builtin_calibration(here_key) if here_key else None
     except ValueError as exc:
         raise CliError(str(exc)) from None
+
+
+def _refuse_target_without_calibration(target: str, here: Any) -> None:
+    """With no calibration at all, a ``--target`` of other hardware than this machine (or one
+    the table lacks) is refused for what it is: training here would not calibrate it."""
+    from lightning_to_energy.calibration.builtin import builtin_keys
+    from lightning_to_energy.hardware.specs import find_hardware
+
+    try:
+        spec = find_hardware(target)
+    except ValueError as exc:  # names the table's keys
+        raise CliError(str(exc)) from None
+    try:
+        here_key = find_hardware(here.gpus[0]).key if here.gpus else None
+    except ValueError:
+        here_key = None
+    key = spec.key
+    if spec.kind != "gpu" or key == here_key:
+        return  # a CPU, or this machine's own GPU: training here would calibrate it
+    shipped = builtin_keys()
+    raise CliError(
+        f"expected a calibration for --target {key}, found none: none was given and none "
+        f"ships for it (the package ships {', '.join(shipped) or 'none'}). Fix: on that GPU run "
+        "`lightning-to-energy calibrate --out FILE` and pass --calibration FILE"
+        + (f", or plan for --target {shipped[0]}." if shipped else ".")
+    )
 
 
 def _same_hardware(spec: Any, calibration: Any) -> bool:

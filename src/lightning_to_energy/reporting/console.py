@@ -24,6 +24,7 @@ from lightning_to_energy.reporting.records import (
     FLAG_UNMEASURED,
     EnergyReport,
     PriorRecord,
+    fit_worthy,
 )
 from lightning_to_energy.sensors.base import energy_word
 
@@ -303,7 +304,9 @@ def _section_accuracy(report: EnergyReport) -> RenderableType:
     n = acc.get("n")
     sources: dict[str, int] = {}
     for w in report.windows:
-        if w.predicted_j is not None:
+        # the windows the accuracy scored: predicted, then fitted (a short window's prediction
+        # is not scored, so its source beside n would contradict it)
+        if w.predicted_j is not None and fit_worthy(w.measured_j, w.flags):
             sources[w.prediction_source] = sources.get(w.prediction_source, 0) + 1
     # Totals compared over the same windows: those with both a prediction and a measurement.
     paired = [
@@ -364,8 +367,12 @@ def prior_text(prior: PriorRecord) -> str:
         f"stored windows, from {prior.seed_runs:,} of its {prior.stored_runs:,} "
         f"run{'' if prior.stored_runs == 1 else 's'}, seeded the model"
     )
-    if physical:
-        text = f"{physical} ({made})" + (f"; {seeded}" if prior.seed_windows else "")
+    if physical and not prior.seed_windows:  # the file's physical model alone
+        text = f"{physical} ({made})"
+    elif physical:
+        # The file seeded the model; the prior's coefficients came from a physical model (the
+        # file's own, or a built-in one that was made neither from it nor on this hardware).
+        text = f"{prior.source} ({made}): {seeded}; prior coefficients: {physical}"
     else:
         text = f"{prior.source} ({made}): {seeded}"
     parts = [text, *(p for p in (prior.note, why) if p)]
@@ -663,7 +670,7 @@ def summary_lines(report: EnergyReport, *, max_modules: int = 3) -> list[str]:
         lines.append(
             f"  predicted before measuring: precision {precision:.1f} %, median error "
             f"{_format_pct(acc.get('median_rel_err'))}"
-            + (f" over {int(n):,} windows" if math.isfinite(n) else "")
+            + (f" over {int(n):,} window{'' if int(n) == 1 else 's'}" if math.isfinite(n) else "")
         )
     train = report.loops.get("train")
     if train is not None and train.steps > 0:

@@ -97,10 +97,20 @@ def load_shared_data(path: str | os.PathLike[str]) -> SharedData:
     """Read ``h100-training-steps.json``.
 
     Raises:
-        ValueError: the file is not that data set (no ``configs`` list with the fields above).
+        ValueError: no file at ``path``, or it is not that data set (no ``configs`` list with
+            the fields above).
     """
-    with open(path, encoding="utf-8") as f:
-        raw = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        # a relative default (../shared/data) misses from any other directory: say where
+        where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
+        raise ValueError(
+            f"shared data {os.fspath(path)!r}{where}: expected the shared H100 training steps "
+            "(h100-training-steps.json) there, found no file there; fix: pass its path (it "
+            "lives in shared/data beside the repository)"
+        ) from None
     if not isinstance(raw, dict) or not isinstance(raw.get("configs"), list):
         raise ValueError(
             f"shared data {os.fspath(path)!r}: expected a JSON object with a 'configs' list "

@@ -181,7 +181,16 @@ class CalibrationLink:
             )
             return
         if model.n_updates == 0:
-            if sensors:
+            needed_s = max((float(s.min_window_s) for s in sensors), default=0.0)
+            if sensors and window_s < needed_s:
+                # every window is short however long the run: the window is the fix
+                self.notes.note_once(
+                    "calibration-unsaved",
+                    f"no calibration saved to {where}: no window was fitted (every window was "
+                    f"shorter than the {needed_s:g} s a sensor needs (window_s={window_s:g} s)). "
+                    f"Fix: leave window_s unset, or pass window_s >= {needed_s:g}.",
+                )
+            elif sensors:
                 self.notes.note_once(
                     "calibration-unsaved",
                     f"no calibration saved to {where}: no window was fitted (the run was "

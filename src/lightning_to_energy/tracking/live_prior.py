@@ -5,13 +5,16 @@ Where the prior comes from, in this order (chosen at the start, once the calibra
 a. the calibration carries a physical model whose ``target`` is this run's hardware key: its
    parameters, at a strength from its held-out interval (:func:`calibrated_strength`); a
    regression calibration that also carries one keeps seeding the model with its windows;
-b. no usable calibration, and the package ships a calibration for the run's GPU
-   (:func:`~lightning_to_energy.calibration.builtin_calibration`, e.g. ``h100-sxm``): its
-   physical model, at the strength of its held-out interval, as in (a);
+b. no physical model for this hardware in the calibration, and the package ships a calibration
+   for the run's GPU (:func:`~lightning_to_energy.calibration.builtin_calibration`, e.g.
+   ``h100-sxm``): its physical model, at the strength of its held-out interval, as in (a); a
+   regression calibration (an earlier run's save) keeps seeding the model with its windows, as
+   in (a): its own coefficients are not identifiable off the models it saw;
 c. no usable calibration, and the run's device is a GPU of the hardware table: its datasheet
    priors (:func:`~lightning_to_energy.model.prior_for`), as weak as the regression's default;
 d. otherwise (a CPU without a physical calibration, an unknown device, a regression calibration
-   without a physical model, ``calibration=None``): what the calibration link did, unchanged.
+   without a physical model on a GPU without a built-in one, ``calibration=None``): what the
+   calibration link did, unchanged.
 
 The mapping to the regression's coefficients needs a counted step, so the prior is set when the
 first step's profile is known and before any window is fitted (:meth:`LivePriorLink.apply`,
@@ -109,7 +112,7 @@ class LivePriorLink:
                 self.source = PhysicalSource(
                     physical.params,
                     f"{link.where}'s physical model fitted on "
-                    f"{physical.source or 'unnamed data'} ({physical.target})",
+                    f"{_data_name(physical.source, 'unnamed data')} ({physical.target})",
                     calibrated_strength(physical.energy_log_halfwidth),
                     calibrated=True,
                 )
@@ -124,27 +127,37 @@ class LivePriorLink:
                 f"{why}, so it is not used. Fix: calibrate this hardware (`lightning-to-energy "
                 f"calibrate`), or pass the calibration of {physical.target!r} only there.",
             )
-        if link.used:  # a regression calibration: today's prior and seeds
+        gpu = spec if spec is not None and spec.kind == "gpu" else None
+        shipped = builtin_calibration(gpu.key) if gpu is not None else None
+        if gpu is not None and shipped is not None and shipped.physical is not None:
+            # Also under a regression calibration (which keeps seeding the model with its
+            # windows): its coefficients, fitted on runs of a few models, are not identifiable
+            # (docs/regression.md), so off those models they extrapolate; the built-in's were
+            # fitted on 54 measured steps. The seeds outweigh it wherever they pin anything.
+            physical = PhysicalModel.from_dict(shipped.physical)
+            self.source = PhysicalSource(
+                physical.params,
+                "the built-in calibration of "
+                f"{gpu.key}, fitted on {_data_name(physical.source, 'published measurements')}",
+                calibrated_strength(physical.energy_log_halfwidth),
+            )  # not calibrated=True: the report's source stays the run's calibration file
             self._say_why(why)
             return
-        if spec is not None and spec.kind == "gpu":
-            shipped = builtin_calibration(spec.key)
-            if shipped is not None and shipped.physical is not None:
-                physical = PhysicalModel.from_dict(shipped.physical)
-                self.source = PhysicalSource(
-                    physical.params,
-                    f"the built-in calibration of {spec.key}, fitted on "
-                    f"{physical.source or 'published measurements'}",
-                    calibrated_strength(physical.energy_log_halfwidth),
-                )  # not calibrated=True: the report's source stays the run's calibration file
-                self._say_why(why)
-                return
+        if link.used:  # a regression calibration: its prior and seeds, over datasheet priors
+            if not why and gpu is not None:
+                why = (
+                    f"{link.where}'s regression coefficients (measured windows) are kept over "
+                    f"the datasheet priors of {gpu.key}"
+                )
+            self._say_why(why)
+            return
+        if gpu is not None:
             try:
-                params = prior_for(spec)
+                params = prior_for(gpu)
             except Exception as exc:  # never let a prior stop training
-                self._say_why(f"the datasheet priors of {spec.key} failed: {exc}")
+                self._say_why(f"the datasheet priors of {gpu.key} failed: {exc}")
                 return
-            label = f"datasheet priors for {spec.name} ({spec.key})"
+            label = f"datasheet priors for {gpu.name} ({gpu.key})"
             self.source = PhysicalSource(params, label, DATASHEET_STRENGTH)
             self._say_why(why)  # the calibration's physical model, when it was for another target
             return
@@ -212,3 +225,10 @@ class LivePriorLink:
     def _say_why(self, why: str) -> None:
         if why and self.link.prior is not None and not self.link.prior_restored:
             self.link.prior = replace(self.link.prior, physical_note=why)
+
+
+def _data_name(source: str, default: str) -> str:
+    """What a physical model was fitted on, short: the data's file name, not its whole
+    description (``"h100-training-steps.json: Measured energy ... 2026-11-25."``), since the
+    report's prior line goes on after it."""
+    return (source or default).split(": ")[0].rstrip(" .") or default
