@@ -428,6 +428,29 @@ def test_bar_at_120_columns_shows_each_item_whole_and_the_summary_once_after_it(
     assert f"full report: lightning-to-energy report {tmp_path / 'energy_report.json'}" in out
 
 
+def test_the_bar_ends_on_the_runs_energy_validation_included(tmp_path: Path) -> None:
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=40.0)
+    progress = TQDMProgressBar()
+    trainer = _trainer(
+        tmp_path,
+        [AdvanceClock(clock, low=0.5, high=0.5), energy, progress],
+        enable_progress_bar=True,
+        max_epochs=2,
+    )
+    data = Rows(64)
+    # per epoch 4 train steps and 4 validation steps of 0.5 s each, after the last train batch
+    trainer.fit(Tiny(), DataLoader(data, batch_size=16), DataLoader(data, batch_size=16))
+    report = energy.report
+    assert report is not None
+    # 2 epochs x 8 steps x 0.5 s x 40 W = 320 J, every joule of it in a closed window
+    assert sum(w.measured_j or 0.0 for w in report.windows) == pytest.approx(320.0)
+    # the bar's last value is the run's, shown in kJ: 0.320 (it read 0.240 when the bar was
+    # given its items at train batch ends only: 320 J less the second epoch's validation,
+    # 4 x 0.5 s x 40 W = 80 J)
+    assert float(trainer.progress_bar_metrics["energy_kJ"]) == pytest.approx(0.320)
+
+
 def test_verbose_prints_the_full_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     clock = FakeClock()
     energy = _fake_energy(

@@ -262,6 +262,8 @@ class TOEnergy(Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.tracker is not None:
             self._log_window(trainer, self.tracker.close_window(boundary=True))
+        if self._log.bar_due:  # windows closed since the epoch's last batch (its validation)
+            self._log.show_in_bar(self.tracker, pl_module, epoch_end=True)
 
     # --- validation and test steps --------------------------------------------------------
 

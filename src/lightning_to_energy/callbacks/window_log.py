@@ -48,13 +48,18 @@ class WindowLog:
         """Restored windows were logged by the run that closed them: never log them again."""
         self.logged_index = tracker.windows[-1].index if tracker.windows else -1
 
-    def show_in_bar(self, tracker: EnergyTracker | None, pl_module: LightningModule) -> None:
+    def show_in_bar(
+        self, tracker: EnergyTracker | None, pl_module: LightningModule, *, epoch_end: bool = False
+    ) -> None:
         """Hand the bar its items through ``pl_module.log(prog_bar=True, logger=False)``.
 
         Called from ``on_train_batch_end`` (the train hook where a callback may log per step)
         once a window has closed since the last call: Lightning keeps a logged bar value until
         it is logged again, so the numbers stay between window closes and across epochs, in
         the TQDM and the Rich bar alike, and the bar itself is left as Lightning built it.
+        Also from ``on_train_epoch_end`` (``epoch_end``, where Lightning takes epoch-level
+        values only): the validation after an epoch's last batch is in the bar before the bar
+        draws its last line, not only in the summary.
         """
         self.bar_due = False
         if tracker is None:
@@ -75,8 +80,8 @@ class WindowLog:
                 torch.tensor(value, dtype=torch.float64),
                 prog_bar=True,
                 logger=False,
-                on_step=True,
-                on_epoch=False,
+                on_step=not epoch_end,
+                on_epoch=epoch_end,
                 batch_size=1,
             )
 
