@@ -264,6 +264,22 @@ def test_from_path_uses_the_given_file_whatever_the_hardware(tmp_path: Path) -> 
     assert store.load(hardware_fingerprint(H100)) is not None
 
 
+def test_a_physical_model_alone_travels_to_other_machines_without_a_warning(
+    tmp_path: Path,
+) -> None:
+    import warnings
+
+    from lightning_to_energy.calibration import BUILTIN_DIR
+
+    # the shipped H100 model: a physical model, no regression windows, made on another machine
+    store = CalibrationStore.from_path(BUILTIN_DIR / "h100-sxm.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalibrationWarning)
+        loaded = store.load("some-other-machine-0123456789")
+    assert loaded is not None and loaded.physical is not None and not loaded.windows
+    # a file with regression windows of another machine still says so (see the test above)
+
+
 def test_to_prior_and_seeded_model_predict_from_the_first_window() -> None:
     merged = cal_mod.merge(calib(RUN_A, "run-a"), calib(RUN_B, "run-b"))
     prior = merged.to_prior(("duration_s", "tos", "bytes"))
