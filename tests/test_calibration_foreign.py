@@ -78,3 +78,24 @@ def test_a_tracker_given_another_machines_calibration_leaves_it_unchanged(tmp_pa
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert tracker.calibration_path == tmp_path / f"h100.{hardware_fingerprint(here)}.json"
     assert any("saved beside it" in w for w in tracker.build_report().warnings)
+
+
+def test_the_file_saved_beside_keeps_the_given_files_physical_model(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from lightning_to_energy.calibration import BUILTIN_DIR
+
+    # a `calibrate --out` file of an H100 machine (its physical model), used on this Xeon
+    shipped = Calibration.read(BUILTIN_DIR / "h100-sxm.json")
+    path = tmp_path / "h100.json"
+    assert CalibrationStore.from_path(path).save(replace(shipped, runs=(), n_runs=0)) == path
+    before = path.read_bytes()
+    store = CalibrationStore.from_path(path)
+    with pytest.warns(CalibrationWarning, match="saved beside it"):
+        written = store.save(Calibration.from_model(RUN_B, XEON, run_id="xeon-run"))
+    assert written == tmp_path / f"h100.{hardware_fingerprint(XEON)}.json"
+    assert path.read_bytes() == before  # the given file untouched
+    saved = CalibrationStore.from_path(written).load(hardware_fingerprint(XEON))
+    # the file the warning says to pass next holds this run's windows and the physical model
+    assert saved is not None and {w.run_id for w in saved.windows} == {"xeon-run"}
+    assert saved.physical == shipped.physical

@@ -249,6 +249,10 @@ class CalibrationStore:
                     beside = self._beside(path, disk, calibration)
                     if beside is None:
                         return None
+                    if calibration.physical is None and disk.physical is not None:
+                        # the file given carried a physical model (calibrate's, say): the one
+                        # beside it, which the warning tells the user to pass next, keeps it
+                        calibration = replace(calibration, physical=disk.physical)
                     path, disk = beside
                 if isinstance(disk, Calibration):
                     merged = merge(disk, calibration, self.max_windows)
