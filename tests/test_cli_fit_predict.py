@@ -582,10 +582,10 @@ def test_predict_with_an_unknown_hardware_key_exits_2_listing_the_known_ones(
         (["--steps", "10", "--step-time", "0"], "expected --step-time > 0 seconds"),
         # inf passed the check and failed later as a window "feature", with a fix about windows
         (["--steps", "10", "--step-time", "inf"], "found inf. Fix: the target machine's"),
-        # a measured-time calibration: --hardware would change nothing, and said nothing
+        # a measured-time calibration cannot plan another hardware's run, and says so
         (
             ["--steps", "10", "--step-time", "0.01", "--hardware", "h100-sxm"],
-            "--hardware applies to calibrations fitted on roofline_s",
+            "expected, with --target/--hardware h100-sxm, a calibration that can plan other",
         ),
     ],
 )
@@ -1107,7 +1107,7 @@ def test_predict_for_other_hardware_than_the_calibrations_says_only_the_roofline
     )  # fmt: skip
     assert (code, err) == (0, "")
     here = HardwareInfo.detect().label
-    assert f"note: --hardware h100-sxm: the calibration was measured on {here}" in out
+    assert f"note: --target/--hardware h100-sxm: the calibration was measured on {here}" in out
     assert "only its roofline time term changes" in out
     # on its own hardware there is nothing to say
     code, out, _ = run(

@@ -185,12 +185,17 @@ def run(args: argparse.Namespace) -> int:
     if calibration.physical is not None and not args.hardware:
         args.hardware = str(calibration.physical["target"])
     if args.hardware and "roofline_s" not in names and not physical:
+        from lightning_to_energy.calibration.builtin import builtin_keys
+
+        shipped = ", ".join(builtin_keys())
         raise CliError(
-            f"--hardware applies to calibrations fitted on roofline_s; this one "
-            f"({calibration.hardware.label}) uses measured step time ({list(names)}), so "
-            f"--hardware {args.hardware} would change nothing. Fix: drop --hardware (and pass "
-            "--step-time S for the target machine), or use a roofline calibration "
-            "(`lightning-to-energy fit REPORT... --roofline --out FILE`)."
+            f"expected, with --target/--hardware {args.hardware}, a calibration that can plan "
+            f"other hardware (a physical step model, or one fitted on roofline_s); found "
+            f"{calibration.hardware.label}'s, on its own measured step time ({list(names)}). "
+            "Fix: drop --target and pass --step-time S for that machine; or pass a calibration "
+            "of the target (`lightning-to-energy calibrate --out FILE` on it, or `fit REPORT... "
+            f"--roofline --out FILE`); or, for {shipped}, drop --calibration to use the "
+            "built-in one."
         )
     spec = None
     if "roofline_s" in names:
@@ -203,12 +208,12 @@ def run(args: argparse.Namespace) -> int:
                 else calibration_hardware(calibration, same_machine=same_machine)
             )
         except ValueError as exc:
-            raise CliError(f"{exc} (or pass --hardware KEY)") from None
+            raise CliError(f"{exc} (or pass --target KEY)") from None
     if args.hardware and "duration_s" in names and args.step_time is None:
         raise CliError(
-            f"--hardware {args.hardware} counts the step on meta tensors, which cannot be timed, "
-            "and this calibration uses measured step time. Fix: pass --step-time S for that "
-            "hardware."
+            f"--target/--hardware {args.hardware} counts the step on meta tensors, which cannot "
+            "be timed, and this calibration uses measured step time. Fix: pass --step-time S "
+            "for that hardware."
         )
     # --hardware / --target also decides what is counted: the step as that hardware runs it
     count_for = resolve_target_arg(args.hardware)
@@ -419,7 +424,7 @@ def _notes(
     if spec is not None and args.hardware and not _same_hardware(spec, calibration):
         # A roofline calibration may be moved: only its time term follows the new hardware.
         notes.append(
-            f"--hardware {args.hardware}: the calibration was measured on {made_on}; for "
+            f"--target/--hardware {args.hardware}: the calibration was measured on {made_on}; for "
             f"{spec.name} only its roofline time term changes, its coefficients (joules per TO, "
             f"watts) remain {made_on}'s. Fix: fit a calibration on {spec.name}'s own runs."
         )
