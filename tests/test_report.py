@@ -875,3 +875,6 @@ def test_the_totals_table_says_measured_only_when_every_sensor_measured() -> Non
     assert report_kind(counted) == "counter"
     header = next(line for line in render_text(counted).splitlines() if "┃ loop" in line)
     assert "measured" in header
+    # the accuracy's caption: against estimated joules, it says what "measured" stands for
+    assert "'measured' here: the sensor's estimated joules" in " ".join(text.split())
+    assert "'measured' here" not in render_text(counted)

@@ -325,10 +325,13 @@ def _section_accuracy(report: EnergyReport) -> RenderableType:
         Text(n_text),
         _format_pct(_ratio(sum(p for p, _ in paired), sum(m for _, m in paired))),
     )
+    word = energy_word(report_kind(report))
     table.caption = (
         "precision = 100 × (1 − MAPE), MAPE = mean of |predicted − measured| / measured over "
         "windows predicted before their measurement was seen (prequential); errors are relative; "
         "Σ ratio over windows with both numbers"
+        # an estimate scores the model against the estimate, not against the hardware
+        + ("" if word == "measured" else f"; 'measured' here: the sensor's {word} joules")
     )
     if report.prior is None:  # an older report: it did not record its prior
         return table
