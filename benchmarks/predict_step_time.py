@@ -166,10 +166,15 @@ def predict(calibration: Path, *extra: str) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--steps", type=int, default=300, help="steps per Lightning run")
     parser.add_argument("--runs", type=int, default=3, help="measured runs after calibrating")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="where the runs train"
+    )
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
     parser.add_argument(
         "--threads",
