@@ -103,13 +103,19 @@ def test_widening_ratio_by_hand() -> None:
 class _ToyPredictor:
     """Every configuration measures (1 s, 1 J). Predicted from its own family (an unseen shape),
     it is off by ``A`` in log space; from other families only, by ``B[its family]`` (time too
-    high, energy too low: the sign must not matter)."""
+    high, energy too low: the sign must not matter). A family held out is an extrapolation of
+    the others when it is in ``novel`` (a format they never ran)."""
 
     A = 0.1
     B: ClassVar[dict[str, float]] = {"a": 0.2, "b": 0.3, "c": 5.0}
 
-    def __init__(self, families: Sequence[str]) -> None:
+    def __init__(self, families: Sequence[str], novel: Sequence[str] = ("a", "b", "c")) -> None:
         self.families = list(families)
+        self.novel = set(novel)
+
+    def outside(self, train: Sequence[int], test: Sequence[int]) -> list[bool]:
+        seen = {self.families[i] for i in train}
+        return [self.families[i] in self.novel and self.families[i] not in seen for i in test]
 
     def __call__(self, train: Sequence[int], test: Sequence[int]) -> np.ndarray:
         seen = {self.families[i] for i in train}
@@ -135,7 +141,7 @@ def test_the_nested_widening_never_sees_the_family_it_is_scored_on() -> None:
     # without a: 5 of 0.3 (b) and 5 of 5.0 (c) -> 5.0 / 0.1 = 50; c's own error sizes a and b
     assert nested["a"].time == pytest.approx(50.0)
     assert nested["b"].energy == pytest.approx(50.0)
-    assert "measured" in nested["c"].basis and "10 configurations (2 families)" in nested["c"].basis
+    assert "measured" in nested["c"].basis and "10 held-out extrapolations" in nested["c"].basis
     # c's own errors never size c's widening: make them 10x worse, and only a's and b's move
     worse = _ToyPredictor(families)
     worse.B = {"a": 0.2, "b": 0.3, "c": 50.0}
@@ -146,6 +152,25 @@ def test_the_nested_widening_never_sees_the_family_it_is_scored_on() -> None:
     # on all 15: 5 of 0.2, 0.3 and 5.0 each; ceil(16 x 0.9) = 15th smallest = 5.0 -> 50
     everything = measure_widening(toy, measured, shapes, families, level=0.9)
     assert everything.time == pytest.approx(50.0)
+
+
+def test_only_extrapolations_size_the_widening() -> None:
+    families = ["a"] * 10 + ["b"] * 10 + ["c"] * 10
+    shapes = [f"s{i}" for i in range(30)]
+    measured = np.ones((30, 2))
+    # only c runs a format the others never ran
+    toy = _ToyPredictor(families, novel=("c",))
+    nested = nested_widening(toy, measured, shapes, families, level=0.9)
+    # without a: held out by family, only c's 10 errors of 5.0 are extrapolations (b's 0.3 are
+    # not): the ceil(11 x 0.9) = 10th smallest is 5.0; leave one shape out 0.1; 5.0 / 0.1 = 50
+    assert nested["a"].time == pytest.approx(50.0)
+    # without c: a and b are no extrapolation of each other: nothing measured, the stated x2
+    assert nested["c"].time == nested["c"].energy == EXTRAPOLATION_WIDENING
+    assert "no held-out family was an extrapolation" in nested["c"].basis
+    # sized on every held-out step instead (the variant first tried): 10 of 0.2 and 10 of 0.3,
+    # the ceil(21 x 0.9) = 19th smallest is 0.3; 0.3 / 0.1 = 3
+    every = nested_widening(toy, measured, shapes, families, level=0.9, only_extrapolations=False)
+    assert every["c"].time == pytest.approx(3.0)
 
 
 def test_one_family_falls_back_to_the_stated_factor_and_says_so() -> None:
