@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         prior,
         extra=extra,
         splits=args.splits.split(","),
+        target=args.hardware,
         progress=lambda m: print(m, file=sys.stderr),
     )
     fit = fit_physical(samples + extra, prior)

@@ -43,6 +43,7 @@ __all__ = [
     "FORMAT",
     "KEYED",
     "SCALARS",
+    "STATED_WIDENING_BASIS",
     "TIME_PREFIXES",
     "UNITS",
     "VERSION",
@@ -612,8 +613,12 @@ def _prior_of(target: str) -> PhysicalParams | None:
 # --- a calibrated model: parameters, the range they were fitted on, and measured intervals -----
 
 EXTRAPOLATION_WIDENING = 2.0
-"""Factor on the log half width of an interval outside the calibration's range (stated, not
-measured: nothing measured lies there)."""
+"""The stated factor on the log half width of an interval outside the calibration's range, for
+a model that carries no measured one (a file written before the widening was measured, or data
+with fewer than two families to hold out): nothing measured lies there."""
+STATED_WIDENING_BASIS = (
+    f"stated x{EXTRAPOLATION_WIDENING:g}, not measured (no held-out family to measure it on)"
+)
 _SIZE_MARGIN = 10.0  # "10x larger (or smaller)" than any calibrated step is an extrapolation
 
 
@@ -627,7 +632,8 @@ class PlannedStep:
         energy_low_j, energy_high_j: the energy interval.
         level: the intervals' nominal coverage (0.9).
         extrapolation: why the step lies outside the calibration's range (empty inside it);
-            the intervals are then widened by :data:`EXTRAPOLATION_WIDENING` in log space.
+            the intervals are then widened in log space by the model's
+            ``time_widening`` / ``energy_widening``.
         basis: what the intervals rest on, in words.
     """
 
@@ -656,6 +662,11 @@ class PhysicalModel:
         flops_range: the smallest and largest FLOPs per calibrated step.
         kernels_range: the fewest and most kernels per calibrated step.
         source: the data the model was fitted on.
+        time_widening, energy_widening: factors (>= 1) on the log half widths for a step outside
+            the calibrated range; measured where the data hold several families (the ratio of
+            the leave-one-family-out to the leave-one-shape-out half width), else
+            :data:`EXTRAPOLATION_WIDENING` (stated).
+        widening_basis: how the widening factors were obtained, in words.
     """
 
     params: PhysicalParams
@@ -668,6 +679,20 @@ class PhysicalModel:
     flops_range: tuple[float, float]
     kernels_range: tuple[float, float]
     source: str = ""
+    time_widening: float = EXTRAPOLATION_WIDENING
+    energy_widening: float = EXTRAPOLATION_WIDENING
+    widening_basis: str = STATED_WIDENING_BASIS
+
+    def __post_init__(self) -> None:
+        for name in ("time_widening", "energy_widening"):
+            value = getattr(self, name)
+            # below 1 an extrapolation would get a narrower interval than a calibrated step
+            if not (math.isfinite(value) and value >= 1.0):
+                raise ValueError(
+                    f"PhysicalModel: expected {name} to be a finite factor >= 1; found "
+                    f"{value!r}; fix: measure it (study.physical_eval.measure_widening) or "
+                    f"leave it at the stated {EXTRAPOLATION_WIDENING:g}"
+                )
 
     def extrapolation(self, profile: StepProfile) -> tuple[str, ...]:
         """Why ``profile`` lies outside the calibrated range (empty when it does not)."""
@@ -697,10 +722,11 @@ class PhysicalModel:
         """The step's prediction with its intervals (widened outside the calibrated range)."""
         pred = predict_step(profile, self.params)
         why = self.extrapolation(profile)
-        widen = EXTRAPOLATION_WIDENING if why else 1.0
-        qt, qe = widen * self.time_log_halfwidth, widen * self.energy_log_halfwidth
+        wt, we = (self.time_widening, self.energy_widening) if why else (1.0, 1.0)
+        qt, qe = wt * self.time_log_halfwidth, we * self.energy_log_halfwidth
         basis = self.basis + (
-            f"; extrapolation ({'; '.join(why)}): interval widened x{widen:g} in log space"
+            f"; extrapolation ({'; '.join(why)}): intervals widened in log space x{wt:.3g} "
+            f"(time) and x{we:.3g} (energy), {self.widening_basis}"
             if why
             else ""
         )
@@ -728,6 +754,9 @@ class PhysicalModel:
             "flops_range": list(self.flops_range),
             "kernels_range": list(self.kernels_range),
             "source": self.source,
+            "time_widening": self.time_widening,
+            "energy_widening": self.energy_widening,
+            "widening_basis": self.widening_basis,
         }
 
     @classmethod
@@ -753,6 +782,10 @@ class PhysicalModel:
                 flops_range=(float(d["flops_range"][0]), float(d["flops_range"][1])),
                 kernels_range=(float(d["kernels_range"][0]), float(d["kernels_range"][1])),
                 source=str(d.get("source", "")),
+                # a file written before the widening was measured: the stated factor
+                time_widening=float(d.get("time_widening", EXTRAPOLATION_WIDENING)),
+                energy_widening=float(d.get("energy_widening", EXTRAPOLATION_WIDENING)),
+                widening_basis=str(d.get("widening_basis", STATED_WIDENING_BASIS)),
             )
         except (KeyError, TypeError, IndexError) as exc:
             raise ValueError(
