@@ -62,6 +62,11 @@ def test_fit_writes_a_physical_calibration_and_predict_uses_it(
     # these host-bound steps pin the fixed host cost per step (the prior said 50 us)
     assert result["parameters"]["host_step_s"]["value"] == pytest.approx(200e-6, rel=1e-2)
     assert result["parameters"]["host_step_s"]["source"] == "fitted"
+    # one family (MLPs only): no held-out family to measure the extrapolation widening on, so
+    # the printed interval says it is the stated x2 and why
+    interval = result["interval"]
+    assert interval["time_widening"] == interval["energy_widening"] == 2.0
+    assert "stated" in interval["widening_basis"]
     # bf16 was never run: its energy per FLOP is the microbenchmark prior, and says so
     saved = CalibrationStore.from_path(out).load()
     assert saved is not None and saved.physical is not None

@@ -532,6 +532,10 @@ def _run_shared(args: argparse.Namespace, path: Path) -> int:
             "time_log_halfwidth": model.time_log_halfwidth,
             "energy_log_halfwidth": model.energy_log_halfwidth,
             "basis": model.basis,
+            # outside the calibrated range (plan()'s extrapolations), half widths x these
+            "time_widening": model.time_widening,
+            "energy_widening": model.energy_widening,
+            "widening_basis": model.widening_basis,
         },
         "parameters": params_table(shared.fit),
     }

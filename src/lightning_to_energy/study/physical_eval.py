@@ -83,8 +83,8 @@ def precision_scores(
     p, m = np.asarray(pred, float), np.asarray(meas, float)
     figures = score_pairs(list(zip(p.tolist(), m.tolist(), strict=True)))
     r2 = figures["r2"]
-    out: dict[str, float | None] = {
-        "n": float(len(m)),
+    out: dict[str, float | int | None] = {
+        "n": len(m),  # a count, written as one (54, not 54.0)
         "precision_pct": float(figures["precision_pct"] or 0.0),
         "r2": None if r2 is None else float(r2),
         "median_rel_err": float(figures["median_rel_err"] or 0.0),
