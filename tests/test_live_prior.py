@@ -21,11 +21,11 @@ from torch.utils.data import DataLoader
 
 from lightning_to_energy import EnergyTracker, FakeSensor
 from lightning_to_energy.calibration.builtin import builtin_calibration
-from lightning_to_energy.calibration.data import Calibration, CalibrationRun
+from lightning_to_energy.calibration.data import Calibration
 from lightning_to_energy.calibration.store import CalibrationStore
 from lightning_to_energy.callbacks.display import PBAR_ERROR, bar_items, bar_unit
 from lightning_to_energy.counting import OpCounter, StepProfile
-from lightning_to_energy.hardware.identity import HardwareInfo, hardware_fingerprint
+from lightning_to_energy.hardware.identity import HardwareInfo
 from lightning_to_energy.hardware.specs import find_hardware
 from lightning_to_energy.model import (
     PhysicalModel,
@@ -130,16 +130,8 @@ def _physical_file(
         base = Calibration.from_model(regression, info, run_id="earlier")
         cal = Calibration(**{**base.__dict__, "physical": physical.to_dict()})
     else:
-        cal = Calibration(
-            fingerprint=hardware_fingerprint(info),
-            hardware=info,
-            feature_names=(),
-            windows=(),
-            coefficients={},
-            n_runs=1,
-            updated="2026-12-07T00:00:00Z",
-            runs=(CalibrationRun("calibrate", "2026-12-07T00:00:00Z", 0),),
-            physical=physical.to_dict(),
+        cal = Calibration.of_physical(
+            physical.to_dict(), info, run_id="calibrate", date="2026-12-07T00:00:00Z"
         )
     CalibrationStore.from_path(path).save(cal)
 

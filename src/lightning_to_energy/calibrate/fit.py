@@ -508,22 +508,15 @@ def write_calibration(calibrated: Calibrated, path: Path) -> tuple[Path, Path]:
     """
     from lightning_to_energy.calibration import (
         Calibration,
-        CalibrationRun,
         CalibrationStore,
-        hardware_fingerprint,
     )
 
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    calibration = Calibration(
-        fingerprint=hardware_fingerprint(calibrated.hardware),
-        hardware=calibrated.hardware,
-        feature_names=(),
-        windows=(),
-        coefficients={},
-        n_runs=1,
-        updated=when,
-        runs=(CalibrationRun(f"calibrate-{when}", when, 0),),
-        physical=physical_model(calibrated).to_dict(),
+    calibration = Calibration.of_physical(
+        physical_model(calibrated).to_dict(),
+        calibrated.hardware,
+        run_id=f"calibrate-{when}",
+        date=when,
     )
     saved = CalibrationStore.from_path(path).save(calibration)
     if saved is None:

@@ -175,6 +175,44 @@ class Calibration:
             sensor_kind=sensor_kind,
         )
 
+    @classmethod
+    def of_physical(
+        cls,
+        physical: Mapping[str, Any],
+        hardware: HardwareInfo,
+        *,
+        run_id: str,
+        date: str | None = None,
+        sensor_kind: str = UNKNOWN_KIND,
+        precision_pct: float | None = None,
+        validation: str = "",
+    ) -> Calibration:
+        """A calibration carrying a physical step model alone, no regression windows: what
+        ``fit`` on published training steps and ``calibrate`` write.
+
+        Args:
+            physical: :meth:`lightning_to_energy.model.PhysicalModel.to_dict`'s output.
+            hardware: the hardware it was measured on.
+            run_id: names the measurement in ``runs``.
+            date: ISO 8601 date; None is now.
+            sensor_kind, precision_pct, validation: see the class.
+        """
+        when = date or _now_iso()
+        return cls(
+            fingerprint=hardware_fingerprint(hardware),
+            hardware=hardware,
+            feature_names=(),
+            windows=(),
+            coefficients={},
+            n_runs=1,
+            updated=when,
+            runs=(CalibrationRun(run_id, when, 0),),
+            sensor_kind=sensor_kind,
+            precision_pct=precision_pct,
+            validation=validation,
+            physical=dict(physical),
+        )
+
     def to_prior(
         self, feature_names: Sequence[str] | None = None, strength: float | None = None
     ) -> Prior:

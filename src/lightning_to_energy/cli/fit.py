@@ -502,9 +502,7 @@ def _run_shared(args: argparse.Namespace, path: Path) -> int:
 
     from lightning_to_energy.calibration import (
         Calibration,
-        CalibrationRun,
         HardwareInfo,
-        hardware_fingerprint,
     )
     from lightning_to_energy.study.physical_eval import fit_shared, params_table
 
@@ -542,20 +540,15 @@ def _run_shared(args: argparse.Namespace, path: Path) -> int:
     if args.out:
         when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         run_id = "shared-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-        calibration = Calibration(
-            fingerprint=hardware_fingerprint(info),
-            hardware=info,
-            feature_names=(),
-            windows=(),
-            coefficients={},
-            n_runs=1,
-            updated=when,
-            runs=(CalibrationRun(run_id, when, 0),),
+        calibration = Calibration.of_physical(
+            model.to_dict(),
+            info,
+            run_id=run_id,
+            date=when,
             # the shared steps were read from NVML's energy counter (the data's "method")
             sensor_kind=SensorKind.COUNTER.value,
             precision_pct=float(shared.scores["energy"]["precision_pct"]),
             validation="leave one shape out (family x depth x width), energy per step",
-            physical=model.to_dict(),
         )
         result["calibration"] = _save(args.out, calibration)
     if args.json:
