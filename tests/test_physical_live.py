@@ -13,7 +13,6 @@ from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.profile import PhaseTotals
 from lightning_to_energy.counting.registry import OpCost
 from lightning_to_energy.model import (
-    PhysicalParams,
     calibrated_strength,
     energy_at,
     live_prior,
@@ -23,27 +22,12 @@ from lightning_to_energy.model.features import FEATURES
 from lightning_to_energy.model.physical_live import DATASHEET_STRENGTH
 from lightning_to_energy.model.regression import OnlineEnergyModel, Prior
 
+# the toy parameters the physical model's own tests work by hand
+from test_physical import _params
+
 F, MATRIX, VECTOR = NumberFormat, Unit.MATRIX, Unit.VECTOR
 TF32, VFP32 = (MATRIX, F.TF32), (VECTOR, F.FP32)
 PHASES = ("forward", "backward", "optimizer", "other")
-
-
-def _params(**over: object) -> PhysicalParams:
-    base: dict[str, object] = dict(
-        base_w=100.0,
-        peak_flop_s={TF32: 1e12, VFP32: 1e13},
-        flop_half={TF32: 1e9, VFP32: 1e6},
-        bandwidth_b_s=1e11,
-        bytes_half=1e6,
-        launch_s=1e-5,
-        host_step_s=1e-4,
-        dispatch_s=dict.fromkeys(PHASES, 1e-5),
-        j_per_flop={TF32: 1e-12, VFP32: 1e-11},
-        j_per_byte=1e-10,
-        busy_w=50.0,
-    )
-    base.update(over)
-    return PhysicalParams(**base)  # type: ignore[arg-type]
 
 
 def _profile() -> StepProfile:
