@@ -6,18 +6,20 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback, RichProgressBar, TQDMProgressBar
 from torch import nn
 from torch.utils.data import DataLoader
 
 from fakes.clock import FakeClock as ThreadSafeClock
 from fakes.fake_pynvml import FakeGpu, make_fake_pynvml
 from lightning_to_energy import EnergyTracker, TOEnergy
+from lightning_to_energy.notices import EnergyWarning
 from lightning_to_energy.reporting.codec import load_report
 from lightning_to_energy.sensors.fake import FakeSensor
 from lightning_to_energy.sensors.nvml import NvmlSensor
@@ -47,15 +49,17 @@ def sigint_restored() -> Iterator[None]:
         signal.signal(signal.SIGINT, handler)
 
 
-def _energy(clock: FakeClock, sensor: Any, tmp_path: Path) -> TOEnergy:
+def _energy(clock: FakeClock, sensor: Any, tmp_path: Path, **kwargs: Any) -> TOEnergy:
+    options: dict[str, Any] = {"print_report": False}
+    options.update(kwargs)
     return TOEnergy(
         sensors=[sensor],
         window_s=1.0,
         calibration=None,
         clock=clock,
-        print_report=False,
         plot=False,
         report_dir=tmp_path / "out",
+        **options,
     )
 
 
@@ -166,3 +170,168 @@ def test_a_step_that_raises_in_a_fresh_window_keeps_its_joules() -> None:
     last = report.windows[-1]
     assert (last.steps, last.flags[-1:]) == (0, ("not-fitted",))
     assert "interrupted" in last.flags
+
+
+# The summary's first line names the run's joules; Ctrl-C or a step that raises at batch 3 ends
+# the fit after batches 0 to 2: 3 steps of 0.5 s at 10 W = 15 J in 1.5 s.
+_HEAD = "lightning-to-energy: 15.0 J from a fake sensor, not measured (fake:0) in 1.50 s"
+
+
+def _lines(text: str) -> list[str]:
+    """The text as a terminal's lines, a bar's carriage-return redraws each a line of its own."""
+    return [line.rstrip() for part in text.split("\n") for line in part.split("\r")]
+
+
+def _interrupt(error: str) -> tuple[BaseException, Callable[[pytest.ExceptionInfo[Any]], bool]]:
+    """The error a step raises, and how to tell that it came out of ``fit`` as before."""
+    if error == "ctrl-c":
+        # Lightning's answer to Ctrl-C: a graceful shutdown, then sys.exit(1) inside its
+        # `except KeyboardInterrupt`, so the KeyboardInterrupt is the SystemExit's context.
+        return (
+            KeyboardInterrupt(),
+            lambda info: (
+                info.type is SystemExit
+                and info.value.code == 1
+                and isinstance(info.value.__context__, KeyboardInterrupt)
+            ),
+        )
+    boom = RuntimeError("boom")
+    return boom, lambda info: info.value is boom  # the very exception, re-raised unchanged
+
+
+@pytest.mark.parametrize("error", ["ctrl-c", "RuntimeError"])
+@pytest.mark.parametrize("bar_first", [False, True], ids=["bar-last", "bar-first"])
+@pytest.mark.parametrize("bar", ["tqdm", "rich"])
+def test_an_interrupted_fit_prints_its_summary_once_below_the_stopped_bar(
+    tmp_path: Path,
+    bar: str,
+    bar_first: bool,
+    error: str,
+    capsys: pytest.CaptureFixture[str],
+    sigint_restored: None,
+) -> None:
+    clock = FakeClock()
+    energy = _energy(clock, FakeSensor("fake:0", power_w=10.0, clock=clock), tmp_path,
+                     print_report=True)  # fmt: skip
+    progress: Callback = TQDMProgressBar() if bar == "tqdm" else RichProgressBar()
+    callbacks = [AdvanceClock(clock, low=0.5, high=0.5), energy]
+    callbacks = [progress, *callbacks] if bar_first else [*callbacks, progress]
+    trainer = _trainer(tmp_path, callbacks, enable_progress_bar=True)
+    # Lightning calls on_exception in trainer.callbacks order: the bar's own hook (Rich: stop;
+    # TQDM: none) runs before ours with bar-first, after ours with bar-last.
+    order = trainer.callbacks.index(progress) < trainer.callbacks.index(energy)
+    assert order == bar_first
+    exception, propagated = _interrupt(error)
+    with pytest.raises(BaseException) as info:
+        trainer.fit(RaisesAt(3, exception), DataLoader(Rows(64), batch_size=8))
+    assert propagated(info), info.value
+    captured = capsys.readouterr()
+    lines = _lines(captured.out)
+    heads = [i for i, line in enumerate(lines) if line.startswith(_HEAD)]
+    assert len(heads) == 1 and _HEAD not in captured.err, captured
+    # the bar (TQDM "Epoch 0:  38%|...", Rich "Epoch 0/0 ━━━") drew at least once, and never
+    # again after the summary: with TQDM left open, it was redrawn at garbage collection
+    bar_at = [i for i, line in enumerate(lines) if line.startswith("Epoch 0")]
+    assert bar_at and max(bar_at) < heads[0], captured.out
+    summary = [line for line in lines[heads[0] :] if line]
+    assert len(summary) <= 15  # SUMMARY_MAX_LINES
+    # one line says why: interruption_reason() of the step's exception
+    reason = "KeyboardInterrupt" if error == "ctrl-c" else "RuntimeError: boom"
+    assert summary[1] == f"  interrupted ({reason}): a partial report of the steps run until then"
+    # and it names the report files that on_exception saved
+    json_path = tmp_path / "out" / "energy_report.json"
+    assert f"  full report: lightning-to-energy report {json_path} (also .csv)" in summary
+    assert load_report(json_path).interrupted == reason
+    if isinstance(progress, TQDMProgressBar):
+        # nor later: tqdm draws a bar left open once more when it is garbage-collected (at
+        # exit after Ctrl-C); a closed one is disabled for good
+        assert progress.train_progress_bar.disable
+
+
+def test_print_report_false_prints_nothing_of_an_interrupted_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sigint_restored: None
+) -> None:
+    clock = FakeClock()
+    energy = _energy(clock, FakeSensor("fake:0", power_w=10.0, clock=clock), tmp_path)
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
+    with pytest.raises(SystemExit):
+        trainer.fit(RaisesAt(3, KeyboardInterrupt()), DataLoader(Rows(64), batch_size=8))
+    captured = capsys.readouterr()
+    assert "lightning-to-energy" not in captured.out + captured.err
+    # the files are still written: 3 steps x 0.5 s x 10 W = 15 J
+    saved = load_report(tmp_path / "out" / "energy_report.json")
+    assert saved.interrupted == "KeyboardInterrupt"
+    assert saved.measured_j == pytest.approx(15.0)
+
+
+def test_verbose_prints_the_interrupted_full_report_and_the_next_fit_only_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = FakeClock()
+    sensor = FakeSensor("fake:0", power_w=10.0, clock=clock)
+    energy = _energy(clock, sensor, tmp_path, print_report=True, verbose=True)
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(RaisesAt(3, RuntimeError("boom")), DataLoader(Rows(64), batch_size=8))
+    out = capsys.readouterr().out
+    # the full report, once, whose warnings open with the interruption (assembly's note)
+    assert out.count("Totals per loop") == 1
+    assert " ".join(out.split()).count("interrupted (RuntimeError: boom): a partial report") == 1
+    assert out.count("full report: lightning-to-energy report") == 1
+    # The next fit prints its own report once, and nothing of the interrupted one is left to
+    # print: 4 steps (64 rows / 16) x 0.5 s x 10 W = 20 J, not interrupted.
+    energy._sensors = [FakeSensor("fake:0", power_w=10.0, clock=clock)]  # NB: test shortcut
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
+    trainer.fit(Tiny(), DataLoader(Rows(64), batch_size=16))
+    out = capsys.readouterr().out
+    assert out.count("Totals per loop") == 1
+    assert "interrupted (" not in out
+    assert energy.report is not None and energy.report.measured_j == pytest.approx(20.0)
+
+
+class _BrokenPipe:
+    """A stdout whose reader is gone (``python train.py | head`` after head exits)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_summary_that_cannot_be_printed_is_one_warning_and_the_error_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    energy = _energy(clock, FakeSensor("fake:0", power_w=10.0, clock=clock), tmp_path,
+                     print_report=True)  # fmt: skip
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
+    boom = RuntimeError("boom")
+    monkeypatch.setattr("sys.stdout", _BrokenPipe())
+    with pytest.warns(EnergyWarning) as warned, pytest.raises(RuntimeError) as info:
+        trainer.fit(RaisesAt(3, boom), DataLoader(Rows(64), batch_size=8))
+    assert info.value is boom  # the step's own exception, not the print's BrokenPipeError
+    failed = [w for w in warned if "summary could not be printed" in str(w.message)]
+    assert len(failed) == 1 and "BrokenPipeError" in str(failed[0].message)
+    # the report was saved before the print failed
+    assert load_report(tmp_path / "out" / "energy_report.json").interrupted == "RuntimeError: boom"
+
+
+def test_a_report_that_fails_after_an_exception_is_one_warning_and_the_error_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ValueError("a bug of ours")
+
+    clock = FakeClock()
+    sensor = FakeSensor("fake:0", power_w=10.0, clock=clock)
+    energy = _energy(clock, sensor, tmp_path, print_report=True)
+    trainer = _trainer(tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy])
+    # NB: our own report builder broken on purpose; Lightning is untouched
+    monkeypatch.setattr("lightning_to_energy.callbacks.to_energy.finish_run", broken)
+    boom = RuntimeError("boom")
+    failed = r"report of the interrupted run failed \(ValueError: a bug of ours"
+    with pytest.warns(EnergyWarning, match=failed), pytest.raises(RuntimeError) as info:
+        trainer.fit(RaisesAt(3, boom), DataLoader(Rows(64), batch_size=8))
+    assert info.value is boom  # not the ValueError raised while reporting
+    assert energy.tracker is None  # the next fit starts a tracker of its own

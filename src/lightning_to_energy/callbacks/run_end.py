@@ -2,7 +2,8 @@
 save its files and print it once the progress bar has closed.
 
 :class:`~lightning_to_energy.callbacks.to_energy.TOEnergy` calls these from ``on_fit_end`` (or
-the end of a ``validate`` / ``test`` run, or ``on_exception``) and from ``teardown``.
+the end of a ``validate`` / ``test`` run, or ``on_exception``) and from ``teardown`` (after an
+exception, from ``on_exception``: Lightning calls no ``teardown`` hook then).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 
 from lightning_to_energy import notices
 from lightning_to_energy.reporting.records import EnergyReport, WindowRecord
@@ -129,15 +130,12 @@ def print_summary(
     *,
     verbose: bool,
 ) -> None:
-    """Print the summary (or, ``verbose``, the full report) and ``files``, below the bar."""
-    bar = trainer.progress_bar_callback
-    if isinstance(bar, RichProgressBar):
-        # Lightning stops a Rich bar in its own teardown, which runs after this one (the
-        # default bar is appended after the user's callbacks): printed while it is live,
-        # the summary would sit above a bar redrawn below it. Its teardown only stops the
-        # bar, so call it first (Lightning's own call then finds it stopped; in a
-        # non-interactive console Rich prints one blank line for it).
-        bar.teardown(trainer, pl_module, stage)
+    """Print the summary (or, ``verbose``, the full report) and ``files``, below the bar.
+
+    Called from the callback's ``teardown`` at the end of a run, and from its ``on_exception``
+    after an exception or Ctrl-C (Lightning calls no ``teardown`` hook then).
+    """
+    _stop_bar(trainer, pl_module, stage)
     from lightning_to_energy.reporting.console import render_report, summary_lines
 
     if verbose:
@@ -145,3 +143,29 @@ def print_summary(
         print("\n".join(files))
     else:
         print("\n".join([*summary_lines(report), *files]))
+
+
+def _stop_bar(trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+    """Stop Lightning's progress bar through its own means, so nothing it draws follows."""
+    bar = trainer.progress_bar_callback
+    if isinstance(bar, RichProgressBar):
+        # Lightning stops a Rich bar in its own teardown or on_exception, which run after
+        # ours when the bar comes later in trainer.callbacks (the default bar is appended
+        # after the user's callbacks): printed while it is live, the summary would sit above
+        # a bar redrawn below it. Both hooks only stop the bar, so call one first (Lightning's
+        # own call then finds it stopped; in a non-interactive console Rich prints one blank
+        # line for each stop).
+        bar.teardown(trainer, pl_module, stage)
+    elif isinstance(bar, TQDMProgressBar):
+        # Lightning closes a TQDM bar at the end of its loop but never after an exception:
+        # left open, the summary would continue the bar's last line, and tqdm would draw the
+        # bar again below it when the bar is garbage-collected (at exit, after Ctrl-C). Close
+        # the bars below the train bar first, as Lightning does; closing one twice does
+        # nothing.
+        for name in ("predict_progress_bar", "test_progress_bar", "val_progress_bar",
+                     "train_progress_bar"):  # fmt: skip
+            try:
+                tqdm_bar = getattr(bar, name)
+            except TypeError:  # Lightning's answer for a bar this run never drew
+                continue
+            tqdm_bar.close()

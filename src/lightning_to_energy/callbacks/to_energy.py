@@ -85,10 +85,12 @@ class TOEnergy(Callback):
     layers, how many notices the full report holds, and the files written (with the
     ``lightning-to-energy report FILE`` command that prints the full report), why the PNG was
     not (e.g. matplotlib missing) and the calibration saved. ``verbose=True`` prints the full
-    report instead. The report is kept in :attr:`report`, and the files written in
-    :attr:`report_files` (a :class:`~lightning_to_energy.reporting.files.SavedReport`; rank 0,
-    None when
-    saving failed). The report's warnings say when no calibration was saved, and why (e.g.
+    report instead. A run ended by an exception or Ctrl-C saves and prints the same, its
+    second line saying why (``interrupted (KeyboardInterrupt): ...``), before Lightning
+    re-raises the exception (or exits with status 1). The report is kept in :attr:`report`,
+    and the files written in :attr:`report_files` (a
+    :class:`~lightning_to_energy.reporting.files.SavedReport`; rank 0, None when saving
+    failed). The report's warnings say when no calibration was saved, and why (e.g.
     estimated joules are never saved to the automatic store). Notices during the run are
     :class:`~lightning_to_energy.notices.EnergyWarning` warnings, printed one line each.
 
@@ -370,11 +372,22 @@ class TOEnergy(Callback):
         # The run ended by an exception or Ctrl-C (Lightning calls this hook for both, then
         # re-raises or exits): no dispatch mode or hook of ours may outlive it, every sensor
         # and sampler thread is released, the windows measured so far are reported (marked
-        # "interrupted"), and the callback is left clean for the next fit.
-        if self.tracker is not None:
-            reason = interruption_reason(exception)
-            self.tracker.interrupt(reason)
-            self._finish(trainer, interrupted=reason)
+        # "interrupted"), and the callback is left clean for the next fit. Lightning calls no
+        # teardown hook after an exception, so the summary is printed here (below the bar,
+        # stopped first): a user who pressed Ctrl-C sees the joules spent. A failure here is
+        # one warning: it must never take the place of the exception Lightning re-raises.
+        try:
+            if self.tracker is not None:
+                reason = interruption_reason(exception)
+                self.tracker.interrupt(reason)
+                self._finish(trainer, interrupted=reason)
+        except Exception as exc:
+            notices.warn(
+                f"lightning-to-energy: the energy report of the interrupted run failed "
+                f"({type(exc).__name__}: {exc}); the exception that ended the run follows."
+            )
+        stage = trainer.state.fn.value if trainer.state.fn is not None else ""
+        self._print_queued(trainer, pl_module, stage)
 
     # --- display and logging --------------------------------------------------------------
 
@@ -414,14 +427,26 @@ class TOEnergy(Callback):
         self.report_files = None
         self.report_files = save_report_files(report, directory, plot=self.plot)
         if self.print_report:
-            # Printed in teardown, once the bar has closed (see there).
+            # Printed in teardown (or on_exception), once the bar has closed (see there).
             self._to_print = (report, files_lines(self.report_files, directory, calibration))
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self._to_print is not None:
-            (report, files), self._to_print = self._to_print, None
+        self._print_queued(trainer, pl_module, stage)
+
+    def _print_queued(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Print what :meth:`_emit` queued (rank 0 only queues), once; a failure to print is
+        one warning, never an exception out of the run's end."""
+        if self._to_print is None:
+            return
+        (report, files), self._to_print = self._to_print, None
+        try:
             print_summary(trainer, pl_module, stage, report, files, verbose=self.verbose)
+        except Exception as exc:
+            notices.warn(
+                f"lightning-to-energy: the energy summary could not be printed "
+                f"({type(exc).__name__}: {exc}); the report files hold it."
+            )
 
     # --- checkpoint state -----------------------------------------------------------------
 

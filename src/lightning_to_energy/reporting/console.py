@@ -651,8 +651,8 @@ def _joules_label(report: EnergyReport) -> str:
 
 def summary_lines(report: EnergyReport, *, max_modules: int = 3) -> list[str]:
     """The report in a few plain lines (at most :data:`SUMMARY_MAX_LINES` minus the files
-    lines the caller adds): totals, accuracy, the step's cost and top layers, the roofline,
-    and how many notices the full report holds."""
+    lines the caller adds): totals, why the run was interrupted (when it was), accuracy, the
+    step's cost and top layers, the roofline, and how many notices the full report holds."""
     loops = list(report.loops.values())
     duration = math.fsum(lt.duration_s for lt in loops)
     lines = [
@@ -660,6 +660,11 @@ def summary_lines(report: EnergyReport, *, max_modules: int = 3) -> list[str]:
         f" in {format_duration(duration)} ({format_si(_ratio(report.measured_j, duration), 'W')}"
         " average)"
     ]
+    if report.interrupted is not None:
+        # Printed after Ctrl-C or an exception too: say first that the figures are partial.
+        lines.append(
+            f"  interrupted ({report.interrupted}): a partial report of the steps run until then"
+        )
     for lt in loops:
         predicted = f", predicted {format_si(lt.predicted_j, 'J')}" if lt.predicted_j else ""
         lines.append(
