@@ -314,9 +314,7 @@ def test_repeat_noise_pools_the_spread_of_repeated_windows() -> None:
     prior = prior_for(SPEC)
     launch = _device_bound(OpCost(kernels=1), prior, "launch")
     copy = _device_bound(OpCost(bytes_read=1 << 30, bytes_written=1 << 30), prior, "copy")
-    mm = _device_bound(
-        OpCost({(AluOp.FMA, NumberFormat.BF16, Unit.MATRIX): 1e12}), prior, "matmul"
-    )
+    mm = _device_bound(OpCost({(AluOp.FMA, NumberFormat.BF16, Unit.MATRIX): 1e12}), prior, "matmul")
     samples = [launch, launch, copy, copy, copy, mm]
     # log residuals (exact: expm1 then log1p): launch +-0.03 (mean 0), copy 0, 0, 0.06
     # (mean 0.02), the matmul alone (no repeat: no spread)
