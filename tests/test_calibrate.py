@@ -27,7 +27,7 @@ from lightning_to_energy.calibrate import (
     plan,
     write_calibration,
 )
-from lightning_to_energy.calibrate.fit import IDENTIFIED_REL, MISFIT
+from lightning_to_energy.calibrate.fit import IDENTIFIED_REL, MISFIT, Misfit
 from lightning_to_energy.calibrate.schedule import MIN_WINDOW_S, PREP_S
 from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.profile import StepProfile
@@ -337,32 +337,52 @@ def test_repeat_noise_pools_the_spread_of_repeated_windows() -> None:
 def test_misfits_names_the_parameters_whose_windows_miss_beyond_the_noise() -> None:
     import dataclasses
 
-    from lightning_to_energy.calibrate.fit import MISFIT_SIGMAS, TIME_NOISE_REL, misfits
+    from lightning_to_energy.calibrate.fit import MISFIT_P, MISFIT_SIGMAS, TIME_NOISE_REL, misfits
 
     prior = prior_for(SPEC)
     launch = _device_bound(OpCost(kernels=1), prior, "launch")  # 1000 empty kernels
     copy = _device_bound(OpCost(bytes_read=1 << 30, bytes_written=1 << 30), prior, "copy")
-    samples = [launch, launch, copy]
+    half = _device_bound(OpCost(bytes_read=1 << 29, bytes_written=1 << 29), prior, "copy-half")
+    samples = [launch, launch, copy, half]
     fit = fit_physical(samples, prior, free=["launch_s", "bandwidth_b_s"])
     assert {fit.status[n].source for n in ("launch_s", "bandwidth_b_s")} == {"fitted"}
-    # the launches repeat within +-0.1 % (below the 0.5 % floor of time: the noise is
-    # log(1.005) = 0.0049875); the copy misses by log 0.03: 0.03 / 0.0049875 = 6.02 sigma,
-    # beyond 4. Its time is the bytes' (d log t / d log bandwidth = -1, pins it), not the
-    # launches' (slope 0): only the bandwidth misfits
-    time_rel = (math.expm1(0.001), math.expm1(-0.001), math.expm1(0.03))
-    bad = dataclasses.replace(fit, time_rel_residuals=time_rel, energy_rel_residuals=(0.0,) * 3)
-    found = misfits(samples, bad)
+    assert (MISFIT_SIGMAS, MISFIT_P) == (4.0, 1e-3)
+
+    def with_copies(first: float, second: float) -> dict[str, Misfit]:
+        # the launches repeat within +-0.1 % (pooled: sqrt(2 x 0.001^2 / 1) = 0.0014, below
+        # the 0.5 % floor of time: the noise is log(1.005) = 0.0049875); the copies' log
+        # residuals are ``first`` and ``second``
+        logs = (0.001, -0.001, first, second)
+        return misfits(
+            samples,
+            dataclasses.replace(
+                fit,
+                time_rel_residuals=tuple(math.expm1(x) for x in logs),
+                energy_rel_residuals=(0.0,) * 4,
+            ),
+        )
+
+    # one copy misses by log 0.03: 0.03 / 0.0049875 = 6.02 sigma, beyond 4. The copies'
+    # time is their bytes' (d log t / d log bandwidth = -1: they pin it), not the launches'
+    # (slope 0): only the bandwidth misfits, on the copy past 2 sigma
+    found = with_copies(0.03, 0.0)
     assert set(found) == {"bandwidth_b_s"}
     m = found["bandwidth_b_s"]
-    assert (m.stage, m.windows) == ("time", ("copy",))
+    assert (m.stage, m.windows, m.pinned_by) == ("time", ("copy",), 2)
     assert m.worst_rel == pytest.approx(math.expm1(0.03))
     assert m.noise_rel == pytest.approx(TIME_NOISE_REL)
     assert m.widening == pytest.approx(0.03 / math.log1p(0.005))
-    assert "time 3.05% vs 0.50% noise (copy)" in m.describe()
-    # at 0.019 (3.8 sigma, within 4 x 0.0049875 = 0.01995) the copy fits: nothing said
-    assert MISFIT_SIGMAS == 4.0
-    near = dataclasses.replace(bad, time_rel_residuals=(*time_rel[:2], math.expm1(0.019)))
-    assert misfits(samples, near) == {}
+    # chi-square: 6.015^2 + 0 = 36.2 on 2 windows
+    assert m.chi_square == pytest.approx((0.03 / math.log1p(0.005)) ** 2)
+    assert "time 3.05% vs 0.50% noise (copy; chi-square 36.2 on 2 windows)" in m.describe()
+    # both copies at log 0.015: 3.0 sigma each, neither past 4, but together a chi-square of
+    # 2 x (0.015 / 0.0049875)^2 = 18.1 past 13.8 (chi-square with 2 degrees of freedom,
+    # 1e-3 tail): they misfit, both named
+    found = with_copies(0.015, -0.015)
+    assert found["bandwidth_b_s"].windows in (("copy", "copy-half"), ("copy-half", "copy"))
+    assert found["bandwidth_b_s"].chi_square == pytest.approx(2 * (0.015 / math.log1p(0.005)) ** 2)
+    # one copy at 3.0 sigma: 9.05, within 13.8 and within 4 sigma: nothing said
+    assert with_copies(0.015, 0.0) == {}
 
 
 def test_a_held_parameter_beyond_its_range_is_flagged_not_fitted_narrowly(

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import chi2
 
 from lightning_to_energy._files import atomic_write_text
 from lightning_to_energy.calibration import HardwareInfo
@@ -57,6 +58,8 @@ __all__ = [
     "IDENTIFIED_REL",
     "LOADING_MIN",
     "MISFIT",
+    "MISFIT_LIST_SIGMAS",
+    "MISFIT_P",
     "MISFIT_SIGMAS",
     "PIN_SLOPE",
     "PRIOR_REL",
@@ -302,10 +305,17 @@ def repeat_noise(samples: Sequence[Sample], residuals: Sequence[float], floor: f
 
 
 MISFIT_SIGMAS = 4.0
-"""A window misfits when its residual exceeds this many times its stage's noise
-(:func:`noise_scale`). With normal noise, one of 110 residuals (57 windows, two stages) goes
-past 4 sigma with a chance of 0.7 %; in the simulated runs of seeds 0 to 19 the worst good
-window is 2.4 sigma (docs/calibrate.md)."""
+"""A window misfits when its log residual exceeds this many times its stage's noise
+(:func:`repeat_noise`). With normal noise, one of 110 residuals (57 windows, two stages)
+goes past 4 sigma with a chance of 0.7 %; in the simulated runs of seeds 0 to 19 the worst
+window of a good fit is 2.3 sigma (docs/calibrate.md)."""
+MISFIT_P = 1e-3
+"""A parameter's windows misfit together when the chi-square of their log residuals over the
+noise exceeds its 1 - 1e-3 quantile (as many degrees of freedom as windows: the fit's own
+parameters only lower it): several windows at 2 to 4 sigma, none past
+:data:`MISFIT_SIGMAS`, are as telling as one far out."""
+MISFIT_LIST_SIGMAS = 2.0
+"""The windows a misfit names: those past this many times the noise, worst first."""
 PIN_SLOPE = 0.1
 """A window pins a parameter when its log time (or log joules) moves by at least this much
 per unit of the parameter's log (10 % of the parameter: 1 % of the window)."""
@@ -324,6 +334,8 @@ class Misfit:
         noise_rel: the stage's noise (:func:`noise_scale`), relative.
         widening: the factor its 95 % interval's log half width was widened by (the worst
             window's residual over the noise, in log terms).
+        chi_square: the sum of squares of its windows' log residuals over the noise.
+        pinned_by: how many windows pin it (the chi-square's degrees of freedom).
     """
 
     name: str
@@ -332,12 +344,16 @@ class Misfit:
     worst_rel: float
     noise_rel: float
     widening: float
+    chi_square: float
+    pinned_by: int
 
     def describe(self) -> str:
         """One line: the misfit against the noise, and the windows."""
         return (
             f"fitted, windows misfit: {self.stage} {abs(self.worst_rel):.2%} vs "
-            f"{self.noise_rel:.2%} noise ({', '.join(self.windows)}); interval widened "
+            f"{self.noise_rel:.2%} noise ({', '.join(self.windows)}; chi-square "
+            f"{self.chi_square:.3g} on {self.pinned_by} window"
+            f"{'s' if self.pinned_by != 1 else ''}); interval widened "
             f"x{self.widening:.3g}"
         )
 
@@ -348,6 +364,8 @@ class Misfit:
             "worst_rel": self.worst_rel,
             "noise_rel": self.noise_rel,
             "widening": self.widening,
+            "chi_square": self.chi_square,
+            "pinned_by": self.pinned_by,
         }
 
 
@@ -360,10 +378,12 @@ def misfits(samples: Sequence[Sample], fit: PhysicalFit) -> dict[str, Misfit]:
     misfit does not inflate as it does the scatter of every window. A window pins a fitted
     parameter when its log slope to it is at least :data:`PIN_SLOPE` at the fitted values; a
     parameter misfits when any window that pins it has a log residual beyond
-    :data:`MISFIT_SIGMAS` x the noise. The model then does not describe those windows (a
-    held parameter beyond its prior's range moved a kink, or the device does something the
-    model has no term for), and the parameter's interval, which assumes it does, is not to
-    be trusted as is: :func:`fit_measurements` widens it by :attr:`Misfit.widening`.
+    :data:`MISFIT_SIGMAS` x the noise, or when its windows' chi-square (their log residuals
+    over the noise, squared and summed) passes its :data:`MISFIT_P` tail. The model then
+    does not describe those windows (a held parameter beyond its prior's range moved a kink,
+    or the device does something the model has no term for), and the parameter's interval,
+    which assumes it does, is not to be trusted as is: :func:`fit_measurements` widens it
+    by :attr:`Misfit.widening`.
 
     Returns:
         Per misfitting parameter, its :class:`Misfit`.
@@ -383,8 +403,6 @@ def misfits(samples: Sequence[Sample], fit: PhysicalFit) -> dict[str, Misfit]:
         sigma = math.log1p(repeat_noise(samples, all_residuals, floor))
         logres = np.log1p(np.asarray(residuals, dtype=float))
         beyond = np.abs(logres) > MISFIT_SIGMAS * sigma
-        if not beyond.any():
-            continue
         index = 0 if stage == "time" else 1
         for name, status in fit.status.items():
             # a status already MISFIT: the check again on a finished calibration (its record)
@@ -392,9 +410,13 @@ def misfits(samples: Sequence[Sample], fit: PhysicalFit) -> dict[str, Misfit]:
             if not fitted or prefix_of(name) not in prefixes or status.value <= 0:
                 continue
             pins = np.abs(column(name, status.value, 1e-3)[index]) >= PIN_SLOPE
-            bad = np.flatnonzero(pins & beyond)
-            if not bad.size:
+            if not pins.any():
                 continue
+            chi_square = float(((logres[pins] / sigma) ** 2).sum())
+            limit = float(chi2.isf(MISFIT_P, int(pins.sum())))
+            if not (pins & beyond).any() and chi_square <= limit:
+                continue
+            bad = np.flatnonzero(pins & (np.abs(logres) > MISFIT_LIST_SIGMAS * sigma))
             order = bad[np.argsort(-np.abs(logres[bad]))]
             worst = float(np.abs(logres[order[0]]))
             out[name] = Misfit(
@@ -404,6 +426,8 @@ def misfits(samples: Sequence[Sample], fit: PhysicalFit) -> dict[str, Misfit]:
                 worst_rel=float(residuals[order[0]]),
                 noise_rel=math.expm1(sigma),
                 widening=worst / sigma,
+                chi_square=chi_square,
+                pinned_by=int(pins.sum()),
             )
     return out
 
