@@ -7,6 +7,9 @@ profile, joules and seconds) and :func:`~lightning_to_energy.model.physical.fit_
 fits the parameters the workloads are designed to pin; every other parameter keeps its prior.
 A parameter whose workloads are missing (a format the device lacks, a budget too short, a
 class of measurements removed) is reported as not identifiable, with its prior.
+A fitted parameter whose windows the fitted model misses by more than their noise
+(:func:`misfits`) is reported as ``"misfit"``, not fitted, with the windows and an interval
+widened by the misfit.
 
 The calibration file is in the calibration store's format with a ``physical`` section (a
 :class:`~lightning_to_energy.model.physical.PhysicalModel`), so ``predict --calibration``,
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import chi2
 
 from lightning_to_energy._files import atomic_write_text
 from lightning_to_energy.calibration import HardwareInfo
@@ -53,9 +57,15 @@ __all__ = [
     "ENERGY_NOISE_REL",
     "IDENTIFIED_REL",
     "LOADING_MIN",
+    "MISFIT",
+    "MISFIT_LIST_SIGMAS",
+    "MISFIT_P",
+    "MISFIT_SIGMAS",
+    "PIN_SLOPE",
     "PRIOR_REL",
     "TIME_NOISE_REL",
     "Calibrated",
+    "Misfit",
     "base_power",
     "check_writable",
     "designed_pins",
@@ -64,8 +74,11 @@ __all__ = [
     "identify",
     "interval_widths",
     "load_params",
+    "misfits",
+    "noise_scale",
     "physical_model",
     "render",
+    "repeat_noise",
     "samples_of",
     "starting_values",
     "write_calibration",
@@ -73,6 +86,9 @@ __all__ = [
 
 CALIBRATION_KIND = "lightning-to-energy/physical-calibration"
 """The ``calibration.kind`` of a file written by ``lightning-to-energy calibrate``."""
+MISFIT = "misfit"
+"""The ``source`` of a parameter fitted on windows the fitted model misses beyond their noise:
+its value is the fit's, its interval widened by the misfit (:func:`misfits`)."""
 
 _BASE = param("base_w")
 
@@ -121,6 +137,10 @@ def fit_measurements(
     such as the fastest matmul's rate), its reason stated, and the rest refitted, until every
     fitted parameter passes.
 
+    Then each fitted parameter whose windows misfit (:func:`misfits`) gets source
+    :data:`MISFIT`, a reason naming the windows and the misfit against the noise, and its
+    interval's log half width multiplied by :attr:`Misfit.widening`.
+
     Args:
         measured: the windows (:func:`~lightning_to_energy.calibrate.schedule.run_plan`).
         prior: starting values, ranges and notes (``prior_for(spec)``).
@@ -150,8 +170,17 @@ def fit_measurements(
         weak.update(new)
         fit = fit_physical(samples, start, free=sorted(free - set(weak)))
     status = dict(fit.status)
+    # a window the fitted model misses by more than its noise says the model does not
+    # describe it there (a held parameter past its prior's range moved a kink, or a term the
+    # model lacks): the intervals above assume it does. Say so, and widen by the misfit
+    misfit = misfits(samples, fit)
     for name, width in widths.items():
         value = status[name].value
+        if name in misfit:
+            width = math.expm1(math.log1p(width) * misfit[name].widening)
+            status[name] = dataclasses.replace(
+                status[name], source=MISFIT, reason=misfit[name].describe()
+            )
         status[name] = dataclasses.replace(
             status[name], ci95=(value / (1.0 + width), value * (1.0 + width))
         )
@@ -205,6 +234,204 @@ def _matrix_conv(name: str) -> bool:
     return prefix in CONV_KEYED and parse_key(name[len(prefix) + 1 : -1])[0] is Unit.MATRIX
 
 
+def _column_of(samples: Sequence[Sample], params: PhysicalParams) -> Any:
+    """(name, value, step) -> the central-difference slopes of every timed window's log
+    seconds and every window's log joules to the parameter's log, over +/-``step``.
+
+    Central differences: the time model is a maximum of terms, and a fit can settle on the
+    kink between two (a compute and a memory time equal), where a one-sided difference sees
+    only one of them and calls the other parameter irrelevant.
+    """
+    design = StepDesign.build([s.profile for s in samples])
+    model = _log_model(design, samples)
+    base_v = design.vec(params)
+
+    def column(name: str, value: float, step: float) -> tuple[np.ndarray, np.ndarray]:
+        moved = []
+        for sign in (1.0, -1.0):
+            v = {k: a.copy() if isinstance(a, np.ndarray) else a for k, a in base_v.items()}
+            design.set(v, name, value * math.exp(sign * step))
+            moved.append(model(v))
+        (t_up, e_up), (t_down, e_down) = moved
+        return (t_up - t_down) / (2 * step), (e_up - e_down) / (2 * step)
+
+    return column
+
+
+def _timed(samples: Sequence[Sample], values: Sequence[Any]) -> list[Any]:
+    """``values`` (one per sample) of the windows whose time is modelled (not the idle ones)."""
+    return [v for s, v in zip(samples, values, strict=True) if not s.energy_only]
+
+
+def noise_scale(residuals: Sequence[float], floor: float) -> float:
+    """A stage's per-window noise: 1.4826 x the median absolute residual, at least ``floor``.
+
+    The scatter of most windows (x1.4826 makes it a normal noise's standard deviation): a
+    few windows the model mis-describes must not set the noise they are judged against.
+    The floor: a simulated or very steady device must not look more certain than its meter.
+    """
+    res = np.abs(np.asarray(residuals, dtype=float))
+    return max(1.4826 * float(np.median(res)) if res.size else 0.0, floor)
+
+
+def repeat_noise(samples: Sequence[Sample], residuals: Sequence[float], floor: float) -> float:
+    """A stage's per-window noise, measured on the windows that repeat a workload.
+
+    Windows of the same iteration (``launch`` .. ``launch-8``, ``idle`` and ``idle-2``, the
+    largest matmuls and their ``-again``) are modelled alike, so the spread of their log
+    residuals about their own mean is the meter's and the device's noise, whatever the model
+    gets wrong: the pooled standard deviation over every group, at least ``floor``. Where
+    no workload was repeated (a short budget), :func:`noise_scale` of every residual.
+
+    Args:
+        samples: the windows.
+        residuals: one relative residual per sample (NaN where it has none: an idle window's
+            time).
+        floor: the least noise to assume (:data:`TIME_NOISE_REL`, :data:`ENERGY_NOISE_REL`).
+    """
+    groups: dict[str, list[float]] = {}
+    for sample, r in zip(samples, residuals, strict=True):
+        if math.isfinite(r):
+            # a repr of the iteration's kernels: a profile holds mappings, so it has no hash
+            key = repr((sample.energy_only, sample.profile.kernels, sample.profile.op_costs))
+            groups.setdefault(key, []).append(math.log1p(r))
+    squares = math.fsum(
+        (x - statistics.fmean(g)) ** 2 for g in groups.values() if len(g) > 1 for x in g
+    )
+    dof = sum(len(g) - 1 for g in groups.values())
+    if dof == 0:
+        return noise_scale([r for r in residuals if math.isfinite(r)], floor)
+    return max(math.expm1(math.sqrt(squares / dof)), floor)
+
+
+MISFIT_SIGMAS = 4.0
+"""A window misfits when its log residual exceeds this many times its stage's noise
+(:func:`repeat_noise`). With normal noise, one of 110 residuals (57 windows, two stages)
+goes past 4 sigma with a chance of 0.7 %; in the simulated runs of seeds 0 to 19 the worst
+window of a good fit is 2.3 sigma (docs/calibrate.md)."""
+MISFIT_P = 1e-3
+"""A parameter's windows misfit together when the chi-square of their log residuals over the
+noise exceeds its 1 - 1e-3 quantile (as many degrees of freedom as windows: the fit's own
+parameters only lower it): several windows at 2 to 4 sigma, none past
+:data:`MISFIT_SIGMAS`, are as telling as one far out."""
+MISFIT_LIST_SIGMAS = 2.0
+"""The windows a misfit names: those past this many times the noise, worst first."""
+PIN_SLOPE = 0.1
+"""A window pins a parameter when its log time (or log joules) moves by at least this much
+per unit of the parameter's log (10 % of the parameter: 1 % of the window)."""
+
+
+@dataclass(frozen=True)
+class Misfit:
+    """A fitted parameter some of whose windows the fitted model does not describe.
+
+    Attributes:
+        name: the parameter (flat name).
+        stage: ``"time"`` (its windows' seconds) or ``"energy"`` (their joules).
+        windows: the labels of its windows beyond :data:`MISFIT_SIGMAS` x the noise, worst
+            first.
+        worst_rel: the worst of those windows' relative residual (predicted / measured - 1).
+        noise_rel: the stage's noise (:func:`noise_scale`), relative.
+        widening: the factor its 95 % interval's log half width was widened by (the worst
+            window's residual over the noise, in log terms).
+        chi_square: the sum of squares of its windows' log residuals over the noise.
+        pinned_by: how many windows pin it (the chi-square's degrees of freedom).
+    """
+
+    name: str
+    stage: str
+    windows: tuple[str, ...]
+    worst_rel: float
+    noise_rel: float
+    widening: float
+    chi_square: float
+    pinned_by: int
+
+    def describe(self) -> str:
+        """One line: the misfit against the noise, and the windows."""
+        return (
+            f"fitted, windows misfit: {self.stage} {abs(self.worst_rel):.2%} vs "
+            f"{self.noise_rel:.2%} noise ({', '.join(self.windows)}; chi-square "
+            f"{self.chi_square:.3g} on {self.pinned_by} window"
+            f"{'s' if self.pinned_by != 1 else ''}); interval widened "
+            f"x{self.widening:.3g}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "windows": list(self.windows),
+            "worst_rel": self.worst_rel,
+            "noise_rel": self.noise_rel,
+            "widening": self.widening,
+            "chi_square": self.chi_square,
+            "pinned_by": self.pinned_by,
+        }
+
+
+def misfits(samples: Sequence[Sample], fit: PhysicalFit) -> dict[str, Misfit]:
+    """The fitted parameters whose windows misfit beyond their noise.
+
+    Per stage (time parameters on the timed windows' log seconds, energy parameters on every
+    window's log joules), the noise is :func:`repeat_noise`: the spread of the windows that
+    repeat a workload (at least :data:`TIME_NOISE_REL` / :data:`ENERGY_NOISE_REL`), which a
+    misfit does not inflate as it does the scatter of every window. A window pins a fitted
+    parameter when its log slope to it is at least :data:`PIN_SLOPE` at the fitted values; a
+    parameter misfits when any window that pins it has a log residual beyond
+    :data:`MISFIT_SIGMAS` x the noise, or when its windows' chi-square (their log residuals
+    over the noise, squared and summed) passes its :data:`MISFIT_P` tail. The model then
+    does not describe those windows (a held parameter beyond its prior's range moved a kink,
+    or the device does something the model has no term for), and the parameter's interval,
+    which assumes it does, is not to be trusted as is: :func:`fit_measurements` widens it
+    by :attr:`Misfit.widening`.
+
+    Returns:
+        Per misfitting parameter, its :class:`Misfit`.
+    """
+    column = _column_of(samples, fit.params)
+    labels = list(fit.labels)
+    out: dict[str, Misfit] = {}
+    for stage, prefixes, all_residuals, floor in (
+        ("time", TIME_PREFIXES, fit.time_rel_residuals, TIME_NOISE_REL),
+        ("energy", ENERGY_PREFIXES, fit.energy_rel_residuals, ENERGY_NOISE_REL),
+    ):
+        # the slopes' rows: the time stage's are the timed windows only
+        residuals = _timed(samples, all_residuals) if stage == "time" else list(all_residuals)
+        names = _timed(samples, labels) if stage == "time" else labels
+        if not residuals:
+            continue
+        sigma = math.log1p(repeat_noise(samples, all_residuals, floor))
+        logres = np.log1p(np.asarray(residuals, dtype=float))
+        beyond = np.abs(logres) > MISFIT_SIGMAS * sigma
+        index = 0 if stage == "time" else 1
+        for name, status in fit.status.items():
+            # a status already MISFIT: the check again on a finished calibration (its record)
+            fitted = status.source in ("fitted", MISFIT)
+            if not fitted or prefix_of(name) not in prefixes or status.value <= 0:
+                continue
+            pins = np.abs(column(name, status.value, 1e-3)[index]) >= PIN_SLOPE
+            if not pins.any():
+                continue
+            chi_square = float(((logres[pins] / sigma) ** 2).sum())
+            limit = float(chi2.isf(MISFIT_P, int(pins.sum())))
+            if not (pins & beyond).any() and chi_square <= limit:
+                continue
+            bad = np.flatnonzero(pins & (np.abs(logres) > MISFIT_LIST_SIGMAS * sigma))
+            order = bad[np.argsort(-np.abs(logres[bad]))]
+            worst = float(np.abs(logres[order[0]]))
+            out[name] = Misfit(
+                name=name,
+                stage=stage,
+                windows=tuple(names[i] for i in order),
+                worst_rel=float(residuals[order[0]]),
+                noise_rel=math.expm1(sigma),
+                widening=worst / sigma,
+                chi_square=chi_square,
+                pinned_by=int(pins.sum()),
+            )
+    return out
+
+
 def identify(
     samples: Sequence[Sample], fit: PhysicalFit, designed: Collection[str]
 ) -> tuple[dict[str, float], dict[str, str]]:
@@ -239,24 +466,8 @@ def identify(
     Returns:
         (relative half width per fitted parameter, reason per parameter not identified).
     """
-    params = fit.params
-    flat = params.flat()
-    design = StepDesign.build([s.profile for s in samples])
-    model = _log_model(design, samples)
-    base_v = design.vec(params)
-
-    # central differences: the time model is a maximum of terms, and a fit can settle on the
-    # kink between two (a compute and a memory time equal), where a one-sided difference
-    # sees only one of them and calls the other parameter irrelevant
-    def column(name: str, value: float, step: float) -> tuple[np.ndarray, np.ndarray]:
-        moved = []
-        for sign in (1.0, -1.0):
-            v = {k: a.copy() if isinstance(a, np.ndarray) else a for k, a in base_v.items()}
-            design.set(v, name, value * math.exp(sign * step))
-            moved.append(model(v))
-        (t_up, e_up), (t_down, e_down) = moved
-        return (t_up - t_down) / (2 * step), (e_up - e_down) / (2 * step)
-
+    flat = fit.params.flat()
+    column = _column_of(samples, fit.params)
     columns = {name: column(name, value, 1e-3) for name, value in flat.items() if value > 0}
     # a held parameter's error is the prior's +/-30 %, not an infinitesimal step: its column
     # is the secant over that range. At the fitted point its windows may all sit on one side
@@ -269,7 +480,7 @@ def identify(
         if value > 0 and (name in designed or _matrix_conv(name))
     }
     fitted = {n for n, st in fit.status.items() if st.source == "fitted"}
-    timed = [r for s, r in zip(samples, fit.time_rel_residuals, strict=True) if not s.energy_only]
+    timed = _timed(samples, fit.time_rel_residuals)
     widths: dict[str, float] = {}
     why: dict[str, str] = {}
     prior_var = (math.log1p(PRIOR_REL) / 1.96) ** 2
@@ -293,11 +504,7 @@ def identify(
             continue
         jac = np.column_stack([columns[n][stage] for n in names])
         res = np.array(residuals)
-        # the scatter of most windows (median absolute residual, x1.4826 for a normal one):
-        # a few windows a held parameter mis-models must not widen every interval (the held
-        # parameters' part below carries their error)
-        scale = 1.4826 * float(np.median(np.abs(res))) if res.size else 0.0
-        sigma = max(scale, floor)
+        sigma = noise_scale(residuals, floor)
         _, sv, vt = np.linalg.svd(jac, full_matrices=False)
         sv = np.concatenate([sv, np.zeros(len(names) - len(sv))])
         vt = np.vstack([vt, np.zeros((len(names) - vt.shape[0], len(names)))])
@@ -407,7 +614,11 @@ class Calibrated:
 
     def not_identified(self) -> list[str]:
         """Designed parameters the measurements did not pin (they keep their prior)."""
-        return sorted(n for n in self.pins if self.fit.status[n].source != "fitted")
+        return sorted(n for n in self.pins if self.fit.status[n].source not in ("fitted", MISFIT))
+
+    def misfit(self) -> list[str]:
+        """Fitted parameters whose windows misfit (their intervals widened by it)."""
+        return sorted(n for n, s in self.fit.status.items() if s.source == MISFIT)
 
     def to_dict(self) -> dict[str, Any]:
         """The record: the params' own dict plus a ``calibration`` section (the windows)."""
@@ -425,6 +636,11 @@ class Calibrated:
             "status": {n: s.to_dict() for n, s in self.fit.status.items()},
             "designed": sorted(self.pins),
             "not_identified": self.not_identified(),
+            # the windows each misfitting parameter rests on, against the noise of repeats
+            "misfit": {
+                n: m.to_dict() | {"reason": self.fit.status[n].reason}
+                for n, m in sorted(misfits(samples_of(self.measured), self.fit).items())
+            },
             "residuals": [
                 {"label": label, "time_rel": t if math.isfinite(t) else None, "energy_rel": e}
                 for label, t, e in zip(
@@ -532,7 +748,8 @@ def write_calibration(calibrated: Calibrated, path: Path) -> tuple[Path, Path]:
 
 
 def render(calibrated: Calibrated) -> str:
-    """Every parameter with its unit, value, interval and source; then the residuals."""
+    """Every parameter with its unit, value, interval and source; then the residuals, the
+    parameters whose windows misfit (with those windows) and those not identified."""
     fit = calibrated.fit
     lines = [
         f"Calibration of {calibrated.device_name} ({len(calibrated.measured)} windows of "
@@ -545,6 +762,8 @@ def render(calibrated: Calibrated) -> str:
         interval = f"{s.ci95[0]:.4g} .. {s.ci95[1]:.4g}" if s.ci95 else "-"
         # a reason may already say where the prior comes from ("prior: half peak at ...")
         source = s.source if s.source != "prior" else f"prior: {s.reason.removeprefix('prior: ')}"
+        if s.source == MISFIT:
+            source = "fitted, windows misfit (below)"
         lines.append(f"  {name:<30} {s.value:>11.4g} {s.unit:<9} {interval:<25} {source}")
     held = len(fit.status) - len(calibrated.pins)
     lines.append(f"  ({held} other parameters keep their priors: no workload is designed for them)")
@@ -554,6 +773,10 @@ def render(calibrated: Calibrated) -> str:
     ):
         time = f"{t:+7.2%}" if math.isfinite(t) else f"{'-':>7}"  # idle: no modelled time
         lines.append(f"  {label:<28} time {time}  energy {e:+7.2%}")
+    bad = calibrated.misfit()
+    if bad:
+        lines += ["", "Fitted on windows that misfit (their intervals widened by the misfit):"]
+        lines += [f"  {name}: {fit.status[name].reason}" for name in bad]
     missing = calibrated.not_identified()
     if missing:
         lines += ["", "Not identified (kept their priors): " + ", ".join(missing)]
