@@ -270,15 +270,9 @@ def run(args: argparse.Namespace) -> int:
         notes.insert(0, builtin_note(str(calibration.physical["target"]), calibration))
     if step_s is not None and step_s.warning:
         notes.insert(0, step_s.warning)
-    result = {
-        "model": args.target,
-        "precision": how,
-        **planned,
-        "hardware": hardware.label,  # this machine; the roofline's is roofline_hardware
-        "roofline_hardware": planned["hardware"],
-        "notes": notes,
-    }
     if args.json:
+        result = _json_result(args.target, how, planned, calibration.measured, hardware.label)
+        result["notes"] = notes
         # strict JSON: non-finite floats (an unbounded interval) as the report writes them
         from lightning_to_energy.reporting.codec import to_json_value
 
@@ -333,6 +327,38 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     _print_top_modules(plan.top_modules)
     return 0
+
+
+# Keys that a machine reader must see beside the figure they qualify: whether the joules are
+# measured next to the joules, where the step time came from next to the step time.
+_ENERGY_KEYS = ("energy_j", "low_j", "high_j", "sensor_kind", "energy_label")
+_STEP_TIME_KEYS = ("step_time_s", "step_time_source", "step_time_detail")
+
+
+def _json_result(
+    counted: str, precision: str, planned: dict[str, Any], measured: bool, here: str
+) -> dict[str, Any]:
+    """``predict --json``'s object: the plan's keys, each label beside the figure it qualifies.
+
+    ``energy_measured`` (a bool) says whether the calibration's joules were measured by
+    hardware (``sensor_kind`` counter or power-integration), so that a reader need not parse
+    ``energy_label`` to tell an estimate-based prediction from a measured one. ``model`` is the
+    plan's (``"physical"`` or ``"regression"``); ``counted_model`` the ``MODULE:ATTR`` counted.
+    ``hardware`` is this machine; the plan's hardware key is ``roofline_hardware``.
+    """
+    rest = {k: v for k, v in planned.items() if k not in (*_ENERGY_KEYS, *_STEP_TIME_KEYS)}
+    return {
+        "counted_model": counted,
+        "model": rest.pop("model"),
+        "precision": precision,
+        "steps": rest.pop("steps"),
+        **{k: planned[k] for k in _ENERGY_KEYS},
+        "energy_measured": measured,
+        **{k: planned[k] for k in _STEP_TIME_KEYS},
+        **rest,
+        "hardware": here,
+        "roofline_hardware": planned["hardware"],
+    }
 
 
 def _print_top_modules(modules: Any) -> None:
