@@ -567,12 +567,15 @@ def test_predict_with_an_unknown_hardware_key_exits_2_listing_the_known_ones(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     path = _h100_calibration(tmp_path, ("roofline_s", "tos"))
-    with pytest.warns(CalibrationWarning):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         code, _, err = run(
             capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--calibration", str(path),
             "--steps", "10", "--hardware", "h900",
         )  # fmt: skip
     assert code == 2 and "h100-sxm" in err and "'h900'" in err
+    # refused before the calibration is read: one line, no note about its hardware on top
+    assert len(err.splitlines()) == 1 and caught == []
 
 
 @pytest.mark.parametrize(
@@ -1130,7 +1133,9 @@ def test_predict_on_an_unusable_calibration_gives_one_message_not_a_warning_too(
         )  # fmt: skip
     assert (code, out, len(err.splitlines())) == (2, "", 1)
     assert [w for w in caught if issubclass(w.category, CalibrationWarning)] == []
-    assert "found a file it could not use: calibration file" in err
+    # the file's own fault, then the one fix (not the store's advice for TOEnergy as well)
+    assert "found JSON that is not one (windows: expected a value, found none)." in err
+    assert err.count("Fix:") == 1 and "calibration=" not in err
 
 
 def test_a_models_own_error_gets_a_traceback_on_request(

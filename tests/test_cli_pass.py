@@ -61,3 +61,75 @@ def test_predict_json_says_measured_for_a_counter_calibration(
     # make_report's default sensor is a counter: measured joules
     assert (result["sensor_kind"], result["energy_measured"]) == ("counter", True)
     assert result["energy_label"] == "measured (counter)"
+
+
+# --- one complete line per fault --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["profile", "_models:TinyMLP", "--input", "8x16", "--target", "h999"],
+        ["predict", "_models:TinyMLP", "--input", "8x16", "--steps", "10", "--target", "h999"],
+        ["predict", "_models:TinyMLP", "--input", "8x16", "--steps", "10", "--hardware", "h999"],
+    ],
+)
+def test_an_unknown_hardware_key_is_one_whole_line_naming_the_keys(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert (code, out, len(err.splitlines())) == (2, "", 1)
+    # the keys, what was found, and a fix that ends its sentence (profile used to cut the
+    # table's message at its first line: "... with a TOML file such as.")
+    assert "h100-sxm, h200" in err and "found 'h999'. Fix: use one of those keys" in err
+    assert err.rstrip().endswith("(a TOML file, see docs/roofline.md).")
+    assert "such as." not in err and "[[hardware]]" not in err
+
+
+def test_predict_refuses_a_negative_top_as_profile_does(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in (["profile"], ["predict", "--steps", "10"]):
+        code, out, err = run(capsys, *command, "_models:TinyMLP", "--input", "8x16", "--top", "-1")
+        assert (code, out) == (2, "")
+        assert "expected --top as a number of modules >= 0, found -1. Fix: e.g. --top" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "found"),
+    [
+        # a Python file passed by mistake: not JSON
+        (b"import torch\n", "found a file that is not JSON (Expecting value: line 1 column 1"),
+        # some other JSON
+        (b'{"a": 1}', "found JSON that is not one (expected a calibration (key 'schema_version'"),
+        # not UTF-8 at all
+        (b"\xff\xfe\x00", "expected a readable calibration file at"),
+    ],
+)
+def test_predict_on_a_file_that_is_no_calibration_gives_one_fix(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes, found: str
+) -> None:
+    path = tmp_path / "cal.json"
+    path.write_bytes(content)
+    code, out, err = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--steps", "10",
+        "--calibration", str(path),
+    )  # fmt: skip
+    assert (code, out, len(err.splitlines())) == (2, "", 1)
+    assert found in err
+    # one fix, for this command: not the store's "calibration=<...>" advice, nor ".."
+    assert err.count("Fix:") == 1 and "calibration=" not in err and ".." not in err
+    assert path.read_bytes() == content  # read only
+
+
+def test_predict_names_its_inputs_as_profile_does(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--input", "8x3",
+        "--steps", "10", "--target", "h100-sxm",
+    )  # fmt: skip
+    # two inputs for a one-input forward: the model's own error, inputs as the user typed them
+    assert code == 2 and "to train on inputs [8x16, 8x3], found TypeError" in err
+
+
+def test_a_bad_device_name_says_the_fix(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "profile", "_models:TinyMLP", "--input", "8x16", "--device", "gpu0")
+    assert code == 2
+    assert "expected a device such as 'cpu', 'cuda' or 'cuda:1', found 'gpu0'. Fix: " in err

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_to_energy._files import parse_json
-from lightning_to_energy.cli._common import CliError, count_arg
+from lightning_to_energy.cli._common import CliError, check_hardware_arg, count_arg
 from lightning_to_energy.cli.profile import PRECISIONS, TRACEBACK_HINT, add_traceback_flag
 
 __all__ = [
@@ -127,8 +127,16 @@ def run(args: argparse.Namespace) -> int:
             f"expected --step-overhead >= 0 seconds (finite), found {args.step_overhead}. Fix: "
             "Lightning's seconds per step on top of the model's, e.g. --step-overhead 0.002."
         )
+    if args.top < 0:
+        raise CliError(
+            f"expected --top as a number of modules >= 0, found {args.top}. Fix: e.g. --top 5."
+        )
     if not args.input:
-        raise CliError("expected at least one --input SHAPE (e.g. --input 64x1x8x8), found none.")
+        raise CliError(
+            "expected at least one --input SHAPE (e.g. --input 64x1x8x8), found none. Fix: "
+            "pass one --input per positional argument of the model's forward."
+        )
+    check_hardware_arg(args.hardware, "--target/--hardware")
     if args.calibration:
         _check_calibration_path(Path(args.calibration))
     hardware = HardwareInfo.detect()
@@ -245,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
                 )  # fmt: skip
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
         raise CliError(
-            f"expected {args.target} to train on inputs {args.input}, found "
+            f"expected {args.target} to train on inputs [{', '.join(args.input)}], found "
             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             ". Fix: give --input shapes and dtypes that the model's forward accepts"
             + TRACEBACK_HINT
@@ -528,26 +536,40 @@ def _same_hardware(spec: Any, calibration: Any) -> bool:
 
 
 def _check_calibration_path(path: Path) -> None:
-    """Refuse, before the store reads it, a --calibration that is a directory or a report.
+    """Refuse, before the store reads it, a --calibration that is a directory, a report or no
+    calibration at all.
 
     The store would warn that such a "calibration file" is unusable and suggest deleting it:
     the wrong fix for a run's log directory or its energy report.
 
     Raises:
-        CliError: ``path`` is a directory, an energy report or a study run.
+        CliError: ``path`` is a directory, unreadable, not JSON, an energy report or a study
+            run, or JSON that is not a calibration.
     """
+    from lightning_to_energy.calibration.data import Calibration
     from lightning_to_energy.calibration.store import foreign_file
 
     if path.is_dir():
         raise CliError(
-            f"expected a calibration file at {path}, found a directory. Fix: pass "
-            "--calibration FILE written by `lightning-to-energy fit --out FILE` or saved by "
-            "TOEnergy, or drop --calibration to use this hardware's own."
+            f"expected a calibration file at {path}, found a directory. {_CALIBRATION_FIX}"
         )
+
     try:
-        data = parse_json(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return  # missing or unreadable: the store's own checks say so
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return  # run() names the missing file, with the fix
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(
+            f"expected a readable calibration file at {path}, found an error reading it "
+            f"({exc}). {_CALIBRATION_FIX}"
+        ) from None
+    try:
+        data = parse_json(text)
+    except ValueError as exc:
+        raise CliError(
+            f"expected a calibration file (JSON) at {path}, found a file that is not JSON "
+            f"({exc}). {_CALIBRATION_FIX}"
+        ) from None
     foreign = foreign_file(data, path)
     if foreign is not None:
         found, source = foreign
@@ -556,6 +578,21 @@ def _check_calibration_path(path: Path) -> None:
             f"calibration on it first (`lightning-to-energy fit {source} --out cal.json`), "
             "then pass --calibration cal.json."
         )
+    # The store would say the same wrapped in its advice for TOEnergy(calibration=...): "left
+    # untouched", "a path that does not exist yet": a second fix, wrong for a read.
+    try:
+        Calibration.from_dict(data)
+    except ValueError as exc:
+        raise CliError(
+            f"expected a calibration file at {path}, found JSON that is not one ({exc}). "
+            f"{_CALIBRATION_FIX}"
+        ) from None
+
+
+_CALIBRATION_FIX = (
+    "Fix: pass --calibration FILE written by `lightning-to-energy fit --out FILE` or saved by "
+    "TOEnergy, or drop --calibration to use this hardware's own."
+)
 
 
 def _time_steps(

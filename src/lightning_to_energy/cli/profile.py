@@ -25,6 +25,7 @@ from typing import Any
 
 from lightning_to_energy.cli._common import (
     CliError,
+    check_hardware_arg,
     cli_device,
     count_arg,
     make_input,
@@ -167,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
             f"(run here), found both (--target {args.hardware} --device {args.device}). Fix: "
             "drop one of them."
         )
+    check_hardware_arg(args.hardware, "--target")
     hardware = resolve_target_arg(args.hardware)
     device = cli_device(args.device, any_type=True)
     model, inputs, kwargs = build_model_and_inputs(
