@@ -133,3 +133,37 @@ def test_a_bad_device_name_says_the_fix(capsys: pytest.CaptureFixture[str]) -> N
     code, _, err = run(capsys, "profile", "_models:TinyMLP", "--input", "8x16", "--device", "gpu0")
     assert code == 2
     assert "expected a device such as 'cpu', 'cuda' or 'cuda:1', found 'gpu0'. Fix: " in err
+
+
+# --- record: the command line's own words -----------------------------------------------------
+
+
+@pytest.mark.parametrize("sensors", ["bogus", "nvml,", "rapl,nvm"])
+def test_record_names_the_sensor_backends_in_the_command_lines_words(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, sensors: str
+) -> None:
+    out = tmp_path / "trace.csv"
+    code, _, err = run(capsys, "record", "--seconds", "1", "--sensors", sensors, "--out", str(out))
+    assert code == 2 and not out.exists()
+    assert (
+        "expected --sensors auto or a comma-separated list of nvml, rapl, estimate, fake, " in err
+    )
+    assert f"found {sensors!r}. Fix: e.g. --sensors nvml,rapl" in err
+    assert "discover(" not in err  # the Python API's example, not an option
+
+
+def test_record_of_a_named_backend_without_a_fix_of_its_own_gets_the_command_lines(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from lightning_to_energy.sensors import nvml as nvml_mod
+
+    # no NVIDIA GPU at all (this VM): nothing to install, so the backend has no fix to offer
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setattr(nvml_mod, "nvidia_gpu_present", lambda: False)
+    out = tmp_path / "trace.csv"
+    code, _, err = run(capsys, "record", "--seconds", "1", "--sensors", "nvml", "--out", str(out))
+    assert (code, len(err.splitlines())) == (2, 1) and not out.exists()
+    assert "no NVIDIA GPU found (" in err
+    assert "nvidia-smi). Fix: drop it from --sensors, or record what this machine has" in err
