@@ -906,7 +906,10 @@ def test_fit_on_study_runs_writes_a_roofline_calibration_that_predict_applies(
 def test_fit_refuses_reports_and_study_runs_together(
     capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str], tmp_path: Path
 ) -> None:
-    code, _, err = run(capsys, "fit", two_runs[0], str(tmp_path))
+    study = tmp_path / "study"  # a study directory: it holds *.run.json files
+    study.mkdir()
+    (study / "mlp.run.json").write_text("{}")
+    code, _, err = run(capsys, "fit", two_runs[0], str(study))
     assert code == 2 and "found both" in err
 
 

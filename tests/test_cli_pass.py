@@ -167,3 +167,36 @@ def test_record_of_a_named_backend_without_a_fix_of_its_own_gets_the_command_lin
     assert (code, len(err.splitlines())) == (2, 1) and not out.exists()
     assert "no NVIDIA GPU found (" in err
     assert "nvidia-smi). Fix: drop it from --sensors, or record what this machine has" in err
+
+
+# --- fit and report on the wrong file or folder -----------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["fit", "report"])
+def test_a_png_or_checkpoint_given_as_the_report_is_one_line_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str
+) -> None:
+    png = tmp_path / "energy_report.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")  # not UTF-8: fit raised UnicodeDecodeError
+    code, out, err = run(capsys, command, str(png))
+    assert (code, out, len(err.splitlines())) == (2, "", 1)
+    assert f"{png}: expected a JSON energy report, found a binary file. Fix: pass the " in err
+    # fit names the file once, not "cannot read report X: X: ..."
+    assert err.count(str(png)) == 1
+
+
+def test_fit_on_a_folder_of_run_directories_names_them(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    logs = tmp_path / "lightning_logs"
+    for version in ("version_0", "version_1"):
+        write(make_report(RUN_A), logs / version)
+    code, out, err = run(capsys, "fit", str(logs))
+    assert (code, out, len(err.splitlines())) == (2, "", 1)
+    assert f"found neither in {logs}. Fix: pass the run directories themselves: " in err
+    assert f"{logs / 'version_0'} {logs / 'version_1'}." in err
+    # an empty folder: what it should hold, and that `study run` writes a study's
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(capsys, "fit", str(empty))
+    assert code == 2 and "e.g. lightning_logs/version_0" in err and "study run DIR" in err
