@@ -200,3 +200,27 @@ def test_fit_on_a_folder_of_run_directories_names_them(
     empty.mkdir()
     code, _, err = run(capsys, "fit", str(empty))
     assert code == 2 and "e.g. lightning_logs/version_0" in err and "study run DIR" in err
+
+
+# --- study run: bad options refused before anything runs ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (["--windows", "0"], "expected --windows >= 1, found 0. Fix: e.g. --windows 3"),
+        (["--min-seconds", "-1"], "expected --min-seconds >= 0, found -1.0. Fix: e.g. "),
+        (["--min-seconds", "nan"], "expected --min-seconds >= 0, found nan. Fix: e.g. "),
+        (["--budget-min", "0"], "expected --budget-min > 0 minutes, found 0.0. Fix: e.g. "),
+        (["--hardware", "h999"], "found 'h999'. Fix: use one of those keys"),
+    ],
+)
+def test_study_run_refuses_bad_options_in_one_line_before_running(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, option: list[str], expected: str
+) -> None:
+    out = tmp_path / "study"
+    code, stdout, err = run(
+        capsys, "study", "run", str(out), "--grid", "tiny", "--device", "cpu", *option
+    )
+    assert (code, stdout, len(err.splitlines())) == (2, "", 1)
+    assert expected in err and not out.exists()  # nothing trained, nothing written

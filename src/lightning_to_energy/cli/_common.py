@@ -44,17 +44,18 @@ def cli_device(name: str | None, *, any_type: bool = False) -> Any:
         raise CliError(str(exc)) from None
 
 
-def check_hardware_arg(key: str | None, option: str) -> None:
+def check_hardware_arg(key: str | None, option: str, *, local_cuda: bool = True) -> None:
     """Refuse, before any work and in one line, a hardware key the table does not know.
 
     The table's own error carries a multi-line TOML example for Python users; the command
     line shows the keys and points at the example (a TOML file is registered from Python).
-    ``None`` and ``"cuda"`` (the local GPU, checked where it is used) pass.
+    ``None`` passes, and so does ``"cuda"`` (the local GPU, checked where it is used) with
+    ``local_cuda`` (for ``--target``, which counts for the local GPU).
 
     Raises:
         CliError: ``key`` is neither a key nor a device name of the hardware table.
     """
-    if key is None or key.strip().lower() == "cuda":
+    if key is None or (local_cuda and key.strip().lower() == "cuda"):
         return
     from lightning_to_energy.hardware.specs import find_hardware, hardware_table
 
