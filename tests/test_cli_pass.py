@@ -224,3 +224,15 @@ def test_study_run_refuses_bad_options_in_one_line_before_running(
     )
     assert (code, stdout, len(err.splitlines())) == (2, "", 1)
     assert expected in err and not out.exists()  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize("budget", ["-1", "0", "inf", "nan"])
+def test_calibrate_refuses_a_budget_before_opening_the_device(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, budget: str
+) -> None:
+    out = tmp_path / "cal.json"
+    # --device cuda:0 on this CPU machine would fail too: the budget is checked first
+    code, stdout, err = run(capsys, "calibrate", "--budget-s", budget, "--out", str(out))
+    assert (code, stdout, len(err.splitlines())) == (2, "", 1)
+    assert f"expected --budget-s > 0 seconds (finite), found {float(budget)}. Fix: " in err
+    assert "CUDA" not in err and not out.exists()
