@@ -236,3 +236,64 @@ def test_calibrate_refuses_a_budget_before_opening_the_device(
     assert (code, stdout, len(err.splitlines())) == (2, "", 1)
     assert f"expected --budget-s > 0 seconds (finite), found {float(budget)}. Fix: " in err
     assert "CUDA" not in err and not out.exists()
+
+
+# --- the user's own model code failing while it is built --------------------------------------
+
+_USER_MODULE = """
+from torch import nn
+
+
+class NeedsWidth(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.layer = nn.Linear(width, 2)
+
+
+def factory():
+    return {}["weights_path"]  # the user's own bug, inside a zero-argument factory
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "ltoe_pass_models.py").write_text(_USER_MODULE, encoding="utf-8")
+    (tmp_path / "ltoe_pass_broken.py").write_text("raise RuntimeError('at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "ltoe_pass_models"
+
+
+def test_a_factory_that_fails_inside_is_not_told_it_needs_no_arguments(
+    capsys: pytest.CaptureFixture[str], user_module: str
+) -> None:
+    code, _, err = run(capsys, "profile", f"{user_module}:factory", "--input", "8x16")
+    assert (code, len(err.splitlines())) == (2, 1)
+    # it takes no arguments: the fault is in its body, and --traceback can show where
+    assert f"expected {user_module}:factory() to build the model, found KeyError: " in err
+    assert "'weights_path'. Fix: correct the constructor or factory (--traceback" in err
+    assert "no arguments" not in err
+    code, _, err = run(
+        capsys, "profile", f"{user_module}:factory", "--input", "8x16", "--traceback"
+    )
+    assert code == 2 and "Traceback (most recent call last)" in err
+    assert 'return {}["weights_path"]' in err  # the user's own line
+
+
+def test_a_class_that_needs_arguments_is_told_so(
+    capsys: pytest.CaptureFixture[str], user_module: str
+) -> None:
+    code, _, err = run(capsys, "profile", f"{user_module}:NeedsWidth", "--input", "8x16")
+    assert code == 2
+    assert "to build with no arguments, found that it needs some (missing a required " in err
+    assert "'width')" in err
+
+
+def test_a_module_that_fails_at_import_offers_the_traceback(
+    capsys: pytest.CaptureFixture[str], user_module: str
+) -> None:
+    code, _, err = run(capsys, "profile", "ltoe_pass_broken:net", "--input", "8x16", "--traceback")
+    assert code == 2 and "raise RuntimeError('at import')" in err
+    assert err.rstrip().endswith(
+        "found RuntimeError: at import. Fix: run `python -c 'import ltoe_pass_broken'` and fix "
+        "the error it shows (--traceback shows where it failed)."
+    )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -406,9 +407,10 @@ def load_module(target: str) -> Any:
         ) from None
     except Exception as exc:
         raise CliError(
-            f"expected {module_name!r} to import cleanly, found {type(exc).__name__}: {exc}. "
-            "Fix: run `python -c 'import " + module_name + "'` and fix the error it shows."
-        ) from None
+            f"expected {module_name!r} to import cleanly, found {type(exc).__name__}: "
+            f"{_first_line(exc)}. Fix: run `python -c 'import {module_name}'` and fix the error "
+            f"it shows{TRACEBACK_HINT}"
+        ) from exc
     obj: Any = mod
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -425,12 +427,21 @@ def load_module(target: str) -> Any:
             f"factory, found a {type(obj).__name__}. Fix: point at the model or its class."
         )
     try:
-        built = obj()
-    except Exception as exc:
+        inspect.signature(obj).bind()
+    except TypeError as exc:  # it needs arguments: not the user's code failing
         raise CliError(
-            f"expected {target} to build with no arguments, found {type(exc).__name__}: {exc}. "
+            f"expected {target} to build with no arguments, found that it needs some ({exc}). "
             "Fix: point at a module instance or a zero-argument factory function."
         ) from None
+    except ValueError:
+        pass  # no signature to read (a builtin): calling it will tell
+    try:
+        built = obj()
+    except Exception as exc:  # the user's own constructor or factory failed
+        raise CliError(
+            f"expected {target}() to build the model, found {type(exc).__name__}: "
+            f"{_first_line(exc)}. Fix: correct the constructor or factory{TRACEBACK_HINT}"
+        ) from exc
     if not isinstance(built, torch.nn.Module):
         raise CliError(
             f"expected {target}() to return an nn.Module, found a {type(built).__name__}. "
