@@ -297,3 +297,31 @@ def test_a_module_that_fails_at_import_offers_the_traceback(
         "found RuntimeError: at import. Fix: run `python -c 'import ltoe_pass_broken'` and fix "
         "the error it shows (--traceback shows where it failed)."
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "found"),
+    [
+        (
+            ["--step-time", "0.5"],
+            "found --step-time 0.5, which it would ignore. Fix: drop --step-time,",
+        ),
+        (
+            ["--step-time", "0.5", "--step-overhead", "0.01"],
+            "found --step-time 0.5 and --step-overhead 0.01, which it would ignore. Fix: drop "
+            "--step-time and --step-overhead,",
+        ),
+    ],
+)
+def test_predict_with_a_physical_calibration_refuses_a_step_time_it_would_ignore(
+    capsys: pytest.CaptureFixture[str], given: list[str], found: str
+) -> None:
+    # the built-in h100-sxm calibration predicts the step's time itself: a 0.5 s step given by
+    # the user planned exactly the same joules as none, without a word
+    code, out, err = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--steps", "10",
+        "--target", "h100-sxm", *given,
+    )  # fmt: skip
+    assert (code, out, len(err.splitlines())) == (2, "", 1)
+    assert "with the built-in calibration: it carries the physical step model of h100-sxm" in err
+    assert found in err
