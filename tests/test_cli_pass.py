@@ -325,3 +325,12 @@ def test_predict_with_a_physical_calibration_refuses_a_step_time_it_would_ignore
     assert (code, out, len(err.splitlines())) == (2, "", 1)
     assert "with the built-in calibration: it carries the physical step model of h100-sxm" in err
     assert found in err
+
+
+@pytest.mark.parametrize("features", ["", " , "])
+def test_fit_refuses_empty_features_instead_of_fitting_the_defaults(
+    capsys: pytest.CaptureFixture[str], two_runs: tuple[str, str], features: str
+) -> None:
+    code, out, err = run(capsys, "fit", *two_runs, "--features", features)
+    assert (code, out, len(err.splitlines())) == (2, "", 1)
+    assert f"expected --features as comma-separated feature names, found {features!r}." in err

@@ -147,6 +147,12 @@ def _refuse_empty_directory(path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load, fit, score, print, and optionally write the calibration."""
+    if args.features is not None and not any(n.strip() for n in args.features.split(",")):
+        # "" (an unset shell variable, say) would otherwise fit the default features silently
+        raise CliError(
+            f"expected --features as comma-separated feature names, found {args.features!r}. "
+            "Fix: e.g. --features duration_s,tos_vector, or drop --features for the reports' own."
+        )
     if args.out:
         _check_out(args.out)  # before any work: a bad path is not found after the fit
     shared = _shared_data_file(args.reports)
