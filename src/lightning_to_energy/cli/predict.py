@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if value is not None
     ]
-    if physical and given:
+    if calibration.physical is not None and given:
         # The physical model predicts the step's time itself: a figure given for it would be
         # silently ignored, and the plan would not be the run the user described.
         source = "the built-in calibration" if from_builtin else "this calibration"
