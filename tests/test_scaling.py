@@ -519,17 +519,17 @@ def test_results_json_round_trip_and_files(tmp_path: Path, law_results: StudyRes
         # a value of another type: the field, its type and the value found
         (
             lambda d: d["predictions"][2].update(predicted_j="12.5"),
-            "predictions[2].predicted_j: expected float (JSON), found a str ('12.5')",
+            "predictions[2].predicted_j: expected float (JSON), found '12.5'",
         ),
         (
             lambda d: d["scores"][0].update(n=True),
-            "scores[0].n: expected int (JSON), found a bool (True)",
+            "scores[0].n: expected int (JSON), found True",
         ),
         # a whole section of another shape, or missing
         (lambda d: d.update(models={}), "field 'models': expected a list, each item an object, "),
-        (lambda d: d.update(models={}), "found a dict ({})"),
+        (lambda d: d.update(models={}), "found {}"),
         (lambda d: d.pop("runs"), "field 'runs': expected a list, each item an object, found no "),
-        (lambda d: d["splits"].append(3), "splits[4]: expected a str, found an int (3)"),
+        (lambda d: d["splits"].append(3), "splits[4]: expected a str, found 3"),
         (lambda d: d.pop("hardware"), "field 'hardware': expected a str (the hardware key), found"),
     ],
 )
@@ -548,9 +548,7 @@ def test_a_malformed_results_file_names_the_field_what_was_expected_and_the_fix(
 
 
 def test_a_results_file_that_is_no_object_says_so() -> None:
-    with pytest.raises(
-        ValueError, match=r"the file: expected a JSON object, found a list \(\[\]\)"
-    ):
+    with pytest.raises(ValueError, match=r"the file: expected a JSON object, found \[\]"):
         StudyResults.from_dict([])  # type: ignore[arg-type]
 
 

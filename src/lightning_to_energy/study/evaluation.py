@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_to_energy._files import found_repr
 from lightning_to_energy.model.scoring import score_pairs
 from lightning_to_energy.study.baselines import MODELS, NotFittableError, ScalingModel
 from lightning_to_energy.study.runs import StudyRun, check_one_hardware, field_error
@@ -284,7 +285,7 @@ class StudyResults:
                 field (``scores[3].n``), what was expected, what was found, and the fix.
         """
         if not isinstance(data, Mapping):
-            raise _malformed("the file", "a JSON object", _a(data))
+            raise _malformed("the file", "a JSON object", found_repr(data))
         if data.get("format") != RESULTS_FORMAT or data.get("version") != RESULTS_VERSION:
             raise field_error(
                 "scaling results",
@@ -294,7 +295,7 @@ class StudyResults:
             )
         hardware = data.get("hardware")
         if not isinstance(hardware, str):
-            found = _a(hardware) if "hardware" in data else "no such field"
+            found = found_repr(hardware) if "hardware" in data else "no such field"
             raise _malformed("field 'hardware'", "a str (the hardware key)", found)
         splits = _entries(data, "splits", str, required=True)
         return cls(
@@ -342,10 +343,10 @@ def _entries(data: Mapping[str, Any], key: str, kind: type, *, required: bool) -
         raise _malformed(f"field {key!r}", f"a list, each item {what}", "no such field")
     value = data[key]
     if not isinstance(value, list):
-        raise _malformed(f"field {key!r}", f"a list, each item {what}", _a(value))
+        raise _malformed(f"field {key!r}", f"a list, each item {what}", found_repr(value))
     for i, item in enumerate(value):
         if not isinstance(item, kind):
-            raise _malformed(f"{key}[{i}]", what, _a(item))
+            raise _malformed(f"{key}[{i}]", what, found_repr(item))
     return value
 
 
@@ -382,19 +383,9 @@ def _rows(data: Mapping[str, Any], key: str, row: type[Any], *, required: bool) 
             if ok and isinstance(value, bool) and "bool" not in str(f.type):
                 ok = False
             if not ok:
-                raise _malformed(f"{key}[{i}].{f.name}", f"{f.type} (JSON)", _a(value))
+                raise _malformed(f"{key}[{i}].{f.name}", f"{f.type} (JSON)", found_repr(value))
         rows.append(row(**item))
     return rows
-
-
-def _a(value: Any) -> str:
-    """``value`` for an error message: its type and itself (``a str ('3')``, ``an int (3)``)."""
-    if value is None:
-        return "null"
-    shown = repr(value)
-    name = type(value).__name__
-    article = "an" if name[0] in "aeiou" else "a"
-    return f"{article} {name} ({shown if len(shown) <= 60 else shown[:57] + '...'})"
 
 
 # ----------------------------------------------------------------------------------------------
