@@ -334,3 +334,15 @@ def test_fit_refuses_empty_features_instead_of_fitting_the_defaults(
     code, out, err = run(capsys, "fit", *two_runs, "--features", features)
     assert (code, out, len(err.splitlines())) == (2, "", 1)
     assert f"expected --features as comma-separated feature names, found {features!r}." in err
+
+
+def test_target_cuda_without_a_gpu_says_the_fix_in_options(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run(capsys, "profile", "_models:TinyMLP", "--input", "8x16", "--target", "cuda")
+    assert (code, len(err.splitlines())) == (2, 1)
+    assert "expected a CUDA device for --target cuda, found none (torch " in err
+    assert "(e.g. --target h100-sxm), or drop --target" in err and "hardware=" not in err

@@ -258,8 +258,17 @@ def resolve_target_arg(key: str | None) -> Any:
     Raises:
         CliError: an unknown key (the message lists the known keys).
     """
+    import torch
+
     from lightning_to_energy.counting.target import resolve_target
 
+    if key is not None and key.strip().lower() == "cuda" and not torch.cuda.is_available():
+        # resolve_target's own fix names its Python arguments (hardware=..., None)
+        raise CliError(
+            f"expected a CUDA device for --target cuda, found none (torch {torch.__version__}). "
+            "Fix: name the target GPU instead (e.g. --target h100-sxm), or drop --target to "
+            "count on this machine."
+        )
     try:
         return resolve_target(key)
     except ValueError as exc:
