@@ -503,6 +503,55 @@ def test_results_json_round_trip_and_files(tmp_path: Path, law_results: StudyRes
         StudyResults.from_dict({"format": "x", "version": 1})
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # a key dropped from one score: named with its entry, beside the fields expected
+        (
+            lambda d: d["scores"][3].pop("n"),
+            "scores[3]: expected an object with the fields of Score (model, split, evaluable, "
+            "reason, n,",
+        ),
+        (lambda d: d["scores"][3].pop("n"), "found no 'n'; fix: regenerate it with "),
+        # a key this version does not know
+        (lambda d: d["runs"][0].update(colour="red"), "runs[0]: expected an object with the "),
+        (lambda d: d["runs"][0].update(colour="red"), "found unknown 'colour'"),
+        # a value of another type: the field, its type and the value found
+        (
+            lambda d: d["predictions"][2].update(predicted_j="12.5"),
+            "predictions[2].predicted_j: expected float (JSON), found '12.5'",
+        ),
+        (
+            lambda d: d["scores"][0].update(n=True),
+            "scores[0].n: expected int (JSON), found True",
+        ),
+        # a whole section of another shape, or missing
+        (lambda d: d.update(models={}), "field 'models': expected a list, each item an object, "),
+        (lambda d: d.update(models={}), "found {}"),
+        (lambda d: d.pop("runs"), "field 'runs': expected a list, each item an object, found no "),
+        (lambda d: d["splits"].append(3), "splits[4]: expected a str, found 3"),
+        (lambda d: d.pop("hardware"), "field 'hardware': expected a str (the hardware key), found"),
+    ],
+)
+def test_a_malformed_results_file_names_the_field_what_was_expected_and_the_fix(
+    law_results: StudyResults, edit: Any, message: str
+) -> None:
+    data = json.loads(json.dumps(law_results.to_dict()))
+    edit(data)
+    with pytest.raises(ValueError) as caught:
+        StudyResults.from_dict(data)
+    text = str(caught.value)
+    assert text.startswith("scaling results: ") and message in text
+    assert text.endswith("fix: regenerate it with `lightning-to-energy study eval STUDY_DIR` "
+                         "from the run JSONs.")  # fmt: skip
+    assert "\n" not in text  # one line
+
+
+def test_a_results_file_that_is_no_object_says_so() -> None:
+    with pytest.raises(ValueError, match=r"the file: expected a JSON object, found \[\]"):
+        StudyResults.from_dict([])  # type: ignore[arg-type]
+
+
 def test_save_results_without_matplotlib_warns_and_skips_the_png(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -162,7 +162,7 @@ def test_record_refuses_bad_arguments_and_unusable_sensors(
     out = str(tmp_path / "trace.csv")
     assert cli.main(["record", "--seconds", "0", "--out", out]) == 2
     err = capsys.readouterr().err
-    assert "--seconds and --interval must be > 0; found 0.0" in err and "Fix: e.g." in err
+    assert "expected --seconds > 0 seconds, found 0.0. Fix: e.g." in err
     assert cli.main(["record", "--seconds", "1", "--sensors", "nvml", "--out", out]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lightning-to-energy record: error: sensor backend 'nvml'")

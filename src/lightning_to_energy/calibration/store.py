@@ -280,7 +280,8 @@ class CalibrationStore:
         file beside it named after this hardware (``cal.<fingerprint>.json``), with what that
         file holds; None (after a warning) when it is unusable. The explicit file is left as
         it is, and a warning says so."""
-        # NB: beside it, so under the folder lock save() already holds (see _file_lock).
+        # NB: beside it, so under the folder lock save() already holds (see _file_lock: the
+        # reason the folder, not the file, is locked).
         other = path.with_name(f"{path.stem}.{calibration.fingerprint}{path.suffix or '.json'}")
         found = self._read(other)
         if found is _CORRUPT or (
@@ -397,11 +398,24 @@ def _foreign_file(data: Any, path: Path) -> tuple[str, str] | None:
 def _file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``path``'s folder while its file is merged.
 
-    The folder itself is locked, so no lock file is left behind (and every file of the folder
-    waits on the same lock: saves take milliseconds, once per run). NB: POSIX ``flock`` only;
-    where it is missing (Windows) or refused (some network file systems), saves are not
-    serialised and concurrent runs may drop each other's windows, though the atomic write
-    still keeps the file whole.
+    The folder, not the file, is locked, on purpose:
+
+    - the file cannot carry its own lock: the atomic write replaces it by a rename, so a
+      process that opens it after the rename locks the new file while another still holds
+      the old one's lock, both merge at once and one run's windows are lost; a lock file per
+      calibration would be left behind in the user's folders;
+    - one save may write two files: an explicit file of other hardware sends the run to the
+      file beside it (:meth:`CalibrationStore._beside`), which another process may be saving
+      to directly (the warning tells the user to pass it next); one lock over the folder
+      covers both, where per-file locks would need two, taken in order;
+    - the cost is small: the saves of different files in one folder wait for each other, and a
+      save holds the lock only to read, merge and write one file, once per run.
+
+    An ``flock`` lock is the kernel's, not a file's: it goes with the process that held it, so
+    a run killed while saving leaves no stale lock behind. NB: POSIX ``flock`` only; where it is
+    missing (Windows) or refused (some network file systems), saves are not serialised and
+    concurrent runs may drop each other's windows, though the atomic write still keeps the
+    file whole.
 
     Raises:
         OSError: the folder cannot be created.

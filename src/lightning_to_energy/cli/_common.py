@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "CliError",
+    "check_hardware_arg",
     "check_output_path",
     "cli_device",
     "count_arg",
@@ -41,6 +42,33 @@ def cli_device(name: str | None, *, any_type: bool = False) -> Any:
         return resolve_device(name, any_type=any_type)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+
+
+def check_hardware_arg(key: str | None, option: str, *, local_cuda: bool = True) -> None:
+    """Refuse, before any work and in one line, a hardware key the table does not know.
+
+    The table's own error carries a multi-line TOML example for Python users; the command
+    line shows the keys and points at the example (a TOML file is registered from Python).
+    ``None`` passes, and so does ``"cuda"`` (the local GPU, checked where it is used) with
+    ``local_cuda`` (for ``--target``, which counts for the local GPU).
+
+    Raises:
+        CliError: ``key`` is neither a key nor a device name of the hardware table.
+    """
+    if key is None or (local_cuda and key.strip().lower() == "cuda"):
+        return
+    from lightning_to_energy.hardware.specs import find_hardware, hardware_table
+
+    try:
+        find_hardware(key)
+    except ValueError:
+        known = ", ".join(sorted(hardware_table()))
+        raise CliError(
+            f"expected {option} to be a known hardware key or device name ({known}), found "
+            f"{key!r}. Fix: use one of those keys; to add hardware, register it from Python "
+            "with lightning_to_energy.roofline.load_hardware(PATH) (a TOML file, see "
+            "docs/roofline.md)."
+        ) from None
 
 
 def make_input(shape: tuple[int, ...], dtype: str, high: int, device: Any) -> Any:

@@ -11,6 +11,7 @@ at ``--out`` is replaced only by a finished calibration.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,12 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(
             f"expected --device cuda, cuda:N or cpu, found {args.device!r}. Fix: e.g. "
             "--device cuda:0."
+        )
+    if not (args.budget_s > 0 and math.isfinite(args.budget_s)):
+        # before the device is opened; the schedule then says the least budget that fits
+        raise CliError(
+            f"expected --budget-s > 0 seconds (finite), found {args.budget_s}. Fix: e.g. "
+            "--budget-s 150 (the default), or drop it."
         )
     try:
         from lightning_to_energy.calibrate.fit import check_writable

@@ -107,7 +107,10 @@ def _is_study(paths: Sequence[str]) -> bool:
         # A run's log directory holds energy_report.json (as `report DIR` accepts it); a
         # study directory holds *.run.json files.
         is_run_dir = (p / "energy_report.json").is_file()
-        return not is_run_dir or any(q.is_file() for q in p.glob(f"*{RUN_SUFFIX}"))
+        has_runs = any(q.is_file() for q in p.glob(f"*{RUN_SUFFIX}"))
+        if not is_run_dir and not has_runs:
+            _refuse_empty_directory(p)
+        return not is_run_dir or has_runs
 
     kinds = {study_like(p) for p in paths}
     if len(kinds) > 1:
@@ -118,8 +121,38 @@ def _is_study(paths: Sequence[str]) -> bool:
     return kinds == {True}
 
 
+def _refuse_empty_directory(path: Path) -> None:
+    """A directory holding neither a report nor study runs: say what it should hold, and name
+    the reports one level down (``fit lightning_logs`` for ``lightning_logs/version_*``).
+
+    Raises:
+        CliError: always.
+    """
+    from lightning_to_energy.study.runs import RUN_SUFFIX
+
+    below = sorted(str(q.parent) for q in path.glob("*/energy_report.json") if q.is_file())
+    fix = (
+        f"pass the run directories themselves: {' '.join(below[:8])}"
+        + (f" (and {len(below) - 8} more)" if len(below) > 8 else "")
+        if below
+        else "pass a run's log directory (e.g. lightning_logs/version_0) or its "
+        "energy_report.json, or a study's output directory (`lightning-to-energy study run "
+        "DIR` writes one)"
+    )
+    raise CliError(
+        f"expected a run directory holding energy_report.json or a study directory holding "
+        f"*{RUN_SUFFIX} files, found neither in {path}. Fix: {fix}."
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Load, fit, score, print, and optionally write the calibration."""
+    if args.features is not None and not any(n.strip() for n in args.features.split(",")):
+        # "" (an unset shell variable, say) would otherwise fit the default features silently
+        raise CliError(
+            f"expected --features as comma-separated feature names, found {args.features!r}. "
+            "Fix: e.g. --features duration_s,tos_vector, or drop --features for the reports' own."
+        )
     if args.out:
         _check_out(args.out)  # before any work: a bad path is not found after the fit
     shared = _shared_data_file(args.reports)
@@ -152,8 +185,12 @@ def run(args: argparse.Namespace) -> int:
                 "the shared H100 steps (h100-training-steps.json, in shared/data beside the "
                 "repository)."
             ) from None
-        except (OSError, ReportFormatError) as exc:
-            raise CliError(f"cannot read report {path}: {exc}") from None
+        except ReportFormatError as exc:  # its message starts with the file's path
+            raise CliError(f"cannot read report {exc}") from None
+        except OSError as exc:
+            raise CliError(
+                f"cannot read report {path}: {exc}. Fix: check the path and its permissions."
+            ) from None
         reports.append(report)
         runs.append(fit_windows(report))
     _refuse_repeated_runs(reports, runs, args.reports)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_to_energy._files import parse_json
-from lightning_to_energy.cli._common import CliError, count_arg
+from lightning_to_energy.cli._common import CliError, check_hardware_arg, count_arg
 from lightning_to_energy.cli.profile import PRECISIONS, TRACEBACK_HINT, add_traceback_flag
 
 __all__ = [
@@ -127,8 +127,16 @@ def run(args: argparse.Namespace) -> int:
             f"expected --step-overhead >= 0 seconds (finite), found {args.step_overhead}. Fix: "
             "Lightning's seconds per step on top of the model's, e.g. --step-overhead 0.002."
         )
+    if args.top < 0:
+        raise CliError(
+            f"expected --top as a number of modules >= 0, found {args.top}. Fix: e.g. --top 5."
+        )
     if not args.input:
-        raise CliError("expected at least one --input SHAPE (e.g. --input 64x1x8x8), found none.")
+        raise CliError(
+            "expected at least one --input SHAPE (e.g. --input 64x1x8x8), found none. Fix: "
+            "pass one --input per positional argument of the model's forward."
+        )
+    check_hardware_arg(args.hardware, "--target/--hardware")
     if args.calibration:
         _check_calibration_path(Path(args.calibration))
     hardware = HardwareInfo.detect()
@@ -182,6 +190,25 @@ def run(args: argparse.Namespace) -> int:
     # A calibration carrying the physical step model plans with it, for its own hardware
     # unless --target / --hardware names another: the step is counted as that hardware runs it.
     physical = calibration.physical is not None
+    given = [
+        f"{option} {value:g}"
+        for option, value in (
+            ("--step-time", args.step_time),
+            ("--step-overhead", args.step_overhead),
+        )
+        if value is not None
+    ]
+    if calibration.physical is not None and given:
+        # The physical model predicts the step's time itself: a figure given for it would be
+        # silently ignored, and the plan would not be the run the user described.
+        source = "the built-in calibration" if from_builtin else "this calibration"
+        raise CliError(
+            f"expected no --step-time or --step-overhead with {source}: it carries the physical "
+            f"step model of {calibration.physical['target']}, which predicts each step's time "
+            f"itself; found {' and '.join(given)}, which it would ignore. Fix: drop "
+            f"{' and '.join(o.split()[0] for o in given)}, or pass --calibration FILE fitted "
+            "on measured time (`lightning-to-energy fit energy_report.json --out FILE`)."
+        )
     if calibration.physical is not None and not args.hardware:
         args.hardware = str(calibration.physical["target"])
     if args.hardware and "roofline_s" not in names and not physical:
@@ -245,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
                 )  # fmt: skip
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
         raise CliError(
-            f"expected {args.target} to train on inputs {args.input}, found "
+            f"expected {args.target} to train on inputs [{', '.join(args.input)}], found "
             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             ". Fix: give --input shapes and dtypes that the model's forward accepts"
             + TRACEBACK_HINT
@@ -270,15 +297,9 @@ def run(args: argparse.Namespace) -> int:
         notes.insert(0, builtin_note(str(calibration.physical["target"]), calibration))
     if step_s is not None and step_s.warning:
         notes.insert(0, step_s.warning)
-    result = {
-        "model": args.target,
-        "precision": how,
-        **planned,
-        "hardware": hardware.label,  # this machine; the roofline's is roofline_hardware
-        "roofline_hardware": planned["hardware"],
-        "notes": notes,
-    }
     if args.json:
+        result = _json_result(args.target, how, planned, calibration.measured, hardware.label)
+        result["notes"] = notes
         # strict JSON: non-finite floats (an unbounded interval) as the report writes them
         from lightning_to_energy.reporting.codec import to_json_value
 
@@ -333,6 +354,38 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     _print_top_modules(plan.top_modules)
     return 0
+
+
+# Keys that a machine reader must see beside the figure they qualify: whether the joules are
+# measured next to the joules, where the step time came from next to the step time.
+_ENERGY_KEYS = ("energy_j", "low_j", "high_j", "sensor_kind", "energy_label")
+_STEP_TIME_KEYS = ("step_time_s", "step_time_source", "step_time_detail")
+
+
+def _json_result(
+    counted: str, precision: str, planned: dict[str, Any], measured: bool, here: str
+) -> dict[str, Any]:
+    """``predict --json``'s object: the plan's keys, each label beside the figure it qualifies.
+
+    ``energy_measured`` (a bool) says whether the calibration's joules were measured by
+    hardware (``sensor_kind`` counter or power-integration), so that a reader need not parse
+    ``energy_label`` to tell an estimate-based prediction from a measured one. ``model`` is the
+    plan's (``"physical"`` or ``"regression"``); ``counted_model`` the ``MODULE:ATTR`` counted.
+    ``hardware`` is this machine; the plan's hardware key is ``roofline_hardware``.
+    """
+    rest = {k: v for k, v in planned.items() if k not in (*_ENERGY_KEYS, *_STEP_TIME_KEYS)}
+    return {
+        "counted_model": counted,
+        "model": rest.pop("model"),
+        "precision": precision,
+        "steps": rest.pop("steps"),
+        **{k: planned[k] for k in _ENERGY_KEYS},
+        "energy_measured": measured,
+        **{k: planned[k] for k in _STEP_TIME_KEYS},
+        **rest,
+        "hardware": here,
+        "roofline_hardware": planned["hardware"],
+    }
 
 
 def _print_top_modules(modules: Any) -> None:
@@ -502,26 +555,40 @@ def _same_hardware(spec: Any, calibration: Any) -> bool:
 
 
 def _check_calibration_path(path: Path) -> None:
-    """Refuse, before the store reads it, a --calibration that is a directory or a report.
+    """Refuse, before the store reads it, a --calibration that is a directory, a report or no
+    calibration at all.
 
     The store would warn that such a "calibration file" is unusable and suggest deleting it:
     the wrong fix for a run's log directory or its energy report.
 
     Raises:
-        CliError: ``path`` is a directory, an energy report or a study run.
+        CliError: ``path`` is a directory, unreadable, not JSON, an energy report or a study
+            run, or JSON that is not a calibration.
     """
+    from lightning_to_energy.calibration.data import Calibration
     from lightning_to_energy.calibration.store import foreign_file
 
     if path.is_dir():
         raise CliError(
-            f"expected a calibration file at {path}, found a directory. Fix: pass "
-            "--calibration FILE written by `lightning-to-energy fit --out FILE` or saved by "
-            "TOEnergy, or drop --calibration to use this hardware's own."
+            f"expected a calibration file at {path}, found a directory. {_CALIBRATION_FIX}"
         )
+
     try:
-        data = parse_json(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return  # missing or unreadable: the store's own checks say so
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return  # run() names the missing file, with the fix
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(
+            f"expected a readable calibration file at {path}, found an error reading it "
+            f"({exc}). {_CALIBRATION_FIX}"
+        ) from None
+    try:
+        data = parse_json(text)
+    except ValueError as exc:
+        raise CliError(
+            f"expected a calibration file (JSON) at {path}, found a file that is not JSON "
+            f"({exc}). {_CALIBRATION_FIX}"
+        ) from None
     foreign = foreign_file(data, path)
     if foreign is not None:
         found, source = foreign
@@ -530,6 +597,21 @@ def _check_calibration_path(path: Path) -> None:
             f"calibration on it first (`lightning-to-energy fit {source} --out cal.json`), "
             "then pass --calibration cal.json."
         )
+    # The store would say the same wrapped in its advice for TOEnergy(calibration=...): "left
+    # untouched", "a path that does not exist yet": a second fix, wrong for a read.
+    try:
+        Calibration.from_dict(data)
+    except ValueError as exc:
+        raise CliError(
+            f"expected a calibration file at {path}, found JSON that is not one ({exc}). "
+            f"{_CALIBRATION_FIX}"
+        ) from None
+
+
+_CALIBRATION_FIX = (
+    "Fix: pass --calibration FILE written by `lightning-to-energy fit --out FILE` or saved by "
+    "TOEnergy, or drop --calibration to use this hardware's own."
+)
 
 
 def _time_steps(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ from typing import Any
 
 from lightning_to_energy.cli._common import (
     CliError,
+    check_hardware_arg,
     cli_device,
     count_arg,
     make_input,
@@ -167,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
             f"(run here), found both (--target {args.hardware} --device {args.device}). Fix: "
             "drop one of them."
         )
+    check_hardware_arg(args.hardware, "--target")
     hardware = resolve_target_arg(args.hardware)
     device = cli_device(args.device, any_type=True)
     model, inputs, kwargs = build_model_and_inputs(
@@ -255,8 +258,17 @@ def resolve_target_arg(key: str | None) -> Any:
     Raises:
         CliError: an unknown key (the message lists the known keys).
     """
+    import torch
+
     from lightning_to_energy.counting.target import resolve_target
 
+    if key is not None and key.strip().lower() == "cuda" and not torch.cuda.is_available():
+        # resolve_target's own fix names its Python arguments (hardware=..., None)
+        raise CliError(
+            f"expected a CUDA device for --target cuda, found none (torch {torch.__version__}). "
+            "Fix: name the target GPU instead (e.g. --target h100-sxm), or drop --target to "
+            "count on this machine."
+        )
     try:
         return resolve_target(key)
     except ValueError as exc:
@@ -404,9 +416,10 @@ def load_module(target: str) -> Any:
         ) from None
     except Exception as exc:
         raise CliError(
-            f"expected {module_name!r} to import cleanly, found {type(exc).__name__}: {exc}. "
-            "Fix: run `python -c 'import " + module_name + "'` and fix the error it shows."
-        ) from None
+            f"expected {module_name!r} to import cleanly, found {type(exc).__name__}: "
+            f"{_first_line(exc)}. Fix: run `python -c 'import {module_name}'` and fix the error "
+            f"it shows{TRACEBACK_HINT}"
+        ) from exc
     obj: Any = mod
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -423,12 +436,21 @@ def load_module(target: str) -> Any:
             f"factory, found a {type(obj).__name__}. Fix: point at the model or its class."
         )
     try:
-        built = obj()
-    except Exception as exc:
+        inspect.signature(obj).bind()
+    except TypeError as exc:  # it needs arguments: not the user's code failing
         raise CliError(
-            f"expected {target} to build with no arguments, found {type(exc).__name__}: {exc}. "
+            f"expected {target} to build with no arguments, found that it needs some ({exc}). "
             "Fix: point at a module instance or a zero-argument factory function."
         ) from None
+    except ValueError:
+        pass  # no signature to read (a builtin): calling it will tell
+    try:
+        built = obj()
+    except Exception as exc:  # the user's own constructor or factory failed
+        raise CliError(
+            f"expected {target}() to build the model, found {type(exc).__name__}: "
+            f"{_first_line(exc)}. Fix: correct the constructor or factory{TRACEBACK_HINT}"
+        ) from exc
     if not isinstance(built, torch.nn.Module):
         raise CliError(
             f"expected {target}() to return an nn.Module, found a {type(built).__name__}. "

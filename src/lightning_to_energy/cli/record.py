@@ -82,13 +82,22 @@ def run(args: argparse.Namespace) -> int:
         CpuTimeEstimateSensor,
         EnergyEstimateWarning,
         SensorError,
+        SensorUnavailable,
         discover,
     )
+    from lightning_to_energy.sensors.discover import BACKENDS
 
-    if not (args.seconds > 0 and args.interval > 0):
+    for option, value in (("--seconds", args.seconds), ("--interval", args.interval)):
+        if not value > 0:  # NaN too
+            raise CliError(
+                f"expected {option} > 0 seconds, found {value}. Fix: e.g. --seconds 60 "
+                "--interval 0.1."
+            )
+    names = [n.strip() for n in args.sensors.split(",")]
+    if names != ["auto"] and (not all(names) or any(n not in BACKENDS for n in names)):
         raise CliError(
-            f"--seconds and --interval must be > 0; found {args.seconds} and {args.interval}. "
-            "Fix: e.g. --seconds 60 --interval 0.1."
+            f"expected --sensors auto or a comma-separated list of {', '.join(BACKENDS)}, found "
+            f"{args.sensors!r}. Fix: e.g. --sensors nvml,rapl, or drop --sensors for auto."
         )
     # before any recording: a trace never replaces a file of another kind
     check_output_path(args.out, "--out", "trace.csv")
@@ -97,6 +106,13 @@ def run(args: argparse.Namespace) -> int:
             # The trace and the summary label estimates in their kind column; no warning on top.
             warnings.simplefilter("ignore", EnergyEstimateWarning)
             found = discover(args.sensors, powercap_root=args.powercap_root)
+    except SensorUnavailable as exc:
+        # a backend named in --sensors: where the backend knows no fix, the command line's
+        fix = exc.fix or (
+            "drop it from --sensors, or record what this machine has with --sensors auto "
+            "(`lightning-to-energy sensors` lists it)."
+        )
+        raise CliError(f"{exc.reason} Fix: {fix}") from exc
     except (ValueError, SensorError) as exc:
         raise CliError(str(exc)) from exc
     try:

@@ -91,12 +91,7 @@ def run(args: argparse.Namespace) -> int:
             f"expected a saved energy report at {path}, found no such file. Fix: pass the "
             "energy_report.json from the run's log directory (e.g. lightning_logs/version_0/)."
         ) from None
-    except UnicodeDecodeError:
-        raise CliError(
-            f"expected a JSON energy report at {path}, found a binary file. Fix: pass the "
-            "energy_report.json a run wrote (not the PNG or a checkpoint)."
-        ) from None
-    except ReportFormatError as exc:
+    except ReportFormatError as exc:  # a binary file included: load_report says so
         raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(

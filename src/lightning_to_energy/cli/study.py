@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from lightning_to_energy._files import atomic_write_text, parse_json
-from lightning_to_energy.cli._common import CliError, check_output_path, cli_device, count_arg
+from lightning_to_energy.cli._common import (
+    CliError,
+    check_hardware_arg,
+    check_output_path,
+    cli_device,
+    count_arg,
+)
 
 __all__ = [
     "add_parser",
@@ -149,22 +155,29 @@ def run_grid(args: argparse.Namespace) -> int:
     device = cli_device(args.device)
     min_seconds = DEFAULT_MIN_SECONDS if args.min_seconds is None else args.min_seconds
     windows = DEFAULT_WINDOWS if args.windows is None else args.windows
-    if not min_seconds >= 0 or windows < 1:
+    if not min_seconds >= 0:  # NaN too
         raise CliError(
-            f"expected --min-seconds >= 0 and --windows >= 1, found {min_seconds} and {windows}."
+            f"expected --min-seconds >= 0, found {min_seconds}. Fix: e.g. --min-seconds 8 "
+            "(the default), or drop it."
+        )
+    if windows < 1:
+        raise CliError(
+            f"expected --windows >= 1, found {windows}. Fix: e.g. --windows 3 (the default), "
+            "or drop it."
         )
     hardware = None
     if args.hardware is not None:
         from lightning_to_energy.hardware.specs import find_hardware
 
-        try:
-            hardware = find_hardware(args.hardware)
-        except ValueError as exc:
-            raise CliError(str(exc)) from None
+        check_hardware_arg(args.hardware, "--hardware", local_cuda=False)  # one line
+        hardware = find_hardware(args.hardware)
     budget_s = None
     if args.budget_min is not None:
         if not args.budget_min > 0:
-            raise CliError(f"expected --budget-min > 0, found {args.budget_min}.")
+            raise CliError(
+                f"expected --budget-min > 0 minutes, found {args.budget_min}. Fix: e.g. "
+                "--budget-min 9, or drop it to run every configuration."
+            )
         budget_s = 60.0 * args.budget_min
     try:
         done = run_study(

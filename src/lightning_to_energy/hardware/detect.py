@@ -76,7 +76,8 @@ def resolve_device(device: Any, *, any_type: bool = False) -> Any:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(
-            f"expected a device such as 'cpu', 'cuda' or 'cuda:1', found {device!r}."
+            f"expected a device such as 'cpu', 'cuda' or 'cuda:1', found {device!r}. Fix: "
+            "name a torch device type, with its index after ':' where there are several."
         ) from None
     if dev.type == "cuda":
         available = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -89,7 +90,10 @@ def resolve_device(device: Any, *, any_type: bool = False) -> Any:
         if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
     elif dev.type != "cpu" and not any_type:
-        raise ValueError(f"expected a 'cpu' or 'cuda' device, found {device!r}.")
+        raise ValueError(
+            f"expected a 'cpu' or 'cuda' device, found {device!r}. Fix: use 'cpu', or 'cuda' "
+            "on a machine with an NVIDIA GPU."
+        )
     return dev
 
 

@@ -231,12 +231,19 @@ def load_report(path: str | os.PathLike[str]) -> EnergyReport:
 
     Raises:
         FileNotFoundError: no such file.
-        ReportFormatError: the file is not valid JSON or not an energy report.
+        ReportFormatError: the file is binary, not valid JSON or not an energy report.
     """
     p = Path(path)
     if p.is_dir():
         p = p / "energy_report.json"
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        # A PNG or a checkpoint passed for the report: say what it is, not where UTF-8 failed.
+        raise ReportFormatError(
+            f"{p}: expected a JSON energy report, found a binary file. Fix: pass the "
+            "energy_report.json a run wrote (not the PNG or a checkpoint)."
+        ) from None
     try:
         data = parse_json(text)
     except ValueError as exc:  # JSONDecodeError, or nesting too deep to parse

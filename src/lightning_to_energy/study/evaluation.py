@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
+from lightning_to_energy._files import found_repr
 from lightning_to_energy.model.scoring import score_pairs
 from lightning_to_energy.study.baselines import MODELS, NotFittableError, ScalingModel
 from lightning_to_energy.study.runs import StudyRun, check_one_hardware, field_error
@@ -280,8 +281,11 @@ class StudyResults:
         """Inverse of :meth:`to_dict`.
 
         Raises:
-            ValueError: another format or version, or a malformed entry.
+            ValueError: another format or version, or a malformed entry: the message names the
+                field (``scores[3].n``), what was expected, what was found, and the fix.
         """
+        if not isinstance(data, Mapping):
+            raise _malformed("the file", "a JSON object", found_repr(data))
         if data.get("format") != RESULTS_FORMAT or data.get("version") != RESULTS_VERSION:
             raise field_error(
                 "scaling results",
@@ -289,23 +293,99 @@ class StudyResults:
                 (data.get("format"), data.get("version")),
                 "pass a results.json written by this version of lightning-to-energy",
             )
-        try:
-            return cls(
-                hardware=str(data["hardware"]),
-                models=tuple(ModelInfo(**m) for m in data["models"]),
-                splits=tuple(str(s) for s in data["splits"]),
-                runs=tuple(RunInfo(**r) for r in data["runs"]),
-                scores=tuple(Score(**s) for s in data["scores"]),
-                predictions=tuple(PredictionRow(**p) for p in data["predictions"]),
-                effects=tuple(DesignEffect(**e) for e in data.get("effects", [])),
+        hardware = data.get("hardware")
+        if not isinstance(hardware, str):
+            found = found_repr(hardware) if "hardware" in data else "no such field"
+            raise _malformed("field 'hardware'", "a str (the hardware key)", found)
+        splits = _entries(data, "splits", str, required=True)
+        return cls(
+            hardware=hardware,
+            models=tuple(_rows(data, "models", ModelInfo, required=True)),
+            splits=tuple(str(s) for s in splits),
+            runs=tuple(_rows(data, "runs", RunInfo, required=True)),
+            scores=tuple(_rows(data, "scores", Score, required=True)),
+            predictions=tuple(_rows(data, "predictions", PredictionRow, required=True)),
+            effects=tuple(_rows(data, "effects", DesignEffect, required=False)),
+        )
+
+
+# What a malformed results.json is fixed by: it is the output of `study eval`, not an input.
+_REGENERATE = "regenerate it with `lightning-to-energy study eval STUDY_DIR` from the run JSONs"
+
+# The JSON types of the row fields' annotations (strings: ``from __future__ import
+# annotations``). A bool is no number here, and a float field takes a JSON integer.
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),
+    "None": (type(None),),
+}
+
+
+def _malformed(where: str, expected: str, found: str) -> ValueError:
+    """The one-line error of a malformed results file: where, what was expected, what was found."""
+    return ValueError(
+        f"scaling results: {where}: expected {expected}, found {found}; fix: {_REGENERATE}."
+    )
+
+
+def _entries(data: Mapping[str, Any], key: str, kind: type, *, required: bool) -> list[Any]:
+    """``data[key]``, a list whose items are all of ``kind`` (``[]`` when optional and absent).
+
+    Raises:
+        ValueError: missing, not a list, or an item of another type (which one, and where).
+    """
+    if key not in data and not required:
+        return []
+    what = "an object" if kind is dict else f"a {kind.__name__}"
+    if key not in data:
+        raise _malformed(f"field {key!r}", f"a list, each item {what}", "no such field")
+    value = data[key]
+    if not isinstance(value, list):
+        raise _malformed(f"field {key!r}", f"a list, each item {what}", found_repr(value))
+    for i, item in enumerate(value):
+        if not isinstance(item, kind):
+            raise _malformed(f"{key}[{i}]", what, found_repr(item))
+    return value
+
+
+def _rows(data: Mapping[str, Any], key: str, row: type[Any], *, required: bool) -> list[Any]:
+    """The ``row`` dataclasses of ``data[key]``, a list of objects with ``row``'s fields.
+
+    Raises:
+        ValueError: the first entry with a missing, unknown or mistyped field (which one, in
+            which entry, and the fields expected).
+    """
+    names = [f.name for f in fields(row)]
+    needed = [f.name for f in fields(row) if f.default is MISSING and f.default_factory is MISSING]
+    rows = []
+    for i, item in enumerate(_entries(data, key, dict, required=required)):
+        missing = [n for n in needed if n not in item]
+        unknown = sorted(str(k) for k in item if k not in names)
+        if missing or unknown:
+            found = "; ".join(
+                part
+                for part in (
+                    f"no {', '.join(map(repr, missing))}" if missing else "",
+                    f"unknown {', '.join(map(repr, unknown))}" if unknown else "",
+                )
+                if part
             )
-        except (KeyError, TypeError) as exc:
-            raise field_error(
-                "scaling results",
-                "the fields written by StudyResults.to_dict()",
-                f"a malformed entry ({exc})",
-                "regenerate the results",
-            ) from None
+            expected = f"an object with the fields of {row.__name__} ({', '.join(names)})"
+            raise _malformed(f"{key}[{i}]", expected, found)
+        for f in fields(row):
+            types = [_JSON_TYPES.get(t.strip()) for t in str(f.type).split("|")]
+            if f.name not in item or any(t is None for t in types):
+                continue  # a default, or a type this check does not know
+            value = item[f.name]
+            ok = any(isinstance(value, t) for t in types if t is not None)
+            if ok and isinstance(value, bool) and "bool" not in str(f.type):
+                ok = False
+            if not ok:
+                raise _malformed(f"{key}[{i}].{f.name}", f"{f.type} (JSON)", found_repr(value))
+        rows.append(row(**item))
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------
