@@ -128,8 +128,13 @@ def test_an_fp16_convolution_against_the_builtin_h100_calibration_is_labelled() 
     assert model.extrapolation(_matrix_step(CONV, NumberFormat.BF16))[0].startswith(
         "formats no calibrated step ran: ['matrix/bf16']"
     )
-    if model.curves is not None:  # the file records its curves: the conv curve is named too
-        assert any(w.startswith("conv work in ['matrix/fp16']") for w in why)
+    # the built-in file records its steps' curves (TF32 convolutions, fp32 matmuls): the fp16
+    # convolution's curve is named too
+    assert model.curves == ("conv matrix/tf32", "matmul matrix/fp32")
+    assert any(w.startswith("conv work in ['matrix/fp16']") for w in why)
+    # and an AdamW step, in the format and size of its steps, is labelled by its optimizer
+    assert model.optimizer_kernels_range == (1.0, 1.0)
+    assert any("optimizer kernels" in w for w in model.extrapolation(_mlp_step("adamw")))
     # and the prior the prediction rests on says where it comes from
     assert "bf16" in model.params.notes["conv_share[matrix/fp16]"]
     step = model.plan(half)
