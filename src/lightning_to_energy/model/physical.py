@@ -654,7 +654,7 @@ def matrix_curves(profile: StepProfile) -> set[str]:
 
 def optimizer_kernels(profile: StepProfile) -> float:
     """Kernels a step launches in its optimizer phase (each costs ``dispatch_s[optimizer]``):
-    one per ``_foreach_*`` call (foreach SGD 1, with momentum 3, AdamW 9 or more), or one per
+    one per ``_foreach_*`` call (foreach SGD 1, with momentum 3, AdamW 9, fused AdamW 2), or one per
     parameter and operation on the per-parameter path."""
     phase = profile.by_phase.get("optimizer")
     return float(phase.kernels) if phase is not None else 0.0
