@@ -132,6 +132,9 @@ def test_an_fp16_convolution_against_the_builtin_h100_calibration_is_labelled() 
     # convolution's curve is named too
     assert model.curves == ("conv matrix/tf32", "matmul matrix/fp32")
     assert any(w.startswith("conv work in ['matrix/fp16']") for w in why)
+    # a TF32 matmul: the format is calibrated, by convolutions only
+    tf32_mm = model.extrapolation(_matrix_step(MATMUL))
+    assert tf32_mm[0].startswith("matmul work in ['matrix/tf32']")
     # and an AdamW step, in the format and size of its steps, is labelled by its optimizer
     assert model.optimizer_kernels_range == (1.0, 1.0)
     assert any("optimizer kernels" in w for w in model.extrapolation(_mlp_step("adamw")))
