@@ -26,7 +26,7 @@ from lightning_to_energy.counting.formulas.matrix import (
     cudnn_rnn,
     kept_scores,
 )
-from lightning_to_energy.counting.registry import OpCall, formula_for, matmul_format
+from lightning_to_energy.counting.registry import CONV, OpCall, formula_for, matmul_format
 
 aten = torch.ops.aten
 FMA, ADD, MUL, CMP, DIV, EXP = AluOp.FMA, AluOp.ADD, AluOp.MUL, AluOp.CMP, AluOp.DIV, AluOp.EXP
@@ -152,6 +152,8 @@ def test_conv2d_forward() -> None:
     assert p.flops == 27648 == fcm_flops(lambda: F.conv2d(x, w, b, padding=1))
     # read (384 + 108 + 4) * 4 = 1984 B, write 512 * 4 = 2048 B
     assert (p.bytes_read, p.bytes_written, p.kernels) == (1984, 2048, 1)
+    # oneDNN fuses the bias: the one kernel does all the work, none is vector-only
+    assert [c.vector_kernels for c, _ in p.op_costs] == [0]
 
 
 def test_cuda_conv_adds_its_bias_in_a_second_kernel() -> None:
@@ -164,9 +166,12 @@ def test_cuda_conv_adds_its_bias_in_a_second_kernel() -> None:
     # as on the CPU (test_conv2d_forward): read 1984 B, write 2048 B, plus the bias kernel
     # reading and writing the 2048-byte output
     assert (cost.bytes_read, cost.bytes_written, cost.kernels) == (1984 + 2048, 2048 + 2048, 2)
-    # without a bias: read (384 + 108) * 4 = 1968 B, one kernel
+    # of the two, the bias add is a vector kernel (its ramp is the vector one)
+    assert cost.vector_kernels == 1
+    # without a bias: read (384 + 108) * 4 = 1968 B, one kernel, doing the matrix work
     cost = convolution(OpCall(aten.convolution.default, (x, w, None, *args[3:]), {}, out))
     assert (cost.bytes_read, cost.bytes_written, cost.kernels) == (1968, 2048, 1)
+    assert cost.vector_kernels == 0
 
 
 def test_grouped_and_transposed_conv_forward() -> None:
@@ -203,6 +208,9 @@ def test_conv2d_backward() -> None:
     assert by_class(p, VECTOR) == {ADD: 768}
     # one kernel per produced gradient
     assert (conv.calls, conv.kernels) == (1, 3)
+    # of which grad_bias, a reduction, is a vector kernel
+    (cost,) = [c for c, _ in p.op_costs if c.kind == CONV]
+    assert cost.vector_kernels == 1
     # 2 * 41472 per gradient, as FlopCounterMode
     assert conv.flops == 4 * 41472 == fcm
     # read: grad_out (3072 B) three times, weight (1296 B), input (3072 B);

@@ -403,8 +403,8 @@ def test_a_saved_regression_calibration_keeps_the_builtin_prior_under_its_seeds(
     )
     # the seeds' fit predicts the first window: 5 W x 1 s = 5 J each, pulled toward the
     # built-in's prediction (126 W x 1 s and more, 126.08 J) by a small part of the gap: the
-    # prior weighs (0.044 x 1.645 / 0.334)^2 = 0.047 windows against 3 seeds x 0.5 weight;
-    # 10 % of the gap bounds it (it is 3 %: 8.7 J)
+    # prior weighs (0.044 x 1.645 / 0.234)^2 = 0.096 windows against 3 seeds x 0.5 weight;
+    # 10 % of the gap bounds it (it is 6 %: 12.3 J)
     step = _count_one_step(model, second.optimizer)
     builtin_j = 4 * energy_at(step, params, 0.25).energy_j
     assert builtin_j > 126.0

@@ -74,9 +74,11 @@ def test_fit_writes_a_physical_calibration_and_predict_uses_it(
     assert "microbenchmark" in model.params.notes["j_per_flop[matrix/bf16]"]
 
     argv = ["predict", "_models:TinyMLP", "--input", "8x16", "--steps", "100"]
-    argv += ["--optimizer", "adamw", "--calibration", str(out), "--json"]
+    argv += ["--optimizer", "sgd", "--calibration", str(out), "--json"]
     assert cli.main(argv) == 0
     fp32 = json.loads(capsys.readouterr().out)
+    # the shared steps ran SGD: an SGD step of their format and size is no extrapolation
+    assert fp32["extrapolation"] == []
     assert fp32["model"] == "physical" and fp32["roofline_hardware"] == "h100-sxm"
     assert fp32["low_j"] < fp32["energy_j"] < fp32["high_j"]
     # each of the 100 steps draws at least the 126 W base power for its predicted time
@@ -88,6 +90,13 @@ def test_fit_writes_a_physical_calibration_and_predict_uses_it(
     ratio_fp32 = math.log(fp32["high_j"] / fp32["energy_j"])
     ratio_bf16 = math.log(bf16["high_j"] / bf16["energy_j"])
     assert ratio_bf16 == pytest.approx(2 * ratio_fp32)
+    # an AdamW step (predict's default optimizer) against these SGD steps: 9 optimizer
+    # kernels against 1, its dispatch a prior: an extrapolation, widened x2 as well
+    argv[argv.index("sgd")] = "adamw"
+    assert cli.main(argv) == 0
+    adamw = json.loads(capsys.readouterr().out)
+    assert any("optimizer kernels" in why for why in adamw["extrapolation"])
+    assert math.log(adamw["high_j"] / adamw["energy_j"]) == pytest.approx(2 * ratio_fp32)
 
 
 def test_plan_run_scales_the_physical_step_and_merge_keeps_it() -> None:

@@ -158,3 +158,41 @@ def test_conv_tables_must_match_or_be_empty() -> None:
     prior = prior_for(find_hardware("h100-sxm"))
     with pytest.raises(ValueError, match="conv_share"):
         PhysicalParams.from_dict({**prior.to_dict(), "conv_share": {"matrix/tf32": 0.7}})
+
+
+def test_a_convolutions_bias_kernel_pays_the_vector_ramp_not_a_second_matrix_ramp() -> None:
+    params = _params(
+        **{
+            "peak_flop_s[vector/fp32]": 1e13,
+            "flop_half[vector/fp32]": 1e8,
+            "j_per_flop[vector/fp32]": 1e-11,
+        }
+    )
+    ops = {
+        (AluOp.FMA, NumberFormat.TF32, Unit.MATRIX): 1e9,
+        (AluOp.ADD, NumberFormat.FP32, Unit.VECTOR): 1e9,
+    }
+    # CUDA's convolution with a bias: cuDNN's kernel, then the bias add (vector_kernels 1)
+    split = OpCost(ops, 0, 0, 2, 0, kind=CONV, vector_kernels=1)
+    # the same two kernels counted as before vector_kernels: each pays every ramp
+    both = OpCost(ops, 0, 0, 2, 0, kind=CONV)
+    after = predict_step(StepProfile(kernels=2, op_costs=((split, 1.0),)), params)
+    before = predict_step(StepProfile(kernels=2, op_costs=((both, 1.0),)), params)
+    # after: matrix (2e9 / 0.5 + 1 x 4e9) / 1e14 = 80 us, vector (2e9 + 1 x 1e8) / 1e13 = 210 us
+    assert after.device_s == pytest.approx(290e-6)
+    # before: matrix (4e9 + 2 x 4e9) / 1e14 = 120 us, vector (2e9 + 2 x 1e8) / 1e13 = 220 us
+    assert before.device_s == pytest.approx(340e-6)
+    # work after: matrix (4e9 + 0.5 x 4e9) x 1e-12 = 6 mJ, vector (2e9 + 0.5 x 1e8) x 1e-11
+    # = 20.5 mJ -> 26.5 mJ (before: 8 mJ + 21 mJ = 29 mJ)
+    assert after.work_j == pytest.approx(26.5e-3)
+    assert before.work_j == pytest.approx(29e-3)
+    # three calls: the ramps scale with the calls, 3 x 26.5 = 79.5 mJ, 3 x 290 = 870 us
+    three = predict_step(StepProfile(kernels=6, op_costs=((split, 3.0),)), params)
+    assert three.work_j == pytest.approx(79.5e-3)
+    assert three.device_s == pytest.approx(870e-6)
+    # both kernels still move bytes: 1e9 B at 1e12 B/s with a 1e6 B ramp per kernel,
+    # (1e9 + 2 x 1e6) / 1e12 = 1.002 ms, above the 290 us of compute
+    memory = _params(bandwidth_b_s=1e12, bytes_half=1e6)
+    heavy = OpCost(ops, int(1e9), 0, 2, 0, kind=CONV, vector_kernels=1)
+    pred = predict_step(StepProfile(kernels=2, op_costs=((heavy, 1.0),)), memory)
+    assert pred.device_s == pytest.approx(1.002e-3)

@@ -676,12 +676,11 @@ def physical_model(calibrated: Calibrated) -> PhysicalModel:
     they say how well the model fits the windows it was fitted on, not yet how well it
     predicts a training step (``benchmarks/apriori_check.py`` measures that).
     """
-    from lightning_to_energy.model.physical_fit import calibrated_range
+    from lightning_to_energy.model.physical_fit import calibrated_range_fields
     from lightning_to_energy.study.physical_eval import LEVEL, conformal_halfwidth
 
     fit = calibrated.fit
     samples = samples_of(calibrated.measured)
-    formats, flops_range, kernels_range = calibrated_range(samples)
     return PhysicalModel(
         params=fit.params,
         target=calibrated.hardware_key,
@@ -695,9 +694,7 @@ def physical_model(calibrated: Calibrated) -> PhysicalModel:
             f"split conformal on the errors of {len(samples)} microbenchmark windows (fitted "
             "on them; no training step fitted)"
         ),
-        formats=formats,
-        flops_range=flops_range,
-        kernels_range=kernels_range,
+        **calibrated_range_fields(samples),
         source=f"lightning-to-energy calibrate on {calibrated.device_name}",
     )
 

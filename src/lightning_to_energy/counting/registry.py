@@ -72,6 +72,11 @@ class OpCost:
     :data:`CONV`, or None for element-wise and other work): the same FLOPs in the same format
     run at different rates in a cuBLAS GEMM and a cuDNN convolution, so a time model needs
     to tell them apart. It never changes a count.
+
+    ``vector_kernels`` says how many of the call's ``kernels`` do only its vector-unit work
+    (a CUDA convolution's bias add, a convolution's bias gradient), so that a per-kernel
+    model charges the matrix work's ramp to the other kernels only; 0 (the default): every
+    kernel does all of the call's work, as counted before it existed.
     """
 
     ops: Mapping[OpKey, float] = field(default_factory=dict)
@@ -82,6 +87,7 @@ class OpCost:
     # False for the flagged fallback estimate given to ops without a formula.
     modelled: bool = True
     kind: str | None = None
+    vector_kernels: int = 0
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ __all__ = [
     "StepPrediction",
     "energy_at",
     "key_name",
+    "matrix_curves",
+    "optimizer_kernels",
     "parse_key",
     "predict_step",
     "predict_steps",
@@ -396,6 +398,9 @@ class StepDesign:
     Columns are (unit, format) keys, split by kernel kind: a convolution's matrix work
     (``OpCost.kind == "conv"``) gets its own column of the same key (``conv`` marks it), which
     runs on the convolution curve. ``keys`` lists each column's key (a key may appear twice).
+    ``ramp_kernels`` (rows x columns) counts the kernels that pay each column's ramp: all of
+    the op's kernels, except where ``OpCost.vector_kernels`` sets some apart for its vector
+    work (a CUDA convolution's bias add): those pay the vector ramp, the others the matrix one.
     """
 
     keys: tuple[Key, ...]
@@ -409,11 +414,12 @@ class StepDesign:
     phase_kernels: np.ndarray  # profiles x phases
     n: int
     conv: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # per column
+    ramp_kernels: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     @classmethod
     def build(cls, profiles: Sequence[StepProfile]) -> StepDesign:
         cols: dict[tuple[Key, bool], int] = {}
-        rows: list[tuple[int, float, float, float, dict[tuple[Key, bool], float]]] = []
+        rows: list[tuple[int, float, float, float, dict[tuple[Key, bool], float], int]] = []
         for i, p in enumerate(profiles):
             _check_profile(p)
             for cost, n_calls in p.op_costs:
@@ -432,13 +438,24 @@ class StepDesign:
                         float(cost.kernels),
                         float(cost.bytes_read + cost.bytes_written),
                         work,
+                        min(cost.vector_kernels, cost.kernels),
                     )
                 )
         r, K = len(rows), len(cols)
         row_flops = np.zeros((r, K))
-        for j, (*_, work) in enumerate(rows):
+        ramp_kernels = np.zeros((r, K))
+        for j, (_, _, kernels, _, work, vector_kernels) in enumerate(rows):
             for c, v in work.items():
                 row_flops[j, cols[c]] = v
+                # each kernel pays the ramp of the work it runs: the vector kernels (a
+                # convolution's bias add) the vector ramp, the rest the matrix one
+                if vector_kernels:
+                    matrix = c[0][0] is Unit.MATRIX
+                    ramp_kernels[j, cols[c]] = (
+                        kernels - vector_kernels if matrix else vector_kernels
+                    )
+                else:
+                    ramp_kernels[j, cols[c]] = kernels
         sample = np.array([row[0] for row in rows], dtype=np.int64)
         calls = np.array([row[1] for row in rows])
         row_bytes = np.array([row[3] for row in rows])
@@ -464,6 +481,7 @@ class StepDesign:
             phase_kernels=phase_kernels,
             n=n,
             conv=np.array([conv for _, conv in cols], dtype=bool),
+            ramp_kernels=ramp_kernels,
         )
 
     def _table(self, table: Mapping[Key, float], name: str) -> np.ndarray:
@@ -513,7 +531,7 @@ class StepDesign:
         """(device seconds, host seconds) per profile."""
         v = self.vec(p) if isinstance(p, PhysicalParams) else p
         scale, half = self._curve(v)
-        ramp = (self.row_flops > 0) * (half * self.kernels[:, None])
+        ramp = (self.row_flops > 0) * (half * self.ramp_kernels)
         compute = ((self.row_flops * scale + ramp) / v["peak_flop_s"]).sum(axis=1)
         memory = (self.row_bytes + (self.row_bytes > 0) * v["bytes_half"] * self.kernels) / v[
             "bandwidth_b_s"
@@ -531,7 +549,7 @@ class StepDesign:
         # each kernel's ramp: half FLOP-equivalents per (unit, format) it runs; a convolution's
         # slower rate costs full power (conv_share x the rate at the same draw)
         ramp = np.zeros_like(self.flops)
-        per_row = (self.row_flops > 0) * (self.kernels * self.calls)[:, None] * half
+        per_row = (self.row_flops > 0) * self.ramp_kernels * self.calls[:, None] * half
         np.add.at(ramp, self.sample, per_row)
         flops = self.flops * scale + v["ramp_share"] * ramp
         return flops @ v["j_per_flop"] + self.step_bytes * v["j_per_byte"]
@@ -622,6 +640,26 @@ STATED_WIDENING_BASIS = (
 _SIZE_MARGIN = 10.0  # "10x larger (or smaller)" than any calibrated step is an extrapolation
 
 
+def matrix_curves(profile: StepProfile) -> set[str]:
+    """The matrix-unit curves a step's work runs on: ``"conv matrix/tf32"`` for a
+    convolution's matrix work (``conv_share``, ``conv_flop_half``), ``"matmul matrix/fp32"``
+    for any other matrix work (``flop_half``), as :class:`StepDesign` splits them."""
+    return {
+        f"{'conv' if cost.kind == CONV else 'matmul'} {key_name((unit, fmt))}"
+        for cost, _ in profile.op_costs
+        for (_, fmt, unit), n in cost.ops.items()
+        if n > 0 and unit is Unit.MATRIX
+    }
+
+
+def optimizer_kernels(profile: StepProfile) -> float:
+    """Kernels a step launches in its optimizer phase (each costs ``dispatch_s[optimizer]``):
+    one per ``_foreach_*`` call (foreach SGD 1, with momentum 3, AdamW 9, fused AdamW 2), or one per
+    parameter and operation on the per-parameter path."""
+    phase = profile.by_phase.get("optimizer")
+    return float(phase.kernels) if phase is not None else 0.0
+
+
 @dataclass(frozen=True)
 class PlannedStep:
     """One step's prediction with its intervals.
@@ -667,6 +705,11 @@ class PhysicalModel:
             the leave-one-family-out to the leave-one-shape-out half width), else
             :data:`EXTRAPOLATION_WIDENING` (stated).
         widening_basis: how the widening factors were obtained, in words.
+        curves: the matrix curves (:func:`matrix_curves`) the calibrated steps ran; None for a
+            file written before they were recorded (then not checked, as before).
+        optimizer_kernels_range: the fewest and most optimizer-phase kernels per calibrated
+            step (:func:`optimizer_kernels`); None for a file written before it was recorded
+            (then not checked, as before).
     """
 
     params: PhysicalParams
@@ -682,6 +725,8 @@ class PhysicalModel:
     time_widening: float = EXTRAPOLATION_WIDENING
     energy_widening: float = EXTRAPOLATION_WIDENING
     widening_basis: str = STATED_WIDENING_BASIS
+    curves: tuple[str, ...] | None = None
+    optimizer_kernels_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("time_widening", "energy_widening"):
@@ -708,6 +753,26 @@ class PhysicalModel:
         unseen = [k for k in used if k not in self.formats]
         if unseen:
             why.append(f"formats no calibrated step ran: {unseen} (their rates are priors)")
+        if self.curves is not None:
+            curves = matrix_curves(profile) - set(self.curves)
+            for kind, what in (("conv", "conv_share, conv_flop_half"), ("matmul", "flop_half")):
+                keys = sorted(c.split(" ", 1)[1] for c in curves if c.startswith(kind + " "))
+                if keys:
+                    why.append(
+                        f"{kind} work in {keys}, which no calibrated step ran as {kind} work "
+                        f"(its curve there, {what}, is not calibrated on steps)"
+                    )
+        if self.optimizer_kernels_range is not None:
+            olo, ohi = self.optimizer_kernels_range
+            k = optimizer_kernels(profile)
+            # no margin: the calibrated steps measured the dispatch of their optimizer's
+            # kernels only; each kernel more rests on the prior dispatch_s[optimizer]
+            if k > ohi:
+                why.append(
+                    f"{k:.0f} optimizer kernels per step, calibrated on {olo:.0f} to {ohi:.0f} "
+                    "(another optimizer, e.g. AdamW against SGD steps: its host dispatch per "
+                    "kernel, dispatch_s[optimizer], and its traffic are not calibrated)"
+                )
         lo, hi = self.flops_range
         if profile.flops > _SIZE_MARGIN * hi or profile.flops * _SIZE_MARGIN < lo:
             why.append(f"{profile.flops:.3g} FLOPs per step, calibrated on {lo:.3g} to {hi:.3g}")
@@ -757,6 +822,12 @@ class PhysicalModel:
             "time_widening": self.time_widening,
             "energy_widening": self.energy_widening,
             "widening_basis": self.widening_basis,
+            **({} if self.curves is None else {"curves": list(self.curves)}),
+            **(
+                {}
+                if self.optimizer_kernels_range is None
+                else {"optimizer_kernels_range": list(self.optimizer_kernels_range)}
+            ),
         }
 
     @classmethod
@@ -786,6 +857,13 @@ class PhysicalModel:
                 time_widening=float(d.get("time_widening", EXTRAPOLATION_WIDENING)),
                 energy_widening=float(d.get("energy_widening", EXTRAPOLATION_WIDENING)),
                 widening_basis=str(d.get("widening_basis", STATED_WIDENING_BASIS)),
+                # a file written before they were recorded: not checked, as then
+                curves=tuple(str(c) for c in d["curves"]) if "curves" in d else None,
+                optimizer_kernels_range=(
+                    (float(d["optimizer_kernels_range"][0]), float(d["optimizer_kernels_range"][1]))
+                    if "optimizer_kernels_range" in d
+                    else None
+                ),
             )
         except (KeyError, TypeError, IndexError) as exc:
             raise ValueError(

@@ -18,6 +18,8 @@ from lightning_to_energy.model.physical import (
     PhysicalParams,
     StepDesign,
     key_name,
+    matrix_curves,
+    optimizer_kernels,
     prefix_of,
 )
 
@@ -27,6 +29,7 @@ __all__ = [
     "PhysicalFit",
     "Sample",
     "calibrated_range",
+    "calibrated_range_fields",
     "exercised",
     "fit_physical",
 ]
@@ -344,6 +347,22 @@ def _at_bound(x: float, low: float, high: float) -> bool:
     """Whether a log-space value sits on a bound (within 0.1 %, or 0.1 % of a narrow range)."""
     tol = min(1e-3, 1e-3 * (high - low))
     return bool(x - low < tol or high - x < tol)
+
+
+def calibrated_range_fields(samples: Sequence[Sample]) -> dict[str, Any]:
+    """The calibrated range of ``samples`` as :class:`PhysicalModel`'s fields: ``formats``,
+    ``flops_range``, ``kernels_range`` (:func:`calibrated_range`), ``curves`` (the matrix
+    curves they ran, :func:`matrix_curves`) and ``optimizer_kernels_range`` (optimizer-phase
+    kernels per step, :func:`optimizer_kernels`)."""
+    formats, flops_range, kernels_range = calibrated_range(samples)
+    opt = [optimizer_kernels(s.profile) for s in samples]
+    return {
+        "formats": formats,
+        "flops_range": flops_range,
+        "kernels_range": kernels_range,
+        "curves": tuple(sorted(set().union(*(matrix_curves(s.profile) for s in samples)))),
+        "optimizer_kernels_range": (min(opt), max(opt)),
+    }
 
 
 def calibrated_range(

@@ -77,8 +77,8 @@ def calibrated_strength(energy_log_halfwidth: float) -> float:
     windows of relative error ``s_w`` (:data:`WINDOW_REL_SD`): the ridge term of the regression
     is one window's squared relative error per unit of strength (``docs/regression.md``).
     ``s_p`` is read off the calibration's held-out 90 % half width in log space (``q = z s_p``).
-    E.g. the built-in H100 calibration's ``q`` of 0.223 gives ``(0.044 / (0.223 / 1.645))^2
-    = 0.106``: the first window already outweighs the prior about 9 to 1. Bounded below by
+    E.g. the built-in H100 calibration's ``q`` of 0.234 gives ``(0.044 / (0.234 / 1.645))^2
+    = 0.096``: the first window already outweighs the prior about 10 to 1. Bounded below by
     :data:`DATASHEET_STRENGTH` and above by :data:`CALIBRATED_STRENGTH_MAX`.
     """
     q = float(energy_log_halfwidth)

@@ -35,7 +35,7 @@ from lightning_to_energy.model.physical import (
 from lightning_to_energy.model.physical_fit import (
     PhysicalFit,
     Sample,
-    calibrated_range,
+    calibrated_range_fields,
     fit_physical,
 )
 from lightning_to_energy.model.scoring import score_pairs
@@ -186,9 +186,14 @@ class PhysicalFolds:
     def outside(self, train: Sequence[int], test: Sequence[int]) -> list[bool]:
         """Whether ``PhysicalModel.extrapolation`` labels each sample at ``test`` for a model
         calibrated on the samples at ``train`` (formats, FLOPs and kernels: no fit needed)."""
-        formats, flops_range, kernels_range = calibrated_range([self.samples[i] for i in train])
         probe = PhysicalModel(
-            self.prior, "", 0.0, 0.0, LEVEL, "", formats, flops_range, kernels_range
+            params=self.prior,
+            target="",
+            time_log_halfwidth=0.0,
+            energy_log_halfwidth=0.0,
+            level=LEVEL,
+            basis="",
+            **calibrated_range_fields([self.samples[i] for i in train]),
         )
         return [bool(probe.extrapolation(self.samples[i].profile)) for i in test]
 
@@ -383,7 +388,6 @@ def planned_family_intervals(
     flagged = [False] * n
     for family, w in widening.items():
         train = [i for i, f in enumerate(families) if f != family]
-        formats, flops_range, kernels_range = calibrated_range([folds.samples[i] for i in train])
         model = PhysicalModel(
             params=folds.params(train),
             target=target,
@@ -391,9 +395,7 @@ def planned_family_intervals(
             energy_log_halfwidth=w.energy_log_halfwidth,
             level=level,
             basis=f"split conformal on leave-one-shape-out errors without {family}",
-            formats=formats,
-            flops_range=flops_range,
-            kernels_range=kernels_range,
+            **calibrated_range_fields([folds.samples[i] for i in train]),
             time_widening=EXTRAPOLATION_WIDENING if stated else w.time,
             energy_widening=EXTRAPOLATION_WIDENING if stated else w.energy,
             widening_basis="stated" if stated else w.basis,
@@ -738,7 +740,6 @@ def fit_shared(
         folds, np.stack([t, e], axis=1), groups, families, level=level, shape_oof=oof
     )
     qt, qe = widening.time_log_halfwidth, widening.energy_log_halfwidth
-    formats, flops_range, kernels_range = calibrated_range(samples)
     model = PhysicalModel(
         params=fit.params,
         target=hardware,
@@ -749,9 +750,7 @@ def fit_shared(
             f"split conformal on leave-one-shape-out errors of {len(samples)} configurations "
             f"({len(set(groups))} shapes)"
         ),
-        formats=formats,
-        flops_range=flops_range,
-        kernels_range=kernels_range,
+        **calibrated_range_fields(samples),
         source=data.source,
         time_widening=widening.time,
         energy_widening=widening.energy,

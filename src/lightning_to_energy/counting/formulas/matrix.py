@@ -203,15 +203,16 @@ def convolution(call: OpCall) -> OpCost:
         # one add per output element: N * C_out * prod(o)
         _add(ops, (ADD, dtype_format(out.dtype), VECTOR), out.numel())
     read, written = io_bytes(call, matrix=True)
-    kernels = 1
+    kernels, vector_kernels = 1, 0  # no bias, or one fused into the kernel (oneDNN)
     if bias is not None and on_cuda(x):
         # cuDNN convolves without the bias; PyTorch then adds it in a second kernel
-        # (output.add_(bias) in ATen's _convolution), reading and writing the output again.
+        # (output.add_(bias) in ATen's _convolution), reading and writing the output again:
+        # a vector kernel (vector_kernels), with no share in the convolution's matrix work.
         # NB: the native depthwise kernels fuse it; counted like cuDNN. oneDNN (CPU) fuses it.
-        kernels = 2
+        kernels, vector_kernels = 2, 1
         read += nbytes(out)
         written += nbytes(out)
-    return OpCost(ops, read, written, kernels, 2 * fma, kind=CONV)
+    return OpCost(ops, read, written, kernels, 2 * fma, kind=CONV, vector_kernels=vector_kernels)
 
 
 @register(aten.convolution_backward)
@@ -227,7 +228,7 @@ def convolution_backward(call: OpCall) -> OpCost:
     mat_fmt = matmul_format(grad_out.dtype, conv=True, on_cuda=on_cuda(grad_out))
     g_bytes = nbytes(grad_out)
     ops: dict[OpKey, float] = {}
-    read = written = kernels = flops = 0
+    read = written = kernels = flops = vector_kernels = 0
     if mask[0]:
         _add(ops, (FMA, mat_fmt, MATRIX), fma_fwd)
         read += g_bytes + nbytes(w)
@@ -247,7 +248,8 @@ def convolution_backward(call: OpCall) -> OpCost:
         read += g_bytes
         written += nbytes(grad_bias)
         kernels += 1
-    return OpCost(ops, read, written, kernels, flops, kind=CONV)
+        vector_kernels = 1  # a reduction on the vector units, no share in the matrix work
+    return OpCost(ops, read, written, kernels, flops, kind=CONV, vector_kernels=vector_kernels)
 
 
 # --- fused scaled-dot-product attention -----------------------------------------------------
