@@ -606,16 +606,6 @@ def _prediction(
     )
 
 
-"""Achieved matmul rate and mean draw per format on the H100 (source of the priors)."""
-"""H100 draw with no process attached, W (shared data): the low end of ``base_w``."""
-"""Prior extra draw while kernels run, W (see docs/physical-model.md)."""
-"""Prior share of full-rate dynamic power drawn during a kernel's ramp (see PhysicalParams)."""
-"""Mean draw of memory-bound H100 training steps, W (issue 11: 460 to 530 W, prototype)."""
-"""Parameters pinned by direct measurements, held at their prior by default: base power (a
-CUDA context attached, idle) and energy per byte (the draw of memory-bound steps). A fit over
-training steps alone trades them against busy power and energy per FLOP (issue 11)."""
-
-
 def _prior_of(target: str) -> PhysicalParams | None:
     """``prior_for`` of a hardware key, or None for a key this version does not know."""
     # imported here: physical_prior builds on this module

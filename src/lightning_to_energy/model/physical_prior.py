@@ -31,6 +31,7 @@ H100_MICROBENCHMARKS: Mapping[str, Mapping[str, float]] = {
     "bf16": {"flop_s": 676.1e12, "mean_w": 696.7},
     "fp16": {"flop_s": 648.1e12, "mean_w": 698.2},
 }
+"""Achieved matmul rate and mean draw per format on the H100 (source of the priors)."""
 H100_SOURCE = "H100 80GB HBM3 8192^3 matmul microbenchmarks, 2026-11-25 (shared data)"
 H100_CONV_MICROBENCHMARKS: Mapping[str, Mapping[str, float]] = {
     # 3x3 convolution, 64x256x56x56 input, 256 output channels, about 3 s each at the 700 W
@@ -43,14 +44,18 @@ H100_CONV_MICROBENCHMARKS: Mapping[str, Mapping[str, float]] = {
 }
 H100_CONV_SOURCE = "H100 80GB HBM3 3x3 convolution / 8192^3 matmul microbenchmark rates"
 H100_BARE_IDLE_W = 72.7
+"""H100 draw with no process attached, W (shared data): the low end of ``base_w``."""
 
 _DATASHEET_SHARE = 0.7  # achieved / datasheet for formats without a microbenchmark
 _FLOP_RAMP_S = 4e-6  # a kernel of peak x 4 us FLOPs reaches half its peak rate
 _BYTES_RAMP_S = 2e-6  # a kernel of bandwidth x 2 us bytes reaches half the bandwidth
 _BW_SHARE = 0.8  # achieved / datasheet bandwidth (STREAM-like copies on HBM reach 75 to 90 %)
 BUSY_W_PRIOR = 60.0
+"""Prior extra draw while kernels run, W (see docs/physical-model.md)."""
 RAMP_SHARE_PRIOR = 0.5
+"""Prior share of full-rate dynamic power drawn during a kernel's ramp (see PhysicalParams)."""
 MEMORY_BOUND_W = 495.0
+"""Mean draw of memory-bound H100 training steps, W (issue 11: 460 to 530 W, prototype)."""
 
 
 def prior_for(spec: HardwareSpec, cost_model: CostModel | None = None) -> PhysicalParams:
