@@ -114,6 +114,9 @@ class PhysicalFit:
 
 
 MEASURED = frozenset({"base_w", "j_per_byte"})
+"""Parameters pinned by direct measurements, held at their prior by default: base power (a
+CUDA context attached, idle) and energy per byte (the draw of memory-bound steps). A fit over
+training steps alone trades them against busy power and energy per FLOP (issue 11)."""
 
 
 def _vector_rates(names: Collection[str]) -> set[str]:
