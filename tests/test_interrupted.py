@@ -335,3 +335,4 @@ def test_a_report_that_fails_after_an_exception_is_one_warning_and_the_error_goe
         trainer.fit(RaisesAt(3, boom), DataLoader(Rows(64), batch_size=8))
     assert info.value is boom  # not the ValueError raised while reporting
     assert energy.tracker is None  # the next fit starts a tracker of its own
+    assert sensor.closed  # the report failed before finish_run could release it

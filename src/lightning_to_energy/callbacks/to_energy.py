@@ -25,6 +25,7 @@ from lightning_to_energy.model.regression import FEATURES
 from lightning_to_energy.reporting.records import EnergyReport, WindowRecord
 from lightning_to_energy.sensors.base import Sensor
 from lightning_to_energy.sensors.spec import parse_sensors
+from lightning_to_energy.tracking.metering import close_sensors
 from lightning_to_energy.tracking.notes import interruption_reason
 from lightning_to_energy.tracking.tracker import EnergyTracker
 
@@ -417,6 +418,11 @@ class TOEnergy(Callback):
             self._notes = []
             self.report = report
             self._emit(trainer, report, tracker.calibration_path)
+        except BaseException:
+            # finish_run releases the sensors itself, whatever fails inside it; this is for a
+            # failure before it got there: no sensor or sampler thread outlives the run.
+            close_sensors(tracker.sensors)
+            raise
         finally:
             # Whatever failed, the next run starts a tracker of its own.
             self.tracker = None
