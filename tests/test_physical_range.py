@@ -15,14 +15,13 @@ from lightning_to_energy.counting import profile
 from lightning_to_energy.counting.cost_model import AluOp, NumberFormat, Unit
 from lightning_to_energy.counting.profile import StepProfile
 from lightning_to_energy.counting.registry import CONV, MATMUL, OpCost
-from lightning_to_energy.hardware.specs import find_hardware
 from lightning_to_energy.model.physical import (
     PhysicalModel,
     matrix_curves,
     optimizer_kernels,
 )
 from lightning_to_energy.model.physical_fit import Sample, calibrated_range_fields
-from lightning_to_energy.model.physical_prior import prior_for
+from test_physical_widening import _model as widening_model
 
 
 def _mlp_step(optimizer: str) -> StepProfile:
@@ -36,19 +35,14 @@ def _mlp_step(optimizer: str) -> StepProfile:
 
 
 def _model(steps: list[StepProfile], **over: object) -> PhysicalModel:
-    fields: dict[str, object] = dict(
-        params=prior_for(find_hardware("h100-sxm")),
-        target="h100-sxm",
-        time_log_halfwidth=0.1,
-        energy_log_halfwidth=0.2,
-        level=0.9,
-        basis="test",
-        time_widening=1.5,
-        energy_widening=3.0,
+    """test_physical_widening's toy model, its widening x1.5 (time) and x3.0 (energy), and
+    the calibrated range of ``steps``."""
+    fields = {
+        "time_widening": 1.5,
+        "energy_widening": 3.0,
         **calibrated_range_fields([Sample(p, 1.0, 1.0) for p in steps]),
-    )
-    fields.update(over)
-    return PhysicalModel(**fields)  # type: ignore[arg-type]
+    }
+    return widening_model(**{**fields, **over})
 
 
 def test_an_adamw_step_against_sgd_steps_is_an_extrapolation_widened_by_the_measured_factor() -> (

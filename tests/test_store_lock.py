@@ -81,13 +81,19 @@ def test_a_save_redirected_beside_a_file_and_a_direct_save_there_both_land(
     assert kept is not None and [r.run_id for r in kept.runs] == ["a100"]
 
 
-def test_a_save_of_another_file_in_the_folder_waits_for_the_lock(tmp_path: Path) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(tmp_path)],
+def _start_holder(folder: Path) -> subprocess.Popen[str]:
+    """A process that takes the folder lock of ``folder`` (``_HOLDER``), prints "locked", and
+    lets it go at the next line on its stdin."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(folder)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def test_a_save_of_another_file_in_the_folder_waits_for_the_lock(tmp_path: Path) -> None:
+    holder = _start_holder(tmp_path)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         written: list[Path | None] = []
@@ -108,12 +114,7 @@ def test_a_save_of_another_file_in_the_folder_waits_for_the_lock(tmp_path: Path)
 
 
 def test_a_lock_held_by_a_killed_process_does_not_block_the_next_save(tmp_path: Path) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(tmp_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = _start_holder(tmp_path)
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     holder.kill()  # killed mid-save: SIGKILL, no cleanup of its own
     holder.wait(timeout=30)
