@@ -20,6 +20,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_text",
     "check_toml_or_json_path",
+    "describe_not_json",
     "found_repr",
     "load_toml_or_json",
     "new_file_mode",
@@ -109,6 +110,33 @@ def output_problem(
             f"file in a folder you can write, e.g. {option} {example}."
         )
     return None
+
+
+# What a text file is, by extension, when a JSON file of this package was expected.
+_TEXT_KINDS = {
+    ".py": "a Python file",
+    ".csv": "a CSV file",
+    ".md": "a Markdown file",
+    ".toml": "a TOML file",
+    ".yaml": "a YAML file",
+    ".yml": "a YAML file",
+    ".txt": "a text file",
+    ".log": "a log file",
+}
+
+
+def describe_not_json(path: Path, text: str) -> str | None:
+    """What the text read from ``path`` is when it does not even begin like JSON: its kind (by
+    extension) and its first characters, e.g. ``"a Python file beginning 'import torch'"``;
+    None when it begins like a JSON object or array, so that a parse error means damage."""
+    head = text.lstrip("\ufeff \t\r\n")
+    if head[:1] in ("{", "["):
+        return None
+    if not head:
+        return "an empty file"
+    kind = _TEXT_KINDS.get(path.suffix.lower(), "a text file")
+    first = head.splitlines()[0]
+    return f"{kind} beginning {first[:40]!r}{'...' if len(first) > 40 else ''}"
 
 
 def parse_json(text: str) -> Any:

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lightning_to_energy._files import parse_json
+from lightning_to_energy._files import describe_not_json, parse_json
 from lightning_to_energy.cli._common import CliError, check_hardware_arg, count_arg
 from lightning_to_energy.cli.profile import PRECISIONS, TRACEBACK_HINT, add_traceback_flag
 
@@ -588,9 +588,10 @@ def _check_calibration_path(path: Path) -> None:
     try:
         data = parse_json(text)
     except ValueError as exc:
+        kind = describe_not_json(path, text)
+        found = f"{kind}, not JSON" if kind else f"a file that is not valid JSON ({exc})"
         raise CliError(
-            f"expected a calibration file (JSON) at {path}, found a file that is not JSON "
-            f"({exc}). {_CALIBRATION_FIX}"
+            f"expected a calibration file (JSON) at {path}, found {found}. {_CALIBRATION_FIX}"
         ) from None
     foreign = foreign_file(data, path)
     if foreign is not None:
