@@ -96,8 +96,8 @@ def test_predict_refuses_a_negative_top_as_profile_does(capsys: pytest.CaptureFi
 @pytest.mark.parametrize(
     ("content", "found"),
     [
-        # a Python file passed by mistake: not JSON
-        (b"import torch\n", "found a file that is not JSON (Expecting value: line 1 column 1"),
+        # a Python file passed by mistake (named .json): not JSON, its first line shown
+        (b"import torch\n", "found a text file beginning 'import torch', not JSON. Fix:"),
         # some other JSON
         (b'{"a": 1}', "found JSON that is not one (expected a calibration (key 'schema_version'"),
         # not UTF-8 at all
