@@ -540,15 +540,16 @@ def test_cli_refuses_an_unwritable_path_before_measuring(
     from lightning_to_energy.calibration import store
 
     monkeypatch.setenv("LTE_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
-    # a missing folder is no fault (created when the file is written, as `fit --out` does):
-    # the CPU is refused for its missing RAPL instead, and no folder was made
+    # a missing folder is refused before measuring (the CLI's one output rule), with the
+    # exact command that creates it, and no folder was made
     code, _, err = _main(["--device", "cpu", "--out", str(tmp_path / "no" / "c.json")], capsys)
-    assert code == 2 and "expected RAPL to measure this CPU's energy" in err
+    assert code == 2 and f"found no folder {tmp_path / 'no'}" in err
+    assert f"mkdir -p {tmp_path / 'no'}" in err and "RAPL" not in err
     assert not (tmp_path / "no").exists()
     # a folder that cannot be written is refused first, naming it (root writes anywhere: the
     # permission check is stubbed)
     monkeypatch.setattr(store.os, "access", lambda path, mode: False)
-    code, _, err = _main(["--device", "cpu", "--out", str(tmp_path / "no" / "c.json")], capsys)
+    code, _, err = _main(["--device", "cpu", "--out", str(tmp_path / "c.json")], capsys)
     assert code == 2
     assert f"expected --out where you can write, found {tmp_path} not writable" in err
 

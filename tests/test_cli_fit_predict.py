@@ -1095,8 +1095,9 @@ def test_fit_out_never_overwrites_a_file_that_is_not_a_calibration(
     precious.write_text("print('mine')\n")
     code, out, err = run(capsys, "fit", *two_runs, "--out", str(precious))
     assert (code, out) == (2, "")
-    assert f"found {precious}, which is not a calibration (" in err
-    assert "it would be overwritten, so it is left untouched" in err
+    # refused for its kind before anything is fitted: the calibration's extension is named
+    assert f"expected --out to name a .json file, found {precious} (an existing file" in err
+    assert f"Fix: e.g. --out {tmp_path / 'precious.json'}." in err
     assert precious.read_text() == "print('mine')\n"
 
 

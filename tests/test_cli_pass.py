@@ -96,8 +96,8 @@ def test_predict_refuses_a_negative_top_as_profile_does(capsys: pytest.CaptureFi
 @pytest.mark.parametrize(
     ("content", "found"),
     [
-        # a Python file passed by mistake: not JSON
-        (b"import torch\n", "found a file that is not JSON (Expecting value: line 1 column 1"),
+        # a Python file passed by mistake (named .json): not JSON, its first line shown
+        (b"import torch\n", "found a text file beginning 'import torch', not JSON. Fix:"),
         # some other JSON
         (b'{"a": 1}', "found JSON that is not one (expected a calibration (key 'schema_version'"),
         # not UTF-8 at all
@@ -346,3 +346,44 @@ def test_target_cuda_without_a_gpu_says_the_fix_in_options(
     assert (code, len(err.splitlines())) == (2, 1)
     assert "expected a CUDA device for --target cuda, found none (torch " in err
     assert "(e.g. --target h100-sxm), or drop --target" in err and "hardware=" not in err
+
+
+@pytest.mark.parametrize("command", ["fit", "report"])
+def test_a_script_passed_for_a_report_is_named_not_called_damaged(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str
+) -> None:
+    script = tmp_path / "mymodel.py"
+    script.write_text("import torch\nprint(1)\n")
+    code, out, err = run(capsys, command, str(script))
+    assert (code, out, err.count("\n")) == (2, "", 1)
+    # what was expected, what the file is (its kind and first line), and the fix
+    assert (
+        f"{script}: expected a JSON energy report, found a Python file beginning "
+        "'import torch', not JSON. Fix: pass the energy_report.json a run wrote" in err
+    )
+    assert "damaged" not in err
+
+
+def test_predict_names_a_script_passed_for_a_calibration(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    script = tmp_path / "notes.txt"
+    script.write_text("\n  my calibration notes, written by hand\n")
+    code, _, err = run(
+        capsys, "predict", "_models:TinyMLP", "--input", "8x16", "--steps", "10",
+        "--calibration", str(script),
+    )  # fmt: skip
+    assert code == 2
+    assert (
+        f"at {script}, found a text file beginning 'my calibration notes, written by hand', "
+        "not JSON. Fix:" in err
+    )
+
+
+def test_a_truncated_report_is_still_called_damaged(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cut = tmp_path / "energy_report.json"
+    cut.write_text('{"format": "lightning-to-energy/report", "windows": [')
+    code, _, err = run(capsys, "report", str(cut))
+    assert code == 2 and "found invalid JSON (" in err and "damaged or truncated" in err

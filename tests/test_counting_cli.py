@@ -154,3 +154,12 @@ def test_random_label_loss_reads_the_classes_and_leaves_the_model_as_it_was() ->
     assert model.training and torch.equal(model.bn1.running_mean, stats)
     # an output with no class dimension: the default summed loss applies
     assert random_label_loss(torch.nn.Linear(4, 1), torch.randn(3, 4)) == (None, None)
+
+
+def test_top_0_prints_no_module_table(capsys: pytest.CaptureFixture[str]) -> None:
+    # as predict --top 0 does: no "Top 0 modules" table, the rest unchanged
+    code, out, _ = run(capsys, "_models:TinyMLP", "--input", "8x16", "--top", "0")
+    assert code == 0 and "modules by TOs" not in out and "Every op had a formula." in out
+    code, out, _ = run(capsys, "_models:TinyMLP", "--input", "8x16", "--top", "50")
+    # TinyMLP has fewer modules than 50: the title counts the rows it has
+    assert "Top 50" not in out and "modules by TOs" in out

@@ -55,7 +55,16 @@ def test_fit_writes_a_physical_calibration_and_predict_uses_it(
 ) -> None:
     data, out = _shared_file(tmp_path), tmp_path / "h100.json"
     assert cli.main(["fit", str(data), "--out", str(out), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    result = json.loads(printed.out)  # stdout is the JSON alone
+    # the long stages are said on stderr as they start: 10 configurations (5 shapes x 2
+    # activations), one family, and no microbenchmarks in this file
+    assert printed.err.splitlines() == [
+        "fit: counting 10 training steps as h100-sxm runs them...",
+        "fit: fitting the physical model on 10 steps and 0 microbenchmark windows...",
+        "fit: scoring it: leave one shape out (5 shapes, a fit each)...",
+        "fit: measuring the extrapolation widening (leave one family out, 1 family)...",
+    ]
     # the data were made by the model's own form: held-out shapes come back exactly
     assert result["accuracy"]["energy"]["precision_pct"] > 99.0
     assert result["accuracy"]["time"]["precision_pct"] > 99.0

@@ -385,3 +385,28 @@ def test_the_plan_names_its_step_time_and_the_calibrations_sensor_kind(step: Ste
     roof = plan_run(step, 100, calibration("roofline_s"))
     assert roof.step_time_source == "roofline"
     assert roof.step_time_detail == "roofline estimate on " + find_hardware("h100-sxm").name
+
+
+@pytest.mark.parametrize("given", [0.5, "StepTime"])
+def test_plan_run_refuses_a_step_time_a_physical_calibration_would_ignore(
+    given: object,
+) -> None:
+    from lightning_to_energy.calibration import builtin_calibration
+    from lightning_to_energy.planning import STEP_TIME_GIVEN, StepTime
+
+    cal = builtin_calibration("h100-sxm")
+    assert cal is not None and cal.physical is not None
+    step = profile(TinyMLP(), torch.randn(8, 16), train=True)
+    step_time = StepTime(0.5, STEP_TIME_GIVEN, "given") if given == "StepTime" else given
+    # the physical model predicts the step's time itself: 0.5 s was once silently ignored
+    with pytest.raises(ValueError) as caught:
+        plan_run(step, 10, cal, step_time_s=step_time)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "expected no step_time_s with this calibration: it carries the physical step model of "
+        "h100-sxm, which predicts each step's time itself; found step_time_s=0.5, which it would "
+        "ignore. Fix: drop step_time_s, or pass a calibration fitted on measured time "
+        "(`lightning-to-energy fit energy_report.json --out FILE`)."
+    )
+    # without it the same call plans, with the model's own step time
+    plan = plan_run(step, 10, cal)
+    assert plan.model == "physical" and plan.step_time_s is not None and plan.step_time_s > 0

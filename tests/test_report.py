@@ -878,3 +878,13 @@ def test_the_totals_table_says_measured_only_when_every_sensor_measured() -> Non
     # the accuracy's caption: against estimated joules, it says what "measured" stands for
     assert "'measured' here: the sensor's estimated joules" in " ".join(text.split())
     assert "'measured' here" not in render_text(counted)
+
+
+def test_the_sensor_table_shows_no_update_period_for_an_estimate() -> None:
+    text = render_text(make_report())
+    counter = next(line for line in text.splitlines() if "gpu:0" in line and "NVML" in line)
+    estimate = next(line for line in text.splitlines() if "cpu:0" in line and "CPU time" in line)
+    # the counter's 0.1 s is its update period; the estimate's nominal figure (0.01 s here,
+    # a CPU clock's 1 ns in a real run) is not one, so its cell is "-"
+    assert "100 ms" in counter
+    assert "10 ms" not in estimate and " - " in estimate

@@ -15,6 +15,7 @@ from fakes.powercap import FakePowercap
 from lightning_to_energy import cli
 from lightning_to_energy.sensors import ReplaySensor
 from lightning_to_energy.sensors import estimate as estimate_mod
+from lightning_to_energy.sensors import rapl as rapl_mod
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +34,9 @@ def bare_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setitem(sys.modules, "pynvml", None)
     monkeypatch.setattr(nvml_mod, "nvidia_gpu_present", lambda: True)
-    monkeypatch.setenv("LTE_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
+    # the system's own tree missing, as on a VM (a root the user gave is another message)
+    monkeypatch.delenv("LTE_POWERCAP_ROOT", raising=False)
+    monkeypatch.setattr(rapl_mod, "DEFAULT_POWERCAP_ROOT", tmp_path / "no-powercap")
 
 
 @pytest.mark.usefixtures("bare_machine")
@@ -195,3 +198,33 @@ def test_record_never_overwrites_a_file_of_another_kind(
     err = capsys.readouterr().err
     assert f"expected --out to name a .csv file, found {precious} (an existing file" in err
     assert precious.read_text() == "mine\n"
+
+
+@pytest.mark.usefixtures("bare_machine")
+def test_a_mistyped_powercap_root_is_named_and_sensors_still_succeeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    absent = tmp_path / "powercapp"
+    # sensors lists what it found and why not the rest: exit 0, as documented
+    assert cli.main(["sensors", "--powercap-root", str(absent), "--json"]) == 0
+    skipped = json.loads(capsys.readouterr().out)["skipped"]
+    assert skipped["rapl"].startswith(
+        f"CPU energy not measured: the powercap root {absent}, given with --powercap-root"
+    )
+    assert "not Linux" not in skipped["rapl"]
+    # record --sensors rapl cannot work without it: one line naming the path
+    argv = ["record", "--seconds", "0.1", "--sensors", "rapl", "--powercap-root", str(absent)]
+    assert cli.main([*argv, "--out", str(tmp_path / "t.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the powercap root {absent}, given with" in err
+    assert "does not exist. Fix: check the path;" in err
+
+
+@pytest.mark.usefixtures("bare_machine")
+def test_the_estimate_shows_no_update_period(capsys: pytest.CaptureFixture[str]) -> None:
+    # its clock's nominal 1 ns resolution is not an update period: nothing is shown
+    assert cli.main(["sensors"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("  cpu:estimate"))
+    assert row.split()[:4] == ["cpu:estimate", "estimate", "-", "0"]
+    assert "ns" not in row

@@ -64,7 +64,7 @@ def test_auto_on_a_bare_machine_records_both_reasons_and_estimates(
     assert _domains(found) == ["cpu:estimate"]
     assert isinstance(found.sensors[0], CpuTimeEstimateSensor)
     assert "pip install 'lightning-to-energy[nvidia]'" in found.skipped["nvml"]
-    assert found.skipped["rapl"].startswith("CPU energy not measured: no powercap tree")
+    assert found.skipped["rapl"].startswith("CPU energy not measured: the powercap root")
     assert any("ESTIMATE" in note for note in found.notes)
 
 
@@ -109,7 +109,7 @@ def test_auto_measures_the_gpu_alone_where_the_cpu_could_only_be_estimated(
     try:
         # no RAPL: the GPU's counter alone, not a total that is part estimate
         assert _domains(found) == ["gpu:0"]
-        assert found.skipped["rapl"].startswith("CPU energy not measured: no powercap tree")
+        assert found.skipped["rapl"].startswith("CPU energy not measured: the powercap root")
         assert "sensors='nvml,estimate'" in found.skipped["estimate"]
     finally:
         found.close()
@@ -164,7 +164,9 @@ def test_explicit_backend_that_cannot_work_raises(
         discover(["nvml"])
     assert str(info.value).startswith("sensor backend 'nvml' was requested but cannot work")
     assert info.value.fix == "pip install 'lightning-to-energy[nvidia]'"
-    with pytest.raises(SensorUnavailable, match=r"'rapl' was requested.*no powercap tree"):
+    with pytest.raises(
+        SensorUnavailable, match=r"'rapl' was requested.*the powercap root .* does not exist"
+    ):
         discover("rapl", powercap_root=tmp_path / "absent")
     with pytest.raises(SensorUnavailable, match="uses no CUDA device"):
         discover(["nvml"], nvml=_nvml(GPU_A), devices=[])

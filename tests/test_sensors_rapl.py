@@ -82,11 +82,38 @@ def test_env_var_moves_the_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert [z.domain for z in find_rapl_zones().zones] == ["cpu:package-0", "dram:0"]
 
 
-def test_missing_tree_says_why_and_how_to_fix(tmp_path: Path) -> None:
+def test_missing_tree_says_why_and_how_to_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the system's own tree missing (not Linux, a VM): the machine's case, with its fixes
+    monkeypatch.delenv(rapl.POWERCAP_ROOT_ENV, raising=False)
+    monkeypatch.setattr(rapl, "DEFAULT_POWERCAP_ROOT", tmp_path / "absent")
     with pytest.raises(SensorUnavailable) as info:
-        find_rapl_zones(tmp_path / "absent")
+        find_rapl_zones()
     assert info.value.reason.startswith("CPU energy not measured: no powercap tree at")
     assert "modprobe intel_rapl_msr" in info.value.fix
+
+
+def test_a_mistyped_root_is_named_as_a_path_that_does_not_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a root the user gave: a typo to fix, not "not Linux, or a VM"
+    with pytest.raises(SensorUnavailable) as info:
+        find_rapl_zones(tmp_path / "absent")
+    assert info.value.reason == (
+        f"CPU energy not measured: the powercap root {tmp_path / 'absent'}, given with "
+        "--powercap-root (powercap_root=), does not exist."
+    )
+    assert info.value.fix == (
+        "check the path; the system's tree is /sys/class/powercap, used when no root is given."
+    )
+    afile = tmp_path / "file"
+    afile.write_text("")
+    monkeypatch.setenv(rapl.POWERCAP_ROOT_ENV, str(afile))
+    with pytest.raises(SensorUnavailable) as info:
+        find_rapl_zones()
+    assert info.value.reason.endswith(f"{afile}, set by $LTE_POWERCAP_ROOT, is not a folder.")
+    assert "modprobe" not in info.value.fix and "not Linux" not in info.value.reason
 
 
 def test_tree_without_package_zone_is_unavailable(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import stat
 import sys
 import tempfile
@@ -19,9 +20,11 @@ __all__ = [
     "atomic_write",
     "atomic_write_text",
     "check_toml_or_json_path",
+    "describe_not_json",
     "found_repr",
     "load_toml_or_json",
     "new_file_mode",
+    "output_problem",
     "parse_json",
 ]
 
@@ -41,6 +44,99 @@ def check_toml_or_json_path(path: Path, what: str) -> None:
         raise FileNotFoundError(
             f"expected a {what} at {str(path)!r}; found nothing; fix: check the path"
         )
+
+
+def output_problem(
+    path: Path,
+    option: str,
+    example: str,
+    *,
+    existing: Callable[[Path], str | None] | None = None,
+    kind: str | None = None,
+) -> str | None:
+    """Why ``path`` cannot receive the output ``option`` names, said before any work; None
+    when it can. The one rule of every output file of the command line (README, "Command
+    line"); the first fault found is the one message.
+
+    1. A file, never a directory.
+    2. The kind's extension (``example``'s suffix, any case): a CSV never replaces
+       ``precious.py``, and a calibration is never written into ``cal.txt``.
+    3. An existing file of that kind is replaced, or, where ``existing`` is given, must be of
+       the kind (a calibration is merged into, never overwritten by one).
+    4. Its folder exists: a mistyped folder would otherwise grow a stray tree where nobody
+       looks, so it is refused with the exact ``mkdir -p`` that creates it.
+    5. The folder, and an existing file, can be written.
+
+    Args:
+        path: the path given.
+        option: the option that named it (``"--csv"``).
+        example: a file name of the right kind (``"energy_report.csv"``).
+        existing: why an existing file at ``path`` is not of the kind (a short reason), or
+            None when it is.
+        kind: the kind's name in messages (``"calibration"``); default ``"<suffix> file"``.
+    """
+    suffix = Path(example).suffix
+    name = kind or f"{suffix} file"
+    if path.is_dir():
+        return (
+            f"expected {option} to name a file, found the directory {path}. Fix: name a file "
+            f"in it, e.g. {option} {path / example}."
+        )
+    if path.suffix.lower() != suffix:
+        state = "an existing file that it would overwrite" if path.exists() else "that name"
+        return (
+            f"expected {option} to name a {suffix} file, found {path} ({state}). Fix: e.g. "
+            f"{option} {path.with_suffix(suffix) if path.name else example}."
+        )
+    if existing is not None and path.exists():
+        reason = existing(path)
+        if reason is not None:
+            return (
+                f"expected {option} to name a new file or a {name} to update, found {path}, "
+                f"which is not a {name} ({reason}): it would be overwritten, so it is left "
+                f"untouched. Fix: choose another file name, e.g. {option} {example}."
+            )
+    folder = path.parent
+    if not folder.is_dir():
+        return (
+            f"expected {option} in an existing folder, found no folder {folder}. Fix: create "
+            f"it (mkdir -p {shlex.quote(str(folder))}), or name a file in an existing folder, "
+            f"e.g. {option} {example}."
+        )
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        where = path if path.exists() else folder
+        return (
+            f"expected {option} where you can write, found {where} not writable. Fix: name a "
+            f"file in a folder you can write, e.g. {option} {example}."
+        )
+    return None
+
+
+# What a text file is, by extension, when a JSON file of this package was expected.
+_TEXT_KINDS = {
+    ".py": "a Python file",
+    ".csv": "a CSV file",
+    ".md": "a Markdown file",
+    ".toml": "a TOML file",
+    ".yaml": "a YAML file",
+    ".yml": "a YAML file",
+    ".txt": "a text file",
+    ".log": "a log file",
+}
+
+
+def describe_not_json(path: Path, text: str) -> str | None:
+    """What the text read from ``path`` is when it does not even begin like JSON: its kind (by
+    extension) and its first characters, e.g. ``"a Python file beginning 'import torch'"``;
+    None when it begins like a JSON object or array, so that a parse error means damage."""
+    head = text.lstrip("\ufeff \t\r\n")
+    if head[:1] in ("{", "["):
+        return None
+    if not head:
+        return "an empty file"
+    kind = _TEXT_KINDS.get(path.suffix.lower(), "a text file")
+    first = head.splitlines()[0]
+    return f"{kind} beginning {first[:40]!r}{'...' if len(first) > 40 else ''}"
 
 
 def parse_json(text: str) -> Any:

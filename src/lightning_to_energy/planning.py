@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import numbers
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,7 @@ __all__ = [
     "StepTime",
     "calibration_hardware",
     "calibration_step_time",
+    "check_no_step_time",
     "choose_step_time",
     "model_step_time_s",
     "plan_run",
@@ -176,6 +177,42 @@ def calibration_step_time(
     if not windows or total_s <= 0:
         return None
     return total_s / total_steps, windows, len(runs)
+
+
+def check_no_step_time(
+    calibration: Calibration,
+    given: Mapping[str, str | None],
+    *,
+    source: str = "this calibration",
+    instead: str = "pass a calibration fitted on measured time (`lightning-to-energy fit "
+    "energy_report.json --out FILE`)",
+) -> None:
+    """Refuse step-time figures given for a calibration that carries the physical step model.
+
+    That model predicts each step's time itself: a figure given for it would be silently
+    ignored, and the plan would not be the run the user described. The one check of
+    :func:`plan_run` (``step_time_s``) and ``predict`` (``--step-time``, ``--step-overhead``).
+
+    Args:
+        calibration: the calibration the plan uses.
+        given: each step-time argument's name (``"step_time_s"``, ``"--step-time"``) and how
+            the user gave it (``"step_time_s=0.5"``), or None where it was not given.
+        source: the calibration in the message (``"the built-in calibration"``).
+        instead: the fix besides dropping them.
+
+    Raises:
+        ValueError: a physical calibration and at least one figure given.
+    """
+    found = [shown for shown in given.values() if shown is not None]
+    if calibration.physical is None or not found:
+        return
+    dropped = [name for name, shown in given.items() if shown is not None]
+    raise ValueError(
+        f"expected no {' or '.join(given)} with {source}: it carries the physical step model of "
+        f"{calibration.physical['target']}, which predicts each step's time itself; found "
+        f"{' and '.join(found)}, which it would ignore. Fix: drop {' and '.join(dropped)}, or "
+        f"{instead}."
+    )
 
 
 def choose_step_time(
@@ -380,8 +417,10 @@ def plan_run(
 
     Raises:
         ValueError: ``steps`` below 1, a missing or non-positive ``step_time_s`` for a
-            measured-time calibration, a calibration with features this function cannot
-            compute or without fitted windows, or an unknown GPU (each message says the fix).
+            measured-time calibration, a ``step_time_s`` for a calibration with the physical
+            step model (:func:`check_no_step_time`), a calibration with features this
+            function cannot compute or without fitted windows, or an unknown GPU (each
+            message says the fix).
     """
     # Any integer type (a NumPy int from a computed length, say), but not a bool or a float.
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
@@ -394,6 +433,10 @@ def plan_run(
             "unreadable: see its warning), or train once with TOEnergy on that hardware."
         )
     if calibration.physical is not None:
+        shown = step_time_s.seconds if isinstance(step_time_s, StepTime) else step_time_s
+        check_no_step_time(
+            calibration, {"step_time_s": None if shown is None else f"step_time_s={shown!r}"}
+        )
         return _plan_physical(step, steps, calibration, max(top, 0))
     if not calibration.windows:
         # NB: without windows the model is its stored coefficients alone, with no measured

@@ -24,6 +24,7 @@ from typing import Any
 
 from lightning_to_energy import notices
 from lightning_to_energy._files import atomic_write_text, parse_json
+from lightning_to_energy._files import output_problem as _output_problem
 from lightning_to_energy.calibration.data import (
     DEFAULT_MAX_WINDOWS,
     Calibration,
@@ -54,35 +55,22 @@ class CalibrationWarning(EnergyWarning, UserWarning):
 def output_problem(path: Path, option: str = "--out") -> str | None:
     """Why ``path`` cannot become a calibration file, said before any work; None when it can.
 
-    The one rule of ``fit --out`` and ``calibrate --out``: a new file (its missing folders are
-    created when it is written) or an existing calibration (merged into); never a directory,
-    never a file of another kind (it would be overwritten), never where the nearest existing
-    folder (or the file itself) cannot be written.
+    The command line's one rule for output files
+    (:func:`lightning_to_energy._files.output_problem`) for the calibration kind of
+    ``fit --out`` and ``calibrate --out``: a new ``.json`` file in an existing folder, or an
+    existing calibration (merged into).
     """
-    if path.is_dir():
-        return (
-            f"expected {option} to name a calibration file, found the directory {path}. Fix: "
-            f"name a file in it, e.g. {option} {path / 'calibration.json'}."
-        )
-    if path.exists():
-        try:
-            Calibration.read(path)
-        except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-            return (
-                f"expected {option} to name a new file or a calibration to update, found "
-                f"{path}, which is not a calibration ({exc}): it would be overwritten, so it is "
-                f"left untouched. Fix: choose another file name, e.g. {option} calibration.json."
-            )
-    folder = path.parent if str(path.parent) else Path(".")
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
-    unwritable = existing if not os.access(existing, os.W_OK) else None
-    if path.exists() and not os.access(path, os.W_OK):
-        unwritable = path
-    if unwritable is not None:
-        return (
-            f"expected {option} where you can write, found {unwritable} not writable. Fix: "
-            f"name a file in a folder you can write, e.g. {option} ./calibration.json."
-        )
+    return _output_problem(
+        path, option, "calibration.json", existing=_not_a_calibration, kind="calibration"
+    )
+
+
+def _not_a_calibration(path: Path) -> str | None:
+    """Why the existing file at ``path`` is not a calibration, or None when it is one."""
+    try:
+        Calibration.read(path)
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        return str(exc)
     return None
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from lightning_to_energy._files import output_problem
 
 __all__ = [
     "CliError",
@@ -154,40 +156,22 @@ def count_arg(text: str) -> int:
     return int(number)
 
 
-def check_output_path(target: Path, option: str, example: str) -> None:
-    """Refuse, before any work, an output path that is not of its kind or not writable.
-
-    Args:
-        target: the path given.
-        option: the option that named it (``"--csv"``).
-        example: a file name of the right kind (``"energy_report.csv"``): its suffix is the
-            kind required.
+def check_output_path(
+    target: Path,
+    option: str,
+    example: str,
+    *,
+    existing: Callable[[Path], str | None] | None = None,
+    kind: str | None = None,
+) -> None:
+    """Refuse, before any work, an output path that breaks the command line's one rule for
+    output files (:func:`lightning_to_energy._files.output_problem`, which it raises as a
+    :class:`CliError`; the arguments are its).
 
     Raises:
-        CliError: a directory; a name without the kind's suffix (an existing ``precious.py``
-            would be overwritten by a CSV); a folder that does not exist or cannot be written.
+        CliError: a directory; a name without the kind's extension; an existing file not of
+            the kind (where ``existing`` says so); a missing folder; a path not writable.
     """
-    suffix = Path(example).suffix
-    if target.is_dir():
-        raise CliError(
-            f"expected {option} to name a file, found the directory {target}. Fix: name a "
-            f"file in it, e.g. {option} {target / example}."
-        )
-    if target.suffix.lower() != suffix:
-        state = "an existing file that it would overwrite" if target.exists() else "that name"
-        raise CliError(
-            f"expected {option} to name a {suffix} file, found {target} ({state}). Fix: e.g. "
-            f"{option} {target.with_suffix(suffix)}."
-        )
-    folder = target.parent
-    if not folder.is_dir():
-        raise CliError(
-            f"expected {option} in an existing folder, found no folder {folder}. Fix: create "
-            f"it, or name a file in an existing folder, e.g. {option} {example}."
-        )
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        where = target if target.exists() else folder
-        raise CliError(
-            f"expected {option} to be writable, found {where} not writable. Fix: name a file "
-            f"in a folder you can write, e.g. {option} {example}."
-        )
+    problem = output_problem(target, option, example, existing=existing, kind=kind)
+    if problem is not None:
+        raise CliError(problem)

@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import math
+import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -550,7 +551,9 @@ def _run_shared(args: argparse.Namespace, path: Path) -> int:
         )
     try:
         raw = parse_json(path.read_text(encoding="utf-8"))
-        shared = fit_shared(path)
+        # minutes on a laptop (4 min on the 2-core VM): say what it is doing, on stderr so
+        # that --json's stdout stays one JSON document
+        shared = fit_shared(path, progress=_progress)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CliError(f"cannot fit the shared data {path}: {exc}") from None
     hw = raw.get("hardware", {})
@@ -609,6 +612,11 @@ def _run_shared(args: argparse.Namespace, path: Path) -> int:
     if args.out:
         print(f"calibration written to {result['calibration']}")
     return 0
+
+
+def _progress(message: str) -> None:
+    """One line of ``fit``'s progress through a long stage, on stderr."""
+    print(f"fit: {message}", file=sys.stderr, flush=True)
 
 
 def _refuse_repeated_runs(

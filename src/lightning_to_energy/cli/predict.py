@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lightning_to_energy._files import parse_json
+from lightning_to_energy._files import describe_not_json, parse_json
 from lightning_to_energy.cli._common import CliError, check_hardware_arg, count_arg
 from lightning_to_energy.cli.profile import PRECISIONS, TRACEBACK_HINT, add_traceback_flag
 
@@ -111,7 +111,12 @@ def run(args: argparse.Namespace) -> int:
     from lightning_to_energy.counting import profile
     from lightning_to_energy.counting.step import random_label_loss
     from lightning_to_energy.hardware.identity import HardwareInfo, hardware_fingerprint
-    from lightning_to_energy.planning import StepTime, calibration_hardware, plan_run
+    from lightning_to_energy.planning import (
+        StepTime,
+        calibration_hardware,
+        check_no_step_time,
+        plan_run,
+    )
 
     if args.steps < 1:
         raise CliError(f"expected --steps >= 1, found {args.steps}. Fix: e.g. --steps 1000.")
@@ -190,25 +195,23 @@ def run(args: argparse.Namespace) -> int:
     # A calibration carrying the physical step model plans with it, for its own hardware
     # unless --target / --hardware names another: the step is counted as that hardware runs it.
     physical = calibration.physical is not None
-    given = [
-        f"{option} {value:g}"
+    given = {
+        option: None if value is None else f"{option} {value:g}"
         for option, value in (
             ("--step-time", args.step_time),
             ("--step-overhead", args.step_overhead),
         )
-        if value is not None
-    ]
-    if calibration.physical is not None and given:
-        # The physical model predicts the step's time itself: a figure given for it would be
-        # silently ignored, and the plan would not be the run the user described.
-        source = "the built-in calibration" if from_builtin else "this calibration"
-        raise CliError(
-            f"expected no --step-time or --step-overhead with {source}: it carries the physical "
-            f"step model of {calibration.physical['target']}, which predicts each step's time "
-            f"itself; found {' and '.join(given)}, which it would ignore. Fix: drop "
-            f"{' and '.join(o.split()[0] for o in given)}, or pass --calibration FILE fitted "
-            "on measured time (`lightning-to-energy fit energy_report.json --out FILE`)."
+    }
+    try:
+        check_no_step_time(
+            calibration,
+            given,
+            source="the built-in calibration" if from_builtin else "this calibration",
+            instead="pass --calibration FILE fitted on measured time (`lightning-to-energy fit "
+            "energy_report.json --out FILE`)",
         )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     if calibration.physical is not None and not args.hardware:
         args.hardware = str(calibration.physical["target"])
     if args.hardware and "roofline_s" not in names and not physical:
@@ -585,9 +588,10 @@ def _check_calibration_path(path: Path) -> None:
     try:
         data = parse_json(text)
     except ValueError as exc:
+        kind = describe_not_json(path, text)
+        found = f"{kind}, not JSON" if kind else f"a file that is not valid JSON ({exc})"
         raise CliError(
-            f"expected a calibration file (JSON) at {path}, found a file that is not JSON "
-            f"({exc}). {_CALIBRATION_FIX}"
+            f"expected a calibration file (JSON) at {path}, found {found}. {_CALIBRATION_FIX}"
         ) from None
     foreign = foreign_file(data, path)
     if foreign is not None:

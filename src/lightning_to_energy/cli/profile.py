@@ -504,14 +504,15 @@ def _render(result: Any, meta: dict[str, Any], top: int) -> None:
             )
     console.print(phases)
 
-    modules = Table(title=f"Top {top} modules by TOs (own ops, children excluded)")
-    for col in ("module", "TOs", "share", "FLOPs", "calls"):
-        modules.add_column(col, justify="left" if col == "module" else "right")
     ranked = sorted(result.by_module.items(), key=lambda kv: kv[1].tos, reverse=True)[:top]
-    for name, t in ranked:
-        share = t.tos / result.tos if result.tos else 0.0
-        modules.add_row(name, _si(t.tos), f"{share:.1%}", _si(t.flops), f"{t.calls:,}")
-    console.print(modules)
+    if ranked:  # --top 0 asks for no table, as predict --top 0 prints none
+        modules = Table(title=f"Top {len(ranked)} modules by TOs (own ops, children excluded)")
+        for col in ("module", "TOs", "share", "FLOPs", "calls"):
+            modules.add_column(col, justify="left" if col == "module" else "right")
+        for name, t in ranked:
+            share = t.tos / result.tos if result.tos else 0.0
+            modules.add_row(name, _si(t.tos), f"{share:.1%}", _si(t.flops), f"{t.calls:,}")
+        console.print(modules)
 
     if result.unmodelled_ops:
         ops = ", ".join(

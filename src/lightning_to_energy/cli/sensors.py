@@ -14,6 +14,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lightning_to_energy.sensors.base import update_period_shown
+
 __all__ = [
     "add_parser",
     "render",
@@ -83,7 +85,7 @@ def render(infos: list[dict[str, object]], skipped: dict[str, str], notes: list[
             (
                 str(i["domain"]),
                 str(i["kind"]),
-                _seconds(i["update_period_s"]),
+                _seconds(update_period_shown(str(i["kind"]), float(str(i["update_period_s"])))),
                 _seconds(i["min_window_s"]),
                 str(i["source"]) + ("  [host-wide: local rank 0 only]" if i["host_wide"] else ""),
             )
@@ -110,6 +112,8 @@ def render(infos: list[dict[str, object]], skipped: dict[str, str], notes: list[
 
 
 def _seconds(value: object) -> str:
+    if value is None:
+        return "-"  # nothing to show (an estimate's update period)
     seconds = float(str(value))
     for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
         if seconds == 0 or seconds >= scale:

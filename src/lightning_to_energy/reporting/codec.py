@@ -20,7 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_to_energy._files import parse_json
+from lightning_to_energy._files import describe_not_json, parse_json
 from lightning_to_energy.formats import REPORT_FORMAT
 from lightning_to_energy.reporting.records import (
     EnergyReport,
@@ -254,6 +254,14 @@ def load_report(path: str | os.PathLike[str]) -> EnergyReport:
             raise ReportFormatError(
                 f"{p}: expected the JSON energy report, found a CSV file (the per-window CSV "
                 f"holds only the windows). Fix: pass {p.with_suffix('.json')}, written beside it."
+            ) from None
+        found = describe_not_json(p, text)
+        if found is not None:
+            # Another kind of file altogether (a script passed for the report): not damage.
+            raise ReportFormatError(
+                f"{p}: expected a JSON energy report, found {found}, not JSON. Fix: pass the "
+                "energy_report.json a run wrote (in its log directory, e.g. "
+                "lightning_logs/version_0/)."
             ) from None
         raise ReportFormatError(
             f"{p}: expected a JSON energy report, found invalid JSON ({exc.msg} at line "

@@ -26,7 +26,7 @@ from lightning_to_energy.reporting.records import (
     PriorRecord,
     fit_worthy,
 )
-from lightning_to_energy.sensors.base import energy_word
+from lightning_to_energy.sensors.base import energy_word, update_period_shown
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -126,11 +126,12 @@ def _section_header(report: EnergyReport) -> RenderableType:
     sensors.add_column("updates every", justify="right")
     sensors.add_column("min window", justify="right")
     for s in report.sensors:
+        shown = update_period_shown(s.kind, s.update_period_s)
         sensors.add_row(
             Text(s.domain),
             _kind_text(s.kind),
             Text(s.source),
-            format_duration(s.update_period_s),
+            "-" if shown is None else format_duration(shown),
             format_duration(s.min_window_s),
         )
     if not report.sensors:

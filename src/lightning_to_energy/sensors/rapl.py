@@ -260,6 +260,21 @@ def find_rapl_zones(root: str | os.PathLike[str] | None = None) -> RaplZones:
             carries the reason and fix of :data:`PERMISSION_REASON` / :data:`PERMISSION_FIX`).
     """
     base = powercap_root(root)
+    given = (
+        "given with --powercap-root (powercap_root=)"
+        if root is not None
+        else f"set by ${POWERCAP_ROOT_ENV}"
+        if os.environ.get(POWERCAP_ROOT_ENV)
+        else None
+    )
+    if given is not None and not base.is_dir():
+        # A path the user typed: its absence is a typo to fix, not a machine without RAPL.
+        state = "is not a folder" if base.exists() else "does not exist"
+        raise SensorUnavailable(
+            f"CPU energy not measured: the powercap root {base}, {given}, {state}.",
+            f"check the path; the system's tree is {DEFAULT_POWERCAP_ROOT}, used when no root "
+            "is given.",
+        )
     if not base.is_dir():
         raise SensorUnavailable(
             f"CPU energy not measured: no powercap tree at {base} (not Linux, or a VM or "

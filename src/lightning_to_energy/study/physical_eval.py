@@ -718,24 +718,32 @@ def fit_shared(
 
     data = load_shared_data(path)
     if progress:
-        progress(f"counting {len(data.configs) if ids is None else len(ids)} steps for {hardware}")
+        n = len(data.configs) if ids is None else len(ids)
+        progress(f"counting {n} training steps as {hardware} runs them...")
     pairs = shared_samples(data, hardware, ids)
     configs, samples = [c for c, _ in pairs], [s for _, s in pairs]
     extra = microbenchmark_samples(data)
     prior = prior_for(find_hardware(hardware))
     if progress:
-        progress("fitting")
+        progress(
+            f"fitting the physical model on {len(samples)} steps and {len(extra)} "
+            "microbenchmark windows..."
+        )
     fit = fit_physical(samples + extra, prior, free=free)
     groups = [c.shape for c in configs]
     families = [c.family for c in configs]
     if progress:
-        progress(f"leave one shape out ({len(set(groups))} shapes)")
+        progress(f"scoring it: leave one shape out ({len(set(groups))} shapes, a fit each)...")
     folds = PhysicalFolds(samples, prior, extra=extra, free=free)
     oof = oof_groups(folds, groups, range(len(samples)))
     t = np.array([c.time_s for c in configs])
     e = np.array([c.energy_j for c in configs])
     if progress:
-        progress(f"leave one family out ({len(set(families))} families): the widening")
+        k = len(set(families))
+        progress(
+            "measuring the extrapolation widening (leave one family out, "
+            f"{k} famil{'y' if k == 1 else 'ies'})..."
+        )
     widening = measure_widening(
         folds, np.stack([t, e], axis=1), groups, families, level=level, shape_oof=oof
     )
