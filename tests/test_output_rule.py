@@ -121,3 +121,15 @@ def test_a_directory_is_refused_with_a_file_in_it(tmp_path: Path) -> None:
         f"expected --csv to name a file, found the directory {tmp_path}. Fix: name a file "
         f"in it, e.g. --csv {tmp_path / 'energy_report.csv'}."
     )
+
+
+def test_a_file_where_the_folder_would_be_is_named_not_given_a_mkdir(tmp_path: Path) -> None:
+    precious = tmp_path / "precious.py"
+    precious.write_text("import torch\n")
+    # precious.py/sub/x.csv: `mkdir -p` would fail on the file, so the file is named instead
+    problem = output_problem(precious / "sub" / "x.csv", "--csv", "energy_report.csv")
+    assert problem == (
+        f"expected --csv in a folder, found {precious}, which is a file, not a folder. Fix: "
+        f"name a file in an existing folder, e.g. --csv energy_report.csv."
+    )
+    assert precious.read_text() == "import torch\n"

@@ -61,7 +61,7 @@ def test_fit_writes_a_physical_calibration_and_predict_uses_it(
     # activations), one family, and no microbenchmarks in this file
     assert printed.err.splitlines() == [
         "fit: counting 10 training steps as h100-sxm runs them...",
-        "fit: fitting the physical model on 10 steps and 0 microbenchmark windows...",
+        "fit: fitting the physical model on 10 steps...",
         "fit: scoring it: leave one shape out (5 shapes, a fit each)...",
         "fit: measuring the extrapolation widening (leave one family out, 1 family)...",
     ]

@@ -97,6 +97,13 @@ def output_problem(
                 f"untouched. Fix: choose another file name, e.g. {option} {example}."
             )
     folder = path.parent
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        # mkdir -p cannot help: a file stands where the folder would be
+        return (
+            f"expected {option} in a folder, found {blocking}, which is a file, not a folder. "
+            f"Fix: name a file in an existing folder, e.g. {option} {example}."
+        )
     if not folder.is_dir():
         return (
             f"expected {option} in an existing folder, found no folder {folder}. Fix: create "

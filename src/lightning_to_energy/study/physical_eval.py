@@ -725,10 +725,8 @@ def fit_shared(
     extra = microbenchmark_samples(data)
     prior = prior_for(find_hardware(hardware))
     if progress:
-        progress(
-            f"fitting the physical model on {len(samples)} steps and {len(extra)} "
-            "microbenchmark windows..."
-        )
+        also = f" and {len(extra)} microbenchmark windows" if extra else ""
+        progress(f"fitting the physical model on {len(samples)} steps{also}...")
     fit = fit_physical(samples + extra, prior, free=free)
     groups = [c.shape for c in configs]
     families = [c.family for c in configs]
