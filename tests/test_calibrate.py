@@ -593,6 +593,51 @@ def test_cli_on_the_simulated_gpu_prints_units_and_writes_the_file(
     assert junk.read_text() == "earlier notes"
 
 
+def test_cli_json_prints_the_record_alone_and_the_printout_is_unchanged_without_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_to_energy.calibrate as package
+    from lightning_to_energy.calibrate import render
+    from lightning_to_energy.cli import calibrate as _cli_calibrate
+
+    truth, cal = _run(1)  # the cached simulated calibration: no second measurement
+    monkeypatch.setattr(_cli_calibrate, "_bench", lambda device: SimGpu(truth, SPEC, seed=1))
+
+    def measured(bench: object, budget_s: float, progress: object = None) -> Calibrated:
+        assert callable(progress)
+        progress("matmul-bf16", 1, 2)  # the bar moves as a run's would
+        return cal
+
+    monkeypatch.setattr(package, "calibrate", measured)
+    out = tmp_path / "c.json"
+    code, text, err = _main(["--out", str(out), "--json"], capsys)
+    assert code == 0
+    doc = json.loads(text)  # stdout is one JSON document, the progress went to stderr
+    # the bar's line: "calibrate matmul-bf16 ... 1/2 0:00:00"
+    assert "calibrate matmul-bf16" in err and "calibrate matmul-bf16" not in text
+    # the record written beside the calibration, plus where both files went
+    details = tmp_path / "c.calibrate.json"
+    assert doc["files"] == {"calibration": str(out), "record": str(details)}
+    record = doc["calibration"]
+    assert record == json.loads(details.read_text())["calibration"]
+    # every parameter's status, as the printout's source column: fitted ones among them
+    assert set(record["status"]) == set(cal.fit.status)
+    sources = {s["source"] for s in record["status"].values()}
+    assert "fitted" in sources and sources <= {"fitted", MISFIT, "prior", "at bound"}
+    assert record["status"]["base_w"]["unit"] == "W"
+    assert record["not_identified"] == cal.not_identified()
+    assert sorted(record["misfit"]) == cal.misfit()
+    assert record["elapsed_s"] == cal.elapsed_s and len(record["measured"]) == 57
+    # without --json: the printout as before: the bar on stdout, the table, then where the
+    # files went
+    code, text, err = _main(["--out", str(out)], capsys)
+    assert code == 0
+    wrote = f"Wrote {out} (use it with predict --calibration, plan_run, TOEnergy) and {details}"
+    bar, _, rest = text.partition("\n")
+    assert bar.startswith("calibrate matmul-bf16") and "1/2" in bar
+    assert rest == f"{render(cal)}\n\n{wrote}\n"
+
+
 # --- the a-priori check (benchmarks/apriori_check.py) ------------------------------------------
 
 SHARED = next(

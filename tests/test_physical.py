@@ -177,3 +177,57 @@ def test_a_rate_and_ramp_one_benchmark_cannot_separate_keep_the_ramp_prior() -> 
     assert fit.status["peak_flop_s[matrix/tf32]"].source == "fitted"
     # 2 calls x (1e10 + 1e9) / peak + 2.7e-4 s (the adds) = the true time
     assert fit.params.peak_flop_s[TF32] == pytest.approx(2e12, rel=1e-3)
+
+
+def test_the_parameter_table_lists_what_the_steps_run_and_counts_the_rest() -> None:
+    from lightning_to_energy.counting.registry import CONV
+    from lightning_to_energy.study.physical_eval import params_table, unused_priors_line
+
+    prior = prior_for(find_hardware("h100-sxm"))
+    # a tf32 matmul (matmul curve), an fp32 convolution (convolution curve: its matrix work;
+    # its bias add runs fp32 on the vector units), and an fp32 add on the vector units, all
+    # moving bytes; kernels in the forward and backward phases only
+    matmul = OpCost({(AluOp.FMA, F.TF32, MATRIX): 1e9}, bytes_read=int(1e7), kernels=1)
+    conv = OpCost(
+        {(AluOp.FMA, F.FP32, MATRIX): 1e9, (AluOp.ADD, F.FP32, VECTOR): 1e6},
+        bytes_read=int(1e7),
+        kernels=2,
+        kind=CONV,
+    )
+    add = OpCost({(AluOp.ADD, F.FP32, VECTOR): 1e6}, bytes_read=int(1e6), kernels=1)
+    phases = {p: PhaseTotals() for p in ("forward", "backward", "optimizer", "other")}
+    phases["forward"], phases["backward"] = PhaseTotals(kernels=2), PhaseTotals(kernels=3)
+    samples = []
+    for scale in (1.0, 2.0, 4.0):
+        profile = StepProfile(
+            kernels=5, by_phase=phases, op_costs=((matmul, scale), (conv, 1.0), (add, 2 * scale))
+        )
+        pred = predict_step(profile, prior)
+        samples.append(Sample(profile, pred.energy_j, pred.time_s, label=str(scale)))
+    fit = fit_physical(samples, prior)
+    table = params_table(fit)
+    # every step: base_w, busy_w, ramp_share, host_step_s, launch_s; bytes moved: bandwidth_b_s,
+    # bytes_half, j_per_byte (8). matrix/tf32 ran matmuls only: peak_flop_s, j_per_flop,
+    # flop_half (3); matrix/fp32 ran a convolution only: peak_flop_s, j_per_flop, conv_share,
+    # conv_flop_half (4); vector/fp32: peak_flop_s, j_per_flop, flop_half (3); dispatch_s of
+    # forward and backward (2): 8 + 3 + 4 + 3 + 2 = 20 rows
+    expected = {"base_w", "busy_w", "ramp_share", "host_step_s", "launch_s"}
+    expected |= {"bandwidth_b_s", "bytes_half", "j_per_byte"}
+    expected |= {f"{p}[matrix/tf32]" for p in ("peak_flop_s", "j_per_flop", "flop_half")}
+    expected |= {
+        f"{p}[matrix/fp32]" for p in ("peak_flop_s", "j_per_flop", "conv_share", "conv_flop_half")
+    }
+    expected |= {f"{p}[vector/fp32]" for p in ("peak_flop_s", "j_per_flop", "flop_half")}
+    expected |= {"dispatch_s[forward]", "dispatch_s[backward]"}
+    assert set(table) == expected
+    # the fitted ones are among them (none of the left-out ones was fitted)
+    assert {n for n, s in fit.status.items() if s.source == "fitted"} <= expected
+    assert any(s["source"] == "fitted" for s in table.values())
+    # the H100 prior: 8 scalars + 24 (unit, format) keys x 5 tables + 4 phases = 132;
+    # 132 - 20 = 112 left out, among them the fp32 matmul curve the convolution did not use
+    assert len(fit.unused()) == 112
+    assert "flop_half[matrix/fp32]" in fit.unused()
+    assert "conv_share[matrix/tf32]" in fit.unused()
+    assert "conv_flop_half[vector/int64]" in fit.unused()
+    assert unused_priors_line(112).startswith("  and 112 priors of formats, units or curves")
+    assert "kept in the file" in unused_priors_line(112)

@@ -207,7 +207,17 @@ def test_fit_prints_a_dimensionless_parameter_without_a_bare_1(
     # value it read "0.3571 1  (fitted, ...)"
     data = _shared_file(tmp_path)
     assert cli.main(["fit", str(data), "--out", str(tmp_path / "h100.json")]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if "ramp_share:" in x)
+    lines = capsys.readouterr().out.splitlines()
+    line = next(x for x in lines if "ramp_share:" in x)
     value = line.split("ramp_share: ")[1].split("  (")[0]
     assert " " not in value  # the number alone, e.g. "0.3571"
     assert float(value) > 0
+    # the table lists the parameters these steps use, the rest in one line: the rows and the
+    # left-out priors add up to the H100 prior's 132 parameters (8 scalars + 24 (unit,
+    # format) keys x 5 tables + 4 phases)
+    rows = [x for x in lines if x.startswith("  ") and ": " in x and "priors of" not in x]
+    summary = next(x for x in lines if "priors of formats, units or curves" in x)
+    assert int(summary.split()[1]) == 132 - len(rows)
+    # these MLPs run no convolution: no convolution curve is listed, and nothing of bf16
+    assert not any("conv_share[" in x or "conv_flop_half[" in x or "bf16" in x for x in rows)
+    assert any("host_step_s:" in x for x in rows)

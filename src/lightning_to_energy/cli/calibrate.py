@@ -1,21 +1,24 @@
-"""``lightning-to-energy calibrate [--device cuda:0] [--budget-s 150] [--out FILE]``.
+"""``lightning-to-energy calibrate [--device cuda:0] [--budget-s 150] [--out FILE] [--json]``.
 
 Measures the device's physical energy parameters with designed microbenchmarks (base power,
 matmuls per format and size, memory-bound kernels, convolutions, launches, host dispatch),
-fits them, prints every parameter with its unit, 95 % interval and the fit's residuals, and
-writes a calibration file. Bad input (an unknown device, a budget too short to pin the
-parameters, an unwritable path) is refused before anything is measured, and an earlier file
-at ``--out`` is replaced only by a finished calibration.
+fits them, prints every parameter with its unit, 95 % interval and the fit's residuals (with
+``--json``: the record written beside the calibration, as one JSON object), and writes a
+calibration file. Bad input (an unknown device, a budget too short to pin the parameters, an
+unwritable path) is refused before anything is measured, and an earlier file at ``--out`` is
+replaced only by a finished calibration.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
+from lightning_to_energy._files import parse_json
 from lightning_to_energy.cli._common import CliError
 
 __all__ = [
@@ -54,6 +57,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="FILE",
         help="the calibration file to write (default calibration.json)",
     )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the calibration's record (every parameter's value, status, interval and "
+        "source, the misfit windows, the measured seconds, the files written) as one JSON "
+        "object; progress goes to stderr",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -80,15 +90,23 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.out)
         bench = _bench(device)
         try:
-            calibration = _calibrate(bench, args.budget_s)
+            calibration = _calibrate(bench, args.budget_s, to_stderr=args.json)
         finally:
             bench.close()
         from lightning_to_energy.calibrate import render, write_calibration
 
-        print(render(calibration))
+        if not args.json:
+            print(render(calibration))
         saved, details = write_calibration(calibration, args.out)
     except CalibrationError as exc:
         raise CliError(str(exc)) from None
+    if args.json:
+        # the record beside the calibration, as written (one schema: calibrate.fit owns it),
+        # and where both files went
+        record = parse_json(details.read_text(encoding="utf-8"))
+        record["files"] = {"calibration": str(saved), "record": str(details)}
+        print(json.dumps(record, indent=1, allow_nan=False))
+        return 0
     print(f"\nWrote {saved} (use it with predict --calibration, plan_run, TOEnergy) and {details}")
     return 0
 
@@ -101,8 +119,10 @@ def _bench(device: str) -> Any:
     return CudaBench(device)
 
 
-def _calibrate(bench: Any, budget_s: float) -> Any:
-    """:func:`calibrate` under a rich progress bar (one step per workload)."""
+def _calibrate(bench: Any, budget_s: float, *, to_stderr: bool = False) -> Any:
+    """:func:`calibrate` under a rich progress bar (one step per workload), on stderr with
+    ``to_stderr`` (``--json``: stdout holds the JSON alone)."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from lightning_to_energy.calibrate import calibrate
@@ -113,7 +133,8 @@ def _calibrate(bench: Any, budget_s: float) -> Any:
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, transient=False) as bar:
+    console = Console(stderr=True) if to_stderr else None
+    with Progress(*columns, transient=False, console=console) as bar:
         task = bar.add_task("planning", total=None)
 
         def progress(name: str, index: int, total: int) -> None:

@@ -542,7 +542,11 @@ def _run_shared(args: argparse.Namespace, path: Path) -> int:
         Calibration,
         HardwareInfo,
     )
-    from lightning_to_energy.study.physical_eval import fit_shared, params_table
+    from lightning_to_energy.study.physical_eval import (
+        fit_shared,
+        params_table,
+        unused_priors_line,
+    )
 
     if args.features or args.roofline:
         raise CliError(
@@ -576,6 +580,8 @@ def _run_shared(args: argparse.Namespace, path: Path) -> int:
             "widening_basis": model.widening_basis,
         },
         "parameters": params_table(shared.fit),
+        # kept in the calibration file for steps that run them (an extrapolation here)
+        "unused_priors": shared.fit.unused(),
     }
     if args.out:
         when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -603,6 +609,7 @@ def _run_shared(args: argparse.Namespace, path: Path) -> int:
         )
         unit = "" if s["unit"] == "1" else f" {s['unit']}"  # "1": dimensionless (SI)
         print(f"  {name:>28}: {s['value']:.4g}{unit}  ({how})")
+    print(unused_priors_line(len(result["unused_priors"])))
     for target, sc in shared.scores.items():
         print(
             f"held out by shape, {target}: precision {sc['precision_pct']:.2f} %  "

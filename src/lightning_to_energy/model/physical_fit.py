@@ -11,8 +11,8 @@ import numpy as np
 
 from lightning_to_energy.counting.profile import PHASES, StepProfile
 from lightning_to_energy.model.physical import (
+    CONV_KEYED,
     ENERGY_PREFIXES,
-    KEYED,
     TIME_PREFIXES,
     UNITS,
     PhysicalParams,
@@ -100,6 +100,9 @@ class PhysicalFit:
         energy_rel_residuals: predicted (at the predicted time; at the measured time for an
             energy-only sample) / measured energy - 1.
         labels: the samples' labels.
+        used: the flat names the samples' steps depend on (:func:`exercised`): the fitted
+            parameters and the priors that enter their predictions. The others (formats,
+            units and curves no sample ran) keep their priors for other steps only.
     """
 
     params: PhysicalParams
@@ -107,10 +110,16 @@ class PhysicalFit:
     time_rel_residuals: tuple[float, ...]
     energy_rel_residuals: tuple[float, ...]
     labels: tuple[str, ...]
+    used: frozenset[str]
 
     def fitted(self) -> list[str]:
         """Names of the parameters the samples pin."""
         return [n for n, s in self.status.items() if s.source == "fitted"]
+
+    def unused(self) -> list[str]:
+        """Names of the parameters no sample's step depends on (sorted): priors kept for
+        steps that run other formats, units or curves."""
+        return sorted(n for n in self.status if n not in self.used)
 
 
 MEASURED = frozenset({"base_w", "j_per_byte"})
@@ -124,13 +133,20 @@ def _vector_rates(names: Collection[str]) -> set[str]:
 
 
 def exercised(samples: Iterable[Sample]) -> set[str]:
-    """Flat names of the parameters some sample's step depends on."""
+    """Flat names of the parameters some sample's step depends on.
+
+    As :class:`StepDesign` splits the work: every (unit, format) with work uses its rate and
+    energy per FLOP; its matmul work (and all vector work) runs on the matmul curve
+    (``flop_half``), a convolution's matrix work on the convolution curve (``conv_share``,
+    ``conv_flop_half``), so a format that only ran matmuls leaves its convolution curve unused.
+    """
     design = StepDesign.build([s.profile for s in samples])
     names = {"base_w", "busy_w", "ramp_share", "host_step_s", "launch_s"}
     used = design.flops.sum(axis=0) > 0
-    for key, u in zip(design.keys, used, strict=True):
+    for key, conv, u in zip(design.keys, design.conv, used, strict=True):
         if u:
-            names |= {f"{p}[{key_name(key)}]" for p in KEYED}
+            curve = CONV_KEYED if conv else ("flop_half",)
+            names |= {f"{p}[{key_name(key)}]" for p in ("peak_flop_s", "j_per_flop", *curve)}
     if design.step_bytes.sum() > 0:
         names |= {"bandwidth_b_s", "bytes_half", "j_per_byte"}
     for j, phase in enumerate(PHASES):
@@ -241,6 +257,7 @@ def fit_physical(
         ),
         energy_rel_residuals=tuple(float(x) for x in e_pred / e_meas - 1),
         labels=tuple(s.label for s in samples),
+        used=frozenset(used),
     )
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "precision_scores",
     "render_markdown",
     "repeat_ceiling",
+    "unused_priors_line",
     "widening_ratio",
 ]
 
@@ -615,12 +616,21 @@ def _group(row: SharedRow, split: str) -> str:
 
 
 def params_table(fit: PhysicalFit) -> dict[str, Any]:
-    """Every parameter a step of the data uses, with its value, unit, range and source."""
-    return {
-        name: status.to_dict()
-        for name, status in fit.status.items()
-        if not status.reason.startswith("held fixed")
-    }
+    """Every parameter a step of the data uses, with its value, unit, range and source: the
+    fitted ones and the priors that enter these steps' predictions (``fit.used``). The others
+    (``fit.unused()``, formats, units and curves no step ran) stay in the calibration file."""
+    return {name: status.to_dict() for name, status in fit.status.items() if name in fit.used}
+
+
+def unused_priors_line(count: int) -> str:
+    """The printout's one line for the ``count`` parameters :func:`params_table` leaves out."""
+    if not count:
+        return "  (every parameter enters these steps' predictions)"
+    return (
+        f"  and {count} prior{'s' if count != 1 else ''} of formats, units or curves these "
+        "steps never ran (kept in the file, used only for steps that run them: an "
+        "extrapolation)"
+    )
 
 
 def render_markdown(result: Mapping[str, Any]) -> str:
