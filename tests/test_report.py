@@ -878,3 +878,36 @@ def test_the_totals_table_says_measured_only_when_every_sensor_measured() -> Non
     # the accuracy's caption: against estimated joules, it says what "measured" stands for
     assert "'measured' here: the sensor's estimated joules" in " ".join(text.split())
     assert "'measured' here" not in render_text(counted)
+
+
+def test_summary_says_when_predicted_covers_fewer_windows_than_measured() -> None:
+    # The first hour on a CPU: the summary said "22.5 J, predicted 15.7 J" for a train loop
+    # whose two predicted windows had over-predicted 2x; the first window (no prediction yet)
+    # was measured only. The summary must count the windows as the totals table does.
+    from lightning_to_energy.reporting.console import summary_lines
+
+    base = make_report()
+    first = dataclasses.replace(
+        base.windows[0], predicted_j=None, low_j=None, high_j=None, prediction_source="none"
+    )
+    report = dataclasses.replace(
+        base,
+        windows=(first, *base.windows[1:]),
+        loops={**base.loops, "train": dataclasses.replace(base.loops["train"], predicted_j=190.0)},
+        predicted_j=190.0,
+    )
+    lines = summary_lines(report)
+    # 1 of the 2 train windows had a prediction: 190 J against 300 J measured over both
+    assert lines[1] == (
+        "  train          20 steps in     4.00 s: 300 J, predicted 190 J (1 of 2 windows)"
+    )
+    # every train window predicted (the base report): no count
+    assert (
+        summary_lines(base)[1] == "  train          20 steps in     4.00 s: 300 J, predicted 300 J"
+    )
+    # 3 oldest train windows folded into the totals (5 windows, 2 kept): the count is unknown
+    folded = dataclasses.replace(
+        report,
+        loops={**report.loops, "train": dataclasses.replace(report.loops["train"], windows=5)},
+    )
+    assert summary_lines(folded)[1].endswith(": 300 J, predicted 190 J")
