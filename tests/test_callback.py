@@ -498,6 +498,10 @@ def test_invalid_arguments_raise_at_construction() -> None:
         TOEnergy(features=("tos",))
     with pytest.raises(ValueError, match="recheck_every"):
         TOEnergy(recheck_every=0)
+    # The flags are True or False: TOEnergy(verbose="no") printed the full report (bool("no")).
+    for flag in ("verbose", "print_report", "plot"):
+        with pytest.raises(ValueError, match=f"{flag} must be True or False, found 'no'"):
+            TOEnergy(**{flag: "no"})
 
 
 def test_report_files_and_validation_windows(tmp_path: Path) -> None:

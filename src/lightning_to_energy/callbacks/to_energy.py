@@ -186,15 +186,16 @@ class TOEnergy(Callback):
             max_windows=max_windows,
             report_dir=report_dir,
             print_report=print_report,
+            verbose=verbose,
             plot=plot,
             clock=clock,
         )
         self._sensors = sensors
         self.report_dir = Path(report_dir) if report_dir is not None else None
         self.print_report = print_report
-        self.verbose = bool(verbose)
+        self.verbose = verbose
         self._to_print: tuple[EnergyReport, list[str]] | None = None
-        self.plot = bool(plot)
+        self.plot = plot
         self.tracker: EnergyTracker | None = None
         self.report: EnergyReport | None = None
         self.report_files: SavedReport | None = None
