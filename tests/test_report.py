@@ -911,3 +911,26 @@ def test_summary_says_when_predicted_covers_fewer_windows_than_measured() -> Non
         loops={**report.loops, "train": dataclasses.replace(report.loops["train"], windows=5)},
     )
     assert summary_lines(folded)[1].endswith(": 300 J, predicted 190 J")
+
+
+def test_summary_without_a_sensor_says_not_measured_instead_of_0_j() -> None:
+    # TOEnergy(sensors=None) printed "0 J not measured (no sensor) in 4.06 s (0 W average)",
+    # "train 22 steps in 3.71 s: 0 J" and "per train step: 0 J, 45.8 GTO".
+    from lightning_to_energy.reporting.console import summary_lines
+
+    base = make_report()
+    loops = {
+        name: dataclasses.replace(lt, measured_j=0.0, predicted_j=0.0, energy_j={})
+        for name, lt in base.loops.items()
+    }
+    report = dataclasses.replace(
+        base, sensors=(), loops=loops, measured_j=0.0, predicted_j=0.0, accuracy={}
+    )
+    lines = summary_lines(report)
+    # 4 s + 1 s of loops
+    assert lines[0] == "lightning-to-energy: energy not measured (no sensor) in 5.00 s"
+    assert lines[1] == "  train          20 steps in     4.00 s: not measured"
+    assert lines[2] == "  validate        5 steps in     1.00 s: not measured"
+    # 3e12 TO / 20 steps = 150 GTO, and no joules
+    assert lines[3].startswith("  per train step: 150 GTO; most TOs: encoder.layers[0] 50 %")
+    assert not any(" 0 J" in line or "0 W" in line for line in lines)

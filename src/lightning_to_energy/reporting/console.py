@@ -670,10 +670,19 @@ def summary_lines(report: EnergyReport, *, max_modules: int = 3) -> list[str]:
     step's cost and top layers, the roofline, and how many notices the full report holds."""
     loops = list(report.loops.values())
     duration = math.fsum(lt.duration_s for lt in loops)
+    # Without a sensor nothing was measured: "0 J" and "0 W average" would read as a
+    # measurement of nothing, so the summary says "not measured" where joules would go.
+    measured = bool(report.sensors)
+
+    def joules(value: float) -> str:
+        return format_si(value, "J") if measured else "not measured"
+
     lines = [
         f"lightning-to-energy: {format_si(report.measured_j, 'J')} {_joules_label(report)}"
         f" in {format_duration(duration)} ({format_si(_ratio(report.measured_j, duration), 'W')}"
         " average)"
+        if measured
+        else f"lightning-to-energy: energy {_joules_label(report)} in {format_duration(duration)}"
     ]
     if report.interrupted is not None:
         # Printed after Ctrl-C or an exception too: say first that the figures are partial.
@@ -689,7 +698,7 @@ def summary_lines(report: EnergyReport, *, max_modules: int = 3) -> list[str]:
             predicted += f" ({n_predicted} of {lt.windows} windows)"
         lines.append(
             f"  {lt.loop:<9} {lt.steps:>7,} steps in {format_duration(lt.duration_s):>10}: "
-            f"{format_si(lt.measured_j, 'J')}{predicted}"
+            f"{joules(lt.measured_j)}{predicted}"
         )
     acc = report.accuracy
     precision = acc.get("precision_pct")
@@ -702,10 +711,10 @@ def summary_lines(report: EnergyReport, *, max_modules: int = 3) -> list[str]:
         )
     train = report.loops.get("train")
     if train is not None and train.steps > 0:
-        per_step = (
-            f"  per train step: {format_si(train.measured_j / train.steps, 'J')}, "
-            f"{format_si(train.tos / train.steps, 'TO')}"
+        per_step = "  per train step: " + (
+            f"{format_si(train.measured_j / train.steps, 'J')}, " if measured else ""
         )
+        per_step += format_si(train.tos / train.steps, "TO")
         if report.top_modules:
             top = ", ".join(
                 f"{m.name or '(root)'} {_format_pct(m.share, decimals=0)}"
