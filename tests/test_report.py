@@ -934,3 +934,34 @@ def test_summary_without_a_sensor_says_not_measured_instead_of_0_j() -> None:
     # 3e12 TO / 20 steps = 150 GTO, and no joules
     assert lines[3].startswith("  per train step: 150 GTO; most TOs: encoder.layers[0] 50 %")
     assert not any(" 0 J" in line or "0 W" in line for line in lines)
+
+
+@pytest.mark.skipif(not has_matplotlib(), reason="matplotlib (extra 'plot') not installed")
+def test_png_title_fits_and_predicted_curve_counts_unpredicted_windows_as_measured() -> None:
+    # The first hour: the PNG's title ran past the figure's right edge on an estimated run
+    # ("... precision -83.2 '"), and the cumulative predicted curve started at 0 J at the
+    # first predicted window while the measured one already held the first window's joules.
+    from lightning_to_energy.reporting.plot import plot_figure
+
+    base = make_report()
+    first = dataclasses.replace(
+        base.windows[0], predicted_j=None, low_j=None, high_j=None, prediction_source="none"
+    )
+    report = dataclasses.replace(
+        base,
+        windows=(first, *base.windows[1:]),
+        accuracy={**base.accuracy, "precision_pct": -83.2},
+    )
+    fig = plot_figure(report)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax_win, ax_cum = fig.axes
+    title = ax_win.title.get_window_extent(renderer)
+    assert ax_win.get_title().endswith("\nprecision -83.2 %")
+    assert title.x0 >= 0 and title.x1 <= fig.bbox.x1
+    predicted = next(line for line in ax_cum.get_lines() if line.get_label() == "predicted")
+    # windows end at 2 s, 4 s and 5 s: the first (100 J measured, no prediction) at 100 J,
+    # then the second's 190 J prediction, then validate's 50 J measured, unpredicted:
+    # 0, 100, 100 + 190 = 290, 290 + 50 = 340
+    assert list(predicted.get_xdata()) == [0.0, 2.0, 4.0, 5.0]
+    assert list(predicted.get_ydata()) == pytest.approx([0.0, 100.0, 290.0, 340.0])
