@@ -965,3 +965,15 @@ def test_png_title_fits_and_predicted_curve_counts_unpredicted_windows_as_measur
     # 0, 100, 100 + 190 = 290, 290 + 50 = 340
     assert list(predicted.get_xdata()) == [0.0, 2.0, 4.0, 5.0]
     assert list(predicted.get_ydata()) == pytest.approx([0.0, 100.0, 290.0, 340.0])
+
+
+def test_summary_says_1_step_in_the_singular() -> None:
+    # fast_dev_run=True: the summary said "train           1 steps in   306 ms".
+    from lightning_to_energy.reporting.console import summary_lines
+
+    base = make_report()
+    one = dataclasses.replace(base.loops["validate"], steps=1)
+    lines = summary_lines(dataclasses.replace(base, loops={**base.loops, "validate": one}))
+    # the padding keeps the columns of the other loops' lines
+    assert lines[2] == "  validate        1 step  in     1.00 s: 50.0 J"
+    assert lines[1].index(" in ") == lines[2].index(" in ")

@@ -697,7 +697,8 @@ def summary_lines(report: EnergyReport, *, max_modules: int = 3) -> list[str]:
             # As in the totals table: predicted then sums fewer windows than measured.
             predicted += f" ({n_predicted} of {lt.windows} windows)"
         lines.append(
-            f"  {lt.loop:<9} {lt.steps:>7,} steps in {format_duration(lt.duration_s):>10}: "
+            f"  {lt.loop:<9} {lt.steps:>7,} {'step ' if lt.steps == 1 else 'steps'} in "
+            f"{format_duration(lt.duration_s):>10}: "
             f"{joules(lt.measured_j)}{predicted}"
         )
     acc = report.accuracy
