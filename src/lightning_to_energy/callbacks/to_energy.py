@@ -84,8 +84,9 @@ class TOEnergy(Callback):
     At the end of ``fit`` (or of a ``validate`` / ``test`` run) rank 0 saves
     ``energy_report.json``, ``energy_report.csv`` and, with matplotlib, ``energy_report.png``
     in ``report_dir`` (default: the trainer's log directory; a later ``fit``, ``validate``
-    or ``test`` of the same trainer writes to the same one and replaces them: give each its
-    own ``report_dir`` to keep both). Once the progress bar has
+    or ``test`` of the same trainer writes the same names there and replaces them: copy them,
+    or give that run a callback with another ``report_dir``, to keep both). Once the progress
+    bar has
     closed it prints a summary of at most 15 lines: the energy and what measured it, each
     loop's steps and joules, the prediction accuracy, a train step's joules, TOs and top
     layers, how many notices the full report holds, and the files written (with the
