@@ -236,6 +236,30 @@ def test_logged_keys_are_exactly_the_documented_ones(tmp_path: Path) -> None:
     assert train_measured and all(v == pytest.approx(20.0) for v in train_measured)
 
 
+def test_total_predicted_is_left_out_before_the_first_prediction(tmp_path: Path) -> None:
+    # The first hour: the first window's metrics said total_predicted_J = 0.0 before any
+    # prediction existed, then jumped; the run's totals must read as the model's running sum.
+    clock = FakeClock()
+    logger = RecordingLogger()
+    energy = _fake_energy(clock, power_w=10.0, window_s=2.0)
+    trainer = _trainer(
+        tmp_path, [AdvanceClock(clock, low=0.5, high=0.5), energy], logger=logger, max_epochs=1
+    )
+    trainer.fit(Tiny(), DataLoader(Rows(256), batch_size=16))
+    train = [m for m, _ in logger.calls if "energy/train_window_measured_J" in m]
+    # 256 / 16 = 16 steps of 0.5 s in 2 s windows: 4 windows of 10 W x 2 s = 20 J
+    assert [m["energy/train_window_measured_J"] for m in train] == pytest.approx([20.0] * 4)
+    first, later = train[0], train[1:]
+    assert "energy/train_window_predicted_J" not in first
+    assert "energy/total_predicted_J" not in first
+    assert first["energy/total_measured_J"] == pytest.approx(20.0)
+    # later: the first window at its measured 20 J, plus each later window's prediction
+    running = 20.0
+    for m in later:
+        running += m["energy/train_window_predicted_J"]
+        assert m["energy/total_predicted_J"] == pytest.approx(running)
+
+
 class LoggingTiny(Tiny):
     """Tiny, logging its loss to the bar as most training scripts do."""
 
@@ -498,6 +522,10 @@ def test_invalid_arguments_raise_at_construction() -> None:
         TOEnergy(features=("tos",))
     with pytest.raises(ValueError, match="recheck_every"):
         TOEnergy(recheck_every=0)
+    # The flags are True or False: TOEnergy(verbose="no") printed the full report (bool("no")).
+    for flag in ("verbose", "print_report", "plot"):
+        with pytest.raises(ValueError, match=f"{flag} must be True or False, found 'no'"):
+            TOEnergy(**{flag: "no"})
 
 
 def test_report_files_and_validation_windows(tmp_path: Path) -> None:

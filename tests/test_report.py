@@ -888,3 +888,102 @@ def test_the_sensor_table_shows_no_update_period_for_an_estimate() -> None:
     # a CPU clock's 1 ns in a real run) is not one, so its cell is "-"
     assert "100 ms" in counter
     assert "10 ms" not in estimate and " - " in estimate
+
+
+def test_summary_says_when_predicted_covers_fewer_windows_than_measured() -> None:
+    # The first hour on a CPU: the summary said "22.5 J, predicted 15.7 J" for a train loop
+    # whose two predicted windows had over-predicted 2x; the first window (no prediction yet)
+    # was measured only. The summary must count the windows as the totals table does.
+    from lightning_to_energy.reporting.console import summary_lines
+
+    base = make_report()
+    first = dataclasses.replace(
+        base.windows[0], predicted_j=None, low_j=None, high_j=None, prediction_source="none"
+    )
+    report = dataclasses.replace(
+        base,
+        windows=(first, *base.windows[1:]),
+        loops={**base.loops, "train": dataclasses.replace(base.loops["train"], predicted_j=190.0)},
+        predicted_j=190.0,
+    )
+    lines = summary_lines(report)
+    # 1 of the 2 train windows had a prediction: 190 J against 300 J measured over both
+    assert lines[1] == (
+        "  train          20 steps in     4.00 s: 300 J, predicted 190 J (1 of 2 windows)"
+    )
+    # every train window predicted (the base report): no count
+    assert (
+        summary_lines(base)[1] == "  train          20 steps in     4.00 s: 300 J, predicted 300 J"
+    )
+    # 3 oldest train windows folded into the totals (5 windows, 2 kept): the count is unknown
+    folded = dataclasses.replace(
+        report,
+        loops={**report.loops, "train": dataclasses.replace(report.loops["train"], windows=5)},
+    )
+    assert summary_lines(folded)[1].endswith(": 300 J, predicted 190 J")
+
+
+def test_summary_without_a_sensor_says_not_measured_instead_of_0_j() -> None:
+    # TOEnergy(sensors=None) printed "0 J not measured (no sensor) in 4.06 s (0 W average)",
+    # "train 22 steps in 3.71 s: 0 J" and "per train step: 0 J, 45.8 GTO".
+    from lightning_to_energy.reporting.console import summary_lines
+
+    base = make_report()
+    loops = {
+        name: dataclasses.replace(lt, measured_j=0.0, predicted_j=0.0, energy_j={})
+        for name, lt in base.loops.items()
+    }
+    report = dataclasses.replace(
+        base, sensors=(), loops=loops, measured_j=0.0, predicted_j=0.0, accuracy={}
+    )
+    lines = summary_lines(report)
+    # 4 s + 1 s of loops
+    assert lines[0] == "lightning-to-energy: energy not measured (no sensor) in 5.00 s"
+    assert lines[1] == "  train          20 steps in     4.00 s: not measured"
+    assert lines[2] == "  validate        5 steps in     1.00 s: not measured"
+    # 3e12 TO / 20 steps = 150 GTO, and no joules
+    assert lines[3].startswith("  per train step: 150 GTO; most TOs: encoder.layers[0] 50 %")
+    assert not any(" 0 J" in line or "0 W" in line for line in lines)
+
+
+@pytest.mark.skipif(not has_matplotlib(), reason="matplotlib (extra 'plot') not installed")
+def test_png_title_fits_and_predicted_curve_counts_unpredicted_windows_as_measured() -> None:
+    # The first hour: the PNG's title ran past the figure's right edge on an estimated run
+    # ("... precision -83.2 '"), and the cumulative predicted curve started at 0 J at the
+    # first predicted window while the measured one already held the first window's joules.
+    from lightning_to_energy.reporting.plot import plot_figure
+
+    base = make_report()
+    first = dataclasses.replace(
+        base.windows[0], predicted_j=None, low_j=None, high_j=None, prediction_source="none"
+    )
+    report = dataclasses.replace(
+        base,
+        windows=(first, *base.windows[1:]),
+        accuracy={**base.accuracy, "precision_pct": -83.2},
+    )
+    fig = plot_figure(report)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax_win, ax_cum = fig.axes
+    title = ax_win.title.get_window_extent(renderer)
+    assert ax_win.get_title().endswith("\nprecision -83.2 %")
+    assert title.x0 >= 0 and title.x1 <= fig.bbox.x1
+    predicted = next(line for line in ax_cum.get_lines() if line.get_label() == "predicted")
+    # windows end at 2 s, 4 s and 5 s: the first (100 J measured, no prediction) at 100 J,
+    # then the second's 190 J prediction, then validate's 50 J measured, unpredicted:
+    # 0, 100, 100 + 190 = 290, 290 + 50 = 340
+    assert list(predicted.get_xdata()) == [0.0, 2.0, 4.0, 5.0]
+    assert list(predicted.get_ydata()) == pytest.approx([0.0, 100.0, 290.0, 340.0])
+
+
+def test_summary_says_1_step_in_the_singular() -> None:
+    # fast_dev_run=True: the summary said "train           1 steps in   306 ms".
+    from lightning_to_energy.reporting.console import summary_lines
+
+    base = make_report()
+    one = dataclasses.replace(base.loops["validate"], steps=1)
+    lines = summary_lines(dataclasses.replace(base, loops={**base.loops, "validate": one}))
+    # the padding keeps the columns of the other loops' lines
+    assert lines[2] == "  validate        1 step  in     1.00 s: 50.0 J"
+    assert lines[1].index(" in ") == lines[2].index(" in ")

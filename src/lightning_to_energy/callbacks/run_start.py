@@ -40,14 +40,15 @@ def tracker_arguments(
     max_windows: int,
     report_dir: str | Path | None,
     print_report: bool,
+    verbose: bool,
     plot: bool,
     clock: Callable[[], float],
 ) -> dict[str, Any]:
     """Check the callback's arguments (but ``sensors``) now, with the tracker's own checks.
 
     Returns:
-        The tracker's keyword arguments (``report_dir``, ``print_report`` and ``plot`` are
-        the callback's own, only checked).
+        The tracker's keyword arguments (``report_dir``, ``print_report``, ``verbose`` and
+        ``plot`` are the callback's own, only checked).
 
     Raises:
         ValueError: an argument has the wrong type or range, or ``calibration`` is a directory.
@@ -62,6 +63,7 @@ def tracker_arguments(
     check_positive_int("max_windows", max_windows, 20_000)
     check_directory_arg("report_dir", report_dir)
     check_bool("print_report", print_report)
+    check_bool("verbose", verbose)  # bool("no") is True: a string must not pass as a flag
     check_bool("plot", plot)
     check_clock(clock)
     return {

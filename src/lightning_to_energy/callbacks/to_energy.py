@@ -72,7 +72,11 @@ class TOEnergy(Callback):
         ``energy/LOOP_window_rel_error`` (predicted / measured - 1), ``energy/LOOP_window_power_W``,
         ``energy/LOOP_window_TOs``, ``energy/LOOP_window_duration_s``; a key is left out of a
         window when its value does not exist (no measurement, no prediction yet). And
-        ``energy/total_measured_J``, ``energy/total_predicted_J``, ``energy/precision_pct``
+        ``energy/total_measured_J``, ``energy/total_predicted_J`` (the predictions of the
+        windows that had one plus, at their measured joules, the windows closed before the
+        model could predict, so that measured minus predicted is the model's accumulated error;
+        left out before the first prediction; the report's ``predicted_j`` sums the
+        predictions only), ``energy/precision_pct``
         (100 x (1 - mean relative error)), summed over all ranks under DDP at the trainer's
         ``log_every_n_steps`` cadence; and once a fitted train window exists in a run of known
         length, ``energy/forecast_J``, ``energy/forecast_low_J``, ``energy/forecast_high_J``
@@ -80,7 +84,10 @@ class TOEnergy(Callback):
 
     At the end of ``fit`` (or of a ``validate`` / ``test`` run) rank 0 saves
     ``energy_report.json``, ``energy_report.csv`` and, with matplotlib, ``energy_report.png``
-    in ``report_dir`` (default: the trainer's log directory). Once the progress bar has
+    in ``report_dir`` (default: the trainer's log directory; a later ``fit``, ``validate``
+    or ``test`` of the same trainer writes the same names there and replaces them: copy them,
+    or give that run a callback with another ``report_dir``, to keep both). Once the progress
+    bar has
     closed it prints a summary of at most 15 lines: the energy and what measured it, each
     loop's steps and joules, the prediction accuracy, a train step's joules, TOs and top
     layers, how many notices the full report holds, and the files written (with the
@@ -187,15 +194,16 @@ class TOEnergy(Callback):
             max_windows=max_windows,
             report_dir=report_dir,
             print_report=print_report,
+            verbose=verbose,
             plot=plot,
             clock=clock,
         )
         self._sensors = sensors
         self.report_dir = Path(report_dir) if report_dir is not None else None
         self.print_report = print_report
-        self.verbose = bool(verbose)
+        self.verbose = verbose
         self._to_print: tuple[EnergyReport, list[str]] | None = None
-        self.plot = bool(plot)
+        self.plot = plot
         self.tracker: EnergyTracker | None = None
         self.report: EnergyReport | None = None
         self.report_files: SavedReport | None = None

@@ -99,7 +99,14 @@ class WindowLog:
             assert tracker is not None
             live = tracker.live()
             self.totals = (live.measured_j, live.predicted_j or 0.0)
-        metrics["energy/total_measured_J"], metrics["energy/total_predicted_J"] = self.totals
+            predicted = live.predicted_j is not None
+        else:
+            predicted = True  # the ranks' sum, at the reduce cadence (see reduce_totals)
+        metrics["energy/total_measured_J"] = self.totals[0]
+        if predicted:
+            # Left out before the model's first prediction, as a window's predicted_J is:
+            # a 0 J "predicted" total would read as a prediction of nothing.
+            metrics["energy/total_predicted_J"] = self.totals[1]
         assert tracker is not None
         precision = tracker.model.accuracy().precision_pct
         if precision is not None and math.isfinite(precision):

@@ -147,6 +147,32 @@ def _section_header(report: EnergyReport) -> RenderableType:
     return Group(*parts)
 
 
+def _windows_by_loop(report: EnergyReport) -> tuple[dict[str, int], dict[str, int]]:
+    """The kept windows per loop, and how many of them had a prediction.
+
+    The first windows of a run without a calibration are measured before the model can
+    predict, so "predicted" then sums fewer windows than "measured" and must say so (the
+    totals table and the summary alike), or a 25 % over-prediction reads as an
+    under-prediction.
+    """
+    in_loop: dict[str, int] = {}
+    predicted_in_loop: dict[str, int] = {}
+    for w in report.windows:
+        in_loop[w.loop] = in_loop.get(w.loop, 0) + 1
+        if w.predicted_j is not None:
+            predicted_in_loop[w.loop] = predicted_in_loop.get(w.loop, 0) + 1
+    return in_loop, predicted_in_loop
+
+
+def _partly_predicted(predicted: int, kept: int, total: int) -> bool:
+    """Some but not all of a loop's ``total`` windows had a prediction, and that is known.
+
+    NB: known only when every window is kept: a long run folds its oldest windows (the
+    unpredicted first ones) into the totals, and then the count is unknown.
+    """
+    return 0 < predicted < kept == total
+
+
 def _section_totals(report: EnergyReport) -> RenderableType:
     from rich.console import Group
     from rich.table import Table
@@ -192,16 +218,7 @@ def _section_totals(report: EnergyReport) -> RenderableType:
         ]
 
     loops = list(report.loops.values())
-    # Windows per loop, and how many of them had a prediction: the first windows of a run
-    # without a calibration are measured before the model can predict, so "predicted" then
-    # sums fewer windows than "measured" and must say so, or a 25 % over-prediction reads as
-    # an under-prediction.
-    in_loop: dict[str, int] = {}
-    predicted_in_loop: dict[str, int] = {}
-    for w in report.windows:
-        in_loop[w.loop] = in_loop.get(w.loop, 0) + 1
-        if w.predicted_j is not None:
-            predicted_in_loop[w.loop] = predicted_in_loop.get(w.loop, 0) + 1
+    in_loop, predicted_in_loop = _windows_by_loop(report)
     partial = False
 
     def coverage(cells: list[Any], predicted: int, kept: int, total: int, pred_j: float) -> None:
@@ -210,9 +227,7 @@ def _section_totals(report: EnergyReport) -> RenderableType:
             return
         if predicted == 0 and (kept == total or pred_j == 0):
             cells[5] = "n/a"  # no window had a prediction; 0 J would mislead
-        elif predicted < kept == total:
-            # NB: only when every window is kept: a long run folds its oldest windows (the
-            # unpredicted first ones) into the totals, and then the count is unknown.
+        elif _partly_predicted(predicted, kept, total):
             cells[5] = f"{cells[5]} ({predicted} of {total})"
             partial = True
 
@@ -656,21 +671,36 @@ def summary_lines(report: EnergyReport, *, max_modules: int = 3) -> list[str]:
     step's cost and top layers, the roofline, and how many notices the full report holds."""
     loops = list(report.loops.values())
     duration = math.fsum(lt.duration_s for lt in loops)
+    # Without a sensor nothing was measured: "0 J" and "0 W average" would read as a
+    # measurement of nothing, so the summary says "not measured" where joules would go.
+    measured = bool(report.sensors)
+
+    def joules(value: float) -> str:
+        return format_si(value, "J") if measured else "not measured"
+
     lines = [
         f"lightning-to-energy: {format_si(report.measured_j, 'J')} {_joules_label(report)}"
         f" in {format_duration(duration)} ({format_si(_ratio(report.measured_j, duration), 'W')}"
         " average)"
+        if measured
+        else f"lightning-to-energy: energy {_joules_label(report)} in {format_duration(duration)}"
     ]
     if report.interrupted is not None:
         # Printed after Ctrl-C or an exception too: say first that the figures are partial.
         lines.append(
             f"  interrupted ({report.interrupted}): a partial report of the steps run until then"
         )
+    in_loop, predicted_in_loop = _windows_by_loop(report)
     for lt in loops:
         predicted = f", predicted {format_si(lt.predicted_j, 'J')}" if lt.predicted_j else ""
+        n_predicted = predicted_in_loop.get(lt.loop, 0)
+        if predicted and _partly_predicted(n_predicted, in_loop.get(lt.loop, 0), lt.windows):
+            # As in the totals table: predicted then sums fewer windows than measured.
+            predicted += f" ({n_predicted} of {lt.windows} windows)"
         lines.append(
-            f"  {lt.loop:<9} {lt.steps:>7,} steps in {format_duration(lt.duration_s):>10}: "
-            f"{format_si(lt.measured_j, 'J')}{predicted}"
+            f"  {lt.loop:<9} {lt.steps:>7,} {'step ' if lt.steps == 1 else 'steps'} in "
+            f"{format_duration(lt.duration_s):>10}: "
+            f"{joules(lt.measured_j)}{predicted}"
         )
     acc = report.accuracy
     precision = acc.get("precision_pct")
@@ -683,10 +713,10 @@ def summary_lines(report: EnergyReport, *, max_modules: int = 3) -> list[str]:
         )
     train = report.loops.get("train")
     if train is not None and train.steps > 0:
-        per_step = (
-            f"  per train step: {format_si(train.measured_j / train.steps, 'J')}, "
-            f"{format_si(train.tos / train.steps, 'TO')}"
+        per_step = "  per train step: " + (
+            f"{format_si(train.measured_j / train.steps, 'J')}, " if measured else ""
         )
+        per_step += format_si(train.tos / train.steps, "TO")
         if report.top_modules:
             top = ", ".join(
                 f"{m.name or '(root)'} {_format_pct(m.share, decimals=0)}"

@@ -29,6 +29,7 @@ __all__ = [
     "PLOT_INSTALL_HINT",
     "MissingExtraError",
     "import_matplotlib",
+    "plot_figure",
     "save_plot",
 ]
 
@@ -58,17 +59,37 @@ def import_matplotlib() -> tuple[Any, Any]:
 
 
 def save_plot(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
-    """Draw the report's PNG: per-window predicted vs measured joules, and cumulative energy.
+    """Save the report's PNG (:func:`plot_figure`) to ``path``, atomically.
+
+    Raises:
+        MissingExtraError: matplotlib is not installed (the message names the pip command).
+    """
+    fig = plot_figure(report)
+
+    def write(fh: typing.IO[bytes]) -> None:
+        fig.savefig(fh, format="png", dpi=110)
+
+    p = Path(path)
+    atomic_write(p, write)
+    return p
+
+
+def plot_figure(report: EnergyReport) -> Any:
+    """Draw the report's figure: per-window predicted vs measured joules, and cumulative energy.
 
     Top panel: measured joules per window (dots) and the prequential prediction with its
     interval as error bars. Bottom panel: cumulative measured and predicted joules against the
-    time each window ended.
+    time each window ended; in the predicted curve a measured window without a prediction (the
+    first ones, before the model could predict) counts at its measured joules, as in the
+    logged ``energy/total_predicted_J``, so the gap between the curves is the model's error.
+
+    Returns:
+        A matplotlib ``Figure`` with an Agg canvas (no pyplot).
 
     Raises:
         MissingExtraError: matplotlib is not installed (the message names the pip command).
     """
     figure_cls, canvas_cls = import_matplotlib()
-    p = Path(path)
     fig = figure_cls(figsize=(9.0, 7.0), layout="constrained")
     canvas_cls(fig)
     ax_win, ax_cum = fig.subplots(2, 1)
@@ -99,7 +120,8 @@ def save_plot(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
     precision = report.accuracy.get("precision_pct")
     title = f"Predicted (before measuring) vs {energy_label(report_kind(report))} energy per window"
     if precision is not None and math.isfinite(precision):
-        title += f": precision {precision:.1f} %"
+        # On a line of its own: after an estimate's longer label it ran past the figure's edge.
+        title += f"\nprecision {precision:.1f} %"
     ax_win.set_title(title)
     if not windows:
         ax_win.text(0.5, 0.5, "no windows", ha="center", va="center", transform=ax_win.transAxes)
@@ -123,12 +145,21 @@ def save_plot(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
     t_m, c_m = cumulative(
         [w for w in windows if w.measured_j is not None], lambda w: typing.cast(float, w.measured_j)
     )
-    t_p, c_p = cumulative(predicted, lambda w: typing.cast(float, w.predicted_j))
+    # The predicted curve runs over the same windows as the measured one: a window without a
+    # prediction at its measured joules. Summed over the predicted windows only, it started
+    # at 0 J where the measured curve held the first window's joules, and read as an
+    # under-prediction of them.
+    compared = [w for w in windows if w.predicted_j is not None or w.measured_j is not None]
+
+    def either(bound: float | None, w: WindowRecord) -> float:
+        return bound if w.predicted_j is not None and bound is not None else w.measured_j or 0.0
+
+    t_p, c_p = cumulative(compared, lambda w: either(w.predicted_j, w))
     ax_cum.plot(t_m, c_m, "-", color="tab:blue", label=word)
     if predicted:
         ax_cum.plot(t_p, c_p, "--", color="tab:orange", label="predicted")
-        _, c_lo = cumulative(predicted, lambda w: w.low_j if w.low_j is not None else 0.0)
-        _, c_hi = cumulative(predicted, lambda w: w.high_j if w.high_j is not None else 0.0)
+        _, c_lo = cumulative(compared, lambda w: either(w.low_j, w))
+        _, c_hi = cumulative(compared, lambda w: either(w.high_j, w))
         # NB: summing per-window bounds gives a conservative band (errors are not independent).
         if all(w.low_j is not None and w.high_j is not None for w in predicted):
             ax_cum.fill_between(
@@ -139,9 +170,4 @@ def save_plot(report: EnergyReport, path: str | os.PathLike[str]) -> Path:
     ax_cum.set_title("Cumulative energy")
     if t_m or t_p:
         ax_cum.legend(loc="best")
-
-    def write(fh: typing.IO[bytes]) -> None:
-        fig.savefig(fh, format="png", dpi=110)
-
-    atomic_write(p, write)
-    return p
+    return fig
