@@ -108,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             else f"{totals.predicted_j:.3f} J"
             + ("" if covered == totals.windows else f" ({covered} of {totals.windows} windows)")
         )
+        steps = f"{totals.steps} step" + ("" if totals.steps == 1 else "s")
+        windows = f"{totals.windows} window" + ("" if totals.windows == 1 else "s")
         print(
-            f"{name}: {totals.steps} steps in {totals.windows} windows, "
+            f"{name}: {steps} in {windows}, "
             f"measured {totals.measured_j:.3f} J ({kinds}), predicted {predicted}, "
             f"{totals.tos:.4g} TOs"
         )

@@ -72,7 +72,7 @@ def test_plain_pytorch_prints_loop_totals_and_writes_the_report(tmp_path: Path) 
     )
     assert train.group(4) == expected
     assert float(train.group(5)) == pytest.approx(report.loops["train"].tos, rel=1e-3)
-    assert lines[1].startswith("validate: 1 steps in 1 windows, measured ")
+    assert lines[1].startswith("validate: 1 step in 1 window, measured ")
     total = re.fullmatch(
         # precision = 100 x (1 - MAPE) is negative when the mean error passes 100 %, which
         # 0.02 s windows of a noisy CPU-time estimate can do
