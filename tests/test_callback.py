@@ -1113,3 +1113,61 @@ def test_manual_optimization_forecasts_batches_not_optimizer_steps(tmp_path: Pat
     assert energy.report is not None and energy.report.loops["train"].steps == 10
     # known from the first batch on (Lightning's own estimate says 20)
     assert seen.seen == [10] * 10
+
+
+class WarmUpClock(Callback):
+    """Moves the fake clock by ``first_s`` after the first train batch, ``then_s`` after each
+    later one: a first window slowed by its warm-up (compilation, caches, loader start-up)."""
+
+    def __init__(self, clock: FakeClock, first_s: float, then_s: float) -> None:
+        self.clock, self.first_s, self.then_s = clock, first_s, then_s
+
+    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
+        self.clock.t += self.first_s if trainer.global_step <= 1 else self.then_s
+
+
+def test_the_bar_unit_is_not_fixed_by_the_first_windows_warm_up(tmp_path: Path) -> None:
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=5.0)
+    progress = TQDMProgressBar()
+    read = ReadBar(progress)
+    trainer = _trainer(
+        tmp_path,
+        [WarmUpClock(clock, first_s=1.0, then_s=0.25), energy, progress, read],
+        enable_progress_bar=True,
+    )
+    trainer.fit(Tiny(), DataLoader(Rows(21 * 16), batch_size=16))
+    # 21 steps: a 1 s warm-up (5 J at 5 W), then 20 x 0.25 s x 5 W = 25 J: 30 J in all, a
+    # run shown in J. The warm-up's rate gave 5 + 20 x 1 s x 5 W = 105 J = 0.105 kJ at the
+    # first window, which fixed the unit at kJ and showed 0.030 (2 significant digits).
+    assert energy.report is not None and energy.report.measured_j == pytest.approx(30.0)
+    shown = {k: v for k, v in read.shown.items() if k != "v_num"}
+    assert set(shown) == {"energy_J", "pred_err_%", "run_J"}
+    # The last window closed at the last step: 30 J measured and forecast.
+    assert shown["energy_J"] == 30.0 and shown["run_J"] == 30.0
+
+
+def test_energy_metrics_share_lightnings_step_with_the_epochs_val_loss(tmp_path: Path) -> None:
+    clock = FakeClock()
+    logger = RecordingLogger()
+    energy = _fake_energy(clock, power_w=10.0, window_s=2.0)
+    trainer = _trainer(
+        tmp_path,
+        [AdvanceClock(clock, low=0.5, high=0.5), energy],
+        logger=logger,
+        limit_val_batches=2,
+        max_epochs=2,
+    )
+    data = Rows(128)
+    trainer.fit(Tiny(), DataLoader(data, batch_size=16), DataLoader(data, batch_size=64))
+    val_steps = [step for m, step in logger.calls if "val_loss" in m]
+    validate_steps = [step for m, step in logger.calls if "energy/validate_window_TOs" in m]
+    # 8 batches an epoch: Lightning logs epoch 0's val_loss at step 7 and epoch 1's at 15
+    # (its count of stepped batches before the last batch's increment); the validation
+    # windows closed with them are logged at the same steps (they were at 8 and 16).
+    assert val_steps == [7, 15]
+    assert validate_steps == val_steps
+    # 0.5 s steps in 2 s windows: the train windows close at batches 4 and 8 of each epoch,
+    # logged with the batch's own step: 3, 7, 11, 15.
+    train_steps = [step for m, step in logger.calls if "energy/train_window_TOs" in m]
+    assert train_steps == [3, 7, 11, 15]

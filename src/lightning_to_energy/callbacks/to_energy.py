@@ -66,7 +66,8 @@ class TOEnergy(Callback):
     The bar is left as built: Lightning's Rich bar prints them with its theme's ``metrics_format``
     (``.3f``: ``13.800``; ``.3g``: ``13.8``) and wraps them past about 37 of 120 columns.
 
-    Logged at each window close (to ``trainer.loggers``, rank 0, step = ``trainer.global_step``),
+    Logged at each window close (to ``trainer.loggers``, rank 0, at the step Lightning logs that
+    batch's own ``self.log`` values at, see :func:`logger_step`),
     with ``LOOP`` one of ``train``, ``validate``, ``test``:
         ``energy/LOOP_window_measured_J``, ``energy/LOOP_window_predicted_J``,
         ``energy/LOOP_window_rel_error`` (predicted / measured - 1), ``energy/LOOP_window_power_W``,
