@@ -113,9 +113,11 @@ def forecast_run(
         return None  # only the warm-up window so far
     rate_s, low_s, high_s = rate
     per_step = {f: v * left for f, v in step_features.items()}
-    pred, low, high = (
-        model.predict({"duration_s": s * left, **per_step}) for s in (rate_s, low_s, high_s)
-    )
+    # One prediction per distinct rate: steady windows that agree cost one, as before.
+    preds = {
+        s: model.predict({"duration_s": s * left, **per_step}) for s in {rate_s, low_s, high_s}
+    }
+    pred, low, high = preds[rate_s], preds[low_s], preds[high_s]
     if pred.energy_j is None or low.low_j is None or high.high_j is None:
         return None
     other_loops_j = (totals.measured_j - totals.train_measured_j) / totals.train_steps * left
