@@ -26,6 +26,7 @@ from lightning_to_energy.callbacks.display import (
     TOTAL_KEYS,
     bar_items,
     bar_number,
+    bar_scale_j,
     bar_unit,
     window_metric_keys,
 )
@@ -1171,3 +1172,27 @@ def test_energy_metrics_share_lightnings_step_with_the_epochs_val_loss(tmp_path:
     # logged with the batch's own step: 3, 7, 11, 15.
     train_steps = [step for m, step in logger.calls if "energy/train_window_TOs" in m]
     assert train_steps == [3, 7, 11, 15]
+
+
+def test_bar_scale_waits_for_a_forecast_or_measurement_that_will_hold() -> None:
+    from lightning_to_energy.reporting.records import Forecast
+    from lightning_to_energy.tracking.tracker import LiveReadout
+
+    def live(measured_j: float, total_j: float, low_j: float, high_j: float) -> LiveReadout:
+        fc = Forecast(total_j, low_j, high_j, steps_total=21, steps_done=5)
+        return LiveReadout(measured_j, None, None, 1e9, "estimate", 2, forecast=fc)
+
+    # Within ±25 % (800..1200 J around 1000 J): the forecast's total.
+    assert bar_scale_j(live(100.0, 1000.0, 800.0, 1200.0), 21, 5) == 1000.0
+    # A wide forecast (105 J, up to 400 J = 0.4 kJ) and 10 J measured (J): not settled, and
+    # 5 of 21 steps is under half the run: too early.
+    assert bar_scale_j(live(10.0, 105.0, 60.0, 400.0), 21, 5) is None
+    # 150 J measured (0.15 kJ) and the upper bound 900 J (0.9 kJ): both kJ, the unit is settled.
+    assert bar_scale_j(live(150.0, 500.0, 300.0, 900.0), 21, 5) == 150.0
+    # 13 of 21 steps done, past half: 20 J x 21 / 13 = 32.3 J.
+    assert bar_scale_j(live(20.0, 105.0, 60.0, 400.0), 21, 13) == pytest.approx(20.0 * 21 / 13)
+    # No forecast and an unknown length: 10 x the 3 J so far = 30 J.
+    no_fc = LiveReadout(3.0, None, None, 1e9, "estimate", 1, forecast=None)
+    assert bar_scale_j(no_fc, None, 5) == pytest.approx(30.0)
+    # Nothing measured yet: no scale.
+    assert bar_scale_j(LiveReadout(0.0, None, None, 0.0, "none", 0), 21, 1) is None
