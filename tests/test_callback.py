@@ -26,6 +26,7 @@ from lightning_to_energy.callbacks.display import (
     TOTAL_KEYS,
     bar_items,
     bar_number,
+    bar_scale_j,
     bar_unit,
     window_metric_keys,
 )
@@ -1113,3 +1114,85 @@ def test_manual_optimization_forecasts_batches_not_optimizer_steps(tmp_path: Pat
     assert energy.report is not None and energy.report.loops["train"].steps == 10
     # known from the first batch on (Lightning's own estimate says 20)
     assert seen.seen == [10] * 10
+
+
+class WarmUpClock(Callback):
+    """Moves the fake clock by ``first_s`` after the first train batch, ``then_s`` after each
+    later one: a first window slowed by its warm-up (compilation, caches, loader start-up)."""
+
+    def __init__(self, clock: FakeClock, first_s: float, then_s: float) -> None:
+        self.clock, self.first_s, self.then_s = clock, first_s, then_s
+
+    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
+        self.clock.t += self.first_s if trainer.global_step <= 1 else self.then_s
+
+
+def test_the_bar_unit_is_not_fixed_by_the_first_windows_warm_up(tmp_path: Path) -> None:
+    clock = FakeClock()
+    energy = _fake_energy(clock, power_w=5.0)
+    progress = TQDMProgressBar()
+    read = ReadBar(progress)
+    trainer = _trainer(
+        tmp_path,
+        [WarmUpClock(clock, first_s=1.0, then_s=0.25), energy, progress, read],
+        enable_progress_bar=True,
+    )
+    trainer.fit(Tiny(), DataLoader(Rows(21 * 16), batch_size=16))
+    # 21 steps: a 1 s warm-up (5 J at 5 W), then 20 x 0.25 s x 5 W = 25 J: 30 J in all, a
+    # run shown in J. The warm-up's rate gave 5 + 20 x 1 s x 5 W = 105 J = 0.105 kJ at the
+    # first window, which fixed the unit at kJ and showed 0.030 (2 significant digits).
+    assert energy.report is not None and energy.report.measured_j == pytest.approx(30.0)
+    shown = {k: v for k, v in read.shown.items() if k != "v_num"}
+    assert set(shown) == {"energy_J", "pred_err_%", "run_J"}
+    # The last window closed at the last step: 30 J measured and forecast.
+    assert shown["energy_J"] == 30.0 and shown["run_J"] == 30.0
+
+
+def test_energy_metrics_share_lightnings_step_with_the_epochs_val_loss(tmp_path: Path) -> None:
+    clock = FakeClock()
+    logger = RecordingLogger()
+    energy = _fake_energy(clock, power_w=10.0, window_s=2.0)
+    trainer = _trainer(
+        tmp_path,
+        [AdvanceClock(clock, low=0.5, high=0.5), energy],
+        logger=logger,
+        limit_val_batches=2,
+        max_epochs=2,
+    )
+    data = Rows(128)
+    trainer.fit(Tiny(), DataLoader(data, batch_size=16), DataLoader(data, batch_size=64))
+    val_steps = [step for m, step in logger.calls if "val_loss" in m]
+    validate_steps = [step for m, step in logger.calls if "energy/validate_window_TOs" in m]
+    # 8 batches an epoch: Lightning logs epoch 0's val_loss at step 7 and epoch 1's at 15
+    # (its count of stepped batches before the last batch's increment); the validation
+    # windows closed with them are logged at the same steps (they were at 8 and 16).
+    assert val_steps == [7, 15]
+    assert validate_steps == val_steps
+    # 0.5 s steps in 2 s windows: the train windows close at batches 4 and 8 of each epoch,
+    # logged with the batch's own step: 3, 7, 11, 15.
+    train_steps = [step for m, step in logger.calls if "energy/train_window_TOs" in m]
+    assert train_steps == [3, 7, 11, 15]
+
+
+def test_bar_scale_waits_for_a_forecast_or_measurement_that_will_hold() -> None:
+    from lightning_to_energy.reporting.records import Forecast
+    from lightning_to_energy.tracking.tracker import LiveReadout
+
+    def live(measured_j: float, total_j: float, low_j: float, high_j: float) -> LiveReadout:
+        fc = Forecast(total_j, low_j, high_j, steps_total=21, steps_done=5)
+        return LiveReadout(measured_j, None, None, 1e9, "estimate", 2, forecast=fc)
+
+    # Within ±25 % (800..1200 J around 1000 J): the forecast's total.
+    assert bar_scale_j(live(100.0, 1000.0, 800.0, 1200.0), 21, 5) == 1000.0
+    # A wide forecast (105 J, up to 400 J = 0.4 kJ) and 10 J measured (J): not settled, and
+    # 5 of 21 steps is under half the run: too early.
+    assert bar_scale_j(live(10.0, 105.0, 60.0, 400.0), 21, 5) is None
+    # 150 J measured (0.15 kJ) and the upper bound 900 J (0.9 kJ): both kJ, the unit is settled.
+    assert bar_scale_j(live(150.0, 500.0, 300.0, 900.0), 21, 5) == 150.0
+    # 13 of 21 steps done, past half: 20 J x 21 / 13 = 32.3 J.
+    assert bar_scale_j(live(20.0, 105.0, 60.0, 400.0), 21, 13) == pytest.approx(20.0 * 21 / 13)
+    # No forecast and an unknown length: 10 x the 3 J so far = 30 J.
+    no_fc = LiveReadout(3.0, None, None, 1e9, "estimate", 1, forecast=None)
+    assert bar_scale_j(no_fc, None, 5) == pytest.approx(30.0)
+    # Nothing measured yet: no scale.
+    assert bar_scale_j(LiveReadout(0.0, None, None, 0.0, "none", 0), 21, 1) is None

@@ -101,8 +101,11 @@ def test_an_unknown_gpu_in_the_calibration_says_how_to_add_it(step: StepProfile)
 
 def test_no_calibration_is_a_clear_error(step: StepProfile) -> None:
     # what CalibrationStore.from_path(missing).load() returns
-    with pytest.raises(ValueError, match="calibration: expected a Calibration, found None"):
+    with pytest.raises(ValueError, match="calibration: expected a Calibration, found None") as err:
         plan_run(step, 10, None)  # type: ignore[arg-type]
+    # A missing file warns nothing: the message must not point at a warning, and says why None.
+    assert "see its warning" not in str(err.value)
+    assert "no calibration file at its path" in str(err.value)
 
 
 def test_a_numpy_step_count_is_an_int(step: StepProfile) -> None:

@@ -15,7 +15,10 @@ from rich.console import Console
 from torch import nn
 
 from lightning_to_energy import EnergyTracker, FakeSensor, ReplaySensor
+from lightning_to_energy.reporting.records import WindowRecord
 from lightning_to_energy.sensors.fake import TRACE_COLUMNS
+from lightning_to_energy.tracking.forecast import step_rate_s
+from lightning_to_energy.tracking.ledger import RunningTotals
 
 
 class Clock:
@@ -1182,3 +1185,78 @@ def test_without_a_roofline_the_module_table_says_why_static_is_not_attributed(
     render_report(report, console)
     text = " ".join(console.export_text().split())
     assert "static energy is not attributed to layers: no roofline for this hardware" in text
+
+
+def test_forecast_leaves_the_first_windows_warm_up_out_of_the_rate() -> None:
+    # A first window 4x slower per step than the rest: 1 step of 1 s, then steps of 0.25 s,
+    # at 10 W, for 21 steps: 10 J + 20 x 2.5 J = 60 J in all.
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = _sgd_tracker(model, clock, power_w=10.0, total_steps=21)
+    _loop(tracker, model, clock, steps=1, dt=1.0)  # the warm-up window closes
+    # Only the warm-up so far: no forecast (at its rate it would say 10 + 20 x 10 = 210 J).
+    assert tracker.live().forecast is None
+    _loop(tracker, model, clock, steps=4, dt=0.25)  # the first steady window: 4 steps, 10 J
+    one = tracker.live().forecast
+    assert one is not None
+    # 20 J so far, 16 steps left at 0.25 s x 10 W = 40 J: 60 J. The rate over every window
+    # (2 s / 5 steps = 0.4 s) gave 20 + 16 x 4 J = 84 J, 40 % over.
+    assert one.total_j == pytest.approx(60.0, rel=0.05)
+    # One steady window only: the interval reaches at least to the warm-up's rate (20 + 16 x
+    # 10 J = 180 J), so it contains the truth and stays out of the bar (wider than ±25 %).
+    assert one.low_j <= 60.0 <= one.high_j
+    assert one.high_j >= 180.0 * 0.98 and one.spread > 0.25
+    _loop(tracker, model, clock, steps=4, dt=0.25)  # a second steady window agrees
+    two = tracker.live().forecast
+    assert two is not None
+    # 30 J so far + 12 steps x 2.5 J = 60 J; the warm-up's rate is no longer a bound: the
+    # interval's top comes down (from 20 + 16 x 10 J = 180 J or more to 30 + 12 x 2.5 J at the
+    # model's own margin).
+    assert two.total_j == pytest.approx(60.0, rel=0.05)
+    assert two.low_j <= 60.0 <= two.high_j
+    assert two.high_j < one.high_j and two.high_j < 180.0
+
+
+def _train_window(index: int, steps: int, duration_s: float, loop: str = "train") -> WindowRecord:
+    """A closed window at 10 W, without prediction."""
+    joules = 10.0 * duration_s
+    return WindowRecord(
+        index, loop, 0, steps, 0.0, duration_s, {"fake:0": joules}, joules, None, None, None,
+        "none", 0.0, 0.0,
+    )  # fmt: skip
+
+
+def test_step_rate_follows_the_latest_steady_windows_within_their_spread() -> None:
+    totals = RunningTotals()
+    # A warm-up window (1 step in 1 s), two slow windows (2 steps in 1 s) and a validation one.
+    for w in (_train_window(0, 1, 1.0), _train_window(1, 2, 1.0), _train_window(2, 2, 1.0)):
+        totals.add(w)
+    windows = [_train_window(0, 1, 1.0), _train_window(1, 2, 1.0), _train_window(2, 2, 1.0)]
+    # The steady windows pool (1 + 1) s / (2 + 2) steps = 0.5 s, both at 0.5 s: no spread.
+    assert step_rate_s(totals, windows) == pytest.approx((0.5, 0.5, 0.5))
+    fast = [_train_window(3, 4, 1.0), _train_window(4, 1, 0.1, "validate")]
+    for w in fast:
+        totals.add(w)
+    windows += fast
+    # Then faster (4 steps in 1 s): (1 + 1 + 1) s / (2 + 2 + 4) steps = 0.375 s, between the
+    # fastest window's 0.25 s and the slowest's 0.5 s; the validation window is no train rate.
+    assert step_rate_s(totals, windows) == pytest.approx((0.375, 0.25, 0.5))
+    later = [_train_window(i, 4, 1.0) for i in range(5, 8)]
+    for w in later:
+        totals.add(w)
+    windows += later
+    # The latest 4 steady windows are all fast: 4 s / 16 steps = 0.25 s, the slow start out.
+    assert step_rate_s(totals, windows) == pytest.approx((0.25, 0.25, 0.25))
+
+
+def test_step_rate_from_one_steady_window_reaches_to_the_warm_ups() -> None:
+    totals = RunningTotals()
+    windows = [_train_window(0, 1, 1.0), _train_window(1, 4, 1.0)]
+    for w in windows:
+        totals.add(w)
+    # The steady window: 1 s / 4 steps = 0.25 s; unconfirmed, so up to the warm-up's 1 s.
+    assert step_rate_s(totals, windows) == pytest.approx((0.25, 0.25, 1.0))
+    # Only the warm-up: no rate.
+    alone = RunningTotals()
+    alone.add(windows[0])
+    assert step_rate_s(alone, windows[:1]) is None

@@ -428,9 +428,17 @@ def plan_run(
     steps = int(steps)
     if not isinstance(calibration, Calibration):
         raise ValueError(
-            f"calibration: expected a Calibration, found {calibration!r}. Fix: load one with "
-            "CalibrationStore.from_path(path).load() (None means the file is missing or "
-            "unreadable: see its warning), or train once with TOEnergy on that hardware."
+            f"calibration: expected a Calibration, found {calibration!r}. "
+            + (
+                "CalibrationStore(...).load() returns None when there is no calibration file "
+                "at its path (silently) or when the file cannot be read (with a "
+                "CalibrationWarning). "
+                if calibration is None
+                else ""
+            )
+            + "Fix: check the path (`lightning-to-energy fit --out FILE` writes one), "
+            "load it with CalibrationStore.from_path(path).load(), or train once with TOEnergy "
+            "on that hardware."
         )
     if calibration.physical is not None:
         shown = step_time_s.seconds if isinstance(step_time_s, StepTime) else step_time_s

@@ -24,9 +24,9 @@ __all__ = [
     "BarUnit",
     "bar_items",
     "bar_number",
+    "bar_scale_j",
     "bar_unit",
     "files_lines",
-    "run_scale_j",
     "window_metric_keys",
     "window_metrics",
 ]
@@ -92,14 +92,30 @@ def bar_items(live: LiveReadout, unit: BarUnit) -> dict[str, float]:
     return items
 
 
-def run_scale_j(live: LiveReadout, total_steps: int | None, steps_done: int) -> float:
-    """The run's joules as best known now: the forecast, else the joules so far extrapolated
-    to the run's length, else (length unknown) a multiple of the joules so far."""
-    if live.forecast is not None and live.forecast.total_j > 0:
-        return live.forecast.total_j
-    if total_steps and steps_done:
-        return live.measured_j * max(total_steps / steps_done, 1.0)
-    return live.measured_j * _UNKNOWN_LENGTH_SCALE
+def bar_scale_j(live: LiveReadout, total_steps: int | None, steps_done: int) -> float | None:
+    """The run's joules to choose the bar's unit from, or None while it is too early to tell.
+
+    The unit is chosen once, so only from a scale that will hold: a forecast the bar would
+    show (within ±25 %); the joules measured so far when they already sit in the unit of the
+    forecast's upper bound (they are a floor of the run's total, so the unit is settled);
+    the joules so far extrapolated to the run's length once half its train steps are done (a
+    first window's warm-up then weighs at most as much as the steps after it); and, for a run
+    of unknown length (never forecast), a multiple of the joules so far. Not from an early
+    forecast or extrapolation: a first window's warm-up makes those too large (a forecast of
+    125 J at the first window for a run that took 30 J would fix the unit at kJ).
+    """
+    if live.measured_j <= 0.0:
+        return None  # nothing measured yet
+    fc = live.forecast
+    if fc is not None and fc.total_j > 0 and fc.spread <= PBAR_FORECAST_MAX_SPREAD:
+        return fc.total_j
+    if not total_steps:
+        return live.measured_j * _UNKNOWN_LENGTH_SCALE
+    if fc is not None and bar_unit(live.measured_j).symbol == bar_unit(fc.high_j).symbol:
+        return live.measured_j
+    if 2 * steps_done >= total_steps:
+        return live.measured_j * max(total_steps / max(steps_done, 1), 1.0)
+    return None
 
 
 def window_metric_keys(loop: str) -> tuple[str, ...]:

@@ -57,16 +57,20 @@ class TOEnergy(Callback):
     at the first train step after each window close, so any Lightning progress bar shows it
     and keeps it until the next close): at most three items, each rounded to 3 significant
     digits, in one unit chosen once per run from its expected energy (``J``, ``kJ``, ``MJ``...,
-    shown here as ``kJ``):
+    shown here as ``kJ``), once that is known well enough (a forecast within ±25 %, or half
+    the run's steps done: never from the first window's warm-up, so the items appear from a
+    later window close on):
         ``energy_kJ`` measured energy so far (``energy_est_kJ`` when a sensor only estimates);
         ``pred_err_%`` mean relative error of the model's last 10 predictions, each made
         before its window was measured; ``run_kJ`` the forecast of the whole run's energy
-        (energy so far plus the model's prediction for the steps left), shown once its
+        (energy so far plus the model's prediction for the steps left at the recent steady
+        seconds per step, the first window's warm-up left out), shown once its
         interval is within ±25 % and updated at each window close while it stays so.
     The bar is left as built: Lightning's Rich bar prints them with its theme's ``metrics_format``
     (``.3f``: ``13.800``; ``.3g``: ``13.8``) and wraps them past about 37 of 120 columns.
 
-    Logged at each window close (to ``trainer.loggers``, rank 0, step = ``trainer.global_step``),
+    Logged at each window close (to ``trainer.loggers``, rank 0, at the step Lightning logs that
+    batch's own ``self.log`` values at, see :func:`logger_step`),
     with ``LOOP`` one of ``train``, ``validate``, ``test``:
         ``energy/LOOP_window_measured_J``, ``energy/LOOP_window_predicted_J``,
         ``energy/LOOP_window_rel_error`` (predicted / measured - 1), ``energy/LOOP_window_power_W``,

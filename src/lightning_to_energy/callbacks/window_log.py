@@ -18,8 +18,8 @@ from lightning_to_energy.callbacks.display import (
     FORECAST_KEYS,
     BarUnit,
     bar_items,
+    bar_scale_j,
     bar_unit,
-    run_scale_j,
     window_metrics,
 )
 from lightning_to_energy.reporting.records import WindowRecord
@@ -27,7 +27,25 @@ from lightning_to_energy.reporting.records import WindowRecord
 if TYPE_CHECKING:
     from lightning_to_energy.tracking.tracker import EnergyTracker
 
-__all__ = ["WindowLog"]
+__all__ = ["WindowLog", "logger_step"]
+
+
+def logger_step(trainer: Trainer) -> int:
+    """The step Lightning's own logging would give a metric logged now.
+
+    Lightning logs ``self.log`` values of a train batch, and the validation after it, at its
+    count of optimizer-stepped batches *before* that batch's increment: one below
+    ``trainer.global_step`` once the batch's optimizer has stepped (the last batch of an
+    epoch of 22 is logged at step 21, with the epoch's ``val_loss``). Our windows use the same
+    step, so they line up with the user's metrics in ``metrics.csv`` and TensorBoard.
+
+    NB: Lightning keeps that count in a private attribute, which its own
+    ``LearningRateMonitor`` and ``DeviceStatsMonitor`` read for the same purpose; should it
+    move, ``trainer.global_step`` is the fallback (at most one step later).
+    """
+    loop = getattr(trainer, "fit_loop", None)
+    step = getattr(getattr(loop, "epoch_loop", None), "_batches_that_stepped", None)
+    return step if isinstance(step, int) else trainer.global_step
 
 
 class WindowLog:
@@ -66,12 +84,10 @@ class WindowLog:
             return
         live = tracker.live()
         if self.bar_unit is None:
-            if live.measured_j <= 0.0:
-                return  # nothing measured yet: no unit to choose
-            self.bar_unit = bar_unit(
-                run_scale_j(live, tracker.total_steps, tracker.steps("train")),
-                estimate=live.kind == "estimate",
-            )
+            scale_j = bar_scale_j(live, tracker.total_steps, tracker.steps("train"))
+            if scale_j is None:
+                return  # too early to fix the run's unit (see bar_scale_j): no items yet
+            self.bar_unit = bar_unit(scale_j, estimate=live.kind == "estimate")
         for name, value in bar_items(live, self.bar_unit).items():
             # A CPU float64 tensor: Lightning keeps it where it is, so the bar reads it back
             # without a device sync and without float32 noise in the rounded digits.
@@ -116,7 +132,7 @@ class WindowLog:
             values = (forecast.total_j, forecast.low_j, forecast.high_j)
             metrics.update(zip(FORECAST_KEYS, values, strict=True))
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+            logger.log_metrics(metrics, step=logger_step(trainer))
 
     def reduce_totals(
         self, trainer: Trainer, pl_module: LightningModule, tracker: EnergyTracker | None

@@ -3,16 +3,64 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lightning_to_energy.model.regression import OnlineEnergyModel
-from lightning_to_energy.reporting.records import Forecast
+from lightning_to_energy.reporting.records import Forecast, WindowRecord
 from lightning_to_energy.tracking.ledger import RunningTotals
 from lightning_to_energy.tracking.steps import StepAccounting
 from lightning_to_energy.tracking.windows import WindowRun
 
-__all__ = ["LiveReadout", "LiveState", "forecast_run", "live_readout"]
+__all__ = [
+    "RATE_WINDOWS",
+    "LiveReadout",
+    "LiveState",
+    "forecast_run",
+    "live_readout",
+    "step_rate_s",
+]
+
+# The latest steady train windows the forecast's seconds per step are read from: recent enough
+# to follow a run that speeds up after its start (as tqdm's smoothed rate and Lightning's
+# ThroughputMonitor window do), several so that one short window does not swing it.
+RATE_WINDOWS = 4
+
+
+def step_rate_s(
+    totals: RunningTotals, windows: Sequence[WindowRecord]
+) -> tuple[float, float, float] | None:
+    """Seconds per train step for the steps left: the rate, and its low and high bounds.
+
+    The rate is pooled over the latest :data:`RATE_WINDOWS` steady train windows of
+    ``windows`` (the steady ones: every train window after the run's first, whose warm-up is
+    left out), or over every steady window when none of them is kept. The bounds are the
+    slowest and fastest of those windows' own rates; while a single steady window is in, its
+    rate is unconfirmed, so the first window's rate is a bound too: the interval then spans
+    the warm-up's rate and the steady one (no bar forecast from one window after a warm-up).
+
+    Args:
+        totals: the running totals of the closed windows.
+        windows: the closed windows kept one by one, oldest first.
+
+    Returns:
+        ``(rate_s, low_s, high_s)``, or None while no steady window has closed.
+    """
+    steady_steps = totals.train_steps - totals.warmup_steps
+    if steady_steps <= 0:
+        return None
+    latest = [
+        w for w in windows if w.loop == "train" and w.steps > 0 and w.index != totals.warmup_index
+    ][-RATE_WINDOWS:]
+    if latest:
+        rate_s = math.fsum(w.duration_s for w in latest) / sum(w.steps for w in latest)
+        rates = [w.duration_s / w.steps for w in latest]
+    else:  # every steady window folded into the archive: their mean
+        rate_s = (totals.train_duration_s - totals.warmup_duration_s) / steady_steps
+        rates = [rate_s]
+    if totals.warmup_steps > 0 and totals.train_windows == 2:
+        rates.append(totals.warmup_duration_s / totals.warmup_steps)
+    return rate_s, min(rates), max(rates)
 
 
 def forecast_run(
@@ -22,10 +70,20 @@ def forecast_run(
     total_steps: int,
     steps_done: int,
     step_features: dict[str, float] | None,
+    windows: Sequence[WindowRecord] = (),
 ) -> Forecast | None:
     """Whole-run energy, with its interval: the joules measured so far (every loop), the
     model's prediction for the train steps left (the last train step's features x the steps
-    left), and the validation and test joules so far per train step x the steps left.
+    left, at the recent steady seconds per step of :func:`step_rate_s`), and the validation
+    and test joules so far per train step x the steps left.
+
+    The steady seconds per step leave out the run's first train window: its steps carry the
+    warm-up (compilation, caches, data-loader start-up; on a small CPU run the first window
+    took 2.0 s for 7 steps, the next 0.3 s for 15), whose joules count as spent but whose
+    rate must not be extrapolated. So there is no forecast while the first train window is
+    the only one and steps are left: a forecast from it alone would be the warm-up's. The
+    interval is the model's, at the slowest and the fastest rate of :func:`step_rate_s`: it
+    widens while the steady windows disagree, or while only one of them is in.
 
     NB: validation is assumed to keep its cadence in train steps (every epoch, or every N
     steps), so its energy grows in proportion to the train steps.
@@ -36,30 +94,38 @@ def forecast_run(
         total_steps: train steps the run will take.
         steps_done: train steps completed, the open window's included.
         step_features: one train step's features (``duration_s`` aside), None before any.
+        windows: the closed windows kept one by one, oldest first (for the recent rate).
 
     Returns:
-        The forecast, or None before a train window closed or while the model cannot predict.
+        The forecast, or None before a train window after the first closed (unless no step
+        is left) or while the model cannot predict.
     """
     if step_features is None or totals.train_steps == 0:
         return None
     # The steps left after the closed train windows, whose joules are "so far": counted
     # from ``steps_done`` instead, the open window's steps would be in neither part.
     left = max(total_steps - totals.train_steps, 0)
-    step_s = totals.train_duration_s / totals.train_steps
-    features = {"duration_s": step_s * left}
-    features.update({f: v * left for f, v in step_features.items()})
     so_far = totals.measured_j
     if left == 0:
         return Forecast(so_far, so_far, so_far, total_steps, steps_done)
-    pred = model.predict(features)
-    if pred.energy_j is None or pred.low_j is None or pred.high_j is None:
+    rate = step_rate_s(totals, windows)
+    if rate is None:
+        return None  # only the warm-up window so far
+    rate_s, low_s, high_s = rate
+    per_step = {f: v * left for f, v in step_features.items()}
+    # One prediction per distinct rate: steady windows that agree cost one, as before.
+    preds = {
+        s: model.predict({"duration_s": s * left, **per_step}) for s in {rate_s, low_s, high_s}
+    }
+    pred, low, high = preds[rate_s], preds[low_s], preds[high_s]
+    if pred.energy_j is None or low.low_j is None or high.high_j is None:
         return None
     other_loops_j = (totals.measured_j - totals.train_measured_j) / totals.train_steps * left
     base = so_far + other_loops_j
     return Forecast(
         total_j=base + pred.energy_j,
-        low_j=base + pred.low_j,
-        high_j=base + pred.high_j,
+        low_j=base + min(low.low_j, pred.energy_j),
+        high_j=base + max(high.high_j, pred.energy_j),
         steps_total=total_steps,
         steps_done=steps_done,
     )
@@ -155,4 +221,5 @@ class LiveState:
             total_steps=total_steps,
             steps_done=self.acct.steps.get("train", 0),
             step_features=self.acct.features_of("train", 1.0),
+            windows=ledger.windows,
         )

@@ -36,6 +36,14 @@ class RunningTotals:
     train_steps: int = 0
     train_duration_s: float = 0.0
     train_measured_j: float = 0.0
+    train_windows: int = 0
+    # The run's first train window, its warm-up (compilation, allocator and data-loader
+    # start-up): kept apart so the forecast's per-step rate can leave it out. Zero when that
+    # window is in the archive (a resumed long run, whose many windows dilute it).
+    warmup_index: int = -1
+    warmup_steps: int = 0
+    warmup_duration_s: float = 0.0
+    warmup_measured_j: float = 0.0
 
     def add_archived(self, t: LoopTotals) -> None:
         """Add the totals of windows folded into the archive."""
@@ -46,6 +54,7 @@ class RunningTotals:
             self.train_steps += t.steps
             self.train_duration_s += t.duration_s
             self.train_measured_j += t.measured_j
+            self.train_windows += t.windows
 
     def add(self, w: WindowRecord) -> None:
         """Add one closed window."""
@@ -57,6 +66,12 @@ class RunningTotals:
             else:
                 self.unpredicted_j += w.measured_j
         if w.loop == "train" and w.steps > 0:
+            if self.train_windows == 0:
+                self.warmup_index = w.index
+                self.warmup_steps = w.steps
+                self.warmup_duration_s = w.duration_s
+                self.warmup_measured_j = w.measured_j or 0.0
+            self.train_windows += 1
             self.train_steps += w.steps
             self.train_duration_s += w.duration_s
             self.train_measured_j += w.measured_j or 0.0
