@@ -207,7 +207,9 @@ def test_regression_recovers_a_linear_law_of_duration_and_tos(tmp_path: Path) ->
     )
 
 
-def test_logged_keys_are_exactly_the_documented_ones(tmp_path: Path) -> None:
+def _logged_fit(tmp_path: Path, *, rows: int, limit_val_batches: int) -> RecordingLogger:
+    """Two epochs of Tiny on ``rows`` rows (batches of 16; validation batches of 64), 0.5 s a
+    step, 10 W, 2 s windows; the logger that recorded them."""
     clock = FakeClock()
     logger = RecordingLogger()
     energy = _fake_energy(clock, power_w=10.0, window_s=2.0)
@@ -215,11 +217,16 @@ def test_logged_keys_are_exactly_the_documented_ones(tmp_path: Path) -> None:
         tmp_path,
         [AdvanceClock(clock, low=0.5, high=0.5), energy],
         logger=logger,
-        limit_val_batches=4,
+        limit_val_batches=limit_val_batches,
         max_epochs=2,
     )
-    data = Rows(256)
+    data = Rows(rows)
     trainer.fit(Tiny(), DataLoader(data, batch_size=16), DataLoader(data, batch_size=64))
+    return logger
+
+
+def test_logged_keys_are_exactly_the_documented_ones(tmp_path: Path) -> None:
+    logger = _logged_fit(tmp_path, rows=256, limit_val_batches=4)
     keys = {k for metrics, _ in logger.calls for k in metrics if k.startswith("energy/")}
     documented = (
         set(TOTAL_KEYS)
@@ -1149,18 +1156,7 @@ def test_the_bar_unit_is_not_fixed_by_the_first_windows_warm_up(tmp_path: Path) 
 
 
 def test_energy_metrics_share_lightnings_step_with_the_epochs_val_loss(tmp_path: Path) -> None:
-    clock = FakeClock()
-    logger = RecordingLogger()
-    energy = _fake_energy(clock, power_w=10.0, window_s=2.0)
-    trainer = _trainer(
-        tmp_path,
-        [AdvanceClock(clock, low=0.5, high=0.5), energy],
-        logger=logger,
-        limit_val_batches=2,
-        max_epochs=2,
-    )
-    data = Rows(128)
-    trainer.fit(Tiny(), DataLoader(data, batch_size=16), DataLoader(data, batch_size=64))
+    logger = _logged_fit(tmp_path, rows=128, limit_val_batches=2)
     val_steps = [step for m, step in logger.calls if "val_loss" in m]
     validate_steps = [step for m, step in logger.calls if "energy/validate_window_TOs" in m]
     # 8 batches an epoch: Lightning logs epoch 0's val_loss at step 7 and epoch 1's at 15

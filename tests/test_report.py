@@ -417,24 +417,27 @@ def test_render_contains_key_numbers() -> None:
     assert "CPU energy is an estimate" in text
 
 
+def _first_window_unpredicted(base: EnergyReport) -> EnergyReport:
+    """``base`` (make_report's) whose first train window, measured at 100 J, had no
+    prediction: train's predicted joules are the second window's 190 J alone."""
+    first = dataclasses.replace(
+        base.windows[0], predicted_j=None, low_j=None, high_j=None, prediction_source="none"
+    )
+    return dataclasses.replace(
+        base,
+        windows=(first, *base.windows[1:]),
+        loops={**base.loops, "train": dataclasses.replace(base.loops["train"], predicted_j=190.0)},
+        predicted_j=190.0,
+    )
+
+
 def test_totals_say_when_predicted_covers_fewer_windows_than_measured() -> None:
     base = make_report()
     # A run without a calibration: the first train window (100 J) is measured before the
     # model can predict, so predicted sums only the second window's 190 J against 300 J
     # measured over both; without a count, 190 J next to 300 J reads as a 37 % under-
     # prediction, where the one window predicted was 190 J for 200 J.
-    first = dataclasses.replace(
-        base.windows[0], predicted_j=None, low_j=None, high_j=None, prediction_source="none"
-    )
-    report = dataclasses.replace(
-        base,
-        windows=(first, *base.windows[1:]),
-        loops={
-            **base.loops,
-            "train": dataclasses.replace(base.loops["train"], predicted_j=190.0),
-        },
-        predicted_j=190.0,
-    )
+    report = _first_window_unpredicted(base)
     text = render_text(report)
     rows = text.splitlines()
     train_row = next(line for line in rows if line.startswith("│ train"))
@@ -897,15 +900,7 @@ def test_summary_says_when_predicted_covers_fewer_windows_than_measured() -> Non
     from lightning_to_energy.reporting.console import summary_lines
 
     base = make_report()
-    first = dataclasses.replace(
-        base.windows[0], predicted_j=None, low_j=None, high_j=None, prediction_source="none"
-    )
-    report = dataclasses.replace(
-        base,
-        windows=(first, *base.windows[1:]),
-        loops={**base.loops, "train": dataclasses.replace(base.loops["train"], predicted_j=190.0)},
-        predicted_j=190.0,
-    )
+    report = _first_window_unpredicted(base)
     lines = summary_lines(report)
     # 1 of the 2 train windows had a prediction: 190 J against 300 J measured over both
     assert lines[1] == (
