@@ -9,7 +9,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -31,7 +31,9 @@ from lightning_to_energy.callbacks.display import (
     window_metric_keys,
 )
 from lightning_to_energy.reporting.codec import load_report
+from lightning_to_energy.reporting.records import WindowRecord
 from lightning_to_energy.sensors.fake import FakeSensor
+from lightning_to_energy.tracking.forecast import LiveReadout
 
 
 class FakeClock:
@@ -1192,3 +1194,64 @@ def test_bar_scale_waits_for_a_forecast_or_measurement_that_will_hold() -> None:
     assert bar_scale_j(no_fc, None, 5) == pytest.approx(30.0)
     # Nothing measured yet: no scale.
     assert bar_scale_j(LiveReadout(0.0, None, None, 0.0, "none", 0), 21, 1) is None
+
+
+def _ranks_logged_totals(lives: list[LiveReadout]) -> dict[str, float]:
+    """The metrics rank 0 logs after summing the ranks' ``lives`` the way DDP would."""
+    from types import SimpleNamespace
+
+    from lightning_to_energy.callbacks.window_log import WindowLog
+
+    sent: list[torch.Tensor] = []
+
+    class SumOverRanks:
+        """A strategy whose ``reduce`` sums the tensors the other ranks sent (all_reduce)."""
+
+        def reduce(self, local: torch.Tensor, reduce_op: str) -> torch.Tensor:
+            assert reduce_op == "sum"
+            sent.append(local)
+            return torch.stack(sent).sum(dim=0)
+
+    logger = RecordingLogger()
+    module = SimpleNamespace(device=torch.device("cpu"))
+    logs = [WindowLog() for _ in lives]
+    # The highest rank first, so that rank 0's reduce sees every rank's tensor.
+    for rank in reversed(range(len(lives))):
+        tracker = SimpleNamespace(
+            live=lambda rank=rank: lives[rank],
+            model=SimpleNamespace(accuracy=lambda: SimpleNamespace(precision_pct=None)),
+        )
+        trainer = SimpleNamespace(
+            log_every_n_steps=1, strategy=SumOverRanks(), global_rank=rank, world_size=len(lives),
+            loggers=[logger], global_step=3,
+        )  # fmt: skip
+        logs[rank].train_batches = 1
+        logs[rank].reduce_totals(cast(Any, trainer), cast(Any, module), cast(Any, tracker))
+        record = WindowRecord(
+            0, "train", 0, 4, 0.0, 2.0, {"fake:0": 20.0}, 20.0, None, None, None, "counter",
+            0.0, 0.0,
+        )  # fmt: skip
+        logs[rank].log_window(cast(Any, trainer), cast(Any, tracker), record)
+    ((metrics, _),) = logger.calls
+    return metrics
+
+
+def _live(measured_j: float, predicted_j: float | None) -> LiveReadout:
+    return LiveReadout(measured_j, predicted_j, None, 0.0, "counter", 1)
+
+
+def test_ddp_total_predicted_counts_a_rank_without_a_prediction_at_its_measured_joules() -> None:
+    # Rank 0 has predicted (30 J measured, 27 J predicted); rank 1 not yet (20 J measured). As
+    # on one process, its unpredicted windows count at their measured joules, not at 0 J.
+    metrics = _ranks_logged_totals([_live(30.0, 27.0), _live(20.0, None)])
+    # 30 + 20 = 50 J measured
+    assert metrics["energy/total_measured_J"] == pytest.approx(50.0)
+    # 27 + 20 = 47 J predicted (27 J before: rank 1's 20 J read as a prediction of nothing)
+    assert metrics["energy/total_predicted_J"] == pytest.approx(47.0)
+
+
+def test_ddp_total_predicted_is_left_out_before_any_ranks_first_prediction() -> None:
+    metrics = _ranks_logged_totals([_live(30.0, None), _live(20.0, None)])
+    # 30 + 20 = 50 J measured, and no rank has predicted: no predicted total (it read 0 J)
+    assert metrics["energy/total_measured_J"] == pytest.approx(50.0)
+    assert "energy/total_predicted_J" not in metrics

@@ -1217,6 +1217,77 @@ def test_forecast_leaves_the_first_windows_warm_up_out_of_the_rate() -> None:
     assert two.high_j < one.high_j and two.high_j < 180.0
 
 
+def test_a_resumed_runs_first_window_is_a_warm_up_too() -> None:
+    # 2 s windows at 10 W. Before the checkpoint: a warm-up window of 1 step of 2 s, then 2
+    # steady windows of 4 steps of 0.5 s. After it, a new process: a first window 4x slower
+    # per step (1 step of 2 s), then 20 steps of 0.5 s. 30 steps, and
+    # 10 W x (2 + 8 x 0.5 + 2 + 20 x 0.5) s = 10 x 18 = 180 J in all.
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    first = _sgd_tracker(model, clock, power_w=10.0, total_steps=30, window_s=2.0)
+    _loop(first, model, clock, steps=1, dt=2.0)
+    _loop(first, model, clock, steps=8, dt=0.5)
+    state = first.state_dict()  # at a window edge: windows 0, 1, 2
+    assert state["warmup_windows"] == [0]
+    resumed = _sgd_tracker(model, clock, power_w=10.0, total_steps=30, window_s=2.0)
+    resumed.load_state_dict(state)
+    _loop(resumed, model, clock, steps=1, dt=2.0)  # this process's warm-up: window 3
+    _loop(resumed, model, clock, steps=4, dt=0.5)  # the first steady window after the resume
+    forecast = resumed.live().forecast
+    assert forecast is not None
+    # 10 W x (2 + 4 + 2 + 2) s = 100 J so far, 16 steps left at 0.5 s x 10 W = 80 J: 180 J.
+    # With the new warm-up in the rate, the latest 4 train windows pool (2 + 2 + 2 + 2) s /
+    # (1 + 4 + 4 + 4) steps = 0.615 s: 100 + 16 x 6.15 J = 198 J, 10 % over.
+    assert forecast.total_j == pytest.approx(180.0, rel=0.05)
+    # One steady window since the warm-up: its 2 s per step is a bound, up to
+    # 100 + 16 x 20 J = 420 J, so the interval contains the truth.
+    assert forecast.low_j <= 180.0 <= forecast.high_j
+    assert forecast.high_j >= 420.0 * 0.98
+    # A checkpoint now keeps both warm-ups, and a tracker restored from it leaves both out.
+    again = resumed.state_dict()
+    assert again["warmup_windows"] == [0, 3]
+    third = _sgd_tracker(model, clock, power_w=10.0, total_steps=30, window_s=2.0)
+    third.load_state_dict(again)
+    restored = third._ledger.totals
+    # the warm-ups: 1 + 1 = 2 steps, 2 + 2 = 4 s, 10 W x 4 s = 40 J
+    assert (restored.warmup_steps, restored.warmup_duration_s) == (2, pytest.approx(4.0))
+    assert restored.warmup_measured_j == pytest.approx(40.0)
+
+
+def test_a_checkpoint_inside_the_warm_up_window_saves_it_as_one() -> None:
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    tracker = _sgd_tracker(model, clock, power_w=10.0, total_steps=30, window_s=2.0)
+    _loop(tracker, model, clock, steps=2, dt=0.5)  # 1 s of the first 2 s window: still open
+    state = tracker.state_dict()
+    # the open window's snapshot (window 0, 2 steps) is the run's warm-up, saved as such
+    assert [w["steps"] for w in state["windows"]] == [2]
+    assert state["warmup_windows"] == [0]
+
+
+def test_a_checkpoint_without_warm_up_windows_loads_as_before() -> None:
+    # A checkpoint written before "warmup_windows" existed: the first train window kept is
+    # the warm-up, as it was; the next window this process closes is its own warm-up.
+    clock = Clock()
+    model = nn.Linear(4, 3)
+    first = _sgd_tracker(model, clock, power_w=10.0, total_steps=30, window_s=2.0)
+    _loop(first, model, clock, steps=1, dt=2.0)
+    _loop(first, model, clock, steps=8, dt=0.5)
+    state = first.state_dict()
+    del state["warmup_windows"]
+    resumed = _sgd_tracker(model, clock, power_w=10.0, total_steps=30, window_s=2.0)
+    resumed.load_state_dict(state)
+    totals = resumed._ledger.totals
+    # window 0 (1 step of 2 s, 10 W x 2 s = 20 J), as the run that wrote it had it
+    assert totals.warmup_indices == {0}
+    assert (totals.warmup_steps, totals.warmup_measured_j) == (1, pytest.approx(20.0))
+    # 10 W x (2 + 8 x 0.5) s = 60 J, as before the checkpoint
+    assert resumed.live().measured_j == pytest.approx(60.0)
+    _loop(resumed, model, clock, steps=1, dt=2.0)
+    # and window 3, this process's first
+    assert totals.warmup_indices == {0, 3}
+
+
 def _train_window(index: int, steps: int, duration_s: float, loop: str = "train") -> WindowRecord:
     """A closed window at 10 W, without prediction."""
     joules = 10.0 * duration_s

@@ -79,8 +79,9 @@ class TOEnergy(Callback):
         ``energy/total_measured_J``, ``energy/total_predicted_J`` (the predictions of the
         windows that had one plus, at their measured joules, the windows closed before the
         model could predict, so that measured minus predicted is the model's accumulated error;
-        left out before the first prediction; the report's ``predicted_j`` sums the
-        predictions only), ``energy/precision_pct``
+        left out before the first prediction, under DDP before any rank's, where a rank
+        without a prediction yet adds its measured joules; the report's ``predicted_j`` sums
+        the predictions only), ``energy/precision_pct``
         (100 x (1 - mean relative error)), summed over all ranks under DDP at the trainer's
         ``log_every_n_steps`` cadence; and once a fitted train window exists in a run of known
         length, ``energy/forecast_J``, ``energy/forecast_low_J``, ``energy/forecast_high_J``

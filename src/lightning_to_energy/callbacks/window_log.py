@@ -60,7 +60,8 @@ class WindowLog:
         self.train_batches = 0
         self.bar_unit: BarUnit | None = None  # chosen once per run: see show_in_bar
         self.bar_due = False  # a window closed since the bar was last given its items
-        self.totals = (0.0, 0.0)
+        self.totals = (0.0, 0.0)  # under DDP: the ranks' measured and predicted joules
+        self.any_rank_predicted = False  # under DDP: a rank's model had predicted at the sum
 
     def skip_restored(self, tracker: EnergyTracker) -> None:
         """Restored windows were logged by the run that closed them: never log them again."""
@@ -117,7 +118,8 @@ class WindowLog:
             self.totals = (live.measured_j, live.predicted_j or 0.0)
             predicted = live.predicted_j is not None
         else:
-            predicted = True  # the ranks' sum, at the reduce cadence (see reduce_totals)
+            # The ranks' sums, at the reduce cadence (see reduce_totals).
+            predicted = self.any_rank_predicted
         metrics["energy/total_measured_J"] = self.totals[0]
         if predicted:
             # Left out before the model's first prediction, as a window's predicted_J is:
@@ -145,8 +147,19 @@ class WindowLog:
         if self.train_batches % every != 0 or tracker is None:
             return
         live = tracker.live()
+        # As on one process, windows without a prediction count at their measured joules: a
+        # rank whose model has not predicted yet adds its measured joules, not 0 J. The third
+        # entry counts the ranks that have predicted: none, and the sum is no prediction.
+        predicted = live.predicted_j is not None
         local = torch.tensor(
-            [live.measured_j, live.predicted_j or 0.0], dtype=torch.float64, device=pl_module.device
+            [
+                live.measured_j,
+                live.predicted_j if live.predicted_j is not None else live.measured_j,
+                1.0 if predicted else 0.0,
+            ],
+            dtype=torch.float64,
+            device=pl_module.device,
         )
         total = trainer.strategy.reduce(local, reduce_op="sum")
         self.totals = (float(total[0]), float(total[1]))
+        self.any_rank_predicted = float(total[2]) > 0

@@ -44,6 +44,7 @@ class RestoredState:
     breakdown: dict[str, Any]
     run_id: str | None
     prior: PriorRecord | None
+    warmup_indices: frozenset[int] | None = None  # None: a checkpoint from before they were saved
 
     @property
     def tos_total(self) -> float:
@@ -60,6 +61,7 @@ class RestoredState:
             self.n_windows,
             self.archived_unpredicted_j,
             self.archived_unmeasured_predicted_j,
+            self.warmup_indices,
         )
 
 
@@ -88,6 +90,8 @@ def parse_state(state: Mapping[str, Any], features: tuple[str, ...]) -> Restored
     windows = [WindowRecord(**window_from_dict(w)) for w in state["windows"]]
     # Checkpoints before "prior" existed say nothing of the prior: the report then neither.
     saved_prior = state.get("prior")
+    # Checkpoints before "warmup_windows" existed: the first train window kept is the warm-up.
+    saved_warmups = state.get("warmup_windows")
     return RestoredState(
         model=model,
         windows=windows,
@@ -106,6 +110,7 @@ def parse_state(state: Mapping[str, Any], features: tuple[str, ...]) -> Restored
         breakdown=dict(state.get("breakdown", {})),
         run_id=str(state["run_id"]) if state.get("run_id") else None,
         prior=None if saved_prior is None else PriorRecord(**saved_prior),
+        warmup_indices=None if saved_warmups is None else frozenset(int(i) for i in saved_warmups),
     )
 
 
@@ -146,11 +151,13 @@ def tracker_state(
     breakdown: Mapping[str, Any],
     run_id: str,
     prior: PriorRecord | None,
+    warmup_indices: frozenset[int],
 ) -> dict[str, Any]:
     """The tracker's state as plain JSON-able values (read back by :func:`parse_state`).
 
     ``windows`` and ``n_windows`` are the ledger's with the open window's snapshot, when the
-    tracker took one; ``model`` the model after it.
+    tracker took one; ``model`` the model after it; ``warmup_indices`` the warm-up windows'
+    (the snapshot's included when it is one).
     """
     return {
         "version": STATE_VERSION,
@@ -166,4 +173,5 @@ def tracker_state(
         "breakdown": breakdown,
         "run_id": run_id,
         "prior": None if prior is None else dict(prior.__dict__),
+        "warmup_windows": sorted(warmup_indices),
     }

@@ -33,11 +33,13 @@ def step_rate_s(
     """Seconds per train step for the steps left: the rate, and its low and high bounds.
 
     The rate is pooled over the latest :data:`RATE_WINDOWS` steady train windows of
-    ``windows`` (the steady ones: every train window after the run's first, whose warm-up is
-    left out), or over every steady window when none of them is kept. The bounds are the
-    slowest and fastest of those windows' own rates; while a single steady window is in, its
-    rate is unconfirmed, so the first window's rate is a bound too: the interval then spans
-    the warm-up's rate and the steady one (no bar forecast from one window after a warm-up).
+    ``windows`` (the steady ones: every train window but the warm-ups, the run's first and
+    the first one of each process resumed from a checkpoint, which are left out), or over
+    every steady window when none of them is kept; a resumed run's windows from before the
+    checkpoint pool with its own. The bounds are the slowest and fastest of those windows'
+    own rates; while at most one steady window has closed since the latest warm-up, the
+    rate is unconfirmed, so that warm-up's rate is a bound too: the interval then spans the
+    warm-up's rate and the steady one (no bar forecast from one window after a warm-up).
 
     Args:
         totals: the running totals of the closed windows.
@@ -50,7 +52,9 @@ def step_rate_s(
     if steady_steps <= 0:
         return None
     latest = [
-        w for w in windows if w.loop == "train" and w.steps > 0 and w.index != totals.warmup_index
+        w
+        for w in windows
+        if w.loop == "train" and w.steps > 0 and w.index not in totals.warmup_indices
     ][-RATE_WINDOWS:]
     if latest:
         rate_s = math.fsum(w.duration_s for w in latest) / sum(w.steps for w in latest)
@@ -58,8 +62,8 @@ def step_rate_s(
     else:  # every steady window folded into the archive: their mean
         rate_s = (totals.train_duration_s - totals.warmup_duration_s) / steady_steps
         rates = [rate_s]
-    if totals.warmup_steps > 0 and totals.train_windows == 2:
-        rates.append(totals.warmup_duration_s / totals.warmup_steps)
+    if totals.latest_warmup_rate_s is not None and totals.steady_since_warmup <= 1:
+        rates.append(totals.latest_warmup_rate_s)
     return rate_s, min(rates), max(rates)
 
 
@@ -82,6 +86,8 @@ def forecast_run(
     took 2.0 s for 7 steps, the next 0.3 s for 15), whose joules count as spent but whose
     rate must not be extrapolated. So there is no forecast while the first train window is
     the only one and steps are left: a forecast from it alone would be the warm-up's. The
+    first train window a run resumed from a checkpoint closes is a warm-up too (its
+    process's own), left out of the rate the same way. The
     interval is the model's, at the slowest and the fastest rate of :func:`step_rate_s`: it
     widens while the steady windows disagree, or while only one of them is in.
 

@@ -37,13 +37,20 @@ class RunningTotals:
     train_duration_s: float = 0.0
     train_measured_j: float = 0.0
     train_windows: int = 0
-    # The run's first train window, its warm-up (compilation, allocator and data-loader
-    # start-up): kept apart so the forecast's per-step rate can leave it out. Zero when that
-    # window is in the archive (a resumed long run, whose many windows dilute it).
-    warmup_index: int = -1
+    # The warm-up windows (compilation, allocator and data-loader start-up): the run's first
+    # train window and the first one each resumed process closes, summed apart so the
+    # forecast's per-step rate can leave them out. A warm-up in the archive when a checkpoint
+    # is restored is not among them (a resumed long run, whose many windows dilute it).
+    warmup_indices: frozenset[int] = frozenset()
     warmup_steps: int = 0
     warmup_duration_s: float = 0.0
     warmup_measured_j: float = 0.0
+    # The next train window is a warm-up: at the run's start, and again after a restore.
+    warmup_due: bool = True
+    # The latest warm-up's seconds per step, and the steady train windows closed since it:
+    # while one is in, its rate is unconfirmed and the warm-up's is a bound.
+    latest_warmup_rate_s: float | None = None
+    steady_since_warmup: int = 0
 
     def add_archived(self, t: LoopTotals) -> None:
         """Add the totals of windows folded into the archive."""
@@ -55,9 +62,16 @@ class RunningTotals:
             self.train_duration_s += t.duration_s
             self.train_measured_j += t.measured_j
             self.train_windows += t.windows
+            self.warmup_due = self.warmup_due and t.windows == 0
 
-    def add(self, w: WindowRecord) -> None:
-        """Add one closed window."""
+    def add(self, w: WindowRecord, *, warmup: bool | None = None) -> None:
+        """Add one closed window.
+
+        Args:
+            w: the window.
+            warmup: whether a train window is a warm-up; None: if it is the first train
+                window since the start or a restore (see ``warmup_due``).
+        """
         if w.measured_j is not None:
             self.measured_j += w.measured_j
             if w.predicted_j is not None:
@@ -66,11 +80,16 @@ class RunningTotals:
             else:
                 self.unpredicted_j += w.measured_j
         if w.loop == "train" and w.steps > 0:
-            if self.train_windows == 0:
-                self.warmup_index = w.index
-                self.warmup_steps = w.steps
-                self.warmup_duration_s = w.duration_s
-                self.warmup_measured_j = w.measured_j or 0.0
+            if self.warmup_due if warmup is None else warmup:
+                self.warmup_due = False
+                self.warmup_indices |= {w.index}
+                self.warmup_steps += w.steps
+                self.warmup_duration_s += w.duration_s
+                self.warmup_measured_j += w.measured_j or 0.0
+                self.latest_warmup_rate_s = w.duration_s / w.steps
+                self.steady_since_warmup = 0
+            else:
+                self.steady_since_warmup += 1
             self.train_windows += 1
             self.train_steps += w.steps
             self.train_duration_s += w.duration_s
@@ -145,8 +164,14 @@ class WindowLedger:
         n_windows: int,
         unpredicted_j: float,
         unmeasured_predicted_j: float,
+        warmup_indices: frozenset[int] | None = None,
     ) -> None:
-        """Take the windows and archive of a checkpoint, and recompute every running total."""
+        """Take the windows and archive of a checkpoint, and recompute every running total.
+
+        ``warmup_indices`` are the saved warm-up windows (None, from checkpoints before they
+        were saved: the first train window kept, unless train windows were archived). The
+        next train window to close is a warm-up too: this process's own.
+        """
         self.windows = windows
         self.archived = archived
         self.n_windows = n_windows
@@ -162,7 +187,18 @@ class WindowLedger:
         # readout compares measured with predicted over the same (measured) windows.
         self.totals.predicted_j -= self.archived_unmeasured_predicted_j
         for record in self.windows:
-            self.totals.add(record)
+            self.totals.add(
+                record, warmup=None if warmup_indices is None else record.index in warmup_indices
+            )
+        self.totals.warmup_due = True
+
+    def warmups_with(self, snapshot: WindowRecord | None) -> frozenset[int]:
+        """The warm-up windows' indices, the open window's ``snapshot`` included when it is
+        one (what a checkpoint saves)."""
+        t = self.totals
+        if t.warmup_due and snapshot is not None and snapshot.loop == "train" and snapshot.steps:
+            return t.warmup_indices | {snapshot.index}
+        return t.warmup_indices
 
 
 def loop_totals(

@@ -126,6 +126,7 @@ class RunSummary:
         when there is one."""
         windows = self.ledger.windows
         n_windows = self.ledger.n_windows
+        record = None
         if snapshot is not None:
             record, model = snapshot
             windows = [*windows, record]
@@ -141,6 +142,7 @@ class RunSummary:
             breakdown=breakdown_sums(self.acct.run_steps, self.restored_breakdown),
             run_id=self.run_id,
             prior=self.calibration.prior,
+            warmup_indices=self.ledger.warmups_with(record),
         )
 
     def restore(self, restored: RestoredState) -> None:
