@@ -18,6 +18,7 @@ from lightning_to_energy.model import PhysicalModel, PhysicalParams, Sample, pre
 from lightning_to_energy.model.physical import EXTRAPOLATION_WIDENING, STATED_WIDENING_BASIS
 from lightning_to_energy.study.physical_eval import (
     PhysicalFolds,
+    PlannedIntervals,
     Widening,
     measure_widening,
     nested_widening,
@@ -204,27 +205,24 @@ def test_family_intervals_are_what_plan_gives_with_the_nested_widening() -> None
         "t": Widening(0.1, 0.2, 1.0, 1.0, "toy"),
     }
     measured = np.ones((6, 2))
-    planned = planned_family_intervals(
-        folds,
-        measured,
-        [f"s{i}" for i in range(6)],
-        families,
-        target="h100-sxm",
-        widening=widening,
-    )
+
+    def plan(stated: bool) -> PlannedIntervals:
+        return planned_family_intervals(
+            folds,
+            measured,
+            [f"s{i}" for i in range(6)],
+            families,
+            target="h100-sxm",
+            widening=widening,
+            stated=stated,
+        )
+
+    planned = plan(stated=False)
     assert planned.extrapolation == (True,) * 6
     pred = predict_step(profiles[0], prior)
     # held out "m", calibrated on tf32 only: time 1.5 x 0.1 = 0.15, energy 3.0 x 0.2 = 0.6
     assert planned.low[0, 0] == pytest.approx(pred.time_s * math.exp(-0.15))
     assert planned.high[0, 1] == pytest.approx(pred.energy_j * math.exp(0.6))
-    stated = planned_family_intervals(
-        folds,
-        measured,
-        [f"s{i}" for i in range(6)],
-        families,
-        target="h100-sxm",
-        widening=widening,
-        stated=True,
-    )
+    stated = plan(stated=True)
     # the stated factor instead: 2 x 0.2 = 0.4
     assert stated.high[0, 1] == pytest.approx(pred.energy_j * math.exp(0.4))
