@@ -36,7 +36,6 @@ class RunningTotals:
     train_steps: int = 0
     train_duration_s: float = 0.0
     train_measured_j: float = 0.0
-    train_windows: int = 0
     # The warm-up windows (compilation, allocator and data-loader start-up): the run's first
     # train window and the first one each resumed process closes, summed apart so the
     # forecast's per-step rate can leave them out. A warm-up in the archive when a checkpoint
@@ -61,7 +60,6 @@ class RunningTotals:
             self.train_steps += t.steps
             self.train_duration_s += t.duration_s
             self.train_measured_j += t.measured_j
-            self.train_windows += t.windows
             self.warmup_due = self.warmup_due and t.windows == 0
 
     def add(self, w: WindowRecord, *, warmup: bool | None = None) -> None:
@@ -90,7 +88,6 @@ class RunningTotals:
                 self.steady_since_warmup = 0
             else:
                 self.steady_since_warmup += 1
-            self.train_windows += 1
             self.train_steps += w.steps
             self.train_duration_s += w.duration_s
             self.train_measured_j += w.measured_j or 0.0
