@@ -331,7 +331,7 @@ class Misfit:
         windows: the labels of its windows beyond :data:`MISFIT_SIGMAS` x the noise, worst
             first.
         worst_rel: the worst of those windows' relative residual (predicted / measured - 1).
-        noise_rel: the stage's noise (:func:`noise_scale`), relative.
+        noise_rel: the stage's noise (:func:`repeat_noise`), relative.
         widening: the factor its 95 % interval's log half width was widened by (the worst
             window's residual over the noise, in log terms).
         chi_square: the sum of squares of its windows' log residuals over the noise.
